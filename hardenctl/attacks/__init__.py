@@ -1,0 +1,23 @@
+"""Attacks, one module each, and a name → class registry (``--attacks pgd,apgd-ce``)."""
+from __future__ import annotations
+
+from ..errors import UserError
+from .apgd import APGDCE, APGDT
+from .base import Attack, GradientStats
+from .fgsm import FGSM
+from .pgd import PGD
+from .square import Square
+
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, APGDCE, APGDT, Square)}
+
+
+def build_attack(name: str, eps: float, norm: str = "linf", eot_samples: int = 1, **kwargs) -> Attack:
+    """Instantiate an attack by its registry name."""
+    try:
+        cls = ATTACKS[name]
+    except KeyError:
+        raise UserError(f"unknown attack {name!r}", f"use one of {', '.join(ATTACKS)}") from None
+    return cls(eps=eps, norm=norm, eot_samples=eot_samples, **kwargs)
+
+
+__all__ = ["ATTACKS", "Attack", "GradientStats", "build_attack", "FGSM", "PGD", "APGDCE", "APGDT", "Square"]

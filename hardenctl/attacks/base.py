@@ -1,0 +1,161 @@
+"""The one base class every attack builds on.
+
+Why a base class: the things that make an attack *trustworthy* are the same for all
+of them and must be written once — the model is put in ``eval()`` mode while it is
+attacked (and restored afterwards), perturbations are projected onto the ε-ball and
+the [0, 1] box, gradients are averaged over EOT draws for randomised models, and
+points whose input gradient is zero or non-finite are counted so the report can flag
+gradient masking. A subclass only writes :meth:`Attack.perturb`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+
+NORMS = ("linf", "l2")
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> per-sample loss
+
+
+@dataclass
+class GradientStats:
+    """Counts of points whose first input gradient was useless (a masking symptom)."""
+
+    points: int = 0
+    zero: int = 0
+    nonfinite: int = 0
+
+    def add(self, other: "GradientStats") -> None:
+        self.points += other.points
+        self.zero += other.zero
+        self.nonfinite += other.nonfinite
+
+
+class Attack:
+    """An attack on a model that takes [0, 1] pixels and returns logits.
+
+    Args:
+        eps: radius of the threat model (L∞ or L2), in [0, 1] pixel units.
+        norm: ``"linf"`` or ``"l2"``.
+        eot_samples: gradients averaged over this many forward passes (1 for a
+            deterministic model; >1 for Expectation over Transformation).
+    """
+
+    name: ClassVar[str] = "attack"
+
+    def __init__(self, eps: float, norm: str = "linf", eot_samples: int = 1):
+        if not (eps >= 0) or eps != eps:
+            raise UserError(f"eps must be a non-negative number, got {eps}", "pass e.g. --eps 8/255")
+        if norm not in NORMS:
+            raise UserError(f"unknown norm {norm!r}", f"use one of {', '.join(NORMS)}")
+        if eot_samples < 1:
+            raise UserError(f"eot_samples must be >= 1, got {eot_samples}", "pass --eot-samples 20")
+        self.eps = float(eps)
+        self.norm = norm
+        self.eot_samples = int(eot_samples)
+        self.gradient_stats = GradientStats()
+        self._count_next_gradient = False
+
+    # -- the one method a subclass writes ------------------------------------------
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # -- the shared entry point ----------------------------------------------------
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Return adversarial examples for ``x`` (same shape), model left as found."""
+        was_training = model.training
+        model.eval()
+        self._count_next_gradient = True
+        try:
+            with torch.enable_grad():
+                x_adv = self.perturb(model, x.detach(), y)
+        finally:
+            model.train(was_training)
+        return x_adv.detach()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eps={self.eps:.5g}, norm={self.norm})"
+
+    # -- helpers shared by all attacks --------------------------------------------------
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Closest point to ``x_adv`` in the ε-ball around ``x`` intersected with [0, 1]."""
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            factor = (self.eps / norms).clamp(max=1.0)
+            delta = delta * factor.view(-1, *([1] * (x.dim() - 1)))
+        # Clamping to the box only shrinks |delta| coordinate-wise, so the point stays in the ball.
+        return (x + delta).clamp(0.0, 1.0)
+
+    def random_start(self, x: Tensor) -> Tensor:
+        """A uniformly random point of the ε-ball (L∞) or a random direction and radius (L2)."""
+        if self.norm == "linf":
+            delta = torch.empty_like(x).uniform_(-self.eps, self.eps)
+        else:
+            delta = torch.randn_like(x)
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            radius = self.eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
+            delta = delta * (radius / norms).view(-1, *([1] * (x.dim() - 1)))
+        return self.project(x + delta, x)
+
+    def step(self, x_adv: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
+        """Steepest-ascent step for the norm: sign for L∞, normalised gradient for L2."""
+        if isinstance(step_size, Tensor) and step_size.dim() == 1:
+            step_size = step_size.view(-1, *([1] * (x_adv.dim() - 1)))
+        if self.norm == "linf":
+            return x_adv + step_size * grad.sign()
+        norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return x_adv + step_size * grad / norms.view(-1, *([1] * (grad.dim() - 1)))
+
+    def gradient(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-sample loss, input gradient and logits, averaged over ``eot_samples`` draws.
+
+        The first call per attack run records how many points had an all-zero or
+        non-finite gradient; non-finite entries are zeroed so the attack keeps going.
+        """
+        grad_sum = torch.zeros_like(x)
+        loss_sum = torch.zeros(x.shape[0], device=x.device)
+        logits_sum = None
+        for _ in range(self.eot_samples):
+            x_var = x.detach().requires_grad_(True)
+            logits = model(x_var)
+            loss = loss_fn(logits, y)
+            (grad,) = torch.autograd.grad(loss.sum(), x_var)
+            grad_sum += grad.detach()
+            loss_sum += loss.detach().float()
+            logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
+        grad = grad_sum / self.eot_samples
+        if self._count_next_gradient:
+            self._count_next_gradient = False
+            flat = grad.flatten(1)
+            nonfinite = ~torch.isfinite(flat).all(dim=1)
+            zero = (flat == 0).all(dim=1)
+            self.gradient_stats.add(GradientStats(x.shape[0], int(zero.sum()), int(nonfinite.sum())))
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        return loss_sum / self.eot_samples, grad, logits_sum / self.eot_samples
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        """Logits averaged over EOT draws (one pass for a deterministic model)."""
+        logits = model(x)
+        for _ in range(self.eot_samples - 1):
+            logits = logits + model(x)
+        return logits / self.eot_samples
+
+
+def keep_misclassified(x_best: Tensor, fooled: Tensor, x_new: Tensor, logits: Tensor, y: Tensor) -> None:
+    """Record ``x_new`` for points it fools that were not fooled before (in place).
+
+    Attacks return the first iterate that fools the model rather than the last one,
+    which may have drifted back to the correct class.
+    """
+    newly = (logits.argmax(dim=1) != y) & ~fooled
+    if newly.any():
+        x_best[newly] = x_new[newly].detach()
+        fooled |= newly
