@@ -36,14 +36,14 @@ class PGD(Attack):
         self.steps = int(steps)
         self.alpha = float(alpha) if alpha is not None else self.eps / 4
         self.restarts = max(1, int(restarts))
-        self.random_start = random_start
+        self.use_random_start = bool(random_start)  # not `random_start`: that would shadow the method
         self.loss = loss
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x_best = x.clone()
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for restart in range(self.restarts):
-            x_adv = self.random_start(x) if self.random_start else x.clone()
+            x_adv = self.random_start(x) if self.use_random_start else x.clone()
             for _ in range(self.steps):
                 _, grad, logits = self.gradient(model, x_adv, y, self.loss)
                 keep_misclassified(x_best, fooled, x_adv, logits, y)

@@ -1,0 +1,89 @@
+"""The Python API (what notebooks and other tools import); the CLI is a thin layer over it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from . import models
+from .data import ImageDataset, load_dataset
+from .errors import UserError
+from .evaluate import EvalConfig, Progress
+from .evaluate import evaluate as _evaluate
+from .models import ImageClassifier
+from .report import Report
+
+
+def load_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_size: tuple[int, int] | None = None,
+    device: str = "cpu",
+) -> ImageClassifier:
+    """Load a checkpoint as an ``nn.Module`` taking [0, 1] pixels (normalisation folded in)."""
+    return models.load_model(path, arch=arch, num_classes=num_classes, mean=mean, std=std,
+                             input_size=input_size, device=models.resolve_device(device))
+
+
+def prepare_data(model: nn.Module, data: ImageDataset, resize: bool = False) -> ImageDataset:
+    """Match ``data`` to what the model was declared for: size, channels and label range.
+
+    The size comes from the checkpoint or ``--input-size``, never from timm's ImageNet
+    config; an undeclared model is evaluated at the data's own size (recorded).
+    """
+    info = getattr(model, "info", None)
+    if info is None:
+        return data
+    if info.input_size is None:
+        info.input_size, info.input_size_source = data.image_size, "data"
+    elif tuple(info.input_size) != data.image_size:
+        if not resize:
+            h, w = info.input_size
+            raise UserError(
+                f"images are {data.image_size[0]}x{data.image_size[1]} but the model is declared for {h}x{w} "
+                f"(from {info.input_size_source})", "pass --resize to resize the data, or --input-size to match the data")
+        data = data.resized(tuple(info.input_size))
+    data = data.with_channels(info.in_chans)
+    if len(data) and int(data.y.max()) >= info.num_classes:
+        raise UserError(f"label {int(data.y.max())} is out of range for a model with {info.num_classes} classes",
+                        "use data whose labels are 0..num_classes-1 (or the right --num-classes)")
+    return data
+
+
+def load_data(spec: str | ImageDataset, model: nn.Module | None = None, *, n: int | None = None,
+              split: str = "test", resize: bool = False) -> ImageDataset:
+    """Load a dataset spec and, given a model, make it fit that model (see :func:`prepare_data`)."""
+    if isinstance(spec, ImageDataset):
+        data = spec.head(n)
+    else:
+        info = getattr(model, "info", None)
+        size = tuple(info.input_size) if (resize and info is not None and info.input_size) else None
+        data = load_dataset(str(spec), split=split, n=n, size=size)
+    return prepare_data(model, data, resize) if model is not None else data
+
+
+def evaluate(
+    model: nn.Module | str | Path,
+    data: ImageDataset | str,
+    *,
+    progress: Progress | None = None,
+    resize: bool = False,
+    **config: Any,
+) -> Report:
+    """Evaluate a model (module or checkpoint path) on data (dataset or spec); see :class:`EvalConfig`.
+
+    >>> report = hardenctl.evaluate("model.safetensors", "digits-test", eps=8/255, suite="quick", n=200)
+    >>> report.robust_accuracy
+    """
+    cfg = EvalConfig(**config)
+    if not isinstance(model, nn.Module):
+        model = load_model(model)
+    dataset = load_data(data, model, n=cfg.n, resize=resize)
+    with torch.inference_mode(False):
+        return _evaluate(model, dataset, cfg, progress)

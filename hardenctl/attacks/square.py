@@ -1,0 +1,197 @@
+"""Square Attack (Andriushchenko et al., ECCV 2020): random search on the logit margin.
+
+It never asks for a gradient, so it cannot be fooled by a model that hides or breaks
+its gradients; if Square beats the white-box attacks, those attacks were masked. Each
+iteration proposes a change confined to one random square window and keeps it only if
+the margin (runner-up logit − true logit) grows. Windows start large (a fraction
+``p_init`` of the image) and shrink on a fixed schedule as the query budget is spent.
+
+Differences from the reference implementation (``autoattack/square.py``), all small:
+windows, signs and the L2 pattern orientation are drawn per image (the reference
+draws one for the whole batch; the paper's algorithm is per image); window positions
+cover every valid offset; the initial query counts against ``queries`` (the reference
+spends ``queries + 1``); the clean point is not queried separately.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from .base import Attack
+from .losses import margin
+
+_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # p halves after each, out of 10k
+
+
+def square_fraction(p_init: float, it: int, queries: int) -> float:
+    """Fraction of pixels the window covers at iteration ``it`` (the paper's schedule, rescaled)."""
+    t = int(it / queries * 10000)
+    return p_init / 2 ** sum(t > m for m in _SCHEDULE)
+
+
+def _window(n: int, h: int, w: int, s: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Index tensors (batch, rows, cols) for one random s×s window per image.
+
+    ``t[b, :, r, c]`` then has shape (n, s, s, C).
+    """
+    top = torch.randint(0, h - s + 1, (n,), device=device)
+    left = torch.randint(0, w - s + 1, (n,), device=device)
+    ar = torch.arange(s, device=device)
+    batch = torch.arange(n, device=device)[:, None, None]
+    return batch, (top[:, None] + ar)[:, :, None], (left[:, None] + ar)[:, None, :]
+
+
+def _rings(a: int, b: int) -> Tensor:
+    """a×b block of concentric rectangles: weight Σ_{k ≥ ring} 1/(k+1)², unit L2 norm."""
+    if a == 0:
+        return torch.zeros(0, b)
+    rows = (torch.arange(a) - a // 2).abs()
+    cols = (torch.arange(b) - b // 2).abs()
+    ring = torch.maximum(rows[:, None], cols[None, :])
+    n_rings = max(a // 2, b // 2) + 1
+    tail = (1.0 / (torch.arange(n_rings) + 1.0) ** 2).flip(0).cumsum(0).flip(0)
+    block = tail[ring]
+    return block / block.norm()
+
+
+def _pattern(s: int) -> Tensor:
+    """The L2 update pattern: + rings on the top half, − rings on the bottom, unit norm.
+
+    Mass concentrated at two centres of opposite sign changes the image a lot per unit
+    of L2 budget, which is what makes the L2 search efficient.
+    """
+    top = s // 2
+    p = torch.cat([_rings(top, s), -_rings(s - top, s)], dim=0)
+    return p / p.norm()
+
+
+class Square(Attack):
+    """Score-based random search under an L∞ or L2 budget.
+
+    Args:
+        queries: model queries per point and restart (the initial one included).
+        p_init: initial fraction of pixels a window covers (0.8 as in AutoAttack).
+        restarts: fresh runs, each only on the points not yet fooled.
+    """
+
+    name = "square"
+
+    def __init__(self, eps: float, norm: str = "linf", eot_samples: int = 1, queries: int = 5000,
+                 p_init: float = 0.8, restarts: int = 1):
+        super().__init__(eps, norm, eot_samples)
+        if queries < 1:
+            raise UserError(f"queries must be >= 1, got {queries}", "pass e.g. queries=5000")
+        if not 0 < p_init <= 1:
+            raise UserError(f"p_init must be in (0, 1], got {p_init}", "pass e.g. p_init=0.8")
+        self.queries = int(queries)
+        self.p_init = float(p_init)
+        self.restarts = max(1, int(restarts))
+
+    def _margin(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return margin(self.predict(model, x), y)
+
+    @torch.no_grad()
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise UserError(f"square attack needs NCHW images, got shape {tuple(x.shape)}", "pass a 4-D batch")
+        x_out = x.clone()
+        best = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(self.restarts):
+            idx = (~fooled).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            x_run, m_run = self._run(model, x[idx], y[idx])
+            better = m_run > best[idx]
+            x_out[idx[better]] = x_run[better]
+            best[idx[better]] = m_run[better]
+            fooled[idx] = m_run > 0
+        return x_out
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One search; returns the best point per image and its margin (> 0: fooled)."""
+        n, c, h, w = x.shape
+        x_best = self.project(x + self._init_delta(x), x)
+        m_best = self._margin(model, x_best, y)
+        for it in range(self.queries - 1):
+            active = (m_best <= 0).nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            p = square_fraction(self.p_init, it, self.queries)
+            x_a, x_cur = x[active], x_best[active]
+            if self.norm == "linf":
+                x_new = self._propose_linf(x_a, x_cur, p)
+            else:
+                x_new = self._propose_l2(x_a, x_cur, p)
+            m_new = self._margin(model, x_new, y[active])
+            better = m_new > m_best[active]  # strict: a tie is not progress
+            x_best[active[better]] = x_new[better]
+            m_best[active[better]] = m_new[better]
+        return x_best, m_best
+
+    def _init_delta(self, x: Tensor) -> Tensor:
+        """L∞: ±ε vertical stripes (one sign per column and channel), which already move the
+        margin a lot. L2: a grid of ± patterns scaled to norm ε."""
+        n, c, h, w = x.shape
+        if self.norm == "linf":
+            return self.eps * _signs(x, (n, c, 1, w)).expand_as(x)
+        s = max(h // 5, 1)
+        rows, cols = h // s, w // s
+        top, left = (h - rows * s) // 2, (w - cols * s) // 2
+        delta = torch.zeros_like(x)
+        pat = _pattern(s).to(x)
+        for i in range(rows):
+            for j in range(cols):
+                sub = delta[:, :, top + i * s: top + (i + 1) * s, left + j * s: left + (j + 1) * s]
+                sub += pat * _signs(x, (n, c, 1, 1))
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return self.eps * delta / norms.view(-1, 1, 1, 1)
+
+    def _propose_linf(self, x: Tensor, x_cur: Tensor, p: float) -> Tensor:
+        """Set one window per image to a fresh ±ε value per channel (a ±2ε jump, then projected)."""
+        n, c, h, w = x.shape
+        s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
+        b, r, col = _window(n, h, w, s, x.device)
+        x_new = x_cur.clone()
+        jump = 2 * self.eps * _signs(x, (n, 1, 1, c))
+        x_new[b, :, r, col] = x_cur[b, :, r, col] + jump
+        return self.project(x_new, x)
+
+    def _propose_l2(self, x: Tensor, x_cur: Tensor, p: float) -> Tensor:
+        """The paper's L2 step: move the perturbation mass of two windows into one of them,
+        redrawn as a ± pattern plus the old content, topped up with unused budget, then
+        rescale the whole perturbation to norm ε."""
+        n, c, h, w = x.shape
+        s = max(int(round(math.sqrt(p * h * w))), 3)
+        s = min(s + (s % 2 == 0), h, w)  # odd sizes keep the pattern centred
+        delta = x_cur - x
+        w1, w2 = _window(n, h, w, s, x.device), _window(n, h, w, s, x.device)
+
+        old = delta[w1[0], :, w1[1], w1[2]].permute(0, 3, 1, 2)  # (n, c, s, s)
+        old_norm = old.flatten(2).norm(dim=2)[..., None, None]
+        both = torch.zeros(n, 1, h, w, device=x.device, dtype=x.dtype)
+        both[w1[0], :, w1[1], w1[2]] = 1.0
+        both[w2[0], :, w2[1], w2[2]] = 1.0
+        window_norm = (delta * both).flatten(2).norm(dim=2)[..., None, None]
+        image_norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+        pat = _pattern(s).to(x)
+        flip = torch.rand(n, device=x.device) < 0.5
+        pat = torch.where(flip.view(-1, 1, 1), pat.t().expand(n, s, s), pat.expand(n, s, s))
+        new = pat[:, None] * _signs(x, (n, c, 1, 1)) + old / (old_norm + 1e-12)
+        spare = (self.eps**2 - image_norm**2).clamp_min(0) / c
+        new = new / (new.flatten(2).norm(dim=2)[..., None, None] + 1e-12) * (spare + window_norm**2).sqrt()
+
+        delta = delta.clone()
+        delta[w2[0], :, w2[1], w2[2]] = 0.0
+        delta[w1[0], :, w1[1], w1[2]] = new.permute(0, 2, 3, 1)
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return self.project(x + self.eps * delta / norms.view(-1, 1, 1, 1), x)
+
+
+def _signs(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Uniform random ±1 of the given shape, on x's device and dtype."""
+    return torch.randint(0, 2, shape, device=x.device).to(x.dtype) * 2 - 1

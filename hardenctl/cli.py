@@ -1,0 +1,263 @@
+"""``hardenctl`` command line: parse, call the API, print through one output sink.
+
+Exit codes: 0 success and every gate passed · 1 a gate failed · 2 bad input or usage.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import api
+from .errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, UserError
+from .gates import apply_gates, describe_failure
+from .report import Report, load_report, write_outputs
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Make timm image classifiers robust to adversarial attacks, and measure it honestly.")
+
+
+class Output:
+    """The one output sink: tables to stdout for people, JSON to stdout for machines, notes to stderr."""
+
+    def __init__(self, quiet: bool = False, as_json: bool = False):
+        self.quiet, self.as_json = quiet, as_json
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message)
+
+    def warn(self, message: str) -> None:
+        if not self.as_json or not self.quiet:
+            self.err.print(f"[yellow]warning:[/yellow] {message}")
+
+    def table(self, renderable) -> None:
+        if not self.quiet and not self.as_json:
+            self.out.print(renderable)
+
+    def json(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    @contextmanager
+    def progress(self) -> Iterator:
+        """A rich progress bar callback ``(stage, done, total)``; a no-op when quiet or JSON."""
+        if self.quiet or self.as_json or not self.err.is_terminal and not _force_progress():
+            yield None
+            return
+        bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=self.err, transient=True)
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done)
+
+        with bars:
+            yield update
+
+
+def _force_progress() -> bool:
+    import os
+
+    return os.environ.get("HARDENCTL_PROGRESS") == "1"
+
+
+# ---------------------------------------------------------------------------------------------
+# option parsing: every bad value is a one-line UserError
+# ---------------------------------------------------------------------------------------------
+def parse_number(text: str, option: str) -> float:
+    """A float or a fraction such as ``8/255``."""
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{option}: {text!r} is not a number", f"pass e.g. {option} 8/255 or {option} 0.031") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UserError(f"{option}: {text!r} is not a finite number", f"pass e.g. {option} 8/255")
+    return value
+
+
+def parse_eps(text: str, norm: str, option: str = "--eps") -> float:
+    value = parse_number(text, option)
+    if value < 0:
+        raise UserError(f"{option} must be >= 0, got {text}", f"pass e.g. {option} 8/255")
+    if norm == "linf" and value > 1:
+        raise UserError(f"{option} {text} exceeds 1, the whole [0,1] pixel range", "give eps in [0,1] pixel units, e.g. 8/255")
+    return value
+
+
+def parse_list(text: Optional[str], option: str, count: int | None = None) -> list[float] | None:
+    if text is None:
+        return None
+    values = [parse_number(part.strip(), option) for part in text.split(",") if part.strip()]
+    if not values or (count is not None and len(values) != count):
+        raise UserError(f"{option}: expected {count or 'one or more'} comma-separated numbers, got {text!r}", f"pass e.g. {option} 0.5,0.5,0.5")
+    return values
+
+
+def parse_size(text: Optional[str]) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.replace("x", ",").split(",")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = (size[0], size[0])
+    if len(size) != 2 or min(size) < 1:
+        raise UserError(f"--input-size: {text!r} is not H,W", "pass e.g. --input-size 32,32")
+    return size  # type: ignore[return-value]
+
+
+def parse_fraction(value: Optional[float], option: str) -> Optional[float]:
+    if value is not None and not 0 <= value <= 1:
+        raise UserError(f"{option} is a fraction in [0,1], got {value}", f"pass e.g. {option} 0.45")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
+Checkpoint = Annotated[Path, typer.Argument(help="Model: .safetensors, timm train.py .pth/.pth.tar, or a state_dict .pt")]
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Checkpoint,
+    data: Annotated[str, typer.Option(help="Data: .npz (uint8 x N×H×W×C, int y), an ImageFolder dir, a CIFAR batch dir, or 'digits'")],
+    arch: Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Normalisation mean r,g,b (when the checkpoint has none)")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Normalisation std r,g,b")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="Declared input size H,W (passed to timm as img_size where needed)")] = None,
+    resize: Annotated[bool, typer.Option(help="Resize the data to the declared input size")] = False,
+    n: Annotated[int, typer.Option(help="Evaluate the first n samples")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Batch size")] = 128,
+    eps: Annotated[str, typer.Option(help="Perturbation radius in [0,1] pixel units; fractions like 8/255 are fine")] = "8/255",
+    norm: Annotated[str, typer.Option(help="Threat model: linf or l2")] = "linf",
+    suite: Annotated[str, typer.Option(help="quick (PGD-20 + APGD-CE), standard (APGD-CE → APGD-T → Square), autoattack (reference package)")] = "standard",
+    attacks: Annotated[Optional[str], typer.Option(help="Custom attack list instead of a suite: fgsm,pgd,apgd-ce,apgd-t,square")] = None,
+    eot_samples: Annotated[int, typer.Option(help="EOT draws per gradient and per re-scoring, for randomised models")] = 20,
+    randomized: Annotated[bool, typer.Option(help="Treat the model as randomised (EOT) even if not detected")] = False,
+    eps_sweep: Annotated[Optional[str], typer.Option(help="Also evaluate at these radii, e.g. 0,2/255,4/255,8/255")] = None,
+    apgd_steps: Annotated[int, typer.Option(help="APGD iterations")] = 100,
+    square_queries: Annotated[int, typer.Option(help="Square attack queries per point")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (the report repeats exactly on CPU)")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    report: Annotated[Optional[Path], typer.Option(help="Write the JSON report here")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write a Markdown report here")] = None,
+    junit: Annotated[Optional[Path], typer.Option(help="Write checks and gates as JUnit XML here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
+    min_clean_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this clean accuracy")] = None,
+    min_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Gate: compare with an earlier report.json")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop from --baseline (default 0)")] = None,
+    strict: Annotated[bool, typer.Option(help="Fail the gate when any sanity check fails")] = False,
+) -> None:
+    """Measure clean and robust accuracy of a checkpoint and gate on it."""
+    out = Output(quiet, as_json)
+    if norm not in ("linf", "l2"):
+        raise UserError(f"--norm must be linf or l2, got {norm!r}", "pass --norm linf or --norm l2")
+    eps_value = parse_eps(eps, norm)
+    sweep = [parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None
+    for value, option in ((min_clean_acc, "--min-clean-acc"), (min_robust_acc, "--min-robust-acc"), (max_drop, "--max-drop")):
+        parse_fraction(value, option)
+    if max_drop is not None and baseline is None:
+        raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
+    for value, option in ((n, "--n"), (batch_size, "--batch-size"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
+        if value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
+    attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
+    config = dict(eps=eps_value, norm=norm, suite=suite, attacks=attack_names, n=n, batch_size=batch_size, seed=seed,
+                  eot_samples=eot_samples, eps_sweep=sweep, apgd_steps=apgd_steps, square_queries=square_queries,
+                  randomized=True if randomized else None)
+    api.EvalConfig(**config).build_attacks(eps_value, 1)  # validate suite/attack names before any loading
+    baseline_report = load_report(baseline) if baseline else None
+
+    model = api.load_model(checkpoint, arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"),
+                           std=parse_list(std, "--std"), input_size=parse_size(input_size), device=device)
+    dataset = api.load_data(data, model, n=n, resize=resize)
+    with out.progress() as progress:
+        result = api.evaluate(model, dataset, progress=progress, **config)
+    apply_gates(result, min_clean_acc, min_robust_acc, baseline_report, max_drop, strict)
+    finish(result, out, report, markdown, junit)
+
+
+def finish(result: Report, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path]) -> None:
+    """Write outputs, print, and exit 1 when a gate failed."""
+    for note in write_outputs(result, report, markdown, junit):
+        out.note(note)
+    if out.as_json:
+        out.json(result.to_json())
+    out.table(result.rich_table())
+    for check in result.failed_checks:
+        out.warn(f"check {check.name} failed: {check.detail}")
+    failed = result.failed_gates
+    for gate in failed:
+        out.err.print(describe_failure(gate))
+    if failed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@app.command("demo")
+def demo_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes its model and reports")] = Path("hardenctl-demo"),
+    n: Annotated[int, typer.Option(help="Test samples to evaluate")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
+) -> None:
+    """Train a small timm model on real handwritten digits, evaluate it, write a report (no files needed)."""
+    from .demo import make_demo_model
+
+    out = Output(quiet, as_json)
+    out.note(f"[bold]1/2[/bold] training timm test_resnet on scikit-learn digits (1438 real 8x8 images) → {out_dir}/model.safetensors")
+    path = make_demo_model(out_dir, seed=seed, on_epoch=lambda e, loss: out.note(f"  epoch {e + 1}: loss {loss:.3f}"))
+    out.note(f"[bold]2/2[/bold] evaluating on the 359 held-out digits: standard suite, L∞ ε = 8/255, n = {n}")
+    model = api.load_model(path)
+    with out.progress() as progress:
+        result = api.evaluate(model, "digits-test", progress=progress, n=n, seed=seed, eps=8 / 255, suite="standard",
+                              square_queries=1000)
+    finish(result, out, out_dir / "report.json", out_dir / "report.md", None)
+    out.note(f"wrote {out_dir}/model.safetensors, {out_dir}/report.json, {out_dir}/report.md")
+    out.note(f"next: hardenctl eval {path} --data digits-test --suite quick --min-robust-acc 0.5")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one-line errors and exit code 2 for bad input, never a traceback."""
+    command = typer.main.get_command(app)
+    err = Console(stderr=True, highlight=False)
+    try:
+        code = command.main(args=argv, prog_name="hardenctl", standalone_mode=False)
+        return int(code or 0) if isinstance(code, int) else EXIT_OK
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        return EXIT_USAGE
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        err.print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

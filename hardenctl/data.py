@@ -1,0 +1,286 @@
+"""Datasets as in-memory tensors: npz, ImageFolder, CIFAR python batches, built-in ``digits``.
+
+Images are kept as stored (uint8 when possible) and turned into float [0, 1] batches
+one batch at a time, so memory grows with the dataset, never with the attacks.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import UserError, missing_file
+
+BUILTIN = ("digits", "digits-train", "digits-test")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+@dataclass
+class ImageDataset:
+    """Images ``x`` (N, C, H, W; uint8 0..255 or float 0..1) and labels ``y`` (N,)."""
+
+    x: Tensor
+    y: Tensor
+    class_names: list[str]
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.x.shape[-2]), int(self.x.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def head(self, n: int | None) -> "ImageDataset":
+        """The first ``n`` samples (all when ``n`` is None or larger than the set)."""
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise UserError(f"--n must be at least 1, got {n}", "pass --n 1000")
+        return ImageDataset(self.x[:n], self.y[:n], self.class_names, self.source, list(self.notes))
+
+    def take(self, index: Tensor | np.ndarray) -> "ImageDataset":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageDataset(self.x[index], self.y[index], self.class_names, self.source, list(self.notes))
+
+    def pixels(self, start: int, stop: int) -> Tensor:
+        """Float [0, 1] images of rows ``start:stop``."""
+        chunk = self.x[start:stop]
+        return chunk.float().div_(255.0) if chunk.dtype == torch.uint8 else chunk.float()
+
+    def batches(self, batch_size: int) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """``(start, x, y)`` in order, x as float [0, 1]."""
+        for start in range(0, len(self), batch_size):
+            stop = min(start + batch_size, len(self))
+            yield start, self.pixels(start, stop), self.y[start:stop]
+
+    def sha256(self) -> str:
+        """Digest of exactly the pixels and labels evaluated (after --n and --resize)."""
+        digest = hashlib.sha256()
+        digest.update(str(self.x.dtype).encode() + str(tuple(self.x.shape)).encode())
+        digest.update(self.x.contiguous().numpy().tobytes())
+        digest.update(self.y.to(torch.int64).contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def resized(self, size: tuple[int, int]) -> "ImageDataset":
+        """Bilinear (antialiased) resize to ``size``; dtype kept."""
+        if self.image_size == tuple(size):
+            return self
+        out = []
+        for start in range(0, len(self), 256):
+            chunk = self.pixels(start, start + 256)
+            chunk = F.interpolate(chunk, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+            out.append(chunk.mul(255).round_().to(torch.uint8) if self.x.dtype == torch.uint8 else chunk)
+        notes = self.notes + [f"resized from {self.image_size[0]}x{self.image_size[1]} to {size[0]}x{size[1]}"]
+        return ImageDataset(torch.cat(out), self.y, self.class_names, self.source, notes)
+
+    def with_channels(self, channels: int) -> "ImageDataset":
+        """Repeat a grey channel to match an RGB model; any other mismatch is an error."""
+        if channels == self.channels:
+            return self
+        if self.channels == 1:
+            notes = self.notes + [f"grey images repeated to {channels} channels"]
+            return ImageDataset(self.x.repeat(1, channels, 1, 1), self.y, self.class_names, self.source, notes)
+        raise UserError(f"the data has {self.channels} channels but the model expects {channels}", "use data that matches the model")
+
+
+def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source: str) -> ImageDataset:
+    """Validate arrays and convert to an NCHW dataset."""
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise UserError(f"{source}: images must be (N, H, W, C) or (N, H, W), got shape {x.shape}", "save x as N×H×W×C uint8")
+    if x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3):
+        x = np.moveaxis(x, 1, -1)  # accept NCHW too
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise UserError(f"{source}: {x.shape[0]} images but labels have shape {y.shape}", "give one integer label per image")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise UserError(f"{source}: labels must be integers, got {y.dtype}", "store y as int64 class ids")
+    if y.size and y.min() < 0:
+        raise UserError(f"{source}: negative label {int(y.min())}", "labels must be class ids 0..K-1")
+    if x.dtype == np.uint8:
+        tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
+    elif np.issubdtype(x.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        if bad:
+            raise UserError(f"{source}: images contain {bad} NaN/inf values", "clean the data (replace or drop those images)")
+        if x.size and (x.min() < 0 or x.max() > 1):
+            raise UserError(f"{source}: float images must lie in [0, 1], found [{x.min():.3g}, {x.max():.3g}]", "store uint8 0..255 or floats in [0, 1]")
+        tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x.astype(np.float32), -1, 1)))
+    else:
+        raise UserError(f"{source}: unsupported image dtype {x.dtype}", "store x as uint8 (0..255) or float (0..1)")
+    num_classes = int(y.max()) + 1 if y.size else 0
+    if class_names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    elif len(class_names) < num_classes:
+        raise UserError(f"{source}: label {num_classes - 1} but only {len(class_names)} class names", "fix the labels or the class list")
+    return ImageDataset(tensor, torch.from_numpy(y.astype(np.int64)), list(class_names), source)
+
+
+# ---------------------------------------------------------------------------------------------
+def load_digits(split: str = "all") -> ImageDataset:
+    """scikit-learn's 1797 real 8×8 handwritten digits (0..16 grey levels → uint8).
+
+    ``digits-train``/``digits-test`` are a fixed 80/20 split of a seeded permutation,
+    so a model can be trained on one and evaluated on the other.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    y = bunch.target.astype(np.int64)
+    if split != "all":
+        order = np.random.default_rng(0).permutation(len(y))
+        cut = int(round(0.8 * len(y)))
+        order = order[:cut] if split == "train" else order[cut:]
+        x, y = x[order], y[order]
+    name = "digits" if split == "all" else f"digits-{split}"
+    return _finish(x, y, [str(i) for i in range(10)], name)
+
+
+def _class_names_near(path: Path) -> list[str] | None:
+    names_file = path.parent / "classes.json"
+    if names_file.is_file():
+        try:
+            data = json.loads(names_file.read_text())
+        except json.JSONDecodeError:
+            return None
+        names = data.get("classes") if isinstance(data, dict) else data
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
+    return None
+
+
+def load_npz(path: Path) -> ImageDataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files or "y" not in archive.files:
+                raise UserError(f"{path} has arrays {archive.files}, not 'x' and 'y'", "save with np.savez(path, x=images, y=labels)")
+            x, y = archive["x"], archive["y"]
+            names = [str(n) for n in archive["class_names"]] if "class_names" in archive.files else None
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(f"{path} stores pickled objects ({exc})", "save plain arrays: np.savez(path, x=uint8_images, y=int_labels)") from None
+    except Exception as exc:
+        raise UserError(f"cannot read {path} ({type(exc).__name__}: {exc})", "the file is corrupt or not an .npz archive") from None
+    return _finish(x, y, names or _class_names_near(path), str(path))
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """CIFAR's python batches are pickles; allow numpy arrays and builtins, nothing that runs code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_pickle(path: Path) -> dict:
+    try:
+        return _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except Exception as exc:
+        raise UserError(f"cannot read CIFAR batch {path} ({exc})", "use the original python-version CIFAR files") from None
+
+
+def load_cifar_batches(directory: Path, split: str) -> ImageDataset:
+    """CIFAR-10 (``data_batch_1..5``/``test_batch``) or CIFAR-100 (``train``/``test``) python batches."""
+    if (directory / "batches.meta").is_file():
+        files = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+        meta, label_key, names_key = directory / "batches.meta", b"labels", b"label_names"
+    else:
+        files, meta, label_key, names_key = [split], directory / "meta", b"fine_labels", b"fine_label_names"
+    xs, ys = [], []
+    for name in files:
+        if not (directory / name).is_file():
+            raise UserError(f"CIFAR directory {directory} has no {name}", "point --data at the extracted cifar-*-batches-py directory")
+        batch = _read_cifar_pickle(directory / name)
+        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+    names = [n.decode() for n in _read_cifar_pickle(meta)[names_key]] if meta.is_file() else None
+    return _finish(np.concatenate(xs), np.concatenate(ys), names, f"{directory} ({split})")
+
+
+def load_image_folder(directory: Path, n: int | None, size: tuple[int, int] | None) -> ImageDataset:
+    """Class sub-folders of images, read in a class-interleaved order.
+
+    Interleaving (1st image of every class, then the 2nd, ...) makes every prefix
+    ``--n`` roughly class-balanced instead of all of class 0.
+    """
+    from PIL import Image
+
+    classes = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    per_class = [
+        sorted(f for f in (directory / c).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()) for c in classes
+    ]
+    order = [(label, files[rank]) for rank in range(max((len(f) for f in per_class), default=0))
+             for label, files in enumerate(per_class) if rank < len(files)]
+    if not order:
+        raise UserError(f"no images found in {directory} (expected class sub-folders of .png/.jpg files)", "check the --data path")
+    if n is not None:
+        order = order[:n]
+    images, labels, sizes = [], [], set()
+    for label, file in order:
+        try:
+            with Image.open(file) as img:
+                img = img.convert("RGB")
+                if size is not None and img.size != (size[1], size[0]):
+                    img = img.resize((size[1], size[0]), Image.BILINEAR)
+                images.append(np.asarray(img, dtype=np.uint8))
+        except Exception as exc:
+            raise UserError(f"cannot read image {file} ({exc})", "remove or replace the file") from None
+        sizes.add(images[-1].shape[:2])
+        labels.append(label)
+    if len(sizes) > 1:
+        raise UserError(f"images in {directory} have different sizes {sorted(sizes)[:3]}", "pass --resize (with --input-size H,W) to resize them")
+    return _finish(np.stack(images), np.asarray(labels), classes, str(directory))
+
+
+def load_dataset(spec: str, split: str = "test", n: int | None = None, size: tuple[int, int] | None = None) -> ImageDataset:
+    """Load ``spec``: a built-in name, an ``.npz``, an ImageFolder or a CIFAR batch directory.
+
+    ``split`` picks train/test files where a source has both (CIFAR batches);
+    ``n`` trims early so huge folders are not read in full; ``size`` resizes folder
+    images while they are read (other sources are resized by the caller).
+    """
+    if spec in BUILTIN:
+        data = load_digits({"digits": "all", "digits-train": "train", "digits-test": "test"}[spec])
+        return data.head(n)
+    path = Path(spec)
+    if not path.exists():
+        raise missing_file(spec, "data")
+    if path.is_file():
+        if path.suffix == ".npz":
+            return load_npz(path).head(n)
+        raise UserError(f"unsupported data file {path}", "use an .npz (x, y), an image folder, a CIFAR batch directory or 'digits'")
+    if (path / "batches.meta").is_file() or (path / "meta").is_file() and (path / "train").is_file():
+        return load_cifar_batches(path, split).head(n)
+    return load_image_folder(path, n, size)

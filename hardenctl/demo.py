@@ -1,0 +1,52 @@
+"""``hardenctl demo``: the main job end to end with no user files.
+
+Train a small timm model for a few seconds on scikit-learn's real handwritten digits,
+save it as a hardenctl checkpoint, evaluate it, and write the report.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .data import ImageDataset, load_dataset
+from .models import ImageClassifier, create_timm_model, save_model, wrap_model
+
+DEMO_ARCH = "test_resnet"
+DIGITS_MEAN, DIGITS_STD = (0.30,), (0.40,)
+
+
+def train_clean(model: ImageClassifier, data: ImageDataset, epochs: int = 8, lr: float = 3e-3,
+                batch_size: int = 64, seed: int = 0, on_epoch: Callable[[int, float], None] | None = None) -> ImageClassifier:
+    """Plain (non-robust) training with Adam: the 'pretrained model' a user would bring."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(data), generator=generator)
+        total = 0.0
+        for start in range(0, len(data), batch_size):
+            index = order[start:start + batch_size]
+            x, y = data.take(index).pixels(0, len(index)), data.y[index]
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+        if on_epoch:
+            on_epoch(epoch, total / len(data))
+    return model.eval()
+
+
+def make_demo_model(out_dir: Path, seed: int = 0, epochs: int = 8,
+                    on_epoch: Callable[[int, float], None] | None = None) -> Path:
+    """Train the demo model on ``digits-train`` and save ``out_dir/model.safetensors``."""
+    train = load_dataset("digits-train")
+    torch.manual_seed(seed)
+    net = create_timm_model(DEMO_ARCH, num_classes=10, in_chans=1)
+    model = wrap_model(net, DEMO_ARCH, 10, DIGITS_MEAN, DIGITS_STD, in_chans=1, input_size=train.image_size, source="demo")
+    train_clean(model, train, epochs=epochs, seed=seed, on_epoch=on_epoch)
+    return save_model(model, out_dir / "model.safetensors", {"trained_by": "hardenctl demo (clean training on digits-train)"})
