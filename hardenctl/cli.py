@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,6 +18,11 @@ from . import api
 from .errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, UserError
 from .gates import apply_gates, describe_failure
 from .report import Report, load_report, write_outputs
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click import exceptions as cli_errors
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click import exceptions as cli_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Make timm image classifiers robust to adversarial attacks, and measure it honestly.")
@@ -215,28 +219,158 @@ def finish(result: Report, out: Output, report: Optional[Path], markdown: Option
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
+@contextmanager
+def training_progress(out: Output) -> Iterator:
+    """Progress for ``harden``: one bar per epoch that stays, showing loss then held-out accuracy.
+
+    The callback is ``(stage, done, total, metrics=None)``; evaluation stages (no metrics) get
+    transient bars. Without a terminal (or with --quiet/--json) it prints one line per epoch instead.
+    """
+    from .harden import describe_epoch
+
+    def metrics_text(metrics: dict) -> str:
+        if "holdout_robust_accuracy" not in metrics:
+            return f"loss {metrics['loss']:.4f}"
+        return describe_epoch(metrics)
+
+    if out.quiet or out.as_json or not out.err.is_terminal and not _force_progress():
+        def lines(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
+            if metrics and "holdout_robust_accuracy" in metrics:
+                out.note(f"{stage}: {metrics_text(metrics)}")
+        yield lines
+        return
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[metrics]}"), console=out.err)
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total, metrics="")
+        bars.update(tasks[stage], completed=done, **({"metrics": metrics_text(metrics)} if metrics else {}))
+        if not stage.startswith("epoch") and done >= total:
+            bars.remove_task(tasks.pop(stage))
+
+    with bars:
+        yield update
+
+
+def harden_outputs(result, out: Output) -> None:
+    """Print the before/after table (or the JSON report) and any failed sanity checks."""
+    report = result.report
+    if out.as_json:
+        out.json(report.to_json())
+    out.table(report.rich_table())
+    for label, evaluation in report.columns():
+        for check in evaluation.failed_checks:
+            out.warn(f"{label}: check {check.name} failed: {check.detail}")
+    out.note(f"saved the {report.selected} epoch ({report.selected_epoch} of {report.last_epoch}) to {result.model_path}; "
+             f"report in {result.out_dir}/report.md")
+
+
+@app.command("harden")
+def harden_command(
+    checkpoint: Checkpoint,
+    data: Annotated[str, typer.Option(help="Training data: .npz, an ImageFolder dir, a CIFAR batch dir, or 'digits-train'")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory: model.safetensors, recipe.yaml, report.json/.md, train_log.jsonl, checkpoints/")],
+    recipe: Annotated[str, typer.Option(help="Recipe name (mart, pgd-at, trades, standard) or a recipe YAML path; see `hardenctl recipes`")] = "mart",
+    eval_data: Annotated[Optional[str], typer.Option(help="Data for the before/after report (default: the held-out split of --data)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (the recipe's `epochs`)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Global training batch size (the recipe's `batch_size`)")] = None,
+    lr: Annotated[Optional[str], typer.Option(help="Peak learning rate (the recipe's `lr`)")] = None,
+    set_values: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe parameter, key=value (repeatable), e.g. --set beta=5")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (a run repeats exactly on CPU)")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process)")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue a killed run in --out from its last complete epoch")] = False,
+    eval_n: Annotated[int, typer.Option(help="Evaluate input and hardened models on the first n samples")] = 1000,
+    suite: Annotated[str, typer.Option(help="Attack suite of the before/after report: quick, standard, autoattack")] = "standard",
+    eps: Annotated[str, typer.Option(help="L∞ radius of the before/after report; fractions like 8/255 are fine")] = "8/255",
+    amp: Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA, off on CPU), off, bf16, fp16 (CUDA)")] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="Train in channels_last memory format (faster convolutions)")] = False,
+    arch: Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Normalisation mean r,g,b (when the checkpoint has none)")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Normalisation std r,g,b")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="Declared input size H,W (passed to timm as img_size where needed)")] = None,
+    resize: Annotated[bool, typer.Option(help="Resize the data to the declared input size")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
+) -> None:
+    """Adversarially fine-tune a checkpoint with a recipe (MART, PGD-AT, TRADES) and report before vs after."""
+    import os
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints
+    out = Output(quiet or not main_process, as_json and main_process)
+    for value, option in ((epochs, "--epochs"), (batch_size, "--batch-size"), (eval_n, "--eval-n")):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
+    with training_progress(out) as progress:
+        result = api.harden(
+            checkpoint, data=data, out=out_dir, recipe=recipe, eval_data=eval_data, overrides=set_values or [],
+            epochs=epochs, batch_size=batch_size, lr=parse_number(lr, "--lr") if lr is not None else None, seed=seed,
+            device=device, resume=resume, eval_n=eval_n, suite=suite, eps=parse_eps(eps, "linf"), amp=amp,
+            channels_last=channels_last, arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"),
+            std=parse_list(std, "--std"), input_size=parse_size(input_size), resize=resize, progress=progress, log=out.note)
+    if result is not None:
+        harden_outputs(result, out)
+
+
+@app.command("recipes")
+def recipes_command(
+    name: Annotated[Optional[str], typer.Argument(help="A recipe name or YAML path: print every parameter")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
+) -> None:
+    """List the training recipes, or every parameter of one with its default and meaning."""
+    from rich.table import Table
+
+    from .recipes import describe, load_recipe, recipe_names
+
+    out = Output(False, as_json)
+    if name is None:
+        rows = [load_recipe(n) for n in recipe_names()]
+        if as_json:
+            out.json(json.dumps([{"name": n, "class": r.name, "paper": r.paper, "improves": r.improves}
+                                 for n, r in zip(recipe_names(), rows)], indent=2) + "\n")
+        table = Table(title="hardenctl recipes (recipes/*.yaml)")
+        for column in ("recipe", "paper", "improves"):
+            table.add_column(column)
+        for recipe_name, recipe in zip(recipe_names(), rows):
+            table.add_row(recipe_name, recipe.paper, recipe.improves)
+        out.table(table)
+        return
+    cls, parameters = describe(name)
+    if as_json:
+        out.json(json.dumps({"name": cls.name, "paper": cls.paper, "improves": cls.improves, "interpretation": cls.interpretation,
+                             "parameters": [{"key": p.key, "default": p.value, "meaning": p.meaning} for p in parameters]},
+                            indent=2) + "\n")
+    table = Table(title=f"{cls.name}: {cls.paper}", caption=f"improves {cls.improves}; override with --set key=value")
+    for column in ("parameter", "default", "meaning"):
+        table.add_column(column)
+    for p in parameters:
+        table.add_row(p.key, str(p.value), p.meaning)
+    out.table(table)
+
+
 @app.command("demo")
 def demo_command(
-    out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes its model and reports")] = Path("hardenctl-demo"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes its models and reports")] = Path("hardenctl-demo"),
     n: Annotated[int, typer.Option(help="Test samples to evaluate")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON before/after report on stdout")] = False,
 ) -> None:
-    """Train a small timm model on real handwritten digits, evaluate it, write a report (no files needed)."""
-    from .demo import make_demo_model
+    """Train a small timm model on real handwritten digits, harden it with MART, report before vs after (no files needed)."""
+    from .demo import DEMO_EPS, DEMO_MART, harden_demo_model, make_demo_model
 
     out = Output(quiet, as_json)
     out.note(f"[bold]1/2[/bold] training timm test_resnet on scikit-learn digits (1438 real 8x8 images) → {out_dir}/model.safetensors")
     path = make_demo_model(out_dir, seed=seed, on_epoch=lambda e, loss: out.note(f"  epoch {e + 1}: loss {loss:.3f}"))
-    out.note(f"[bold]2/2[/bold] evaluating on the 359 held-out digits: standard suite, L∞ ε = 8/255, n = {n}")
-    model = api.load_model(path)
-    with out.progress() as progress:
-        result = api.evaluate(model, "digits-test", progress=progress, n=n, seed=seed, eps=8 / 255, suite="standard",
-                              square_queries=1000)
-    finish(result, out, out_dir / "report.json", out_dir / "report.md", None)
-    out.note(f"wrote {out_dir}/model.safetensors, {out_dir}/report.json, {out_dir}/report.md")
-    out.note(f"next: hardenctl eval {path} --data digits-test --suite quick --min-robust-acc 0.5")
+    out.note(f"[bold]2/2[/bold] hardening it with MART for {DEMO_MART['epochs']} epochs → {out_dir}/hardened/, then evaluating "
+             f"both on the 359 held-out digits: standard suite, L∞ ε = {DEMO_EPS} (8/255 is below one grey level of these "
+             f"8x8 digits, so the demo uses {DEMO_EPS}), n = {n}")
+    with training_progress(out) as progress:
+        result = harden_demo_model(path, out_dir / "hardened", seed=seed, n=n, progress=progress, log=out.note)
+    harden_outputs(result, out)
+    out.note(f"next: hardenctl eval {result.model_path} --data digits-test --eps {DEMO_EPS} --suite quick --min-robust-acc 0.5")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,12 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         err.print(f"error: {exc}", markup=False, soft_wrap=True)
         return EXIT_USAGE
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except cli_errors.NoArgsIsHelpError as exc:
+        err.print(exc.format_message(), markup=False)
+        return EXIT_USAGE
+    except cli_errors.ClickException as exc:
         err.print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
         return EXIT_USAGE
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, getattr(cli_errors, "Abort", KeyboardInterrupt)):
         err.print("aborted")
         return 130
 

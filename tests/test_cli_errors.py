@@ -1,0 +1,129 @@
+"""Bad input: a one-line error naming problem and fix, exit code 2, no traceback, no output file."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from hardenctl.models import read_checkpoint
+
+
+class NotAWeight:  # pickled by reference: loading it would import and run code from this module
+    pass
+
+
+def assert_clean_failure(cli, tmp_path, *args, expect: str):
+    out_file = tmp_path / "out" / "report.json"
+    code, out, err = cli("eval", *args, "--quiet", "--n", "8", "--attacks", "fgsm", "--report", out_file)
+    assert code == 2, (code, err)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "Traceback" not in err and expect.lower() in err.lower(), err
+    assert not out_file.exists() and not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint(cli, tmp_path):
+    assert_clean_failure(cli, tmp_path, tmp_path / "nope.safetensors", "--data", "digits", expect="not found")
+
+
+def test_missing_data(cli, tmp_path, digits_model_path):
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", tmp_path / "nowhere", expect="data not found")
+
+
+def test_directory_without_images(cli, tmp_path, digits_model_path):
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "cat" / "notes.txt").write_text("hi")
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", tmp_path / "empty", expect="no images found")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_safetensors(cli, tmp_path, digits_model_path, damage):
+    raw = digits_model_path.read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"\x00" * 64)
+    assert_clean_failure(cli, tmp_path, bad, "--data", "digits", expect="corrupt")
+
+
+def test_pickled_code_checkpoint_is_refused_not_run(cli, tmp_path, digits_model_path):
+    state, _ = read_checkpoint(digits_model_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": state, "hook": NotAWeight()}, path)
+    assert_clean_failure(cli, tmp_path, path, "--data", "digits", "--arch", "test_resnet", expect="will not unpickle")
+
+
+def test_truncated_torch_checkpoint(cli, tmp_path, digits_model_path):
+    state, _ = read_checkpoint(digits_model_path)
+    path = tmp_path / "half.pt"
+    torch.save(state, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    assert_clean_failure(cli, tmp_path, path, "--data", "digits", "--arch", "test_resnet", expect="cannot read checkpoint")
+
+
+def test_wrong_num_classes(cli, tmp_path, digits_model_path):
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits", "--num-classes", "7", expect="--num-classes 10")
+
+
+def test_labels_out_of_range(cli, tmp_path, digits_model_path):
+    x = np.zeros((4, 8, 8, 1), np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 12, 3]))
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", tmp_path / "d.npz", expect="label 12")
+
+
+@pytest.mark.parametrize("eps,expect", [("-1", ">= 0"), ("abc", "not a number"), ("1/0", "not a number"), ("2", "exceeds 1")])
+def test_bad_eps(cli, tmp_path, digits_model_path, eps, expect):
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits", "--eps", eps, expect=expect)
+
+
+def test_unknown_attack(cli, tmp_path, digits_model_path):
+    out_file = tmp_path / "r.json"
+    code, _, err = cli("eval", digits_model_path, "--data", "digits", "--attacks", "pgd,cw", "--report", out_file)
+    assert code == 2 and "unknown attack 'cw'" in err and "apgd-ce" in err and not out_file.exists()
+
+
+def test_unknown_suite(cli, tmp_path, digits_model_path):
+    code, _, err = cli("eval", digits_model_path, "--data", "digits", "--suite", "heavy")
+    assert code == 2 and "unknown suite" in err
+
+
+def test_image_size_mismatch(cli, tmp_path, digits_model_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 12, 12, 1), np.uint8), y=np.array([0, 1, 2, 3]))
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", tmp_path / "d.npz", expect="pass --resize")
+
+
+def test_nan_in_data(cli, tmp_path, digits_model_path):
+    x = np.full((4, 8, 8, 1), 0.5, np.float32)
+    x[2, 3, 3, 0] = np.nan
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2, 3]))
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", tmp_path / "d.npz", expect="NaN")
+
+
+def test_npz_with_pickled_objects(cli, tmp_path, digits_model_path):
+    np.savez(tmp_path / "d.npz", x=np.array([{"a": 1}], dtype=object), y=np.array([0]))
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", tmp_path / "d.npz", expect="pickled")
+
+
+def test_cuda_requested_without_cuda(cli, tmp_path, digits_model_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits", "--device", "cuda", expect="CUDA is not available")
+
+
+def test_unknown_arch(cli, tmp_path, digits_model_path):
+    state, _ = read_checkpoint(digits_model_path)
+    torch.save(state, tmp_path / "w.pt")
+    assert_clean_failure(cli, tmp_path, tmp_path / "w.pt", "--data", "digits", "--arch", "resnet_9000", expect="unknown timm architecture")
+
+
+def test_usage_error_is_exit_2(cli):
+    code, _, err = cli("eval")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_cifar_pickle_with_code_is_refused(cli, tmp_path, digits_model_path):
+    directory = tmp_path / "cifar-10-batches-py"
+    directory.mkdir()
+    (directory / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"]}))
+    (directory / "test_batch").write_bytes(pickle.dumps({b"data": NotAWeight(), b"labels": [0]}))
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", directory, expect="refusing to load")

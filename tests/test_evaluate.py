@@ -1,0 +1,174 @@
+"""The evaluation engine's guarantees: worst case per sample, checks that catch false robustness."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import hardenctl
+from hardenctl.attacks import PGD, Attack
+from hardenctl.data import ImageDataset, load_dataset
+from hardenctl.evaluate import EvalConfig, evaluate, is_randomized, run_suite
+
+
+def checks_of(report):
+    return {c.name: c for c in report.checks}
+
+
+@pytest.fixture(scope="module")
+def digits_model(digits_model_path):
+    return hardenctl.load_model(digits_model_path)
+
+
+@pytest.fixture(scope="module")
+def digits_test(digits_model):
+    return hardenctl.load_data("digits-test", digits_model, n=64)
+
+
+def test_saturated_logits_are_not_reported_robust(digits_model, digits_test):
+    """Final layer ×1e4: CE gradients underflow. PGD on CE is fooled; the standard suite is not."""
+    saturated = copy.deepcopy(digits_model)
+    with torch.no_grad():
+        saturated.model.fc.weight.mul_(1e4)
+        saturated.model.fc.bias.mul_(1e4)
+    eps = 0.15
+    honest = evaluate(digits_model, digits_test, EvalConfig(eps=eps, attacks=["pgd"], large_eps_samples=0))
+    masked_pgd = evaluate(saturated, digits_test, EvalConfig(eps=eps, attacks=["pgd"], large_eps_samples=0))
+    standard = evaluate(saturated, digits_test, EvalConfig(eps=eps, suite="standard", apgd_steps=30, square_queries=300, large_eps_samples=32))
+    assert masked_pgd.robust_accuracy > honest.robust_accuracy + 0.2  # the masking is real
+    assert standard.robust_accuracy <= honest.robust_accuracy + 0.05  # ... and the standard suite sees through it
+    assert not checks_of(standard)["input_gradients_nonzero"].passed
+    assert checks_of(honest)["input_gradients_nonzero"].passed
+
+
+class Quantised(nn.Module):
+    """Rounds its input to 2 levels: zero gradient everywhere, so white-box attacks stall."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.info = model, model.info
+
+    def forward(self, x):
+        return self.model(torch.round(x))
+
+
+def test_square_beating_whitebox_is_flagged(digits_model, digits_test):
+    report = evaluate(Quantised(digits_model), digits_test,
+                      EvalConfig(eps=0.3, attacks=["pgd", "square"], square_queries=300, large_eps_samples=0))
+    check = checks_of(report)["square_not_stronger_than_whitebox"]
+    assert not check.passed, check.detail
+    assert report.attacks["square"] < report.attacks["pgd"] - 0.02
+
+
+class BufferWriter(nn.Module):
+    """A broken model that updates a buffer on every forward pass, even in eval mode."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.info = model, model.info
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.model(x)
+
+
+def test_buffer_changes_are_caught(digits_model, digits_test):
+    report = evaluate(BufferWriter(digits_model), digits_test.head(16), EvalConfig(attacks=["fgsm"], large_eps_samples=0))
+    assert not checks_of(report)["eval_mode_and_buffers_unchanged"].passed
+    clean = evaluate(digits_model, digits_test.head(16), EvalConfig(attacks=["fgsm"], large_eps_samples=0))
+    assert checks_of(clean)["eval_mode_and_buffers_unchanged"].passed
+
+
+class Overshoot(Attack):
+    """A buggy attack that steps outside the ε-ball."""
+
+    name = "overshoot"
+
+    def perturb(self, model, x, y):
+        return (x + 3 * self.eps).clamp(0, 1)
+
+
+def test_out_of_ball_perturbations_are_flagged_and_projected(digits_model, digits_test):
+    data = digits_test.head(16)
+    result = run_suite(digits_model, data, [Overshoot(0.05)], 0.05, "linf", 16, 0, 1, torch.device("cpu"))
+    assert result.bound_violations > 0
+    assert result.max_linf > 0.05
+
+
+class InputIgnorer(nn.Module):
+    """Predicts class 0 whatever the input: 'robust' at every ε, which is impossible for a real model."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1, 10)
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.bias.copy_(torch.arange(10, 0, -1).float())
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)[:, :1] * 0)
+
+
+def test_large_eps_check_fires_on_an_input_ignoring_model():
+    data = ImageDataset(torch.rand(20, 1, 8, 8), torch.zeros(20, dtype=torch.long), [str(i) for i in range(10)], "synthetic")
+    report = evaluate(InputIgnorer(), data, EvalConfig(attacks=["pgd"], large_eps_samples=20))
+    assert report.robust_accuracy == 1.0
+    assert not checks_of(report)["near_zero_accuracy_at_large_eps"].passed
+    assert checks_of(report)["input_gradients_nonzero"].passed is False
+
+
+class NoisyModel(nn.Module):
+    """Adds input noise at eval time: a randomised defence."""
+
+    def __init__(self, model, sigma=0.3):
+        super().__init__()
+        self.model, self.info, self.sigma = model, model.info, sigma
+
+    def forward(self, x):
+        return self.model((x + self.sigma * torch.randn_like(x)).clamp(0, 1))
+
+
+def test_randomised_model_gets_eot_and_all_draws_scoring(digits_model, digits_test):
+    noisy = NoisyModel(digits_model)
+    assert is_randomized(noisy, digits_test.pixels(0, 8))
+    assert not is_randomized(digits_model, digits_test.pixels(0, 8))
+    data = digits_test.head(32)
+    report = evaluate(noisy, data, EvalConfig(attacks=["pgd"], eot_samples=4, eps=0.05, large_eps_samples=0))
+    assert report.randomized and report.eot_samples == 4
+    assert any("EOT" in line or "eot" in line.lower() for line in report.to_markdown().splitlines())
+    # Clean accuracy is the mean over draws; a robust point must be right on every draw.
+    assert 0 < report.clean_accuracy < 1
+    assert report.robust_accuracy <= report.clean_accuracy
+
+
+class SpyAttack(Attack):
+    name = "spy"
+    largest_batch = 0
+
+    def perturb(self, model, x, y):
+        SpyAttack.largest_batch = max(SpyAttack.largest_batch, x.shape[0])
+        return x
+
+
+def test_attacks_stream_batches_so_memory_is_flat():
+    data = load_dataset("digits").head(300)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    run_suite(model, data, [SpyAttack(0.1)], 0.1, "linf", 50, 0, 1, torch.device("cpu"))
+    assert 0 < SpyAttack.largest_batch <= 50
+
+
+def test_worst_case_is_per_sample_over_the_suite(digits_model, digits_test):
+    report = evaluate(digits_model, digits_test, EvalConfig(eps=0.1, attacks=["fgsm", "pgd"], large_eps_samples=0))
+    fgsm_only = evaluate(digits_model, digits_test, EvalConfig(eps=0.1, attacks=["fgsm"], large_eps_samples=0))
+    assert report.attacks["fgsm"] == pytest.approx(fgsm_only.robust_accuracy)
+    assert report.robust_accuracy == report.attacks["pgd"] <= report.attacks["fgsm"]
+    per_class_robust = sum(v["robust_accuracy"] * v["n"] for v in report.per_class.values()) / report.n
+    assert per_class_robust == pytest.approx(report.robust_accuracy)
+
+
+def test_python_api_evaluates_a_path(digits_model_path):
+    report = hardenctl.evaluate(digits_model_path, "digits-test", n=16, attacks=["fgsm"], large_eps_samples=0)
+    assert report.n == 16 and 0 <= report.robust_accuracy <= report.clean_accuracy <= 1
