@@ -39,7 +39,8 @@ class ReferenceAutoAttack(Attack):
         runner = AutoAttack(model, norm="Linf" if self.norm == "linf" else "L2", eps=self.eps, version=version,
                             device=x.device, seed=self.seed)  # seed=None would seed from the clock
         # pyautoattack 0.2.0's gradient check calls .view on the gradient: give it contiguous NCHW tensors.
-        return runner.run_standard_evaluation(x.contiguous(), y.contiguous(), batch_size=x.shape[0])
+        x_adv, _ = runner.run_standard_evaluation(x.contiguous(), y.contiguous(), batch_size=x.shape[0])
+        return x_adv
 
 
 def build_suite(
