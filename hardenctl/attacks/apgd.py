@@ -46,8 +46,9 @@ class _APGD(Attack):
     Args:
         steps: gradient steps per run (the paper's N_iter, 100).
         restarts: runs from fresh random starts, each only on the points not yet fooled.
-        rho: a point's step size is halved when fewer than this fraction of the
-            steps since the last checkpoint increased its loss.
+        rho: a point's step size is halved when at most this fraction of the steps
+            since the last checkpoint increased its loss (it is oscillating), or when its
+            step was not halved last time and its best loss has not improved since.
         momentum: weight α of the new step; 1 − α goes to the previous displacement.
     """
 

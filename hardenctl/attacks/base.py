@@ -119,18 +119,22 @@ class Attack:
         The first call per attack run records how many points had an all-zero or
         non-finite gradient; non-finite entries are zeroed so the attack keeps going.
         """
-        grad_sum = torch.zeros_like(x)
-        loss_sum = torch.zeros(x.shape[0], device=x.device)
-        logits_sum = None
+        grad_sum = loss_sum = logits_sum = None
         for _ in range(self.eot_samples):
             x_var = x.detach().requires_grad_(True)
             logits = model(x_var)
             loss = loss_fn(logits, y)
             (grad,) = torch.autograd.grad(loss.sum(), x_var)
-            grad_sum += grad.detach()
-            loss_sum += loss.detach().float()
-            logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
-        grad = grad_sum / self.eot_samples
+            if grad_sum is None:  # the common single-draw case allocates nothing extra
+                grad_sum, loss_sum, logits_sum = grad, loss.detach().float(), logits.detach()
+            else:
+                grad_sum = grad_sum + grad
+                loss_sum = loss_sum + loss.detach().float()
+                logits_sum = logits_sum + logits.detach()
+        draws = self.eot_samples
+        grad = grad_sum if draws == 1 else grad_sum / draws
+        loss_mean = loss_sum if draws == 1 else loss_sum / draws
+        logits_mean = logits_sum if draws == 1 else logits_sum / draws
         if self._count_next_gradient:
             self._count_next_gradient = False
             flat = grad.flatten(1)
@@ -138,7 +142,7 @@ class Attack:
             zero = (flat == 0).all(dim=1)
             self.gradient_stats.add(GradientStats(x.shape[0], int(zero.sum()), int(nonfinite.sum())))
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        return loss_sum / self.eot_samples, grad, logits_sum / self.eot_samples
+        return loss_mean, grad, logits_mean
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:

@@ -142,11 +142,10 @@ class Square(Attack):
         rows, cols = h // s, w // s
         top, left = (h - rows * s) // 2, (w - cols * s) // 2
         delta = torch.zeros_like(x)
-        pat = _pattern(s).to(x)
         for i in range(rows):
             for j in range(cols):
                 sub = delta[:, :, top + i * s: top + (i + 1) * s, left + j * s: left + (j + 1) * s]
-                sub += pat * _signs(x, (n, c, 1, 1))
+                sub += _patterns(x, s)[:, None] * _signs(x, (n, c, 1, 1))
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return self.eps * delta / norms.view(-1, 1, 1, 1)
 
@@ -178,10 +177,7 @@ class Square(Attack):
         window_norm = (delta * both).flatten(2).norm(dim=2)[..., None, None]
         image_norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
-        pat = _pattern(s).to(x)
-        flip = torch.rand(n, device=x.device) < 0.5
-        pat = torch.where(flip.view(-1, 1, 1), pat.t().expand(n, s, s), pat.expand(n, s, s))
-        new = pat[:, None] * _signs(x, (n, c, 1, 1)) + old / (old_norm + 1e-12)
+        new = _patterns(x, s)[:, None] * _signs(x, (n, c, 1, 1)) + old / (old_norm + 1e-12)
         spare = (self.eps**2 - image_norm**2).clamp_min(0) / c
         new = new / (new.flatten(2).norm(dim=2)[..., None, None] + 1e-12) * (spare + window_norm**2).sqrt()
 
@@ -190,6 +186,13 @@ class Square(Attack):
         delta[w1[0], :, w1[1], w1[2]] = new.permute(0, 2, 3, 1)
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return self.project(x + self.eps * delta / norms.view(-1, 1, 1, 1), x)
+
+
+def _patterns(x: Tensor, s: int) -> Tensor:
+    """One L2 pattern per image of the batch, each randomly transposed: shape (n, s, s)."""
+    pat = _pattern(s).to(x)
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1), pat.t(), pat)
 
 
 def _signs(x: Tensor, shape: tuple[int, ...]) -> Tensor:
