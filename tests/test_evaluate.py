@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import hardenctl
-from hardenctl.attacks import PGD, Attack
+from hardenctl.attacks import Attack
 from hardenctl.data import ImageDataset, load_dataset
 from hardenctl.evaluate import EvalConfig, evaluate, is_randomized, run_suite
 

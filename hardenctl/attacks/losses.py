@@ -1,7 +1,6 @@
 """Per-sample attack losses (logits, labels) -> loss to *maximise*."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -81,22 +81,6 @@ def test_fgsm_is_one_full_step(norm):
     assert torch.allclose(x_adv, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("cls", [PGD, FGSM])
-@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
-def test_bounds(model, n_classes, cls, norm, eps):
-    torch.manual_seed(0)
-    x = torch.rand(16, 3, 8, 8)
-    x[:, :, :2] = x[:, :, :2].round()
-    y = torch.randint(0, n_classes, (16,))
-    x_adv = cls(eps, norm)(model, x, y)
-    delta = (x_adv - x).flatten(1)
-    if norm == "linf":
-        assert delta.abs().max() <= eps + 1e-6
-    else:
-        assert delta.norm(dim=1).max() <= eps + 1e-5
-    assert x_adv.min() >= 0 and x_adv.max() <= 1
-
-
 def test_restarts_never_weaken_pgd(model, test_data, accuracy):
     """Restart 0 draws the same start under the same seed; later restarts can only add fooled points."""
     x, y = test_data
