@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -12,7 +12,10 @@ from .data import ImageDataset, load_dataset
 from .errors import UserError
 from .evaluate import EvalConfig, Progress
 from .evaluate import evaluate as _evaluate
+from .harden import HardenResult, RunOptions
+from .harden import harden as _harden
 from .models import ImageClassifier
+from .recipes import load_recipe, parse_overrides
 from .report import Report
 
 
@@ -87,3 +90,69 @@ def evaluate(
     dataset = load_data(data, model, n=cfg.n, resize=resize)
     with torch.inference_mode(False):
         return _evaluate(model, dataset, cfg, progress)
+
+
+def harden(
+    checkpoint: str | Path | ImageClassifier,
+    *,
+    data: str | ImageDataset,
+    out: str | Path,
+    recipe: str | Path = "mart",
+    eval_data: str | ImageDataset | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    resume: bool = False,
+    eval_n: int | None = 1000,
+    suite: str = "standard",
+    eps: float = 8 / 255,
+    eval_options: Mapping[str, Any] | None = None,
+    input_report: Report | None = None,
+    amp: str = "auto",
+    channels_last: bool = False,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_size: tuple[int, int] | None = None,
+    resize: bool = False,
+    progress: Any = None,
+    log: Any = None,
+) -> HardenResult | None:
+    """Harden a checkpoint with a recipe and write ``out``: model, resolved recipe, report, training log.
+
+    ``recipe`` is a name (``mart``, ``pgd-at``, ``trades``, ``standard``) or a YAML path;
+    ``overrides`` (a mapping or ``["key=value", ...]``) and ``epochs``/``batch_size``/``lr`` change
+    its parameters. The input and hardened models are evaluated on ``eval_data`` (default: the
+    held-out split of ``data``) with the same ``suite``, ``eps``, seed and first ``eval_n`` samples;
+    ``input_report`` (an earlier result's ``report.input``) skips re-evaluating the same input model
+    when it was made with exactly these settings. Returns None on DDP ranks other than 0.
+
+    >>> result = hardenctl.api.harden("model.safetensors", data="digits-train", out="hardened", recipe="mart",
+    ...                               epochs=5, overrides={"eps": 0.1}, eval_data="digits-test", suite="quick")
+    >>> result.report.hardened.robust_accuracy
+    """
+    values = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides or [])
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is None:
+            continue
+        if key in values and values[key] != value:
+            raise UserError(f"--{key.replace('_', '-')} {value} contradicts --set {key}={values[key]}", "give it once")
+        values[key] = value
+    chosen = load_recipe(recipe, values)
+    if eval_n is not None and eval_n < 1:
+        raise UserError(f"--eval-n must be at least 1, got {eval_n}", "pass e.g. --eval-n 1000")
+    if isinstance(checkpoint, nn.Module):
+        model = checkpoint
+    else:
+        model = load_model(checkpoint, arch=arch, num_classes=num_classes, mean=mean, std=std, input_size=input_size, device="cpu")
+    train_set = load_data(data, model, split="train", resize=resize)
+    eval_set = load_data(eval_data, model, split="test", resize=resize) if eval_data is not None else None
+    options = RunOptions(out_dir=Path(out), seed=seed, device=device, amp=amp, channels_last=channels_last, resume=resume,
+                         eval_n=eval_n, eval_options={"suite": suite, "eps": eps, **(eval_options or {})},
+                         input_report=input_report)
+    with torch.inference_mode(False):
+        return _harden(model, chosen, train_set, eval_set, options, progress, log)

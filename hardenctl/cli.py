@@ -226,20 +226,22 @@ def training_progress(out: Output) -> Iterator:
     The callback is ``(stage, done, total, metrics=None)``; evaluation stages (no metrics) get
     transient bars. Without a terminal (or with --quiet/--json) it prints one line per epoch instead.
     """
-    from .harden import describe_epoch
+    from .harden import describe_epoch, percent
 
     def metrics_text(metrics: dict) -> str:
+        """Compact, for the bar: loss while the epoch runs, then clean/robust accuracy."""
         if "holdout_robust_accuracy" not in metrics:
             return f"loss {metrics['loss']:.4f}"
-        return describe_epoch(metrics)
+        return (f"loss {metrics['loss']:.3f} · held-out clean {percent(metrics['holdout_clean_accuracy'], 0)} "
+                f"robust {percent(metrics['holdout_robust_accuracy'], 0)}")
 
     if out.quiet or out.as_json or not out.err.is_terminal and not _force_progress():
         def lines(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
             if metrics and "holdout_robust_accuracy" in metrics:
-                out.note(f"{stage}: {metrics_text(metrics)}")
+                out.note(f"{stage}: {describe_epoch(metrics)}")
         yield lines
         return
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    bars = Progress(TextColumn("{task.description}"), BarColumn(bar_width=10), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[metrics]}"), console=out.err)
     tasks: dict[str, int] = {}
 
@@ -284,7 +286,7 @@ def harden_command(
     eval_n: Annotated[int, typer.Option(help="Evaluate input and hardened models on the first n samples")] = 1000,
     suite: Annotated[str, typer.Option(help="Attack suite of the before/after report: quick, standard, autoattack")] = "standard",
     eps: Annotated[str, typer.Option(help="L∞ radius of the before/after report; fractions like 8/255 are fine")] = "8/255",
-    amp: Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA, off on CPU), off, bf16, fp16 (CUDA)")] = "auto",
+    amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: auto (bf16 on CUDA, off on CPU), off, bf16, fp16")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="Train in channels_last memory format (faster convolutions)")] = False,
     arch: Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")] = None,
@@ -295,7 +297,10 @@ def harden_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
 ) -> None:
-    """Adversarially fine-tune a checkpoint with a recipe (MART, PGD-AT, TRADES) and report before vs after."""
+    """Adversarially fine-tune a checkpoint with a recipe (MART, PGD-AT, TRADES) and report before vs after.
+
+    Several GPUs or nodes: torchrun --nproc_per_node=N -m hardenctl harden ... (the batch size is global).
+    """
     import os
 
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints
@@ -350,6 +355,25 @@ def recipes_command(
     out.table(table)
 
 
+@app.command("info")
+def info_command(
+    checkpoint: Checkpoint,
+    arch: Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
+) -> None:
+    """Show a checkpoint's architecture, input, normalisation, inserted modules (e.g. FSR) and parameter counts."""
+    from .fsr_module import describe_lines, describe_model
+
+    description = describe_model(checkpoint, arch=arch, num_classes=num_classes)
+    out = Output(False, as_json)
+    if as_json:
+        out.json(json.dumps(description, indent=2, default=str) + "\n")
+        return
+    for line in describe_lines(description):
+        out.out.print(line, markup=False)
+
+
 @app.command("demo")
 def demo_command(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes its models and reports")] = Path("hardenctl-demo"),
@@ -362,13 +386,13 @@ def demo_command(
     from .demo import DEMO_EPS, DEMO_MART, harden_demo_model, make_demo_model
 
     out = Output(quiet, as_json)
-    out.note(f"[bold]1/2[/bold] training timm test_resnet on scikit-learn digits (1438 real 8x8 images) → {out_dir}/model.safetensors")
-    path = make_demo_model(out_dir, seed=seed, on_epoch=lambda e, loss: out.note(f"  epoch {e + 1}: loss {loss:.3f}"))
-    out.note(f"[bold]2/2[/bold] hardening it with MART for {DEMO_MART['epochs']} epochs → {out_dir}/hardened/, then evaluating "
+    out.note(f"[bold]1/2[/bold] training timm test_resnet on scikit-learn digits (1438 real 8x8 images) → {out_dir}/input/model.safetensors")
+    path = make_demo_model(out_dir / "input", seed=seed, on_epoch=lambda e, loss: out.note(f"  epoch {e + 1}: loss {loss:.3f}"))
+    out.note(f"[bold]2/2[/bold] hardening it with MART for {DEMO_MART['epochs']} epochs → {out_dir}/model.safetensors, then evaluating "
              f"both on the 359 held-out digits: standard suite, L∞ ε = {DEMO_EPS} (8/255 is below one grey level of these "
              f"8x8 digits, so the demo uses {DEMO_EPS}), n = {n}")
     with training_progress(out) as progress:
-        result = harden_demo_model(path, out_dir / "hardened", seed=seed, n=n, progress=progress, log=out.note)
+        result = harden_demo_model(path, out_dir, seed=seed, n=n, progress=progress, log=out.note)
     harden_outputs(result, out)
     out.note(f"next: hardenctl eval {result.model_path} --data digits-test --eps {DEMO_EPS} --suite quick --min-robust-acc 0.5")
 

@@ -223,6 +223,10 @@ def load_model(
         input_size, size_source = tuple(input_size), "cli"
 
     net = create_timm_model(arch, int(num_classes), int(in_chans), input_size)
+    if isinstance(meta.get("hardenctl"), dict) and meta["hardenctl"].get("fsr"):  # FSR modules must exist before their weights load
+        from .fsr_module import restore_fsr
+
+        restore_fsr(net, meta["hardenctl"]["fsr"], int(num_classes))
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny trained digits model and small datasets, all made on the fly."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,9 @@ from hardenctl.data import load_dataset
 from hardenctl.demo import DEMO_ARCH, DIGITS_MEAN, DIGITS_STD, train_clean
 from hardenctl.models import create_timm_model, save_model, wrap_model
 
+
 # Tiny models run fastest single-threaded, and tests must not fight each other (or DDP workers) for 2 cores.
 torch.set_num_threads(1)
-
-CIFAR_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +49,3 @@ def run_cli(*args: str, capsys=None) -> tuple[int, str, str]:
 @pytest.fixture
 def cli(capsys):
     return lambda *args: run_cli(*args, capsys=capsys)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
-from conftest import read_json
+from testing_helpers import read_json
 from hardenctl.models import read_checkpoint
 
 FAST = ("--suite", "quick", "--apgd-steps", "10", "--n", "48", "--batch-size", "32", "--quiet")

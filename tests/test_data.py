@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import CIFAR_DIR
+from testing_helpers import CIFAR_DIR
 from hardenctl.data import load_dataset
 from hardenctl.errors import UserError
 

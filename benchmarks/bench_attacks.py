@@ -1,0 +1,141 @@
+"""How much do our attacks cost beyond the forward+backward passes they must do?
+
+Prints, measured in one run on one model and batch:
+  * PGD-10 (ours) vs a bare loop of 10 forward+backward passes w.r.t. the input  (target ratio <= 1.05)
+  * APGD-CE-100 vs 100 bare passes (APGD's bookkeeping overhead)
+  * the `standard` suite: seconds per image and bare-pass equivalents per image
+  * torchattacks' PGD-10 vs ours, when torchattacks is installed
+  * peak resident memory of `evaluate` at two values of n (should stay flat)
+
+    python benchmarks/bench_attacks.py [--arch resnet10t] [--batch 128] [--repeats 5] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hardenctl.attacks import APGDCE, PGD
+from hardenctl.data import ImageDataset, load_dataset
+from hardenctl.demo import train_clean
+from hardenctl.evaluate import EvalConfig, evaluate
+from hardenctl.models import create_timm_model, wrap_model
+
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+def make_model(arch: str):
+    torch.manual_seed(0)
+    net = create_timm_model(arch, num_classes=10, in_chans=3)
+    return wrap_model(net, arch, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).eval()
+
+
+def bare_loop(model, x, y, passes: int) -> None:
+    """The irreducible work of a K-step gradient attack: K forward+backward passes to the input."""
+    for _ in range(passes):
+        x_var = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x_var), y)
+        torch.autograd.grad(loss, x_var)
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` runs (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb(arch: str, n: int) -> tuple[float, float]:
+    """Peak RSS (MB) of a fresh process before and after it evaluates n images (PGD-20, batches of 64)."""
+    code = (
+        "import resource, torch, sys; sys.path.insert(0, 'benchmarks'); from bench_attacks import *; "
+        f"m = make_model('{arch}'); torch.manual_seed(1); x = torch.rand({n}, 3, 32, 32)\n"
+        "with torch.no_grad(): y = torch.cat([m(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)])\n"
+        "d = ImageDataset((x * 255).to(torch.uint8), y, [str(i) for i in range(10)], 'bench'); del x\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "evaluate(m, d, EvalConfig(attacks=['pgd'], n=None, batch_size=64, large_eps_samples=0))\n"
+        "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = out.stdout.strip().splitlines()[-1].split()
+    return float(before), float(after)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet10t")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--suite-images", type=int, default=64)
+    parser.add_argument("--train-epochs", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = make_model(args.arch)
+    if (CIFAR / "train.npz").is_file():
+        # A briefly trained model on real images: an untrained net is near-constant, which makes
+        # it look "robust" and sends every point through all of Square's queries.
+        started = time.perf_counter()
+        train_clean(model, load_dataset(str(CIFAR / "train.npz")), epochs=args.train_epochs, lr=2e-3, batch_size=128)
+        test = load_dataset(str(CIFAR / "test.npz"), n=args.batch)
+        x, y = test.pixels(0, args.batch), test.y
+        with torch.no_grad():
+            accuracy = float((model(x).argmax(1) == y).float().mean())
+        source = f"CIFAR-10 test[:{args.batch}], model trained {args.train_epochs} epochs ({time.perf_counter() - started:.0f} s), clean acc {accuracy:.2f}"
+    else:
+        torch.manual_seed(0)
+        x = torch.rand(args.batch, 3, 32, 32)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        source = "random images (../shared/data/cifar10 absent), labels = the untrained model's predictions"
+    eps = 8 / 255
+    print(f"model {args.arch} 32x32, batch {args.batch}, {args.threads} threads, torch {torch.__version__}, median of {args.repeats}")
+    print(f"data: {source}")
+
+    pgd = PGD(eps, steps=10)
+    t_pgd = timed(lambda: pgd(model, x, y), args.repeats)
+    t_bare10 = timed(lambda: bare_loop(model, x, y, 10), args.repeats)
+    print(f"PGD-10      {t_pgd:8.3f} s   bare 10 fwd+bwd {t_bare10:8.3f} s   ratio {t_pgd / t_bare10:.3f}  (target <= 1.05)")
+
+    apgd = APGDCE(eps, steps=100)
+    t_apgd = timed(lambda: apgd(model, x, y), max(1, args.repeats // 2))
+    t_bare100 = t_bare10 * 10
+    print(f"APGD-CE-100 {t_apgd:8.3f} s   bare 100 fwd+bwd {t_bare100:7.3f} s   ratio {t_apgd / t_bare100:.3f}")
+
+    try:
+        import torchattacks
+
+        theirs = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=True)
+        t_theirs = timed(lambda: theirs(x, y), args.repeats)
+        print(f"torchattacks PGD-10 {t_theirs:8.3f} s   ours/theirs {t_pgd / t_theirs:.3f}")
+    except ImportError:
+        print("torchattacks not installed: skipped the comparison")
+
+    n = args.suite_images
+    data = ImageDataset((x[:n] * 255).round().to(torch.uint8), y[:n].clone(), [str(i) for i in range(10)], "bench")
+    start = time.perf_counter()
+    report = evaluate(model, data, EvalConfig(suite="standard", n=None, batch_size=n, large_eps_samples=0))
+    t_suite = time.perf_counter() - start
+    per_pass = t_bare10 / 10 / args.batch
+    print(f"standard suite on {n} images: {t_suite / n:.3f} s/image = {t_suite / n / per_pass:.0f} bare fwd+bwd per image "
+          f"(clean {report.clean_accuracy:.2f} -> robust {report.robust_accuracy:.2f})")
+
+    for n_images in (128, 1024):
+        before, after = peak_rss_mb(args.arch, n_images)
+        print(f"peak RSS, evaluate n={n_images}: {before:.0f} MB after loading -> {after:.0f} MB after evaluating "
+              f"(+{after - before:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The one base class every recipe builds on, and the configuration every recipe shares.
+
+Why: a recipe is an algorithm box from a paper — a loss, sometimes a change to the model —
+and nothing else. The loop, the training attack, mixed precision, DDP, checkpoints and
+reports are the engine's (:mod:`hardenctl.harden`), written once. So a recipe states:
+
+* ``Config``: a frozen dataclass of its parameters (the engine's shared ones below plus its
+  own, e.g. MART's β), validated once from ``recipes/NAME.yaml`` merged with ``--set``;
+* ``loss(model, x, y, x_adv)``: the training loss, called with the model in ``train()`` mode;
+* optionally ``attack_loss(model, x, y)``: what the training attack maximises (default
+  cross-entropy; TRADES maximises the KL to the clean prediction), called in ``eval()`` mode;
+* optionally ``prepare(model)`` / ``export(model)``: model surgery before training and undoing
+  it (or folding it in) before the model is saved.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+from torch import Tensor, nn
+
+from ..attacks.losses import cross_entropy
+from ..errors import UserError
+
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> per-sample loss to maximise
+
+
+def _choices(*values: str) -> dict:
+    return {"choices": values}
+
+
+def _at_least(low: float) -> dict:
+    return {"min": low}
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Settings the engine reads for every recipe (meanings and paper values: ``recipes/*.yaml``)."""
+
+    # optimisation
+    epochs: int = field(default=10, metadata=_at_least(1))
+    batch_size: int = field(default=128, metadata=_at_least(1))
+    optimizer: str = field(default="sgd", metadata=_choices("sgd", "adamw"))
+    lr: float = field(default=0.1, metadata={"min": 0.0, "exclusive": True})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    nesterov: bool = False
+    adam_betas: tuple[float, ...] = field(default=(0.9, 0.999), metadata={"length": 2, "min": 0.0, "max": 1.0})
+    weight_decay: float = field(default=5e-4, metadata=_at_least(0.0))
+    schedule: str = field(default="step", metadata=_choices("step", "cosine", "onecycle", "constant"))
+    milestones: tuple[float, ...] = field(default=(0.5, 0.75), metadata={"min": 0.0, "max": 1.0})
+    gamma: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    warmup_epochs: float = field(default=0.0, metadata=_at_least(0.0))
+    grad_clip: float = field(default=0.0, metadata=_at_least(0.0))
+    # data
+    augment: str = field(default="crop-flip", metadata=_choices("crop-flip", "crop", "flip", "none"))
+    crop_padding: int = field(default=4, metadata=_at_least(0))
+    holdout_fraction: float = field(default=0.1, metadata={"min": 0.0, "max": 0.5})
+    # training attack (L∞ PGD, model in eval mode)
+    eps: float = field(default=8 / 255, metadata={"min": 0.0, "max": 1.0})
+    attack_steps: int = field(default=10, metadata=_at_least(0))
+    attack_alpha: float = field(default=2 / 255, metadata=_at_least(0.0))
+    attack_start: str = field(default="uniform", metadata=_choices("uniform", "normal", "none"))
+    attack_start_std: float = field(default=0.001, metadata=_at_least(0.0))
+    # per-epoch monitoring and the choice of the saved epoch
+    monitor_n: int = field(default=512, metadata=_at_least(1))
+    monitor_steps: int = field(default=10, metadata=_at_least(1))
+    select: str = field(default="best", metadata=_choices("best", "last"))
+
+    # -- construction and validation ---------------------------------------------------------
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str) -> "RecipeConfig":
+        """Build from YAML/``--set`` values; any unknown key or bad value is a one-line UserError."""
+        names = cls.keys()
+        for key in values:
+            if key not in names:
+                raise UserError(f"{where}: unknown parameter {key!r}", f"valid parameters: {', '.join(names)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        coerced = {key: _coerce(key, value, hints[key], fields[key].metadata, where) for key, value in values.items()}
+        return cls(**coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-friendly values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _number(key: str, value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise UserError(f"{where}: {key}={value!r} is not a number", f"give {key} a number, e.g. {key}: 0.1")
+    if isinstance(value, str) and "/" in value:
+        num, _, den = value.partition("/")
+        try:
+            value = float(num) / float(den)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"{where}: {key}={value!r} is not a number", f"give {key} a number or a fraction such as 8/255") from None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {key}={value!r} is not a number", f"give {key} a number, e.g. {key}: 0.1") from None
+    if not math.isfinite(number):
+        raise UserError(f"{where}: {key}={value!r} is not a finite number", f"give {key} a finite number")
+    return number
+
+
+def _check_range(key: str, number: float, meta: Mapping[str, Any], where: str) -> None:
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and (number < low or (meta.get("exclusive") and number == low)):
+        bound = f"> {low:g}" if meta.get("exclusive") else f">= {low:g}"
+        raise UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be {bound}")
+    if high is not None and number > high:
+        raise UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be <= {high:g}")
+
+
+def _coerce(key: str, value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
+    """Check one value against its field type and metadata (choices, range, length)."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: {key}={value!r} is not true/false", f"set {key}: true or {key}: false")
+        return value
+    if kind is str:
+        choices = meta.get("choices")
+        if not isinstance(value, str) or (choices and value not in choices):
+            raise UserError(f"{where}: {key}={value!r} is not a valid choice", f"use one of {', '.join(choices or ())}")
+        return value
+    if kind is int:
+        number = _number(key, value, where)
+        if number != int(number):
+            raise UserError(f"{where}: {key}={value!r} is not a whole number", f"give {key} an integer")
+        _check_range(key, number, meta, where)
+        return int(number)
+    if kind is float:
+        number = _number(key, value, where)
+        _check_range(key, number, meta, where)
+        return number
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: {key}={value!r} is not a list", f"give {key} a list, e.g. {key}: [0.5, 0.75]")
+        if meta.get("length") is not None and len(value) != meta["length"]:
+            raise UserError(f"{where}: {key} has {len(value)} values", f"give {key} exactly {meta['length']} values")
+        numbers = tuple(_number(key, item, where) for item in value)
+        for number in numbers:
+            _check_range(key, number, meta, where)
+        return numbers
+    raise TypeError(f"unsupported config field type {kind!r} for {key}")  # a bug, not a user error
+
+
+class Recipe:
+    """A training recipe: its config, its loss, and optional model surgery.
+
+    Subclasses set ``name`` (the registry key), ``paper``, ``improves`` (one line each, shown by
+    ``hardenctl recipes``), ``Config`` and implement :meth:`loss`. ``interpretation`` names any
+    part that is our own design rather than the paper's (reported with every run).
+    """
+
+    name: ClassVar[str] = "recipe"
+    paper: ClassVar[str] = ""
+    improves: ClassVar[str] = ""
+    interpretation: ClassVar[str | None] = None
+    Config: ClassVar[type[RecipeConfig]] = RecipeConfig
+
+    def __init__(self, config: RecipeConfig | None = None, source: str | None = None):
+        self.config = config if config is not None else self.Config()
+        self.source = source  # the YAML file the config came from, if any
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Model surgery before training (default: none)."""
+        return model
+
+    def export(self, model: nn.Module) -> nn.Module:
+        """The model to save and evaluate after training (default: as trained)."""
+        return model
+
+    def attack_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> LossFn:
+        """Per-sample loss the training attack maximises for this batch; model is in eval mode."""
+        return cross_entropy
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
+        """Scalar training loss for clean ``x``, labels ``y`` and training-attack output ``x_adv``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+__all__ = ["LossFn", "Recipe", "RecipeConfig"]
