@@ -58,6 +58,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--recipes", default="standard,pgd-at,trades,mart")
     parser.add_argument("--apgd-steps", type=int, default=100)
     parser.add_argument("--square-queries", type=int, default=1000)
+    parser.add_argument("--fsr-stages", default="layer3",
+                        help="FSR insertion points (resnet10t's layer4 is 1x1 at 32x32, which leaves FSR's 3x3 convs one weight)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
@@ -121,6 +123,27 @@ def throughput(args, input_path: Path, train_data, out: Path) -> dict:
     ratios = [b / e for e, b in zip(engine_rates, bare_rates)]
     return {"engine_images_per_second": statistics.median(engine_rates), "bare_images_per_second": statistics.median(bare_rates),
             "time_ratio_engine_over_bare": statistics.median(ratios), "ratios": ratios, "batches": args.throughput_steps}
+
+
+def fsr_overhead(input_path: Path, fsr_path: Path, batch: int = 128, repeats: int = 7) -> dict:
+    """Parameters and eval-mode forward time of the FSR model relative to the backbone alone."""
+    plain, fsr = api.load_model(input_path), api.load_model(fsr_path)
+    x = torch.rand(batch, 3, 32, 32)
+
+    def forward_seconds(model) -> float:
+        times = []
+        with torch.no_grad():
+            model(x)
+            for _ in range(repeats):
+                started = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    params = [sum(p.numel() for p in m.parameters()) for m in (plain, fsr)]
+    seconds = [forward_seconds(m) for m in (plain, fsr)]
+    return {"backbone_params": params[0], "fsr_params": params[1] - params[0], "param_ratio": params[1] / params[0],
+            "forward_ms_backbone": 1000 * seconds[0], "forward_ms_fsr": 1000 * seconds[1], "forward_ratio": seconds[1] / seconds[0]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,14 +240,20 @@ def main() -> int:
                        eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries})
     log = lambda message: print(f"[{(time.time() - started) / 60:5.1f} min] {message}", flush=True)  # noqa: E731
 
-    torch.manual_seed(args.seed)
-    net = create_timm_model(args.arch, num_classes=10, in_chans=3)
-    init = save_model(wrap_model(net, args.arch, 10, CIFAR_MEAN, CIFAR_STD, input_size=(32, 32), source="bench"), out / "init.safetensors")
+    init = out / "init.safetensors"
+    if not init.is_file():  # kept across runs so a later run (e.g. one more arm) resumes the same pretraining
+        torch.manual_seed(args.seed)
+        net = create_timm_model(args.arch, num_classes=10, in_chans=3)
+        save_model(wrap_model(net, args.arch, 10, CIFAR_MEAN, CIFAR_STD, input_size=(32, 32), source="bench"), init)
     pretrain_dir = out / "pretrain"
-    log(f"pretraining {args.arch} cleanly for {args.pretrain_epochs} epochs")
-    api.harden(init, recipe="standard", data=train_data, out=pretrain_dir, overrides={**common_overrides(args, args.pretrain_epochs, "standard"),
-               "lr": 0.1, "select": "last"}, eval_data=test_data, eval_n=100, suite="quick", eps=8 / 255, seed=args.seed,
-               device="cpu", channels_last=args.channels_last, resume=True, log=log)
+    if (pretrain_dir / "model.safetensors").is_file():
+        log(f"reusing the clean pretrained model in {pretrain_dir}")
+    else:
+        log(f"pretraining {args.arch} cleanly for {args.pretrain_epochs} epochs")
+        api.harden(init, recipe="standard", data=train_data, out=pretrain_dir,
+                   overrides={**common_overrides(args, args.pretrain_epochs, "standard"),
+                   "lr": 0.1, "select": "last"}, eval_data=test_data, eval_n=100, suite="quick", eps=8 / 255, seed=args.seed,
+                   device="cpu", channels_last=args.channels_last, resume=True, log=log)
     input_path = pretrain_dir / "model.safetensors"
 
     names = [n for n in args.recipes.split(",") if n]
@@ -233,12 +262,17 @@ def main() -> int:
     speed = None
     for index, name in enumerate(names):
         log(f"hardening with {name} for {args.epochs} epochs")
-        result = api.harden(input_path, recipe=name, data=train_data, out=out / name, overrides=common_overrides(args, args.epochs, name),
+        overrides = common_overrides(args, args.epochs, name)
+        if name == "fsr":
+            overrides["stages"] = args.fsr_stages.split(",")
+        result = api.harden(input_path, recipe=name, data=train_data, out=out / name, overrides=overrides,
                             input_report=input_report, resume=True, log=log, **eval_kwargs)
         input_report = result.report.input
         rows.append(arm_row(name, result.report.to_dict()))
         log(f"{name}: clean {rows[-1]['clean']:.1%}, robust {rows[-1]['robust']:.1%}")
         save_results(args, command, rows, input_report.to_dict(), speed, names[index + 1:], (time.time() - started) / 60)
+    if "fsr" in names:
+        log(f"FSR overhead: {json.dumps(fsr_overhead(input_path, out / 'fsr' / 'model.safetensors'))}")
     if args.throughput_steps > 0:
         log("measuring engine vs bare-loop throughput (PGD-AT)")
         speed = throughput(args, input_path, train_data, out)

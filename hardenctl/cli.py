@@ -138,18 +138,25 @@ def parse_fraction(value: Optional[float], option: str) -> Optional[float]:
 # commands
 # ---------------------------------------------------------------------------------------------
 Checkpoint = Annotated[Path, typer.Argument(help="Model: .safetensors, timm train.py .pth/.pth.tar, or a state_dict .pt")]
+# Model-loading options shared by every command that reads a checkpoint.
+ArchOption = Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")]
+NumClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")]
+MeanOption = Annotated[Optional[str], typer.Option(help="Normalisation mean r,g,b (when the checkpoint has none)")]
+StdOption = Annotated[Optional[str], typer.Option(help="Normalisation std r,g,b")]
+InputSizeOption = Annotated[Optional[str], typer.Option(help="Declared input size H,W (passed to timm as img_size where needed)")]
+ResizeOption = Annotated[bool, typer.Option(help="Resize the data to the declared input size")]
 
 
 @app.command("eval")
 def eval_command(
     checkpoint: Checkpoint,
     data: Annotated[str, typer.Option(help="Data: .npz (uint8 x N×H×W×C, int y), an ImageFolder dir, a CIFAR batch dir, or 'digits'")],
-    arch: Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")] = None,
-    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Normalisation mean r,g,b (when the checkpoint has none)")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Normalisation std r,g,b")] = None,
-    input_size: Annotated[Optional[str], typer.Option(help="Declared input size H,W (passed to timm as img_size where needed)")] = None,
-    resize: Annotated[bool, typer.Option(help="Resize the data to the declared input size")] = False,
+    arch: ArchOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = False,
     n: Annotated[int, typer.Option(help="Evaluate the first n samples")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 128,
     eps: Annotated[str, typer.Option(help="Perturbation radius in [0,1] pixel units; fractions like 8/255 are fine")] = "8/255",
@@ -288,12 +295,12 @@ def harden_command(
     eps: Annotated[str, typer.Option(help="L∞ radius of the before/after report; fractions like 8/255 are fine")] = "8/255",
     amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: auto (bf16 on CUDA, off on CPU), off, bf16, fp16")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="Train in channels_last memory format (faster convolutions)")] = False,
-    arch: Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")] = None,
-    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Normalisation mean r,g,b (when the checkpoint has none)")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Normalisation std r,g,b")] = None,
-    input_size: Annotated[Optional[str], typer.Option(help="Declared input size H,W (passed to timm as img_size where needed)")] = None,
-    resize: Annotated[bool, typer.Option(help="Resize the data to the declared input size")] = False,
+    arch: ArchOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
 ) -> None:
@@ -358,8 +365,8 @@ def recipes_command(
 @app.command("info")
 def info_command(
     checkpoint: Checkpoint,
-    arch: Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")] = None,
-    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")] = None,
+    arch: ArchOption = None,
+    num_classes: NumClassesOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
 ) -> None:
     """Show a checkpoint's architecture, input, normalisation, inserted modules (e.g. FSR) and parameter counts."""
