@@ -82,6 +82,11 @@ def test_unknown_attack(cli, tmp_path, digits_model_path):
     assert code == 2 and "unknown attack 'cw'" in err and "apgd-ce" in err and not out_file.exists()
 
 
+def test_repeated_attack(cli, tmp_path, digits_model_path):
+    code, _, err = cli("eval", digits_model_path, "--data", "digits", "--attacks", "pgd,pgd")
+    assert code == 2 and "more than once" in err
+
+
 def test_unknown_suite(cli, tmp_path, digits_model_path):
     code, _, err = cli("eval", digits_model_path, "--data", "digits", "--suite", "heavy")
     assert code == 2 and "unknown suite" in err

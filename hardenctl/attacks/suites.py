@@ -70,6 +70,9 @@ def build_custom(names: Sequence[str], eps: float, norm: str = "linf", eot_sampl
     """Attacks from a ``--attacks`` list such as ``pgd,apgd-ce,square``."""
     from . import build_attack
 
+    duplicated = sorted({name for name in names if list(names).count(name) > 1})
+    if duplicated:
+        raise UserError(f"--attacks names {', '.join(duplicated)} more than once", "list each attack once (use --apgd-steps etc. for budgets)")
     attacks = []
     for name in names:
         kwargs: dict = {}
