@@ -180,6 +180,9 @@ def eval_command(
     baseline: Annotated[Optional[Path], typer.Option(help="Gate: compare with an earlier report.json")] = None,
     max_drop: Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop from --baseline (default 0)")] = None,
     strict: Annotated[bool, typer.Option(help="Fail the gate when any sanity check fails")] = False,
+    protected: Annotated[Optional[str], typer.Option(help="Protected classes, ids or class names, e.g. 3,5: adds their clean/robust accuracy and the cost-weighted robust error")] = None,
+    protected_cost: Annotated[float, typer.Option(help="Cost of misclassifying a protected class (others cost 1)")] = 10.0,
+    min_protected_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy on protected classes (needs --protected)")] = None,
 ) -> None:
     """Measure clean and robust accuracy of a checkpoint and gate on it."""
     out = Output(quiet, as_json)
@@ -187,8 +190,16 @@ def eval_command(
         raise UserError(f"--norm must be linf or l2, got {norm!r}", "pass --norm linf or --norm l2")
     eps_value = parse_eps(eps, norm)
     sweep = [parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None
-    for value, option in ((min_clean_acc, "--min-clean-acc"), (min_robust_acc, "--min-robust-acc"), (max_drop, "--max-drop")):
+    for value, option in ((min_clean_acc, "--min-clean-acc"), (min_robust_acc, "--min-robust-acc"), (max_drop, "--max-drop"),
+                          (min_protected_robust_acc, "--min-protected-robust-acc")):
         parse_fraction(value, option)
+    protected_items = [p.strip() for p in protected.split(",") if p.strip()] if protected is not None else None
+    if protected is not None and not protected_items:
+        raise UserError(f"--protected: {protected!r} names no class", "pass ids or class names, e.g. --protected 3,5")
+    if min_protected_robust_acc is not None and protected_items is None:
+        raise UserError("--min-protected-robust-acc needs --protected", "pass e.g. --protected 3,5")
+    if protected_cost < 0:
+        raise UserError(f"--protected-cost must be >= 0, got {protected_cost}", "pass e.g. --protected-cost 10")
     if max_drop is not None and baseline is None:
         raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
     for value, option in ((n, "--n"), (batch_size, "--batch-size"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
@@ -204,9 +215,13 @@ def eval_command(
     model = api.load_model(checkpoint, arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"),
                            std=parse_list(std, "--std"), input_size=parse_size(input_size), device=device)
     dataset = api.load_data(data, model, n=n, resize=resize)
+    if protected_items is not None:
+        from .recipes.cost_sensitive import resolve_protected
+
+        config.update(protected=resolve_protected(protected_items, dataset.class_names), protected_cost=protected_cost)
     with out.progress() as progress:
         result = api.evaluate(model, dataset, progress=progress, **config)
-    apply_gates(result, min_clean_acc, min_robust_acc, baseline_report, max_drop, strict)
+    apply_gates(result, min_clean_acc, min_robust_acc, baseline_report, max_drop, strict, min_protected_robust_acc)
     finish(result, out, report, markdown, junit)
 
 

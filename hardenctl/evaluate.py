@@ -45,6 +45,8 @@ class EvalConfig:
     square_queries: int = 5000
     large_eps_samples: int = 100  # points used by the "accuracy at ε = 0.5" check; 0 disables it
     randomized: bool | None = None  # None: detect by repeated forward passes
+    protected: Sequence[int] | None = None  # class ids whose metrics go to report.extra["protected"]
+    protected_cost: float = 10.0  # cost of misclassifying a protected class (the cost-sensitive recipe's C)
 
     def suite_name(self) -> str:
         return "custom" if self.attacks else self.suite
@@ -64,6 +66,7 @@ class _SuiteResult:
     bound_violations: int = 0
     max_linf: float = 0.0
     max_l2: float = 0.0
+    robust_prediction: Tensor | None = None  # per sample: prediction at the worst-case adversarial point (clean if wrong)
 
 
 def _buffers(model: nn.Module) -> dict[str, Tensor]:
@@ -77,11 +80,14 @@ def is_randomized(model: nn.Module, x: Tensor, tries: int = 3) -> bool:
         return any(not torch.equal(first, model(x)) for _ in range(tries - 1))
 
 
-def _score(model: nn.Module, x: Tensor, y: Tensor, draws: int) -> tuple[Tensor, Tensor]:
-    """(correct on every draw, fraction of draws correct) from fresh forward passes."""
+def _score(model: nn.Module, x: Tensor, y: Tensor, draws: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(correct on every draw, fraction of draws correct, prediction) from fresh forward passes;
+    the prediction is the first wrong draw's, or the (correct) first draw's when none is wrong."""
     with torch.no_grad():
-        hits = torch.stack([model(x).argmax(dim=1) == y for _ in range(draws)])
-    return hits.all(dim=0), hits.float().mean(dim=0)
+        predictions = torch.stack([model(x).argmax(dim=1) for _ in range(draws)])
+    hits = predictions == y
+    first_wrong = (~hits).float().argmax(dim=0)
+    return hits.all(dim=0), hits.float().mean(dim=0), predictions.gather(0, first_wrong.unsqueeze(0)).squeeze(0)
 
 
 def _check_bounds(x_adv: Tensor, x: Tensor, eps: float, norm: str, result: _SuiteResult) -> Tensor:
@@ -108,23 +114,26 @@ def run_suite(
 ) -> _SuiteResult:
     """Clean and worst-case robust correctness per sample for one ε."""
     n = len(data)
-    result = _SuiteResult(torch.zeros(n), torch.zeros(n, dtype=torch.bool), {a.name: 0 for a in attacks})
+    result = _SuiteResult(torch.zeros(n), torch.zeros(n, dtype=torch.bool), {a.name: 0 for a in attacks},
+                          robust_prediction=torch.zeros(n, dtype=torch.long))
     for attack in attacks:
         attack.gradient_stats = GradientStats()
     for start, x, y in data.batches(batch_size):
         x, y = x.to(device), y.to(device)
         # Seeding per batch makes a run repeat exactly and not depend on what ran before.
         torch.manual_seed(seed * 1_000_003 + start)
-        robust, clean_frac = _score(model, x, y, draws)
+        robust, clean_frac, prediction = _score(model, x, y, draws)
         result.clean_correct[start:start + len(y)] = clean_frac.cpu()
         for attack in attacks:
             index = robust.nonzero().squeeze(1)
             if len(index):
                 x_adv = _check_bounds(attack(model, x[index], y[index]), x[index], eps, norm, result)
-                still, _ = _score(model, x_adv, y[index], draws)
+                still, _, adv_prediction = _score(model, x_adv, y[index], draws)
                 robust[index] = still
+                prediction[index] = adv_prediction
             result.after_attack[attack.name] += int(robust.sum())
         result.robust[start:start + len(y)] = robust.cpu()
+        result.robust_prediction[start:start + len(y)] = prediction.cpu()
         if progress:
             progress(stage, start + len(y), n)
     for attack in attacks:
@@ -216,6 +225,13 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
                                      "clean_accuracy": float(main.clean_correct[mask].mean()),
                                      "robust_accuracy": float(main.robust[mask].float().mean())}
     info = getattr(model, "info", None)
+    extra = {}
+    if config.protected:
+        from .recipes.cost_sensitive import protected_metrics
+
+        extra["protected"] = protected_metrics(data.y, main.clean_correct, main.robust_prediction, config.protected,
+                                               config.protected_cost, num_classes or len(data.class_names), main.robust)
+        extra["protected"]["names"] = [data.class_names[i] for i in config.protected if i < len(data.class_names)]
     return Report(
         schema_version=SCHEMA_VERSION,
         clean_accuracy=clean_accuracy,
@@ -243,4 +259,5 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
         eps_sweep=sweep,
         checks=checks,
         seconds=time.perf_counter() - started,
+        extra=extra,
     )

@@ -11,6 +11,7 @@ def apply_gates(
     baseline: Report | None = None,
     max_drop: float | None = None,
     strict: bool = False,
+    min_protected_robust_acc: float | None = None,
 ) -> list[Gate]:
     """Append the requested gates to ``report.gates`` and return them."""
     gates = []
@@ -18,6 +19,10 @@ def apply_gates(
         gates.append(Gate("min_clean_acc", min_clean_acc, report.clean_accuracy, report.clean_accuracy >= min_clean_acc))
     if min_robust_acc is not None:
         gates.append(Gate("min_robust_acc", min_robust_acc, report.robust_accuracy, report.robust_accuracy >= min_robust_acc))
+    if min_protected_robust_acc is not None:
+        value = (report.extra.get("protected") or {}).get("robust_accuracy")
+        value = 0.0 if value is None else value  # no protected sample evaluated: nothing shown robust
+        gates.append(Gate("min_protected_robust_acc", min_protected_robust_acc, value, value >= min_protected_robust_acc))
     if baseline is not None:
         drop = 0.0 if max_drop is None else max_drop
         for metric in ("clean_accuracy", "robust_accuracy"):

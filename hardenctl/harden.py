@@ -590,7 +590,9 @@ def _same_evaluation(report: Any, info: Any, data: ImageDataset, config: EvalCon
     attacks = [repr(a) for a in config.build_attacks(config.eps, report.eot_samples)]
     same_settings = (report.suite, report.attack_list, report.seed, report.eps, report.norm, report.n) == (
         config.suite_name(), attacks, config.seed, config.eps, config.norm, len(data))
-    return sha is not None and report.model_sha256 == sha and report.data_sha256 == data.sha256() and same_settings
+    wanted = {"classes": list(config.protected), "cost": float(config.protected_cost)} if config.protected else None
+    has = {k: report.extra["protected"][k] for k in ("classes", "cost")} if "protected" in report.extra else None
+    return sha is not None and report.model_sha256 == sha and report.data_sha256 == data.sha256() and same_settings and wanted == has
 
 
 def check_out_dir(out_dir: Path, resume: bool) -> None:
@@ -630,6 +632,8 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eva
         raise UserError("no evaluation data: holdout_fraction is 0 and --eval-data is not given",
                         "pass --eval-data or --set holdout_fraction=0.1")
     eval_config = EvalConfig(n=options.eval_n, seed=options.seed, **options.eval_options)
+    if getattr(config, "protected", None):  # a cost-sensitive recipe: report its protected classes before and after
+        eval_config.protected, eval_config.protected_cost = list(config.protected), float(config.cost)
     eval_config.build_attacks(eval_config.eps, 1)  # bad suite/attack names fail before any training
     check_out_dir(Path(options.out_dir), options.resume)
     device = resolve_device(options.device)
@@ -686,6 +690,9 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         before = evaluate_model(input_model, "input model")
     final = exported(selected_epoch)
     after = evaluate_model(final, f"hardened model (epoch {selected_epoch})")
+    report_extra = getattr(recipe, "report_extra", None)  # recipe-specific sections, e.g. cost-sensitive's Min-Max statistics
+    if report_extra is not None:
+        after.extra.update(report_extra(input_model, final))
     other = other_label = None
     if other_epoch != selected_epoch:
         other_label = f"{'last' if selected == 'best' else 'best'} (epoch {other_epoch})"
@@ -703,6 +710,7 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         notes.append("the report evaluates the held-out split that also picked the best epoch (pass --eval-data for an independent set)")
     if no_holdout:
         notes.append("holdout_fraction is 0: no held-out split, the last epoch is saved")
+    notes += [section["summary"] for section in after.extra.values() if isinstance(section, dict) and "summary" in section]
     report = HardenReport(
         recipe=recipe.name, recipe_source=str(recipe.source or recipe.name), recipe_config=config.to_dict(),
         selected=selected, selected_epoch=selected_epoch, best_epoch=result.best_epoch, last_epoch=result.last_epoch,

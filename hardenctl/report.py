@@ -106,6 +106,12 @@ class Report:
         if self.gates:
             lines += ["", "## Gates", "", "| gate | threshold | value | result |", "|---|---|---|---|"]
             lines += [f"| {g.name} | {g.threshold:.4f} | {g.value:.4f} | {'pass' if g.passed else '**FAIL**'} |" for g in self.gates]
+        protected = self.extra.get("protected")
+        if protected:
+            clean, robust = (("n/a" if v is None else f"{v:.2%}") for v in (protected["clean_accuracy"], protected["robust_accuracy"]))
+            lines += ["", "## Protected classes", "",
+                      (f"Classes {', '.join(map(str, protected['classes']))} (cost {protected['cost']:g}), n = {protected['n']}: "
+                       f"clean {clean}, robust {robust}; cost-weighted robust error {protected['cost_weighted_robust_error']:.4f}.")]
         lines += ["", "## Per class", "", "| class | n | clean | robust |", "|---|---|---|---|"]
         lines += [f"| {k} {v['name']} | {v['n']} | {v['clean_accuracy']:.2%} | {v['robust_accuracy']:.2%} |" for k, v in self.per_class.items()]
         lines += ["", f"Normalisation from {self.normalization.get('source')}; model sha256 `{self.model_sha256}`; "

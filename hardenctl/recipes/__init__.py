@@ -17,13 +17,14 @@ import yaml
 
 from ..errors import UserError
 from .base import LossFn, Recipe, RecipeConfig
+from .cost_sensitive import CostSensitive
 from .fsr import Fsr
 from .mart import Mart
 from .pgd_at import PGDAT, Standard
 from .trades import Trades
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent.parent / "recipes"
-REGISTRY: dict[str, type[Recipe]] = {cls.name: cls for cls in (Mart, PGDAT, Trades, Standard, Fsr)}
+REGISTRY: dict[str, type[Recipe]] = {cls.name: cls for cls in (Mart, PGDAT, Trades, Standard, Fsr, CostSensitive)}
 
 
 def recipe_names() -> list[str]:
@@ -105,5 +106,5 @@ def describe(spec: str | Path) -> tuple[type[Recipe], list[Parameter]]:
     return type(recipe), [Parameter(key, value, comments.get(key, "")) for key, value in recipe.config.to_dict().items()]
 
 
-__all__ = ["LossFn", "PGDAT", "REGISTRY", "RECIPE_DIR", "Mart", "Parameter", "Recipe", "RecipeConfig", "Standard", "Trades",
+__all__ = ["CostSensitive", "LossFn", "PGDAT", "REGISTRY", "RECIPE_DIR", "Mart", "Parameter", "Recipe", "RecipeConfig", "Standard", "Trades",
            "describe", "load_recipe", "parse_overrides", "recipe_names", "recipe_path", "read_recipe_file"]
