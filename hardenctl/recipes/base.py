@@ -119,7 +119,9 @@ def _check_range(key: str, number: float, meta: Mapping[str, Any], where: str) -
 
 
 def _coerce(key: str, value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
-    """Check one value against its field type and metadata (choices, range, length)."""
+    """Check one value against its field type and metadata (choices, range, length, or a custom ``parse``)."""
+    if "parse" in meta:  # e.g. FSR stage names, protected class ids: a recipe-specific parser (value, where)
+        return meta["parse"](value, where)
     if kind is bool:
         if not isinstance(value, bool):
             raise UserError(f"{where}: {key}={value!r} is not true/false", f"set {key}: true or {key}: false")

@@ -24,10 +24,9 @@ Only the abstract is known and there is no official code, so everything below is
 """
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -199,7 +198,7 @@ def protected_metrics(y: Tensor, clean_correct: Tensor, robust_prediction: Tenso
 # -- the recipe ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CostSensitiveConfig(RecipeConfig):
-    protected: tuple[int, ...] = (3, 5)
+    protected: tuple[int, ...] = field(default=(3, 5), metadata={"parse": parse_protected})
     cost: float = field(default=10.0, metadata={"min": 0.0})
     lambda_cost: float = field(default=0.0, metadata={"min": 0.0})
     adversarial: bool = True
@@ -207,14 +206,6 @@ class CostSensitiveConfig(RecipeConfig):
     beta: float = field(default=6.0, metadata={"min": 0.0})
     minmax_mu: float = field(default=0.0, metadata={"min": 0.0})
     minmax_top_q: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str) -> "CostSensitiveConfig":
-        """The shared validation, plus ``protected`` (class ids, which the base class would turn into floats)."""
-        values = dict(values)
-        protected = values.pop("protected", None)
-        config = super().from_mapping(values, where)
-        return config if protected is None else dataclasses.replace(config, protected=parse_protected(protected, where))
 
 
 class CostSensitive(Recipe):

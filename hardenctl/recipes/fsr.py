@@ -27,9 +27,8 @@ Our design [ours], configurable in ``recipes/fsr.yaml``:
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,7 +55,7 @@ def parse_stages(value: Any, where: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class FsrConfig(RecipeConfig):
-    stages: tuple[str, ...] = (LAST,)
+    stages: tuple[str, ...] = field(default=(LAST,), metadata={"parse": parse_stages})
     tau: float = field(default=0.1, metadata={"min": 0.0, "exclusive": True})
     lambda_sep: float = field(default=1.0, metadata={"min": 0.0})
     lambda_rec: float = field(default=1.0, metadata={"min": 0.0})
@@ -64,14 +63,6 @@ class FsrConfig(RecipeConfig):
     beta: float = field(default=6.0, metadata={"min": 0.0})
     hidden: int = field(default=64, metadata={"min": 1})
     zero_init_recalibration: bool = False
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str) -> "FsrConfig":
-        """The shared validation, plus ``stages`` (a list of names, which the base class does not coerce)."""
-        values = dict(values)
-        stages = values.pop("stages", None)
-        config = super().from_mapping(values, where)
-        return config if stages is None else dataclasses.replace(config, stages=parse_stages(stages, where))
 
 
 def fsr_terms(modules: list[FSRModule], parts: list[FSRParts], y: Tensor, y_wrong: Tensor) -> tuple[Tensor, Tensor]:
