@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from .base import LossFn, Recipe, RecipeConfig
-from .mart import misclassification_weight, strongest_wrong_class
-from .trades import Trades, kl_to_clean
+from .mart import mart_per_sample
+from .trades import Trades, trades_per_sample
 
 BASES = ("pgd-at", "trades", "mart")
 NEAR_ZERO = 1e-3  # |w| below this fraction of max|w| counts as "near zero" in the Min-Max statistics
@@ -107,22 +107,6 @@ def cost_sensitive_loss(per_sample: Tensor, logits_adv: Tensor, y: Tensor, matri
         probs = F.softmax(logits_adv.float(), dim=1)
         total = total + float(lambda_cost) * (matrix[y] * probs).sum(dim=1).mean()  # C_yy = 0 drops k = y
     return total
-
-
-def trades_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
-    """TRADES per sample: CE(f(xᵢ), yᵢ) + β·KL(p(xᵢ) ‖ p(x'ᵢ)); its mean is :func:`trades_loss`."""
-    logits = logits.float()
-    return F.cross_entropy(logits, y, reduction="none") + float(beta) * kl_to_clean(F.softmax(logits, dim=1), logits_adv)
-
-
-def mart_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
-    """MART per sample (boosted CE + weighted KL); its mean is :func:`mart_loss`."""
-    logits, logits_adv = logits.float(), logits_adv.float()
-    adv_probs = F.softmax(logits_adv, dim=1)
-    wrong = strongest_wrong_class(adv_probs, y)
-    boosted = F.cross_entropy(logits_adv, y, reduction="none") - torch.log(1.0001 - adv_probs.gather(1, wrong[:, None]).squeeze(1) + 1e-12)
-    kl = F.kl_div(torch.log(adv_probs + 1e-12), F.softmax(logits, dim=1), reduction="none").sum(dim=1)
-    return boosted + float(beta) * kl * misclassification_weight(logits, y)
 
 
 # -- the Min-Max property -----------------------------------------------------------------------

@@ -38,11 +38,15 @@ def kl_to_clean(clean_probs: Tensor, logits_adv: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(logits_adv.float(), dim=1), clean_probs, reduction="none").sum(dim=1)
 
 
+def trades_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """TRADES per sample: CE(f(xᵢ), yᵢ) + β·KL(p(xᵢ) ‖ p(x'ᵢ)); :func:`trades_loss` is its mean."""
+    logits = logits.float()
+    return F.cross_entropy(logits, y, reduction="none") + float(beta) * kl_to_clean(F.softmax(logits, dim=1), logits_adv)
+
+
 def trades_loss(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
     """CE(f(x), y) + β · mean KL(p(x) ‖ p(x')), nothing detached."""
-    logits = logits.float()
-    robust = kl_to_clean(F.softmax(logits, dim=1), logits_adv).mean()
-    return F.cross_entropy(logits, y) + float(beta) * robust
+    return trades_per_sample(logits, logits_adv, y, beta).mean()
 
 
 class Trades(Recipe):

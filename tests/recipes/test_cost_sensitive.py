@@ -16,13 +16,11 @@ from hardenctl.recipes.cost_sensitive import (
     class_weights,
     cost_matrix,
     cost_sensitive_loss,
-    mart_per_sample,
     minmax_penalty,
     minmax_stats,
     minmax_summary,
     protected_metrics,
     resolve_protected,
-    trades_per_sample,
 )
 from hardenctl.recipes.mart import mart_loss
 from hardenctl.recipes.trades import trades_loss
@@ -77,11 +75,11 @@ def test_not_adversarial_trains_on_x():
     assert loss.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
 
 
-def test_per_sample_base_losses_average_to_the_batch_losses():
-    torch.manual_seed(2)
-    logits, logits_adv, y = torch.randn(16, K), torch.randn(16, K), torch.randint(0, K, (16,))
-    assert trades_per_sample(logits, logits_adv, y, 6.0).mean().item() == pytest.approx(trades_loss(logits, logits_adv, y, 6.0).item(), rel=1e-6)
-    assert mart_per_sample(logits, logits_adv, y, 5.0).mean().item() == pytest.approx(mart_loss(logits, logits_adv, y, 5.0).item(), rel=1e-6)
+@pytest.mark.parametrize("base,batch_loss", [("trades", trades_loss), ("mart", mart_loss)])
+def test_equal_costs_reduce_to_the_trades_and_mart_base_losses(base, batch_loss):
+    model, (x, y, x_adv) = tiny_model(), batch()
+    loss = recipe(cost=1, base=base, beta=5.0).loss(model, x, y, x_adv)
+    assert loss.item() == pytest.approx(batch_loss(model(x), model(x_adv), y, 5.0).item(), rel=1e-6)
 
 
 def gradient_norms(cost: float, lambda_cost: float) -> tuple[float, float]:
