@@ -194,9 +194,10 @@ def learning_rate(config: RecipeConfig, epoch: int, step: int, steps_per_epoch: 
     max(1, round(m·epochs)) (0-based; the first epoch always runs at the full rate).
     ``cosine``: half cosine from lr to 0 after the warm-up. ``onecycle``: linear up to lr at
     ``warmup_epochs``, then linear down to 0 (a triangle, as in fast adversarial training).
+    (``config.lr_warmup_epochs`` is ``warmup_epochs`` unless a recipe gives that name another meaning.)
     """
     position = epoch + step / steps_per_epoch  # epochs done, fractional
-    warmup = config.warmup_epochs
+    warmup = config.lr_warmup_epochs
     if warmup > 0 and position < warmup:
         return config.lr * position / warmup
     if config.schedule == "step":
@@ -270,7 +271,8 @@ def training_step(net: nn.Module, model: nn.Module, recipe: Recipe, attack: Atta
     its input-gradient passes never touch DDP's gradient synchronisation).
     """
     with autocast():
-        x_adv = attack(model, x, y) if attack is not None else x
+        with recipe.attack_context(model):
+            x_adv = attack(model, x, y) if attack is not None else x
         return recipe.loss(net, x, y, x_adv)
 
 
@@ -340,10 +342,11 @@ class TrainResult:
     last_epoch: int
 
 
-def select_best(history: list[dict[str, Any]]) -> int:
-    """The epoch (1-based) with the highest held-out robust accuracy (ties: clean accuracy, then later)."""
-    scored = [(h["holdout_robust_accuracy"], h["holdout_clean_accuracy"], h["epoch"]) for h in history
-              if h.get("holdout_robust_accuracy") is not None]
+def select_best(history: list[dict[str, Any]], by: str = "robust") -> int:
+    """The epoch (1-based) with the highest held-out ``by`` accuracy (robust or clean; ties: the other, then later)."""
+    other = "clean" if by == "robust" else "robust"
+    scored = [(h[f"holdout_{by}_accuracy"], h[f"holdout_{other}_accuracy"] or 0.0, h["epoch"]) for h in history
+              if h.get(f"holdout_{by}_accuracy") is not None]
     return max(scored)[2] if scored else history[-1]["epoch"]
 
 
@@ -400,8 +403,9 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: ImageDataset, holdo
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         lr = config.lr
+        recipe.begin_epoch(epoch)
         for step in range(steps):
-            lr = learning_rate(config, epoch, step, steps)
+            lr = learning_rate(config, epoch, step, steps) * recipe.lr_factor(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             index = order[step * local_batch:(step + 1) * local_batch]
@@ -450,7 +454,7 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: ImageDataset, holdo
             write_train_log(Path(options.out_dir) / "train_log.jsonl", history)
     if not history:
         raise UserError("nothing to train: 0 epochs", "pass --epochs 1 or more")
-    return TrainResult(history, select_best(history), history[-1]["epoch"])
+    return TrainResult(history, select_best(history, recipe.selection), history[-1]["epoch"])
 
 
 def percent(value: float | None, digits: int = 2) -> str:
@@ -490,7 +494,13 @@ class HardenReport:
     other_label: str | None = None
     interpretation: str | None = None
     notes: list[str] = field(default_factory=list)
+    selected_by: str = "robust"  # which held-out accuracy picked the best epoch (Recipe.selection)
     schema_version: str = SCHEMA_VERSION
+
+    def selection_label(self) -> str:
+        if self.selected_by == "clean":
+            return "clean accuracy"
+        return f"PGD-{self.recipe_config['monitor_steps']} robust accuracy"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -521,7 +531,7 @@ class HardenReport:
             f"({self.data['train_n']} images; {self.data['holdout_n']} held out to pick the epoch), "
             f"starting from `{self.input_checkpoint['path']}` (sha256 `{self.input_checkpoint['sha256']}`).", "",
             f"`model.safetensors` holds the **{self.selected}** epoch: epoch {self.selected_epoch} of {self.last_epoch} "
-            f"(best by held-out PGD-{self.recipe_config['monitor_steps']} robust accuracy: epoch {self.best_epoch}; "
+            f"(best by held-out {self.selection_label()}: epoch {self.best_epoch}; "
             f"last: epoch {self.last_epoch}).",
             "",
         ]
@@ -717,7 +727,7 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         input=before, hardened=after, other=other, other_label=other_label, history=result.history,
         input_checkpoint={"path": info.path, "sha256": info.sha256},
         data={**data, "eval": eval_set.source, "eval_n": after.n}, runtime=runtime,
-        interpretation=recipe.interpretation, notes=notes,
+        interpretation=recipe.interpretation, notes=notes, selected_by=recipe.selection,
     )
     atomic_write(out_dir / "recipe.yaml", _resolved_recipe_yaml(recipe))
     write_train_log(out_dir / "train_log.jsonl", result.history)

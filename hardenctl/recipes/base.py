@@ -10,10 +10,14 @@ reports are the engine's (:mod:`hardenctl.harden`), written once. So a recipe st
 * optionally ``attack_loss(model, x, y)``: what the training attack maximises (default
   cross-entropy; TRADES maximises the KL to the clean prediction), called in ``eval()`` mode;
 * optionally ``prepare(model)`` / ``export(model)``: model surgery before training and undoing
-  it (or folding it in) before the model is saved.
+  it (or folding it in) before the model is saved;
+* optionally ``attack_context(model)`` (e.g. AdvAmd routes the attack through its auxiliary BN),
+  ``begin_epoch(epoch)`` and ``lr_factor(epoch)`` (phased recipes such as AToP), and
+  ``selection`` (which held-out accuracy picks the saved epoch: ``robust`` or ``clean``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import typing
@@ -68,6 +72,11 @@ class RecipeConfig:
     monitor_n: int = field(default=512, metadata=_at_least(1))
     monitor_steps: int = field(default=10, metadata=_at_least(1))
     select: str = field(default="best", metadata=_choices("best", "last"))
+
+    @property
+    def lr_warmup_epochs(self) -> float:
+        """Epochs of linear lr warm-up (a recipe may give ``warmup_epochs`` another meaning and override this)."""
+        return self.warmup_epochs
 
     # -- construction and validation ---------------------------------------------------------
     @classmethod
@@ -165,6 +174,7 @@ class Recipe:
     paper: ClassVar[str] = ""
     improves: ClassVar[str] = ""
     interpretation: ClassVar[str | None] = None
+    selection: ClassVar[str] = "robust"  # held-out accuracy that picks the saved epoch: "robust" or "clean"
     Config: ClassVar[type[RecipeConfig]] = RecipeConfig
 
     def __init__(self, config: RecipeConfig | None = None, source: str | None = None):
@@ -178,6 +188,17 @@ class Recipe:
     def export(self, model: nn.Module) -> nn.Module:
         """The model to save and evaluate after training (default: as trained)."""
         return model
+
+    def attack_context(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        """Entered around the training attack (default: nothing)."""
+        return contextlib.nullcontext()
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before every epoch (0-based), also after a resume (default: nothing)."""
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplies the scheduled lr in this epoch (default 1)."""
+        return 1.0
 
     def attack_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> LossFn:
         """Per-sample loss the training attack maximises for this batch; model is in eval mode."""
