@@ -1,6 +1,8 @@
 """The Python API (what notebooks and other tools import); the CLI is a thin layer over it."""
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -150,6 +152,11 @@ def harden(
     else:
         model = load_model(checkpoint, arch=arch, num_classes=num_classes, mean=mean, std=std, input_size=input_size, device="cpu")
     train_set = load_data(data, model, split="train", resize=resize)
+    if getattr(chosen.config, "protected", None):  # cost-sensitive: class names → ids of this training data
+        from .protected import resolve_protected
+
+        resolved = tuple(resolve_protected(chosen.config.protected, train_set.class_names))
+        chosen.config = dataclasses.replace(chosen.config, protected=resolved)
     eval_set = load_data(eval_data, model, split="test", resize=resize) if eval_data is not None else None
     options = RunOptions(out_dir=Path(out), seed=seed, device=device, amp=amp, channels_last=channels_last, resume=resume,
                          eval_n=eval_n, eval_options={"suite": suite, "eps": eps, **(eval_options or {})},

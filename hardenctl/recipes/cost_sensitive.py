@@ -19,20 +19,21 @@ Only the abstract is known and there is no official code, so everything below is
   (``cost: 1``) and λ = 0 this is the base loss; with λ > 0 the extra term is λ·(1 − p_y(x'));
 * Min-Max regulariser (μ = ``minmax_mu``, 0 = off): μ·Σ_{|w| < quantile_{1−q}(|w|)} |w| summed over every
   conv layer's weight — an L1 pull on all but the largest q-fraction (``minmax_top_q``);
-* ``protected`` takes class ids; :func:`resolve_protected` turns names or ids into ids given the
-  dataset's class names (the recipe itself never sees the dataset).
+* ``protected`` takes class ids or names; ``api.harden`` turns names into ids with
+  :func:`resolve_protected` and the training data's class names (the recipe never sees the dataset).
 """
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..protected import cost_matrix, protected_metrics, resolve_protected
 from .base import LossFn, Recipe, RecipeConfig
 from .mart import mart_per_sample
 from .trades import Trades, trades_per_sample
@@ -43,54 +44,36 @@ QUANTILE_LIMIT = 16_000_000  # torch.quantile's input size limit; above it kthva
 
 
 # -- protected classes --------------------------------------------------------------------------
-def parse_protected(value: Any, where: str) -> tuple[int, ...]:
-    """``[3, 5]``, ``3`` or ``"3,5"`` → ``(3, 5)``; class names are resolved by :func:`resolve_protected`, not here."""
+def parse_protected(value: Any, where: str) -> tuple[int | str, ...]:
+    """``[3, 5]``, ``3``, ``"3,5"`` or ``[cat, dog]`` → ids and names as given (ids as ints).
+
+    Names are resolved to ids against the training data's class names by ``api.harden``
+    (:func:`resolve_protected`); the recipe itself never sees the dataset.
+    """
     items = value.split(",") if isinstance(value, str) else value
     if isinstance(items, int) and not isinstance(items, bool):
         items = [items]
-    if not isinstance(items, (list, tuple)):
-        raise UserError(f"{where}: protected={value!r} is not a list of class ids", "give e.g. protected: [3, 5]")
-    ids = []
+    if not isinstance(items, (list, tuple)) or not items:
+        raise UserError(f"{where}: protected={value!r} is not a list of class ids or names", "give e.g. protected: [3, 5] or [cat, dog]")
+    parsed: list[int | str] = []
     for item in items:
         text = item.strip() if isinstance(item, str) else item
         if isinstance(text, str) and text.isdigit():
             text = int(text)
-        if not isinstance(text, int) or isinstance(text, bool) or text < 0:
-            raise UserError(f"{where}: protected={value!r} has {item!r}, not a class id",
-                            "give class ids (0-based integers) in the recipe, e.g. protected: [3, 5]")
-        ids.append(text)
-    return tuple(sorted(set(ids)))
+        if isinstance(text, bool) or not isinstance(text, (int, str)) or (isinstance(text, int) and text < 0) or text == "":
+            raise UserError(f"{where}: protected={value!r} has {item!r}, not a class id or name",
+                            "give class ids (0-based integers) or the dataset's class names, e.g. protected: [3, 5]")
+        if text not in parsed:
+            parsed.append(text)
+    return tuple(parsed)
 
 
-def resolve_protected(values: Iterable[Any], class_names: Sequence[str]) -> list[int]:
-    """Class names or ids (ints or digit strings) → sorted unique ids; a one-line UserError for unknown ones."""
-    names = [str(n) for n in class_names]
-    ids = set()
-    for value in values:
-        text = value.strip() if isinstance(value, str) else value
-        if isinstance(text, str) and text in names:
-            ids.add(names.index(text))
-        elif (isinstance(text, int) and not isinstance(text, bool)) or (isinstance(text, str) and text.isdigit()):
-            index = int(text)
-            if not 0 <= index < len(names):
-                raise UserError(f"protected class id {index} is out of range", f"use 0..{len(names) - 1} or one of: {', '.join(names)}")
-            ids.add(index)
-        else:
-            raise UserError(f"unknown protected class {value!r}", f"use a class id or one of: {', '.join(names)}")
-    if not ids:
-        raise UserError("no protected class given", f"pass e.g. --protected 3,5 (ids or names: {', '.join(names)})")
-    return sorted(ids)
-
-
-def cost_matrix(num_classes: int, protected: Iterable[int], cost: float) -> Tensor:
-    """C with C_jj = 0, C_jk = cost for a protected j, else 1."""
-    protected = list(protected)
-    if any(not 0 <= j < num_classes for j in protected):
-        raise UserError(f"protected classes {protected} are not all below the model's {num_classes} classes",
-                        f"give ids in 0..{num_classes - 1}")
-    rows = torch.ones(num_classes)
-    rows[protected] = float(cost)
-    return rows.unsqueeze(1) * (1 - torch.eye(num_classes))
+def protected_ids(protected: Sequence[int | str]) -> list[int]:
+    """The ids of a resolved ``protected`` (names left unresolved are a bug in the caller, not the user's error)."""
+    if any(not isinstance(p, int) for p in protected):
+        raise RuntimeError(f"protected classes {list(protected)} hold names: resolve them against the dataset first "
+                           "(hardenctl.api.harden does)")
+    return sorted(protected)
 
 
 def class_weights(matrix: Tensor) -> Tensor:
@@ -158,31 +141,10 @@ def minmax_summary(before: list[dict], after: list[dict]) -> str:
             f"median kurtosis {k0:.3g} → {k1:.3g} over {len(after)} conv layers")
 
 
-# -- evaluation metrics -------------------------------------------------------------------------
-def protected_metrics(y: Tensor, clean_correct: Tensor, robust_prediction: Tensor, protected: Sequence[int], cost: float,
-                      num_classes: int, robust: Tensor | None = None) -> dict[str, Any]:
-    """Protected-class clean/robust accuracy (over samples whose TRUE class is protected) and Σ C_{y,ŷ}/N.
-
-    ``clean_correct`` is per sample (a fraction of draws for randomised models), ``robust_prediction``
-    ŷ the prediction at the worst-case adversarial point; ``robust`` defaults to ŷ == y.
-    """
-    y, robust_prediction = y.long().cpu(), robust_prediction.long().cpu()
-    robust = (robust_prediction == y) if robust is None else robust.cpu().bool()
-    mask = torch.isin(y, torch.tensor(list(protected), dtype=torch.long))
-    count, n = int(mask.sum()), len(y)
-    matrix = cost_matrix(num_classes, protected, cost).double()
-    return {
-        "classes": list(protected), "cost": float(cost), "n": count,
-        "clean_accuracy": float(clean_correct.cpu().float()[mask].mean()) if count else None,
-        "robust_accuracy": float(robust.float()[mask].mean()) if count else None,
-        "cost_weighted_robust_error": float(matrix[y, robust_prediction].sum() / n) if n else 0.0,
-    }
-
-
 # -- the recipe ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CostSensitiveConfig(RecipeConfig):
-    protected: tuple[int, ...] = field(default=(3, 5), metadata={"parse": parse_protected})
+    protected: tuple[int | str, ...] = field(default=(3, 5), metadata={"parse": parse_protected})
     cost: float = field(default=10.0, metadata={"min": 0.0})
     lambda_cost: float = field(default=0.0, metadata={"min": 0.0})
     adversarial: bool = True
@@ -221,7 +183,7 @@ class CostSensitive(Recipe):
         else:
             logits = model(x).float()
             per_sample = (trades_per_sample if c.base == "trades" else mart_per_sample)(logits, logits_adv, y, c.beta)
-        matrix = cost_matrix(logits_adv.shape[1], c.protected, c.cost)
+        matrix = cost_matrix(logits_adv.shape[1], protected_ids(c.protected), c.cost)
         total = cost_sensitive_loss(per_sample, logits_adv, y, matrix, c.lambda_cost)
         if c.minmax_mu:
             total = total + minmax_penalty(getattr(model, "module", model), c.minmax_mu, c.minmax_top_q)
@@ -229,5 +191,5 @@ class CostSensitive(Recipe):
 
 
 __all__ = ["BASES", "CostSensitive", "CostSensitiveConfig", "class_weights", "cost_matrix", "cost_sensitive_loss",
-           "mart_per_sample", "minmax_penalty", "minmax_stats", "minmax_summary", "parse_protected", "protected_metrics",
+           "mart_per_sample", "minmax_penalty", "minmax_stats", "minmax_summary", "parse_protected", "protected_ids", "protected_metrics",
            "resolve_protected", "trades_per_sample"]

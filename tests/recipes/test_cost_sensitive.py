@@ -19,8 +19,6 @@ from hardenctl.recipes.cost_sensitive import (
     minmax_penalty,
     minmax_stats,
     minmax_summary,
-    protected_metrics,
-    resolve_protected,
 )
 from hardenctl.recipes.mart import mart_loss
 from hardenctl.recipes.trades import trades_loss
@@ -147,43 +145,19 @@ def test_minmax_summary_says_whether_the_property_appeared():
     assert minmax_summary(before, before).startswith("Min-Max property did not appear")
 
 
-def test_names_and_ids_resolve_and_unknown_names_are_clear():
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog"]
-    assert resolve_protected(["cat", "5", 3], names) == [3, 5]
-    with pytest.raises(UserError) as error:
-        resolve_protected(["cat", "tiger"], names)
-    assert "'tiger'" in str(error.value) and "airplane" in str(error.value) and "\n" not in str(error.value)
-    with pytest.raises(UserError, match="out of range"):
-        resolve_protected([7], names)
-
-
 def test_yaml_loads_and_bad_values_are_user_errors():
     assert REGISTRY["cost-sensitive"] is CostSensitive
     r = load_recipe("cost-sensitive")
     assert r.config.protected == (3, 5) and r.config.cost == 10 and r.config.base == "pgd-at" and r.interpretation
     r = load_recipe("cost-sensitive", parse_overrides(["protected=[1,2]", "base=mart", "minmax_mu=5e-4"]))
     assert r.config.protected == (1, 2) and r.config.base == "mart" and r.config.minmax_mu == 5e-4
-    for bad, named in ((["costt=3"], "'costt'"), (["protected=[cat]"], "protected"), (["base=awp"], "base='awp'"),
+    for bad, named in ((["costt=3"], "'costt'"), (["protected=[-1]"], "protected"), (["protected=[]"], "protected"), (["base=awp"], "base='awp'"),
                        (["minmax_top_q=2"], "minmax_top_q")):
         with pytest.raises(UserError, match=named):
             load_recipe("cost-sensitive", parse_overrides(bad))
     with pytest.raises(UserError, match="below the model's"):
         recipe(protected=[9]).loss(tiny_model(), *batch())
     assert dataclasses.replace(r.config).to_dict()["protected"] == [1, 2]
-
-
-def test_protected_metrics_match_a_hand_computed_confusion_matrix():
-    # 3 classes, class 2 protected with cost 5; rows = true class, columns = robust prediction:
-    #   true 0: [2, 1, 0]   true 1: [0, 1, 1]   true 2: [1, 0, 2]
-    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
-    pred = torch.tensor([0, 0, 1, 1, 2, 0, 2, 2])
-    clean = torch.tensor([1.0, 1, 1, 1, 0, 1, 1, 0])
-    m = protected_metrics(y, clean, pred, [2], 5.0, 3)
-    assert m["n"] == 3
-    assert m["clean_accuracy"] == pytest.approx(2 / 3) and m["robust_accuracy"] == pytest.approx(2 / 3)
-    # cost: (0→1) 1 + (1→2) 1 + (2→0) 5 = 7 over 8 samples
-    assert m["cost_weighted_robust_error"] == pytest.approx(7 / 8)
-    assert protected_metrics(y, clean, pred, [0, 1], 10.0, 3)["cost_weighted_robust_error"] == pytest.approx((10 + 10 + 1) / 8)
 
 
 def test_report_extra_has_minmax_before_and_after():
@@ -225,3 +199,23 @@ def test_every_parameter_is_documented_and_ours_is_marked():
     assert "OUR design" in text
     import hardenctl.recipes.cost_sensitive as module
     assert "[ours]" in module.__doc__ and "ours" in CostSensitive.interpretation
+
+
+def test_harden_resolves_protected_class_names_against_the_training_data(digits_model_path, tmp_path):
+    from hardenctl import api
+    from hardenctl.data import ImageDataset, load_dataset
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    digits = load_dataset("digits-train").head(256)
+    named = ImageDataset(digits.x, digits.y, words, "named digits")
+    settings = dict(data=named, eval_data=load_dataset("digits-test").head(32), epochs=1, suite="quick", eps=0.1, eval_n=32,
+                    device="cpu")
+    overrides = {"protected": ["three", 5], "attack_steps": 1, "batch_size": 64, "monitor_n": 32, "eps": 0.1}
+    result = api.harden(digits_model_path, recipe="cost-sensitive", out=tmp_path / "ok", overrides=overrides, **settings)
+    assert result.report.recipe_config["protected"] == [3, 5]
+    assert result.report.hardened.extra["protected"]["classes"] == [3, 5]
+    assert "protected:\n- 3\n- 5" in (tmp_path / "ok" / "recipe.yaml").read_text()
+    with pytest.raises(UserError, match="unknown protected class 'tiger'"):
+        api.harden(digits_model_path, recipe="cost-sensitive", out=tmp_path / "bad", overrides={**overrides, "protected": ["tiger"]},
+                   **settings)
+    assert not (tmp_path / "bad").exists()
