@@ -68,6 +68,16 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "recipes")
     parser.add_argument("--no-results-md", action="store_true", help="do not touch benchmarks/RESULTS.md")
     parser.add_argument("--render", action="store_true", help="only rebuild the RESULTS.md section from the run in --out")
+    parser.add_argument("--study", default="recipes", choices=("recipes", "cost-sensitive", "advamd", "atop"),
+                        help="recipes: the arms of --recipes (issues 3, 4); cost-sensitive, advamd, atop: issues 7, 5, 6 "
+                             "(atop: benchmarks/atop_study.py, --eval-n 200 recommended)")
+    parser.add_argument("--protected", default="3,5", help="cost-sensitive study: protected class ids (3, 5 = cat, dog)")
+    parser.add_argument("--advamd-epochs", type=int, default=3, help="advamd study: fine-tuning epochs of every arm")
+    parser.add_argument("--advamd-lr", type=float, default=0.01, help="advamd study: peak lr of every arm (cosine to 0)")
+    parser.add_argument("--advamd-seeds", default="0,1,2", help="advamd study: seeds of the AdvAmd and clean fine-tune arms")
+    parser.add_argument("--advamd-eval-eps", type=float, default=2 / 255, help="advamd study: ε of the robust evaluation")
+    parser.add_argument("--advamd-robust-n", type=int, default=200,
+                        help="advamd study: test images of the robust evaluation (clean accuracy uses --eval-n and all)")
     return parser.parse_args()
 
 
@@ -211,16 +221,205 @@ def markdown(args, command: str, rows: list[dict], input_report: dict | None, sp
     return "\n".join(lines)
 
 
-def update_results(section: str) -> None:
-    """Replace (or append) our section of RESULTS.md, leaving every other section as it is."""
+# ---------------------------------------------------------------------------------------------
+# issue 7: cost-sensitive vs PGD-AT, and the Min-Max regulariser without AT vs standard training
+# ---------------------------------------------------------------------------------------------
+COST_HEADING = "## Cost-sensitive (issue 7)"
+
+
+def cost_sensitive_arms(args) -> dict[str, tuple[str, str, dict]]:
+    """name → (directory in --out, recipe, overrides beyond the common ones). Each pair differs in one thing only."""
+    protected = [int(c) for c in args.protected.split(",")]
+    return {
+        "pgd-at": ("pgd-at", "pgd-at", {}),
+        "cost-sensitive": ("cost-sensitive", "cost-sensitive", {"protected": protected, "cost": 10, "base": "pgd-at"}),
+        "standard (last epoch)": ("standard-last", "standard", {"select": "last"}),
+        "min-max regulariser, no AT": ("minmax", "cost-sensitive", {"protected": protected, "cost": 1, "adversarial": False,
+                                                          "attack_steps": 0, "minmax_mu": 5e-4, "minmax_top_q": 0.05,
+                                                          "select": "last"}),
+    }
+
+
+def cost_sensitive_study(args, out: Path, input_path: Path, train_data, test_data, eval_kwargs: dict, log) -> str:
+    """Train the four arms (reusing finished ones), evaluate each with protected-class metrics, write the section."""
+    from hardenctl.recipes.cost_sensitive import minmax_stats, minmax_summary
+
+    protected = [int(c) for c in args.protected.split(",")]
+    eval_settings = dict(suite="standard", eps=8 / 255, n=args.eval_n, seed=args.seed,
+                         apgd_steps=args.apgd_steps, square_queries=args.square_queries, protected=protected, protected_cost=10.0)
+    input_stats = minmax_stats(api.load_model(input_path))
+
+    def protected_eval(name: str, path: Path, harden_report: dict | None = None) -> dict:
+        cache = out / "protected_eval" / f"{name}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        same = harden_report is not None and harden_report["eps"] == 8 / 255 and harden_report["n"] == args.eval_n
+        protected_section = harden_report.get("extra", {}).get("protected", {}) if same else {}
+        if protected_section.get("classes") == protected and protected_section.get("cost") == 10.0:
+            return {"clean": harden_report["clean_accuracy"], "robust": harden_report["robust_accuracy"],
+                    **{f"protected_{k}": protected_section[k] for k in ("clean_accuracy", "robust_accuracy", "cost_weighted_robust_error", "n")}}
+        log(f"evaluating {name} with protected classes {protected}")
+        report = api.evaluate(str(path), test_data, **eval_settings)
+        entry = {"clean": report.clean_accuracy, "robust": report.robust_accuracy, **{f"protected_{k}": v for k, v in
+                 report.extra["protected"].items() if k in ("clean_accuracy", "robust_accuracy", "cost_weighted_robust_error", "n")}}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, json.dumps(entry))
+        return entry
+
+    rows = [{"arm": "input (clean pretrain)", **protected_eval("input", input_path), "minmax": "–", "seconds_per_epoch": None}]
+    for name, (directory, recipe, extra) in cost_sensitive_arms(args).items():
+        arm_dir = out / directory
+        if not (arm_dir / "report.json").is_file():
+            log(f"hardening: {name}")
+            api.harden(input_path, recipe=recipe, data=train_data, out=arm_dir,
+                       overrides={**common_overrides(args, args.epochs, recipe), **extra}, resume=True, log=log, **eval_kwargs)
+        report = json.loads((arm_dir / "report.json").read_text())
+        stats = minmax_stats(api.load_model(arm_dir / "model.safetensors"))
+        rows.append({"arm": name, **protected_eval(directory, arm_dir / "model.safetensors", report["hardened"]),
+                     "minmax": minmax_summary(input_stats, stats),
+                     "saved": f"{report['selected']} ({report['selected_epoch']}/{report['last_epoch']})",
+                     "seconds_per_epoch": statistics.mean(h["train_seconds"] for h in report["history"])})
+        log(f"{name}: {json.dumps(rows[-1])}")
+    atomic_write(out / "cost_sensitive_results.json", json.dumps(rows, indent=2))
+    return cost_sensitive_markdown(args, rows)
+
+
+def cost_sensitive_markdown(args, rows: list[dict]) -> str:
+    n_protected = rows[0]["protected_n"]
+    lines = [
+        COST_HEADING, "",
+        f"Command: `python benchmarks/bench_recipes.py --study cost-sensitive` (hardenctl {__version__}, torch {torch.__version__}, "
+        f"{args.threads} CPU threads). Same clean-pretrained `{args.arch}`, data, budget and seed as the recipes table above "
+        f"({args.epochs} epochs from the pretrained model, SGD lr {args.lr} cosine, training PGD-10 at L∞ 8/255 for the AT arms). "
+        f"Protected classes {args.protected} (cat, dog), cost 10 (C_jk = 10 for a protected true class j, else 1), λ_cost = 0, "
+        "`base: pgd-at`. Every model evaluated by `hardenctl eval --protected` with the standard suite (APGD-CE → APGD-T → "
+        f"Square-{args.square_queries}) on the first {args.eval_n} test images ({n_protected} of them cat or dog). The Min-Max "
+        "arm is our regulariser (μ = 5e-4, q = 0.05) with no attack and cost 1, against standard training of the same length; "
+        "both save the last epoch.", "",
+        "| arm | clean | robust | protected clean | protected robust | cost-weighted robust error | saved epoch | s / epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        seconds = f"{r['seconds_per_epoch']:.0f}" if r.get("seconds_per_epoch") else "–"
+        lines.append(f"| {r['arm']} | {r['clean']:.1%} | {r['robust']:.1%} | {r['protected_clean_accuracy']:.1%} | "
+                     f"{r['protected_robust_accuracy']:.1%} | {r['protected_cost_weighted_robust_error']:.3f} | {r.get('saved', '–')} | {seconds} |")
+    lines += ["", "Min-Max statistics of each hardened model against the input model (median over conv layers):", ""]
+    lines += [f"- {r['arm']}: {r['minmax']}" for r in rows[1:]]
+    se = (0.25 * 0.75 / max(n_protected, 1)) ** 0.5
+    lines += ["", f"Noise: protected metrics rest on {n_protected} images (binomial standard error ≈ {se:.1%} at 25%), overall "
+              f"metrics on {args.eval_n} (≈ 1.5%); one seed.", ""]
+    return "\n".join(lines)
+
+
+def update_section(heading: str, section: str) -> None:
+    """Replace (or append) the section under ``heading`` in RESULTS.md, leaving every other section as it is."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(HEADING)
+    start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(HEADING))
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
     atomic_write(RESULTS, text.rstrip("\n") + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 5: AdvAmd vs a clean fine-tune of the same length, lr and seed, and its ablation
+# ---------------------------------------------------------------------------------------------
+ADVAMD_HEADING = "## AdvAmd (issue 5)"
+CLEAN_FINE_TUNE = {"w_mediate": 0, "w_adv": 0, "attack_steps": 0}  # exactly a clean fine-tune (tested), selected alike
+ADVAMD_ABLATIONS = {"AdvAmd without auxiliary BN": {"aux_bn": False}, "AdvAmd without mediate samples": {"w_mediate": 0},
+                    "AdvAmd without learning ratio": {"vulnerability": "none"}}
+
+
+def full_clean_accuracy(path: Path, data, batch: int = 500) -> float:
+    """Clean accuracy on every image of ``data`` (forward passes only: cheap, and 10× the samples of the suite)."""
+    model = api.load_model(path).eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(data), batch):
+            correct += int((model(data.pixels(start, min(start + batch, len(data)))).argmax(1)
+                            == data.y[start:start + batch]).sum())
+    return correct / len(data)
+
+
+def advamd_study(args, out: Path, input_path: Path, train_data, test_full, log) -> str:
+    """Train every arm (reusing finished ones), evaluate each, write the section."""
+    seeds = [int(s) for s in args.advamd_seeds.split(",")]
+    arms = [(name, seed, extra) for seed in seeds for name, extra in (("clean fine-tune", CLEAN_FINE_TUNE), ("AdvAmd", {}))]
+    arms += [(name, seeds[0], extra) for name, extra in ADVAMD_ABLATIONS.items()]
+    common = {"epochs": args.advamd_epochs, "batch_size": 128, "lr": args.advamd_lr, "schedule": "cosine", "warmup_epochs": 0,
+              "holdout_fraction": 0.05, "monitor_n": 250, "augment": "crop-flip", "crop_padding": 4}
+    test_data = test_full.head(args.advamd_robust_n)
+    test_first = test_full.head(args.eval_n)
+    input_full, input_first = full_clean_accuracy(input_path, test_full), full_clean_accuracy(input_path, test_first)
+    rows: list[dict] = []
+    input_reports: dict[int, object] = {}  # seed → the input model's report, reused by the arms of that seed
+    for name, seed, extra in arms:
+        arm_dir = out / "advamd" / f"{name.replace(' ', '-').lower()}-seed{seed}"
+        if not (arm_dir / "report.json").is_file():
+            log(f"fine-tuning: {name}, seed {seed}")
+            result = api.harden(input_path, recipe="advamd", data=train_data, out=arm_dir, overrides={**common, **extra}, resume=True,
+                                log=log, input_report=input_reports.get(seed),
+                                eval_data=test_data, eval_n=args.advamd_robust_n, suite="standard", eps=args.advamd_eval_eps, seed=seed,
+                                device="cpu", channels_last=args.channels_last,
+                                eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries})
+            input_reports[seed] = result.report.input
+        report = json.loads((arm_dir / "report.json").read_text())
+        rows.append({"arm": name, "seed": seed, "clean": full_clean_accuracy(arm_dir / "model.safetensors", test_first),
+                     "robust": report["hardened"]["robust_accuracy"], "input_clean": input_first,
+                     "input_robust": report["input"]["robust_accuracy"],
+                     "clean_full": full_clean_accuracy(arm_dir / "model.safetensors", test_full),
+                     "saved": f"{report['selected']} ({report['selected_epoch']}/{report['last_epoch']})",
+                     "seconds_per_epoch": statistics.mean(h["train_seconds"] for h in report["history"])})
+        log(f"{name} seed {seed}: {json.dumps(rows[-1])}")
+        atomic_write(out / "advamd" / "results.json", json.dumps(rows, indent=2))
+        if not args.no_results_md:  # a long run leaves whatever finished
+            update_section(ADVAMD_HEADING, advamd_markdown(args, rows, input_full, len(test_full)))
+    return advamd_markdown(args, rows, input_full, len(test_full))
+
+
+def advamd_markdown(args, rows: list[dict], input_full: float, n_full: int) -> str:
+    def spread(name: str, key: str) -> str:
+        values = [r[key] for r in rows if r["arm"] == name]
+        if len(values) < 2:
+            return f"{values[0]:.1%}" if values else "–"
+        return f"{statistics.mean(values):.1%} ± {statistics.stdev(values):.1%} (min {min(values):.1%}, max {max(values):.1%})"
+
+    paired = [(a["clean_full"] - c["clean_full"], a["clean"] - c["clean"]) for a in rows if a["arm"] == "AdvAmd"
+              for c in rows if c["arm"] == "clean fine-tune" and c["seed"] == a["seed"]]
+    seeds = sorted({r["seed"] for r in rows if r["arm"] == "AdvAmd"})
+    lines = [
+        ADVAMD_HEADING, "",
+        f"Command: `python benchmarks/bench_recipes.py --study advamd` (hardenctl {__version__}, torch {torch.__version__}, "
+        f"{args.threads} CPU threads). Every arm fine-tunes the clean-pretrained `{args.arch}` of the recipes table (clean "
+        f"{rows[0]['input_clean']:.1%} on the first {args.eval_n} test images, {input_full:.1%} on all {n_full}) for "
+        f"{args.advamd_epochs} epochs on the same {args.train_n}-image subset (5% held out to pick the epoch by clean accuracy), "
+        f"SGD lr {args.advamd_lr} cosine, batch 128, crop+flip. AdvAmd: defaults of `recipes/advamd.yaml` (PGD-5 at 2/255 through "
+        "the auxiliary BN, mediate levels 1/3 and 2/3, w_mediate = w_adv = 0.5, learning ratio p_true). The clean fine-tune is "
+        "the same recipe with both amendment weights 0 and no attack, which is exactly a clean fine-tune step (tested), so "
+        f"the two differ in the amendment only. Clean accuracy by plain forward passes on the first {args.eval_n} and on all test images; "
+        f"robust accuracy: standard suite (APGD-CE → APGD-T → Square-{args.square_queries}) at L∞ {args.advamd_eval_eps * 255:.0f}/255 "
+        f"(AdvAmd's own budget; at 8/255 every arm is at 0%) on the first {args.advamd_robust_n} test images (fewer, to fit the "
+        "CPU budget).", "",
+        f"| arm | seeds | clean, first {args.eval_n} | clean, all {n_full} test images | robust at {args.advamd_eval_eps * 255:.0f}/255, "
+        f"first {args.advamd_robust_n} "
+        "| saved epoch | s / epoch |",
+        "|---|---|---|---|---|---|---|",
+        f"| input (clean pretrain) | – | {rows[0]['input_clean']:.1%} | {input_full:.1%} | {rows[0]['input_robust']:.1%} | – | – |",
+    ]
+    for name in dict.fromkeys(r["arm"] for r in rows):
+        chosen = [r for r in rows if r["arm"] == name]
+        lines.append(f"| {name} | {', '.join(str(r['seed']) for r in chosen)} | {spread(name, 'clean')} | {spread(name, 'clean_full')} | "
+                     f"{spread(name, 'robust')} | {', '.join(r['saved'] for r in chosen)} | "
+                     f"{statistics.mean(r['seconds_per_epoch'] for r in chosen):.0f} |")
+    if paired:
+        lines += ["", f"Paired by seed ({', '.join(map(str, seeds))}), AdvAmd − clean fine-tune: clean accuracy on all {n_full} test "
+                  f"images {', '.join(f'{100 * d:+.2f}' for d, _ in paired)} points (mean {100 * statistics.mean(d for d, _ in paired):+.2f}); "
+                  f"on the first {args.eval_n}: {', '.join(f'{100 * d:+.1f}' for _, d in paired)} points."]
+    lines += ["", f"Noise: a binomial standard error is ≈ {(0.25 / args.eval_n) ** 0.5:.1%} on {args.eval_n} images and "
+              f"≈ {(0.25 / n_full) ** 0.5:.1%} on {n_full}; the ablations ran one seed. ± is the sample standard deviation over seeds.", ""]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +454,28 @@ def main() -> int:
                    "lr": 0.1, "select": "last"}, eval_data=test_data, eval_n=100, suite="quick", eps=8 / 255, seed=args.seed,
                    device="cpu", channels_last=args.channels_last, resume=True, log=log)
     input_path = pretrain_dir / "model.safetensors"
+    if args.study == "cost-sensitive":
+        section = cost_sensitive_study(args, out, input_path, train_data, test_data, eval_kwargs, log)
+        if not args.no_results_md:
+            update_section(COST_HEADING, section)
+        print(section)
+        return 0
+
+    if args.study == "atop":
+        from atop_study import HEADING as ATOP_HEADING, run_atop_study
+
+        section = run_atop_study(input_path, train_data, load_dataset(str(CIFAR / "test.npz")), out / "atop", seed=args.seed,
+                                 eval_n=args.eval_n, log=log, channels_last=args.channels_last)
+        if not args.no_results_md:
+            update_section(ATOP_HEADING, section)
+        print(section)
+        return 0
+    if args.study == "advamd":
+        section = advamd_study(args, out, input_path, train_data, load_dataset(str(CIFAR / "test.npz")), log)
+        if not args.no_results_md:
+            update_section(ADVAMD_HEADING, section)
+        print(section)
+        return 0
 
     names = [n for n in args.recipes.split(",") if n]
     rows: list[dict] = []
@@ -288,7 +509,7 @@ def save_results(args, command: str, rows: list[dict], input_report: dict | None
                                                        "pending": pending, "input": input_report}, indent=2))
     section = markdown(args, command, rows, input_report, speed, pending, minutes)
     if not args.no_results_md:
-        update_results(section)
+        update_section(HEADING, section)
     return section
 
 

@@ -183,6 +183,7 @@ def eval_command(
     protected: Annotated[Optional[str], typer.Option(help="Protected classes, ids or class names, e.g. 3,5: adds their clean/robust accuracy and the cost-weighted robust error")] = None,
     protected_cost: Annotated[float, typer.Option(help="Cost of misclassifying a protected class (others cost 1)")] = 10.0,
     min_protected_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy on protected classes (needs --protected)")] = None,
+    fixed_mask: Annotated[bool, typer.Option(help="AToP composite: one noise and mask from --seed for every image (deterministic, for debugging; not the deployed defence)")] = False,
 ) -> None:
     """Measure clean and robust accuracy of a checkpoint and gate on it."""
     out = Output(quiet, as_json)
@@ -214,9 +215,13 @@ def eval_command(
 
     model = api.load_model(checkpoint, arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"),
                            std=parse_list(std, "--std"), input_size=parse_size(input_size), device=device)
+    if fixed_mask:
+        if not hasattr(model, "set_fixed_mask"):
+            raise UserError("--fixed-mask applies only to a model with a random transform (an AToP composite)", "drop --fixed-mask")
+        model.set_fixed_mask(seed)
     dataset = api.load_data(data, model, n=n, resize=resize)
     if protected_items is not None:
-        from .recipes.cost_sensitive import resolve_protected
+        from .protected import resolve_protected
 
         config.update(protected=resolve_protected(protected_items, dataset.class_names), protected_cost=protected_cost)
     with out.progress() as progress:
@@ -287,6 +292,9 @@ def harden_outputs(result, out: Output) -> None:
     for label, evaluation in report.columns():
         for check in evaluation.failed_checks:
             out.warn(f"{label}: check {check.name} failed: {check.detail}")
+    for note in report.notes:
+        out.note(note)
+    out.note(report.headline())
     out.note(f"saved the {report.selected} epoch ({report.selected_epoch} of {report.last_epoch}) to {result.model_path}; "
              f"report in {result.out_dir}/report.md")
 

@@ -300,10 +300,16 @@ def describe_model(path: str | Path, **load_options: Any) -> dict[str, Any]:
             "parts": {"separation": _count(module.separation), "recalibration": _count(module.recalibration),
                       "aux_head": _count(module.head)},
         })
+    purifier = getattr(model, "purifier", None)  # an AToP composite: the purifier in front of the network
+    if purifier is not None:
+        transform = model.transform.config.to_dict()
+        inserted.append({"kind": "atop purifier", "stage": "input (before the network)", "parameters": _count(purifier),
+                         "transform": transform, "width": purifier.width, "depth": purifier.depth})
     added = sum(item["parameters"] for item in inserted)
-    total = _count(net)
+    total = _count(net) + (_count(purifier) if purifier is not None else 0)
     metadata = dict(info.metadata)
     metadata.pop("fsr", None)
+    metadata.pop("atop", None)
     return {
         "path": info.path, "sha256": info.sha256,
         "arch": info.arch, "num_classes": info.num_classes, "in_chans": info.in_chans,
@@ -333,6 +339,11 @@ def describe_lines(description: Mapping[str, Any]) -> list[str]:
     if d["inserted_modules"]:
         lines.append("inserted modules:")
         for m in d["inserted_modules"]:
+            if m["kind"] == "atop purifier":
+                t = m["transform"]
+                lines.append(f"  AToP purifier at the input: U-Net width {m['width']}, depth {m['depth']}, {m['parameters']:,} parameters; "
+                             f"random transform {', '.join(f'{k} {v}' for k, v in t.items())} (randomised: evaluated with EOT)")
+                continue
             parts = ", ".join(f"{k} {v:,}" for k, v in m["parts"].items())
             lines.append(f"  {m['kind']} after {m['stage']}: {m['channels']} channels, hidden {m['hidden']}, tau {m['tau']:g}, "
                          f"{m['parameters']:,} parameters ({parts})")

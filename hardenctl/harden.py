@@ -495,7 +495,16 @@ class HardenReport:
     interpretation: str | None = None
     notes: list[str] = field(default_factory=list)
     selected_by: str = "robust"  # which held-out accuracy picked the best epoch (Recipe.selection)
+    extra_evaluations: dict[str, Any] = field(default_factory=dict)  # label -> Report of the saved model evaluated otherwise (e.g. AToP's BPDA)
     schema_version: str = SCHEMA_VERSION
+
+    def headline(self) -> str:
+        """One line, led by what the recipe aims at: clean accuracy (``selected_by: clean``) or robust accuracy."""
+        clean = (f"clean accuracy {self.input.clean_accuracy:.2%} → {self.hardened.clean_accuracy:.2%} "
+                 f"({100 * (self.hardened.clean_accuracy - self.input.clean_accuracy):+.2f} points)")
+        robust = (f"robust accuracy {self.input.robust_accuracy:.2%} → {self.hardened.robust_accuracy:.2%} "
+                  f"({100 * (self.hardened.robust_accuracy - self.input.robust_accuracy):+.2f} points)")
+        return f"{clean}; {robust}" if self.selected_by == "clean" else f"{robust}; {clean}"
 
     def selection_label(self) -> str:
         if self.selected_by == "clean":
@@ -512,7 +521,7 @@ class HardenReport:
         cols = [("input model", self.input), (f"hardened ({self.selected}, epoch {self.selected_epoch})", self.hardened)]
         if self.other is not None:
             cols.append((self.other_label or "other", self.other))
-        return cols
+        return cols + list(self.extra_evaluations.items())
 
     def comparison_rows(self) -> list[tuple[str, list[str]]]:
         cols = [report for _, report in self.columns()]
@@ -527,6 +536,7 @@ class HardenReport:
         ev = self.hardened
         lines = [
             "# hardenctl harden report", "",
+            f"**{self.headline()[0].upper()}{self.headline()[1:]}**", "",
             f"Recipe `{self.recipe}` ({self.recipe_source}) trained on `{self.data['train']}` "
             f"({self.data['train_n']} images; {self.data['holdout_n']} held out to pick the epoch), "
             f"starting from `{self.input_checkpoint['path']}` (sha256 `{self.input_checkpoint['sha256']}`).", "",
@@ -703,6 +713,11 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
     report_extra = getattr(recipe, "report_extra", None)  # recipe-specific sections, e.g. cost-sensitive's Min-Max statistics
     if report_extra is not None:
         after.extra.update(report_extra(input_model, final))
+    extra_evaluations = {}  # the saved model evaluated otherwise, e.g. AToP's classifier-only (BPDA) attack
+    for label, overrides in getattr(recipe, "extra_evaluations", lambda _: {})(final).items():
+        if log:
+            log(f"evaluating the hardened model: {label}")
+        extra_evaluations[label] = evaluate(final.to(device).eval(), eval_set, dataclasses.replace(eval_config, **overrides), progress)
     other = other_label = None
     if other_epoch != selected_epoch:
         other_label = f"{'last' if selected == 'best' else 'best'} (epoch {other_epoch})"
@@ -720,6 +735,9 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         notes.append("the report evaluates the held-out split that also picked the best epoch (pass --eval-data for an independent set)")
     if no_holdout:
         notes.append("holdout_fraction is 0: no held-out split, the last epoch is saved")
+    if after.randomized:
+        notes.append(f"the hardened model is randomised: its numbers use EOT over {after.eot_samples} draws (clean accuracy is the "
+                     "mean over draws; a point is robust only if correct on every draw)")
     notes += [section["summary"] for section in after.extra.values() if isinstance(section, dict) and "summary" in section]
     report = HardenReport(
         recipe=recipe.name, recipe_source=str(recipe.source or recipe.name), recipe_config=config.to_dict(),
@@ -727,7 +745,7 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         input=before, hardened=after, other=other, other_label=other_label, history=result.history,
         input_checkpoint={"path": info.path, "sha256": info.sha256},
         data={**data, "eval": eval_set.source, "eval_n": after.n}, runtime=runtime,
-        interpretation=recipe.interpretation, notes=notes, selected_by=recipe.selection,
+        interpretation=recipe.interpretation, notes=notes, selected_by=recipe.selection, extra_evaluations=extra_evaluations,
     )
     atomic_write(out_dir / "recipe.yaml", _resolved_recipe_yaml(recipe))
     write_train_log(out_dir / "train_log.jsonl", result.history)

@@ -223,6 +223,11 @@ def load_model(
         input_size, size_source = tuple(input_size), "cli"
 
     net = create_timm_model(arch, int(num_classes), int(in_chans), input_size)
+    atop = meta["hardenctl"].get("atop") if isinstance(meta.get("hardenctl"), dict) else None
+    if atop is not None:  # an AToP composite: the purifier's tensors are rebuilt separately (hardenctl.purifier)
+        from .purifier import split_tensors
+
+        state, purifier_state = split_tensors(state)
     if isinstance(meta.get("hardenctl"), dict) and meta["hardenctl"].get("fsr"):  # FSR modules must exist before their weights load
         from .fsr_module import restore_fsr
 
@@ -263,7 +268,12 @@ def load_model(
         sha256=sha256_file(path),
         metadata=meta.get("hardenctl", {}) if isinstance(meta.get("hardenctl"), dict) else {},
     )
-    return ImageClassifier(net, mean, std, info).to(device).eval()
+    model = ImageClassifier(net, mean, std, info)
+    if atop is not None:
+        from .purifier import restore_composite
+
+        model = restore_composite(model, atop, purifier_state)
+    return model.to(device).eval()
 
 
 def wrap_model(
@@ -280,14 +290,22 @@ def save_model(model: ImageClassifier, path: str | Path, extra: dict[str, Any] |
     """Write weights + metadata to ``.safetensors`` atomically.
 
     Keys are the bare timm keys, so ``timm.create_model(arch, num_classes=N,
-    checkpoint_path=path)`` loads the file as well as ``hardenctl eval`` does.
+    checkpoint_path=path)`` loads the file as well as ``hardenctl eval`` does. A composite
+    (AToP's purifier in front of the network) adds its own tensors under their own prefix.
     """
     from safetensors.torch import save_file
 
     info = model.info
     if info is None:
         raise ValueError("model has no ModelInfo; build it with load_model or wrap_model")
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.model.state_dict().items()}
+    tensors = dict(model.model.state_dict())
+    extra_tensors = getattr(model, "extra_tensors", None)  # a composite's own modules (AToP's purifier), under their prefix
+    if extra_tensors is not None:
+        added = extra_tensors()
+        if set(added) & set(tensors):
+            raise ValueError(f"tensor names clash with the network's: {sorted(set(added) & set(tensors))[:3]}")
+        tensors.update(added)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta: dict[str, Any] = {
         "format": "hardenctl",
         "hardenctl_version": __version__,

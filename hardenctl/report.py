@@ -95,6 +95,9 @@ class Report:
         if self.randomized:
             lines += [f"The model is randomised: gradients are averaged over {self.eot_samples} EOT draws and a point "
                       f"counts as robust only if it is correct on all {self.eot_samples} re-scoring draws.", ""]
+        lines += [f"Note: {section['summary']}." for section in self.extra.values() if isinstance(section, dict) and "summary" in section]
+        if lines[-1].startswith("Note: "):
+            lines.append("")
         if self.eps_sweep:
             lines += ["## Accuracy vs ε", "", "| ε | robust accuracy |", "|---|---|"]
             lines += [f"| {s['eps']:.5g} | {s['robust_accuracy']:.2%} |" for s in self.eps_sweep]
@@ -135,7 +138,8 @@ class Report:
     def rich_table(self):
         from rich.table import Table
 
-        table = Table(title=f"{self.model.get('arch')} · {self.norm} ε={self.eps:.4g} · n={self.n} · suite {self.suite}")
+        table = Table(title=f"{self.model.get('arch')} · {self.norm} ε={self.eps:.4g} · n={self.n} · suite {self.suite}",
+                      caption=f"randomised model: EOT over {self.eot_samples} draws" if self.randomized else None)
         table.add_column("metric")
         table.add_column("accuracy", justify="right")
         table.add_row("clean", f"{self.clean_accuracy:.2%}")

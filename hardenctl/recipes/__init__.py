@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ..errors import UserError
+from .advamd import AdvAmd
+from .atop import Atop
 from .base import LossFn, Recipe, RecipeConfig
 from .cost_sensitive import CostSensitive
 from .fsr import Fsr
@@ -24,7 +26,7 @@ from .pgd_at import PGDAT, Standard
 from .trades import Trades
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent.parent / "recipes"
-REGISTRY: dict[str, type[Recipe]] = {cls.name: cls for cls in (Mart, PGDAT, Trades, Standard, Fsr, CostSensitive)}
+REGISTRY: dict[str, type[Recipe]] = {cls.name: cls for cls in (Mart, PGDAT, Trades, Standard, Fsr, CostSensitive, AdvAmd, Atop)}
 
 
 def recipe_names() -> list[str]:

@@ -13,7 +13,10 @@ reports are the engine's (:mod:`hardenctl.harden`), written once. So a recipe st
   it (or folding it in) before the model is saved;
 * optionally ``attack_context(model)`` (e.g. AdvAmd routes the attack through its auxiliary BN),
   ``begin_epoch(epoch)`` and ``lr_factor(epoch)`` (phased recipes such as AToP), and
-  ``selection`` (which held-out accuracy picks the saved epoch: ``robust`` or ``clean``).
+  ``selection`` (which held-out accuracy picks the saved epoch: ``robust`` or ``clean``);
+* optionally, looked up by name: ``report_extra(input_model, hardened)`` (a section for the
+  hardened report's ``extra``, e.g. Min-Max statistics) and ``extra_evaluations(hardened)``
+  (label → EvalConfig overrides: more columns for the saved model, e.g. AToP's BPDA number).
 """
 from __future__ import annotations
 
