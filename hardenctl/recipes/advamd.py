@@ -81,9 +81,17 @@ class AdvAmd(Recipe):
         super().__init__(config, source)
         self.aux_bn_layers = 0
 
+    def amends(self) -> bool:
+        """Whether any amendment term is on (both weights 0 is a clean fine-tune: no attack pass is used)."""
+        c = self.config
+        return c.w_adv > 0 or (c.w_mediate > 0 and len(c.levels) > 0)
+
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Give every BatchNorm an auxiliary twin (none for BN-free models, which then share one normalisation)."""
-        self.aux_bn_layers = add_aux_bn(model) if self.config.aux_bn else 0
+        """Give every BatchNorm an auxiliary twin (none for BN-free models, which then share one normalisation).
+
+        No twins when no amendment term is on: they would get no gradient, which DDP refuses.
+        """
+        self.aux_bn_layers = add_aux_bn(model) if self.config.aux_bn and self.amends() else 0
         return model
 
     def export(self, model: nn.Module) -> nn.Module:
@@ -96,7 +104,9 @@ class AdvAmd(Recipe):
 
     def report_extra(self, before: nn.Module, after: nn.Module) -> dict[str, Any]:
         c = self.config
-        if not c.aux_bn:
+        if not self.amends():
+            bn = "no amendment term (w_mediate and w_adv are 0): a clean fine-tune, auxiliary BN unused"
+        elif not c.aux_bn:
             bn = "auxiliary BN off (aux_bn: false): every batch went through the model's own BN"
         elif self.aux_bn_layers:
             bn = f"auxiliary BN on {self.aux_bn_layers} BatchNorm layers (dropped from the saved model)"
@@ -110,9 +120,9 @@ class AdvAmd(Recipe):
         c = self.config
         logits = model(x)
         total = F.cross_entropy(logits.float(), y)
-        levels = c.levels if c.w_mediate > 0 else ()
-        if not levels and c.w_adv == 0:
+        if not self.amends():
             return total  # exactly a clean fine-tune step
+        levels = c.levels if c.w_mediate > 0 else ()
         batch = torch.cat([mediate_samples(x, x_adv, level) for level in levels] + [x_adv])
         with bn_route(model, "aux"):
             *mediate_logits, adv_logits = model(batch).float().split(len(x))

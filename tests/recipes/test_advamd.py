@@ -63,6 +63,8 @@ def test_zero_amendment_weights_give_exactly_a_clean_fine_tune_step():
     plain, amended = net().train(), net().train()
     r = recipe(w_mediate=0, w_adv=0)
     r.prepare(amended)
+    assert r.aux_bn_layers == 0 and not dual_bn_layers(amended)  # no twins without a gradient (DDP would refuse them)
+    assert "clean fine-tune" in r.report_extra(amended, amended)["advamd"]["summary"]
     opt_plain = torch.optim.SGD(plain.parameters(), lr=0.1, momentum=0.9)
     opt_amended = torch.optim.SGD([p for n, p in amended.named_parameters() if ".aux." not in n], lr=0.1, momentum=0.9)
     F.cross_entropy(plain(x), y).backward()
