@@ -346,8 +346,10 @@ def full_clean_accuracy(path: Path, data, batch: int = 500) -> float:
 def advamd_study(args, out: Path, input_path: Path, train_data, test_full, log) -> str:
     """Train every arm (reusing finished ones), evaluate each, write the section."""
     seeds = [int(s) for s in args.advamd_seeds.split(",")]
-    arms = [(name, seed, extra) for seed in seeds for name, extra in (("clean fine-tune", CLEAN_FINE_TUNE), ("AdvAmd", {}))]
-    arms += [(name, seeds[0], extra) for name, extra in ADVAMD_ABLATIONS.items()]
+    pair = (("clean fine-tune", CLEAN_FINE_TUNE), ("AdvAmd", {}))
+    # first seed's pair, then the ablations (one seed), then the other seeds: a cut-short run still has the ablations
+    arms = [(name, seeds[0], extra) for name, extra in pair] + [(name, seeds[0], extra) for name, extra in ADVAMD_ABLATIONS.items()]
+    arms += [(name, seed, extra) for seed in seeds[1:] for name, extra in pair]
     common = {"epochs": args.advamd_epochs, "batch_size": 128, "lr": args.advamd_lr, "schedule": "cosine", "warmup_epochs": 0,
               "holdout_fraction": 0.05, "monitor_n": 250, "augment": "crop-flip", "crop_padding": 4}
     test_data = test_full.head(args.advamd_robust_n)
