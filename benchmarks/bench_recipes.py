@@ -248,9 +248,24 @@ def cost_sensitive_study(args, out: Path, input_path: Path, train_data, test_dat
     protected = [int(c) for c in args.protected.split(",")]
     eval_settings = dict(suite="standard", eps=8 / 255, n=args.eval_n, seed=args.seed,
                          apgd_steps=args.apgd_steps, square_queries=args.square_queries, protected=protected, protected_cost=10.0)
-    input_stats = minmax_stats(api.load_model(input_path))
+    protected_ids = torch.tensor(protected)
 
-    def protected_eval(name: str, path: Path, harden_report: dict | None = None) -> dict:
+    def predicted_protected(model) -> float:
+        """How often the model says "protected" on clean images: what a high cost buys its protected accuracy with."""
+        return float(torch.isin(clean_predictions(model, test_data), protected_ids).float().mean())
+
+    def robust_at_2(name: str, model) -> dict:
+        """Without AT every arm is at ~0% at 8/255; 2/255 shows whether the Min-Max regulariser alone defends at all."""
+        if name not in ("input", "standard-last", "minmax"):
+            return {}
+        cache = out / "protected_eval" / f"{name}-eps2.json"
+        if not cache.is_file():
+            log(f"evaluating {name} at 2/255 on the first {args.small_eps_n} test images")
+            report = api.evaluate(model, test_data.head(args.small_eps_n), **{**eval_settings, "eps": 2 / 255, "n": args.small_eps_n})
+            atomic_write(cache, json.dumps({"robust": report.robust_accuracy, "clean": report.clean_accuracy}))
+        return {"robust_eps2": json.loads(cache.read_text())["robust"]}
+
+    def protected_eval(name: str, model, harden_report: dict | None = None) -> dict:
         cache = out / "protected_eval" / f"{name}.json"
         if cache.is_file():
             return json.loads(cache.read_text())
@@ -260,14 +275,17 @@ def cost_sensitive_study(args, out: Path, input_path: Path, train_data, test_dat
             return {"clean": harden_report["clean_accuracy"], "robust": harden_report["robust_accuracy"],
                     **{f"protected_{k}": protected_section[k] for k in ("clean_accuracy", "robust_accuracy", "cost_weighted_robust_error", "n")}}
         log(f"evaluating {name} with protected classes {protected}")
-        report = api.evaluate(str(path), test_data, **eval_settings)
+        report = api.evaluate(model, test_data, **eval_settings)
         entry = {"clean": report.clean_accuracy, "robust": report.robust_accuracy, **{f"protected_{k}": v for k, v in
                  report.extra["protected"].items() if k in ("clean_accuracy", "robust_accuracy", "cost_weighted_robust_error", "n")}}
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, json.dumps(entry))
         return entry
 
-    rows = [{"arm": "input (clean pretrain)", **protected_eval("input", input_path), "minmax": "–", "seconds_per_epoch": None}]
+    input_model = api.load_model(input_path)
+    input_stats = minmax_stats(input_model)
+    rows = [{"arm": "input (clean pretrain)", **protected_eval("input", input_model), "minmax": "–", "seconds_per_epoch": None,
+             "predicted_protected": predicted_protected(input_model), **robust_at_2("input", input_model)}]
     for name, (directory, recipe, extra) in cost_sensitive_arms(args).items():
         arm_dir = out / directory
         if not (arm_dir / "report.json").is_file():
@@ -275,32 +293,13 @@ def cost_sensitive_study(args, out: Path, input_path: Path, train_data, test_dat
             api.harden(input_path, recipe=recipe, data=train_data, out=arm_dir,
                        overrides={**common_overrides(args, args.epochs, recipe), **extra}, resume=True, log=log, **eval_kwargs)
         report = json.loads((arm_dir / "report.json").read_text())
-        stats = minmax_stats(api.load_model(arm_dir / "model.safetensors"))
-        rows.append({"arm": name, **protected_eval(directory, arm_dir / "model.safetensors", report["hardened"]),
-                     "minmax": minmax_summary(input_stats, stats),
+        model = api.load_model(arm_dir / "model.safetensors")
+        rows.append({"arm": name, **protected_eval(directory, model, report["hardened"]),
+                     "minmax": minmax_summary(input_stats, minmax_stats(model)), "predicted_protected": predicted_protected(model),
+                     **robust_at_2(directory, model),
                      "saved": f"{report['selected']} ({report['selected_epoch']}/{report['last_epoch']})",
                      "seconds_per_epoch": statistics.mean(h["train_seconds"] for h in report["history"])})
         log(f"{name}: {json.dumps(rows[-1])}")
-    paths = {"input (clean pretrain)": input_path, **{name: out / d / "model.safetensors" for name, (d, _, _) in cost_sensitive_arms(args).items()}}
-    for row in rows:  # how often the model says "protected" on clean images: what a high cost buys its protected accuracy with
-        model = api.load_model(paths[row["arm"]]).eval()
-        with torch.no_grad():
-            predicted = torch.cat([model(test_data.pixels(i, min(i + 500, len(test_data)))).argmax(1) for i in range(0, len(test_data), 500)])
-        row["predicted_protected"] = float(torch.isin(predicted, torch.tensor(protected)).float().mean())
-    # without AT every arm is at ~0% at 8/255; a small ε shows whether the Min-Max regulariser alone defends at all
-    small = {"input (clean pretrain)": ("input", input_path), "standard (last epoch)": ("standard-last", out / "standard-last"),
-             "min-max regulariser, no AT": ("minmax", out / "minmax")}
-    for row in rows:
-        if row["arm"] not in small:
-            continue
-        key, path = small[row["arm"]]
-        cache = out / "protected_eval" / f"{key}-eps2.json"
-        if not cache.is_file():
-            log(f"evaluating {key} at 2/255 on the first {args.small_eps_n} test images")
-            path = path if path.suffix else path / "model.safetensors"
-            report = api.evaluate(str(path), test_data.head(args.small_eps_n), **{**eval_settings, "eps": 2 / 255, "n": args.small_eps_n})
-            atomic_write(cache, json.dumps({"robust": report.robust_accuracy, "clean": report.clean_accuracy}))
-        row["robust_eps2"] = json.loads(cache.read_text())["robust"]
     atomic_write(out / "cost_sensitive_results.json", json.dumps(rows, indent=2))
     return cost_sensitive_markdown(args, rows)
 
@@ -367,7 +366,7 @@ def update_section(heading: str, section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section.rstrip("\n") + ("\n\n" + text[end + 1:] if end >= 0 else "")
     atomic_write(RESULTS, text.rstrip("\n") + "\n")
 
 
@@ -380,15 +379,17 @@ ADVAMD_ABLATIONS = {"AdvAmd without auxiliary BN": {"aux_bn": False}, "AdvAmd wi
                     "AdvAmd without learning ratio": {"vulnerability": "none"}}
 
 
-def full_clean_accuracy(path: Path, data, batch: int = 500) -> float:
-    """Clean accuracy on every image of ``data`` (forward passes only: cheap, and 10× the samples of the suite)."""
-    model = api.load_model(path).eval()
-    correct = 0
+def clean_predictions(model, data, batch: int = 500) -> torch.Tensor:
+    """Top-1 predictions on every image of ``data`` (forward passes only: cheap, and 10× the samples of the suite)."""
+    model.eval()
     with torch.no_grad():
-        for start in range(0, len(data), batch):
-            correct += int((model(data.pixels(start, min(start + batch, len(data)))).argmax(1)
-                            == data.y[start:start + batch]).sum())
-    return correct / len(data)
+        return torch.cat([model(data.pixels(start, min(start + batch, len(data)))).argmax(1) for start in range(0, len(data), batch)])
+
+
+def clean_accuracies(path: Path, data, first_n: int) -> tuple[float, float]:
+    """(accuracy on the first ``first_n`` images, accuracy on all of ``data``) from one pass over ``data``."""
+    correct = (clean_predictions(api.load_model(path), data) == data.y).float()
+    return float(correct[:first_n].mean()), float(correct.mean())
 
 
 def advamd_study(args, out: Path, input_path: Path, train_data, test_full, log) -> str:
@@ -401,8 +402,7 @@ def advamd_study(args, out: Path, input_path: Path, train_data, test_full, log) 
     common = {"epochs": args.advamd_epochs, "batch_size": 128, "lr": args.advamd_lr, "schedule": "cosine", "warmup_epochs": 0,
               "holdout_fraction": 0.05, "monitor_n": 250, "augment": "crop-flip", "crop_padding": 4}
     test_data = test_full.head(args.advamd_robust_n)
-    test_first = test_full.head(args.eval_n)
-    input_full, input_first = full_clean_accuracy(input_path, test_full), full_clean_accuracy(input_path, test_first)
+    input_first, input_full = clean_accuracies(input_path, test_full, args.eval_n)
     rows: list[dict] = []
     input_reports: dict[int, object] = {}  # seed → the input model's report, reused by the arms of that seed
     for name, seed, extra in arms:
@@ -416,10 +416,9 @@ def advamd_study(args, out: Path, input_path: Path, train_data, test_full, log) 
                                 eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries})
             input_reports[seed] = result.report.input
         report = json.loads((arm_dir / "report.json").read_text())
-        rows.append({"arm": name, "seed": seed, "clean": full_clean_accuracy(arm_dir / "model.safetensors", test_first),
-                     "robust": report["hardened"]["robust_accuracy"], "input_clean": input_first,
-                     "input_robust": report["input"]["robust_accuracy"],
-                     "clean_full": full_clean_accuracy(arm_dir / "model.safetensors", test_full),
+        clean_first, clean_full = clean_accuracies(arm_dir / "model.safetensors", test_full, args.eval_n)
+        rows.append({"arm": name, "seed": seed, "clean": clean_first, "robust": report["hardened"]["robust_accuracy"],
+                     "input_clean": input_first, "input_robust": report["input"]["robust_accuracy"], "clean_full": clean_full,
                      "saved": f"{report['selected']} ({report['selected_epoch']}/{report['last_epoch']})",
                      "seconds_per_epoch": statistics.mean(h["train_seconds"] for h in report["history"])})
         log(f"{name} seed {seed}: {json.dumps(rows[-1])}")

@@ -233,9 +233,10 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
 
     if config.large_eps_samples > 0 and n:
         subset = data.head(config.large_eps_samples)
-        big = PGD(LARGE_EPS, "linf", draws, steps=20, alpha=LARGE_EPS / 4)
-        if config.attack_model is not None:
-            big = Transferred(PGD(LARGE_EPS, "linf", 1, steps=20, alpha=LARGE_EPS / 4), config.attack_model)
+        transferred = config.attack_model is not None  # the source model is deterministic: one draw
+        big = PGD(LARGE_EPS, "linf", 1 if transferred else draws, steps=20, alpha=LARGE_EPS / 4)
+        if transferred:
+            big = Transferred(big, config.attack_model)
         result = run_suite(model, subset, [big], LARGE_EPS, "linf", config.batch_size, config.seed, draws, device, progress, "eps 0.5 check")
         accuracy = float(result.robust.float().mean())
         checks.append(Check("near_zero_accuracy_at_large_eps", accuracy <= 0.05,

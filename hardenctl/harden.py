@@ -534,9 +534,10 @@ class HardenReport:
 
     def to_markdown(self) -> str:
         ev = self.hardened
+        headline = self.headline()
         lines = [
             "# hardenctl harden report", "",
-            f"**{self.headline()[0].upper()}{self.headline()[1:]}**", "",
+            f"**{headline[0].upper()}{headline[1:]}**", "",
             f"Recipe `{self.recipe}` ({self.recipe_source}) trained on `{self.data['train']}` "
             f"({self.data['train_n']} images; {self.data['holdout_n']} held out to pick the epoch), "
             f"starting from `{self.input_checkpoint['path']}` (sha256 `{self.input_checkpoint['sha256']}`).", "",

@@ -223,15 +223,16 @@ def load_model(
         input_size, size_source = tuple(input_size), "cli"
 
     net = create_timm_model(arch, int(num_classes), int(in_chans), input_size)
-    atop = meta["hardenctl"].get("atop") if isinstance(meta.get("hardenctl"), dict) else None
+    recorded = meta.get("hardenctl") if isinstance(meta.get("hardenctl"), dict) else {}  # what hardenctl wrote: recipe, surgery
+    atop = recorded.get("atop")
     if atop is not None:  # an AToP composite: the purifier's tensors are rebuilt separately (hardenctl.purifier)
         from .purifier import split_tensors
 
         state, purifier_state = split_tensors(state)
-    if isinstance(meta.get("hardenctl"), dict) and meta["hardenctl"].get("fsr"):  # FSR modules must exist before their weights load
+    if recorded.get("fsr"):  # FSR modules must exist before their weights load
         from .fsr_module import restore_fsr
 
-        restore_fsr(net, meta["hardenctl"]["fsr"], int(num_classes))
+        restore_fsr(net, recorded["fsr"], int(num_classes))
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -266,7 +267,7 @@ def load_model(
         randomized=bool(meta.get("randomized", False)),
         path=str(path),
         sha256=sha256_file(path),
-        metadata=meta.get("hardenctl", {}) if isinstance(meta.get("hardenctl"), dict) else {},
+        metadata=recorded,
     )
     model = ImageClassifier(net, mean, std, info)
     if atop is not None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..aux_bn import add_aux_bn, bn_route, dual_bn_layers, remove_aux_bn
+from ..aux_bn import add_aux_bn, bn_route, remove_aux_bn
 from .base import Recipe, RecipeConfig
 
 VULNERABILITY = ("p_true", "loss_gap", "none")
@@ -132,4 +132,4 @@ class AdvAmd(Recipe):
         return total + c.w_adv * (ratio * F.cross_entropy(adv_logits, y, reduction="none")).mean()
 
 
-__all__ = ["AdvAmd", "AdvAmdConfig", "VULNERABILITY", "dual_bn_layers", "learning_ratio", "mediate_samples"]
+__all__ = ["AdvAmd", "AdvAmdConfig", "VULNERABILITY", "learning_ratio", "mediate_samples"]

@@ -36,7 +36,7 @@ from ..errors import UserError
 from ..protected import cost_matrix, protected_metrics, resolve_protected
 from .base import LossFn, Recipe, RecipeConfig
 from .mart import mart_per_sample
-from .trades import Trades, trades_per_sample
+from .trades import base_attack_loss, trades_per_sample
 
 BASES = ("pgd-at", "trades", "mart")
 NEAR_ZERO = 1e-3  # |w| below this fraction of max|w| counts as "near zero" in the Min-Max statistics
@@ -170,9 +170,7 @@ class CostSensitive(Recipe):
                            "mu": self.config.minmax_mu, "top_q": self.config.minmax_top_q}}
 
     def attack_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> LossFn:
-        if self.config.base == "trades":
-            return Trades().attack_loss(model, x, y)
-        return super().attack_loss(model, x, y)
+        return base_attack_loss(self.config.base, model, x, y)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
         c = self.config

@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..fsr_module import LAST, FSRModule, FSRParts, fsr_metadata, fsr_modules, insert_fsr
 from .base import LossFn, Recipe, RecipeConfig
 from .mart import mart_loss, strongest_wrong_class
-from .trades import Trades, trades_loss
+from .trades import base_attack_loss, trades_loss
 
 BASES = ("pgd-at", "trades", "mart")
 
@@ -98,9 +98,7 @@ class Fsr(Recipe):
         return model
 
     def attack_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> LossFn:
-        if self.config.base == "trades":
-            return Trades().attack_loss(model, x, y)
-        return super().attack_loss(model, x, y)
+        return base_attack_loss(self.config.base, model, x, y)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
         c = self.config

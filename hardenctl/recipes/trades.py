@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..attacks.losses import cross_entropy
 from .base import LossFn, Recipe, RecipeConfig
 
 
@@ -62,3 +63,8 @@ class Trades(Recipe):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
         return trades_loss(model(x), model(x_adv), y, self.config.beta)
+
+
+def base_attack_loss(base: str, model: nn.Module, x: Tensor, y: Tensor) -> LossFn:
+    """What the training attack maximises for a recipe stacked on ``base``: TRADES' KL, or cross-entropy."""
+    return Trades().attack_loss(model, x, y) if base == "trades" else cross_entropy
