@@ -78,6 +78,17 @@ class _APGD(Attack):
         delta = self.eps * noise / (scale.view(flat_shape) + 1e-12)
         return self.project(x + delta, x)
 
+    def momentum_step(self, x_adv: Tensor, x_prev: Tensor, grad: Tensor, step_size: float | Tensor, x: Tensor,
+                      first: bool = False) -> Tensor:
+        """One APGD update, as the reference's: z = P(x_k + η·step(grad)), then
+        x_{k+1} = P(x_k + α·(z − x_k) + (1 − α)·(x_k − x_{k−1})), with α = 1 at the first
+        step (there is no previous displacement yet). P projects onto the ε-ball ∩ [0, 1];
+        step is η·sign(grad) for L∞ and η·grad/‖grad‖ for L2.
+        """
+        z = self.project(self.step(x_adv, grad, step_size), x)
+        a = 1.0 if first else self.momentum
+        return self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x)
+
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn):
         """One APGD run. Returns (first fooling iterate, fooled mask, best-loss point, best loss)."""
         n = x.shape[0]
@@ -98,10 +109,7 @@ class _APGD(Attack):
         last_mark = 0
 
         for i in range(self.steps):
-            z = self.project(self.step(x_adv, grad, step_size), x)
-            a = self.momentum if i > 0 else 1.0  # no previous displacement at the first step
-            x_new = self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x)
-            x_prev, x_adv = x_adv, x_new
+            x_prev, x_adv = x_adv, self.momentum_step(x_adv, x_prev, grad, step_size, x, first=i == 0)
 
             loss, grad, logits = self.gradient(model, x_adv, y, loss_fn)
             keep_misclassified(x_fool, fooled, x_adv, logits, y)

@@ -23,16 +23,24 @@ LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> per-sample loss
 
 @dataclass
 class GradientStats:
-    """Counts of points whose first input gradient was useless (a masking symptom)."""
+    """Counts of points whose first input gradient was useless (a masking symptom).
+
+    ``zero`` counts points whose attack-loss gradient is exactly zero, which an honest model
+    also shows when a confident softmax saturates in fp32; ``flat`` counts the subset whose
+    logit-margin gradient is zero too, which no differentiable honest model shows (input
+    quantisation, stop-gradients and input-ignoring models do).
+    """
 
     points: int = 0
     zero: int = 0
     nonfinite: int = 0
+    flat: int = 0
 
     def add(self, other: "GradientStats") -> None:
         self.points += other.points
         self.zero += other.zero
         self.nonfinite += other.nonfinite
+        self.flat += other.flat
 
 
 class Attack:
@@ -140,7 +148,10 @@ class Attack:
             flat = grad.flatten(1)
             nonfinite = ~torch.isfinite(flat).all(dim=1)
             zero = (flat == 0).all(dim=1)
-            self.gradient_stats.add(GradientStats(x.shape[0], int(zero.sum()), int(nonfinite.sum())))
+            flat_margin = int(zero.sum())
+            if flat_margin:
+                flat_margin = int(_margin_gradient_is_zero(model, x[zero], y[zero]).sum())
+            self.gradient_stats.add(GradientStats(x.shape[0], int(zero.sum()), int(nonfinite.sum()), flat_margin))
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         return loss_mean, grad, logits_mean
 
@@ -151,6 +162,21 @@ class Attack:
         for _ in range(self.eot_samples - 1):
             logits = logits + model(x)
         return logits / self.eot_samples
+
+
+def _margin_gradient_is_zero(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Per point: is the gradient of the logit margin (true logit minus the best other) exactly zero?
+
+    The margin does not saturate like softmax cross-entropy, so a zero here means the
+    model's output does not depend on its input locally: masking, not confidence.
+    """
+    x_var = x.detach().requires_grad_(True)
+    logits = model(x_var)
+    true = logits.gather(1, y.view(-1, 1)).squeeze(1)
+    others = logits.scatter(1, y.view(-1, 1), float("-inf")).amax(dim=1)
+    (grad,) = torch.autograd.grad((true - others).sum(), x_var)
+    flat = grad.flatten(1)
+    return (flat == 0).all(dim=1) | ~torch.isfinite(flat).all(dim=1)
 
 
 def keep_misclassified(x_best: Tensor, fooled: Tensor, x_new: Tensor, logits: Tensor, y: Tensor) -> None:

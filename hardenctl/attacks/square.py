@@ -4,13 +4,25 @@ It never asks for a gradient, so it cannot be fooled by a model that hides or br
 its gradients; if Square beats the white-box attacks, those attacks were masked. Each
 iteration proposes a change confined to one random square window and keeps it only if
 the margin (runner-up logit − true logit) grows. Windows start large (a fraction
-``p_init`` of the image) and shrink on a fixed schedule as the query budget is spent.
+``p_init`` of the image) and shrink on a fixed schedule.
 
-Differences from the reference implementation (``autoattack/square.py``), all small:
-windows, signs and the L2 pattern orientation are drawn per image (the reference
-draws one for the whole batch; the paper's algorithm is per image); window positions
-cover every valid offset; the initial query counts against ``queries`` (the reference
-spends ``queries + 1``); the clean point is not queried separately.
+Matches the reference as AutoAttack runs it (``autoattack/square.py`` with
+``resc_schedule=False``): the window fraction halves after iterations 10, 50, 200, 500,
+1000, 2000, 4000, 6000 and 8000 whatever the budget, so at 5000 queries on 32×32 images
+L∞ windows end at 3×3, not 1×1; the same stripe (L∞) and pattern-grid (L2) starts, margin
+loss, strict-improvement acceptance, window sizes, and L2 update — including the window
+mass ``norms_windows`` taken per image across channels (the original Square repository
+and ``pyautoattack`` 0.2.0 take it per channel). ``rescale_schedule=True`` stretches the
+schedule over the budget instead (the reference class's own default).
+
+Deliberate differences, none weakening it: windows, signs and the L2 pattern orientation
+are drawn per image (the reference draws one for the whole batch; the paper's L∞
+algorithm is per image); window offsets cover every valid position (the reference never
+draws the last row or column offset); the initial query counts against ``queries`` (the
+reference spends ``queries + 1``); the clean point is not queried, so every point given
+is attacked, and a zero margin (a tie) is not counted as fooled; for images under ~25
+pixels the L2 start grid is centred rather than cut off at the border; unfooled points
+get their highest-margin point across restarts rather than ``x``.
 """
 from __future__ import annotations
 
@@ -23,13 +35,29 @@ from ..errors import UserError
 from .base import Attack
 from .losses import margin
 
-_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # p halves after each, out of 10k
+_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # p halves after each iteration
 
 
-def square_fraction(p_init: float, it: int, queries: int) -> float:
-    """Fraction of pixels the window covers at iteration ``it`` (the paper's schedule, rescaled)."""
-    t = int(it / queries * 10000)
+def square_fraction(p_init: float, it: int, queries: int, rescale: bool = False) -> float:
+    """Fraction of pixels the window covers at iteration ``it`` (0-based, after the first query).
+
+    Without ``rescale`` (AutoAttack's setting) the breakpoints are absolute iteration
+    counts; with it they are read as fractions of a 10 000-query budget.
+    """
+    t = int(it / queries * 10000) if rescale else it
     return p_init / 2 ** sum(t > m for m in _SCHEDULE)
+
+
+def window_side(p: float, h: int, w: int, norm: str) -> int:
+    """Side of the square covering a fraction ``p`` of an h×w image, rounded as the reference.
+
+    L2 windows are at least 3 and odd, so the two-centre pattern has a middle row.
+    """
+    s = int(round(math.sqrt(p * h * w)))
+    if norm == "linf":
+        return min(max(s, 1), h, w)
+    s = max(s, 3)
+    return min(s + (s % 2 == 0), h, w)
 
 
 def _window(n: int, h: int, w: int, s: int, device) -> tuple[Tensor, Tensor, Tensor]:
@@ -75,12 +103,14 @@ class Square(Attack):
         queries: model queries per point and restart (the initial one included).
         p_init: initial fraction of pixels a window covers (0.8 as in AutoAttack).
         restarts: fresh runs, each only on the points not yet fooled.
+        rescale_schedule: stretch the window schedule over ``queries`` (off, as in AutoAttack:
+            rescaling shrinks windows to single pixels long before a 5000-query budget ends).
     """
 
     name = "square"
 
     def __init__(self, eps: float, norm: str = "linf", eot_samples: int = 1, queries: int = 5000,
-                 p_init: float = 0.8, restarts: int = 1):
+                 p_init: float = 0.8, restarts: int = 1, rescale_schedule: bool = False):
         super().__init__(eps, norm, eot_samples)
         if queries < 1:
             raise UserError(f"queries must be >= 1, got {queries}", "pass e.g. queries=5000")
@@ -89,6 +119,7 @@ class Square(Attack):
         self.queries = int(queries)
         self.p_init = float(p_init)
         self.restarts = max(1, int(restarts))
+        self.rescale_schedule = bool(rescale_schedule)
 
     def _margin(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return margin(self.predict(model, x), y)
@@ -120,12 +151,13 @@ class Square(Attack):
             active = (m_best <= 0).nonzero().squeeze(1)
             if active.numel() == 0:
                 break
-            p = square_fraction(self.p_init, it, self.queries)
+            p = square_fraction(self.p_init, it, self.queries, self.rescale_schedule)
+            s = window_side(p, h, w, self.norm)
             x_a, x_cur = x[active], x_best[active]
             if self.norm == "linf":
-                x_new = self._propose_linf(x_a, x_cur, p)
+                x_new = self._propose_linf(x_a, x_cur, s)
             else:
-                x_new = self._propose_l2(x_a, x_cur, p)
+                x_new = self._propose_l2(x_a, x_cur, s)
             m_new = self._margin(model, x_new, y[active])
             better = m_new > m_best[active]  # strict: a tie is not progress
             x_best[active[better]] = x_new[better]
@@ -149,23 +181,25 @@ class Square(Attack):
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return self.eps * delta / norms.view(-1, 1, 1, 1)
 
-    def _propose_linf(self, x: Tensor, x_cur: Tensor, p: float) -> Tensor:
-        """Set one window per image to a fresh ±ε value per channel (a ±2ε jump, then projected)."""
+    def _propose_linf(self, x: Tensor, x_cur: Tensor, s: int) -> Tensor:
+        """Set one s×s window per image to a fresh ±ε value per channel (a ±2ε jump, then projected)."""
         n, c, h, w = x.shape
-        s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
         b, r, col = _window(n, h, w, s, x.device)
         x_new = x_cur.clone()
         jump = 2 * self.eps * _signs(x, (n, 1, 1, c))
         x_new[b, :, r, col] = x_cur[b, :, r, col] + jump
         return self.project(x_new, x)
 
-    def _propose_l2(self, x: Tensor, x_cur: Tensor, p: float) -> Tensor:
-        """The paper's L2 step: move the perturbation mass of two windows into one of them,
+    def _propose_l2(self, x: Tensor, x_cur: Tensor, s: int) -> Tensor:
+        """The paper's L2 step: move the perturbation mass of two s×s windows into one of them,
         redrawn as a ± pattern plus the old content, topped up with unused budget, then
-        rescale the whole perturbation to norm ε."""
+        rescale the whole perturbation to norm ε.
+
+        Each channel of the new window gets norm sqrt(spare / C + W²) with W the mass of both
+        windows over *all* channels (as the AutoAttack reference), which moves more mass into
+        the new window than a per-channel W would.
+        """
         n, c, h, w = x.shape
-        s = max(int(round(math.sqrt(p * h * w))), 3)
-        s = min(s + (s % 2 == 0), h, w)  # odd sizes keep the pattern centred
         delta = x_cur - x
         w1, w2 = _window(n, h, w, s, x.device), _window(n, h, w, s, x.device)
 
@@ -174,7 +208,7 @@ class Square(Attack):
         both = torch.zeros(n, 1, h, w, device=x.device, dtype=x.dtype)
         both[w1[0], :, w1[1], w1[2]] = 1.0
         both[w2[0], :, w2[1], w2[2]] = 1.0
-        window_norm = (delta * both).flatten(2).norm(dim=2)[..., None, None]
+        window_norm = (delta * both).flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         image_norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
         new = _patterns(x, s)[:, None] * _signs(x, (n, c, 1, 1)) + old / (old_norm + 1e-12)

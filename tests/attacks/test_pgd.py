@@ -54,8 +54,6 @@ def test_linf_pgd_reaches_clipped_corner(random_start, restarts):
     x_adv = PGD(eps, "linf", steps=20, restarts=restarts, random_start=random_start)(model, x, y)
     expected = (x - eps * d.sign()).clamp(0, 1)
     assert torch.allclose(x_adv, expected, atol=1e-6)
-    with torch.no_grad():
-        assert (model(x_adv).argmax(1) == y).all()  # never fooled: the optimum is what came back
 
 
 @pytest.mark.parametrize("random_start,steps,atol", [(False, 10, 1e-6), (True, 100, 1e-4)])
@@ -64,8 +62,7 @@ def test_l2_pgd_reaches_gradient_direction(random_start, steps, atol):
     model, x, y, d = linear_problem(eps, interior=True)
     x_adv = PGD(eps, "l2", steps=steps, random_start=random_start)(model, x, y)
     unit = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    expected = x - eps * unit
-    assert (expected > 0).all() and (expected < 1).all()  # the box does not bind
+    expected = x - eps * unit  # x in [0.3, 0.7] and ε = 0.2: the box does not bind
     assert torch.allclose(x_adv, expected, atol=atol)
 
 
