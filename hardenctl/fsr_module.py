@@ -214,14 +214,24 @@ def insert_fsr(net: nn.Module, stages: str | Iterable[str], num_classes: int, hi
     """Put an :class:`FSRModule` after each named stage of a timm ``net`` (in place); returns the stage names.
 
     A stage that already has one keeps it (its ``hidden``/``tau``/classes must then match). New modules
-    are initialised from ``seed`` (so a run does not depend on the global RNG), placed on the network's
-    device and dtype, and follow its train/eval mode. ``zero_init_recalibration`` zeroes R's last conv:
+    are initialised in network order from one generator seeded with ``seed`` (the harden run's ``--seed``:
+    the same seed gives the same modules, another seed others, and the global RNG is left alone), placed
+    on the network's device and dtype, and follow its train/eval mode. ``zero_init_recalibration`` zeroes R's last conv:
     the module then starts as the identity (our option for pretrained backbones; the paper trains from scratch).
     """
     names = resolve_stages(net, stages)
     channels = _stage_channels(net)
     device, dtype = _placement(net)
-    for index, name in enumerate(names):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        _insert_seeded(net, names, channels, num_classes, hidden, tau, zero_init_recalibration, device, dtype)
+    return names
+
+
+def _insert_seeded(net: nn.Module, names: list[str], channels: Mapping[str, int], num_classes: int, hidden: int, tau: float,
+                   zero_init_recalibration: bool, device: torch.device, dtype: torch.dtype) -> None:
+    """:func:`insert_fsr`'s loop, drawing new weights from the (already seeded) global RNG."""
+    for name in names:
         current = net.get_submodule(name)
         if isinstance(current, FSRStage):
             have = current.fsr
@@ -230,16 +240,13 @@ def insert_fsr(net: nn.Module, stages: str | Iterable[str], num_classes: int, hi
                                 f"{have.num_classes} classes",
                                 f"pass --set hidden={have.hidden} --set tau={have.tau:g} to keep training it")
             continue
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + index)
-            module = FSRModule(channels[name], num_classes, hidden, tau)
+        module = FSRModule(channels[name], num_classes, hidden, tau)
         if zero_init_recalibration:
             nn.init.zeros_(module.recalibration[-1].weight)
         module.to(device=device, dtype=dtype).train(net.training)
         parent_name, _, child = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
         setattr(parent, child, FSRStage(current, module))
-    return names
 
 
 def fsr_metadata(net: nn.Module) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -140,10 +140,38 @@ def step_seed(*parts: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # data: held-out split, augmentation
 # ---------------------------------------------------------------------------------------------
+def holdout_count(n: int, fraction: float) -> int:
+    """Images held out of ``n`` at ``fraction`` (rounded; 0 for fraction 0)."""
+    return int(round(fraction * n)) if fraction > 0 else 0
+
+
+def check_data(train_data: ImageDataset, eval_data: ImageDataset | None, fraction: float) -> None:
+    """Refuse data that cannot train, pick an epoch or be reported on, before anything is written to --out.
+
+    A held-out split that rounds to 0 images would silently turn ``select: best`` into ``last``, so it is refused
+    rather than skipped: the user asked for one (holdout_fraction > 0).
+    """
+    n = len(train_data)
+    if n == 0:
+        raise UserError(f"no samples to train on: --data {train_data.source} has 0 images", "pass training data with at least one image")
+    if eval_data is not None and len(eval_data) == 0:
+        raise UserError(f"no samples to evaluate on: --eval-data {eval_data.source} has 0 images",
+                        "pass evaluation data with at least one image, or leave --eval-data out to report on the held-out split")
+    if fraction > 0 and holdout_count(n, fraction) == 0:
+        raise_fraction = f"raise holdout_fraction to at least {1 / n:.3g}" if 1 / n <= 0.5 else "use more training data"
+        other = ("--set holdout_fraction=0 to save the last epoch" if eval_data is not None
+                 else "pass --eval-data with --set holdout_fraction=0 (the last epoch is then saved)")
+        raise UserError(f"the held-out split of {n} images at holdout_fraction {fraction:g} rounds to 0 images",
+                        f"{raise_fraction}, or {other}")
+
+
 def split_holdout(data: ImageDataset, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset | None]:
-    """(training part, held-out part) from a seeded permutation; no held-out part for fraction 0."""
-    count = int(round(fraction * len(data)))
-    if fraction <= 0 or count == 0:
+    """(training part, held-out part) from a seeded permutation; no held-out part for fraction 0.
+
+    A fraction that rounds to 0 images also gives none: :func:`check_data` refuses that case first.
+    """
+    count = holdout_count(len(data), fraction)
+    if count == 0:
         return data, None
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(step_seed(seed, 0x401D)))
     holdout = data.take(order[:count])
@@ -280,8 +308,12 @@ def training_step(net: nn.Module, model: nn.Module, recipe: Recipe, attack: Atta
 # per-epoch monitoring
 # ---------------------------------------------------------------------------------------------
 def monitor(model: nn.Module, data: ImageDataset | None, config: RecipeConfig, seed: int, dist: Distributed,
-            batch_size: int) -> tuple[float | None, float | None]:
-    """(clean, PGD robust) accuracy of ``data`` in eval mode, split over the processes."""
+            batch_size: int, draws: int = 1) -> tuple[float | None, float | None]:
+    """(clean, PGD robust) accuracy of ``data`` in eval mode, split over the processes.
+
+    ``draws`` > 1 (a randomised model): PGD gradients are averaged over that many draws, clean accuracy is the
+    mean over draws and a point is robust only if correct on every re-scoring draw, as in ``hardenctl eval``.
+    """
     if data is None or len(data) == 0:
         return None, None
     shard = data.take(torch.arange(dist.rank, len(data), dist.world_size))
@@ -289,8 +321,8 @@ def monitor(model: nn.Module, data: ImageDataset | None, config: RecipeConfig, s
     model.eval()
     device = next(model.parameters()).device
     try:
-        pgd = PGD(config.eps, "linf", steps=config.monitor_steps, alpha=config.eps / 4)
-        result = run_suite(model, shard, [pgd], config.eps, "linf", batch_size, seed, 1, device)
+        pgd = PGD(config.eps, "linf", eot_samples=draws, steps=config.monitor_steps, alpha=config.eps / 4)
+        result = run_suite(model, shard, [pgd], config.eps, "linf", batch_size, seed, draws, device)
     finally:
         model.train(was_training)
     clean, robust = dist.sum([float(result.clean_correct.sum()), float(result.robust.sum())])
@@ -342,11 +374,15 @@ class TrainResult:
     last_epoch: int
 
 
-def select_best(history: list[dict[str, Any]], by: str = "robust") -> int:
-    """The epoch (1-based) with the highest held-out ``by`` accuracy (robust or clean; ties: the other, then later)."""
+def select_best(history: list[dict[str, Any]], by: str = "robust", epochs: Iterable[int] | None = None) -> int:
+    """The epoch (1-based) with the highest held-out ``by`` accuracy (robust or clean; ties: the other, then later).
+
+    Only ``epochs`` (default: all) compete (:meth:`Recipe.selectable_epochs`); with none of them scored, the last epoch.
+    """
     other = "clean" if by == "robust" else "robust"
+    allowed = set(epochs) if epochs is not None else None
     scored = [(h[f"holdout_{by}_accuracy"], h[f"holdout_{other}_accuracy"] or 0.0, h["epoch"]) for h in history
-              if h.get(f"holdout_{by}_accuracy") is not None]
+              if h.get(f"holdout_{by}_accuracy") is not None and (allowed is None or h["epoch"] in allowed)]
     return max(scored)[2] if scored else history[-1]["epoch"]
 
 
@@ -395,6 +431,7 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: ImageDataset, holdo
     train_monitor = train_set.head(config.monitor_n)
     holdout_monitor = holdout.head(config.monitor_n) if holdout is not None else None
     monitor_batch = max(local_batch, 64)
+    draws = recipe.monitor_eot()
     for epoch in range(start_epoch, config.epochs):
         epoch_started = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -434,8 +471,8 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: ImageDataset, holdo
                 progress(stage, step + 1, steps, {"loss": float(loss_sum) / (step + 1)})
         train_seconds = time.perf_counter() - epoch_started
         (loss_total,) = dist.sum([float(loss_sum)])
-        train_clean, train_robust = monitor(model, train_monitor, config, options.seed, dist, monitor_batch)
-        holdout_clean, holdout_robust = monitor(model, holdout_monitor, config, options.seed, dist, monitor_batch)
+        train_clean, train_robust = monitor(model, train_monitor, config, options.seed, dist, monitor_batch, draws)
+        holdout_clean, holdout_robust = monitor(model, holdout_monitor, config, options.seed, dist, monitor_batch, draws)
         record = {
             "epoch": epoch + 1, "loss": loss_total / max(steps * dist.world_size, 1), "lr": lr,
             "train_clean_accuracy": train_clean, "train_robust_accuracy": train_robust,
@@ -454,7 +491,7 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: ImageDataset, holdo
             write_train_log(Path(options.out_dir) / "train_log.jsonl", history)
     if not history:
         raise UserError("nothing to train: 0 epochs", "pass --epochs 1 or more")
-    return TrainResult(history, select_best(history, recipe.selection), history[-1]["epoch"])
+    return TrainResult(history, select_best(history, recipe.selection, recipe.selectable_epochs()[0]), history[-1]["epoch"])
 
 
 def percent(value: float | None, digits: int = 2) -> str:
@@ -495,6 +532,9 @@ class HardenReport:
     interpretation: str | None = None
     notes: list[str] = field(default_factory=list)
     selected_by: str = "robust"  # which held-out accuracy picked the best epoch (Recipe.selection)
+    selectable_epochs: list[int] = field(default_factory=list)  # the epochs the best was chosen among (Recipe.selectable_epochs)
+    selectable: str = "every epoch"  # what those epochs are, in words
+    monitor_eot: int = 1  # EOT draws of the per-epoch monitor that scored them (Recipe.monitor_eot)
     extra_evaluations: dict[str, Any] = field(default_factory=dict)  # label -> Report of the saved model evaluated otherwise (e.g. AToP's BPDA)
     schema_version: str = SCHEMA_VERSION
 
@@ -507,9 +547,15 @@ class HardenReport:
         return f"{clean}; {robust}" if self.selected_by == "clean" else f"{robust}; {clean}"
 
     def selection_label(self) -> str:
-        if self.selected_by == "clean":
-            return "clean accuracy"
-        return f"PGD-{self.recipe_config['monitor_steps']} robust accuracy"
+        """How the best epoch was scored and, when not every epoch competed, among which (e.g. AToP's fine-tuning epochs)."""
+        what = "clean accuracy" if self.selected_by == "clean" else f"PGD-{self.recipe_config['monitor_steps']} robust accuracy"
+        if self.monitor_eot > 1:
+            what += f" with EOT over {self.monitor_eot} draws"
+        epochs = self.selectable_epochs
+        if epochs and epochs != list(range(1, self.last_epoch + 1)):
+            span = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}–{epochs[-1]}"
+            what += f", among {span} ({self.selectable})"
+        return what
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -556,9 +602,11 @@ class HardenReport:
             "|---" * (len(self.columns()) + 1) + "|",
         ]
         lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in self.comparison_rows()]
+        eot = (f", EOT over {self.monitor_eot} draws: gradients averaged, clean accuracy the mean over draws, robust only if "
+               "correct on every draw" if self.monitor_eot > 1 else "")
         lines += ["", "## Training curves", "",
                   "Per epoch: mean training loss, learning rate at the epoch's end, clean and PGD robust accuracy (eval mode, "
-                  f"ε = {self.recipe_config['eps']:.5g}) on up to {self.recipe_config['monitor_n']} training and held-out images.", "",
+                  f"ε = {self.recipe_config['eps']:.5g}{eot}) on up to {self.recipe_config['monitor_n']} training and held-out images.", "",
                   "| epoch | loss | lr | train clean | train robust | held-out clean | held-out robust | seconds | |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for h in self.history:
@@ -645,6 +693,7 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eva
     if config.batch_size % dist.world_size:
         raise UserError(f"batch_size {config.batch_size} does not split over {dist.world_size} processes",
                         f"pass a --batch-size divisible by {dist.world_size}")
+    check_data(train_data, eval_data, config.holdout_fraction)
     train_set, holdout = split_holdout(train_data, config.holdout_fraction, options.seed)
     if len(train_set) < config.batch_size:
         raise UserError(f"batch_size {config.batch_size} is larger than the {len(train_set)} training images",
@@ -665,7 +714,7 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eva
     input_model = copy.deepcopy(model).cpu().eval() if dist.is_main else None
     run_key = _run_key(recipe, options.seed, getattr(model.info, "sha256", None), train_data.sha256())
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-    trained = recipe.prepare(model).to(device).to(memory_format=memory_format)
+    trained = recipe.prepare(model, seed=options.seed).to(device).to(memory_format=memory_format)  # new modules drawn from --seed
     dist.start(device)
     try:
         result = train(trained, recipe, train_set, holdout, options, dist, run_key, progress, log)
@@ -731,6 +780,7 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
     }
     model_path = save_model(final, out_dir / "model.safetensors", metadata)
     after.model_sha256, after.model["path"] = sha256_file(model_path), str(model_path)
+    selectable, selectable_label = recipe.selectable_epochs()
     notes = []
     if eval_is_holdout:
         notes.append("the report evaluates the held-out split that also picked the best epoch (pass --eval-data for an independent set)")
@@ -747,6 +797,7 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         input_checkpoint={"path": info.path, "sha256": info.sha256},
         data={**data, "eval": eval_set.source, "eval_n": after.n}, runtime=runtime,
         interpretation=recipe.interpretation, notes=notes, selected_by=recipe.selection, extra_evaluations=extra_evaluations,
+        selectable_epochs=list(selectable), selectable=selectable_label, monitor_eot=recipe.monitor_eot(),
     )
     atomic_write(out_dir / "recipe.yaml", _resolved_recipe_yaml(recipe))
     write_train_log(out_dir / "train_log.jsonl", result.history)
@@ -755,5 +806,5 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
     return HardenResult(report, model_path, out_dir)
 
 
-__all__ = ["HardenReport", "HardenResult", "RunOptions", "TrainingPGD", "augment", "harden", "learning_rate",
-           "split_holdout", "train", "training_step"]
+__all__ = ["HardenReport", "HardenResult", "RunOptions", "TrainingPGD", "augment", "check_data", "harden", "holdout_count",
+           "learning_rate", "select_best", "split_holdout", "train", "training_step"]

@@ -179,9 +179,9 @@ class InpaintingPurifier(nn.Module):
 
 
 def new_purifier(channels: int, width: int, depth: int, seed: int = 0) -> InpaintingPurifier:
-    """A purifier initialised from ``seed`` (so a run does not depend on the global RNG)."""
+    """A purifier initialised from ``seed`` (the harden run's ``--seed``), leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(int(seed))
         return InpaintingPurifier(channels, width, depth)
 
 

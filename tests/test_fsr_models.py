@@ -113,6 +113,22 @@ def test_several_stages_are_inserted_in_network_order_and_re_preparing_keeps_the
         load_recipe("fsr", {"stages": ["layer4"], "hidden": 32}).prepare(model)
 
 
+def test_prepare_draws_the_modules_from_the_seed_and_leaves_the_global_rng_alone():
+    def modules(seed: int) -> dict[str, torch.Tensor]:
+        model = plain_model("test_resnet")
+        recipe = load_recipe("fsr", {"hidden": HIDDEN, "stages": ["layer3", "layer4"]})
+        torch.manual_seed(1)
+        prepared = recipe.prepare(model, seed=seed)
+        assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(1)))  # global RNG untouched
+        return {k: v for k, v in prepared.state_dict().items() if ".fsr." in k}
+
+    first, again, other = modules(5), modules(5), modules(6)
+    weights = [k for k in first if k.endswith("weight") and first[k].dim() > 1]
+    assert len(weights) == 2 * 7 and first.keys() == other.keys()  # per module: 3 + 3 convs and the head
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert all(not torch.equal(first[k], other[k]) for k in weights)
+
+
 def test_a_network_without_feature_info_is_a_clear_error():
     model = wrap_model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()), "custom", CLASSES, (0.5,), (0.5,))
     with pytest.raises(UserError, match="has no timm feature_info"):

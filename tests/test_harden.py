@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -112,6 +113,40 @@ def test_learning_rate_schedules():
     assert lr("onecycle", 6, warmup_epochs=2) == pytest.approx(0.5) and lr("constant", 9) == 1.0
     assert lr("step", 0, 2, warmup_epochs=1) == pytest.approx(0.5)
     assert step_seed(1, 2, 3) == step_seed(1, 2, 3) != step_seed(1, 2, 4)
+
+
+class CoinFlip(torch.nn.Module):
+    """Two random logits at every pass, whatever the input: right with probability 1/2 per draw."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.randn(x.shape[0], 2) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_the_monitor_scores_a_randomised_model_with_eot():
+    """draws > 1: clean = mean over draws (≈ 1/2), robust only if right on every draw, before and after PGD (≈ (1/2)^8)."""
+    from hardenctl.data import ImageDataset
+    from hardenctl.harden import monitor
+
+    data = ImageDataset(torch.zeros(400, 1, 8, 8, dtype=torch.uint8), torch.arange(400) % 2, ["a", "b"], "coins")
+    config = load_recipe("pgd-at", {"eps": 0.1, "monitor_steps": 2}).config
+    clean_1, robust_1 = monitor(CoinFlip(), data, config, 0, Distributed(), 100, draws=1)
+    clean_4, robust_4 = monitor(CoinFlip(), data, config, 0, Distributed(), 100, draws=4)
+    assert abs(clean_1 - 0.5) < 0.1 and abs(clean_4 - 0.5) < 0.06  # 400 and 1,600 coin flips
+    assert 0.15 < robust_1 < 0.35  # one draw before and one after the attack: ≈ 1/4, a lucky draw counts
+    assert robust_4 < 0.02  # eight draws must all be right: ≈ 1/256
+
+
+def test_select_best_picks_only_among_the_given_epochs():
+    from hardenctl.harden import select_best
+
+    history = [{"epoch": e, "holdout_robust_accuracy": r, "holdout_clean_accuracy": 0.5} for e, r in ((1, 0.9), (2, 0.2), (3, 0.4), (4, 0.3))]
+    assert select_best(history) == 1
+    assert select_best(history, "robust", range(2, 5)) == 3 and select_best(history, "robust", [4]) == 4
+    assert select_best(history, "robust", []) == 4  # none of them scored: the last epoch
 
 
 def test_adamw_onecycle_clipping_and_channels_last_train(tmp_path):
@@ -296,6 +331,80 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, digits_model_path,
     for fragment in named:
         assert fragment in err
     assert not out.exists()
+
+
+def tiny_npz(path, n: int):
+    """n digits-test images as an .npz (uint8 N×8×8×1); n = 0 gives an empty file that loads as 0 images."""
+    if n == 0:
+        np.savez(path, x=np.zeros((0, 8, 8, 1), np.uint8), y=np.zeros((0,), np.int64))
+        return path
+    data = load_dataset("digits-test").head(n)
+    np.savez(path, x=data.x.permute(0, 2, 3, 1).numpy(), y=data.y.numpy().astype(np.int64))
+    return path
+
+
+@pytest.mark.parametrize("data, eval_data, named", [
+    ("empty", None, ["no samples to train on", "empty.npz has 0 images"]),
+    ("empty", "digits-test", ["no samples to train on"]),
+    ("four", None, ["the held-out split of 4 images at holdout_fraction 0.1 rounds to 0 images",
+                    "raise holdout_fraction to at least 0.25", "--eval-data with --set holdout_fraction=0"]),
+    ("four", "digits-test", ["the held-out split of 4 images at holdout_fraction 0.1 rounds to 0 images",
+                             "raise holdout_fraction to at least 0.25", "--set holdout_fraction=0 to save the last epoch"]),
+    ("digits-train", "empty", ["no samples to evaluate on", "empty.npz has 0 images"]),
+])
+def test_empty_data_or_a_held_out_split_of_zero_is_one_line_exit_2_before_anything_is_written(cli, digits_model_path, tmp_path,
+                                                                                              data, eval_data, named):
+    """Before: an empty --data asked for '--batch-size 1'; 4 images trained silently without the held-out split the
+    recipe asked for (saving the last epoch, noted as 'holdout_fraction is 0'); an empty --eval-data failed after
+    training, with --out already written."""
+    files = {"empty": tiny_npz(tmp_path / "empty.npz", 0), "four": tiny_npz(tmp_path / "four.npz", 4)}
+    assert len(load_dataset(str(files["empty"]))) == 0  # data.py loads an empty .npz: the refusal is harden's
+    out = tmp_path / "out"
+    args = ["harden", digits_model_path, "--recipe", "pgd-at", "--data", files.get(data, data), "--epochs", "1", "--batch-size", "2",
+            "--set", "attack_steps=1", "--eval-n", "4", "--suite", "quick", "--device", "cpu", "--out", out]
+    if eval_data is not None:
+        args += ["--eval-data", files.get(eval_data, eval_data)]
+    code, stdout, err = cli(*args)
+    assert code == 2 and stdout == ""
+    assert err.startswith("error: ") and err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert all(fragment in err for fragment in named), err
+    assert not out.exists()
+
+
+class _Prepared(Exception):
+    """Raised by the spy below to stop ``harden`` right after ``recipe.prepare``."""
+
+
+def initial_state(name: str, seed: int, tmp_path) -> dict[str, torch.Tensor]:
+    """The state_dict ``harden`` builds with ``recipe.prepare`` for ``--seed seed``, before any training step."""
+    from hardenctl.harden import harden
+
+    recipe = load_recipe(name, {"hidden": 8} if name == "fsr" else {"width": 4, "depth": 1})
+    real, seen = recipe.prepare, {}
+
+    def spy(model, *args, **kwargs):
+        seen.update({k: v.detach().clone() for k, v in real(model, *args, **kwargs).state_dict().items()})
+        raise _Prepared
+
+    recipe.prepare = spy
+    out = tmp_path / f"{name}-{seed}"
+    with pytest.raises(_Prepared):
+        harden(digits_model(), recipe, load_dataset("digits-train").head(256), None,
+               RunOptions(out_dir=out, seed=seed, device="cpu", amp="off"))
+    assert not out.exists()
+    return seen
+
+
+@pytest.mark.parametrize("name, prefix", [("fsr", "model.layer4.fsr."), ("atop", "purifier.")])
+def test_seed_initialises_the_inserted_modules(name, prefix, tmp_path):
+    """FSR modules and the AToP purifier come from --seed (before: always from seed 0)."""
+    first, again, other = (initial_state(name, seed, tmp_path) for seed in (0, 0, 1))
+    added = [k for k in first if k.startswith(prefix) and first[k].is_floating_point() and first[k].dim() > 1]
+    assert added and first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)  # same seed: the same modules
+    assert all(not torch.equal(first[k], other[k]) for k in added)  # another seed: other weights in every layer
+    backbone = [k for k in first if not k.startswith(prefix)]
+    assert backbone and all(torch.equal(first[k], other[k]) for k in backbone)  # the input model itself is not re-drawn
 
 
 def test_a_recipe_file_with_an_unknown_key_is_exit_2(cli, digits_model_path, tmp_path):

@@ -51,7 +51,9 @@ def test_rt2_noise_is_exactly_sigma_times_a_normal_draw_then_clipped_then_masked
     assert abs(float(noise.std()) - 0.25) < 0.0025  # 196k draws: the std is σ within 1%
     out = transform.apply(x, noise, masks[0])
     assert torch.equal(out, (x + noise).clamp(0, 1) * (1 - masks[0]))
-    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    visible = masks[0].expand_as(out) == 0
+    assert ((x + noise)[visible] > 1).any() and float(out[visible].max()) == 1.0  # the clip is exercised, not vacuous
+    assert ((x + noise)[visible] < 0).any() and float(out[visible].min()) == 0.0
     assert torch.all(out[masks[0].expand_as(out) == 1] == 0)
 
 

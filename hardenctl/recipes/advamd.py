@@ -86,10 +86,11 @@ class AdvAmd(Recipe):
         c = self.config
         return c.w_adv > 0 or (c.w_mediate > 0 and len(c.levels) > 0)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: nn.Module, seed: int = 0) -> nn.Module:
         """Give every BatchNorm an auxiliary twin (none for BN-free models, which then share one normalisation).
 
-        No twins when no amendment term is on: they would get no gradient, which DDP refuses.
+        No twins when no amendment term is on: they would get no gradient, which DDP refuses. The twins copy
+        their main BN, so nothing is drawn and ``seed`` is unused.
         """
         self.aux_bn_layers = add_aux_bn(model) if self.config.aux_bn and self.amends() else 0
         return model

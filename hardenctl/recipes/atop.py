@@ -18,8 +18,12 @@ One run, two phases (``epochs`` = ``pretrain_epochs`` + ``finetune_epochs``, set
   epochs, 0 before; Adam at ``finetune_lr`` (the engine's lr × ``lr_factor``). With λ = 0 and a clean target
   the loss is exactly the pre-training loss.
 
-The engine's own training attack is off (``attack_steps: 0``); its per-epoch monitor runs PGD on the
-composite in eval mode with one draw of t (no EOT): good enough to pick the epoch, not a robustness claim.
+The engine's own training attack is off (``attack_steps: 0``). Choosing the saved epoch: ``select: best`` picks
+only among the fine-tuning epochs after the warm-up (:meth:`Atop.selectable_epochs`), so a purifier that was
+never AToP-fine-tuned cannot ship; the per-epoch monitor that scores them runs PGD on the composite in eval
+mode with EOT over ``monitor_eot`` draws of t (gradients averaged; robust only if correct on every draw),
+because one draw rewards whichever epoch's randomness happens to help. It picks the epoch; it is not the
+reported robustness (the harden report's end-to-end evaluation is).
 Deviations, named in ``interpretation``: our U-Net purifier and its pre-training; per-image masks (the code
 draws one per batch); L1 on [0, 1] pixels of one output (the code sums two stages on [−1, 1]); Adam moments
 carry over from pre-training into fine-tuning (the engine has one optimiser); no GAN term yet.
@@ -66,6 +70,7 @@ class AtopConfig(RecipeConfig):
     pgd_steps: int = field(default=10, metadata={"min": 1})
     recon_target: str = field(default="clean", metadata={"choices": ("clean", "adversarial")})
     gan_weight: float = field(default=0.0, metadata={"min": 0.0})
+    monitor_eot: int = field(default=4, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         where = "recipe atop"
@@ -129,9 +134,24 @@ class Atop(Recipe):
         c = self.config
         return c.finetune_lr / c.lr if self.finetuning(epoch) else 1.0
 
+    # -- choosing the saved epoch ---------------------------------------------------------------
+    def selectable_epochs(self) -> tuple[range, str]:
+        """The fine-tuning epochs after the warm-up (1-based): an earlier one was never trained with the AToP loss."""
+        c = self.config
+        if c.finetune_epochs == 0:
+            return range(1, c.epochs + 1), "every epoch: finetune_epochs is 0, a pre-training-only run"
+        first = c.pretrain_epochs + int(c.warmup_epochs) + 1
+        excluded = "pre-training and warm-up" if c.warmup_epochs else "pre-training"
+        return range(first, c.epochs + 1), f"AToP fine-tuning epochs only; {excluded} epochs excluded"
+
+    def monitor_eot(self) -> int:
+        """The composite is randomised: the monitor averages PGD gradients and scores over ``monitor_eot`` draws of t."""
+        return self.config.monitor_eot
+
     # -- model surgery --------------------------------------------------------------------------
-    def prepare(self, model: nn.Module) -> PurifiedClassifier:
-        """The composite around ``model`` (frozen, shared weights), with a fresh purifier initialised from seed 0."""
+    def prepare(self, model: nn.Module, seed: int = 0) -> PurifiedClassifier:
+        """The composite around ``model`` (frozen, shared weights), with a fresh purifier initialised from ``seed``
+        (the run's ``--seed``: the same seed gives the same purifier, another seed another)."""
         c = self.config
         if isinstance(model, PurifiedClassifier):
             raise UserError("the input model already has an AToP purifier", "pass the bare classifier checkpoint to --recipe atop")
@@ -142,7 +162,7 @@ class Atop(Recipe):
         if info.input_size and c.block > min(info.input_size):
             raise UserError(f"recipe atop: block={c.block} is larger than the {info.input_size[0]}x{info.input_size[1]} images",
                             f"set block to at most {min(info.input_size)} (e.g. 4 for 32x32 images, 2 for 8x8)")
-        purifier = new_purifier(info.in_chans, c.width, c.depth).to(next(model.parameters()).device)
+        purifier = new_purifier(info.in_chans, c.width, c.depth, seed=seed).to(next(model.parameters()).device)
         return PurifiedClassifier(model, purifier, RandomTransform(c.transform()))
 
     def export(self, model: nn.Module) -> nn.Module:

@@ -9,11 +9,13 @@ reports are the engine's (:mod:`hardenctl.harden`), written once. So a recipe st
 * ``loss(model, x, y, x_adv)``: the training loss, called with the model in ``train()`` mode;
 * optionally ``attack_loss(model, x, y)``: what the training attack maximises (default
   cross-entropy; TRADES maximises the KL to the clean prediction), called in ``eval()`` mode;
-* optionally ``prepare(model)`` / ``export(model)``: model surgery before training and undoing
-  it (or folding it in) before the model is saved;
+* optionally ``prepare(model, seed)`` / ``export(model)``: model surgery before training (new
+  weights drawn from the run's ``--seed``) and undoing it (or folding it in) before the model is saved;
 * optionally ``attack_context(model)`` (e.g. AdvAmd routes the attack through its auxiliary BN),
-  ``begin_epoch(epoch)`` and ``lr_factor(epoch)`` (phased recipes such as AToP), and
-  ``selection`` (which held-out accuracy picks the saved epoch: ``robust`` or ``clean``);
+  ``begin_epoch(epoch)`` and ``lr_factor(epoch)`` (phased recipes such as AToP), and how the saved
+  epoch is chosen: ``selection`` (which held-out accuracy: ``robust`` or ``clean``),
+  ``selectable_epochs()`` (which epochs ``select: best`` may pick, e.g. AToP's fine-tuning ones) and
+  ``monitor_eot()`` (EOT draws of the per-epoch monitor, for a randomised model);
 * optionally, looked up by name: ``report_extra(input_model, hardened)`` (a section for the
   hardened report's ``extra``, e.g. Min-Max statistics) and ``extra_evaluations(hardened)``
   (label → EvalConfig overrides: more columns for the saved model, e.g. AToP's BPDA number).
@@ -184,8 +186,8 @@ class Recipe:
         self.config = config if config is not None else self.Config()
         self.source = source  # the YAML file the config came from, if any
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Model surgery before training (default: none)."""
+    def prepare(self, model: nn.Module, seed: int = 0) -> nn.Module:
+        """Model surgery before training (default: none); new weights are drawn from ``seed`` (the run's ``--seed``)."""
         return model
 
     def export(self, model: nn.Module) -> nn.Module:
@@ -202,6 +204,20 @@ class Recipe:
     def lr_factor(self, epoch: int) -> float:
         """Multiplies the scheduled lr in this epoch (default 1)."""
         return 1.0
+
+    def selectable_epochs(self) -> tuple[range, str]:
+        """(1-based epochs ``select: best`` may pick, what they are); default every epoch.
+
+        A phased recipe narrows it so that a model from an earlier phase (AToP's pre-training) cannot ship.
+        """
+        return range(1, self.config.epochs + 1), "every epoch"
+
+    def monitor_eot(self) -> int:
+        """EOT draws of the per-epoch monitor (PGD gradients averaged, robust only if correct on every draw).
+
+        1 for a deterministic model; a randomised one (AToP's composite) needs more, or one lucky draw picks the epoch.
+        """
+        return 1
 
     def attack_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> LossFn:
         """Per-sample loss the training attack maximises for this batch; model is in eval mode."""

@@ -84,15 +84,16 @@ class Fsr(Recipe):
                       "term by that recipe's loss (the official code has only pgd-at); optional zero init of R's last conv")
     Config = FsrConfig
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Insert the modules (in place) and record them in ``model.info.metadata["fsr"]`` for saving."""
+    def prepare(self, model: nn.Module, seed: int = 0) -> nn.Module:
+        """Insert the modules (in place), initialised from ``seed`` (the run's ``--seed``), and record them in
+        ``model.info.metadata["fsr"]`` for saving."""
         c = self.config
         net = getattr(model, "model", model)
         info = getattr(model, "info", None)
         num_classes = info.num_classes if info is not None else getattr(net, "num_classes", None)
         if not num_classes:
             raise UserError("cannot tell how many classes the model has", "load it with hardenctl.load_model")
-        insert_fsr(net, c.stages, int(num_classes), c.hidden, c.tau, zero_init_recalibration=c.zero_init_recalibration)
+        insert_fsr(net, c.stages, int(num_classes), c.hidden, c.tau, zero_init_recalibration=c.zero_init_recalibration, seed=seed)
         if info is not None:
             info.metadata["fsr"] = fsr_metadata(net)  # in place: the engine saves this info's metadata
         return model

@@ -160,6 +160,45 @@ def test_the_classifier_is_bit_identical_after_finetuning_and_only_the_purifier_
     assert any(not torch.equal(purifier_before[k], v) for k, v in model.purifier.state_dict().items())
 
 
+@pytest.mark.parametrize("warmup, expected_best, selectable", [(0, 3, [3, 4]), (1, 4, [4])])
+def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(monkeypatch, tmp_path, warmup, expected_best, selectable):
+    """A pre-training epoch with the highest held-out score must not ship (before: epoch 1 did, scored with one draw)."""
+    import importlib
+
+    engine = importlib.import_module("hardenctl.harden")  # the module (hardenctl.harden is also the function's name)
+    held_out_robust = iter([0.9, 0.8, 0.5, 0.3])  # epochs 1-2 pre-training (scored highest), 3-4 fine-tuning
+    draws_seen = []
+
+    def scripted_monitor(model, data, config, seed, dist, batch_size, draws=1):
+        draws_seen.append(draws)  # calls alternate: training images, then held-out images
+        return (0.5, 0.5) if len(draws_seen) % 2 else (0.5, next(held_out_robust))
+
+    monkeypatch.setattr(engine, "monitor", scripted_monitor)
+    recipe = load_recipe("atop", {**SMALL, "warmup_epochs": warmup, "batch_size": 32, "monitor_n": 16, "augment": "none"})
+    assert list(recipe.selectable_epochs()[0]) == selectable and recipe.monitor_eot() == 4
+    model = recipe.prepare(digits_classifier())
+    data = load_dataset("digits-train").head(96)
+    result = train(model, recipe, data.head(80), data.take(torch.arange(80, 96)), RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
+                   Distributed(), {})
+    assert result.best_epoch == expected_best and result.last_epoch == 4
+    assert draws_seen == [4] * 8  # train and held-out monitors, every epoch, with EOT over monitor_eot draws
+
+
+def test_without_finetuning_every_epoch_is_selectable_and_monitor_eot_is_configurable():
+    recipe = load_recipe("atop", {**SMALL, "finetune_epochs": 0, "monitor_eot": 2})
+    epochs, label = recipe.selectable_epochs()
+    assert list(epochs) == [1, 2] and "pre-training-only" in label and recipe.monitor_eot() == 2
+    with pytest.raises(UserError, match="monitor_eot=0 is out of range"):
+        load_recipe("atop", {"monitor_eot": 0})
+
+
+def test_prepare_draws_the_purifier_from_the_seed():
+    recipe = load_recipe("atop", SMALL)
+    first, again, other = (recipe.prepare(digits_classifier(), seed=s).purifier.state_dict() for s in (3, 3, 4))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert all(not torch.equal(first[k], other[k]) for k in first if k.endswith("weight"))
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: harden → report → eval
 # ---------------------------------------------------------------------------------------------
@@ -187,12 +226,16 @@ def test_harden_writes_one_composite_and_reports_classifier_composite_and_bpda(a
     assert "transferred" in bpda["attack_list"][0] and "optimistic" in bpda["extra"]["transferred"]["summary"]
     assert bpda["clean_accuracy"] == after["clean_accuracy"]  # same model, same seed: only the attacks differ
     assert after["extra"]["atop"]["classifier_bit_identical"] is True
+    # the saved epoch was chosen among the fine-tuning epochs (pretrain 1 + finetune 1: epoch 2 only), scored with EOT
+    assert report["selectable_epochs"] == [2] and report["monitor_eot"] == 4 and report["selected_epoch"] == 2
+    assert "pre-training epochs excluded" in report["selectable"]
     markdown = (atop_run / "report.md").read_text()
     assert BPDA_LABEL in markdown and "EOT over 20 draws" in markdown and "bit-identical" in markdown
+    assert "robust accuracy with EOT over 4 draws, among epoch 2 (AToP fine-tuning epochs only" in markdown
     model = load_model(atop_run / "model.safetensors")
     assert isinstance(model, PurifiedClassifier) and model.info.randomized
-    plain = load_model(digits_model_path)
-    assert all(torch.equal(v, model.model.state_dict()[k]) for k, v in plain.model.state_dict().items())
+    plain, inside = load_model(digits_model_path).model.state_dict(), model.model.state_dict()
+    assert plain.keys() == inside.keys() and all(torch.equal(v, inside[k]) for k, v in plain.items())
 
 
 def test_eval_uses_eot_on_the_composite_and_fixed_mask_makes_it_deterministic(atop_run, cli):

@@ -134,8 +134,12 @@ def test_the_loss_adds_the_minmax_penalty_when_on():
     x, y, x_adv = batch()
     off = recipe(minmax_mu=0).loss(model, x, y, x_adv)
     on = recipe(minmax_mu=5e-4, minmax_top_q=0.05).loss(model, x, y, x_adv)
-    assert (on - off).item() == pytest.approx(minmax_penalty(model, 5e-4, 0.05).item(), abs=1e-6)
-    assert minmax_penalty(model, 5e-4, 0.05).item() > 1e-4
+    # by hand: one conv with 12 distinct weights; quantile_0.95 lies between the two largest |w|, so every weight
+    # but the largest is pulled: μ·(Σ|w| − max|w|)
+    magnitude = model[0].weight.detach().abs().flatten()
+    assert len(magnitude) == 12 and len(magnitude.unique()) == 12
+    expected = 5e-4 * (magnitude.sum() - magnitude.max()).item()
+    assert (on - off).item() == pytest.approx(expected, abs=1e-6) and expected > 1e-4  # float32 losses of ≈ 2: ≈ 1e-7 noise
 
 
 def test_minmax_summary_says_whether_the_property_appeared():
@@ -160,13 +164,24 @@ def test_yaml_loads_and_bad_values_are_user_errors():
     assert dataclasses.replace(r.config).to_dict()["protected"] == [1, 2]
 
 
-def test_report_extra_has_minmax_before_and_after():
+def test_report_extra_has_minmax_before_and_after_computed_by_hand():
     before, after = TwoConvs(), TwoConvs()
     with torch.no_grad():
         after.b.weight.copy_(torch.tensor([0.0, 0.0, 0.0, 8.0]).view(1, 1, 1, 4))
-    section = recipe(minmax_mu=5e-4).report_extra(before, after)["minmax"]
-    assert section["before"] == minmax_stats(before) and section["after"] == minmax_stats(after)
-    assert section["summary"] == minmax_summary(section["before"], section["after"]) and section["mu"] == 5e-4
+    section = recipe(minmax_mu=5e-4, minmax_top_q=0.1).report_extra(before, after)["minmax"]
+    a = {"layer": "a", "n": 4, "near_zero_fraction": 0.5, "max_abs": 2.0, "kurtosis": 2.0}  # as in the test above
+    assert section["before"][0] == a and section["after"][0] == a  # layer a did not change
+    b_before, b_after = section["before"][1], section["after"][1]
+    assert (b_before["layer"], b_before["near_zero_fraction"], b_before["max_abs"]) == ("b", 0.0, 4.0)
+    assert b_before["kurtosis"] == pytest.approx(1.64, abs=1e-12)
+    # b = [0, 0, 0, 8]: 3 of 4 below 1e-3·8; mean 2, centred [-2, -2, -2, 6], variance 48/4 = 12,
+    # fourth moment (3·16 + 1296)/4 = 336 → kurtosis 336/144 = 7/3
+    assert (b_after["layer"], b_after["n"], b_after["near_zero_fraction"], b_after["max_abs"]) == ("b", 4, 0.75, 8.0)
+    assert b_after["kurtosis"] == pytest.approx(7 / 3, abs=1e-12)
+    # medians over the two layers: near-zero [0.5, 0] → 0.25 and [0.5, 0.75] → 0.625; max|w| 3 → 5; kurtosis 1.82 → 13/6
+    assert section["summary"] == ("Min-Max property appeared: median near-zero fraction 0.2500 → 0.6250, median max|w| 3 → 5, "
+                                  "median kurtosis 1.82 → 2.17 over 2 conv layers")
+    assert section["mu"] == 5e-4 and section["top_q"] == 0.1
 
 
 def test_harden_report_carries_the_minmax_section(digits_model_path, tmp_path):
@@ -182,7 +197,11 @@ def test_harden_report_carries_the_minmax_section(digits_model_path, tmp_path):
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     minmax = report["hardened"]["extra"]["minmax"]
-    assert len(minmax["before"]) == len(minmax["after"]) > 0 and minmax["summary"].startswith("Min-Max property")
+    from hardenctl.models import load_model
+
+    convs = [name for name, m in load_model(digits_model_path).named_modules() if isinstance(m, nn.Conv2d)]
+    assert [r["layer"] for r in minmax["before"]] == [r["layer"] for r in minmax["after"]] == convs  # every conv layer, in order
+    assert minmax["summary"].startswith("Min-Max property")
     assert report["interpretation"].startswith("ours") and minmax["summary"] in (out / "report.md").read_text()
     for side in ("input", "hardened"):
         assert report[side]["extra"]["protected"]["classes"] == [3] and report[side]["extra"]["protected"]["cost"] == 10

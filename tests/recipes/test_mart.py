@@ -68,7 +68,8 @@ def test_weight_is_one_minus_p_true_in_unit_interval():
     weight = misclassification_weight(logits, y)
     p_true = F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
     torch.testing.assert_close(weight, 1 - p_true, rtol=0, atol=2e-7)
-    assert weight.min() >= 0 and weight.max() <= 1 + 1e-6
+    confident = torch.tensor([[30.0, 0, 0], [0, 30.0, 0]])  # right with p ≈ 1, wrong with p_y ≈ 0
+    torch.testing.assert_close(misclassification_weight(confident, torch.tensor([0, 0])), torch.tensor([0.0, 1.0]), rtol=0, atol=1e-6)
     wrong = logits.argmax(1) != y
     assert weight[wrong].mean() > weight[~wrong].mean()  # misclassified examples weigh more
 
