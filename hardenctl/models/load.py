@@ -1,0 +1,280 @@
+"""Building, loading and saving models: timm architecture + weights + metadata → :class:`ImageClassifier`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+from ..errors import UserError
+from ..files import atomic_path, sha256_file
+from .checkpoint import _read_raw
+from .classifier import ImageClassifier, ModelInfo
+from .data_config import CROP_MODES, INTERPOLATIONS, DataConfig, resolve_data_config
+from .metadata import (_shown, parse_choice, parse_crop_pct, parse_float_list, parse_input_size, parse_metadata,
+                       parse_train_args)
+from .sources import ModelSource, resolve_source
+
+
+def timm_cfg(arch: str):
+    """timm's pretrained config for ``arch`` (classifier/first-conv names, mean, std)."""
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch}*")[:5]
+        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
+        raise UserError(f"unknown timm architecture {_shown(arch, 120)}", hint)
+    return timm.models.get_pretrained_cfg(arch)
+
+
+def _param_shape(state: dict[str, Tensor], module_name: str | None) -> torch.Size | None:
+    if not module_name:
+        return None
+    tensor = state.get(f"{module_name}.weight")
+    return tensor.shape if tensor is not None else None
+
+
+def create_timm_model(arch: str, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] | None = None) -> nn.Module:
+    """``timm.create_model`` without pretrained weights; ``img_size`` only for models that take it."""
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": num_classes, "in_chans": in_chans}
+    if input_size is not None:
+        try:
+            return timm.create_model(arch, img_size=tuple(input_size), **kwargs)
+        except TypeError:
+            pass  # convolutional nets have no img_size argument and need none
+    return timm.create_model(arch, **kwargs)
+
+
+def _resolve(name: str, cli_value: Any, file_value: Any) -> Any:
+    if cli_value is not None and file_value is not None and cli_value != file_value:
+        raise UserError(f"the checkpoint says {name}={file_value} but the command line says {cli_value}", f"drop --{name.replace('_', '-')}")
+    return file_value if file_value is not None else cli_value
+
+
+def _fit_channels(values: Sequence[float], in_chans: int, what: str, source: str = "cli") -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if len(values) == in_chans:
+        return values
+    if len(values) == 1:
+        return values * in_chans
+    if in_chans == 1:
+        return (sum(values) / len(values),)
+    if source == "checkpoint":
+        raise UserError(f"checkpoint metadata {what!r} has {len(values)} values but the model has {in_chans} input channels",
+                        f"re-export the file with {in_chans} {what} values (or one for all channels)")
+    raise UserError(f"{what} has {len(values)} values but the model has {in_chans} input channels", f"pass --{what} with {in_chans} values")
+
+
+def _config_json_layer(source: ModelSource) -> dict[str, Any]:
+    """A model folder's ``pretrained_cfg`` as data-config values, checked like header metadata."""
+    cfg, layer = source.pretrained_cfg, {}
+    parsers = {"input_size": parse_input_size, "crop_pct": parse_crop_pct, "mean": parse_float_list,
+               "std": lambda key, value: parse_float_list(key, value, positive=True),
+               "interpolation": lambda key, value: parse_choice(key, value, INTERPOLATIONS),
+               "crop_mode": lambda key, value: parse_choice(key, value, CROP_MODES)}
+    for key, parse in parsers.items():
+        if cfg.get(key) not in (None, ""):
+            layer[key] = parse(f"config.json pretrained_cfg.{key}", cfg[key])
+    return layer
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_size: tuple[int, int] | None = None,
+    in_chans: int | None = None,
+    device: str | torch.device = "cpu",
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
+    crop_mode: str | None = None,
+) -> ImageClassifier:
+    """Load a model into an :class:`ImageClassifier` in eval mode, with its data config resolved.
+
+    ``path``: hardenctl/timm ``.safetensors`` (metadata in the header), a timm ``train.py`` checkpoint, a bare
+    state_dict, a timm model folder (``config.json`` + weights; also ``local-dir:PATH``) or ``hf-hub:ORG/NAME``.
+    The architecture and class count the file declares win (a contradicting argument is an error); the data
+    config follows :func:`hardenctl.models.data_config.resolve_data_config`, where an argument overrides.
+    """
+    source = resolve_source(path)
+    state, raw_meta = _read_raw(source.weights)
+    meta = parse_metadata(raw_meta)  # only checked values from here on; a bad one was a one-line UserError
+    trained = parse_train_args(raw_meta.get("train_args") or {})
+    folder = _config_json_layer(source)
+    arch = _resolve("arch", arch, _first(meta.get("arch"), source.architecture))
+    if not arch:
+        raise UserError(f"checkpoint {source.spec} does not name its architecture", "pass --arch NAME (a timm model name, e.g. resnet18)")
+    cfg = timm_cfg(arch)
+
+    classifier_shape = _param_shape(state, cfg.classifier if isinstance(cfg.classifier, str) else None)
+    weight_classes = int(classifier_shape[0]) if classifier_shape else None
+    declared_classes = _first(meta.get("num_classes"), source.num_classes, trained.get("num_classes"))
+    if declared_classes is not None and weight_classes is not None and declared_classes != weight_classes:
+        raise UserError(f"checkpoint metadata 'num_classes' is {declared_classes} but the classifier weights have {weight_classes} outputs",
+                        f"re-export the file with num_classes={weight_classes}")
+    stored_classes = declared_classes or weight_classes
+    if num_classes is not None and stored_classes is not None and int(num_classes) != int(stored_classes):
+        raise UserError(
+            f"--num-classes is {num_classes} but the checkpoint's classifier has {stored_classes} outputs",
+            f"pass --num-classes {stored_classes}",
+        )
+    num_classes = stored_classes if stored_classes is not None else num_classes
+    if num_classes is None:
+        raise UserError(f"cannot tell how many classes checkpoint {source.spec} has", "pass --num-classes N")
+
+    first_conv = cfg.first_conv if isinstance(cfg.first_conv, str) else None
+    conv_shape = _param_shape(state, first_conv)
+    weight_chans = int(conv_shape[1]) if conv_shape is not None and len(conv_shape) == 4 else None
+    if meta.get("in_chans") is not None and weight_chans is not None and meta["in_chans"] != weight_chans:
+        raise UserError(f"checkpoint metadata 'in_chans' is {meta['in_chans']} but the first convolution takes {weight_chans} channels",
+                        f"re-export the file with in_chans={weight_chans}")
+    in_chans = int(meta.get("in_chans") or weight_chans or trained.get("in_chans") or in_chans or 3)
+
+    if (mean is None) != (std is None):
+        raise UserError("--mean and --std must be given together", "pass both, e.g. --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26")
+    flags = {"input_size": tuple(input_size) if input_size is not None else None, "mean": mean, "std": std,
+             "crop_pct": crop_pct, "interpolation": interpolation, "crop_mode": crop_mode}
+    data_config = resolve_data_config([("checkpoint", meta), ("train.py args", trained), ("config.json", folder)],
+                                      flags, cfg.to_dict(), arch)
+    data_config.mean = _fit_channels(data_config.mean, in_chans, "mean", data_config.sources.get("mean", "cli"))
+    data_config.std = _fit_channels(data_config.std, in_chans, "std", data_config.sources.get("std", "cli"))
+    if any(s <= 0 for s in data_config.std):
+        raise UserError(f"std must be positive, got {data_config.std}", "pass --std with positive values")
+
+    net = create_timm_model(arch, int(num_classes), in_chans, data_config.input_size)
+    recorded = meta.get("hardenctl", {})  # what hardenctl wrote: recipe, surgery ({} when absent or not an object)
+    atop = recorded.get("atop")
+    if atop is not None:  # an AToP composite: the purifier's tensors are rebuilt separately (hardenctl.purifier)
+        from ..purifier import split_tensors
+
+        state, purifier_state = split_tensors(state)
+    if recorded.get("fsr"):  # FSR modules must exist before their weights load
+        from ..fsr_module import restore_fsr
+
+        restore_fsr(net, recorded["fsr"], int(num_classes))
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()][:1]
+        raise UserError(
+            f"weights in {source.spec} do not fit timm {arch!r} with {num_classes} classes ({first[0][:200] if first else 'key mismatch'})",
+            "check --arch and --num-classes (and --input-size for models whose weights depend on it)",
+        ) from None
+
+    label_names = _first(meta.get("label_names"), source.label_names)
+    if label_names is not None and len(label_names) != int(num_classes):
+        raise UserError(f"{source.spec} names {len(label_names)} classes but the classifier has {num_classes} outputs",
+                        "fix label_names in the model's metadata or config.json")
+    info = ModelInfo(
+        arch=arch,
+        num_classes=int(num_classes),
+        in_chans=in_chans,
+        mean=data_config.mean,
+        std=data_config.std,
+        normalization_source=data_config.sources.get("mean", "unknown"),
+        input_size=data_config.input_size,
+        input_size_source=data_config.sources.get("input_size"),
+        randomized=meta.get("randomized", False),
+        path=str(source.spec),
+        sha256=sha256_file(source.weights),
+        metadata=recorded,
+        data_config=data_config,
+        label_names=label_names,
+    )
+    model = ImageClassifier(net, data_config.mean, data_config.std, info)
+    if atop is not None:
+        from ..purifier import restore_composite
+
+        model = restore_composite(model, atop, purifier_state)
+    return model.to(device).eval()
+
+
+def save_model(model: ImageClassifier, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write weights + metadata to ``.safetensors`` atomically.
+
+    Keys are the bare timm keys, so ``timm.create_model(arch, num_classes=N,
+    checkpoint_path=path)`` loads the file as well as ``hardenctl eval`` does. A composite
+    (AToP's purifier in front of the network) adds its own tensors under their own prefix.
+    """
+    from safetensors.torch import save_file
+
+    info = model.info
+    if info is None:
+        raise ValueError("model has no ModelInfo; build it with load_model or wrap_model")
+    tensors = dict(model.model.state_dict())
+    extra_tensors = getattr(model, "extra_tensors", None)  # a composite's own modules (AToP's purifier), under their prefix
+    if extra_tensors is not None:
+        added = extra_tensors()
+        if set(added) & set(tensors):
+            raise ValueError(f"tensor names clash with the network's: {sorted(set(added) & set(tensors))[:3]}")
+        tensors.update(added)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    meta: dict[str, Any] = {
+        "format": "hardenctl",
+        "hardenctl_version": __version__,
+        "arch": info.arch,
+        "num_classes": info.num_classes,
+        "in_chans": info.in_chans,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "randomized": info.randomized,
+        "hardenctl": {**info.metadata, **(extra or {})},
+    }
+    if info.input_size:
+        meta["input_size"] = list(info.input_size)
+    config = info.data_config
+    if config is not None:  # what timm's eval transform needs; crop_pct only when declared (else images at size stay uncropped)
+        meta.update({"interpolation": config.interpolation, "crop_mode": config.crop_mode})
+        if config.crop_pct is not None:
+            meta["crop_pct"] = config.crop_pct
+    if info.label_names:
+        meta["label_names"] = list(info.label_names)
+    header = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=header)
+    return path
+
+
+def write_config_json(model: ImageClassifier, folder: str | Path) -> Path:
+    """``config.json`` beside ``model.safetensors``: the folder is then a timm model folder, so
+    ``timm.create_model('local-dir:DIR', pretrained=True)`` builds and loads it (when the architecture is
+    unchanged) and ``hardenctl eval DIR`` prepares images exactly as the hardened model was evaluated."""
+    info = model.info
+    if info is None:
+        raise ValueError("model has no ModelInfo; build it with load_model or wrap_model")
+    config = info.data_config or DataConfig(input_size=info.input_size, mean=info.mean, std=info.std)
+    pretrained_cfg = {**config.pretrained_cfg(info.in_chans), "num_classes": info.num_classes}
+    content: dict[str, Any] = {"architecture": info.arch, "num_classes": info.num_classes,
+                               "num_features": getattr(model.model, "num_features", None),
+                               "pretrained_cfg": pretrained_cfg, "model_args": {"in_chans": info.in_chans}}
+    if info.label_names:
+        content["label_names"] = list(info.label_names)
+    path = Path(folder) / "config.json"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → first CUDA device if present, else CPU; a CUDA request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name} requested but CUDA is not available", "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name} does not exist ({torch.cuda.device_count()} GPUs)", "pick a smaller index")
+    return device
