@@ -1,0 +1,14 @@
+"""The evaluation engine: run a suite, keep the worst case per sample, check for false robustness.
+
+``config`` (EvalConfig: everything that determines a result) · ``suite`` (worst case per sample, re-scoring)
+· ``checks`` (sanity checks with measured limits) · ``engine`` (``evaluate`` → Report).
+"""
+from .checks import (FLAT_GRADIENT_LIMIT, LARGE_EPS, LARGE_EPS_ACCURACY_LIMIT, SQUARE_GAIN_LIMIT, ZERO_GRADIENT_LIMIT,
+                     gradient_check)
+from .config import EvalConfig, Progress, Transferred
+from .engine import evaluate
+from .suite import BOUND_TOLERANCE, SuiteResult, is_randomized, run_suite
+
+__all__ = ["BOUND_TOLERANCE", "EvalConfig", "FLAT_GRADIENT_LIMIT", "LARGE_EPS", "LARGE_EPS_ACCURACY_LIMIT", "Progress",
+           "SQUARE_GAIN_LIMIT", "SuiteResult", "Transferred", "ZERO_GRADIENT_LIMIT", "evaluate", "gradient_check",
+           "is_randomized", "run_suite"]

@@ -1,0 +1,70 @@
+"""What determines an evaluation's result (echoed into the report), and attacks computed on another model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from torch import Tensor, nn
+
+from ..attacks import Attack
+from ..attacks.suites import build_custom, build_suite
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class EvalConfig:
+    """Everything that determines an evaluation's result (echoed into the report)."""
+
+    eps: float = 8 / 255
+    norm: str = "linf"
+    suite: str = "standard"
+    attacks: Sequence[str] | None = None  # custom list overrides the suite
+    n: int | None = 1000
+    batch_size: int = 128
+    seed: int = 0
+    eot_samples: int = 20
+    eps_sweep: Sequence[float] | None = None
+    apgd_steps: int = 100
+    square_queries: int = 5000
+    large_eps_samples: int = 100  # points used by the "accuracy at ε = 0.5" check; 0 disables it
+    randomized: bool | None = None  # None: detect by repeated forward passes
+    protected: Sequence[int] | None = None  # class ids whose metrics go to report.extra["protected"]
+    protected_cost: float = 10.0  # cost of misclassifying a protected class (the cost-sensitive recipe's C)
+    attack_model: nn.Module | None = None  # attacks differentiate this model instead (e.g. AToP's classifier alone: BPDA)
+
+    def attacks_for(self, eps: float, draws: int) -> list[Attack]:
+        """The attacks of one run; with ``attack_model`` each runs on that model and is scored on the evaluated one."""
+        if self.attack_model is None:
+            return self.build_attacks(eps, draws)
+        return [Transferred(attack, self.attack_model) for attack in self.build_attacks(eps, 1)]
+
+    def suite_name(self) -> str:
+        return "custom" if self.attacks else self.suite
+
+    def build_attacks(self, eps: float, eot_samples: int) -> list[Attack]:
+        if self.attacks:
+            return build_custom(self.attacks, eps, self.norm, eot_samples, self.apgd_steps, self.square_queries)
+        return build_suite(self.suite, eps, self.norm, eot_samples, self.seed, self.apgd_steps, self.square_queries)
+
+
+class Transferred(Attack):
+    """An attack computed on another model (``source``) whose points the evaluated model scores.
+
+    With ``source`` the bare classifier of a purifier pipeline this is the classifier-only (BPDA
+    identity) attack: it ignores the purifier and the random transform, so the robustness it shows
+    is optimistic (RECIPES.md ``atop``: 81 vs 64); the honest number attacks the whole pipeline.
+    """
+
+    def __init__(self, inner: Attack, source: nn.Module):
+        super().__init__(inner.eps, inner.norm, 1)
+        self.inner, self.source = inner, source
+        self.name = inner.name  # the same row as the end-to-end attack in reports
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        self.inner.gradient_stats = self.gradient_stats  # the source's gradients are the ones this attack uses
+        return self.inner(self.source, x, y)
+
+    def __repr__(self) -> str:
+        source = getattr(getattr(self.source, "info", None), "arch", None) or type(self.source).__name__
+        return f"{self.inner!r} computed on {source} alone (transferred)"

@@ -1,0 +1,25 @@
+"""The one training engine every recipe runs on, one concern per module.
+
+Why one engine: what makes adversarial training *correct and repeatable* is the same for every recipe — the
+attack runs with the model in ``eval()`` mode and the loss in ``train()`` mode, every random draw is seeded,
+checkpoints are atomic so a killed run resumes to the same weights, the best epoch is chosen on held-out data
+(robust overfitting), and the input and hardened models are evaluated with the same attacks, seed and
+samples. A recipe (:mod:`hardenctl.recipes`) only states its loss.
+
+``runtime`` (options, DDP, AMP, seeds) · ``data_prep`` (held-out split, augmentation) · ``schedule``
+(optimiser, lr) · ``steps`` (training step, monitor) · ``checkpoints`` (resume, selection, log) · ``loop``
+(``train``) · ``report`` (``HardenReport``) · ``engine`` (``harden``: the whole job).
+"""
+from .checkpoints import TrainResult, checkpoint_path, latest_checkpoint, read_checkpoint_state, select_best
+from .data_prep import augment, check_data, holdout_count, split_holdout
+from .engine import HardenResult, _same_evaluation, harden
+from .loop import train
+from .report import HardenReport, describe_epoch, percent
+from .runtime import Distributed, RunOptions, resolve_amp, step_seed
+from .schedule import build_optimizer, learning_rate
+from .steps import TrainingPGD, monitor, training_step
+
+__all__ = ["Distributed", "HardenReport", "HardenResult", "RunOptions", "TrainResult", "TrainingPGD", "augment",
+           "build_optimizer", "check_data", "checkpoint_path", "describe_epoch", "harden", "holdout_count",
+           "latest_checkpoint", "learning_rate", "monitor", "percent", "read_checkpoint_state", "resolve_amp",
+           "select_best", "split_holdout", "step_seed", "train", "training_step"]

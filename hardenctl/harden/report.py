@@ -1,0 +1,154 @@
+"""The before/after report of a harden run: input vs hardened model, training curves, the saved epoch."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+from .. import __version__
+
+SCHEMA_VERSION = "harden-1.0"
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    """``0.4567`` → ``45.67%``; None → ``n/a`` (a metric that was not measured)."""
+    return "n/a" if value is None else f"{value:.{digits}%}"
+
+
+def describe_epoch(record: dict[str, Any]) -> str:
+    """One line of an epoch's numbers (for progress bars and logs)."""
+    return (f"loss {record['loss']:.4f}, lr {record['lr']:.3g}, "
+            f"train clean/robust {percent(record['train_clean_accuracy'], 1)}/{percent(record['train_robust_accuracy'], 1)}, "
+            f"held-out clean/robust {percent(record['holdout_clean_accuracy'], 1)}/{percent(record['holdout_robust_accuracy'], 1)}, "
+            f"{record['seconds']:.1f} s")
+
+
+@dataclass
+class HardenReport:
+    """Input model vs hardened model (same attacks, seed and samples), plus the training curves."""
+
+    recipe: str
+    recipe_source: str
+    recipe_config: dict[str, Any]
+    selected: str  # "best" or "last"
+    selected_epoch: int
+    best_epoch: int
+    last_epoch: int
+    input: Any  # Report of the input model
+    hardened: Any  # Report of the model in model.safetensors
+    history: list[dict[str, Any]]
+    input_checkpoint: dict[str, Any]
+    data: dict[str, Any]
+    runtime: dict[str, Any]
+    other: Any = None  # Report of the other candidate (last when best is saved, or best) when it differs
+    other_label: str | None = None
+    interpretation: str | None = None
+    notes: list[str] = field(default_factory=list)
+    selected_by: str = "robust"  # which held-out accuracy picked the best epoch (Recipe.selection)
+    selectable_epochs: list[int] = field(default_factory=list)  # the epochs the best was chosen among (Recipe.selectable_epochs)
+    selectable: str = "every epoch"  # what those epochs are, in words
+    monitor_eot: int = 1  # EOT draws of the per-epoch monitor that scored them (Recipe.monitor_eot)
+    extra_evaluations: dict[str, Any] = field(default_factory=dict)  # label -> Report of the saved model evaluated otherwise (e.g. AToP's BPDA)
+    schema_version: str = SCHEMA_VERSION
+
+    def headline(self) -> str:
+        """One line, led by what the recipe aims at: clean accuracy (``selected_by: clean``) or robust accuracy."""
+        clean = (f"clean accuracy {self.input.clean_accuracy:.2%} → {self.hardened.clean_accuracy:.2%} "
+                 f"({100 * (self.hardened.clean_accuracy - self.input.clean_accuracy):+.2f} points)")
+        robust = (f"robust accuracy {self.input.robust_accuracy:.2%} → {self.hardened.robust_accuracy:.2%} "
+                  f"({100 * (self.hardened.robust_accuracy - self.input.robust_accuracy):+.2f} points)")
+        return f"{clean}; {robust}" if self.selected_by == "clean" else f"{robust}; {clean}"
+
+    def selection_label(self) -> str:
+        """How the best epoch was scored and, when not every epoch competed, among which (e.g. AToP's fine-tuning epochs)."""
+        what = "clean accuracy" if self.selected_by == "clean" else f"PGD-{self.recipe_config['monitor_steps']} robust accuracy"
+        if self.monitor_eot > 1:
+            what += f" with EOT over {self.monitor_eot} draws"
+        epochs = self.selectable_epochs
+        if epochs and epochs != list(range(1, self.last_epoch + 1)):
+            span = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}–{epochs[-1]}"
+            what += f", among {span} ({self.selectable})"
+        return what
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def columns(self) -> list[tuple[str, Any]]:
+        cols = [("input model", self.input), (f"hardened ({self.selected}, epoch {self.selected_epoch})", self.hardened)]
+        if self.other is not None:
+            cols.append((self.other_label or "other", self.other))
+        return cols + list(self.extra_evaluations.items())
+
+    def comparison_rows(self) -> list[tuple[str, list[str]]]:
+        cols = [report for _, report in self.columns()]
+        rows = [("clean", [f"{r.clean_accuracy:.2%}" for r in cols])]
+        for name in cols[0].attacks:
+            rows.append((f"after {name}", [f"{r.attacks.get(name, float('nan')):.2%}" for r in cols]))
+        rows.append(("robust (worst case)", [f"{r.robust_accuracy:.2%}" for r in cols]))
+        rows.append(("checks passed", [f"{len(r.checks) - len(r.failed_checks)}/{len(r.checks)}" for r in cols]))
+        return rows
+
+    def to_markdown(self) -> str:
+        ev = self.hardened
+        headline = self.headline()
+        lines = [
+            "# hardenctl harden report", "",
+            f"**{headline[0].upper()}{headline[1:]}**", "",
+            f"Recipe `{self.recipe}` ({self.recipe_source}) trained on `{self.data['train']}` "
+            f"({self.data['train_n']} images; {self.data['holdout_n']} held out to pick the epoch), "
+            f"starting from `{self.input_checkpoint['path']}` (sha256 `{self.input_checkpoint['sha256']}`).", "",
+            f"`model.safetensors` holds the **{self.selected}** epoch: epoch {self.selected_epoch} of {self.last_epoch} "
+            f"(best by held-out {self.selection_label()}: epoch {self.best_epoch}; "
+            f"last: epoch {self.last_epoch}).",
+            "",
+        ]
+        if self.interpretation:
+            lines += [f"Interpretation (our design, not the paper's): {self.interpretation}", ""]
+        lines += [
+            "## Before and after", "",
+            f"Same attacks (suite `{ev.suite}`: {', '.join(ev.attack_list)}), seed {ev.seed}, the same n = {ev.n} samples of "
+            f"`{ev.data.get('source')}`, {ev.norm} ε = {ev.eps:.5g}.", "",
+            "| metric | " + " | ".join(label for label, _ in self.columns()) + " |",
+            "|---" * (len(self.columns()) + 1) + "|",
+        ]
+        lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in self.comparison_rows()]
+        eot = (f", EOT over {self.monitor_eot} draws: gradients averaged, clean accuracy the mean over draws, robust only if "
+               "correct on every draw" if self.monitor_eot > 1 else "")
+        lines += ["", "## Training curves", "",
+                  "Per epoch: mean training loss, learning rate at the epoch's end, clean and PGD robust accuracy (eval mode, "
+                  f"ε = {self.recipe_config['eps']:.5g}{eot}) on up to {self.recipe_config['monitor_n']} training and held-out images.", "",
+                  "| epoch | loss | lr | train clean | train robust | held-out clean | held-out robust | seconds | |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for h in self.history:
+            mark = " ".join(m for m, hit in (("best", h["epoch"] == self.best_epoch), ("last", h["epoch"] == self.last_epoch),
+                                             ("**saved**", h["epoch"] == self.selected_epoch)) if hit)
+            lines.append(f"| {h['epoch']} | {h['loss']:.4f} | {h['lr']:.4g} | {percent(h['train_clean_accuracy'])} | "
+                         f"{percent(h['train_robust_accuracy'])} | {percent(h['holdout_clean_accuracy'])} | "
+                         f"{percent(h['holdout_robust_accuracy'])} | {h['seconds']:.1f} | {mark} |")
+        lines += ["", "## Checks", ""]
+        for label, report in self.columns():
+            failed = report.failed_checks
+            lines.append(f"- {label}: " + ("all passed" if not failed else "FAILED " + "; ".join(f"{c.name} ({c.detail})" for c in failed)))
+        lines += ["", "## Recipe configuration (resolved)", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in self.recipe_config.items()]
+        lines += ["", f"Training steps: {self.runtime['train_seconds']:.1f} s (per-epoch monitoring excluded) on "
+                      f"{self.runtime['device']} × {self.runtime['world_size']} process(es) "
+                      f"(amp {self.runtime['amp']}, channels_last {self.runtime['channels_last']}); hardenctl {__version__}.", ""]
+        lines += [f"Note: {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def rich_table(self):
+        from rich.table import Table
+
+        ev = self.hardened
+        table = Table(title=f"{self.recipe} · {ev.norm} ε={ev.eps:.4g} · n={ev.n} · suite {ev.suite}")
+        table.add_column("metric")
+        for label, _ in self.columns():
+            table.add_column(label, justify="right")
+        for name, values in self.comparison_rows():
+            table.add_row(name, *values)
+        return table
