@@ -24,6 +24,8 @@ class Check:
     name: str
     passed: bool
     detail: str
+    value: float | None = None  # the measured statistic the rule compares ...
+    limit: float | None = None  # ... with this limit (see hardenctl.evaluate), so benchmarks can tabulate them
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Report:
     device: str = "cpu"
     eps_sweep: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific sections
+    accepted_checks: list[str] = field(default_factory=list)  # failed checks accepted by --no-strict / --allow-check
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -105,7 +108,10 @@ class Report:
                 lines += ["", f"![accuracy vs eps]({plot_name})"]
             lines.append("")
         lines += ["## Checks", "", "| check | result | detail |", "|---|---|---|"]
-        lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in self.checks]
+        lines += [f"| {c.name} | {'pass' if c.passed else ('FAIL (accepted)' if c.name in self.accepted_checks else '**FAIL**')} "
+                  f"| {c.detail} |" for c in self.checks]
+        if self.accepted_checks:
+            lines += ["", f"Failed checks accepted knowingly (--allow-check / --no-strict): {', '.join(self.accepted_checks)}."]
         if self.gates:
             lines += ["", "## Gates", "", "| gate | threshold | value | result |", "|---|---|---|---|"]
             lines += [f"| {g.name} | {g.threshold:.4f} | {g.value:.4f} | {'pass' if g.passed else '**FAIL**'} |" for g in self.gates]
@@ -154,8 +160,9 @@ class Report:
 def report_from_dict(data: dict[str, Any]) -> Report:
     """Rebuild a report (e.g. a ``--baseline``) from its JSON form."""
     data = dict(data)
-    data["checks"] = [Check(**c) for c in data.get("checks", [])]
-    data["gates"] = [Gate(**g) for g in data.get("gates", [])]
+    checks, gates = Check.__dataclass_fields__, Gate.__dataclass_fields__
+    data["checks"] = [Check(**{k: v for k, v in c.items() if k in checks}) for c in data.get("checks", [])]
+    data["gates"] = [Gate(**{k: v for k, v in g.items() if k in gates}) for g in data.get("gates", [])]
     known = Report.__dataclass_fields__
     return Report(**{k: v for k, v in data.items() if k in known})
 
@@ -166,7 +173,7 @@ def load_report(path: str | Path) -> Report:
         raise UserError(f"baseline report not found: {path}", "pass the report.json of an earlier `hardenctl eval --report`")
     try:
         return report_from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a hardenctl report ({type(exc).__name__})", "pass a report.json written by hardenctl") from None
 
 

@@ -132,3 +132,22 @@ def test_cifar_pickle_with_code_is_refused(cli, tmp_path, digits_model_path):
     (directory / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"]}))
     (directory / "test_batch").write_bytes(pickle.dumps({b"data": NotAWeight(), b"labels": [0]}))
     assert_clean_failure(cli, tmp_path, digits_model_path, "--data", directory, expect="refusing to load")
+
+
+def test_empty_dataset_is_never_evaluated(cli, tmp_path, digits_model_path):
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.zeros((0, 8, 8, 1), np.uint8), y=np.zeros((0,), np.int64))
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", path, expect="no samples")
+
+
+def test_help_version_and_argument_errors_do_not_import_torch():
+    """torch and timm take seconds to import: --help, --version and a mistyped path must answer without them."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from hardenctl.cli import main; code = main(sys.argv[1:]); "
+             "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch imported'; print('exit', code)")
+    for args in (["--help"], ["--version"], ["eval", "nope.safetensors", "--data", "digits"], ["recipes"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+        assert done.returncode == 0, (args, done.stderr[-500:])
+        assert "exit 2" in done.stdout if args[0] == "eval" else "exit 0" in done.stdout, (args, done.stdout)

@@ -76,3 +76,13 @@ def test_bad_set_values_and_names_are_errors():
         parse_overrides(["beta"])
     with pytest.raises(UserError, match=r"unknown recipe 'marty'.*mart, pgd-at, standard, trades"):
         load_recipe("marty")
+
+
+def test_recipe_cards_read_without_importing_match_the_classes():
+    """`hardenctl recipes` lists paper and improves from the sources (no torch import): they must be the classes' own."""
+    from hardenctl.recipes import recipe_card
+
+    for name, cls in REGISTRY.items():
+        card = recipe_card(name)
+        assert card["paper"] == cls.paper and card["improves"] == cls.improves and card["paper"], name
+        assert card["class"] == f"{cls.__module__}.{cls.__qualname__}"
