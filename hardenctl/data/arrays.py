@@ -1,7 +1,8 @@
-"""Datasets as in-memory tensors: npz, ImageFolder, CIFAR python batches, built-in ``digits``.
+"""In-memory datasets: npz, CIFAR python batches, built-in ``digits``.
 
-Images are kept as stored (uint8 when possible) and turned into float [0, 1] batches
-one batch at a time, so memory grows with the dataset, never with the attacks.
+These sources are small enough (CIFAR: 30 MB) to hold whole. Images are kept as stored (uint8 when
+possible) and turned into float [0, 1] batches one batch at a time, so memory grows with the
+dataset, never with the attacks. Folders of photos stream instead (``folders.py``).
 """
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ import hashlib
 import io
 import json
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import UserError, missing_file
+from ..errors import UserError
+from .base import Index, check_head
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 BUILTIN = ("digits", "digits-train", "digits-test")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
 @dataclass
@@ -33,6 +37,7 @@ class ImageDataset:
     class_names: list[str]
     source: str
     notes: list[str] = field(default_factory=list)
+    names_known: bool = False  # class_names came with the data (CIFAR meta, npz, classes.json), not made from labels
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -51,15 +56,13 @@ class ImageDataset:
 
     def head(self, n: int | None) -> "ImageDataset":
         """The first ``n`` samples (all when ``n`` is None or larger than the set)."""
-        if n is None or n >= len(self):
+        if not check_head(n, len(self)):
             return self
-        if n < 1:
-            raise UserError(f"--n must be at least 1, got {n}", "pass --n 1000")
-        return ImageDataset(self.x[:n], self.y[:n], self.class_names, self.source, list(self.notes))
+        return replace(self, x=self.x[:n], y=self.y[:n], notes=list(self.notes))
 
-    def take(self, index: Tensor | np.ndarray) -> "ImageDataset":
+    def take(self, index: Index) -> "ImageDataset":
         index = torch.as_tensor(index, dtype=torch.long)
-        return ImageDataset(self.x[index], self.y[index], self.class_names, self.source, list(self.notes))
+        return replace(self, x=self.x[index], y=self.y[index], notes=list(self.notes))
 
     def pixels(self, start: int, stop: int) -> Tensor:
         """Float [0, 1] images of rows ``start:stop``."""
@@ -90,7 +93,30 @@ class ImageDataset:
             chunk = F.interpolate(chunk, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
             out.append(chunk.mul(255).round_().to(torch.uint8) if self.x.dtype == torch.uint8 else chunk)
         notes = self.notes + [f"resized from {self.image_size[0]}x{self.image_size[1]} to {size[0]}x{size[1]}"]
-        return ImageDataset(torch.cat(out), self.y, self.class_names, self.source, notes)
+        return replace(self, x=torch.cat(out), notes=notes)
+
+    def image(self, index: int) -> "PIL.Image.Image":
+        """Row ``index`` as a PIL image (mode L or RGB), what timm's transforms take.
+
+        Float rows are quantised to uint8: PIL has no float RGB mode.
+        """
+        from PIL import Image
+
+        row = self.x[index]
+        if row.dtype != torch.uint8:
+            row = row.float().mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        if row.shape[0] not in (1, 3):
+            raise UserError(f"{self.source}: {row.shape[0]}-channel images cannot be transformed", "use grey or RGB images")
+        array = row.permute(1, 2, 0).numpy()
+        return Image.fromarray(array[..., 0], "L") if row.shape[0] == 1 else Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+    def transformed(self, transform: Callable[[Any], Tensor], note: str) -> "ImageDataset":
+        """Every image through ``transform`` (PIL in, uint8 CHW out): arrays prepared exactly as folders are."""
+        if len(self) == 0:
+            return self
+        notes = self.notes + ([] if self.x.dtype == torch.uint8 else ["float images quantised to uint8 for resizing"]) + [note]
+        x = torch.stack([transform(self.image(i)) for i in range(len(self))])
+        return replace(self, x=x, notes=notes)
 
     def with_channels(self, channels: int) -> "ImageDataset":
         """Repeat a grey channel to match an RGB model; any other mismatch is an error."""
@@ -98,11 +124,11 @@ class ImageDataset:
             return self
         if self.channels == 1:
             notes = self.notes + [f"grey images repeated to {channels} channels"]
-            return ImageDataset(self.x.repeat(1, channels, 1, 1), self.y, self.class_names, self.source, notes)
+            return replace(self, x=self.x.repeat(1, channels, 1, 1), notes=notes)
         raise UserError(f"the data has {self.channels} channels but the model expects {channels}", "use data that matches the model")
 
 
-def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source: str) -> ImageDataset:
+def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source: str, names_known: bool | None = None) -> ImageDataset:
     """Validate arrays and convert to an NCHW dataset."""
     if x.ndim == 3:
         x = x[..., None]
@@ -132,11 +158,12 @@ def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source:
     else:
         raise UserError(f"{source}: unsupported image dtype {x.dtype}", "store x as uint8 (0..255) or float (0..1)")
     num_classes = int(y.max()) + 1 if y.size else 0
+    names_known = class_names is not None if names_known is None else names_known
     if class_names is None:
         class_names = [str(i) for i in range(num_classes)]
     elif len(class_names) < num_classes:
         raise UserError(f"{source}: label {num_classes - 1} but only {len(class_names)} class names", "fix the labels or the class list")
-    return ImageDataset(tensor, torch.from_numpy(y.astype(np.int64)), list(class_names), source)
+    return ImageDataset(tensor, torch.from_numpy(y.astype(np.int64)), list(class_names), source, names_known=names_known)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +184,7 @@ def load_digits(split: str = "all") -> ImageDataset:
         order = order[:cut] if split == "train" else order[cut:]
         x, y = x[order], y[order]
     name = "digits" if split == "all" else f"digits-{split}"
-    return _finish(x, y, [str(i) for i in range(10)], name)
+    return _finish(x, y, [str(i) for i in range(10)], name, names_known=False)  # the names are just the labels
 
 
 def _class_names_near(path: Path) -> list[str] | None:
@@ -227,60 +254,3 @@ def load_cifar_batches(directory: Path, split: str) -> ImageDataset:
         ys.append(np.asarray(batch[label_key], dtype=np.int64))
     names = [n.decode() for n in _read_cifar_pickle(meta)[names_key]] if meta.is_file() else None
     return _finish(np.concatenate(xs), np.concatenate(ys), names, f"{directory} ({split})")
-
-
-def load_image_folder(directory: Path, n: int | None, size: tuple[int, int] | None) -> ImageDataset:
-    """Class sub-folders of images, read in a class-interleaved order.
-
-    Interleaving (1st image of every class, then the 2nd, ...) makes every prefix
-    ``--n`` roughly class-balanced instead of all of class 0.
-    """
-    from PIL import Image
-
-    classes = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
-    per_class = [
-        sorted(f for f in (directory / c).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()) for c in classes
-    ]
-    order = [(label, files[rank]) for rank in range(max((len(f) for f in per_class), default=0))
-             for label, files in enumerate(per_class) if rank < len(files)]
-    if not order:
-        raise UserError(f"no images found in {directory} (expected class sub-folders of .png/.jpg files)", "check the --data path")
-    if n is not None:
-        order = order[:n]
-    images, labels, sizes = [], [], set()
-    for label, file in order:
-        try:
-            with Image.open(file) as img:
-                img = img.convert("RGB")
-                if size is not None and img.size != (size[1], size[0]):
-                    img = img.resize((size[1], size[0]), Image.BILINEAR)
-                images.append(np.asarray(img, dtype=np.uint8))
-        except Exception as exc:
-            raise UserError(f"cannot read image {file} ({exc})", "remove or replace the file") from None
-        sizes.add(images[-1].shape[:2])
-        labels.append(label)
-    if len(sizes) > 1:
-        raise UserError(f"images in {directory} have different sizes {sorted(sizes)[:3]}", "pass --resize (with --input-size H,W) to resize them")
-    return _finish(np.stack(images), np.asarray(labels), classes, str(directory))
-
-
-def load_dataset(spec: str, split: str = "test", n: int | None = None, size: tuple[int, int] | None = None) -> ImageDataset:
-    """Load ``spec``: a built-in name, an ``.npz``, an ImageFolder or a CIFAR batch directory.
-
-    ``split`` picks train/test files where a source has both (CIFAR batches);
-    ``n`` trims early so huge folders are not read in full; ``size`` resizes folder
-    images while they are read (other sources are resized by the caller).
-    """
-    if spec in BUILTIN:
-        data = load_digits({"digits": "all", "digits-train": "train", "digits-test": "test"}[spec])
-        return data.head(n)
-    path = Path(spec)
-    if not path.exists():
-        raise missing_file(spec, "data")
-    if path.is_file():
-        if path.suffix == ".npz":
-            return load_npz(path).head(n)
-        raise UserError(f"unsupported data file {path}", "use an .npz (x, y), an image folder, a CIFAR batch directory or 'digits'")
-    if (path / "batches.meta").is_file() or (path / "meta").is_file() and (path / "train").is_file():
-        return load_cifar_batches(path, split).head(n)
-    return load_image_folder(path, n, size)

@@ -1,0 +1,28 @@
+"""Data: sources (npz, CIFAR batches, digits in memory; folders and tars streamed) → timm's transforms → DataLoader.
+
+``base`` says what a dataset offers the engines (:class:`Dataset`), ``arrays`` holds the in-memory
+sources, ``readers``/``folders`` stream class folders and tars through timm's readers, ``transforms``
+builds timm's eval and train transforms from a model's data config, ``loader`` and ``training`` run
+them in DataLoader workers, ``load`` picks the source for a ``--data`` spec.
+"""
+from pathlib import Path
+
+from .arrays import BUILTIN, ImageDataset, load_cifar_batches, load_digits, load_npz
+from .base import IMAGE_SUFFIXES, Dataset
+from .folders import FolderDataset
+from .load import load_dataset, prepare_arrays
+from .loader import default_workers, make_loader
+from .training import TrainDataset, epoch_order, sample_seed, seeded, train_loader
+from .transforms import choose_augmentation, eval_transform, train_transform
+
+__all__ = ["BUILTIN", "Dataset", "FolderDataset", "IMAGE_SUFFIXES", "ImageDataset", "TrainDataset", "choose_augmentation",
+           "default_workers", "epoch_order", "eval_transform", "load_cifar_batches", "load_digits", "load_dataset",
+           "load_image_folder", "load_npz", "make_loader", "prepare_arrays", "sample_seed", "seeded", "train_loader",
+           "train_transform"]
+
+
+def load_image_folder(directory: str | Path, n: int | None = None, size: tuple[int, int] | None = None) -> FolderDataset:
+    """The old entry point: a class-folder directory, squashed to ``size`` (H, W) when given."""
+    from .folders import open_folder, squash_config
+
+    return open_folder(Path(directory), squash_config(size) if size else None, None, n, None, False)

@@ -1,0 +1,65 @@
+"""One DataLoader per pass: decoding in worker processes, batch by batch, so memory stays flat in dataset size.
+
+Each pass builds its own loader (no persistent workers): a dataset copied into workers can never go
+stale, and a killed run restarts with nothing to restore but (seed, epoch, position).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+MAX_WORKERS = 8  # decoding scales to about here; more mostly costs memory
+
+
+def default_workers() -> int:
+    """The cores this process may use, at most :data:`MAX_WORKERS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``None`` → :func:`default_workers`; 0 decodes in this process."""
+    if workers is None:
+        return default_workers()
+    if workers < 0:
+        from ..errors import UserError
+
+        raise UserError(f"--workers must be 0 or more, got {workers}", "pass --workers 0 to decode in-process")
+    return int(workers)
+
+
+def _init_worker(worker_id: int) -> None:
+    """Workers decode one image each at a time: one thread apiece, and open their own tar handles."""
+    torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    forget = getattr(info.dataset, "forget_handles", None) if info is not None else None
+    if forget is not None:
+        forget()
+
+
+def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, *, positions: Sequence[Any], workers: int | None = None,
+                collate_fn: Callable[[list[Any]], Any] | None = None, device: torch.device | str | None = None,
+                seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """Batches of ``dataset[p]`` for ``p`` in ``positions``, in that order.
+
+    Workers beyond the number of batches would only start and exit, so at most that many are used.
+    ``seed`` fixes the workers' base seeds (torch seeds ``random``, numpy and torch in each worker
+    from it); samples that need randomness seed themselves (see ``TrainDataset``), so results never
+    depend on the worker count. Batches are pinned when they are headed for CUDA.
+    """
+    batches = -(-len(positions) // batch_size) if len(positions) else 0
+    workers = min(resolve_workers(workers), batches)
+    if device is None:
+        cuda = torch.cuda.is_available()
+    else:
+        cuda = torch.device(device).type == "cuda"
+    return DataLoader(dataset, batch_size=batch_size, sampler=positions, num_workers=workers,
+                      collate_fn=collate_fn, pin_memory=cuda, drop_last=drop_last,
+                      worker_init_fn=_init_worker if workers else None,
+                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)

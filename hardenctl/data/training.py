@@ -1,0 +1,94 @@
+"""Training samples whose augmentation is a pure function of (seed, epoch, sample index).
+
+timm's train transforms draw from python ``random``, numpy and torch's global generators. Seeding all
+three from (seed, epoch, index) just before each sample is transformed makes an epoch repeat exactly
+after a kill and resume, whatever the number of workers or processes, and whichever worker gets
+which sample. The generators' previous states are restored afterwards, so transforming in-process
+does not disturb the caller's own random stream.
+"""
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .loader import make_loader
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 64-bit seed mixing the three (numpy's SeedSequence: nearby triples give unrelated seeds)."""
+    words = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch, index]).generate_state(2)
+    return int(words[0]) << 32 | int(words[1])
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed python ``random``, numpy and torch's CPU generator; restore their states on exit."""
+    saved = random.getstate(), np.random.get_state(), torch.random.default_generator.get_state()
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+    torch.random.default_generator.manual_seed(seed)  # CPU only: CUDA streams of the caller stay untouched
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.random.default_generator.set_state(saved[2])
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """``dataset[(epoch, i)]`` (or ``dataset[i]`` at :attr:`epoch`) → (transform(image i), label i).
+
+    ``source`` is any dataset with ``image(i)`` (PIL) and ``y``: a :class:`~.folders.FolderDataset` or
+    an in-memory :class:`~.arrays.ImageDataset`. A sampler that yields ``(epoch, i)`` keys carries the
+    epoch into workers, so nothing has to be set on copies of the dataset.
+    """
+
+    def __init__(self, source: Any, transform: Callable[[Any], Tensor], seed: int = 0, epoch: int = 0):
+        self.source, self.transform, self.seed, self.epoch = source, transform, int(seed), int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        image = self.source.image(int(index))
+        with seeded(sample_seed(self.seed, int(epoch), int(index))):
+            x = self.transform(image)
+        return x, int(self.source.y[int(index)])
+
+    def forget_handles(self) -> None:
+        """Called in each new worker: a tar source's open handle must not be shared across processes."""
+        reader = getattr(self.source, "reader", None)
+        if reader is not None:
+            from .readers import forget_open_tars
+
+            forget_open_tars(reader)
+
+
+def epoch_order(length: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The sample order of one epoch: a permutation fixed by (seed, epoch)."""
+    if not shuffle:
+        return np.arange(length)
+    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, 0x5EED]).permutation(length)
+
+
+def train_loader(dataset: TrainDataset, batch_size: int, *, epoch: int, shuffle: bool = True, skip_batches: int = 0,
+                 rank: int = 0, world_size: int = 1, workers: int | None = None, device: torch.device | str | None = None,
+                 drop_last: bool = False) -> DataLoader:
+    """One epoch of ``(x, y)`` batches: order from (seed, epoch), every sample's augmentation from (seed, epoch, index).
+
+    ``skip_batches`` resumes mid-epoch without decoding what was already trained on; ``rank``/``world_size``
+    give one DDP process its share of each global batch, so the global batches do not depend on the
+    number of processes (``batch_size`` is the per-process size).
+    """
+    order = epoch_order(len(dataset), dataset.seed, epoch, shuffle)
+    global_batch = batch_size * world_size
+    keys = [(epoch, int(i)) for i in order[skip_batches * global_batch:][rank::world_size]]
+    return make_loader(dataset, batch_size, positions=keys, workers=workers, device=device, seed=dataset.seed + epoch,
+                       drop_last=drop_last)

@@ -1,0 +1,109 @@
+"""timm's own eval and train transforms, configured by the model's :class:`DataConfig`, on [0, 1] pixels.
+
+A robust accuracy describes the model that ships only if its images are prepared as timm prepares
+them (resize by ``crop_pct``, centre crop, the model's interpolation), so we build timm's transforms
+rather than our own. Normalisation is folded into the model, so every transform here stops at
+pixels: uint8 0..255 (what datasets keep and hash) or float [0, 1] (what the attacks see).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..models.data_config import DataConfig
+
+Transform = Callable[[Any], Tensor]
+TIMM_AUGMENT_MIN_SIZE = 64  # below this, RandomResizedCrop's zoom destroys too much of a tiny image
+
+
+def _size(config: "DataConfig") -> tuple[int, int]:
+    if config.input_size is None:
+        raise UserError("the model's input size is unknown", "pass --input-size H,W")
+    return int(config.input_size[0]), int(config.input_size[1])
+
+
+def _fill_mean(config: "DataConfig", in_chans: int) -> tuple[float, ...]:
+    """The mean timm pads and fills with ('border' crops, auto-augment): the model's own, one per channel."""
+    mean = tuple(config.mean)
+    return mean[:in_chans] if len(mean) >= in_chans else (mean[0],) * in_chans
+
+
+class ToFloat:
+    """uint8 CHW → float [0, 1]: exactly what timm's ToTensor + Normalize(mean 0, std 1) would give."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x.to(torch.float32).div(255)
+
+    def __repr__(self) -> str:
+        return "ToFloat()"
+
+
+class EvalTransform:
+    """timm's eval transform; an image already at the input size passes unresized when crop_pct is undeclared.
+
+    The exception keeps CIFAR-style models honest: a 32×32 model evaluated on 32×32 images sees them
+    as they are, not zoomed by 1/0.875 and cropped back.
+    """
+
+    def __init__(self, config: "DataConfig", in_chans: int, dtype: torch.dtype = torch.float32):
+        from timm.data import create_transform
+        from timm.data.transforms import MaybePILToTensor
+
+        self.size = _size(config)
+        self.passthrough = not config.crop_declared
+        interpolation = "bilinear" if config.interpolation == "random" else config.interpolation  # eval is deterministic
+        self.timm = create_transform(
+            input_size=(in_chans, *self.size), is_training=False, interpolation=interpolation,
+            crop_pct=config.effective_crop_pct, crop_mode=config.crop_mode,
+            mean=_fill_mean(config, in_chans), std=(1.0,) * in_chans, normalize=False)  # uint8 out; mean only fills borders
+        self.to_tensor = MaybePILToTensor()
+        self.finish = ToFloat() if dtype == torch.float32 else None
+        self.description = (f"{'images of another size ' if self.passthrough else 'images '}resized with {interpolation} "
+                            f"interpolation and crop_pct {config.effective_crop_pct:g} ({config.crop_mode} crop) "
+                            f"to {self.size[0]}x{self.size[1]}")
+
+    def __call__(self, image: Any) -> Tensor:
+        if self.passthrough and (image.height, image.width) == self.size:
+            out = self.to_tensor(image)
+        else:
+            out = self.timm(image)
+        return self.finish(out) if self.finish is not None else out
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(passthrough={self.passthrough}, timm={self.timm!r})"
+
+
+def eval_transform(config: "DataConfig", in_chans: int, dtype: torch.dtype = torch.float32) -> EvalTransform:
+    """PIL image → (in_chans, H, W) tensor as timm evaluates; float [0, 1] by default, or uint8."""
+    if dtype not in (torch.float32, torch.uint8):
+        raise ValueError(f"dtype must be float32 or uint8, got {dtype}")
+    return EvalTransform(config, in_chans, dtype)
+
+
+def train_transform(config: "DataConfig", in_chans: int, scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5,
+                    auto_augment: str | None = None, color_jitter: float | None = None,
+                    dtype: torch.dtype = torch.float32) -> Transform:
+    """timm's training transform (RandomResizedCrop at the input size, flip, optional auto-augment such as
+    ``'rand-m9-mstd0.5'``) with the model's interpolation; float [0, 1] by default, or uint8.
+
+    Colour jitter is off unless asked for: adversarial-training recipes specify crop and flip only.
+    Its randomness comes from python ``random``, numpy and torch: see :class:`~.training.TrainDataset`.
+    """
+    from timm.data.transforms_factory import transforms_imagenet_train
+    from torchvision.transforms import Compose
+
+    transform = transforms_imagenet_train(
+        img_size=_size(config), scale=tuple(scale), hflip=hflip, auto_augment=auto_augment, color_jitter=color_jitter,
+        interpolation=config.interpolation, mean=_fill_mean(config, in_chans), std=(1.0,) * in_chans, normalize=False)
+    return Compose([transform, ToFloat()]) if dtype == torch.float32 else transform
+
+
+def choose_augmentation(config: "DataConfig") -> Literal["timm", "crop-flip"]:
+    """``augment: auto``: timm's train transform from 64 px up, the CIFAR crop-flip below (where zooming
+    into a random 8 % of a 32 px image leaves nothing to learn from)."""
+    return "timm" if min(_size(config)) >= TIMM_AUGMENT_MIN_SIZE else "crop-flip"
