@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import models
-from .data import ImageDataset, load_dataset
+from .data import Dataset, ImageDataset, load_dataset
 from .errors import UserError
 from .evaluate import EvalConfig, Progress
 from .evaluate import evaluate as _evaluate
@@ -29,48 +29,65 @@ def load_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     input_size: tuple[int, int] | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
+    crop_mode: str | None = None,
     device: str = "cpu",
 ) -> ImageClassifier:
-    """Load a checkpoint as an ``nn.Module`` taking [0, 1] pixels (normalisation folded in)."""
-    return models.load_model(path, arch=arch, num_classes=num_classes, mean=mean, std=std,
-                             input_size=input_size, device=models.resolve_device(device))
+    """Load a model (file, timm model folder, ``local-dir:``, ``hf-hub:``) as an ``nn.Module`` taking [0, 1]
+    pixels (normalisation folded in), with its data config resolved (``model.info.data_config``)."""
+    return models.load_model(path, arch=arch, num_classes=num_classes, mean=mean, std=std, input_size=input_size,
+                             crop_pct=crop_pct, interpolation=interpolation, crop_mode=crop_mode,
+                             device=models.resolve_device(device))
 
 
-def prepare_data(model: nn.Module, data: ImageDataset, resize: bool = False) -> ImageDataset:
-    """Match ``data`` to what the model was declared for: size, channels and label range.
+def check_label_names(model_names: Sequence[str] | None, data_names: Sequence[str] | None, source: str) -> None:
+    """A model that knows its class names and data that has names must agree, class by class: another order or a
+    missing class would otherwise be a silent drop to chance accuracy."""
+    if not model_names or not data_names:
+        return
+    for index in range(max(len(model_names), len(data_names))):
+        ours = model_names[index] if index < len(model_names) else None
+        theirs = data_names[index] if index < len(data_names) else None
+        if ours != theirs:
+            what = (f"the data has no class {index} (the model's {ours!r})" if theirs is None else
+                    f"the data's class {index} {theirs!r} is not one the model knows" if ours is None else
+                    f"class {index} is {theirs!r} in the data but {ours!r} in the model")
+            raise UserError(f"class names of {source} do not match the model's: {what}",
+                            "use data with the model's classes in the model's order (class folders sort by name)")
 
-    The size comes from the checkpoint or ``--input-size``, never from timm's ImageNet
-    config; an undeclared model is evaluated at the data's own size (recorded).
-    """
+
+def prepare_data(model: nn.Module, data: Dataset) -> Dataset:
+    """Match prepared ``data`` to the model: the input size (recorded from the data when the model declares
+    none), channels, label range and class names."""
     info = getattr(model, "info", None)
     if info is None:
         return data
     if info.input_size is None:
-        info.input_size, info.input_size_source = data.image_size, "data"
-    elif tuple(info.input_size) != data.image_size:
-        if not resize:
-            h, w = info.input_size
-            raise UserError(
-                f"images are {data.image_size[0]}x{data.image_size[1]} but the model is declared for {h}x{w} "
-                f"(from {info.input_size_source})", "pass --resize to resize the data, or --input-size to match the data")
-        data = data.resized(tuple(info.input_size))
+        info.set_input_size(data.image_size, "data")
+    elif tuple(info.input_size) != tuple(data.image_size):
+        h, w = info.input_size
+        raise UserError(f"images are {data.image_size[0]}x{data.image_size[1]} but the model is declared for {h}x{w} "
+                        f"(from {info.input_size_source})", "pass the data by path (it is then prepared with the model's data config), or --input-size")
     data = data.with_channels(info.in_chans)
     if len(data) and int(data.y.max()) >= info.num_classes:
         raise UserError(f"label {int(data.y.max())} is out of range for a model with {info.num_classes} classes",
                         "use data whose labels are 0..num_classes-1 (or the right --num-classes)")
+    check_label_names(info.label_names, data.class_names if getattr(data, "names_known", False) else None, data.source)
     return data
 
 
-def load_data(spec: str | ImageDataset, model: nn.Module | None = None, *, n: int | None = None,
-              split: str = "test", resize: bool = False) -> ImageDataset:
-    """Load a dataset spec and, given a model, make it fit that model (see :func:`prepare_data`)."""
-    if isinstance(spec, ImageDataset):
+def load_data(spec: str | Dataset, model: nn.Module | None = None, *, n: int | None = None, split: str = "test",
+              workers: int | None = None, skip_unreadable: bool = False) -> Dataset:
+    """Load a dataset spec prepared with the model's data config (timm's eval transform for photos), checked
+    against the model (see :func:`prepare_data`). Folders and tars stream; arrays stay in memory."""
+    if not isinstance(spec, (str, Path)):
         data = spec.head(n)
     else:
         info = getattr(model, "info", None)
-        size = tuple(info.input_size) if (resize and info is not None and info.input_size) else None
-        data = load_dataset(str(spec), split=split, n=n, size=size)
-    return prepare_data(model, data, resize) if model is not None else data
+        data = load_dataset(str(spec), split=split, n=n, data_config=getattr(info, "data_config", None),
+                            in_chans=getattr(info, "in_chans", None), workers=workers, skip_unreadable=skip_unreadable)
+    return prepare_data(model, data) if model is not None else data
 
 
 def evaluate(
@@ -78,7 +95,7 @@ def evaluate(
     data: ImageDataset | str,
     *,
     progress: Progress | None = None,
-    resize: bool = False,
+    workers: int | None = None,
     **config: Any,
 ) -> Report:
     """Evaluate a model (module or checkpoint path) on data (dataset or spec); see :class:`EvalConfig`.
@@ -89,7 +106,7 @@ def evaluate(
     cfg = EvalConfig(**config)
     if not isinstance(model, nn.Module):
         model = load_model(model)
-    dataset = load_data(data, model, n=cfg.n, resize=resize)
+    dataset = load_data(data, model, n=cfg.n, workers=workers)
     with torch.inference_mode(False):
         return _evaluate(model, dataset, cfg, progress)
 
@@ -120,7 +137,11 @@ def harden(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     input_size: tuple[int, int] | None = None,
-    resize: bool = False,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
+    crop_mode: str | None = None,
+    workers: int | None = None,
+    skip_unreadable: bool = False,
     progress: Any = None,
     log: Any = None,
 ) -> HardenResult | None:
@@ -150,15 +171,18 @@ def harden(
     if isinstance(checkpoint, nn.Module):
         model = checkpoint
     else:
-        model = load_model(checkpoint, arch=arch, num_classes=num_classes, mean=mean, std=std, input_size=input_size, device="cpu")
-    train_set = load_data(data, model, split="train", resize=resize)
+        model = load_model(checkpoint, arch=arch, num_classes=num_classes, mean=mean, std=std, input_size=input_size,
+                           crop_pct=crop_pct, interpolation=interpolation, crop_mode=crop_mode, device="cpu")
+    reading = dict(workers=workers, skip_unreadable=skip_unreadable)
+    train_set = load_data(data, model, split="train", **reading)
     if getattr(chosen.config, "protected", None):  # cost-sensitive: class names → ids of this training data
         from .protected import resolve_protected
 
         resolved = tuple(resolve_protected(chosen.config.protected, train_set.class_names))
         chosen.config = dataclasses.replace(chosen.config, protected=resolved)
-    eval_set = load_data(eval_data, model, split="test", resize=resize) if eval_data is not None else None
+    eval_set = load_data(eval_data, model, split="test", **reading) if eval_data is not None else None
     options = RunOptions(out_dir=Path(out), seed=seed, device=device, amp=amp, channels_last=channels_last, resume=resume,
+                         workers=workers,
                          eval_n=eval_n, eval_options={"suite": suite, "eps": eps, **(eval_options or {})},
                          input_report=input_report)
     with torch.inference_mode(False):

@@ -92,9 +92,25 @@ def test_unknown_suite(cli, tmp_path, digits_model_path):
     assert code == 2 and "unknown suite" in err
 
 
-def test_image_size_mismatch(cli, tmp_path, digits_model_path):
-    np.savez(tmp_path / "d.npz", x=np.zeros((4, 12, 12, 1), np.uint8), y=np.array([0, 1, 2, 3]))
-    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", tmp_path / "d.npz", expect="pass --resize")
+def test_image_size_mismatch_of_an_in_memory_dataset(tmp_path, digits_model_path):
+    """Data given by path is prepared with the model's data config; a ready-made dataset of another size is refused."""
+    import hardenctl
+    from hardenctl.data import ImageDataset
+    from hardenctl.errors import UserError
+
+    model = hardenctl.load_model(digits_model_path)
+    data = ImageDataset(torch.zeros(4, 1, 12, 12, dtype=torch.uint8), torch.arange(4), [str(i) for i in range(10)], "memory")
+    with pytest.raises(UserError, match="images are 12x12 but the model is declared for 8x8"):
+        hardenctl.load_data(data, model)
+
+
+@pytest.mark.parametrize("option,value,expect", [("--crop-pct", "0", "--crop-pct must be in (0, 1]"),
+                                                 ("--crop-pct", "2", "--crop-pct must be in (0, 1]"),
+                                                 ("--interpolation", "cubic", "unknown interpolation 'cubic'"),
+                                                 ("--crop-mode", "zoom", "unknown crop mode 'zoom'"),
+                                                 ("--workers", "-1", "--workers must be >= 0")])
+def test_bad_preprocessing_flags(cli, tmp_path, digits_model_path, option, value, expect):
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits-test", option, value, expect=expect)
 
 
 def test_nan_in_data(cli, tmp_path, digits_model_path):

@@ -120,10 +120,133 @@ def test_resize_makes_a_size_mismatch_work(cli, digits_model_path, tmp_path):
     import numpy as np
     from hardenctl.data import load_dataset
 
-    data = load_dataset("digits-test").resized((16, 16))
+    data = load_dataset("digits-test").resized((16, 20))  # not square: centre crop and squash differ
     np.savez(tmp_path / "big.npz", x=data.x.permute(0, 2, 3, 1).numpy(), y=data.y.numpy())
-    code, _, err = cli("eval", digits_model_path, "--data", tmp_path / "big.npz", *FAST)
-    assert code == 2 and "--resize" in err
+    code, out, err = cli("eval", digits_model_path, "--data", tmp_path / "big.npz", *FAST, "--json")
+    assert code == 0, err  # prepared as timm would: short side to 8 / crop_pct, centre crop to the model's 8x8
+    report = json.loads(out)
+    assert report["data"]["image_size"] == [8, 8] and any("16x20" in note for note in report["data"]["notes"]), report["data"]
+    cropped = report["data_sha256"]
     code, out, err = cli("eval", digits_model_path, "--data", tmp_path / "big.npz", *FAST, "--resize", "--json")
     assert code == 0, err
-    assert json.loads(out)["data"]["image_size"] == [8, 8]
+    squashed = json.loads(out)
+    assert squashed["data"]["image_size"] == [8, 8] and squashed["data_sha256"] != cropped
+    assert squashed["model"]["data_config"]["crop_mode"] == "squash" and squashed["model"]["data_config"]["crop_pct"] == 1.0
+
+
+# -- intervals, --gate-on, --samples and paired baselines (issue 14) --------------------------------------------------
+QUICK = ("--attacks", "fgsm", "--n", "48", "--batch-size", "48")
+
+
+def test_intervals_in_the_json_markdown_and_console_table(cli, digits_model_path, tmp_path):
+    from hardenctl.evaluate.stats import wilson_interval
+
+    code, out, err = cli("eval", digits_model_path, "--data", "digits-test", *QUICK, "--report", tmp_path / "r.json",
+                         "--markdown", tmp_path / "r.md")
+    assert code == 0, err
+    report = read_json(tmp_path / "r.json")
+    assert report["interval_method"] == "wilson" and report["gate_on"] == "point"
+    low, high = report["intervals"]["robust_accuracy"]
+    assert (low, high) == pytest.approx(wilson_interval(report["robust_accuracy"], 48))
+    assert low < report["robust_accuracy"] < high or report["robust_accuracy"] in (0.0, 1.0)
+    assert list(report["intervals"]["attacks"]) == ["fgsm"]
+    assert all(len(v["clean_interval"]) == 2 and len(v["robust_interval"]) == 2 for v in report["per_class"].values())
+    markdown = (tmp_path / "r.md").read_text()
+    assert f"**{report['robust_accuracy']:.2%}** ({100 * low:.1f}–{100 * high:.1f})" in markdown
+    assert "95% interval" in out and f"{100 * low:.1f}–{100 * high:.1f}%" in out
+
+
+def test_gate_on_lower_fails_where_the_point_estimate_passes(cli, digits_model_path, tmp_path):
+    args = ("eval", digits_model_path, "--data", "digits-test", *QUICK, "--quiet")
+    assert cli(*args, "--report", tmp_path / "r.json")[0] == 0
+    robust = read_json(tmp_path / "r.json")["robust_accuracy"]
+    assert 0 < robust
+    threshold = f"{robust:.6f}"[:-1]  # just at (below) the point estimate
+    code, _, err = cli(*args, "--min-robust-acc", threshold, "--report", tmp_path / "point.json")
+    assert code == 0, err
+    code, _, err = cli(*args, "--min-robust-acc", threshold, "--gate-on", "lower", "--report", tmp_path / "lower.json")
+    assert code == 1 and "gate failed: min_robust_acc (95% lower bound)" in err, err
+    report = read_json(tmp_path / "lower.json")
+    gate = {g["name"]: g for g in report["gates"]}["min_robust_acc"]
+    assert report["gate_on"] == "lower" and gate["basis"] == "lower95"
+    assert gate["value"] == pytest.approx(report["intervals"]["robust_accuracy"][0])
+    assert cli(*args, "--gate-on", "upper")[0] == 2
+
+
+def edit_samples(path, out, change) -> list[dict]:
+    """Copy a samples file to ``out`` with ``change(rows)`` applied (the header kept), return the new rows."""
+    header, *rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = change(rows)
+    out.write_text("".join(json.dumps(item) + "\n" for item in [header, *rows]))
+    return rows
+
+
+def test_samples_file_and_paired_baseline_gate(cli, digits_model_path, tmp_path):
+    args = ("eval", digits_model_path, "--data", "digits-test", *QUICK, "--quiet")
+    code, _, err = cli(*args, "--report", tmp_path / "base.json", "--samples", tmp_path / "base.samples.jsonl")
+    assert code == 0, err
+    base = read_json(tmp_path / "base.json")
+    header, *rows = [json.loads(line) for line in (tmp_path / "base.samples.jsonl").read_text().splitlines()]
+    assert base["samples_file"] == "base.samples.jsonl"
+    assert header == {"format": "hardenctl-samples", "version": 1, **{k: base[k] for k in
+                      ("model_sha256", "data_sha256", "eps", "norm", "suite", "n", "seed")}}
+    assert [r["index"] for r in rows] == list(range(48)) and sum(r["robust"] for r in rows) == round(base["robust_accuracy"] * 48)
+    assert all(r["broken_by"] == "fgsm" for r in rows if r["clean_correct"] == 1 and not r["robust"])
+
+    # the same model again, the baseline's samples found through the path base.json recorded: nothing changed
+    code, _, err = cli(*args, "--baseline", tmp_path / "base.json", "--max-drop", "0", "--report", tmp_path / "same.json")
+    assert code == 0, err
+    same = read_json(tmp_path / "same.json")
+    assert same["extra"]["paired"]["robust"] == {"regressed": 0, "improved": 0, "unchanged": 48, "difference": 0.0, "mcnemar_p": 1.0}
+    assert {g["name"]: g["basis"] for g in same["gates"]}["max_drop_robust_accuracy"] == "paired"
+
+    # a baseline in which 3 broken samples were robust and 1 robust sample was broken: 3 regressed, 1 improved
+    robust = [r["index"] for r in rows if r["robust"]]
+    broken = [r["index"] for r in rows if not r["robust"]]
+    assert len(robust) >= 1 and len(broken) >= 3
+    flipped = {*broken[:3], robust[0]}
+    edit_samples(tmp_path / "base.samples.jsonl", tmp_path / "old.jsonl",
+                 lambda rs: [{**r, "robust": not r["robust"]} if r["index"] in flipped else r for r in rs])
+    code, _, err = cli(*args, "--baseline", tmp_path / "base.json", "--baseline-samples", tmp_path / "old.jsonl",
+                       "--max-drop", "0.03", "--report", tmp_path / "new.json", "--markdown", tmp_path / "new.md")
+    assert code == 1 and "max_drop_robust_accuracy: dropped 0.0417 from the baseline (paired, per sample)" in err, err
+    paired = read_json(tmp_path / "new.json")["extra"]["paired"]
+    assert (paired["robust"]["regressed"], paired["robust"]["improved"]) == (3, 1)
+    assert paired["robust"]["mcnemar_p"] == pytest.approx(2 * (1 + 4) / 16)  # 2·P(X ≤ 1), X ~ Bin(4, 1/2)
+    assert paired["baseline_samples"] == str(tmp_path / "old.jsonl")
+    assert [r["index"] for r in paired["regressed_samples"]] == broken[:3]
+    markdown = (tmp_path / "new.md").read_text()
+    assert "**3 regressed**" in markdown and f"| {broken[0]} | row {broken[0]} |" in markdown
+    # the rate gate of the same reports passes (the reports' rates are equal): the file was used
+    code, _, err = cli(*args, "--baseline", tmp_path / "base.json", "--baseline-samples", tmp_path / "base.samples.jsonl",
+                       "--max-drop", "0.03")
+    assert code == 0, err
+
+
+def test_foreign_or_malformed_baseline_samples_are_refused_in_one_line(cli, digits_model_path, tmp_path):
+    args = ("eval", digits_model_path, "--data", "digits-test", *QUICK, "--quiet")
+    assert cli(*args, "--report", tmp_path / "base.json", "--samples", tmp_path / "base.samples.jsonl")[0] == 0
+    (tmp_path / "garbage.jsonl").write_text("index,label\n0,3\n")
+    edit_samples(tmp_path / "base.samples.jsonl", tmp_path / "short.jsonl", lambda rs: rs[:-1])
+    edit_samples(tmp_path / "base.samples.jsonl", tmp_path / "bad.jsonl", lambda rs: [{**rs[0], "robust": "yes"}, *rs[1:]])
+    lines = (tmp_path / "base.samples.jsonl").read_text().splitlines()
+    (tmp_path / "other.jsonl").write_text("\n".join([json.dumps({**json.loads(lines[0]), "seed": 9}), *lines[1:]]) + "\n")
+    cases = ((tmp_path / "base.json", "not a hardenctl per-sample results file"),  # a report, not a samples file
+             (tmp_path / "garbage.jsonl", "line 1 is not JSON"),
+             (tmp_path / "short.jsonl", "header says n = 48 but it has 47"),
+             (tmp_path / "bad.jsonl", "line 2: robust must be true or false"),
+             (tmp_path / "other.jsonl", "does not belong to the baseline report"),
+             (tmp_path / "absent.jsonl", "not found"))
+    for path, message in cases:
+        code, _, err = cli(*args, "--baseline", tmp_path / "base.json", "--baseline-samples", path, "--report", tmp_path / "new.json")
+        assert code == 2 and message in err and err.strip().count("\n") == 0 and err.startswith("error: "), (path, err)
+        assert not (tmp_path / "new.json").exists()
+    # found by convention (BASE.samples.jsonl) but belonging to another report: refused too, not silently used
+    (tmp_path / "base.samples.jsonl").replace(tmp_path / "moved.jsonl")
+    base = read_json(tmp_path / "base.json")
+    (tmp_path / "base.json").write_text(json.dumps({**base, "samples_file": None}))
+    (tmp_path / "other.jsonl").replace(tmp_path / "base.samples.jsonl")
+    code, _, err = cli(*args, "--baseline", tmp_path / "base.json")
+    assert code == 2 and "its seed is 9" in err, err
+    code, _, err = cli(*args, "--baseline-samples", tmp_path / "moved.jsonl")
+    assert code == 2 and "--baseline-samples needs --baseline" in err

@@ -51,18 +51,22 @@ def split_holdout(data: ImageDataset, fraction: float, seed: int) -> tuple[Image
     return data.take(order[count:]), holdout
 
 
-def augment(x: Tensor, config: RecipeConfig, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Tensor:
+def augment(x: Tensor, config: RecipeConfig, generator: torch.Generator, rank: int = 0, world_size: int = 1,
+            mode: str | None = None) -> Tensor:
     """CIFAR-style augmentation: random crop after zero padding and/or horizontal flip.
 
     The random parameters are drawn for the whole global batch (``len(x) * world_size``) and
     this process takes its share (positions ``rank::world_size``, as ``DistributedSampler`` lays
     batches out), so a run's augmentation does not depend on the number of processes.
     """
-    if config.augment == "none":
+    mode = mode or config.augment  # what `augment: auto` resolved to (harden.batches.augmentation_mode)
+    if mode == "auto":  # batch augmentation is the small-image branch of auto
+        mode = "crop-flip"
+    if mode in ("none", "timm"):
         return x
     batch, channels, height, width = x.shape
     total = batch * world_size
-    if "crop" in config.augment and config.crop_padding > 0:
+    if "crop" in mode and config.crop_padding > 0:
         pad = config.crop_padding
         offsets = torch.randint(0, 2 * pad + 1, (total, 2), generator=generator)[rank::world_size].to(x.device)
         padded = F.pad(x, (pad, pad, pad, pad))
@@ -70,7 +74,7 @@ def augment(x: Tensor, config: RecipeConfig, generator: torch.Generator, rank: i
         cols = offsets[:, 1, None] + torch.arange(width, device=x.device)
         index = torch.arange(batch, device=x.device)[:, None, None, None]
         x = padded[index, torch.arange(channels, device=x.device)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
-    if "flip" in config.augment:
+    if "flip" in mode:
         flip = (torch.rand(total, generator=generator) < 0.5)[rank::world_size].to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x

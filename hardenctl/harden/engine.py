@@ -16,7 +16,7 @@ from ..data import ImageDataset
 from ..errors import UserError
 from ..evaluate import EvalConfig, evaluate
 from ..files import atomic_write, sha256_file
-from ..models import ImageClassifier, resolve_device, save_model
+from ..models import ImageClassifier, resolve_device, save_model, write_config_json
 from ..recipes import Recipe
 from .checkpoints import TrainResult, _run_key, checkpoint_path, latest_checkpoint, read_checkpoint_state, write_train_log
 from .data_prep import check_data, split_holdout
@@ -94,9 +94,13 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eva
     resolve_amp(options.amp, device)
 
     input_model = copy.deepcopy(model).cpu().eval() if dist.is_main else None
-    run_key = _run_key(recipe, options.seed, getattr(model.info, "sha256", None), train_data.sha256())
+    identity = getattr(train_data, "fingerprint", train_data.sha256)()  # streamed folders: files, not every pixel
+    run_key = _run_key(recipe, options.seed, getattr(model.info, "sha256", None), identity)
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
     trained = recipe.prepare(model, seed=options.seed).to(device).to(memory_format=memory_format)  # new modules drawn from --seed
+    if trained.info is not None and trained.info.label_names is None and getattr(train_data, "names_known", False):
+        # class names travel: the hardened model knows the training data's names (api.prepare_data checked any it had)
+        trained.info = dataclasses.replace(trained.info, label_names=list(train_data.class_names[:trained.info.num_classes]))
     dist.start(device)
     try:
         result = train(trained, recipe, train_set, holdout, options, dist, run_key, progress, log)
@@ -161,6 +165,8 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         "trained_by": f"hardenctl harden --recipe {recipe.name}",
     }
     model_path = save_model(final, out_dir / "model.safetensors", metadata)
+    if not getattr(final, "extra_tensors", None) and not final.info.metadata.get("fsr"):
+        write_config_json(final, out_dir)  # --out is a timm model folder where the architecture is unchanged
     after.model_sha256, after.model["path"] = sha256_file(model_path), str(model_path)
     selectable, selectable_label = recipe.selectable_epochs()
     notes = []

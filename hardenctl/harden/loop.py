@@ -21,6 +21,7 @@ from ..files import atomic_path
 from ..models import ImageClassifier
 from ..recipes import Recipe
 from .checkpoints import TrainResult, _check_resume_key, checkpoint_path, latest_checkpoint, read_checkpoint_state, select_best, write_train_log
+from .batches import augmentation_mode, epoch_batches
 from .data_prep import augment
 from .runtime import Distributed, Log, RunOptions, TrainProgress, resolve_amp, step_seed
 from .schedule import build_optimizer, learning_rate
@@ -69,6 +70,9 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: ImageDataset, holdo
     holdout_monitor = holdout.head(config.monitor_n) if holdout is not None else None
     monitor_batch = max(local_batch, 64)
     draws = recipe.monitor_eot()
+    data_config = getattr(getattr(model, "info", None), "data_config", None)
+    channels = getattr(getattr(model, "info", None), "in_chans", None) or train_set.channels
+    mode = augmentation_mode(config, data_config)
     for epoch in range(start_epoch, config.epochs):
         epoch_started = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -78,17 +82,17 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: ImageDataset, holdo
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         lr = config.lr
         recipe.begin_epoch(epoch)
-        for step in range(steps):
+        batches = epoch_batches(train_set, order, local_batch, steps, epoch, config, data_config, channels, options.seed,
+                                options.workers)
+        for step, (x, y) in enumerate(batches):
             lr = learning_rate(config, epoch, step, steps) * recipe.lr_factor(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            index = order[step * local_batch:(step + 1) * local_batch]
-            x = train_set.x[index]
-            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
             generator = torch.Generator().manual_seed(step_seed(options.seed, epoch, step))  # augmentation, attack start
-            x = augment(x, config, generator, dist.rank, dist.world_size)
+            if mode != "timm":  # timm's per-sample augmentation already ran in the loader
+                x = augment(x, config, generator, dist.rank, dist.world_size, mode)
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            y = train_set.y[index].to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
             if attack is not None:
                 attack.generator = generator
             torch.manual_seed(step_seed(options.seed, epoch, step, dist.rank))  # anything else random, e.g. dropout

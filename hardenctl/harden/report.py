@@ -1,6 +1,7 @@
 """The before/after report of a harden run: input vs hardened model, training curves, the saved epoch."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -72,7 +73,13 @@ class HardenReport:
         return what
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON values; each evaluation through its own ``Report.to_dict`` (per-sample results and
+        pictures stay out, intervals go in)."""
+        reports = {"input": self.input, "hardened": self.hardened, "other": self.other}
+        data = asdict(dataclasses.replace(self, input=None, hardened=None, other=None, extra_evaluations={}))
+        data.update({key: report.to_dict() if report is not None else None for key, report in reports.items()})
+        data["extra_evaluations"] = {label: report.to_dict() for label, report in self.extra_evaluations.items()}
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"

@@ -1,14 +1,14 @@
-"""How a run executes (not what it learns): run options, the DDP process group, mixed precision, seeds."""
+"""How a run executes (not what it learns): run options, the DDP process group (``hardenctl.distributed``), mixed precision, seeds."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ..distributed import Distributed  # noqa: F401  (re-exported: it lives below both harden and evaluate)
 from ..errors import UserError
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -31,55 +31,7 @@ class RunOptions:
     eval_n: int | None = 1000
     eval_options: dict[str, Any] = field(default_factory=dict)  # EvalConfig fields: suite, eps, apgd_steps, ...
     input_report: Any = None  # an earlier Report of the input model, reused when it was made with the same settings
-
-
-@dataclass
-class Distributed:
-    """Rank and world size under ``torchrun`` (one process without it)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "Distributed":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-    def start(self, device: torch.device) -> None:
-        import torch.distributed as dist
-
-        if self.world_size > 1 and not dist.is_initialized():
-            if device.type == "cuda":
-                torch.cuda.set_device(device)  # NCCL collectives use the current device
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-            self.owns_group = True
-
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over all processes."""
-        if self.world_size == 1:
-            return values
-        import torch.distributed as dist
-
-        tensor = torch.tensor(values, dtype=torch.float64)
-        if dist.get_backend() == "nccl":
-            tensor = tensor.cuda()
-        dist.all_reduce(tensor)
-        return tensor.cpu().tolist()
-
-    def close(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.owns_group = False
+    workers: int | None = None  # DataLoader workers for streamed (folder/tar) training data; None: cores, at most 8
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:

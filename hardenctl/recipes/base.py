@@ -64,8 +64,10 @@ class RecipeConfig:
     warmup_epochs: float = field(default=0.0, metadata=_at_least(0.0))
     grad_clip: float = field(default=0.0, metadata=_at_least(0.0))
     # data
-    augment: str = field(default="crop-flip", metadata=_choices("crop-flip", "crop", "flip", "none"))
+    augment: str = field(default="auto", metadata=_choices("auto", "timm", "crop-flip", "crop", "flip", "none"))
     crop_padding: int = field(default=4, metadata=_at_least(0))
+    rrc_scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata={"length": 2, "min": 0.0, "max": 1.0})
+    auto_augment: str = ""  # timm auto-augment policy string (e.g. rand-m9-mstd0.5); "" for none
     holdout_fraction: float = field(default=0.1, metadata={"min": 0.0, "max": 0.5})
     # training attack (L∞ PGD, model in eval mode)
     eps: float = field(default=8 / 255, metadata={"min": 0.0, "max": 1.0})
