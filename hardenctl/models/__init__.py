@@ -1,15 +1,28 @@
-"""Models: checkpoint I/O, the metadata that travels with a model, and the normalised classifier.
+"""Models: checkpoint I/O, the data config that travels with a model, and the normalised classifier.
 
-``metadata`` parses what exporters write (no torch), ``checkpoint`` reads files without unpickling code,
-``classifier`` is the [0, 1]-pixel wrapper every attack sees, ``load`` builds timm models and saves them.
+``metadata`` parses what exporters write, ``data_config`` resolves how images are prepared (both without
+torch, so the CLI can check flags before importing it), ``sources`` finds files, folders and hf-hub models,
+``checkpoint`` reads files without unpickling code, ``classifier`` is the [0, 1]-pixel wrapper every attack
+sees, ``load`` builds timm models and saves them. Names are imported on first use.
 """
-from .checkpoint import TORCH_SUFFIXES, read_checkpoint
-from .classifier import ImageClassifier, ModelInfo, wrap_model
-from .data_config import DataConfig, resolve_data_config
-from .load import create_timm_model, load_model, resolve_device, save_model, timm_cfg, write_config_json
-from .metadata import parse_metadata
-from .sources import ModelSource, resolve_source
+from __future__ import annotations
 
-__all__ = ["DataConfig", "ImageClassifier", "ModelInfo", "ModelSource", "TORCH_SUFFIXES", "create_timm_model", "load_model",
-           "parse_metadata", "read_checkpoint", "resolve_data_config", "resolve_device", "resolve_source", "save_model",
-           "timm_cfg", "wrap_model", "write_config_json"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TORCH_SUFFIXES": "checkpoint", "read_checkpoint": "checkpoint",
+    "ImageClassifier": "classifier", "ModelInfo": "classifier", "wrap_model": "classifier",
+    "DataConfig": "data_config", "resolve_data_config": "data_config",
+    "create_timm_model": "load", "load_model": "load", "resolve_device": "load", "save_model": "load", "timm_cfg": "load",
+    "write_config_json": "load",
+    "parse_metadata": "metadata",
+    "ModelSource": "sources", "resolve_source": "sources",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
