@@ -63,8 +63,9 @@ def prepare_data(model: nn.Module, data: Dataset) -> Dataset:
     info = getattr(model, "info", None)
     if info is None:
         return data
-    if info.input_size is None:
-        info.set_input_size(data.image_size, "data")
+    if info.input_size is None:  # decided with the data: its own size, or the architecture's for photos of mixed sizes
+        prepared_by = getattr(data, "config", None)
+        info.set_input_size(data.image_size, getattr(prepared_by, "sources", {}).get("input_size", "data"))
     elif tuple(info.input_size) != tuple(data.image_size):
         h, w = info.input_size
         raise UserError(f"images are {data.image_size[0]}x{data.image_size[1]} but the model is declared for {h}x{w} "

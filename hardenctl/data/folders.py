@@ -274,6 +274,10 @@ def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataCo
             raise _unreadable(f"{readers.filename(reader, int(index))} ({_describe(exc)})") from None
     if not sizes:
         raise UserError(f"no readable images in {source}", "check the --data path")
+    if len(sizes) > 1 and config is not None and config.default_input_size is not None:
+        # photos of many sizes and nothing declared: the architecture's own input size, named as the source
+        return replace(config, input_size=tuple(config.default_input_size),
+                       sources={**config.sources, "input_size": config.default_source})
     if len(sizes) > 1:
         shown = ", ".join(f"{h}x{w} ({Path(file).name})" for (h, w), file in list(sizes.items())[:3])
         raise UserError(f"images in {source} have different sizes ({shown}, ...)",

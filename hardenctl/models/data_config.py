@@ -36,6 +36,8 @@ class DataConfig:
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     sources: dict[str, str] = field(default_factory=dict)
     default_crop_pct: float = DEFAULT_CROP_PCT  # used for images of another size when crop_pct is undeclared
+    default_input_size: tuple[int, int] | None = None  # the architecture's own size: for photos of mixed sizes, undeclared
+    default_source: str = "timm default"  # what the two defaults are named in reports
 
     @property
     def crop_declared(self) -> bool:
@@ -118,6 +120,8 @@ def resolve_data_config(declared: list[tuple[str, Mapping[str, Any]]], flags: Ma
         std=tuple(float(v) for v in values.get("std", (0.5, 0.5, 0.5))),
         sources=sources,
         default_crop_pct=float(arch_cfg.get("crop_pct") or DEFAULT_CROP_PCT),
+        default_input_size=arch_input_size(arch_cfg),
+        default_source=arch_source,
     )
     return config
 

@@ -153,11 +153,11 @@ def load_model(
     recorded = meta.get("hardenctl", {})  # what hardenctl wrote: recipe, surgery ({} when absent or not an object)
     atop = recorded.get("atop")
     if atop is not None:  # an AToP composite: the purifier's tensors are rebuilt separately (hardenctl.purifier)
-        from ..purifier import split_tensors
+        from .purifier import split_tensors
 
         state, purifier_state = split_tensors(state)
     if recorded.get("fsr"):  # FSR modules must exist before their weights load
-        from ..fsr_module import restore_fsr
+        from .fsr import restore_fsr
 
         restore_fsr(net, recorded["fsr"], int(num_classes))
     try:
@@ -191,7 +191,7 @@ def load_model(
     )
     model = ImageClassifier(net, data_config.mean, data_config.std, info)
     if atop is not None:
-        from ..purifier import restore_composite
+        from .purifier import restore_composite
 
         model = restore_composite(model, atop, purifier_state)
     return model.to(device).eval()

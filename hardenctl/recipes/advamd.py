@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..aux_bn import add_aux_bn, bn_route, remove_aux_bn
+from ..models.aux_bn import add_aux_bn, bn_route, remove_aux_bn
 from .base import Recipe, RecipeConfig
 
 VULNERABILITY = ("p_true", "loss_gap", "none")

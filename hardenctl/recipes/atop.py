@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..attacks import FGSM, PGD
 from ..errors import UserError
-from ..purifier import TRANSFORMS, PurifiedClassifier, RandomTransform, TransformConfig, new_purifier
+from ..models.purifier import TRANSFORMS, PurifiedClassifier, RandomTransform, TransformConfig, new_purifier
 from .base import Recipe, RecipeConfig
 
 BPDA_LABEL = "classifier-only attack (BPDA, optimistic)"

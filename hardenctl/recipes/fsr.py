@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..fsr_module import LAST, FSRModule, FSRParts, fsr_metadata, fsr_modules, insert_fsr
+from ..models.fsr import LAST, FSRModule, FSRParts, fsr_metadata, fsr_modules, insert_fsr
 from .base import LossFn, Recipe, RecipeConfig
 from .mart import mart_loss, strongest_wrong_class
 from .trades import base_attack_loss, trades_loss

@@ -131,3 +131,20 @@ def test_label_names_must_match_the_class_count(tmp_path):
     folder = timm_folder(tmp_path / "m", CFG, ["a", "b"])
     with pytest.raises(UserError, match="names 2 classes but the classifier has 4"):
         load_model(folder)
+
+
+def test_photos_of_mixed_sizes_with_nothing_declared_use_the_architecture_size(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import hardenctl
+
+    for i, (h, w) in enumerate([(40, 60), (50, 30), (64, 64)]):
+        (tmp_path / "photos" / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(tmp_path / "photos" / "a" / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(create_timm_model("resnet10t", 1).state_dict(), tmp_path / "bare.pt")
+    model = hardenctl.load_model(tmp_path / "bare.pt", arch="resnet10t")
+    data = hardenctl.load_data(str(tmp_path / "photos"), model, workers=0)
+    assert data.image_size == (176, 176)  # resnet10t's pretrained_cfg input size
+    assert model.info.input_size == (176, 176) and model.info.data_config.sources["input_size"] == "timm pretrained_cfg of resnet10t"

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from torch import nn
 
 from hardenctl import api
-from hardenctl.aux_bn import bn_route, dual_bn_layers
+from hardenctl.models.aux_bn import bn_route, dual_bn_layers
 from hardenctl.data import load_dataset
 from hardenctl.errors import UserError
 from hardenctl.models import create_timm_model

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hardenctl.errors import UserError
-from hardenctl.fsr_module import FSRModule, gumbel_sigmoid_mask
+from hardenctl.models.fsr import FSRModule, gumbel_sigmoid_mask
 from hardenctl.harden import TrainingPGD, training_step
 from hardenctl.models import create_timm_model, wrap_model
 from hardenctl.recipes import REGISTRY, describe, load_recipe, recipe_path
@@ -230,7 +230,7 @@ def test_the_recipe_file_documents_every_key_and_has_the_papers_defaults():
     c = load_recipe("fsr").config
     assert (c.stages, c.tau, c.lambda_sep, c.lambda_rec, c.base, c.hidden) == (("last",), 0.1, 1.0, 1.0, "pgd-at", 64)
     assert c.eps == pytest.approx(8 / 255) and c.attack_alpha == pytest.approx(2 / 255)
-    assert (c.attack_steps, c.attack_start, c.augment, c.crop_padding) == (10, "uniform", "crop-flip", 4)
+    assert (c.attack_steps, c.attack_start, c.augment, c.crop_padding) == (10, "uniform", "auto", 4)  # auto: crop-flip at 32 px, as the paper
     assert (c.lr, c.momentum, c.weight_decay, c.epochs, c.batch_size) == (0.1, 0.9, 5e-4, 100, 128)
     assert [max(1, round(m * c.epochs)) + 1 for m in c.milestones] == [75, 90]  # 1-based epochs of the lr drops
     assert "[ours]" in text and Fsr.interpretation

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import UserError
-from .models import ImageClassifier
+from ..errors import UserError
+from .classifier import ImageClassifier
 
 TRANSFORMS = ("rt1", "rt2", "rt3")
 ATOP_FORMAT = 1

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from hardenctl.aux_bn import DualBatchNorm, add_aux_bn, bn_route, dual_bn_layers, remove_aux_bn
+from hardenctl.models.aux_bn import DualBatchNorm, add_aux_bn, bn_route, dual_bn_layers, remove_aux_bn
 from hardenctl.models import create_timm_model
 
 

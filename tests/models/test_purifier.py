@@ -13,7 +13,7 @@ from hardenctl.data import load_dataset
 from hardenctl.errors import UserError
 from hardenctl.evaluate import EvalConfig, evaluate
 from hardenctl.models import ImageClassifier, create_timm_model, load_model, save_model, wrap_model
-from hardenctl.purifier import (
+from hardenctl.models.purifier import (
     PURIFIER_PREFIX,
     InpaintingPurifier,
     PurifiedClassifier,

@@ -11,7 +11,8 @@ import hardenctl
 from hardenctl.attacks import PGD
 from hardenctl.data import load_dataset
 from hardenctl.errors import UserError
-from hardenctl.fsr_module import FSRModule, FSRStage, describe_lines, describe_model, fsr_modules, fsr_stages
+from hardenctl.models.fsr import FSRModule, FSRStage, fsr_modules, fsr_stages
+from hardenctl.models.info import describe_lines, describe_model
 from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
 from hardenctl.recipes import load_recipe
 
