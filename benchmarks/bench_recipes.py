@@ -68,9 +68,22 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "recipes")
     parser.add_argument("--no-results-md", action="store_true", help="do not touch benchmarks/RESULTS.md")
     parser.add_argument("--render", action="store_true", help="only rebuild the RESULTS.md section from the run in --out")
-    parser.add_argument("--study", default="recipes", choices=("recipes", "cost-sensitive", "advamd", "atop"),
-                        help="recipes: the arms of --recipes (issues 3, 4); cost-sensitive, advamd, atop: issues 7, 5, 6 "
+    parser.add_argument("--study", default="recipes", choices=("recipes", "cost-sensitive", "advamd", "atop", "finetune"),
+                        help="recipes: the arms of --recipes (issues 3, 4); cost-sensitive, advamd, atop, finetune: issues 7, 5, 6, 13 "
                              "(atop: benchmarks/atop_study.py, --eval-n 200 recommended)")
+    parser.add_argument("--ft-recipes", default="pgd-at,mart", help="finetune study: recipes of the CIFAR-10 arms")
+    parser.add_argument("--ft-epochs", type=int, default=4,
+                        help="finetune study: epochs of every CIFAR-10 arm; each arm runs the same training attack, so equal epochs are "
+                             "an equal wall-clock budget (the measured seconds are reported); the paper profile's schedule is "
+                             "compressed to these epochs (its milestones are fractions)")
+    parser.add_argument("--ft-eval-n", type=int, default=200, help="finetune study: test images of the per-epoch standard suite")
+    parser.add_argument("--ft-parts", default="cifar,woof", help="finetune study: cifar (profiles on CIFAR-10), woof (imagewoof)")
+    parser.add_argument("--woof-size", type=int, default=128, help="finetune study: imagewoof input size in pixels")
+    parser.add_argument("--woof-pretrain-epochs", type=int, default=8, help="finetune study: clean epochs of the imagewoof input model")
+    parser.add_argument("--woof-epochs", type=int, default=2, help="finetune study: epochs of every imagewoof arm")
+    parser.add_argument("--woof-eval-n", type=int, default=100, help="finetune study: imagewoof val images evaluated")
+    parser.add_argument("--woof-eps", default="2,4", help="finetune study: imagewoof L-inf radii, in 1/255")
+    parser.add_argument("--woof-attacks", default="pgd,fgsm-rs", help="finetune study: imagewoof training attacks (pgd: PGD-10)")
     parser.add_argument("--protected", default="3,5", help="cost-sensitive study: protected class ids (3, 5 = cat, dog)")
     parser.add_argument("--small-eps-n", type=int, default=500, help="cost-sensitive study: images of the 2/255 evaluation")
     parser.add_argument("--advamd-epochs", type=int, default=3, help="advamd study: fine-tuning epochs of every arm")
@@ -85,7 +98,8 @@ def arguments() -> argparse.Namespace:
 def common_overrides(args: argparse.Namespace, epochs: int, recipe: str) -> dict:
     """What every arm shares: the fairness rules of RECIPES.md (``standard`` keeps its 0 attack steps)."""
     attack = {} if recipe == "standard" else {"attack_steps": 10, "attack_alpha": 2 / 255}
-    return {"epochs": epochs, "batch_size": 128, "optimizer": "sgd", "lr": args.lr, "momentum": 0.9, "weight_decay": 5e-4,
+    profile = {} if recipe == "standard" else {"profile": "paper"}  # the runs in RESULTS.md predate profiles: the paper values
+    return {**profile, "epochs": epochs, "batch_size": 128, "optimizer": "sgd", "lr": args.lr, "momentum": 0.9, "weight_decay": 5e-4,
             "schedule": "cosine", "warmup_epochs": 0, "augment": "crop-flip", "crop_padding": 4, "holdout_fraction": 0.05,
             "eps": 8 / 255, "monitor_n": 250, "monitor_steps": 10, **attack}
 
@@ -495,6 +509,201 @@ def advamd_markdown(args, rows: list[dict], input_full: float, n_full: int) -> s
     return "\n".join(lines)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# issue 13: harden a pretrained model without wrecking it (the finetune profile) vs the papers' schedules
+# ---------------------------------------------------------------------------------------------
+FINETUNE_HEADING = "## Profiles: finetune vs paper (issue 13)"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+WOOF = CIFAR.parent / "imagewoof"
+
+
+def ft_arms(args) -> list[tuple[str, str, str, dict]]:
+    """(name, directory, recipe, overrides) of the CIFAR-10 arms: per recipe, finetune, paper from random init, paper from the checkpoint."""
+    arms = []
+    for recipe in args.ft_recipes.split(","):
+        common = {"epochs": args.ft_epochs, "holdout_fraction": 0.05, "monitor_n": 250, "eps": 8 / 255, "attack_alpha": 2 / 255}
+        arms += [(f"{recipe} finetune", f"{recipe}-finetune", recipe, {**common, "profile": "finetune"}),
+                 (f"{recipe} paper --reinit", f"{recipe}-paper-reinit", recipe, {**common, "profile": "paper", "reinit": True}),
+                 (f"{recipe} paper from the checkpoint", f"{recipe}-paper", recipe, {**common, "profile": "paper"})]
+    return arms
+
+
+def epoch_model(input_path: Path, checkpoint: Path):
+    """The model of a finished epoch as it would ship (the EMA weights when the run kept them)."""
+    from hardenctl.harden import read_checkpoint_state
+
+    model = api.load_model(input_path)
+    state = read_checkpoint_state(checkpoint)
+    model.load_state_dict(state["ema"] if "ema" in state else state["model"])
+    return model.eval()
+
+
+def per_epoch_suite(args, arm_dir: Path, input_path: Path, test_data, eps: float, n: int, log) -> list[dict]:
+    """Clean and standard-suite robust accuracy of every epoch's weights (cached in arm_dir/epoch_eval)."""
+    from hardenctl.harden import checkpoint_path
+
+    rows = []
+    history = [json.loads(line) for line in (arm_dir / "train_log.jsonl").read_text().splitlines()]
+    for record in history:
+        cache = arm_dir / "epoch_eval" / f"epoch_{record['epoch']:04d}.json"
+        if not cache.is_file():
+            log(f"  {arm_dir.name}: standard suite on epoch {record['epoch']}")
+            report = api.evaluate(epoch_model(input_path, checkpoint_path(arm_dir, record["epoch"])), test_data.head(n), suite="standard",
+                                  eps=eps, n=n, seed=args.seed, apgd_steps=args.apgd_steps, square_queries=args.square_queries)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(cache, json.dumps({"clean": report.clean_accuracy, "robust": report.robust_accuracy}))
+        rows.append({"epoch": record["epoch"], **json.loads(cache.read_text()), "train_seconds": record["train_seconds"],
+                     "holdout_clean": record["holdout_clean_accuracy"], "holdout_robust": record["holdout_robust_accuracy"],
+                     "lr": record["lr"]})
+    return rows
+
+
+def finetune_study(args, out: Path, input_path: Path, train_data, test_full, log) -> str:
+    """Both parts of the issue-13 study (each resumable), then the RESULTS.md section."""
+    parts = set(args.ft_parts.split(","))
+    results_path = out / "finetune" / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if "cifar" in parts:
+        results["cifar"] = finetune_cifar(args, out / "finetune", input_path, train_data, test_full, log)
+        atomic_write(results_path, json.dumps(results, indent=2))
+    if "woof" in parts:
+        results["woof"] = finetune_woof(args, out / "finetune" / "woof", log)
+        atomic_write(results_path, json.dumps(results, indent=2))
+    return finetune_markdown(args, results)
+
+
+def finetune_cifar(args, out: Path, input_path: Path, train_data, test_full, log) -> dict:
+    test_data = test_full.head(args.ft_eval_n)
+    cache = out / "input_eval.json"
+    if not cache.is_file():
+        log(f"evaluating the input model (standard suite, {args.ft_eval_n} test images)")
+        report = api.evaluate(api.load_model(input_path), test_data, suite="standard", eps=8 / 255, n=args.ft_eval_n, seed=args.seed,
+                              apgd_steps=args.apgd_steps, square_queries=args.square_queries)
+        atomic_write(cache, json.dumps({"clean": report.clean_accuracy, "robust": report.robust_accuracy}))
+    arms = []
+    for name, directory, recipe, overrides in ft_arms(args):
+        arm_dir = out / directory
+        if not (arm_dir / "report.json").is_file():
+            log(f"hardening: {name}, {args.ft_epochs} epochs")
+            api.harden(input_path, recipe=recipe, data=train_data, out=arm_dir, overrides=overrides, resume=True, log=log,
+                       eval_data=test_data, eval_n=args.ft_eval_n, suite="quick", eps=8 / 255, seed=args.seed, device="cpu",
+                       channels_last=args.channels_last)
+        report = json.loads((arm_dir / "report.json").read_text())
+        epochs = per_epoch_suite(args, arm_dir, input_path, test_data, 8 / 255, args.ft_eval_n, log)
+        arms.append({"arm": name, "recipe": recipe, "profile": report["profile"], "reinit": report["recipe_config"]["reinit"],
+                     "decisions": report.get("decisions", []), "lr": report["recipe_config"]["lr"],
+                     "optimizer": report["recipe_config"]["optimizer"], "epochs": epochs,
+                     "input_holdout": [report["history"][0]["input_holdout_clean_accuracy"], report["history"][0]["input_holdout_robust_accuracy"]],
+                     "saved_epoch": report["selected_epoch"]})
+        log(f"{name}: " + "; ".join(f"epoch {e['epoch']} clean {e['clean']:.1%} robust {e['robust']:.1%}" for e in epochs))
+    return {"input": json.loads(cache.read_text()), "arms": arms, "train_n": len(train_data), "eval_n": args.ft_eval_n}
+
+
+def woof_input(args, out: Path, log) -> Path:
+    """A resnet10t trained cleanly on the imagewoof training folder at --woof-size px: the pretrained model a user brings."""
+    from hardenctl.models import create_timm_model, save_model, wrap_model
+
+    size = (args.woof_size, args.woof_size)
+    init = out / "init.safetensors"
+    if not init.is_file():
+        torch.manual_seed(args.seed)
+        net = create_timm_model(args.arch, num_classes=10, in_chans=3)
+        save_model(wrap_model(net, args.arch, 10, IMAGENET_MEAN, IMAGENET_STD, input_size=size, source="bench"), init)
+    pretrain = out / "pretrain"
+    if not (pretrain / "model.safetensors").is_file():
+        log(f"imagewoof: clean training of {args.arch} at {args.woof_size} px for {args.woof_pretrain_epochs} epochs")
+        api.harden(init, recipe="standard", data=str(WOOF / "train"), out=pretrain, resume=True, log=log,
+                   overrides={"epochs": args.woof_pretrain_epochs, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "warmup_epochs": 1,
+                              "holdout_fraction": 0.1, "monitor_n": 100, "select": "last", "rrc_scale": [0.35, 1.0]},
+                   eval_data=str(WOOF / "val"), eval_n=50, suite="quick", eps=2 / 255, seed=args.seed, device="cpu",
+                   channels_last=args.channels_last)
+    return pretrain / "model.safetensors"
+
+
+def finetune_woof(args, out: Path, log) -> dict:
+    input_path = woof_input(args, out, log)
+    arms = []
+    input_reports: dict[float, object] = {}
+    for eps_255 in (float(e) for e in args.woof_eps.split(",")):
+        eps = eps_255 / 255
+        for attack in args.woof_attacks.split(","):
+            name = f"pgd-at finetune, {'PGD-10' if attack == 'pgd' else 'FGSM-RS'}, {eps_255:g}/255"
+            arm_dir = out / f"pgd-at-{attack}-eps{eps_255:g}"
+            if not (arm_dir / "report.json").is_file():
+                log(f"hardening imagewoof: {name}")
+                result = api.harden(input_path, recipe="pgd-at", data=str(WOOF / "train"), out=arm_dir, resume=True, log=log,
+                                    overrides={"profile": "finetune", "epochs": args.woof_epochs, "batch_size": 64, "eps": eps,
+                                               "attack_alpha": eps / 4, "attack": attack, "holdout_fraction": 0.1, "monitor_n": 100,
+                                               "rrc_scale": [0.35, 1.0]},
+                                    eval_data=str(WOOF / "val"), eval_n=args.woof_eval_n, suite="standard", eps=eps, seed=args.seed,
+                                    device="cpu", channels_last=args.channels_last, input_report=input_reports.get(eps),
+                                    eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries})
+                input_reports[eps] = result.report.input
+            report = json.loads((arm_dir / "report.json").read_text())
+            arms.append({"arm": name, "eps_255": eps_255, "attack": attack,
+                         "input": [report["input"]["clean_accuracy"], report["input"]["robust_accuracy"]],
+                         "hardened": [report["hardened"]["clean_accuracy"], report["hardened"]["robust_accuracy"]],
+                         "history": [{k: h.get(k) for k in ("epoch", "holdout_clean_accuracy", "holdout_robust_accuracy",
+                                                            "guard_fgsm_accuracy", "collapsed", "train_seconds", "lr")}
+                                     for h in report["history"]],
+                         "input_holdout": [report["history"][0]["input_holdout_clean_accuracy"],
+                                           report["history"][0]["input_holdout_robust_accuracy"]],
+                         "collapses": report.get("collapses", []), "lr": report["recipe_config"]["lr"],
+                         "saved_epoch": report["selected_epoch"]})
+            log(f"{name}: clean {arms[-1]['input'][0]:.1%} → {arms[-1]['hardened'][0]:.1%}, robust {arms[-1]['input'][1]:.1%} → "
+                f"{arms[-1]['hardened'][1]:.1%}")
+    return {"arms": arms, "size": args.woof_size, "eval_n": args.woof_eval_n, "pretrain_epochs": args.woof_pretrain_epochs,
+            "epochs": args.woof_epochs}
+
+
+def finetune_markdown(args, results: dict) -> str:
+    lines = [FINETUNE_HEADING, "",
+             f"Command: `python benchmarks/bench_recipes.py --study finetune ...` (hardenctl {__version__}, torch {torch.__version__}, "
+             f"{args.threads} CPU threads).", ""]
+    cifar = results.get("cifar")
+    if cifar:
+        arm = cifar["arms"][0] if cifar["arms"] else None
+        lines += [f"**CIFAR-10.** Input: `{args.arch}` trained cleanly (clean {cifar['input']['clean']:.1%}, robust "
+                  f"{cifar['input']['robust']:.1%} on the first {cifar['eval_n']} test images). Every arm: {args.ft_epochs} epochs on "
+                  f"{cifar['train_n']} training images (5% held out), PGD-10 at L∞ 8/255 (the recipe's own start and step), batch 128, "
+                  "seed " + str(args.seed) + "; the same attack and epochs, so the same wall-clock budget (train seconds below). "
+                  "`finetune`: the profile's defaults compressed to these epochs (lr " + (f"{arm['lr']:g}" if arm else "auto") +
+                  " SGD, half-epoch warm-up, cosine, ε warm-up over 20% of the steps). `paper`: the published schedule compressed "
+                  "to these epochs (lr 0.1 from step one, its milestones as fractions), from the checkpoint or from random weights "
+                  f"(`--reinit`). Per epoch: clean and standard-suite robust accuracy (APGD-CE → APGD-T → Square-{args.square_queries}, "
+                  f"APGD {args.apgd_steps} steps) of that epoch's weights on the first {cifar['eval_n']} test images.", "",
+                  "| arm | " + " | ".join(f"epoch {e}" for e in range(1, args.ft_epochs + 1)) + " | train s / epoch |",
+                  "|---" * (args.ft_epochs + 2) + "|",
+                  f"| input | {cifar['input']['clean']:.1%} / {cifar['input']['robust']:.1%} |" + " |" * args.ft_epochs]
+        for arm in cifar["arms"]:
+            cells = [f"{e['clean']:.1%} / {e['robust']:.1%}" for e in arm["epochs"]]
+            cells += [""] * (args.ft_epochs - len(cells))
+            seconds = statistics.mean(e["train_seconds"] for e in arm["epochs"]) if arm["epochs"] else float("nan")
+            lines.append(f"| {arm['arm']} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+        lines += ["", "Cells: clean / robust (standard suite, worst case)."]
+        se = (0.25 / cifar["eval_n"]) ** 0.5
+        lines += [f"Noise: binomial standard error ≤ {se:.1%} at n = {cifar['eval_n']}; one seed.", ""]
+    woof = results.get("woof")
+    if woof:
+        lines += [f"**Imagewoof at {woof['size']} px.** Input: `{args.arch}` trained cleanly on the 1,000-image imagewoof training "
+                  f"folder for {woof['pretrain_epochs']} epochs (timm RandomResizedCrop 0.35–1 + flip). Every arm: the `finetune` "
+                  f"profile of `pgd-at` for {woof['epochs']} epochs (batch 64), training attack PGD-10 (step ε/4) or FGSM-RS "
+                  "(`attack: fgsm-rs`, one step of 1.25ε from a uniform start) at the ε of the row. Evaluation: the first "
+                  f"{woof['eval_n']} val images, standard suite at the same ε.", "",
+                  "| arm | input clean / robust | hardened clean / robust | held-out per epoch (clean / PGD-10, FGSM) | collapses | train s / epoch |",
+                  "|---|---|---|---|---|---|"]
+        for arm in woof["arms"]:
+            per_epoch = "; ".join(f"{h['holdout_clean_accuracy']:.0%} / {h['holdout_robust_accuracy']:.0%}"
+                                  + (f", {h['guard_fgsm_accuracy']:.0%}" if h.get("guard_fgsm_accuracy") is not None else "")
+                                  for h in arm["history"])
+            seconds = statistics.mean(h["train_seconds"] for h in arm["history"])
+            lines.append(f"| {arm['arm']} | {arm['input'][0]:.1%} / {arm['input'][1]:.1%} | {arm['hardened'][0]:.1%} / "
+                         f"{arm['hardened'][1]:.1%} | {per_epoch} | {len(arm['collapses'])} | {seconds:.0f} |")
+        se = (0.25 / woof["eval_n"]) ** 0.5
+        lines += ["", f"Noise: binomial standard error ≤ {se:.1%} at n = {woof['eval_n']}; one seed.", ""]
+    return "\n".join(lines)
+
 # ---------------------------------------------------------------------------------------------
 def main() -> int:
     args = arguments()
@@ -541,6 +750,12 @@ def main() -> int:
                                  eval_n=args.eval_n, log=log, channels_last=args.channels_last)
         if not args.no_results_md:
             update_section(ATOP_HEADING, section)
+        print(section)
+        return 0
+    if args.study == "finetune":
+        section = finetune_study(args, out, input_path, train_data, load_dataset(str(CIFAR / "test.npz")), log)
+        if not args.no_results_md:
+            update_section(FINETUNE_HEADING, section)
         print(section)
         return 0
     if args.study == "advamd":

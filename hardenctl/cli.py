@@ -1,6 +1,9 @@
 """``hardenctl`` command line: parse, call the API, print through one output sink.
 
 Exit codes: 0 success and every gate passed · 1 a gate failed · 2 bad input or usage.
+
+torch and timm take seconds to import, so this module imports them (through ``api``) only inside
+the commands that need them: ``--help``, ``--version``, ``recipes`` and argument errors answer at once.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import api
-from .errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, UserError
-from .gates import apply_gates, describe_failure
+from . import __version__
+from .errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, UserError, missing_file
+from .gates import CHECK_NAMES, apply_gates, check_comparable, describe_failure
 from .report import Report, load_report, write_outputs
 
 try:  # typer >= 0.20 carries its own copy of click
@@ -26,6 +29,37 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Make timm image classifiers robust to adversarial attacks, and measure it honestly.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"hardenctl {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit")] = False,
+) -> None:
+    """Make timm image classifiers robust to adversarial attacks, and measure it honestly."""
+
+
+def _api():
+    """The API module, imported on first use (it imports torch and timm)."""
+    from . import api
+
+    return api
+
+
+def _require_model(spec: str) -> None:
+    """A mistyped path is a one-line error before torch is imported (``hf-hub:`` specs are checked when loaded)."""
+    text = str(spec)
+    if text.startswith(("hf-hub:", "hf_hub:")):
+        return
+    path = Path(text.split(":", 1)[1] if text.startswith("local-dir:") else text)
+    if not path.exists():
+        raise missing_file(path, "model folder" if text.startswith("local-dir:") else "checkpoint")
 
 
 class Output:
@@ -38,11 +72,11 @@ class Output:
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(message)
+            self.err.print(message, soft_wrap=True)
 
     def warn(self, message: str) -> None:
         if not self.as_json or not self.quiet:
-            self.err.print(f"[yellow]warning:[/yellow] {message}")
+            self.err.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
     def table(self, renderable) -> None:
         if not self.quiet and not self.as_json:
@@ -137,14 +171,41 @@ def parse_fraction(value: Optional[float], option: str) -> Optional[float]:
 # ---------------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------------
-Checkpoint = Annotated[Path, typer.Argument(help="Model: .safetensors, timm train.py .pth/.pth.tar, or a state_dict .pt")]
+Checkpoint = Annotated[str, typer.Argument(help="Model: .safetensors, timm train.py .pth/.pth.tar, a state_dict .pt, a timm model folder (config.json + weights; also local-dir:PATH) or hf-hub:ORG/NAME")]
 # Model-loading options shared by every command that reads a checkpoint.
 ArchOption = Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")]
 NumClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")]
 MeanOption = Annotated[Optional[str], typer.Option(help="Normalisation mean r,g,b (when the checkpoint has none)")]
 StdOption = Annotated[Optional[str], typer.Option(help="Normalisation std r,g,b")]
-InputSizeOption = Annotated[Optional[str], typer.Option(help="Declared input size H,W (passed to timm as img_size where needed)")]
-ResizeOption = Annotated[bool, typer.Option(help="Resize the data to the declared input size")]
+InputSizeOption = Annotated[Optional[str], typer.Option(help="Input size H,W: overrides the model's data config (passed to timm as img_size where needed)")]
+ResizeOption = Annotated[bool, typer.Option(help="Stretch every image to the input size (same as --crop-mode squash --crop-pct 1)")]
+CropPctOption = Annotated[Optional[str], typer.Option(help="Eval resize: short side to size/crop_pct, then centre crop, as timm does (0 < p <= 1)")]
+InterpolationOption = Annotated[Optional[str], typer.Option(help="Resize interpolation: bilinear, bicubic, nearest, lanczos, box, hamming")]
+CropModeOption = Annotated[Optional[str], typer.Option(help="timm crop mode: center, squash or border")]
+WorkersOption = Annotated[Optional[int], typer.Option(help="DataLoader worker processes for image folders (default: cores available, at most 8; 0: in-process)")]
+SkipUnreadableOption = Annotated[bool, typer.Option(help="Skip corrupt or unreadable images (counted in the report) instead of stopping")]
+
+
+def model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode) -> dict:
+    """The model-loading and data-config flags shared by every command that reads a model, parsed and checked."""
+    from .models.data_config import check_crop_mode, check_crop_pct, check_interpolation
+
+    if resize and (crop_pct is not None or crop_mode is not None):
+        raise UserError("--resize is --crop-mode squash --crop-pct 1; it cannot be combined with either", "give one of them")
+    options = dict(arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"), std=parse_list(std, "--std"),
+                   input_size=parse_size(input_size),
+                   crop_pct=check_crop_pct(parse_number(crop_pct, "--crop-pct")) if crop_pct is not None else None,
+                   interpolation=check_interpolation(interpolation) if interpolation is not None else None,
+                   crop_mode=check_crop_mode(crop_mode) if crop_mode is not None else None)
+    if resize:
+        options.update(crop_mode="squash", crop_pct=1.0)
+    return options
+
+
+def data_options(workers: Optional[int], skip_unreadable: bool) -> dict:
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}", "pass e.g. --workers 4 (0: read in the main process)")
+    return dict(workers=workers, skip_unreadable=skip_unreadable)
 
 
 @app.command("eval")
@@ -157,6 +218,11 @@ def eval_command(
     std: StdOption = None,
     input_size: InputSizeOption = None,
     resize: ResizeOption = False,
+    crop_pct: CropPctOption = None,
+    interpolation: InterpolationOption = None,
+    crop_mode: CropModeOption = None,
+    workers: WorkersOption = None,
+    skip_unreadable: SkipUnreadableOption = False,
     n: Annotated[int, typer.Option(help="Evaluate the first n samples")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 128,
     eps: Annotated[str, typer.Option(help="Perturbation radius in [0,1] pixel units; fractions like 8/255 are fine")] = "8/255",
@@ -177,16 +243,36 @@ def eval_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
     min_clean_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this clean accuracy")] = None,
     min_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy")] = None,
-    baseline: Annotated[Optional[Path], typer.Option(help="Gate: compare with an earlier report.json")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Gate: compare with an earlier report.json (same eps, norm, suite, n and data)")] = None,
     max_drop: Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop from --baseline (default 0)")] = None,
-    strict: Annotated[bool, typer.Option(help="Fail the gate when any sanity check fails")] = False,
+    baseline_samples: Annotated[Optional[Path], typer.Option(help="The --baseline's per-sample results (its --samples file) for a paired, per-sample comparison; default: the file the baseline report recorded, else BASELINE.samples.jsonl beside it")] = None,
+    gate_on: Annotated[str, typer.Option(help="--min-*-acc gates compare with the point estimate (point) or the 95% Wilson interval's lower bound (lower)")] = "point",
+    samples: Annotated[Optional[Path], typer.Option(help="Write per-sample results here (JSON lines, with a header naming this report)")] = None,
+    strict: Annotated[bool, typer.Option(help="A failed sanity check fails the gate (default); --no-strict accepts every failure, recorded in the report")] = True,
+    allow_check: Annotated[Optional[list[str]], typer.Option(help="Accept this failed sanity check knowingly (repeatable); recorded in the report")] = None,
     protected: Annotated[Optional[str], typer.Option(help="Protected classes, ids or class names, e.g. 3,5: adds their clean/robust accuracy and the cost-weighted robust error")] = None,
     protected_cost: Annotated[float, typer.Option(help="Cost of misclassifying a protected class (others cost 1)")] = 10.0,
     min_protected_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy on protected classes (needs --protected)")] = None,
     fixed_mask: Annotated[bool, typer.Option(help="AToP composite: one noise and mask from --seed for every image (deterministic, for debugging; not the deployed defence)")] = False,
+    html: Annotated[Optional[Path], typer.Option(help="Write a self-contained HTML report here (tables, pictures and the eps curve embedded)")] = None,
+    pictures: Annotated[int, typer.Option(help="Adversarial examples drawn for the Markdown/HTML report, beside their clean images (0: none)")] = 8,
+    save_adversarial: Annotated[Optional[Path], typer.Option(help="Keep every sample's worst-case adversarial image in this directory (float32, lossless: one .npz per batch, named by sample index)")] = None,
+    resume_dir: Annotated[Optional[Path], typer.Option(help="Keep the evaluation's state in this directory, saved after every batch (one file per process)")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the killed evaluation whose state is in --resume-dir")] = False,
 ) -> None:
-    """Measure clean and robust accuracy of a checkpoint and gate on it."""
-    out = Output(quiet, as_json)
+    """Measure clean and robust accuracy of a checkpoint and gate on it.
+
+    Several GPUs, CPU processes or nodes: torchrun --nproc_per_node=N -m hardenctl eval ... (batches are split
+    over the processes; the report is the same as one process's, and only rank 0 writes it).
+    """
+    import os
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints and writes the report
+    out = Output(quiet or not main_process, as_json and main_process)
+    if resume and resume_dir is None:
+        raise UserError("--resume needs --resume-dir (where the killed evaluation kept its state)", "pass --resume-dir DIR")
+    if pictures < 0:
+        raise UserError(f"--pictures must be >= 0, got {pictures}", "pass e.g. --pictures 8, or 0 for none")
     if norm not in ("linf", "l2"):
         raise UserError(f"--norm must be linf or l2, got {norm!r}", "pass --norm linf or --norm l2")
     eps_value = parse_eps(eps, norm)
@@ -203,45 +289,96 @@ def eval_command(
         raise UserError(f"--protected-cost must be >= 0, got {protected_cost}", "pass e.g. --protected-cost 10")
     if max_drop is not None and baseline is None:
         raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
+    if baseline_samples is not None and baseline is None:
+        raise UserError("--baseline-samples needs --baseline", "pass --baseline old_report.json too")
+    if gate_on not in ("point", "lower"):
+        raise UserError(f"--gate-on must be point or lower, got {gate_on!r}", "pass --gate-on point or --gate-on lower")
     for value, option in ((n, "--n"), (batch_size, "--batch-size"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
+    unknown_checks = sorted(set(allow_check or ()) - set(CHECK_NAMES))
+    if unknown_checks:
+        raise UserError(f"--allow-check: unknown check {unknown_checks[0]!r}", f"use one of {', '.join(CHECK_NAMES)}")
+    baseline_report = load_report(baseline) if baseline else None
+    loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
+    reading = data_options(workers, skip_unreadable)
+    _require_model(checkpoint)
+    api = _api()
     config = dict(eps=eps_value, norm=norm, suite=suite, attacks=attack_names, n=n, batch_size=batch_size, seed=seed,
                   eot_samples=eot_samples, eps_sweep=sweep, apgd_steps=apgd_steps, square_queries=square_queries,
                   randomized=True if randomized else None)
-    api.EvalConfig(**config).build_attacks(eps_value, 1)  # validate suite/attack names before any loading
-    baseline_report = load_report(baseline) if baseline else None
+    eval_config = api.EvalConfig(**config)
+    eval_config.build_attacks(eps_value, 1)  # validate suite/attack names before any loading
+    if baseline_report is not None:
+        check_comparable({"eps": eps_value, "norm": norm, "suite": eval_config.suite_name(),
+                          "attacks": [a.name for a in eval_config.build_attacks(eps_value, 1)]}, baseline_report)
+        from .evaluate.samples import baseline_samples_candidates, load_baseline_samples
 
-    model = api.load_model(checkpoint, arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"),
-                           std=parse_list(std, "--std"), input_size=parse_size(input_size), device=device)
+        baseline_samples, baseline_results = load_baseline_samples(baseline, baseline_report, baseline_samples)
+        if baseline_results is None:
+            out.note(f"no per-sample results for the baseline (looked for {', '.join(map(str, baseline_samples_candidates(baseline, baseline_report)))}): "
+                     "the max_drop gates compare rates; pass --baseline-samples for a paired comparison")
+
+    from .distributed import Distributed
+    from .evaluate.distributed import Execution, rank_device
+
+    dist = Distributed.from_env()
+    model = api.load_model(checkpoint, device=rank_device(device, dist), **loading)
     if fixed_mask:
         if not hasattr(model, "set_fixed_mask"):
             raise UserError("--fixed-mask applies only to a model with a random transform (an AToP composite)", "drop --fixed-mask")
         model.set_fixed_mask(seed)
-    dataset = api.load_data(data, model, n=n, resize=resize)
+    dataset = api.load_data(data, model, n=n, **reading)
+    if baseline_report is not None:  # refuse before spending attack time, not after
+        check_comparable({"n": len(dataset), "data_sha256": dataset.sha256()}, baseline_report)
     if protected_items is not None:
         from .protected import resolve_protected
 
         config.update(protected=resolve_protected(protected_items, dataset.class_names), protected_cost=protected_cost)
-    with out.progress() as progress:
-        result = api.evaluate(model, dataset, progress=progress, **config)
-    apply_gates(result, min_clean_acc, min_robust_acc, baseline_report, max_drop, strict, min_protected_robust_acc)
-    finish(result, out, report, markdown, junit)
+    import torch
+
+    from .evaluate import evaluate as run_evaluation
+
+    execution = Execution(dist, resume_dir, resume, save_adversarial, pictures)
+    with out.progress() as progress, execution.process_group(next(model.parameters()).device), torch.inference_mode(False):
+        result = run_evaluation(model, dataset, api.EvalConfig(**config), progress, execution)
+    if execution.state is not None and execution.state.resumed_batches:
+        out.note(f"resumed from {resume_dir}: {execution.state.resumed_batches} batches were finished before")
+    apply_gates(result, min_clean_acc, min_robust_acc, baseline_report, max_drop, strict, min_protected_robust_acc,
+                allowed_checks=allow_check or (), gate_on=gate_on, baseline_name=str(baseline or "the baseline"),
+                baseline_samples=baseline_results if baseline_report is not None else None,
+                baseline_samples_name=str(baseline_samples) if baseline_samples is not None else None)
+    if not main_process:  # every process holds the whole report; rank 0 writes it, the others only share its exit code
+        if result.failed_gates:
+            raise typer.Exit(EXIT_GATE_FAILED)
+        return
+    finish(result, out, report, markdown, junit, samples=samples, html=html)
 
 
-def finish(result: Report, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path]) -> None:
+def finish(result: Report, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path],
+           samples: Optional[Path] = None, html: Optional[Path] = None) -> None:
     """Write outputs, print, and exit 1 when a gate failed."""
-    for note in write_outputs(result, report, markdown, junit):
+    if samples is not None:  # before the report, so a report never names a samples file that is not there
+        from .evaluate.samples import recorded_name, write_samples
+
+        result.samples_file = recorded_name(samples, report)
+        write_samples(result, samples)
+    paired = result.extra.get("paired")
+    if paired:
+        out.note(f"paired with the baseline: {paired['robust']['regressed']} samples regressed, {paired['robust']['improved']} "
+                 f"improved (exact McNemar p = {paired['robust']['mcnemar_p']:.4g})")
+    for note in write_outputs(result, report, markdown, junit, html):
         out.note(note)
     if out.as_json:
         out.json(result.to_json())
     out.table(result.rich_table())
     for check in result.failed_checks:
-        out.warn(f"check {check.name} failed: {check.detail}")
+        accepted = " (accepted)" if check.name in result.accepted_checks else ""
+        out.warn(f"check {check.name} failed{accepted}: {check.detail}")
     failed = result.failed_gates
     for gate in failed:
-        out.err.print(describe_failure(gate))
+        out.err.print(describe_failure(result, gate), markup=False, soft_wrap=True)  # one line each, for CI logs and greps
     if failed:
         raise typer.Exit(EXIT_GATE_FAILED)
 
@@ -259,8 +396,12 @@ def training_progress(out: Output) -> Iterator:
         """Compact, for the bar: loss while the epoch runs, then clean/robust accuracy."""
         if "holdout_robust_accuracy" not in metrics:
             return f"loss {metrics['loss']:.4f}"
-        return (f"loss {metrics['loss']:.3f} · held-out clean {percent(metrics['holdout_clean_accuracy'], 0)} "
+        text = (f"loss {metrics['loss']:.3f} · held-out clean {percent(metrics['holdout_clean_accuracy'], 0)} "
                 f"robust {percent(metrics['holdout_robust_accuracy'], 0)}")
+        if metrics.get("input_holdout_clean_accuracy") is not None:  # the input model's, measured before epoch 1
+            text += (f" (input {percent(metrics['input_holdout_clean_accuracy'], 0)} / "
+                     f"{percent(metrics['input_holdout_robust_accuracy'], 0)})")
+        return text + (" COLLAPSED" if metrics.get("collapsed") else "")
 
     if out.quiet or out.as_json or not out.err.is_terminal and not _force_progress():
         def lines(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
@@ -294,6 +435,7 @@ def harden_outputs(result, out: Output) -> None:
             out.warn(f"{label}: check {check.name} failed: {check.detail}")
     for note in report.notes:
         out.note(note)
+    out.note(f"profile {report.profile}" + (f": {'; '.join(report.decisions)}" if report.decisions else ""))
     out.note(report.headline())
     out.note(f"saved the {report.selected} epoch ({report.selected_epoch} of {report.last_epoch}) to {result.model_path}; "
              f"report in {result.out_dir}/report.md")
@@ -305,6 +447,8 @@ def harden_command(
     data: Annotated[str, typer.Option(help="Training data: .npz, an ImageFolder dir, a CIFAR batch dir, or 'digits-train'")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory: model.safetensors, recipe.yaml, report.json/.md, train_log.jsonl, checkpoints/")],
     recipe: Annotated[str, typer.Option(help="Recipe name (mart, pgd-at, trades, standard) or a recipe YAML path; see `hardenctl recipes`")] = "mart",
+    profile: Annotated[Optional[str], typer.Option(help="finetune (default: adversarially fine-tune the input model: short, lr and eps warm-up) or paper (the paper's from-scratch schedule, as published); `hardenctl recipes NAME` shows both")] = None,
+    reinit: Annotated[bool, typer.Option("--reinit", help="Start from random weights (timm's init from --seed), as the papers do; with --profile paper")] = False,
     eval_data: Annotated[Optional[str], typer.Option(help="Data for the before/after report (default: the held-out split of --data)")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (the recipe's `epochs`)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Global training batch size (the recipe's `batch_size`)")] = None,
@@ -324,6 +468,11 @@ def harden_command(
     std: StdOption = None,
     input_size: InputSizeOption = None,
     resize: ResizeOption = False,
+    crop_pct: CropPctOption = None,
+    interpolation: InterpolationOption = None,
+    crop_mode: CropModeOption = None,
+    workers: WorkersOption = None,
+    skip_unreadable: SkipUnreadableOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
 ) -> None:
@@ -338,13 +487,22 @@ def harden_command(
     for value, option in ((epochs, "--epochs"), (batch_size, "--batch-size"), (eval_n, "--eval-n")):
         if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
+    loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
+    reading = data_options(workers, skip_unreadable)
+    _require_model(checkpoint)
+    overrides = list(set_values or [])
+    for value, key in ((profile, "profile"), (True if reinit else None, "reinit")):
+        if value is None:
+            continue
+        if any(item.partition("=")[0].strip() == key for item in overrides):
+            raise UserError(f"--{key} and --set {key}=... both given", "give it once")
+        overrides.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
     with training_progress(out) as progress:
-        result = api.harden(
-            checkpoint, data=data, out=out_dir, recipe=recipe, eval_data=eval_data, overrides=set_values or [],
+        result = _api().harden(
+            checkpoint, data=data, out=out_dir, recipe=recipe, eval_data=eval_data, overrides=overrides,
             epochs=epochs, batch_size=batch_size, lr=parse_number(lr, "--lr") if lr is not None else None, seed=seed,
             device=device, resume=resume, eval_n=eval_n, suite=suite, eps=parse_eps(eps, "linf"), amp=amp,
-            channels_last=channels_last, arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"),
-            std=parse_list(std, "--std"), input_size=parse_size(input_size), resize=resize, progress=progress, log=out.note)
+            channels_last=channels_last, progress=progress, log=out.note, **loading, **reading)
     if result is not None:
         harden_outputs(result, out)
 
@@ -357,32 +515,55 @@ def recipes_command(
     """List the training recipes, or every parameter of one with its default and meaning."""
     from rich.table import Table
 
-    from .recipes import describe, load_recipe, recipe_names
+    from .recipes import describe_profiles, read_recipe_values, recipe_card, recipe_names, recipe_path
 
     out = Output(False, as_json)
-    if name is None:
-        rows = [load_recipe(n) for n in recipe_names()]
+    if name is None:  # read from the YAML files and the recipe sources: no torch import, so it answers at once
+        cards = {n: recipe_card(read_recipe_values(recipe_path(n))[0]) for n in recipe_names()}
         if as_json:
-            out.json(json.dumps([{"name": n, "class": r.name, "paper": r.paper, "improves": r.improves}
-                                 for n, r in zip(recipe_names(), rows)], indent=2) + "\n")
+            out.json(json.dumps([{"name": n, "class": c["class"], "paper": c["paper"], "improves": c["improves"]}
+                                 for n, c in cards.items()], indent=2) + "\n")
         table = Table(title="hardenctl recipes (recipes/*.yaml)")
         for column in ("recipe", "paper", "improves"):
             table.add_column(column)
-        for recipe_name, recipe in zip(recipe_names(), rows):
-            table.add_row(recipe_name, recipe.paper, recipe.improves)
+        for recipe_name, card in cards.items():
+            table.add_row(recipe_name, card["paper"], card["improves"])
         out.table(table)
         return
-    cls, parameters = describe(name)
+    from rich.markup import escape
+
+    described = describe_profiles(name)
+    cls, profiles = described.cls, described.profiles
     if as_json:
         out.json(json.dumps({"name": cls.name, "paper": cls.paper, "improves": cls.improves, "interpretation": cls.interpretation,
-                             "parameters": [{"key": p.key, "default": p.value, "meaning": p.meaning} for p in parameters]},
+                             "default_profile": described.default, "profiles": {p: described.profile_notes[p] for p in profiles},
+                             "parameters": [{"key": p.key, "default": p.value, "meaning": p.meaning, "values": p.values,
+                                             "meanings": p.meanings} for p in described.parameters]},
                             indent=2) + "\n")
-    table = Table(title=f"{cls.name}: {cls.paper}", caption=f"improves {cls.improves}; override with --set key=value")
-    for column in ("parameter", "default", "meaning"):
-        table.add_column(column)
-    for p in parameters:
-        table.add_row(p.key, str(p.value), p.meaning)
+    several = len(profiles) > 1
+    caption = (f"improves {cls.improves}; --profile {' | '.join(profiles)} (default {described.default}); override with --set key=value"
+               if several else f"improves {cls.improves}; one profile ({described.default}); override with --set key=value")
+    table = Table(title=f"{cls.name}: {cls.paper}", caption=caption)
+    table.add_column("parameter")
+    for profile_name in profiles:
+        table.add_column(profile_name + (" (default)" if several and profile_name == described.default else ""))
+    table.add_column("meaning")
+    for p in described.parameters:
+        meaning = p.meaning
+        if several and len(set(p.meanings.values())) > 1:  # the profiles comment the key apart: show each
+            meaning = " · ".join(f"{profile_name}: {p.meanings[profile_name]}" for profile_name in profiles if profile_name in p.meanings)
+        table.add_row(p.key, *(escape(_value_text(p.values[profile_name])) for profile_name in profiles), escape(meaning))
     out.table(table)
+    if several and not as_json:
+        for profile_name in profiles:
+            out.out.print(f"{profile_name}: {described.profile_notes[profile_name]}", markup=False)
+
+
+def _value_text(value) -> str:
+    """A parameter value as the YAML file writes it: lists in brackets without quotes."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value_text(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @app.command("info")
@@ -393,7 +574,7 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
 ) -> None:
     """Show a checkpoint's architecture, input, normalisation, inserted modules (e.g. FSR) and parameter counts."""
-    from .fsr_module import describe_lines, describe_model
+    from .models.info import describe_lines, describe_model
 
     description = describe_model(checkpoint, arch=arch, num_classes=num_classes)
     out = Output(False, as_json)
@@ -427,15 +608,26 @@ def demo_command(
     out.note(f"next: hardenctl eval {result.model_path} --data digits-test --eps {DEMO_EPS} --suite quick --min-robust-acc 0.5")
 
 
+def _rank_label() -> str:
+    """`` (rank 1 of 2)`` under torchrun, where every process prints its own errors; empty otherwise."""
+    import os
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f" (rank {os.environ.get('RANK', '0')} of {world})" if world not in ("", "1") else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors and exit code 2 for bad input, never a traceback."""
     command = typer.main.get_command(app)
     err = Console(stderr=True, highlight=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun -m hardenctl -- eval --n 100`: the `--` keeps torchrun from reading --n as its own
+        argv = argv[1:]
     try:
         code = command.main(args=argv, prog_name="hardenctl", standalone_mode=False)
         return int(code or 0) if isinstance(code, int) else EXIT_OK
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        err.print(f"error{_rank_label()}: {exc}", markup=False, soft_wrap=True)
         return EXIT_USAGE
     except typer.Exit as exc:
         return exc.exit_code

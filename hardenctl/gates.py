@@ -6,10 +6,12 @@ knowingly, and the report records which (``accepted_checks``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import UserError
-from .report import Gate, Report
+from .report import REGRESSED_SHOWN, Gate, Report, SampleResults
+
+GATE_ON = ("point", "lower")  # --gate-on: compare --min-*-acc with the point estimate or the 95% interval's lower bound
 
 # Every sanity check hardenctl.evaluate can report (each can fail; see README "Sanity checks").
 CHECK_NAMES = ("perturbations_in_bounds", "input_gradients_nonzero", "eot_used_for_randomized_model",
@@ -53,6 +55,63 @@ def check_gate(report: Report, strict: bool = True, allowed: Sequence[str] = ())
     return Gate("sanity_checks", 0, len(failing), not failing)
 
 
+def _minimum_gate(report: Report, name: str, threshold: float, metric: str, point: float | None, gate_on: str) -> Gate:
+    """``value >= threshold`` on the point estimate, or (``gate_on="lower"``) on the 95% Wilson lower bound."""
+    if gate_on == "lower":
+        interval = report.interval(metric)
+        value = 0.0 if interval is None else interval[0]
+        return Gate(name, threshold, value, value >= threshold, "lower95")
+    value = 0.0 if point is None else point
+    return Gate(name, threshold, value, value >= threshold, "point")
+
+
+def paired_comparison(report: Report, baseline_samples: SampleResults, baseline_name: str = "the baseline",
+                      baseline_samples_name: str | None = None) -> dict[str, Any]:
+    """Compare this evaluation with the baseline's per-sample results, sample by sample (``extra.paired``).
+
+    robust: ``regressed`` = robust in the baseline, not now; ``improved`` = the reverse; ``difference`` =
+    (regressed − improved) / n, the drop ``--max-drop`` gates on; ``mcnemar_p`` the exact two-sided McNemar
+    p-value on those two counts. clean: the same per sample on ``clean_correct`` (fractions of draws for a
+    randomised model, where McNemar does not apply and ``mcnemar_p`` is None).
+
+    On the same samples the paired difference equals the difference of the two rates; what pairing adds is
+    *which* samples changed and whether the change is more than noise (McNemar).
+    """
+    from .evaluate.stats import mcnemar_exact  # lazy: hardenctl.evaluate imports torch
+
+    now = report.samples
+    if now is None:
+        raise UserError("this evaluation has no per-sample results to pair with the baseline's",
+                        "evaluate with hardenctl.evaluate (or `hardenctl eval`), which records them")
+    n = len(now)
+    if len(baseline_samples) != n:
+        raise UserError(f"{baseline_name}'s per-sample results have {len(baseline_samples)} samples but this evaluation has {n}",
+                        "compare evaluations of the same --n and data")
+    if list(baseline_samples.label) != list(now.label):
+        first = next(i for i, (a, b) in enumerate(zip(baseline_samples.label, now.label)) if a != b)
+        raise UserError(f"{baseline_name}'s per-sample results have label {baseline_samples.label[first]} at sample {first} "
+                        f"but this evaluation has {now.label[first]}", "compare evaluations of the same data")
+    pairs = list(zip(baseline_samples.robust, now.robust))
+    regressed = [i for i, (then, current) in enumerate(pairs) if then and not current]
+    improved = sum(1 for then, current in pairs if current and not then)
+    rows = now.rows()
+    clean_change = [then - current for then, current in zip(baseline_samples.clean_correct, now.clean_correct)]
+    clean_binary = all(v in (0, 1) for v in (*baseline_samples.clean_correct, *now.clean_correct))
+    clean_regressed, clean_improved = sum(1 for d in clean_change if d > 0), sum(1 for d in clean_change if d < 0)
+    return {
+        "baseline": baseline_name,
+        "baseline_samples": baseline_samples_name,
+        "n": n,
+        "max_drop_basis": "paired",
+        "robust": {"regressed": len(regressed), "improved": improved, "unchanged": n - len(regressed) - improved,
+                   "difference": (len(regressed) - improved) / n if n else 0.0, "mcnemar_p": mcnemar_exact(len(regressed), improved)},
+        "clean": {"regressed": clean_regressed, "improved": clean_improved, "difference": sum(clean_change) / n if n else 0.0,
+                  "mcnemar_p": mcnemar_exact(clean_regressed, clean_improved) if clean_binary else None},
+        "regressed_samples": [{key: rows[i][key] for key in ("index", "source_id", "label", "adversarial_prediction", "broken_by")}
+                              for i in regressed[:REGRESSED_SHOWN]],
+    }
+
+
 def apply_gates(
     report: Report,
     min_clean_acc: float | None = None,
@@ -62,23 +121,42 @@ def apply_gates(
     strict: bool = True,
     min_protected_robust_acc: float | None = None,
     allowed_checks: Sequence[str] = (),
+    gate_on: str = "point",
+    baseline_samples: SampleResults | None = None,
+    baseline_name: str = "the baseline",
+    baseline_samples_name: str | None = None,
 ) -> list[Gate]:
-    """Append the requested gates (and the sanity-check gate) to ``report.gates`` and return them."""
+    """Append the requested gates (and the sanity-check gate) to ``report.gates`` and return them.
+
+    ``gate_on="lower"`` compares the ``min_*`` thresholds with the 95% Wilson lower bound instead of the point
+    estimate. With ``baseline_samples`` (the baseline's per-sample results) the ``max_drop_*`` gates are paired,
+    sample by sample, and ``extra.paired`` holds the comparison; without, they compare the two reports' rates.
+    """
+    if gate_on not in GATE_ON:
+        raise UserError(f"--gate-on must be point or lower, got {gate_on!r}", "pass --gate-on point or --gate-on lower")
+    report.gate_on = gate_on
     gates = []
     if min_clean_acc is not None:
-        gates.append(Gate("min_clean_acc", min_clean_acc, report.clean_accuracy, report.clean_accuracy >= min_clean_acc))
+        gates.append(_minimum_gate(report, "min_clean_acc", min_clean_acc, "clean_accuracy", report.clean_accuracy, gate_on))
     if min_robust_acc is not None:
-        gates.append(Gate("min_robust_acc", min_robust_acc, report.robust_accuracy, report.robust_accuracy >= min_robust_acc))
+        gates.append(_minimum_gate(report, "min_robust_acc", min_robust_acc, "robust_accuracy", report.robust_accuracy, gate_on))
     if min_protected_robust_acc is not None:
-        value = (report.extra.get("protected") or {}).get("robust_accuracy")
-        value = 0.0 if value is None else value  # no protected sample evaluated: nothing shown robust
-        gates.append(Gate("min_protected_robust_acc", min_protected_robust_acc, value, value >= min_protected_robust_acc))
+        value = (report.extra.get("protected") or {}).get("robust_accuracy")  # None: no protected sample, nothing shown robust
+        gates.append(_minimum_gate(report, "min_protected_robust_acc", min_protected_robust_acc, "protected_robust_accuracy",
+                                   value, gate_on))
     if baseline is not None:
-        check_comparable(report, baseline)
+        check_comparable(report, baseline, baseline_name)
         drop = 0.0 if max_drop is None else max_drop
+        paired = None
+        if baseline_samples is not None:
+            paired = paired_comparison(report, baseline_samples, baseline_name, baseline_samples_name)
+            report.extra["paired"] = paired
         for metric in ("clean_accuracy", "robust_accuracy"):
-            fall = getattr(baseline, metric) - getattr(report, metric)
-            gates.append(Gate(f"max_drop_{metric}", drop, fall, fall <= drop + 1e-12))
+            if paired is not None:
+                fall, basis = paired[metric.split("_")[0]]["difference"], "paired"
+            else:
+                fall, basis = getattr(baseline, metric) - getattr(report, metric), "rates"
+            gates.append(Gate(f"max_drop_{metric}", drop, fall, fall <= drop + 1e-12, basis))
     gates.append(check_gate(report, strict, allowed_checks))
     report.gates.extend(gates)
     return gates
@@ -91,5 +169,7 @@ def describe_failure(report: Report, gate: Gate) -> str:
         return (f"gate failed: sanity_checks: {', '.join(names)} failed (evidence of gradient masking or a broken "
                 f"evaluation); fix the model or evaluation, or accept knowingly with --allow-check NAME or --no-strict")
     if gate.name.startswith("max_drop"):
-        return f"gate failed: {gate.name}: dropped {gate.value:.4f} from the baseline (max {gate.threshold:.4f})"
-    return f"gate failed: {gate.name}: {gate.value:.4f} < {gate.threshold:.4f}"
+        how = " (paired, per sample)" if gate.basis == "paired" else ""
+        return f"gate failed: {gate.name}: dropped {gate.value:.4f} from the baseline{how} (max {gate.threshold:.4f})"
+    bound = " (95% lower bound)" if gate.basis == "lower95" else ""
+    return f"gate failed: {gate.name}{bound}: {gate.value:.4f} < {gate.threshold:.4f}"

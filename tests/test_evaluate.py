@@ -153,6 +153,9 @@ def test_gradient_check_rules():
     check = gradient_check(saturated)
     assert not check.passed and check.value == pytest.approx(0.9) and "apgd-ce" in check.detail  # judged per attack
     assert not gradient_check({"pgd": GradientStats(100, 5, 0, 5)}).passed  # output does not depend on the input
+    assert gradient_check({"pgd": GradientStats(1000, 5, 0, 5)}).passed  # 0.5% flat-margin points: under the 1% limit
+    # the worst attack decides, whichever order the attacks ran in (found by benchmarks/mutation.py)
+    assert not gradient_check({"apgd-ce": GradientStats(100, 60, 0, 0), "apgd-t": GradientStats(100, 10, 0, 0)}).passed
     assert not gradient_check({"pgd": GradientStats(100, 0, 1, 0)}).passed  # NaN/inf gradient
 
 

@@ -104,7 +104,7 @@ def test_augmentation_is_a_padded_crop_and_a_flip():
 
 def test_learning_rate_schedules():
     def lr(schedule, epoch, step=0, **extra):
-        config = load_recipe("pgd-at", {"schedule": schedule, "epochs": 10, "lr": 1.0, **extra}).config
+        config = load_recipe("pgd-at", {"profile": "paper", "schedule": schedule, "epochs": 10, "lr": 1.0, **extra}).config
         return learning_rate(config, epoch, step, 4)
 
     assert [lr("step", e, milestones=[0.5, 0.8]) for e in (0, 4, 5, 7, 8, 9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
@@ -189,7 +189,7 @@ def test_mart_raises_robust_accuracy_on_held_out_digits(mart_run):
 
 def test_outputs_are_complete(mart_run, digits_model_path):
     names = sorted(p.name for p in mart_run.iterdir())
-    assert names == ["checkpoints", "model.safetensors", "recipe.yaml", "report.json", "report.md", "train_log.jsonl"]
+    assert names == ["checkpoints", "config.json", "model.safetensors", "recipe.yaml", "report.json", "report.md", "train_log.jsonl"]
     assert sorted(p.name for p in (mart_run / "checkpoints").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
     log = [json.loads(line) for line in (mart_run / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]

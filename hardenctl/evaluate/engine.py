@@ -1,4 +1,8 @@
-"""``evaluate``: one model, one dataset, one config → the :class:`~hardenctl.report.Report`."""
+"""``evaluate``: one model, one dataset, one config → the :class:`~hardenctl.report.Report`.
+
+How the batches run (sharded over ``torchrun`` processes, resumed from a saved state, images kept) is the
+:class:`~hardenctl.evaluate.distributed.Execution`'s business; the report does not depend on it.
+"""
 from __future__ import annotations
 
 import platform
@@ -11,15 +15,23 @@ from torch import nn
 from .. import __version__
 from ..data import ImageDataset
 from ..errors import UserError
-from ..report import SCHEMA_VERSION, Report
-from .checks import buffers_check, large_eps_check, suite_checks, sweep_check
+from ..report import SCHEMA_VERSION, Check, Report, SampleResults
+from .checks import large_eps_check, suite_checks, sweep_check
 from .config import EvalConfig, Progress
-from .suite import buffers, is_randomized, run_suite
+from .distributed import Execution
+from .resume import model_digest
+from .suite import buffers, is_randomized, run_suite, running_batches, stage_key
 
 
-def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = None, progress: Progress | None = None) -> Report:
-    """Evaluate ``model`` ([0, 1] pixels → logits) on ``data`` and return the :class:`Report`."""
+def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = None, progress: Progress | None = None,
+             execution: Execution | None = None) -> Report:
+    """Evaluate ``model`` ([0, 1] pixels → logits) on ``data`` and return the :class:`Report`.
+
+    ``execution`` shards the batches over ``torchrun`` processes, resumes and keeps images (default: every batch
+    here, nothing kept but the report's pictures); every process returns the same, complete report.
+    """
     config = config or EvalConfig()
+    execution = execution or Execution()
     started = time.perf_counter()
     data = data.head(config.n)
     if len(data) == 0:
@@ -40,8 +52,35 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
     draws = config.eot_samples if randomized else 1
 
     attacks = config.attacks_for(config.eps, draws)
+    execution.begin(model, buffers_before, stage_key("attacks", config.eps, config.norm), [a.name for a in attacks],
+                    data.class_names, config.eps, config.norm, lambda: resume_key(model, data, config, attacks, draws, device, execution))
+    with running_batches(execution):
+        report = _run_stages(model, data, config, progress, execution, attacks, randomized, draws, device, started)
+    model.train(was_training)
+    return report
+
+
+def resume_key(model: nn.Module, data: ImageDataset, config: EvalConfig, attacks: list, draws: int, device: torch.device,
+               execution: Execution) -> dict:
+    """What a saved evaluation state must have been made with to be resumed: everything that decides a batch's result."""
+    info = getattr(model, "info", None)
+    source = config.attack_model
+    return {"model_sha256": getattr(info, "sha256", None) or model_digest(model), "data_sha256": data.sha256(), "n": len(data),
+            "eps": config.eps, "norm": config.norm, "suite": config.suite_name(), "attacks": [a.name for a in attacks],
+            "apgd_steps": config.apgd_steps, "square_queries": config.square_queries, "seed": config.seed,
+            "batch_size": config.batch_size, "eot_samples": draws,
+            "eps_sweep": sorted(float(e) for e in config.eps_sweep) if config.eps_sweep else [],
+            "large_eps_samples": config.large_eps_samples,
+            "attack_model": None if source is None else (getattr(getattr(source, "info", None), "sha256", None) or model_digest(source)),
+            "device": device.type, "torch": str(torch.__version__), "hardenctl": str(__version__),
+            "save_adversarial": execution.adversarial_dir is not None}
+
+
+def _run_stages(model: nn.Module, data: ImageDataset, config: EvalConfig, progress: Progress | None, execution: Execution,
+                attacks: list, randomized: bool, draws: int, device: torch.device, started: float) -> Report:
     main = run_suite(model, data, attacks, config.eps, config.norm, config.batch_size, config.seed, draws, device, progress, "attacks")
     n = len(data)
+    num_classes = getattr(getattr(model, "info", None), "num_classes", None)
     clean_accuracy = float(main.clean_correct.mean())
     robust_accuracy = float(main.robust.float().mean())
     attack_accuracy = {name: count / n for name, count in main.after_attack.items()}
@@ -62,8 +101,10 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
         checks.append(sweep_check(sweep, n))
     if config.large_eps_samples > 0:
         checks.append(large_eps_check(model, data.head(config.large_eps_samples), config, draws, device, progress))
-    checks.append(buffers_check(model, buffers_before))
-    model.train(was_training)
+    changed, left_training = execution.buffer_changes()  # over every process, and the killed runs a state resumes
+    checks.append(Check("eval_mode_and_buffers_unchanged", not left_training and not changed,
+                        "model in eval mode; all buffers unchanged" if not changed else f"buffers changed: {', '.join(changed[:3])}",
+                        value=len(changed) + int(left_training), limit=0))  # checks.buffers_check's, over processes
 
     per_class = {}
     for label, name in enumerate(data.class_names):
@@ -88,6 +129,14 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
         extra["protected"] = protected_metrics(data.y, main.clean_correct, main.robust_prediction, config.protected,
                                                config.protected_cost, num_classes or len(data.class_names), main.robust)
         extra["protected"]["names"] = [data.class_names[i] for i in config.protected if i < len(data.class_names)]
+    names = [a.name for a in attacks]
+    ids = getattr(data, "filenames", None)
+    ids = ids() if callable(ids) else ids  # FolderDataset.filenames is a method
+    samples = SampleResults(
+        index=list(range(n)), source_id=[str(ids[i]) for i in range(n)] if ids is not None else [f"row {i}" for i in range(n)],
+        label=data.y.tolist(), clean_prediction=main.clean_prediction.tolist(), clean_correct=main.clean_correct.tolist(),
+        robust=main.robust.tolist(), broken_by=[names[b] if b >= 0 else None for b in main.broken_by.tolist()],
+        adversarial_prediction=main.robust_prediction.tolist())
     return Report(
         schema_version=SCHEMA_VERSION,
         clean_accuracy=clean_accuracy,
@@ -118,4 +167,6 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
         checks=checks,
         seconds=time.perf_counter() - started,
         extra=extra,
+        samples=samples,
+        pictures=execution.pictures(),
     )

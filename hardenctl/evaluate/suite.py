@@ -4,11 +4,22 @@ Protocol (AutoAttack's): every attack runs only on the points still classified c
 is checked against the threat model and re-scored by a fresh forward pass (EOT-repeated for randomised models),
 and a point is robust only if it survives every attack. Nothing but per-sample results is kept across batches,
 so memory stays flat in ``n``.
+
+A batch is the unit of work: it is seeded by its start index, so it gives the same :class:`BatchResult` wherever
+and whenever it runs, and a :class:`SuiteResult` is assembled from batch results by sample index. Which batches
+run in this process, which were finished by an earlier (killed) process and what is kept after each is the
+business of the :class:`BatchRunner` in effect (:func:`running_batches`): the default runs every batch here;
+``evaluate`` puts an :class:`~hardenctl.evaluate.distributed.Execution` in effect, which shards batches over
+``torchrun`` processes, resumes from a saved state and keeps adversarial images. It is ambient rather than an
+argument so that every ``run_suite`` of an evaluation, the sanity checks' included, is sharded and resumable.
 """
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +41,93 @@ class SuiteResult:
     max_linf: float = 0.0
     max_l2: float = 0.0
     robust_prediction: Tensor | None = None  # per sample: prediction at the worst-case adversarial point (clean if wrong)
+    clean_prediction: Tensor | None = None  # per sample: the clean prediction (the first wrong draw's for randomised models)
+    broken_by: Tensor | None = None  # per sample: index of the attack that broke it; NOT_ATTACKED (wrong clean), ROBUST
+
+    @classmethod
+    def assemble(cls, n: int, names: Sequence[str], batches: Iterable["BatchResult"]) -> "SuiteResult":
+        """Per-sample results placed by sample index, counts summed and norms maxed over ``batches``, which
+        must cover samples ``0..n-1`` exactly once (shards and resumed runs are merged this way, never by rates)."""
+        result = cls(torch.zeros(n), torch.zeros(n, dtype=torch.bool), {name: 0 for name in names},
+                     {name: GradientStats() for name in names}, robust_prediction=torch.zeros(n, dtype=torch.long),
+                     clean_prediction=torch.zeros(n, dtype=torch.long), broken_by=torch.full((n,), NOT_ATTACKED, dtype=torch.long))
+        covered = torch.zeros(n, dtype=torch.long)
+        for batch in batches:
+            rows = slice(batch.start, batch.start + len(batch))
+            covered[rows] += 1
+            result.clean_correct[rows] = batch.clean_correct
+            result.clean_prediction[rows] = batch.clean_prediction
+            result.robust[rows] = batch.robust
+            result.robust_prediction[rows] = batch.robust_prediction
+            result.broken_by[rows] = batch.broken_by
+            for name, count, stats in zip(names, batch.after_attack, batch.gradient_stats):
+                result.after_attack[name] += count
+                result.gradient_stats[name].add(stats)
+            result.bound_violations += batch.bound_violations
+            result.max_linf = max(result.max_linf, batch.max_linf)
+            result.max_l2 = max(result.max_l2, batch.max_l2)
+        if not bool((covered == 1).all()):
+            wrong = (covered != 1).nonzero().squeeze(1)
+            raise RuntimeError(f"batch results cover sample {int(wrong[0])} {int(covered[wrong[0]])} times, not once")
+        return result
+
+
+NOT_ATTACKED, ROBUST = -2, -1  # broken_by codes: misclassified before any attack / survived every attack
+
+
+@dataclass
+class BatchResult:
+    """One batch's per-sample rows and its share of the attack bookkeeping (counts per attack, in run order)."""
+
+    number: int  # batch b holds samples b * batch_size .. (b + 1) * batch_size - 1 (the last batch may be short)
+    start: int
+    clean_correct: Tensor
+    clean_prediction: Tensor
+    robust: Tensor
+    robust_prediction: Tensor
+    broken_by: Tensor
+    after_attack: list[int]
+    gradient_stats: list[GradientStats]
+    bound_violations: int = 0
+    max_linf: float = 0.0
+    max_l2: float = 0.0
+
+    def __len__(self) -> int:
+        return int(self.robust.shape[0])
+
+
+class BatchRunner:
+    """Which batches of a run go where, and what is kept after each. This default runs every batch in this
+    process, carries nothing over and keeps nothing (see :class:`~hardenctl.evaluate.distributed.Execution`)."""
+
+    def plan(self, stage: str, batches: int) -> tuple[list[int], list[BatchResult]]:
+        """(batch numbers to run here, in increasing order; results carried over from an earlier process)."""
+        return list(range(batches)), []
+
+    def finished(self, stage: str, result: BatchResult, x: Tensor, y: Tensor, worst: Tensor) -> None:
+        """After each batch run here: ``x``, ``y`` the clean batch, ``worst`` the point each sample was last scored at."""
+
+    def merge(self, stage: str, results: list[BatchResult]) -> list[BatchResult]:
+        """Every batch of the run, this process's ``results`` included."""
+        return results
+
+
+_RUNNER: ContextVar[BatchRunner | None] = ContextVar("hardenctl_batch_runner", default=None)
+
+
+@contextmanager
+def running_batches(runner: BatchRunner | None) -> Iterator[None]:
+    """Every :func:`run_suite` in this block uses ``runner`` (None: the default, every batch here)."""
+    token = _RUNNER.set(runner)
+    try:
+        yield
+    finally:
+        _RUNNER.reset(token)
+
+
+def stage_key(stage: str, eps: float, norm: str) -> str:
+    """What names a run's batches in a saved state: its stage and threat model (two stages never share one)."""
+    return f"{stage} [{norm} eps={eps!r}]"
 
 
 def buffers(model: nn.Module) -> dict[str, Tensor]:
@@ -54,7 +152,7 @@ def _score(model: nn.Module, x: Tensor, y: Tensor, draws: int) -> tuple[Tensor, 
     return hits.all(dim=0), hits.float().mean(dim=0), predictions.gather(0, first_wrong.unsqueeze(0)).squeeze(0)
 
 
-def _check_bounds(x_adv: Tensor, x: Tensor, eps: float, norm: str, result: SuiteResult) -> Tensor:
+def _check_bounds(x_adv: Tensor, x: Tensor, eps: float, norm: str, result: BatchResult) -> Tensor:
     """Count points outside the ε-ball or [0, 1]; return them projected so scores stay valid."""
     delta = (x_adv - x).flatten(1)
     linf = delta.abs().amax(dim=1)
@@ -76,30 +174,62 @@ def run_suite(
     model: nn.Module, data: ImageDataset, attacks: Sequence[Attack], eps: float, norm: str, batch_size: int,
     seed: int, draws: int, device: torch.device, progress: Progress | None = None, stage: str = "attack",
 ) -> SuiteResult:
-    """Clean and worst-case robust correctness per sample for one ε."""
+    """Clean and worst-case robust correctness per sample for one ε (batches run as the runner in effect says)."""
     n = len(data)
-    result = SuiteResult(torch.zeros(n), torch.zeros(n, dtype=torch.bool), {a.name: 0 for a in attacks},
-                          robust_prediction=torch.zeros(n, dtype=torch.long))
-    for attack in attacks:
-        attack.gradient_stats = GradientStats()
-    for start, x, y in data.batches(batch_size):
-        x, y = x.to(device), y.to(device)
-        # Seeding per batch makes a run repeat exactly and not depend on what ran before.
-        torch.manual_seed(seed * 1_000_003 + start)
-        robust, clean_frac, prediction = _score(model, x, y, draws)
-        result.clean_correct[start:start + len(y)] = clean_frac.cpu()
-        for attack in attacks:
-            index = robust.nonzero().squeeze(1)
-            if len(index):
-                x_adv = _check_bounds(attack(model, x[index], y[index]), x[index], eps, norm, result)
-                still, _, adv_prediction = _score(model, x_adv, y[index], draws)
-                robust[index] = still
-                prediction[index] = adv_prediction
-            result.after_attack[attack.name] += int(robust.sum())
-        result.robust[start:start + len(y)] = robust.cpu()
-        result.robust_prediction[start:start + len(y)] = prediction.cpu()
+    runner = _RUNNER.get() or BatchRunner()
+    key = stage_key(stage, eps, norm)
+    todo, done = runner.plan(key, math.ceil(n / batch_size))
+    done = list(done)
+    total = sum(len(b) for b in done) + sum(min(batch_size, n - b * batch_size) for b in todo)
+    finished = sum(len(b) for b in done)
+    for number, x, y in _batches(data, batch_size, todo):
+        batch, worst = _run_batch(model, attacks, number, number * batch_size, x.to(device), y.to(device), eps, norm, seed, draws)
+        runner.finished(key, batch, x, y, worst)
+        done.append(batch)
+        finished += len(batch)
         if progress:
-            progress(stage, start + len(y), n)
-    for attack in attacks:
-        result.gradient_stats[attack.name] = attack.gradient_stats
+            progress(stage, finished, total)
+    names = [a.name for a in attacks]
+    result = SuiteResult.assemble(n, names, runner.merge(key, done))
+    for attack in attacks:  # the whole run's counts, as a single pass over the data leaves them
+        attack.gradient_stats = result.gradient_stats[attack.name]
     return result
+
+
+def _batches(data: ImageDataset, batch_size: int, numbers: Sequence[int]) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """``(batch number, x, y)`` for the given batch numbers (increasing), decoding only those."""
+    if not numbers:
+        return
+    count = math.ceil(len(data) / batch_size)
+    if list(numbers) == list(range(count)):
+        subset = data
+    else:  # only the last batch of the data may be short, so the subset's batches are the chosen ones, in order
+        subset = data.take(torch.cat([torch.arange(b * batch_size, min((b + 1) * batch_size, len(data))) for b in numbers]))
+    for number, (_, x, y) in zip(numbers, subset.batches(batch_size)):
+        yield number, x, y
+
+
+def _run_batch(model: nn.Module, attacks: Sequence[Attack], number: int, start: int, x: Tensor, y: Tensor, eps: float,
+               norm: str, seed: int, draws: int) -> tuple[BatchResult, Tensor]:
+    """One batch through the whole suite; also the point each sample was last scored at (the clean image when
+    misclassified, the breaking point when broken, the last attack's point when robust)."""
+    # Seeding per batch makes a run repeat exactly and not depend on what ran before, or where.
+    torch.manual_seed(seed * 1_000_003 + start)
+    robust, clean_frac, prediction = _score(model, x, y, draws)
+    result = BatchResult(number, start, clean_frac.cpu(), prediction.clone().cpu(), robust, prediction,  # .clone: updated below
+                         torch.where(robust, ROBUST, NOT_ATTACKED).cpu(), [], [])
+    worst = x.clone()
+    for index_in_suite, attack in enumerate(attacks):
+        attack.gradient_stats = GradientStats()
+        index = robust.nonzero().squeeze(1)
+        if len(index):
+            x_adv = _check_bounds(attack(model, x[index], y[index]), x[index], eps, norm, result)
+            still, _, adv_prediction = _score(model, x_adv, y[index], draws)
+            robust[index] = still
+            prediction[index] = adv_prediction
+            worst[index] = x_adv
+            result.broken_by[index[~still].cpu()] = index_in_suite
+        result.after_attack.append(int(robust.sum()))
+        result.gradient_stats.append(attack.gradient_stats)
+    result.robust, result.robust_prediction = robust.cpu(), prediction.cpu()
+    return result, worst.cpu()

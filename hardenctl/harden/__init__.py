@@ -7,19 +7,22 @@ checkpoints are atomic so a killed run resumes to the same weights, the best epo
 samples. A recipe (:mod:`hardenctl.recipes`) only states its loss.
 
 ``runtime`` (options, DDP, AMP, seeds) · ``data_prep`` (held-out split, augmentation) · ``schedule``
-(optimiser, lr) · ``steps`` (training step, monitor) · ``checkpoints`` (resume, selection, log) · ``loop``
-(``train``) · ``report`` (``HardenReport``) · ``engine`` (``harden``: the whole job).
+(optimiser, lr) · ``resolve`` (a profile's ``auto`` values, ``--reinit``, ε warm-up) · ``steps`` (training attack
+and step, monitor) · ``guard`` (catastrophic overfitting of FGSM training) · ``checkpoints`` (resume, selection, log) ·
+``loop`` (``train``, EMA) · ``report`` (``HardenReport``) · ``engine`` (``harden``: the whole job).
 """
 from .checkpoints import TrainResult, checkpoint_path, latest_checkpoint, read_checkpoint_state, select_best
 from .data_prep import augment, check_data, holdout_count, split_holdout
 from .engine import HardenResult, _same_evaluation, harden
-from .loop import train
+from .loop import measure_input, train
+from .resolve import reinitialise, resolve_config, resolve_recipe, training_eps, wants_adamw
 from .report import HardenReport, describe_epoch, percent
 from .runtime import Distributed, RunOptions, resolve_amp, step_seed
 from .schedule import build_optimizer, learning_rate
-from .steps import TrainingPGD, monitor, training_step
+from .steps import TrainingPGD, fgsm_accuracy, monitor, training_attack, training_step
 
 __all__ = ["Distributed", "HardenReport", "HardenResult", "RunOptions", "TrainResult", "TrainingPGD", "augment",
            "build_optimizer", "check_data", "checkpoint_path", "describe_epoch", "harden", "holdout_count",
            "latest_checkpoint", "learning_rate", "monitor", "percent", "read_checkpoint_state", "resolve_amp",
-           "select_best", "split_holdout", "step_seed", "train", "training_step"]
+           "select_best", "split_holdout", "step_seed", "train", "training_step", "fgsm_accuracy", "measure_input", "reinitialise",
+           "resolve_config", "resolve_recipe", "training_attack", "training_eps", "wants_adamw"]

@@ -20,7 +20,9 @@ from ..models import ImageClassifier, resolve_device, save_model, write_config_j
 from ..recipes import Recipe
 from .checkpoints import TrainResult, _run_key, checkpoint_path, latest_checkpoint, read_checkpoint_state, write_train_log
 from .data_prep import check_data, split_holdout
-from .loop import train
+from .guard import guard_active
+from .loop import measure_input, train
+from .resolve import reinitialise, resolve_recipe
 from .report import HardenReport
 from .runtime import Distributed, Log, RunOptions, TrainProgress, amp_label, resolve_amp
 
@@ -57,10 +59,13 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
         raise UserError(f"--out {out_dir} already holds a harden run", "pass --resume to continue it, or a new --out directory")
 
 
-def _resolved_recipe_yaml(recipe: Recipe) -> str:
-    header = (f"# resolved recipe written by hardenctl {__version__} (from {recipe.source or recipe.name} "
-              "with --set/--epochs/--batch-size/--lr applied); usable as --recipe PATH\n")
-    return header + yaml.safe_dump({"recipe": recipe.name, **recipe.config.to_dict()}, sort_keys=False)
+def _resolved_recipe_yaml(recipe: Recipe, decisions: list[str] | None = None) -> str:
+    """The recipe as it ran: its profile and every value, ``auto`` ones decided; loads again with ``--recipe PATH``."""
+    values = recipe.config.to_dict()
+    header = (f"# resolved recipe written by hardenctl {__version__} (from {recipe.source or recipe.name}, profile "
+              f"{values['profile']}, with --profile/--set/--epochs/--batch-size/--lr applied); usable as --recipe PATH\n")
+    header += "".join(f"# {line}\n" for line in decisions or [])
+    return header + yaml.safe_dump({"recipe": recipe.name, "profile": values.pop("profile"), **values}, sort_keys=False)
 
 
 def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eval_data: ImageDataset | None,
@@ -70,6 +75,7 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eva
     Everything a user can get wrong is checked before the first file is written. Returns None
     on DDP ranks other than 0, which write nothing.
     """
+    decisions = resolve_recipe(recipe, model)  # `auto` optimizer/lr/weight decay, decided for this model
     config = recipe.config
     dist = Distributed.from_env()
     if config.batch_size % dist.world_size:
@@ -97,13 +103,18 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eva
     identity = getattr(train_data, "fingerprint", train_data.sha256)()  # streamed folders: files, not every pixel
     run_key = _run_key(recipe, options.seed, getattr(model.info, "sha256", None), identity)
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+    if config.reinit:  # --reinit: the paper's from-scratch start, timm's init drawn from --seed (the report keeps the input's column)
+        reinitialise(model, options.seed)
     trained = recipe.prepare(model, seed=options.seed).to(device).to(memory_format=memory_format)  # new modules drawn from --seed
     if trained.info is not None and trained.info.label_names is None and getattr(train_data, "names_known", False):
         # class names travel: the hardened model knows the training data's names (api.prepare_data checked any it had)
         trained.info = dataclasses.replace(trained.info, label_names=list(train_data.class_names[:trained.info.num_classes]))
     dist.start(device)
     try:
-        result = train(trained, recipe, train_set, holdout, options, dist, run_key, progress, log)
+        baseline = None
+        if not (options.resume and latest_checkpoint(options.out_dir) is not None):  # a resumed run reads it from its log
+            baseline = _input_baseline(input_model, recipe, holdout, options, dist, device)
+        result = train(trained, recipe, train_set, holdout, options, dist, run_key, progress, log, baseline=baseline)
     finally:
         dist.close()
     if not dist.is_main:
@@ -112,13 +123,31 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eva
                "channels_last": options.channels_last, "train_seconds": sum(h["train_seconds"] for h in result.history)}
     data = {"train": train_data.source, "train_n": len(train_set), "holdout_n": len(holdout) if holdout is not None else 0}
     return _evaluate_and_write(input_model, trained, recipe, result, eval_data if eval_data is not None else holdout,
-                               eval_config, options, data, runtime, holdout is None, eval_data is None, progress, log)
+                               eval_config, options, data, runtime, holdout is None, eval_data is None, progress, log, decisions)
+
+
+def _input_baseline(input_model: ImageClassifier | None, recipe: Recipe, holdout: ImageDataset | None, options: RunOptions,
+                    dist: Distributed, device: torch.device) -> tuple:
+    """The input model's held-out clean, PGD (and, for the overfitting guard, FGSM) accuracy by the per-epoch monitor,
+    measured once before epoch 1.
+
+    Rank 0 holds the input model (as it was before ``--reinit`` and ``recipe.prepare``): it scores the whole held-out
+    monitor set alone and the sum over processes hands every rank the same numbers.
+    """
+    if holdout is None:
+        return measure_input(input_model, recipe, None, options, Distributed())
+    local: tuple = ()
+    if dist.is_main and input_model is not None:
+        local = measure_input(input_model.to(device), recipe, holdout, options, Distributed())
+        input_model.cpu()
+    count = 3 if guard_active(recipe.config) else 2
+    return tuple(dist.sum([float(v) for v in local] if local else [0.0] * count))
 
 
 def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, recipe: Recipe, result: TrainResult,
                         eval_set: ImageDataset, eval_config: EvalConfig, options: RunOptions, data: dict[str, Any],
                         runtime: dict[str, Any], no_holdout: bool, eval_is_holdout: bool,
-                        progress: TrainProgress | None, log: Log | None) -> HardenResult:
+                        progress: TrainProgress | None, log: Log | None, decisions: list[str] | None = None) -> HardenResult:
     """Evaluate input, saved and (when different) other candidate epoch alike; write every output file."""
     out_dir, info, config = Path(options.out_dir), input_model.info, recipe.config
     device = next(trained.parameters()).device
@@ -130,7 +159,8 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
 
     def exported(epoch: int) -> ImageClassifier:
         """The model of a finished epoch as it would ship (``recipe.export``), not yet saved."""
-        trained.load_state_dict(read_checkpoint_state(checkpoint_path(out_dir, epoch), device)["model"])
+        state = read_checkpoint_state(checkpoint_path(out_dir, epoch), device)
+        trained.load_state_dict(state["ema"] if "ema" in state else state["model"])  # with `ema` on, the EMA weights ship
         candidate = recipe.export(copy.deepcopy(trained))
         # the info the recipe left on the model (prepare/export may record surgery there), minus the input's identity
         candidate.info = dataclasses.replace(candidate.info, path=None, sha256=None)
@@ -160,7 +190,7 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         other = evaluate_model(exported(other_epoch), f"{other_label} model")
 
     metadata = {
-        "recipe": recipe.name, "recipe_config": config.to_dict(), "recipe_source": recipe.source,
+        "recipe": recipe.name, "profile": config.profile, "recipe_config": config.to_dict(), "recipe_source": recipe.source,
         "input_checkpoint_sha256": info.sha256, "epoch": selected_epoch, "selected": selected,
         "trained_by": f"hardenctl harden --recipe {recipe.name}",
     }
@@ -170,6 +200,10 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
     after.model_sha256, after.model["path"] = sha256_file(model_path), str(model_path)
     selectable, selectable_label = recipe.selectable_epochs()
     notes = []
+    collapses = [h["guard"] for h in result.history if h.get("collapsed")]
+    notes += collapses
+    if collapses and all(h.get("collapsed") for h in result.history):
+        notes.append("every epoch collapsed: the saved model is a collapsed one; lower eps or lr, or use attack: fgsm-rs or pgd")
     if eval_is_holdout:
         notes.append("the report evaluates the held-out split that also picked the best epoch (pass --eval-data for an independent set)")
     if no_holdout:
@@ -186,8 +220,10 @@ def _evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, 
         data={**data, "eval": eval_set.source, "eval_n": after.n}, runtime=runtime,
         interpretation=recipe.interpretation, notes=notes, selected_by=recipe.selection, extra_evaluations=extra_evaluations,
         selectable_epochs=list(selectable), selectable=selectable_label, monitor_eot=recipe.monitor_eot(),
+        profile=config.profile, decisions=list(decisions or []), collapses=collapses,
+        planned_epochs=config.epochs, ema=config.ema,
     )
-    atomic_write(out_dir / "recipe.yaml", _resolved_recipe_yaml(recipe))
+    atomic_write(out_dir / "recipe.yaml", _resolved_recipe_yaml(recipe, decisions))
     write_train_log(out_dir / "train_log.jsonl", result.history)
     atomic_write(out_dir / "report.json", report.to_json())
     atomic_write(out_dir / "report.md", report.to_markdown())

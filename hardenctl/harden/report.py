@@ -17,12 +17,30 @@ def percent(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}%}"
 
 
+def delta(value: float | None, reference: float | None) -> str:
+    """``+3.1`` points of ``value`` over ``reference`` (accuracies as fractions); empty when either is missing."""
+    return "" if value is None or reference is None else f"{100 * (value - reference):+.1f}"
+
+
+def versus_input(record: dict[str, Any]) -> str:
+    """``(input 71.0%/0.0%: -3.2/+25.0 points)``: the epoch's held-out clean/robust accuracy against the input model's."""
+    clean, robust = record.get("input_holdout_clean_accuracy"), record.get("input_holdout_robust_accuracy")
+    if clean is None:
+        return ""
+    return (f" (input {percent(clean, 1)}/{percent(robust, 1)}: {delta(record['holdout_clean_accuracy'], clean)}/"
+            f"{delta(record['holdout_robust_accuracy'], robust)} points)")
+
+
 def describe_epoch(record: dict[str, Any]) -> str:
-    """One line of an epoch's numbers (for progress bars and logs)."""
+    """One line of an epoch's numbers, with the input model's held-out accuracy beside them (progress lines and logs)."""
+    fgsm = record.get("guard_fgsm_accuracy")
     return (f"loss {record['loss']:.4f}, lr {record['lr']:.3g}, "
             f"train clean/robust {percent(record['train_clean_accuracy'], 1)}/{percent(record['train_robust_accuracy'], 1)}, "
-            f"held-out clean/robust {percent(record['holdout_clean_accuracy'], 1)}/{percent(record['holdout_robust_accuracy'], 1)}, "
-            f"{record['seconds']:.1f} s")
+            f"held-out clean/robust {percent(record['holdout_clean_accuracy'], 1)}/{percent(record['holdout_robust_accuracy'], 1)}"
+            f"{versus_input(record)}"
+            + (f", FGSM {percent(fgsm, 1)}" if fgsm is not None else "")
+            + (" [COLLAPSED]" if record.get("collapsed") else "")
+            + f", {record['seconds']:.1f} s")
 
 
 @dataclass
@@ -51,6 +69,11 @@ class HardenReport:
     selectable: str = "every epoch"  # what those epochs are, in words
     monitor_eot: int = 1  # EOT draws of the per-epoch monitor that scored them (Recipe.monitor_eot)
     extra_evaluations: dict[str, Any] = field(default_factory=dict)  # label -> Report of the saved model evaluated otherwise (e.g. AToP's BPDA)
+    profile: str = "custom"  # the recipe profile that ran: finetune, paper, or custom (a flat recipe file)
+    decisions: list[str] = field(default_factory=list)  # how each `auto` value was decided (optimizer, lr, weight decay)
+    collapses: list[str] = field(default_factory=list)  # catastrophic-overfitting guard events, one line each
+    planned_epochs: int | None = None  # the recipe's epochs (more than last_epoch when the guard stopped the run)
+    ema: float = 0.0  # EMA decay of the saved weights (0: the raw weights)
     schema_version: str = SCHEMA_VERSION
 
     def headline(self) -> str:
@@ -105,14 +128,19 @@ class HardenReport:
         lines = [
             "# hardenctl harden report", "",
             f"**{headline[0].upper()}{headline[1:]}**", "",
-            f"Recipe `{self.recipe}` ({self.recipe_source}) trained on `{self.data['train']}` "
+            f"Recipe `{self.recipe}`, profile `{self.profile}` ({self.recipe_source}) trained on `{self.data['train']}` "
             f"({self.data['train_n']} images; {self.data['holdout_n']} held out to pick the epoch), "
             f"starting from `{self.input_checkpoint['path']}` (sha256 `{self.input_checkpoint['sha256']}`).", "",
             f"`model.safetensors` holds the **{self.selected}** epoch: epoch {self.selected_epoch} of {self.last_epoch} "
             f"(best by held-out {self.selection_label()}: epoch {self.best_epoch}; "
-            f"last: epoch {self.last_epoch}).",
+            f"last: epoch {self.last_epoch})"
+            + (f"; training stopped after epoch {self.last_epoch} of {self.planned_epochs}" if self.planned_epochs
+               and self.last_epoch < self.planned_epochs else "")
+            + (f"; the weights are the EMA (decay {self.ema:g})" if self.ema else "") + ".",
             "",
         ]
+        if self.decisions:
+            lines += ["Resolved: " + "; ".join(self.decisions) + ".", ""]
         if self.interpretation:
             lines += [f"Interpretation (our design, not the paper's): {self.interpretation}", ""]
         lines += [
@@ -125,17 +153,33 @@ class HardenReport:
         lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in self.comparison_rows()]
         eot = (f", EOT over {self.monitor_eot} draws: gradients averaged, clean accuracy the mean over draws, robust only if "
                "correct on every draw" if self.monitor_eot > 1 else "")
+        guard = any("guard_fgsm_accuracy" in h for h in self.history)
         lines += ["", "## Training curves", "",
-                  "Per epoch: mean training loss, learning rate at the epoch's end, clean and PGD robust accuracy (eval mode, "
-                  f"ε = {self.recipe_config['eps']:.5g}{eot}) on up to {self.recipe_config['monitor_n']} training and held-out images.", "",
-                  "| epoch | loss | lr | train clean | train robust | held-out clean | held-out robust | seconds | |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "Per epoch: mean training loss, learning rate and training ε at the epoch's end, clean and PGD robust accuracy "
+                  f"(eval mode, ε = {self.recipe_config['eps']:.5g}{eot}) on up to {self.recipe_config['monitor_n']} training and "
+                  "held-out images, and the held-out change against the input model (row 0, measured by the same monitor "
+                  "before epoch 1): the cost of hardening in clean accuracy and its gain in robust accuracy, in points"
+                  + ("; FGSM: held-out accuracy under FGSM, read by the catastrophic-overfitting guard" if guard else "")
+                  + (f"; the EMA weights (decay {self.ema:g}) are scored" if self.ema else "") + ".", "",
+                  "| epoch | loss | lr | train ε | train clean | train robust | held-out clean | held-out robust | Δ clean vs input "
+                  "| Δ robust vs input |" + (" FGSM |" if guard else "") + " seconds | |",
+                  "|---" * (12 + guard) + "|"]
+        first = self.history[0] if self.history else {}
+        input_clean, input_robust = first.get("input_holdout_clean_accuracy"), first.get("input_holdout_robust_accuracy")
+        lines.append(f"| 0 (input) | | | | | | {percent(input_clean)} | {percent(input_robust)} | | |" + (" |" if guard else "")
+                     + " | |")
         for h in self.history:
             mark = " ".join(m for m, hit in (("best", h["epoch"] == self.best_epoch), ("last", h["epoch"] == self.last_epoch),
-                                             ("**saved**", h["epoch"] == self.selected_epoch)) if hit)
-            lines.append(f"| {h['epoch']} | {h['loss']:.4f} | {h['lr']:.4g} | {percent(h['train_clean_accuracy'])} | "
-                         f"{percent(h['train_robust_accuracy'])} | {percent(h['holdout_clean_accuracy'])} | "
-                         f"{percent(h['holdout_robust_accuracy'])} | {h['seconds']:.1f} | {mark} |")
+                                             ("**saved**", h["epoch"] == self.selected_epoch),
+                                             ("**collapsed**", bool(h.get("collapsed")))) if hit)
+            train_eps = h.get("train_eps")
+            lines.append(f"| {h['epoch']} | {h['loss']:.4f} | {h['lr']:.4g} | {'' if train_eps is None else f'{train_eps:.4g}'} | "
+                         f"{percent(h['train_clean_accuracy'])} | {percent(h['train_robust_accuracy'])} | "
+                         f"{percent(h['holdout_clean_accuracy'])} | {percent(h['holdout_robust_accuracy'])} | "
+                         f"{delta(h['holdout_clean_accuracy'], h.get('input_holdout_clean_accuracy'))} | "
+                         f"{delta(h['holdout_robust_accuracy'], h.get('input_holdout_robust_accuracy'))} |"
+                         + (f" {percent(h.get('guard_fgsm_accuracy'))} |" if guard else "")
+                         + f" {h['seconds']:.1f} | {mark} |")
         lines += ["", "## Checks", ""]
         for label, report in self.columns():
             failed = report.failed_checks

@@ -10,6 +10,8 @@ from ..recipes import RecipeConfig
 
 
 def build_optimizer(model: nn.Module, config: RecipeConfig) -> torch.optim.Optimizer:
+    if not config.resolved:  # a bug, not a user error: the engine decides `auto` values first (harden.resolve)
+        raise ValueError("optimizer, lr or weight_decay is still 'auto': resolve the config for the model first (resolve_config)")
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.adam_betas), weight_decay=config.weight_decay)

@@ -54,9 +54,13 @@ class DataConfig:
                 "effective_crop_pct": self.effective_crop_pct, "sources": dict(self.sources)}
 
     def pretrained_cfg(self, in_chans: int) -> dict[str, Any]:
-        """The timm ``pretrained_cfg`` keys this config sets (what ``config.json`` carries)."""
+        """The timm ``pretrained_cfg`` keys this config sets (what ``config.json`` carries). Without a declared
+        ``crop_pct`` timm uses its default (0.875) for images of other sizes, as hardenctl's undeclared config
+        uses the architecture's; a 32×32 CIFAR model then still evaluates 32×32 images uncropped."""
         cfg: dict[str, Any] = {"interpolation": self.interpolation, "crop_mode": self.crop_mode,
-                               "mean": list(self.mean), "std": list(self.std), "crop_pct": self.effective_crop_pct}
+                               "mean": list(self.mean), "std": list(self.std)}
+        if self.crop_pct is not None:  # undeclared stays undeclared: images at the input size then pass uncropped
+            cfg["crop_pct"] = self.crop_pct
         if self.input_size:
             cfg["input_size"] = [in_chans, *self.input_size]
         return cfg

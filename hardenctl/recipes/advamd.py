@@ -120,7 +120,7 @@ class AdvAmd(Recipe):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
         c = self.config
         logits = model(x)
-        total = F.cross_entropy(logits.float(), y)
+        total = F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing)
         if not self.amends():
             return total  # exactly a clean fine-tune step
         levels = c.levels if c.w_mediate > 0 else ()
@@ -129,8 +129,8 @@ class AdvAmd(Recipe):
             *mediate_logits, adv_logits = model(batch).float().split(len(x))
         ratio = learning_ratio(c.vulnerability, adv_logits, logits, y)
         for chunk in mediate_logits:
-            total = total + c.w_mediate * (ratio * F.cross_entropy(chunk, y, reduction="none")).mean()
-        return total + c.w_adv * (ratio * F.cross_entropy(adv_logits, y, reduction="none")).mean()
+            total = total + c.w_mediate * (ratio * F.cross_entropy(chunk, y, reduction="none", label_smoothing=c.label_smoothing)).mean()
+        return total + c.w_adv * (ratio * F.cross_entropy(adv_logits, y, reduction="none", label_smoothing=c.label_smoothing)).mean()
 
 
 __all__ = ["AdvAmd", "AdvAmdConfig", "VULNERABILITY", "learning_ratio", "mediate_samples"]

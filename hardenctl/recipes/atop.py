@@ -84,6 +84,11 @@ class AtopConfig(RecipeConfig):
         if self.attack_steps:
             raise UserError(f"{where}: attack_steps={self.attack_steps}, but atop runs its own attack on the classifier alone",
                             "drop attack_steps (it must stay 0) and choose finetune_attack: fgsm or pgd")
+        if self.attack != "pgd":
+            raise UserError(f"{where}: attack={self.attack}, but the engine's training attack is off for atop (it attacks the "
+                            "classifier alone itself)", "drop attack and choose finetune_attack: fgsm or pgd")
+        if self.reinit:
+            raise UserError(f"{where}: reinit=true, but atop keeps the input classifier frozen", "drop --reinit / reinit")
         if self.gan_weight > 0:
             raise UserError(f"{where}: gan_weight={self.gan_weight:g} is not implemented (the optional GAN term needs a discriminator "
                             "with its own optimiser)", "set gan_weight: 0 (the L1 reconstruction and classification terms remain)")
@@ -196,7 +201,7 @@ class Atop(Recipe):
         else:
             recon = F.l1_loss(model(x, draw, "purified").float(), x.float())
             logits = model(x_prime, draw, "logits") if weight else None
-        return recon + weight * F.cross_entropy(logits.float(), y) if weight else recon
+        return recon + weight * F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing) if weight else recon
 
     # -- the report -----------------------------------------------------------------------------
     def extra_evaluations(self, final: nn.Module) -> dict[str, dict[str, Any]]:

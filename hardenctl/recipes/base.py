@@ -45,40 +45,106 @@ def _at_least(low: float) -> dict:
     return {"min": low}
 
 
+AUTO = "auto"
+PROFILES = ("paper", "finetune", "custom")
+ATTACKS = ("pgd", "fgsm-rs", "fgsm")
+CO_GUARDS = ("stop", "lower", "warn", "off")
+# timm families whose own training recipes use AdamW (transformers, hybrids, ConvNeXt and the MetaFormers): `optimizer:
+# auto` picks AdamW when a "_"-separated part of the architecture name starts with one of these, SGD otherwise
+ADAMW_ARCHS = ("vit", "deit", "beit", "eva", "cait", "xcit", "swin", "crossvit", "levit", "pvt", "twins", "coat", "tnt",
+               "volo", "mvitv2", "maxvit", "maxxvit", "coatnet", "mobilevit", "efficientvit", "efficientformer", "fastvit",
+               "davit", "focalnet", "gcvit", "nextvit", "hiera", "flexivit", "edgenext", "convnext", "convformer",
+               "caformer", "poolformer")
+
+
+def _parse_names(value: Any, where: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) and s.strip() for s in items):
+        raise UserError(f"{where}: {value!r} is not a list of names", "give e.g. [vit, deit, swin]")
+    return tuple(s.strip().lower() for s in items)
+
+
+def _auto_or_number(key: str, low: float, exclusive: bool = False) -> Callable[[Any, str], Any]:
+    """A parser for a number that may also be ``auto`` (decided by the engine once the model is known)."""
+    def parse(value: Any, where: str) -> Any:
+        if value == AUTO:
+            return AUTO
+        number = _number(key, value, where)
+        _check_range(key, number, {"min": low, "exclusive": exclusive}, where)
+        return number
+    return parse
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
-    """Settings the engine reads for every recipe (meanings and paper values: ``recipes/*.yaml``)."""
+    """Settings the engine reads for every recipe (meanings and paper values: ``recipes/*.yaml``).
+
+    A training recipe's file holds two profiles of them (``hardenctl.recipes.load_recipe``): ``paper``, the published
+    from-scratch schedule, and ``finetune`` (the default), an adversarial fine-tuning of the input model whose
+    ``optimizer``/``lr``/``weight_decay`` may be ``auto``, decided by the engine once the model is known
+    (:mod:`hardenctl.harden.resolve`). ``profile`` records which one a config came from.
+    """
 
     # optimisation
     epochs: int = field(default=10, metadata=_at_least(1))
     batch_size: int = field(default=128, metadata=_at_least(1))
-    optimizer: str = field(default="sgd", metadata=_choices("sgd", "adamw"))
-    lr: float = field(default=0.1, metadata={"min": 0.0, "exclusive": True})
+    optimizer: str = field(default="sgd", metadata=_choices("sgd", "adamw", AUTO))
+    adamw_archs: tuple[str, ...] = field(default=ADAMW_ARCHS, metadata={"parse": _parse_names})
+    lr: float = field(default=0.1, metadata={"parse": _auto_or_number("lr", 0.0, exclusive=True)})
+    base_lr_sgd: float = field(default=0.01, metadata={"min": 0.0, "exclusive": True})
+    base_lr_adamw: float = field(default=1e-4, metadata={"min": 0.0, "exclusive": True})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
     nesterov: bool = False
     adam_betas: tuple[float, ...] = field(default=(0.9, 0.999), metadata={"length": 2, "min": 0.0, "max": 1.0})
-    weight_decay: float = field(default=5e-4, metadata=_at_least(0.0))
+    weight_decay: float = field(default=5e-4, metadata={"parse": _auto_or_number("weight_decay", 0.0)})
+    weight_decay_sgd: float = field(default=5e-4, metadata=_at_least(0.0))
+    weight_decay_adamw: float = field(default=0.05, metadata=_at_least(0.0))
     schedule: str = field(default="step", metadata=_choices("step", "cosine", "onecycle", "constant"))
     milestones: tuple[float, ...] = field(default=(0.5, 0.75), metadata={"min": 0.0, "max": 1.0})
     gamma: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
     warmup_epochs: float = field(default=0.0, metadata=_at_least(0.0))
     grad_clip: float = field(default=0.0, metadata=_at_least(0.0))
+    ema: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0, "below": 1.0})
+    ema_warmup: bool = True
+    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0, "below": 1.0})
     # data
     augment: str = field(default="auto", metadata=_choices("auto", "timm", "crop-flip", "crop", "flip", "none"))
     crop_padding: int = field(default=4, metadata=_at_least(0))
     rrc_scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata={"length": 2, "min": 0.0, "max": 1.0})
     auto_augment: str = ""  # timm auto-augment policy string (e.g. rand-m9-mstd0.5); "" for none
     holdout_fraction: float = field(default=0.1, metadata={"min": 0.0, "max": 0.5})
-    # training attack (L∞ PGD, model in eval mode)
+    # training attack (L∞, model in eval mode): PGD, or one FGSM step (Wong et al.) with or without a random start
+    attack: str = field(default="pgd", metadata=_choices(*ATTACKS))
     eps: float = field(default=8 / 255, metadata={"min": 0.0, "max": 1.0})
+    eps_warmup: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
     attack_steps: int = field(default=10, metadata=_at_least(0))
     attack_alpha: float = field(default=2 / 255, metadata=_at_least(0.0))
     attack_start: str = field(default="uniform", metadata=_choices("uniform", "normal", "none"))
     attack_start_std: float = field(default=0.001, metadata=_at_least(0.0))
+    fgsm_step: float = field(default=1.25, metadata={"min": 0.0, "exclusive": True})
+    # the catastrophic-overfitting guard of the FGSM attacks
+    co_guard: str = field(default="stop", metadata=_choices(*CO_GUARDS))
+    co_drop: float = field(default=0.2, metadata={"min": 0.0, "max": 1.0})
+    co_fgsm_drop: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    co_eps_factor: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0, "exclusive": True})
+    co_lr_factor: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0, "exclusive": True})
     # per-epoch monitoring and the choice of the saved epoch
     monitor_n: int = field(default=512, metadata=_at_least(1))
     monitor_steps: int = field(default=10, metadata=_at_least(1))
     select: str = field(default="best", metadata=_choices("best", "last"))
+    # which set of values this is: a file's profile (paper / finetune, see recipes/*.yaml) or custom (a flat file)
+    profile: str = field(default="custom", metadata=_choices(*PROFILES))
+    reinit: bool = False  # start from random weights (timm's init, drawn from --seed) instead of the input checkpoint
+
+    def __post_init__(self) -> None:
+        if self.reinit and self.profile == "finetune":
+            raise UserError("reinit (--reinit) starts from random weights, which the finetune profile is not made for",
+                            "pass --profile paper --reinit (the papers' from-scratch schedules)")
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every ``auto`` value has been decided (:func:`hardenctl.harden.resolve.resolve_config`)."""
+        return AUTO not in (self.optimizer, self.lr, self.weight_decay)
 
     @property
     def lr_warmup_epochs(self) -> float:
@@ -132,6 +198,9 @@ def _check_range(key: str, number: float, meta: Mapping[str, Any], where: str) -
         raise UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be {bound}")
     if high is not None and number > high:
         raise UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be <= {high:g}")
+    below = meta.get("below")
+    if below is not None and number >= below:
+        raise UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be < {below:g}")
 
 
 def _coerce(key: str, value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
@@ -233,4 +302,4 @@ class Recipe:
         return f"{type(self).__name__}({self.config})"
 
 
-__all__ = ["LossFn", "Recipe", "RecipeConfig"]
+__all__ = ["ADAMW_ARCHS", "ATTACKS", "AUTO", "CO_GUARDS", "LossFn", "PROFILES", "Recipe", "RecipeConfig"]

@@ -177,10 +177,10 @@ class CostSensitive(Recipe):
         x_train = x_adv if c.adversarial else x
         logits_adv = model(x_train).float()
         if c.base == "pgd-at":
-            per_sample = F.cross_entropy(logits_adv, y, reduction="none")
+            per_sample = F.cross_entropy(logits_adv, y, reduction="none", label_smoothing=c.label_smoothing)
         else:
             logits = model(x).float()
-            per_sample = (trades_per_sample if c.base == "trades" else mart_per_sample)(logits, logits_adv, y, c.beta)
+            per_sample = (trades_per_sample if c.base == "trades" else mart_per_sample)(logits, logits_adv, y, c.beta, c.label_smoothing)
         matrix = cost_matrix(logits_adv.shape[1], protected_ids(c.protected), c.cost)
         total = cost_sensitive_loss(per_sample, logits_adv, y, matrix, c.lambda_cost)
         if c.minmax_mu:

@@ -114,11 +114,11 @@ class Fsr(Recipe):
         if any(p is None for p in parts):
             raise RuntimeError("FSR modules kept no features: the loss must run with the model in train mode")
         if c.base == "trades":
-            total = trades_loss(logits, logits_adv, y, c.beta)
+            total = trades_loss(logits, logits_adv, y, c.beta, c.label_smoothing)
         elif c.base == "mart":
-            total = mart_loss(logits, logits_adv, y, c.beta)
+            total = mart_loss(logits, logits_adv, y, c.beta, c.label_smoothing)
         else:
-            total = F.cross_entropy(logits_adv.float(), y)
+            total = F.cross_entropy(logits_adv.float(), y, label_smoothing=c.label_smoothing)
         if c.lambda_sep == 0 and c.lambda_rec == 0:
             return total
         sep, rec = fsr_terms(modules, parts, y, strongest_wrong_class(logits_adv.detach(), y))

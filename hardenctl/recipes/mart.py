@@ -51,23 +51,24 @@ def misclassification_weight(logits: Tensor, y: Tensor) -> Tensor:
     return 1.0000001 - F.softmax(logits, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
 
 
-def mart_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+def mart_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
     """MART's loss per sample: BCE(p(x'ᵢ), yᵢ) + β·KL(p(xᵢ) ‖ p(x'ᵢ))·(1 − p_y(xᵢ)); nothing detached.
 
     Per sample so that recipes stacking on MART (cost-sensitive) can weight it; :func:`mart_loss` is its mean.
+    ``label_smoothing`` (the engine's option, 0 in the paper) smooths the CE(f(x'), y) part of the BCE only.
     """
     logits, logits_adv = logits.float(), logits_adv.float()
     adv_probs = F.softmax(logits_adv, dim=1)
     wrong = strongest_wrong_class(adv_probs, y)
-    boosted = F.cross_entropy(logits_adv, y, reduction="none") - torch.log(
+    boosted = F.cross_entropy(logits_adv, y, reduction="none", label_smoothing=label_smoothing) - torch.log(
         1.0001 - adv_probs.gather(1, wrong[:, None]).squeeze(1) + 1e-12)
     kl = F.kl_div(torch.log(adv_probs + 1e-12), F.softmax(logits, dim=1), reduction="none").sum(dim=1)
     return boosted + float(beta) * kl * misclassification_weight(logits, y)
 
 
-def mart_loss(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+def mart_loss(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
     """MART's loss from the clean and adversarial logits (both from train-mode passes); nothing detached."""
-    return mart_per_sample(logits, logits_adv, y, beta).mean()
+    return mart_per_sample(logits, logits_adv, y, beta, label_smoothing).mean()
 
 
 class Mart(Recipe):
@@ -79,4 +80,4 @@ class Mart(Recipe):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
         logits = model(x)
         logits_adv = model(x_adv)
-        return mart_loss(logits, logits_adv, y, self.config.beta)
+        return mart_loss(logits, logits_adv, y, self.config.beta, self.config.label_smoothing)

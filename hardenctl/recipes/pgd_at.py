@@ -26,7 +26,7 @@ class PGDAT(Recipe):
     improves = "robust accuracy: cross-entropy on PGD-10 adversarial examples (the baseline)"
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
-        return F.cross_entropy(model(x_adv).float(), y)
+        return F.cross_entropy(model(x_adv).float(), y, label_smoothing=self.config.label_smoothing)
 
 
 @dataclass(frozen=True)

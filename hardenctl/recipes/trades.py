@@ -39,15 +39,19 @@ def kl_to_clean(clean_probs: Tensor, logits_adv: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(logits_adv.float(), dim=1), clean_probs, reduction="none").sum(dim=1)
 
 
-def trades_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
-    """TRADES per sample: CE(f(xᵢ), yᵢ) + β·KL(p(xᵢ) ‖ p(x'ᵢ)); :func:`trades_loss` is its mean."""
+def trades_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
+    """TRADES per sample: CE(f(xᵢ), yᵢ) + β·KL(p(xᵢ) ‖ p(x'ᵢ)); :func:`trades_loss` is its mean.
+
+    ``label_smoothing`` (the engine's option, 0 in the paper) smooths the CE term only; the KL target stays p(x).
+    """
     logits = logits.float()
-    return F.cross_entropy(logits, y, reduction="none") + float(beta) * kl_to_clean(F.softmax(logits, dim=1), logits_adv)
+    ce = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
+    return ce + float(beta) * kl_to_clean(F.softmax(logits, dim=1), logits_adv)
 
 
-def trades_loss(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+def trades_loss(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
     """CE(f(x), y) + β · mean KL(p(x) ‖ p(x')), nothing detached."""
-    return trades_per_sample(logits, logits_adv, y, beta).mean()
+    return trades_per_sample(logits, logits_adv, y, beta, label_smoothing).mean()
 
 
 class Trades(Recipe):
@@ -62,7 +66,7 @@ class Trades(Recipe):
         return lambda logits_adv, _y: kl_to_clean(clean_probs, logits_adv)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
-        return trades_loss(model(x), model(x_adv), y, self.config.beta)
+        return trades_loss(model(x), model(x_adv), y, self.config.beta, self.config.label_smoothing)
 
 
 def base_attack_loss(base: str, model: nn.Module, x: Tensor, y: Tensor) -> LossFn:

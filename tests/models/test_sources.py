@@ -148,3 +148,13 @@ def test_photos_of_mixed_sizes_with_nothing_declared_use_the_architecture_size(t
     data = hardenctl.load_data(str(tmp_path / "photos"), model, workers=0)
     assert data.image_size == (176, 176)  # resnet10t's pretrained_cfg input size
     assert model.info.input_size == (176, 176) and model.info.data_config.sources["input_size"] == "timm pretrained_cfg of resnet10t"
+
+
+def test_an_undeclared_crop_stays_undeclared_in_config_json(tmp_path):
+    """A CIFAR-sized model evaluated uncropped must stay uncropped when its saved folder is evaluated again."""
+    torch.manual_seed(0)
+    model = wrap_model(create_timm_model(ARCH, 3), ARCH, 3, (0.5,) * 3, (0.25,) * 3, input_size=(32, 32))
+    save_model(model, tmp_path / "model.safetensors")
+    config = json.loads(write_config_json(model, tmp_path).read_text())
+    assert "crop_pct" not in config["pretrained_cfg"]
+    assert load_model(tmp_path).info.data_config.crop_pct is None

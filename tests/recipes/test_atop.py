@@ -178,8 +178,9 @@ def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(monke
     assert list(recipe.selectable_epochs()[0]) == selectable and recipe.monitor_eot() == 4
     model = recipe.prepare(digits_classifier())
     data = load_dataset("digits-train").head(96)
+    # baseline given (the engine measures the input model before prepare): every monitor call below is an epoch's
     result = train(model, recipe, data.head(80), data.take(torch.arange(80, 96)), RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
-                   Distributed(), {})
+                   Distributed(), {}, baseline=(None, None))
     assert result.best_epoch == expected_best and result.last_epoch == 4
     assert draws_seen == [4] * 8  # train and held-out monitors, every epoch, with EOT over monitor_eot draws
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import re
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from hardenctl.errors import UserError
 from hardenctl.models.fsr import FSRModule, gumbel_sigmoid_mask
 from hardenctl.harden import TrainingPGD, training_step
 from hardenctl.models import create_timm_model, wrap_model
-from hardenctl.recipes import REGISTRY, describe, load_recipe, recipe_path
+from hardenctl.recipes import REGISTRY, describe, load_recipe, recipe_path, yaml_comments
 from hardenctl.recipes.fsr import Fsr
 from hardenctl.recipes.mart import Mart, strongest_wrong_class
 from hardenctl.recipes.pgd_at import PGDAT
@@ -224,10 +223,11 @@ def test_the_recipe_file_documents_every_key_and_has_the_papers_defaults():
     assert REGISTRY["fsr"] is Fsr
     cls, parameters = describe("fsr")
     text = recipe_path("fsr").read_text()
+    sections = yaml_comments(recipe_path("fsr"))  # common keys, then the paper and finetune profiles
     for field in dataclasses.fields(cls.Config):
-        assert re.search(rf"^{field.name}:", text, re.MULTILINE), f"fsr.yaml lacks {field.name}"
+        assert field.name in sections[""] or all(field.name in sections[p] for p in ("paper", "finetune")), f"fsr.yaml lacks {field.name}"
     assert all(p.meaning for p in parameters), [p.key for p in parameters if not p.meaning]
-    c = load_recipe("fsr").config
+    c = load_recipe("fsr", {"profile": "paper"}).config
     assert (c.stages, c.tau, c.lambda_sep, c.lambda_rec, c.base, c.hidden) == (("last",), 0.1, 1.0, 1.0, "pgd-at", 64)
     assert c.eps == pytest.approx(8 / 255) and c.attack_alpha == pytest.approx(2 / 255)
     assert (c.attack_steps, c.attack_start, c.augment, c.crop_padding) == (10, "uniform", "auto", 4)  # auto: crop-flip at 32 px, as the paper

@@ -125,7 +125,7 @@ def test_recipe_runs_clean_then_adversarial_forward_and_uses_beta():
 
 
 def test_official_defaults_in_the_yaml():
-    c = load_recipe("mart").config
+    c = load_recipe("mart", {"profile": "paper"}).config
     assert (c.beta, c.lr, c.weight_decay, c.momentum, c.epochs, c.batch_size) == (6.0, 0.1, 7e-4, 0.9, 90, 128)
     assert (c.eps, c.attack_steps, c.attack_alpha, c.attack_start, c.attack_start_std) == (0.031, 10, 0.007, "normal", 0.001)
     assert [round(m * c.epochs) for m in c.milestones] == [74, 89]  # 1-based epochs 75 and 90

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from hardenctl.errors import UserError
-from hardenctl.recipes import REGISTRY, describe, load_recipe, parse_overrides, read_recipe_file, recipe_names, recipe_path
+from hardenctl.recipes import REGISTRY, describe, load_recipe, parse_overrides, read_recipe_file, recipe_names, recipe_path, yaml_comments
 
 
 def test_builtin_names_resolve_to_the_repository_yaml_and_their_class():
@@ -19,14 +19,28 @@ def test_builtin_names_resolve_to_the_repository_yaml_and_their_class():
         assert cls is REGISTRY[name] and cls.paper and cls.improves
 
 
-@pytest.mark.parametrize("name", ["mart", "pgd-at", "trades", "standard"])
+@pytest.mark.parametrize("name", recipe_names())
 def test_every_parameter_is_in_the_yaml_with_a_comment(name):
+    """Every key of the config is written in the file with a comment: in the common part, or in every profile."""
     cls, parameters = describe(name)
-    text = recipe_path(name).read_text()
+    path = recipe_path(name)
+    text = path.read_text()
+    sections = yaml_comments(path)
+    profiles = [s for s in sections if s]
+    assert not profiles or set(profiles) == {"paper", "finetune"}, profiles
     for field in dataclasses.fields(cls.Config):
-        assert re.search(rf"^{field.name}:", text, re.M), f"{name}.yaml lacks {field.name}"
+        if field.name in sections[""]:
+            assert sections[""][field.name], f"{name}.yaml: {field.name} has no comment"
+            assert all(field.name not in sections[p] for p in profiles), f"{name}.yaml sets {field.name} twice"
+        else:
+            assert profiles, f"{name}.yaml lacks {field.name}"
+            for profile in profiles:
+                assert sections[profile].get(field.name), f"{name}.yaml: profile {profile} lacks {field.name} or its comment"
+    for profile in profiles:
+        assert sections[profile]["__doc__"], f"{name}.yaml: profile {profile} has no comment saying what it is"
     assert all(p.meaning for p in parameters), [p.key for p in parameters if not p.meaning]
     assert re.search(r"^recipe: \S+\s+# hardenctl\.recipes\.", text, re.M)
+    assert re.search(r"^profile: \S+\s+# ", text, re.M)  # every file says which profile its values are
 
 
 def test_set_values_are_yaml_and_fractions_work():

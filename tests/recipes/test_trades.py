@@ -62,6 +62,6 @@ def test_attack_loss_is_kl_to_the_clean_prediction():
 
 
 def test_official_defaults_in_the_yaml():
-    c = load_recipe("trades").config
+    c = load_recipe("trades", {"profile": "paper"}).config
     assert (c.beta, c.lr, c.weight_decay, c.epochs, c.eps, c.attack_steps, c.attack_alpha) == (6.0, 0.1, 2e-4, 76, 0.031, 10, 0.007)
     assert c.attack_start == "normal" and [round(m * c.epochs) for m in c.milestones] == [74]  # 1-based epoch 75

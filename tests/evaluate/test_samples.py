@@ -1,0 +1,137 @@
+"""Per-sample results files: round trip, identity header, and one-line refusals of foreign or damaged files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hardenctl.errors import UserError
+from hardenctl.evaluate.samples import (FORMAT, check_identity, identity, load_baseline_samples, read_samples, recorded_name,
+                                        write_samples)
+from hardenctl.report import Report, SampleResults
+
+
+def make_samples(robust: list[bool], clean: list[float] | None = None) -> SampleResults:
+    n = len(robust)
+    clean = clean if clean is not None else [1.0] * n
+    return SampleResults(index=list(range(n)), source_id=[f"row {i}" for i in range(n)], label=[i % 3 for i in range(n)],
+                         clean_prediction=[i % 3 for i in range(n)], clean_correct=clean, robust=list(robust),
+                         broken_by=[None if r else "pgd" for r in robust],
+                         adversarial_prediction=[i % 3 if r else (i + 1) % 3 for i, r in enumerate(robust)])
+
+
+def make_report(samples: SampleResults, **changes) -> Report:
+    n = len(samples)
+    values = dict(schema_version="1.0", clean_accuracy=sum(samples.clean_correct) / n, robust_accuracy=sum(samples.robust) / n,
+                  attacks={"pgd": sum(samples.robust) / n}, per_class={}, n=n, eps=8 / 255, norm="linf", suite="custom",
+                  seed=0, model_sha256="m" * 64, data_sha256="d" * 64, versions={}, normalization={}, seconds=1.0,
+                  samples=samples)
+    values.update(changes)
+    return Report(**values)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_round_trip_with_identity_header(tmp_path):
+    report = make_report(make_samples([True, False, True, False], clean=[1.0, 1.0, 1.0, 0.0]))
+    path = write_samples(report, tmp_path / "r.samples.jsonl")
+    header, *rows = lines(path)
+    assert header == {"format": FORMAT, "version": 1, "model_sha256": "m" * 64, "data_sha256": "d" * 64, "eps": 8 / 255,
+                      "norm": "linf", "suite": "custom", "n": 4, "seed": 0}
+    assert rows == report.samples.rows()
+    assert set(rows[0]) == {"index", "source_id", "label", "clean_prediction", "clean_correct", "robust", "broken_by",
+                            "adversarial_prediction"}
+    read_header, samples = read_samples(path)
+    assert read_header == header and samples == report.samples
+    check_identity(read_header, report, path)  # its own report: accepted
+
+
+def test_writing_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "s.jsonl"
+    report = make_report(make_samples([True, False]))
+    write_samples(report, path)
+    before = path.read_bytes()
+
+    def broken_rows():
+        yield {"index": 0}
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(SampleResults, "rows", lambda self: broken_rows())
+    with pytest.raises(RuntimeError):
+        write_samples(report, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["s.jsonl"]  # no half file, no temp left
+
+
+def write_lines(path: Path, items: list) -> Path:
+    path.write_text("".join((item if isinstance(item, str) else json.dumps(item)) + "\n" for item in items))
+    return path
+
+
+def good_lines(n: int = 3) -> list:
+    report = make_report(make_samples([True] * n))
+    return [identity(report), *report.samples.rows()]
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("report", lambda ls: [{"schema_version": "1.0", "clean_accuracy": 0.9}], "not a hardenctl per-sample results file"),
+    ("text", lambda ls: ["index,label", "0,3"], "line 1 is not JSON"),
+    ("list", lambda ls: [[1, 2, 3]], "not a JSON object"),
+    ("empty", lambda ls: [], "empty"),
+    ("version", lambda ls: [{**ls[0], "version": 2}, *ls[1:]], "format version 2"),
+    ("header", lambda ls: [{k: v for k, v in ls[0].items() if k != "data_sha256"}, *ls[1:]], "no 'data_sha256'"),
+    ("truncated", lambda ls: ls[:-1], "header says n = 3 but it has 2"),
+    ("extra row", lambda ls: [*ls, {**ls[1], "index": 3}], "header says n = 3 but it has 4"),
+    ("order", lambda ls: [ls[0], ls[2], ls[1], ls[3]], "line 2 has index 1, expected 0"),
+    ("missing", lambda ls: [ls[0], {k: v for k, v in ls[1].items() if k != "robust"}, *ls[2:]], "line 2 has no 'robust'"),
+    ("type", lambda ls: [ls[0], ls[1], {**ls[2], "robust": "yes"}, ls[3]], "line 3: robust must be true or false"),
+    ("range", lambda ls: [ls[0], {**ls[1], "clean_correct": 1.5}, *ls[2:]], "clean_correct must be a number in [0, 1]"),
+    ("bool label", lambda ls: [ls[0], {**ls[1], "label": True}, *ls[2:]], "label must be an integer"),
+    ("blank", lambda ls: [ls[0], "", *ls[1:]], "line 2 is empty"),
+    ("garbage row", lambda ls: [ls[0], "{not json", *ls[1:]], "line 2 is not JSON"),
+])
+def test_foreign_or_damaged_files_are_one_line_errors(tmp_path, name, change, message):
+    path = write_lines(tmp_path / "s.jsonl", change(good_lines()))
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")) as caught:
+        read_samples(path)
+    assert "\n" not in str(caught.value) and "--samples" in str(caught.value)
+
+
+def test_binary_and_missing_files_are_one_line_errors(tmp_path):
+    (tmp_path / "s.parquet").write_bytes(b"PAR1\xff\xfe\x00\x01")
+    with pytest.raises(UserError, match="not a hardenctl per-sample results file"):
+        read_samples(tmp_path / "s.parquet")
+    with pytest.raises(UserError, match="not found"):
+        read_samples(tmp_path / "absent.jsonl")
+
+
+@pytest.mark.parametrize("key,value", [("model_sha256", "x" * 64), ("data_sha256", "x"), ("eps", 4 / 255), ("norm", "l2"),
+                                       ("suite", "quick"), ("n", 5), ("seed", 1)])
+def test_a_file_of_another_report_is_refused_naming_the_difference(tmp_path, key, value):
+    report = make_report(make_samples([True, False, True]))
+    header, _ = read_samples(write_samples(report, tmp_path / "s.jsonl"))
+    with pytest.raises(UserError, match=f"does not belong to the baseline report: its {key} is"):
+        check_identity(header, make_report(make_samples([True, False, True]), **{key: value}), tmp_path / "s.jsonl")
+
+
+def test_baseline_samples_are_found_by_convention(tmp_path):
+    report = make_report(make_samples([True, False]))
+    assert load_baseline_samples(tmp_path / "old.json", report) == (None, None)  # nothing there: rates
+    write_samples(report, tmp_path / "old.samples.jsonl")  # NAME.samples.jsonl beside NAME.json
+    path, samples = load_baseline_samples(tmp_path / "old.json", report)
+    assert path == tmp_path / "old.samples.jsonl" and samples == report.samples
+    (tmp_path / "reports").mkdir()
+    recorded = recorded_name(tmp_path / "per-sample" / "x.jsonl", tmp_path / "reports" / "old.json")
+    assert recorded == str(Path("..") / "per-sample" / "x.jsonl")  # relative to the report: the pair can move together
+    report.samples_file = recorded
+    write_samples(report, tmp_path / "per-sample" / "x.jsonl")
+    path, _ = load_baseline_samples(tmp_path / "reports" / "old.json", report)  # the recorded file wins
+    assert path == tmp_path / "reports" / ".." / "per-sample" / "x.jsonl"
+    other = make_report(make_samples([True, False]), seed=7)
+    with pytest.raises(UserError, match="its seed is 7"):  # found by convention, but another report's: refused
+        write_samples(other, tmp_path / "old.samples.jsonl")
+        load_baseline_samples(tmp_path / "old.json", make_report(make_samples([True, False])))
+    with pytest.raises(UserError, match="not found"):  # an explicit file must exist
+        load_baseline_samples(tmp_path / "old.json", report, tmp_path / "absent.jsonl")
