@@ -5,6 +5,7 @@ removes or renames one bumps :data:`SCHEMA_VERSION`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,9 +123,11 @@ class Report:
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("samples", None)  # per-sample results go to their own file (--samples), not into every report
-        data.pop("pictures", None)  # images are drawn into files, not serialised
+        # per-sample results go to their own file (--samples) and images into files: left out before asdict,
+        # which would otherwise deep-copy every row and picture only to drop them
+        data = asdict(dataclasses.replace(self, samples=None, pictures=None))
+        data.pop("samples")
+        data.pop("pictures")
         data["interval_method"], data["intervals"] = "wilson", self.intervals()  # 95%; see hardenctl.evaluate.stats
         for entry in data["per_class"].values():
             entry["clean_interval"], entry["robust_interval"] = (_class_interval(entry, key) for key in ("clean_accuracy", "robust_accuracy"))

@@ -15,8 +15,8 @@ from torch import nn
 from .. import __version__
 from ..data import ImageDataset
 from ..errors import UserError
-from ..report import SCHEMA_VERSION, Check, Report, SampleResults
-from .checks import large_eps_check, suite_checks, sweep_check
+from ..report import SCHEMA_VERSION, Report, SampleResults
+from .checks import buffers_check, large_eps_check, suite_checks, sweep_check
 from .config import EvalConfig, Progress
 from .distributed import Execution
 from .resume import model_digest
@@ -102,9 +102,7 @@ def _run_stages(model: nn.Module, data: ImageDataset, config: EvalConfig, progre
     if config.large_eps_samples > 0:
         checks.append(large_eps_check(model, data.head(config.large_eps_samples), config, draws, device, progress))
     changed, left_training = execution.buffer_changes()  # over every process, and the killed runs a state resumes
-    checks.append(Check("eval_mode_and_buffers_unchanged", not left_training and not changed,
-                        "model in eval mode; all buffers unchanged" if not changed else f"buffers changed: {', '.join(changed[:3])}",
-                        value=len(changed) + int(left_training), limit=0))  # checks.buffers_check's, over processes
+    checks.append(buffers_check(changed, left_training))
 
     per_class = {}
     for label, name in enumerate(data.class_names):
