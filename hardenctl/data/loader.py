@@ -15,12 +15,20 @@ MAX_WORKERS = 8  # decoding scales to about here; more mostly costs memory
 
 
 def default_workers() -> int:
-    """The cores this process may use, at most :data:`MAX_WORKERS`."""
+    """This process's share of the cores, at most :data:`MAX_WORKERS`.
+
+    Under torchrun every local rank starts its own workers, so each takes cores / LOCAL_WORLD_SIZE: N ranks with
+    one loader of all the node's cores each would start N times as many decoding processes as there are cores.
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_WORKERS))
+    try:
+        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_ranks = 1
+    return max(1, min(cores // local_ranks, MAX_WORKERS))
 
 
 def resolve_workers(workers: int | None) -> int:
