@@ -1,0 +1,191 @@
+"""``hardenctl eval``: measure clean and robust accuracy, write the reports, gate on them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import EXIT_GATE_FAILED, UserError
+from ..gates import CHECK_NAMES, apply_gates, check_comparable, describe_failure
+from ..report import Report, load_report, write_outputs
+from .app import app
+from .options import (ArchOption, Checkpoint, CropModeOption, CropPctOption, InputSizeOption, InterpolationOption, MeanOption,
+                      NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, _api, _require_model,
+                      data_options, model_options, parse_eps, parse_fraction)
+from .output import Output
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Checkpoint,
+    data: Annotated[str, typer.Option(help="Data: .npz (uint8 x N×H×W×C, int y), an ImageFolder dir, a CIFAR batch dir, or 'digits'")],
+    arch: ArchOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = False,
+    crop_pct: CropPctOption = None,
+    interpolation: InterpolationOption = None,
+    crop_mode: CropModeOption = None,
+    workers: WorkersOption = None,
+    skip_unreadable: SkipUnreadableOption = False,
+    n: Annotated[int, typer.Option(help="Evaluate the first n samples")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Batch size")] = 128,
+    eps: Annotated[str, typer.Option(help="Perturbation radius in [0,1] pixel units; fractions like 8/255 are fine")] = "8/255",
+    norm: Annotated[str, typer.Option(help="Threat model: linf or l2")] = "linf",
+    suite: Annotated[str, typer.Option(help="quick (PGD-20 + APGD-CE), standard (APGD-CE → APGD-T → Square), autoattack (reference package)")] = "standard",
+    attacks: Annotated[Optional[str], typer.Option(help="Custom attack list instead of a suite: fgsm,pgd,apgd-ce,apgd-t,square")] = None,
+    eot_samples: Annotated[int, typer.Option(help="EOT draws per gradient and per re-scoring, for randomised models")] = 20,
+    randomized: Annotated[bool, typer.Option(help="Treat the model as randomised (EOT) even if not detected")] = False,
+    eps_sweep: Annotated[Optional[str], typer.Option(help="Also evaluate at these radii, e.g. 0,2/255,4/255,8/255")] = None,
+    apgd_steps: Annotated[int, typer.Option(help="APGD iterations")] = 100,
+    square_queries: Annotated[int, typer.Option(help="Square attack queries per point")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (the report repeats exactly on CPU)")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    report: Annotated[Optional[Path], typer.Option(help="Write the JSON report here")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write a Markdown report here")] = None,
+    junit: Annotated[Optional[Path], typer.Option(help="Write checks and gates as JUnit XML here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
+    min_clean_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this clean accuracy")] = None,
+    min_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Gate: compare with an earlier report.json (same eps, norm, suite, n and data)")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop from --baseline (default 0)")] = None,
+    baseline_samples: Annotated[Optional[Path], typer.Option(help="The --baseline's per-sample results (its --samples file) for a paired, per-sample comparison; default: the file the baseline report recorded, else BASELINE.samples.jsonl beside it")] = None,
+    gate_on: Annotated[str, typer.Option(help="--min-*-acc gates compare with the point estimate (point) or the 95% Wilson interval's lower bound (lower)")] = "point",
+    samples: Annotated[Optional[Path], typer.Option(help="Write per-sample results here (JSON lines, with a header naming this report)")] = None,
+    strict: Annotated[bool, typer.Option(help="A failed sanity check fails the gate (default); --no-strict accepts every failure, recorded in the report")] = True,
+    allow_check: Annotated[Optional[list[str]], typer.Option(help="Accept this failed sanity check knowingly (repeatable); recorded in the report")] = None,
+    protected: Annotated[Optional[str], typer.Option(help="Protected classes, ids or class names, e.g. 3,5: adds their clean/robust accuracy and the cost-weighted robust error")] = None,
+    protected_cost: Annotated[float, typer.Option(help="Cost of misclassifying a protected class (others cost 1)")] = 10.0,
+    min_protected_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy on protected classes (needs --protected)")] = None,
+    fixed_mask: Annotated[bool, typer.Option(help="AToP composite: one noise and mask from --seed for every image (deterministic, for debugging; not the deployed defence)")] = False,
+    html: Annotated[Optional[Path], typer.Option(help="Write a self-contained HTML report here (tables, pictures and the eps curve embedded)")] = None,
+    pictures: Annotated[int, typer.Option(help="Adversarial examples drawn for the Markdown/HTML report, beside their clean images (0: none)")] = 8,
+    save_adversarial: Annotated[Optional[Path], typer.Option(help="Keep every sample's worst-case adversarial image in this directory (float32, lossless: one .npz per batch, named by sample index)")] = None,
+    resume_dir: Annotated[Optional[Path], typer.Option(help="Keep the evaluation's state in this directory, saved after every batch (one file per process)")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the killed evaluation whose state is in --resume-dir")] = False,
+) -> None:
+    """Measure clean and robust accuracy of a checkpoint and gate on it.
+
+    Several GPUs, CPU processes or nodes: torchrun --nproc_per_node=N -m hardenctl eval ... (batches are split
+    over the processes; the report is the same as one process's, and only rank 0 writes it).
+    """
+    import os
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints and writes the report
+    out = Output(quiet or not main_process, as_json and main_process)
+    if resume and resume_dir is None:
+        raise UserError("--resume needs --resume-dir (where the killed evaluation kept its state)", "pass --resume-dir DIR")
+    if pictures < 0:
+        raise UserError(f"--pictures must be >= 0, got {pictures}", "pass e.g. --pictures 8, or 0 for none")
+    if norm not in ("linf", "l2"):
+        raise UserError(f"--norm must be linf or l2, got {norm!r}", "pass --norm linf or --norm l2")
+    eps_value = parse_eps(eps, norm)
+    sweep = [parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None
+    for value, option in ((min_clean_acc, "--min-clean-acc"), (min_robust_acc, "--min-robust-acc"), (max_drop, "--max-drop"),
+                          (min_protected_robust_acc, "--min-protected-robust-acc")):
+        parse_fraction(value, option)
+    protected_items = [p.strip() for p in protected.split(",") if p.strip()] if protected is not None else None
+    if protected is not None and not protected_items:
+        raise UserError(f"--protected: {protected!r} names no class", "pass ids or class names, e.g. --protected 3,5")
+    if min_protected_robust_acc is not None and protected_items is None:
+        raise UserError("--min-protected-robust-acc needs --protected", "pass e.g. --protected 3,5")
+    if protected_cost < 0:
+        raise UserError(f"--protected-cost must be >= 0, got {protected_cost}", "pass e.g. --protected-cost 10")
+    if max_drop is not None and baseline is None:
+        raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
+    if baseline_samples is not None and baseline is None:
+        raise UserError("--baseline-samples needs --baseline", "pass --baseline old_report.json too")
+    if gate_on not in ("point", "lower"):
+        raise UserError(f"--gate-on must be point or lower, got {gate_on!r}", "pass --gate-on point or --gate-on lower")
+    for value, option in ((n, "--n"), (batch_size, "--batch-size"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
+        if value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
+    attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
+    unknown_checks = sorted(set(allow_check or ()) - set(CHECK_NAMES))
+    if unknown_checks:
+        raise UserError(f"--allow-check: unknown check {unknown_checks[0]!r}", f"use one of {', '.join(CHECK_NAMES)}")
+    baseline_report = load_report(baseline) if baseline else None
+    loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
+    reading = data_options(workers, skip_unreadable)
+    _require_model(checkpoint)
+    api = _api()
+    config = dict(eps=eps_value, norm=norm, suite=suite, attacks=attack_names, n=n, batch_size=batch_size, seed=seed,
+                  eot_samples=eot_samples, eps_sweep=sweep, apgd_steps=apgd_steps, square_queries=square_queries,
+                  randomized=True if randomized else None)
+    eval_config = api.EvalConfig(**config)
+    eval_config.build_attacks(eps_value, 1)  # validate suite/attack names before any loading
+    if baseline_report is not None:
+        check_comparable({"eps": eps_value, "norm": norm, "suite": eval_config.suite_name(),
+                          "attacks": [a.name for a in eval_config.build_attacks(eps_value, 1)]}, baseline_report)
+        from ..evaluate.samples import baseline_samples_candidates, load_baseline_samples
+
+        baseline_samples, baseline_results = load_baseline_samples(baseline, baseline_report, baseline_samples)
+        if baseline_results is None:
+            out.note(f"no per-sample results for the baseline (looked for {', '.join(map(str, baseline_samples_candidates(baseline, baseline_report)))}): "
+                     "the max_drop gates compare rates; pass --baseline-samples for a paired comparison")
+
+    from ..distributed import Distributed
+    from ..evaluate.distributed import Execution, rank_device
+
+    dist = Distributed.from_env()
+    model = api.load_model(checkpoint, device=rank_device(device, dist), **loading)
+    if fixed_mask:
+        if not hasattr(model, "set_fixed_mask"):
+            raise UserError("--fixed-mask applies only to a model with a random transform (an AToP composite)", "drop --fixed-mask")
+        model.set_fixed_mask(seed)
+    dataset = api.load_data(data, model, n=n, **reading)
+    if baseline_report is not None:  # refuse before spending attack time, not after
+        check_comparable({"n": len(dataset), "data_sha256": dataset.sha256()}, baseline_report)
+    if protected_items is not None:
+        from ..protected import resolve_protected
+
+        config.update(protected=resolve_protected(protected_items, dataset.class_names), protected_cost=protected_cost)
+    import torch
+
+    from ..evaluate import evaluate as run_evaluation
+
+    execution = Execution(dist, resume_dir, resume, save_adversarial, pictures)
+    with out.progress() as progress, execution.process_group(next(model.parameters()).device), torch.inference_mode(False):
+        result = run_evaluation(model, dataset, api.EvalConfig(**config), progress, execution)
+    if execution.state is not None and execution.state.resumed_batches:
+        out.note(f"resumed from {resume_dir}: {execution.state.resumed_batches} batches were finished before")
+    apply_gates(result, min_clean_acc, min_robust_acc, baseline_report, max_drop, strict, min_protected_robust_acc,
+                allowed_checks=allow_check or (), gate_on=gate_on, baseline_name=str(baseline or "the baseline"),
+                baseline_samples=baseline_results if baseline_report is not None else None,
+                baseline_samples_name=str(baseline_samples) if baseline_samples is not None else None)
+    if not main_process:  # every process holds the whole report; rank 0 writes it, the others only share its exit code
+        if result.failed_gates:
+            raise typer.Exit(EXIT_GATE_FAILED)
+        return
+    finish(result, out, report, markdown, junit, samples=samples, html=html)
+
+
+def finish(result: Report, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path],
+           samples: Optional[Path] = None, html: Optional[Path] = None) -> None:
+    """Write outputs, print, and exit 1 when a gate failed."""
+    if samples is not None:  # before the report, so a report never names a samples file that is not there
+        from ..evaluate.samples import recorded_name, write_samples
+
+        result.samples_file = recorded_name(samples, report)
+        write_samples(result, samples)
+    paired = result.extra.get("paired")
+    if paired:
+        out.note(f"paired with the baseline: {paired['robust']['regressed']} samples regressed, {paired['robust']['improved']} "
+                 f"improved (exact McNemar p = {paired['robust']['mcnemar_p']:.4g})")
+    for note in write_outputs(result, report, markdown, junit, html):
+        out.note(note)
+    if out.as_json:
+        out.json(result.to_json())
+    out.table(result.rich_table())
+    for check in result.failed_checks:
+        accepted = " (accepted)" if check.name in result.accepted_checks else ""
+        out.warn(f"check {check.name} failed{accepted}: {check.detail}")
+    failed = result.failed_gates
+    for gate in failed:
+        out.err.print(describe_failure(result, gate), markup=False, soft_wrap=True)  # one line each, for CI logs and greps
+    if failed:
+        raise typer.Exit(EXIT_GATE_FAILED)

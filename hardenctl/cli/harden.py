@@ -1,0 +1,163 @@
+"""``hardenctl harden`` and ``hardenctl demo``: train with one progress bar per epoch, print before vs after."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import UserError
+from .app import app
+from .options import (ArchOption, Checkpoint, CropModeOption, CropPctOption, InputSizeOption, InterpolationOption, MeanOption,
+                      NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, _api, _require_model,
+                      data_options, model_options, parse_eps, parse_number)
+from .output import Output, _force_progress
+
+
+@contextmanager
+def training_progress(out: Output) -> Iterator:
+    """Progress for ``harden``: one bar per epoch that stays, showing loss then held-out accuracy.
+
+    The callback is ``(stage, done, total, metrics=None)``; evaluation stages (no metrics) get
+    transient bars. Without a terminal (or with --quiet/--json) it prints one line per epoch instead.
+    """
+    from ..harden import describe_epoch, percent
+
+    def metrics_text(metrics: dict) -> str:
+        """Compact, for the bar: loss while the epoch runs, then clean/robust accuracy."""
+        if "holdout_robust_accuracy" not in metrics:
+            return f"loss {metrics['loss']:.4f}"
+        text = (f"loss {metrics['loss']:.3f} · held-out clean {percent(metrics['holdout_clean_accuracy'], 0)} "
+                f"robust {percent(metrics['holdout_robust_accuracy'], 0)}")
+        if metrics.get("input_holdout_clean_accuracy") is not None:  # the input model's, measured before epoch 1
+            text += (f" (input {percent(metrics['input_holdout_clean_accuracy'], 0)} / "
+                     f"{percent(metrics['input_holdout_robust_accuracy'], 0)})")
+        return text + (" COLLAPSED" if metrics.get("collapsed") else "")
+
+    if out.quiet or out.as_json or not out.err.is_terminal and not _force_progress():
+        def lines(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
+            if metrics and "holdout_robust_accuracy" in metrics:
+                out.note(f"{stage}: {describe_epoch(metrics)}")
+        yield lines
+        return
+    bars = Progress(TextColumn("{task.description}"), BarColumn(bar_width=10), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[metrics]}"), console=out.err)
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total, metrics="")
+        bars.update(tasks[stage], completed=done, **({"metrics": metrics_text(metrics)} if metrics else {}))
+        if not stage.startswith("epoch") and done >= total:
+            bars.remove_task(tasks.pop(stage))
+
+    with bars:
+        yield update
+
+
+def harden_outputs(result, out: Output) -> None:
+    """Print the before/after table (or the JSON report) and any failed sanity checks."""
+    report = result.report
+    if out.as_json:
+        out.json(report.to_json())
+    out.table(report.rich_table())
+    for label, evaluation in report.columns():
+        for check in evaluation.failed_checks:
+            out.warn(f"{label}: check {check.name} failed: {check.detail}")
+    for note in report.notes:
+        out.note(note)
+    out.note(f"profile {report.profile}" + (f": {'; '.join(report.decisions)}" if report.decisions else ""))
+    out.note(report.headline())
+    out.note(f"saved the {report.selected} epoch ({report.selected_epoch} of {report.last_epoch}) to {result.model_path}; "
+             f"report in {result.out_dir}/report.md")
+
+
+@app.command("harden")
+def harden_command(
+    checkpoint: Checkpoint,
+    data: Annotated[str, typer.Option(help="Training data: .npz, an ImageFolder dir, a CIFAR batch dir, or 'digits-train'")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory: model.safetensors, recipe.yaml, report.json/.md, train_log.jsonl, checkpoints/")],
+    recipe: Annotated[str, typer.Option(help="Recipe name (mart, pgd-at, trades, standard) or a recipe YAML path; see `hardenctl recipes`")] = "mart",
+    profile: Annotated[Optional[str], typer.Option(help="finetune (default: adversarially fine-tune the input model: short, lr and eps warm-up) or paper (the paper's from-scratch schedule, as published); `hardenctl recipes NAME` shows both")] = None,
+    reinit: Annotated[bool, typer.Option("--reinit", help="Start from random weights (timm's init from --seed), as the papers do; with --profile paper")] = False,
+    eval_data: Annotated[Optional[str], typer.Option(help="Data for the before/after report (default: the held-out split of --data)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (the recipe's `epochs`)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Global training batch size (the recipe's `batch_size`)")] = None,
+    lr: Annotated[Optional[str], typer.Option(help="Peak learning rate (the recipe's `lr`)")] = None,
+    set_values: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe parameter, key=value (repeatable), e.g. --set beta=5")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (a run repeats exactly on CPU)")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process)")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue a killed run in --out from its last complete epoch")] = False,
+    eval_n: Annotated[int, typer.Option(help="Evaluate input and hardened models on the first n samples")] = 1000,
+    suite: Annotated[str, typer.Option(help="Attack suite of the before/after report: quick, standard, autoattack")] = "standard",
+    eps: Annotated[str, typer.Option(help="L∞ radius of the before/after report; fractions like 8/255 are fine")] = "8/255",
+    amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: auto (bf16 on CUDA, off on CPU), off, bf16, fp16")] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="Train in channels_last memory format (faster convolutions)")] = False,
+    arch: ArchOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = False,
+    crop_pct: CropPctOption = None,
+    interpolation: InterpolationOption = None,
+    crop_mode: CropModeOption = None,
+    workers: WorkersOption = None,
+    skip_unreadable: SkipUnreadableOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
+) -> None:
+    """Adversarially fine-tune a checkpoint with a recipe (MART, PGD-AT, TRADES) and report before vs after.
+
+    Several GPUs or nodes: torchrun --nproc_per_node=N -m hardenctl harden ... (the batch size is global).
+    """
+    import os
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints
+    out = Output(quiet or not main_process, as_json and main_process)
+    for value, option in ((epochs, "--epochs"), (batch_size, "--batch-size"), (eval_n, "--eval-n")):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
+    loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
+    reading = data_options(workers, skip_unreadable)
+    _require_model(checkpoint)
+    overrides = list(set_values or [])
+    for value, key in ((profile, "profile"), (True if reinit else None, "reinit")):
+        if value is None:
+            continue
+        if any(item.partition("=")[0].strip() == key for item in overrides):
+            raise UserError(f"--{key} and --set {key}=... both given", "give it once")
+        overrides.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    with training_progress(out) as progress:
+        result = _api().harden(
+            checkpoint, data=data, out=out_dir, recipe=recipe, eval_data=eval_data, overrides=overrides,
+            epochs=epochs, batch_size=batch_size, lr=parse_number(lr, "--lr") if lr is not None else None, seed=seed,
+            device=device, resume=resume, eval_n=eval_n, suite=suite, eps=parse_eps(eps, "linf"), amp=amp,
+            channels_last=channels_last, progress=progress, log=out.note, **loading, **reading)
+    if result is not None:
+        harden_outputs(result, out)
+
+
+@app.command("demo")
+def demo_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes its models and reports")] = Path("hardenctl-demo"),
+    n: Annotated[int, typer.Option(help="Test samples to evaluate")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON before/after report on stdout")] = False,
+) -> None:
+    """Train a small timm model on real handwritten digits, harden it with MART, report before vs after (no files needed)."""
+    from ..demo import DEMO_EPS, DEMO_MART, harden_demo_model, make_demo_model
+
+    out = Output(quiet, as_json)
+    out.note(f"[bold]1/2[/bold] training timm test_resnet on scikit-learn digits (1438 real 8x8 images) → {out_dir}/input/model.safetensors")
+    path = make_demo_model(out_dir / "input", seed=seed, on_epoch=lambda e, loss: out.note(f"  epoch {e + 1}: loss {loss:.3f}"))
+    out.note(f"[bold]2/2[/bold] hardening it with MART for {DEMO_MART['epochs']} epochs → {out_dir}/model.safetensors, then evaluating "
+             f"both on the 359 held-out digits: standard suite, L∞ ε = {DEMO_EPS} (8/255 is below one grey level of these "
+             f"8x8 digits, so the demo uses {DEMO_EPS}), n = {n}")
+    with training_progress(out) as progress:
+        result = harden_demo_model(path, out_dir, seed=seed, n=n, progress=progress, log=out.note)
+    harden_outputs(result, out)
+    out.note(f"next: hardenctl eval {result.model_path} --data digits-test --eps {DEMO_EPS} --suite quick --min-robust-acc 0.5")

@@ -1,0 +1,118 @@
+"""Option parsing shared by the commands: every bad value is a one-line UserError, found before torch is imported."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UserError, missing_file
+
+
+def _api():
+    """The API module, imported on first use (it imports torch and timm)."""
+    from .. import api
+
+    return api
+
+
+def _require_model(spec: str) -> None:
+    """A mistyped path is a one-line error before torch is imported (``hf-hub:`` specs are checked when loaded)."""
+    text = str(spec)
+    if text.startswith(("hf-hub:", "hf_hub:")):
+        return
+    path = Path(text.split(":", 1)[1] if text.startswith("local-dir:") else text)
+    if not path.exists():
+        raise missing_file(path, "model folder" if text.startswith("local-dir:") else "checkpoint")
+
+
+# ---------------------------------------------------------------------------------------------
+def parse_number(text: str, option: str) -> float:
+    """A float or a fraction such as ``8/255``."""
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{option}: {text!r} is not a number", f"pass e.g. {option} 8/255 or {option} 0.031") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UserError(f"{option}: {text!r} is not a finite number", f"pass e.g. {option} 8/255")
+    return value
+
+
+def parse_eps(text: str, norm: str, option: str = "--eps") -> float:
+    value = parse_number(text, option)
+    if value < 0:
+        raise UserError(f"{option} must be >= 0, got {text}", f"pass e.g. {option} 8/255")
+    if norm == "linf" and value > 1:
+        raise UserError(f"{option} {text} exceeds 1, the whole [0,1] pixel range", "give eps in [0,1] pixel units, e.g. 8/255")
+    return value
+
+
+def parse_list(text: Optional[str], option: str, count: int | None = None) -> list[float] | None:
+    if text is None:
+        return None
+    values = [parse_number(part.strip(), option) for part in text.split(",") if part.strip()]
+    if not values or (count is not None and len(values) != count):
+        raise UserError(f"{option}: expected {count or 'one or more'} comma-separated numbers, got {text!r}", f"pass e.g. {option} 0.5,0.5,0.5")
+    return values
+
+
+def parse_size(text: Optional[str]) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.replace("x", ",").split(",")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = (size[0], size[0])
+    if len(size) != 2 or min(size) < 1:
+        raise UserError(f"--input-size: {text!r} is not H,W", "pass e.g. --input-size 32,32")
+    return size  # type: ignore[return-value]
+
+
+def parse_fraction(value: Optional[float], option: str) -> Optional[float]:
+    if value is not None and not 0 <= value <= 1:
+        raise UserError(f"{option} is a fraction in [0,1], got {value}", f"pass e.g. {option} 0.45")
+    return value
+
+
+Checkpoint = Annotated[str, typer.Argument(help="Model: .safetensors, timm train.py .pth/.pth.tar, a state_dict .pt, a timm model folder (config.json + weights; also local-dir:PATH) or hf-hub:ORG/NAME")]
+# Model-loading options shared by every command that reads a checkpoint.
+ArchOption = Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")]
+NumClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")]
+MeanOption = Annotated[Optional[str], typer.Option(help="Normalisation mean r,g,b (when the checkpoint has none)")]
+StdOption = Annotated[Optional[str], typer.Option(help="Normalisation std r,g,b")]
+InputSizeOption = Annotated[Optional[str], typer.Option(help="Input size H,W: overrides the model's data config (passed to timm as img_size where needed)")]
+ResizeOption = Annotated[bool, typer.Option(help="Stretch every image to the input size (same as --crop-mode squash --crop-pct 1)")]
+CropPctOption = Annotated[Optional[str], typer.Option(help="Eval resize: short side to size/crop_pct, then centre crop, as timm does (0 < p <= 1)")]
+InterpolationOption = Annotated[Optional[str], typer.Option(help="Resize interpolation: bilinear, bicubic, nearest, lanczos, box, hamming")]
+CropModeOption = Annotated[Optional[str], typer.Option(help="timm crop mode: center, squash or border")]
+WorkersOption = Annotated[Optional[int], typer.Option(help="DataLoader worker processes for image folders (default: cores available, at most 8; 0: in-process)")]
+SkipUnreadableOption = Annotated[bool, typer.Option(help="Skip corrupt or unreadable images (counted in the report) instead of stopping")]
+
+
+def model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode) -> dict:
+    """The model-loading and data-config flags shared by every command that reads a model, parsed and checked."""
+    from ..models.data_config import check_crop_mode, check_crop_pct, check_interpolation
+
+    if resize and (crop_pct is not None or crop_mode is not None):
+        raise UserError("--resize is --crop-mode squash --crop-pct 1; it cannot be combined with either", "give one of them")
+    options = dict(arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"), std=parse_list(std, "--std"),
+                   input_size=parse_size(input_size),
+                   crop_pct=check_crop_pct(parse_number(crop_pct, "--crop-pct")) if crop_pct is not None else None,
+                   interpolation=check_interpolation(interpolation) if interpolation is not None else None,
+                   crop_mode=check_crop_mode(crop_mode) if crop_mode is not None else None)
+    if resize:
+        options.update(crop_mode="squash", crop_pct=1.0)
+    return options
+
+
+def data_options(workers: Optional[int], skip_unreadable: bool) -> dict:
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}", "pass e.g. --workers 4 (0: read in the main process)")
+    return dict(workers=workers, skip_unreadable=skip_unreadable)

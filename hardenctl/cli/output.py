@@ -1,0 +1,58 @@
+"""The one output sink of every command: tables and JSON to stdout, notes, warnings and progress to stderr."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class Output:
+    """The one output sink: tables to stdout for people, JSON to stdout for machines, notes to stderr."""
+
+    def __init__(self, quiet: bool = False, as_json: bool = False):
+        self.quiet, self.as_json = quiet, as_json
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        if not self.as_json or not self.quiet:
+            self.err.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+
+    def table(self, renderable) -> None:
+        if not self.quiet and not self.as_json:
+            self.out.print(renderable)
+
+    def json(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    @contextmanager
+    def progress(self) -> Iterator:
+        """A rich progress bar callback ``(stage, done, total)``; a no-op when quiet or JSON."""
+        if self.quiet or self.as_json or not self.err.is_terminal and not _force_progress():
+            yield None
+            return
+        bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=self.err, transient=True)
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done)
+
+        with bars:
+            yield update
+
+
+def _force_progress() -> bool:
+    import os
+
+    return os.environ.get("HARDENCTL_PROGRESS") == "1"
