@@ -76,6 +76,8 @@ def arguments() -> argparse.Namespace:
                         help="finetune study: epochs of every CIFAR-10 arm; each arm runs the same training attack, so equal epochs are "
                              "an equal wall-clock budget (the measured seconds are reported); the paper profile's schedule is "
                              "compressed to these epochs (its milestones are fractions)")
+    parser.add_argument("--ft-only", default="", help="finetune study: run only these arms (directory names, comma-separated; default all)")
+    parser.add_argument("--ft-lrs", default="", help="finetune study: extra finetune arms with these peak lrs (the profile's own is lr: auto)")
     parser.add_argument("--ft-eval-n", type=int, default=200, help="finetune study: test images of the per-epoch standard suite")
     parser.add_argument("--ft-parts", default="cifar,woof", help="finetune study: cifar (profiles on CIFAR-10), woof (imagewoof)")
     parser.add_argument("--woof-size", type=int, default=128, help="finetune study: imagewoof input size in pixels")
@@ -526,6 +528,8 @@ def ft_arms(args) -> list[tuple[str, str, str, dict]]:
         arms += [(f"{recipe} finetune", f"{recipe}-finetune", recipe, {**common, "profile": "finetune"}),
                  (f"{recipe} paper --reinit", f"{recipe}-paper-reinit", recipe, {**common, "profile": "paper", "reinit": True}),
                  (f"{recipe} paper from the checkpoint", f"{recipe}-paper", recipe, {**common, "profile": "paper"})]
+        arms += [(f"{recipe} finetune, lr {lr:g}", f"{recipe}-finetune-lr{lr:g}", recipe, {**common, "profile": "finetune", "lr": lr})
+                 for lr in (float(v) for v in args.ft_lrs.split(",") if v)]
     return arms
 
 
@@ -563,14 +567,17 @@ def finetune_study(args, out: Path, input_path: Path, train_data, test_full, log
     """Both parts of the issue-13 study (each resumable), then the RESULTS.md section."""
     parts = set(args.ft_parts.split(","))
     results_path = out / "finetune" / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+
+    def saved() -> dict:  # re-read before each write: the two parts may run as two processes (--ft-parts cifar / woof) side by side
+        return json.loads(results_path.read_text()) if results_path.is_file() else {}
+
     if "cifar" in parts:
-        results["cifar"] = finetune_cifar(args, out / "finetune", input_path, train_data, test_full, log)
-        atomic_write(results_path, json.dumps(results, indent=2))
+        cifar = finetune_cifar(args, out / "finetune", input_path, train_data, test_full, log)
+        atomic_write(results_path, json.dumps({**saved(), "cifar": cifar}, indent=2))
     if "woof" in parts:
-        results["woof"] = finetune_woof(args, out / "finetune" / "woof", log)
-        atomic_write(results_path, json.dumps(results, indent=2))
-    return finetune_markdown(args, results)
+        woof = finetune_woof(args, out / "finetune" / "woof", log)
+        atomic_write(results_path, json.dumps({**saved(), "woof": woof}, indent=2))
+    return finetune_markdown(args, saved())
 
 
 def finetune_cifar(args, out: Path, input_path: Path, train_data, test_full, log) -> dict:
@@ -582,7 +589,10 @@ def finetune_cifar(args, out: Path, input_path: Path, train_data, test_full, log
                               apgd_steps=args.apgd_steps, square_queries=args.square_queries)
         atomic_write(cache, json.dumps({"clean": report.clean_accuracy, "robust": report.robust_accuracy}))
     arms = []
+    only = {d for d in args.ft_only.split(",") if d}
     for name, directory, recipe, overrides in ft_arms(args):
+        if only and directory not in only:
+            continue
         arm_dir = out / directory
         if not (arm_dir / "report.json").is_file():
             log(f"hardening: {name}, {args.ft_epochs} epochs")
@@ -673,14 +683,23 @@ def finetune_markdown(args, results: dict) -> str:
                   "to these epochs (lr 0.1 from step one, its milestones as fractions), from the checkpoint or from random weights "
                   f"(`--reinit`). Per epoch: clean and standard-suite robust accuracy (APGD-CE → APGD-T → Square-{args.square_queries}, "
                   f"APGD {args.apgd_steps} steps) of that epoch's weights on the first {cifar['eval_n']} test images.", "",
-                  "| arm | " + " | ".join(f"epoch {e}" for e in range(1, args.ft_epochs + 1)) + " | train s / epoch |",
-                  "|---" * (args.ft_epochs + 2) + "|",
-                  f"| input | {cifar['input']['clean']:.1%} / {cifar['input']['robust']:.1%} |" + " |" * args.ft_epochs]
+                  "| arm | " + " | ".join(f"epoch {e}" for e in range(1, args.ft_epochs + 1)) +
+                  " | train s / epoch | best epoch: robust points gained per train hour | clean points paid there |",
+                  "|---" * (args.ft_epochs + 4) + "|",
+                  f"| input | {cifar['input']['clean']:.1%} / {cifar['input']['robust']:.1%} |" + " |" * (args.ft_epochs + 2)]
         for arm in cifar["arms"]:
             cells = [f"{e['clean']:.1%} / {e['robust']:.1%}" for e in arm["epochs"]]
             cells += [""] * (args.ft_epochs - len(cells))
             seconds = statistics.mean(e["train_seconds"] for e in arm["epochs"]) if arm["epochs"] else float("nan")
-            lines.append(f"| {arm['arm']} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+            # the user's question: robustness per hour of training, and the clean accuracy it costs (at the arm's best epoch)
+            best = max(range(len(arm["epochs"])), key=lambda i: arm["epochs"][i]["robust"]) if arm["epochs"] else None
+            if best is None:
+                rate = paid = ""
+            else:
+                hours = sum(e["train_seconds"] for e in arm["epochs"][:best + 1]) / 3600
+                rate = f"{100 * (arm['epochs'][best]['robust'] - cifar['input']['robust']) / hours:.0f} (epoch {best + 1})"
+                paid = f"{100 * (cifar['input']['clean'] - arm['epochs'][best]['clean']):.0f}"
+            lines.append(f"| {arm['arm']} | " + " | ".join(cells) + f" | {seconds:.0f} | {rate} | {paid} |")
         lines += ["", "Cells: clean / robust (standard suite, worst case)."]
         se = (0.25 / cifar["eval_n"]) ** 0.5
         lines += [f"Noise: binomial standard error ≤ {se:.1%} at n = {cifar['eval_n']}; one seed.", ""]
@@ -727,7 +746,9 @@ def main() -> int:
         net = create_timm_model(args.arch, num_classes=10, in_chans=3)
         save_model(wrap_model(net, args.arch, 10, CIFAR_MEAN, CIFAR_STD, input_size=(32, 32), source="bench"), init)
     pretrain_dir = out / "pretrain"
-    if (pretrain_dir / "model.safetensors").is_file():
+    if args.study == "finetune" and "cifar" not in args.ft_parts.split(","):
+        pass  # the imagewoof part brings its own input model
+    elif (pretrain_dir / "model.safetensors").is_file():
         log(f"reusing the clean pretrained model in {pretrain_dir}")
     else:
         log(f"pretraining {args.arch} cleanly for {args.pretrain_epochs} epochs")

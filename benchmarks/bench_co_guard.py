@@ -1,0 +1,139 @@
+"""Looking for catastrophic overfitting on real runs: does one-step (FGSM) training collapse, and does the guard fire?
+
+The issue-13 guard (``co_guard``) watches ``attack: fgsm-rs`` / ``fgsm`` runs: a collapse is held-out PGD accuracy
+falling ``co_drop`` below the best earlier epoch while FGSM accuracy holds. Its firing is unit-tested with scripted
+monitor values; this script runs real one-step trainings meant to overfit (no random start, large steps, large ε,
+high lr, large models, robust starting points) with ``co_guard: warn`` and prints, per run, the held-out PGD-10
+curve, the FGSM curve and whether the guard fired.
+
+    python benchmarks/bench_co_guard.py [--set digits|cifar|all] [--threads 1]
+
+``digits``: scikit-learn's 8×8 digits (1,437 training images, 10% held out), timm ``test_resnet``/``resnet10t``/
+``resnet18`` trained cleanly for 4 epochs, or first hardened with PGD-AT (``robust``). ``cifar``: the first N images
+of ``../shared/data/cifar10/train.npz`` from a clean resnet10t (``--cifar-model``, e.g. the finetune study's input).
+Seconds are on whatever the machine is doing; only the curves matter here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from hardenctl.data import load_dataset
+from hardenctl.demo import DIGITS_MEAN, DIGITS_STD, train_clean
+from hardenctl.harden import RunOptions, harden
+from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
+from hardenctl.recipes import load_recipe
+
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+PAPER = {"profile": "paper", "batch_size": 32}  # lr 0.1 SGD, the high-lr regime where collapses are reported
+# (name, start model, overrides): start is "clean:ARCH" or "robust:EPS" (test_resnet after 15 PGD-AT epochs at EPS)
+DIGITS_RUNS = [
+    ("fgsm 0.2, 6 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm", "eps": 0.2, "epochs": 6, "batch_size": 128}),
+    ("fgsm 0.3 (step 2ε = ε after projection), 6 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm", "eps": 0.3, "epochs": 6, "batch_size": 128}),
+    ("fgsm-rs 0.2, 6 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm-rs", "eps": 0.2, "epochs": 6, "batch_size": 128}),
+    ("fgsm 0.1, 30 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm", "eps": 0.1, "epochs": 30}),
+    ("fgsm 0.15, 30 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm", "eps": 0.15, "epochs": 30}),
+    ("fgsm 0.2, 30 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm", "eps": 0.2, "epochs": 30}),
+    ("fgsm 0.3, 30 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm", "eps": 0.3, "epochs": 30}),
+    ("fgsm-rs 0.15, 30 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm-rs", "eps": 0.15, "epochs": 30}),
+    ("fgsm-rs 0.3 step 2ε, 30 ep", "clean:test_resnet", {**PAPER, "attack": "fgsm-rs", "eps": 0.3, "fgsm_step": 2.0, "epochs": 30}),
+    ("fgsm 0.2, 30 ep", "clean:resnet10t", {**PAPER, "attack": "fgsm", "eps": 0.2, "epochs": 30}),
+    ("fgsm-rs 0.2 step 2ε, 30 ep", "clean:resnet10t", {**PAPER, "attack": "fgsm-rs", "eps": 0.2, "fgsm_step": 2.0, "epochs": 30}),
+    ("fgsm 0.2, 20 ep", "clean:resnet18", {**PAPER, "attack": "fgsm", "eps": 0.2, "epochs": 20}),
+    ("fgsm 0.2, 10 ep", "robust:0.2", {**PAPER, "attack": "fgsm", "eps": 0.2, "epochs": 10}),
+    ("fgsm 0.2, lr 0.3, 10 ep", "robust:0.2", {**PAPER, "attack": "fgsm", "eps": 0.2, "lr": 0.3, "epochs": 10}),
+    ("fgsm-rs 0.3 step 2ε, 10 ep", "robust:0.3", {**PAPER, "attack": "fgsm-rs", "eps": 0.3, "fgsm_step": 2.0, "epochs": 10}),
+    ("fgsm 0.3, 10 ep", "robust:0.3", {**PAPER, "attack": "fgsm", "eps": 0.3, "epochs": 10}),
+    ("fgsm-rs 0.3 step 2.5ε, lr 0.3, 10 ep", "robust:0.3", {**PAPER, "attack": "fgsm-rs", "eps": 0.3, "fgsm_step": 2.5, "lr": 0.3, "epochs": 10}),
+]
+CIFAR_RUNS = [  # (name, training images, overrides) from the clean CIFAR model
+    ("fgsm 16/255, paper lr 0.1, 6 ep", 2000, {"attack": "fgsm", "eps": 16 / 255, "profile": "paper", "epochs": 6, "batch_size": 64}),
+    ("fgsm 8/255, paper lr 0.1, 6 ep", 2000, {"attack": "fgsm", "eps": 8 / 255, "profile": "paper", "epochs": 6, "batch_size": 64}),
+    ("fgsm 16/255, finetune, 6 ep", 2000, {"attack": "fgsm", "eps": 16 / 255, "epochs": 6, "batch_size": 64, "eps_warmup": 0}),
+    ("fgsm 16/255, finetune lr 0.02, 6 ep", 2000, {"attack": "fgsm", "eps": 16 / 255, "epochs": 6, "batch_size": 64, "lr": 0.02, "eps_warmup": 0}),
+    ("fgsm 8/255, lr 0.05, 4 ep", 10000, {"attack": "fgsm", "eps": 8 / 255, "epochs": 4, "batch_size": 128, "lr": 0.05, "eps_warmup": 0}),
+]
+
+
+def digits_start(spec: str, work: Path) -> Path:
+    """The starting checkpoint of a digits run (cached in ``work``)."""
+    kind, value = spec.split(":")
+    arch = "test_resnet" if kind == "robust" else value
+    clean = work / f"clean-{arch}.safetensors"
+    if not clean.is_file():
+        torch.manual_seed(0)
+        model = wrap_model(create_timm_model(arch, num_classes=10, in_chans=1), arch, 10, DIGITS_MEAN, DIGITS_STD, in_chans=1,
+                           input_size=(8, 8))
+        train_clean(model, load_dataset("digits-train"), epochs=4, seed=0)
+        save_model(model, clean)
+    if kind == "clean":
+        return clean
+    robust = work / f"robust-{value}"
+    if not (robust / "model.safetensors").is_file():
+        train(clean, {**PAPER, "attack": "pgd", "eps": float(value), "attack_alpha": float(value) / 4, "epochs": 15},
+              load_dataset("digits-train"), load_dataset("digits-test"), robust)
+    return robust / "model.safetensors"
+
+
+def train(start: Path, overrides: dict, data, eval_data, out: Path) -> list[dict]:
+    config = {"augment": "none", "monitor_n": 256, "co_guard": "warn", "holdout_fraction": 0.1, **overrides}
+    result = harden(load_model(start), load_recipe("pgd-at", config), data, eval_data,
+                    RunOptions(out_dir=out, device="cpu", amp="off", eval_n=16,
+                               eval_options={"attacks": ["fgsm"], "eps": config.get("eps", 8 / 255)}))
+    return result.report.history
+
+
+def row(name: str, start: str, history: list[dict], seconds: float) -> dict:
+    pgd = [h["holdout_robust_accuracy"] for h in history]
+    fgsm = [h.get("guard_fgsm_accuracy") for h in history]
+    return {"run": name, "start": start, "input_pgd": history[0]["input_holdout_robust_accuracy"], "pgd": pgd, "fgsm": fgsm,
+            "largest_pgd_fall": max((max(pgd[:i]) - pgd[i] for i in range(1, len(pgd))), default=0.0),
+            "fired": any(h.get("collapsed") for h in history), "seconds": seconds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default="digits", choices=("digits", "cifar", "all"))
+    parser.add_argument("--cifar-model", type=Path, default=Path(__file__).parent / "out" / "ft" / "pretrain" / "model.safetensors")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.set in ("digits", "all"):
+            for index, (name, start, overrides) in enumerate(DIGITS_RUNS):
+                started = time.time()
+                history = train(digits_start(start, work), overrides, load_dataset("digits-train"), load_dataset("digits-test"),
+                                work / f"digits-{index}")
+                rows.append(row(f"digits: {name}", start, history, time.time() - started))
+                print(json.dumps(rows[-1]), flush=True)
+        if args.set in ("cifar", "all"):
+            if not (CIFAR / "train.npz").is_file() or not args.cifar_model.is_file():
+                print("CIFAR-10 or --cifar-model absent: skipping the cifar set", file=sys.stderr)
+            else:
+                test = load_dataset(str(CIFAR / "test.npz"))
+                for index, (name, n, overrides) in enumerate(CIFAR_RUNS):
+                    started = time.time()
+                    history = train(args.cifar_model, overrides, load_dataset(str(CIFAR / "train.npz")).head(n), test, work / f"cifar-{index}")
+                    rows.append(row(f"cifar ({n} images): {name}", "clean:resnet10t", history, time.time() - started))
+                    print(json.dumps(rows[-1]), flush=True)
+    print("\n| run | start | input PGD | PGD per epoch (held-out) | FGSM last | largest PGD fall between epochs | guard fired |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        curve = " ".join(f"{p:.2f}" for p in r["pgd"])
+        print(f"| {r['run']} | {r['start']} | {r['input_pgd']:.2f} | {curve} | {r['fgsm'][-1]:.2f} | {r['largest_pgd_fall']:.2f} | "
+              f"{'yes' if r['fired'] else 'no'} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
