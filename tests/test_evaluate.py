@@ -11,6 +11,7 @@ import hardenctl
 from hardenctl.attacks import Attack
 from hardenctl.data import ImageDataset, load_dataset
 from hardenctl.evaluate import EvalConfig, evaluate, is_randomized, run_suite
+from testing_helpers import BufferWriter
 
 
 def checks_of(report):
@@ -62,17 +63,6 @@ def test_square_beating_whitebox_is_flagged(digits_model, digits_test):
     assert report.attacks["square"] < report.attacks["pgd"] - 0.02
 
 
-class BufferWriter(nn.Module):
-    """A broken model that updates a buffer on every forward pass, even in eval mode."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.info = model, model.info
-        self.register_buffer("calls", torch.zeros(()))
-
-    def forward(self, x):
-        self.calls += 1
-        return self.model(x)
 
 
 def test_buffer_changes_are_caught(digits_model, digits_test):

@@ -11,7 +11,7 @@ from ..gates import CHECK_NAMES, apply_gates, check_comparable, describe_failure
 from ..report import Report, load_report, write_outputs
 from .app import app
 from .options import (ArchOption, Checkpoint, CropModeOption, CropPctOption, InputSizeOption, InterpolationOption, MeanOption,
-                      NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, _api, _require_model,
+                      NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, api_module, require_model,
                       data_options, model_options, parse_eps, parse_fraction)
 from .output import Output
 
@@ -111,8 +111,8 @@ def eval_command(
     baseline_report = load_report(baseline) if baseline else None
     loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
     reading = data_options(workers, skip_unreadable)
-    _require_model(checkpoint)
-    api = _api()
+    require_model(checkpoint)
+    api = api_module()
     config = dict(eps=eps_value, norm=norm, suite=suite, attacks=attack_names, n=n, batch_size=batch_size, seed=seed,
                   eot_samples=eot_samples, eps_sweep=sweep, apgd_steps=apgd_steps, square_queries=square_queries,
                   randomized=True if randomized else None)

@@ -11,9 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import UserError
 from .app import app
 from .options import (ArchOption, Checkpoint, CropModeOption, CropPctOption, InputSizeOption, InterpolationOption, MeanOption,
-                      NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, _api, _require_model,
+                      NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, api_module, require_model,
                       data_options, model_options, parse_eps, parse_number)
-from .output import Output, _force_progress
+from .output import Output, force_progress
 
 
 @contextmanager
@@ -36,7 +36,7 @@ def training_progress(out: Output) -> Iterator:
                      f"{percent(metrics['input_holdout_robust_accuracy'], 0)})")
         return text + (" COLLAPSED" if metrics.get("collapsed") else "")
 
-    if out.quiet or out.as_json or not out.err.is_terminal and not _force_progress():
+    if out.quiet or out.as_json or not out.err.is_terminal and not force_progress():
         def lines(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
             if metrics and "holdout_robust_accuracy" in metrics:
                 out.note(f"{stage}: {describe_epoch(metrics)}")
@@ -122,7 +122,7 @@ def harden_command(
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
     loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
     reading = data_options(workers, skip_unreadable)
-    _require_model(checkpoint)
+    require_model(checkpoint)
     overrides = list(set_values or [])
     for value, key in ((profile, "profile"), (True if reinit else None, "reinit")):
         if value is None:
@@ -131,7 +131,7 @@ def harden_command(
             raise UserError(f"--{key} and --set {key}=... both given", "give it once")
         overrides.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
     with training_progress(out) as progress:
-        result = _api().harden(
+        result = api_module().harden(
             checkpoint, data=data, out=out_dir, recipe=recipe, eval_data=eval_data, overrides=overrides,
             epochs=epochs, batch_size=batch_size, lr=parse_number(lr, "--lr") if lr is not None else None, seed=seed,
             device=device, resume=resume, eval_n=eval_n, suite=suite, eps=parse_eps(eps, "linf"), amp=amp,

@@ -9,14 +9,14 @@ import typer
 from ..errors import UserError, missing_file
 
 
-def _api():
+def api_module():
     """The API module, imported on first use (it imports torch and timm)."""
     from .. import api
 
     return api
 
 
-def _require_model(spec: str) -> None:
+def require_model(spec: str) -> None:
     """A mistyped path is a one-line error before torch is imported (``hf-hub:`` specs are checked when loaded)."""
     text = str(spec)
     if text.startswith(("hf-hub:", "hf_hub:")):

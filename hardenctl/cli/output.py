@@ -36,7 +36,7 @@ class Output:
     @contextmanager
     def progress(self) -> Iterator:
         """A rich progress bar callback ``(stage, done, total)``; a no-op when quiet or JSON."""
-        if self.quiet or self.as_json or not self.err.is_terminal and not _force_progress():
+        if self.quiet or self.as_json or not self.err.is_terminal and not force_progress():
             yield None
             return
         bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -52,7 +52,7 @@ class Output:
             yield update
 
 
-def _force_progress() -> bool:
+def force_progress() -> bool:
     import os
 
     return os.environ.get("HARDENCTL_PROGRESS") == "1"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import hardenctl
 from hardenctl.errors import UserError
@@ -23,6 +22,7 @@ from hardenctl.evaluate.resume import EvalState, batch_numbers, finished_batches
 from hardenctl.evaluate.samples import read_samples
 from hardenctl.evaluate.suite import BatchResult
 from hardenctl.attacks import GradientStats
+from testing_helpers import BufferWriter
 
 # 32 samples in batches of 4: 8 batches of the standard suite, then 8 of the ε = 0.5 check
 N, BATCHES = 32, 8
@@ -189,27 +189,15 @@ def test_interrupted_in_any_stage_resumes_to_the_same_result(small_run, tmp_path
     assert [e["index"] for e in got.pictures.chosen()] == [e["index"] for e in want.pictures.chosen()]
 
 
-class BufferWriter(nn.Module):
-    """Updates a buffer on every forward pass that is attacked (gradients on), even in eval mode (a broken model)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.info = model, model.info
-        self.register_buffer("calls", torch.zeros(()))
-
-    def forward(self, x):
-        if x.requires_grad:
-            self.calls += 1
-        return self.model(x)
 
 
 def test_a_buffer_change_seen_before_the_kill_still_fails_the_check(digits_model_path, tmp_path):
     config = EvalConfig(n=16, batch_size=8, attacks=["fgsm"], eps=0.1, large_eps_samples=0)
-    killed = BufferWriter(hardenctl.load_model(digits_model_path))
+    killed = BufferWriter(hardenctl.load_model(digits_model_path), only_attacked=True)
     data = hardenctl.load_data("digits-test", killed, n=16)
     with pytest.raises(Interrupt):  # after the last batch: the resumed run has nothing left to attack
         evaluate(killed, data, config, interrupted_after("attacks", 16), Execution(state_dir=tmp_path))
-    fresh = BufferWriter(hardenctl.load_model(digits_model_path))  # a new process reloads the model from its file
+    fresh = BufferWriter(hardenctl.load_model(digits_model_path), only_attacked=True)  # a new process reloads the model from its file
     report = evaluate(fresh, data, config, execution=Execution(state_dir=tmp_path, resume=True))
     check = {c.name: c for c in report.checks}["eval_mode_and_buffers_unchanged"]
     assert not check.passed and "calls" in check.detail
