@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from .data_config import DataConfig
+from .data_config import DataConfig, resolve_data_config
 
 
 @dataclass
@@ -67,9 +67,14 @@ def wrap_model(
     net: nn.Module, arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
     in_chans: int = 3, input_size: tuple[int, int] | None = None, source: str = "python",
 ) -> ImageClassifier:
-    """Wrap an in-memory timm model (e.g. one just trained) like :func:`load_model` would."""
-    sources = {"mean": source, "std": source, **({"input_size": source} if input_size else {})}
-    config = DataConfig(input_size=tuple(input_size) if input_size else None, mean=tuple(mean), std=tuple(std), sources=sources)
+    """Wrap an in-memory timm model (e.g. one just trained) like :func:`load_model` would.
+
+    The data config is resolved as loading does, the architecture's timm ``pretrained_cfg`` filling crop_pct,
+    interpolation and crop mode, so the model prepares images the same way before and after a save.
+    """
+    declared = {"mean": tuple(mean), "std": tuple(std), "input_size": tuple(input_size) if input_size else None}
+    arch_cfg = getattr(net, "pretrained_cfg", None) or {}
+    config = resolve_data_config([(source, declared)], {}, arch_cfg, arch)
     info = ModelInfo(arch=arch, num_classes=num_classes, in_chans=in_chans, mean=tuple(mean), std=tuple(std),
                      normalization_source=source, input_size=input_size, input_size_source=source if input_size else None,
                      data_config=config)

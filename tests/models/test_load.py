@@ -32,6 +32,19 @@ def test_normalisation_is_folded_in(tmp_path):
         assert torch.allclose(model.eval()(x), expected)
 
 
+@pytest.mark.parametrize("arch", ["test_resnet", "resnet10t"])
+def test_a_wrapped_model_prepares_images_as_it_will_after_a_save_and_load(tmp_path, arch):
+    """A model made in Python and the same model read back from its file must resize and crop alike (they once
+    differed: timm's 0.875 crop in memory, the architecture's own crop_pct and interpolation once loaded)."""
+    model = wrap_model(create_timm_model(arch, 10, 1), arch, 10, (0.3,), (0.4,), in_chans=1, input_size=(32, 32))
+    again = hardenctl.load_model(save_model(model, tmp_path / "m.safetensors"))
+    fields = ("input_size", "interpolation", "crop_mode", "effective_crop_pct", "mean", "std")
+    assert {f: getattr(model.info.data_config, f) for f in fields} == {f: getattr(again.info.data_config, f) for f in fields}
+    pretrained = timm.create_model(arch).pretrained_cfg
+    assert model.info.data_config.effective_crop_pct == pretrained["crop_pct"]
+    assert model.info.data_config.interpolation == pretrained["interpolation"]
+
+
 def test_contradicting_arch_is_an_error(digits_model_path):
     with pytest.raises(UserError, match="arch"):
         hardenctl.load_model(digits_model_path, arch="resnet18")
