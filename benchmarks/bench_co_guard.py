@@ -6,11 +6,15 @@ monitor values; this script runs real one-step trainings meant to overfit (no ra
 high lr, large models, robust starting points) with ``co_guard: warn`` and prints, per run, the held-out PGD-10
 curve, the FGSM curve and whether the guard fired.
 
-    python benchmarks/bench_co_guard.py [--set digits|cifar|all] [--threads 1]
+    python benchmarks/bench_co_guard.py [--set digits|digits32|cifar|all] [--threads 1] [--seeds 0,1,2]
 
 ``digits``: scikit-learn's 8×8 digits (1,437 training images, 10% held out), timm ``test_resnet``/``resnet10t``/
 ``resnet18`` trained cleanly for 4 epochs, or first hardened with PGD-AT (``robust``). ``cifar``: the first N images
 of ``../shared/data/cifar10/train.npz`` from a clean resnet10t (``--cifar-model``, e.g. the finetune study's input).
+``digits32``: the setting that does collapse. The same digits shown to a ``test_resnet`` (or ``resnet10t``) made for
+32×32 input, so they go through the model's own eval transform (bilinear up to 36 px, centre crop 32), trained
+cleanly for 4 epochs, then 30 epochs of FGSM at ε = 0.2 with SGD at a constant lr 0.2 (no decay: the step schedule's
+first drop kept the earlier runs stable), without and with a random start, one pair per ``--seeds`` entry.
 Seconds are on whatever the machine is doing; only the curves matter here.
 """
 from __future__ import annotations
@@ -52,6 +56,16 @@ DIGITS_RUNS = [
     ("fgsm 0.3, 10 ep", "robust:0.3", {**PAPER, "attack": "fgsm", "eps": 0.3, "epochs": 10}),
     ("fgsm-rs 0.3 step 2.5ε, lr 0.3, 10 ep", "robust:0.3", {**PAPER, "attack": "fgsm-rs", "eps": 0.3, "fgsm_step": 2.5, "lr": 0.3, "epochs": 10}),
 ]
+CONSTANT = {"profile": "paper", "schedule": "constant", "lr": 0.2, "batch_size": 64, "eps": 0.2, "attack_alpha": 0.05, "epochs": 30}
+# (name, arch, overrides): one-step training on digits upscaled to 32 px; the seed comes from --seeds
+DIGITS32_RUNS = [
+    ("fgsm 0.2 (no random start), lr 0.2 constant, 30 ep", "test_resnet", {**CONSTANT, "attack": "fgsm", "fgsm_step": 1.0}),
+    ("fgsm-rs 0.2 step 1.25ε, lr 0.2 constant, 30 ep", "test_resnet", {**CONSTANT, "attack": "fgsm-rs", "fgsm_step": 1.25}),
+]
+DIGITS32_EXTRA = [  # run once (seed 0): the larger model
+    ("fgsm 0.2 (no random start), lr 0.2 constant, 30 ep", "resnet10t", {**CONSTANT, "attack": "fgsm", "fgsm_step": 1.0}),
+    ("fgsm-rs 0.2 step 1.25ε, lr 0.2 constant, 30 ep", "resnet10t", {**CONSTANT, "attack": "fgsm-rs", "fgsm_step": 1.25}),
+]
 CIFAR_RUNS = [  # (name, training images, overrides) from the clean CIFAR model
     ("fgsm 16/255, paper lr 0.1, 6 ep", 2000, {"attack": "fgsm", "eps": 16 / 255, "profile": "paper", "epochs": 6, "batch_size": 64}),
     ("fgsm 8/255, paper lr 0.1, 6 ep", 2000, {"attack": "fgsm", "eps": 8 / 255, "profile": "paper", "epochs": 6, "batch_size": 64}),
@@ -81,10 +95,22 @@ def digits_start(spec: str, work: Path) -> Path:
     return robust / "model.safetensors"
 
 
-def train(start: Path, overrides: dict, data, eval_data, out: Path) -> list[dict]:
+def digits32_start(arch: str, seed: int, work: Path) -> Path:
+    """A model made for 32×32 input, trained cleanly on digits seen through its own eval transform (cached)."""
+    path = work / f"clean32-{arch}-{seed}.safetensors"
+    if not path.is_file():
+        torch.manual_seed(seed)
+        model = wrap_model(create_timm_model(arch, num_classes=10, in_chans=1), arch, 10, DIGITS_MEAN, DIGITS_STD, in_chans=1,
+                           input_size=(32, 32))
+        train_clean(model, load_dataset("digits-train", data_config=model.info.data_config), epochs=4, seed=seed)
+        save_model(model, path)
+    return path
+
+
+def train(start: Path, overrides: dict, data, eval_data, out: Path, seed: int = 0) -> list[dict]:
     config = {"augment": "none", "monitor_n": 256, "co_guard": "warn", "holdout_fraction": 0.1, **overrides}
     result = harden(load_model(start), load_recipe("pgd-at", config), data, eval_data,
-                    RunOptions(out_dir=out, device="cpu", amp="off", eval_n=16,
+                    RunOptions(out_dir=out, device="cpu", amp="off", eval_n=16, seed=seed,
                                eval_options={"attacks": ["fgsm"], "eps": config.get("eps", 8 / 255)}))
     return result.report.history
 
@@ -94,12 +120,14 @@ def row(name: str, start: str, history: list[dict], seconds: float) -> dict:
     fgsm = [h.get("guard_fgsm_accuracy") for h in history]
     return {"run": name, "start": start, "input_pgd": history[0]["input_holdout_robust_accuracy"], "pgd": pgd, "fgsm": fgsm,
             "largest_pgd_fall": max((max(pgd[:i]) - pgd[i] for i in range(1, len(pgd))), default=0.0),
-            "fired": any(h.get("collapsed") for h in history), "seconds": seconds}
+            "fired": any(h.get("collapsed") for h in history), "fired_at": [h["epoch"] for h in history if h.get("collapsed")],
+            "seconds": seconds}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="digits", choices=("digits", "cifar", "all"))
+    parser.add_argument("--set", default="digits", choices=("digits", "digits32", "cifar", "all"))
+    parser.add_argument("--seeds", default="0", help="digits32: comma-separated seeds (the clean model and the run)")
     parser.add_argument("--cifar-model", type=Path, default=Path(__file__).parent / "out" / "ft" / "pretrain" / "model.safetensors")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -115,6 +143,18 @@ def main() -> int:
                                 work / f"digits-{index}")
                 rows.append(row(f"digits: {name}", start, history, time.time() - started))
                 print(json.dumps(rows[-1]), flush=True)
+        if args.set in ("digits32", "all"):
+            seeds = [int(seed) for seed in args.seeds.split(",")]
+            runs = [(name, arch, overrides, seed) for seed in seeds for name, arch, overrides in DIGITS32_RUNS]
+            runs += [(name, arch, overrides, seeds[0]) for name, arch, overrides in DIGITS32_EXTRA]
+            for index, (name, arch, overrides, seed) in enumerate(runs):
+                start = digits32_start(arch, seed, work)
+                config = load_model(start).info.data_config
+                started = time.time()
+                history = train(start, overrides, load_dataset("digits-train", data_config=config),
+                                load_dataset("digits-test", data_config=config), work / f"digits32-{index}", seed=seed)
+                rows.append(row(f"digits at 32 px: {name}, seed {seed}", f"clean:{arch}", history, time.time() - started))
+                print(json.dumps(rows[-1]), flush=True)
         if args.set in ("cifar", "all"):
             if not (CIFAR / "train.npz").is_file() or not args.cifar_model.is_file():
                 print("CIFAR-10 or --cifar-model absent: skipping the cifar set", file=sys.stderr)
@@ -129,7 +169,7 @@ def main() -> int:
     for r in rows:
         curve = " ".join(f"{p:.2f}" for p in r["pgd"])
         print(f"| {r['run']} | {r['start']} | {r['input_pgd']:.2f} | {curve} | {r['fgsm'][-1]:.2f} | {r['largest_pgd_fall']:.2f} | "
-              f"{'yes' if r['fired'] else 'no'} |")
+              f"{'epoch ' + str(r['fired_at'][0]) if r.get('fired_at') else 'yes' if r['fired'] else 'no'} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

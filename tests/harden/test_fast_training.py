@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from hardenctl.data import load_dataset
 from hardenctl.harden import (Distributed, RunOptions, TrainingPGD, harden, monitor, read_checkpoint_state, split_holdout,
                               train, training_eps)
-from hardenctl.models import load_model
+from hardenctl.demo import DEMO_ARCH, DIGITS_MEAN, DIGITS_STD, train_clean
+from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
 from hardenctl.recipes import load_recipe
 
 loop = importlib.import_module("hardenctl.harden.loop")  # the module (hardenctl.harden.train is also a function's name)
@@ -156,6 +157,53 @@ def test_the_guard_watches_a_real_fgsm_rs_run_and_stays_quiet_when_it_is_healthy
     assert "guard_fgsm_accuracy" not in train(load_model(digits_model_path), pgd, load_dataset("digits-train").head(256), None,
                                               RunOptions(out_dir=tmp_path / "pgd", device="cpu", amp="off"), Distributed(), {},
                                               baseline=(None, None)).history[0]
+
+
+@pytest.fixture(scope="module")
+def digits32_model_path(tmp_path_factory):
+    """test_resnet made for 32×32 input, trained cleanly on digits seen through its own eval transform (8 → 32 px)."""
+    torch.manual_seed(0)
+    model = wrap_model(create_timm_model(DEMO_ARCH, num_classes=10, in_chans=1), DEMO_ARCH, 10, DIGITS_MEAN, DIGITS_STD,
+                       in_chans=1, input_size=(32, 32))
+    train_clean(model, load_dataset("digits-train", data_config=model.info.data_config), epochs=4, seed=0)
+    return save_model(model, tmp_path_factory.mktemp("digits32") / "model.safetensors")
+
+
+def one_step_run(path, out, attack, epochs):
+    """Wong et al.'s failure made small: FGSM at ε = 0.2 on digits at 32 px, SGD at a constant lr 0.2, guard ``stop``."""
+    model = load_model(path)
+    config = model.info.data_config
+    recipe = load_recipe("pgd-at", {"profile": "paper", "augment": "none", "monitor_n": 256, "eps": 0.2, "attack_alpha": 0.05,
+                                    "attack": attack, "fgsm_step": 1.0 if attack == "fgsm" else 1.25, "lr": 0.2,
+                                    "schedule": "constant", "batch_size": 64, "epochs": epochs, "co_guard": "stop"})
+    return harden(model, recipe, load_dataset("digits-train", data_config=config), load_dataset("digits-test", data_config=config),
+                  RunOptions(out_dir=out, device="cpu", amp="off", eval_n=16, eval_options={"attacks": ["fgsm"], "eps": 0.2}))
+
+
+@pytest.mark.slow
+def test_the_guard_fires_on_a_real_run_made_to_overfit_and_not_on_its_random_start_twin(tmp_path, digits32_model_path):
+    """Measured (benchmarks/RESULTS.md, seed 0): without a random start, held-out PGD accuracy rises to 44% (epoch 9),
+    holds at 33–40%, and falls to 11% at epoch 16 while FGSM accuracy climbs to 89%, then to 0–8%. With a random start
+    the same run is still at its best (52%) at epoch 16. Only the random start differs, so the guard must stop the
+    first (at epoch 16, keeping epoch 9) and leave the second alone over the same epochs. (Run on to 30 epochs, the
+    random-start run loses 20 points too, at epoch 23 with FGSM at 87%, and the guard flags that as well.)"""
+    result = one_step_run(digits32_model_path, tmp_path / "fgsm", "fgsm", epochs=30)
+    history = result.report.history
+    assert [h["collapsed"] for h in history] == [False] * (len(history) - 1) + [True]  # stopped at its first collapse
+    collapse, healthy = history[-1], history[:-1]
+    peak = max(healthy, key=lambda h: h["holdout_robust_accuracy"])
+    assert len(history) < 30 and peak["holdout_robust_accuracy"] >= 0.3  # it rose first: real robustness, then lost
+    assert peak["holdout_robust_accuracy"] - collapse["holdout_robust_accuracy"] >= 0.2
+    assert collapse["guard_fgsm_accuracy"] >= peak["guard_fgsm_accuracy"] - 0.1  # while the one-step attack saw no change
+    assert collapse["guard_fgsm_accuracy"] - collapse["holdout_robust_accuracy"] >= 0.4
+    best = result.report.best_epoch  # the saved model: the best healthy epoch, before the collapse
+    assert best < collapse["epoch"] and history[best - 1]["holdout_robust_accuracy"] == peak["holdout_robust_accuracy"]
+    assert len(result.report.collapses) == 1
+    assert f"catastrophic overfitting at epoch {collapse['epoch']}" in (tmp_path / "fgsm" / "report.md").read_text()
+
+    twin = one_step_run(digits32_model_path, tmp_path / "fgsm-rs", "fgsm-rs", epochs=len(history))
+    assert not any(h["collapsed"] for h in twin.report.history) and not twin.report.collapses
+    assert twin.report.history[-1]["holdout_robust_accuracy"] >= 0.2
 
 
 # ---------------------------------------------------------------------------------------------
