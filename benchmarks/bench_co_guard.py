@@ -12,9 +12,9 @@ curve, the FGSM curve and whether the guard fired.
 ``resnet18`` trained cleanly for 4 epochs, or first hardened with PGD-AT (``robust``). ``cifar``: the first N images
 of ``../shared/data/cifar10/train.npz`` from a clean resnet10t (``--cifar-model``, e.g. the finetune study's input).
 ``digits32``: the setting that does collapse. The same digits shown to a ``test_resnet`` (or ``resnet10t``) made for
-32×32 input, so they go through the model's own eval transform (bilinear up to 36 px, centre crop 32), trained
-cleanly for 4 epochs, then 30 epochs of FGSM at ε = 0.2 with SGD at a constant lr 0.2 (no decay: the step schedule's
-first drop kept the earlier runs stable), without and with a random start, one pair per ``--seeds`` entry.
+32×32 input, so they go through the model's own eval transform (test_resnet: bilinear to 33 px, centre crop 32),
+trained cleanly for 4 epochs, then 30 epochs of FGSM at ε = 0.2 with SGD at a constant lr 0.2 (every collapse we saw
+came in a run whose lr never decayed), without and with a random start, one pair per ``--seeds`` entry.
 Seconds are on whatever the machine is doing; only the curves matter here.
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from hardenctl.data import load_dataset
-from hardenctl.demo import DIGITS_MEAN, DIGITS_STD, train_clean
+from hardenctl.demo import make_demo_model
 from hardenctl.harden import RunOptions, harden
-from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
+from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -79,13 +79,9 @@ def digits_start(spec: str, work: Path) -> Path:
     """The starting checkpoint of a digits run (cached in ``work``)."""
     kind, value = spec.split(":")
     arch = "test_resnet" if kind == "robust" else value
-    clean = work / f"clean-{arch}.safetensors"
+    clean = work / f"clean-{arch}" / "model.safetensors"
     if not clean.is_file():
-        torch.manual_seed(0)
-        model = wrap_model(create_timm_model(arch, num_classes=10, in_chans=1), arch, 10, DIGITS_MEAN, DIGITS_STD, in_chans=1,
-                           input_size=(8, 8))
-        train_clean(model, load_dataset("digits-train"), epochs=4, seed=0)
-        save_model(model, clean)
+        make_demo_model(clean.parent, seed=0, epochs=4, arch=arch)
     if kind == "clean":
         return clean
     robust = work / f"robust-{value}"
@@ -97,14 +93,8 @@ def digits_start(spec: str, work: Path) -> Path:
 
 def digits32_start(arch: str, seed: int, work: Path) -> Path:
     """A model made for 32×32 input, trained cleanly on digits seen through its own eval transform (cached)."""
-    path = work / f"clean32-{arch}-{seed}.safetensors"
-    if not path.is_file():
-        torch.manual_seed(seed)
-        model = wrap_model(create_timm_model(arch, num_classes=10, in_chans=1), arch, 10, DIGITS_MEAN, DIGITS_STD, in_chans=1,
-                           input_size=(32, 32))
-        train_clean(model, load_dataset("digits-train", data_config=model.info.data_config), epochs=4, seed=seed)
-        save_model(model, path)
-    return path
+    path = work / f"clean32-{arch}-{seed}" / "model.safetensors"
+    return path if path.is_file() else make_demo_model(path.parent, seed=seed, epochs=4, arch=arch, input_size=(32, 32))
 
 
 def train(start: Path, overrides: dict, data, eval_data, out: Path, seed: int = 0) -> list[dict]:

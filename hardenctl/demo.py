@@ -42,13 +42,17 @@ def train_clean(model: ImageClassifier, data: ImageDataset, epochs: int = 8, lr:
     return model.eval()
 
 
-def make_demo_model(out_dir: Path, seed: int = 0, epochs: int = 8,
-                    on_epoch: Callable[[int, float], None] | None = None) -> Path:
-    """Train the demo model on ``digits-train`` and save ``out_dir/model.safetensors``."""
-    train = load_dataset("digits-train")
+def make_demo_model(out_dir: Path, seed: int = 0, epochs: int = 8, on_epoch: Callable[[int, float], None] | None = None,
+                    *, arch: str = DEMO_ARCH, input_size: tuple[int, int] = (8, 8)) -> Path:
+    """Train the demo model on ``digits-train`` and save ``out_dir/model.safetensors``.
+
+    Another ``arch`` or ``input_size`` gives the same clean training for a model made for other images: the digits
+    then reach it through its own eval transform, as a user's data would.
+    """
     torch.manual_seed(seed)
-    net = create_timm_model(DEMO_ARCH, num_classes=10, in_chans=1)
-    model = wrap_model(net, DEMO_ARCH, 10, DIGITS_MEAN, DIGITS_STD, in_chans=1, input_size=train.image_size, source="demo")
+    net = create_timm_model(arch, num_classes=10, in_chans=1)
+    model = wrap_model(net, arch, 10, DIGITS_MEAN, DIGITS_STD, in_chans=1, input_size=input_size, source="demo")
+    train = load_dataset("digits-train", data_config=model.info.data_config)
     train_clean(model, train, epochs=epochs, seed=seed, on_epoch=on_epoch)
     return save_model(model, out_dir / "model.safetensors", {"trained_by": "hardenctl demo (clean training on digits-train)"})
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from hardenctl.data import load_dataset
 from hardenctl.harden import (Distributed, RunOptions, TrainingPGD, harden, monitor, read_checkpoint_state, split_holdout,
                               train, training_eps)
-from hardenctl.demo import DEMO_ARCH, DIGITS_MEAN, DIGITS_STD, train_clean
-from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
+from hardenctl.demo import make_demo_model
+from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
 
 loop = importlib.import_module("hardenctl.harden.loop")  # the module (hardenctl.harden.train is also a function's name)
@@ -162,11 +162,7 @@ def test_the_guard_watches_a_real_fgsm_rs_run_and_stays_quiet_when_it_is_healthy
 @pytest.fixture(scope="module")
 def digits32_model_path(tmp_path_factory):
     """test_resnet made for 32×32 input, trained cleanly on digits seen through its own eval transform (8 → 32 px)."""
-    torch.manual_seed(0)
-    model = wrap_model(create_timm_model(DEMO_ARCH, num_classes=10, in_chans=1), DEMO_ARCH, 10, DIGITS_MEAN, DIGITS_STD,
-                       in_chans=1, input_size=(32, 32))
-    train_clean(model, load_dataset("digits-train", data_config=model.info.data_config), epochs=4, seed=0)
-    return save_model(model, tmp_path_factory.mktemp("digits32") / "model.safetensors")
+    return make_demo_model(tmp_path_factory.mktemp("digits32"), seed=0, epochs=4, input_size=(32, 32))
 
 
 def one_step_run(path, out, attack, epochs):
