@@ -10,7 +10,7 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _LAZY = {"evaluate": "api", "harden": "api", "load_data": "api", "load_model": "api",
          "EvalConfig": "evaluate", "Report": "report"}

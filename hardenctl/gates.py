@@ -77,7 +77,7 @@ def paired_comparison(report: Report, baseline_samples: SampleResults, baseline_
     On the same samples the paired difference equals the difference of the two rates; what pairing adds is
     *which* samples changed and whether the change is more than noise (McNemar).
     """
-    from .evaluate.stats import mcnemar_exact  # lazy: hardenctl.evaluate imports torch
+    from .stats import mcnemar_exact
 
     now = report.samples
     if now is None:

@@ -101,12 +101,15 @@ class Report:
     pictures: Any = field(default=None, repr=False, compare=False)  # a hardenctl.pictures.Gallery; drawn, not in the JSON
     gate_on: str = "point"  # what --min-*-acc gates compared: "point" estimates or "lower" 95% bounds
     samples_file: str | None = None  # where --samples wrote this report's per-sample results (relative to the report)
+    # what the rates were divided from: {"n", "clean_correct", "robust_correct", "attacks": {name: correct after it}};
+    # clean_correct is a sum of per-sample fractions for a randomised model (mean over EOT draws), an int otherwise
+    counts: dict[str, Any] = field(default_factory=dict)
 
     # -- 95% intervals (derived from the accuracies and n, so they can never disagree with them) ---------------
     def interval(self, metric: str) -> tuple[float, float] | None:
         """95% Wilson interval of ``clean_accuracy``, ``robust_accuracy``, ``protected_robust_accuracy``,
         ``protected_clean_accuracy`` or an attack's accuracy (its name); None when there is no such accuracy."""
-        from .evaluate.stats import wilson_interval  # lazy: hardenctl.evaluate imports this module (and torch)
+        from .stats import wilson_interval
 
         if metric in ("clean_accuracy", "robust_accuracy"):
             value, n = getattr(self, metric), self.n
@@ -244,7 +247,7 @@ def _pair(interval: tuple[float, float] | None) -> list[float] | None:
 
 def _class_interval(entry: dict[str, Any], key: str) -> list[float] | None:
     """The 95% Wilson interval of one per-class accuracy (``entry`` has ``n`` and the accuracy)."""
-    from .evaluate.stats import wilson_interval
+    from .stats import wilson_interval
 
     value = entry.get(key)
     return None if value is None else _pair(wilson_interval(min(1.0, max(0.0, float(value))), int(entry["n"])))

@@ -139,7 +139,7 @@ QUICK = ("--attacks", "fgsm", "--n", "48", "--batch-size", "48")
 
 
 def test_intervals_in_the_json_markdown_and_console_table(cli, digits_model_path, tmp_path):
-    from hardenctl.evaluate.stats import wilson_interval
+    from hardenctl.stats import wilson_interval
 
     code, out, err = cli("eval", digits_model_path, "--data", "digits-test", *QUICK, "--report", tmp_path / "r.json",
                          "--markdown", tmp_path / "r.md")

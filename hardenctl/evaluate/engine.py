@@ -12,7 +12,7 @@ import timm
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..data import ImageDataset
 from ..errors import UserError
 from ..report import SCHEMA_VERSION, Report, SampleResults

@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..data import ImageDataset
 from ..errors import UserError
 from ..evaluate import EvalConfig, evaluate

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-from .. import __version__
+from ..version import __version__
 
 SCHEMA_VERSION = "harden-1.0"
 

@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
+from ..version import __version__
 from ..errors import UserError
 from ..files import atomic_path, sha256_file
 from .checkpoint import _read_raw

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from hardenctl.evaluate.stats import Z95, binomial_half_cdf, mcnemar_exact, wilson_interval
+from hardenctl.stats import Z95, binomial_half_cdf, mcnemar_exact, wilson_interval
 
 
 def wilson_by_quadratic(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
