@@ -10,9 +10,7 @@ import torch
 
 import hardenctl
 from hardenctl.evaluate import EvalConfig, evaluate
-from hardenctl.evaluate.distributed import Execution
-from hardenctl.pictures import Gallery
-from hardenctl.report import write_outputs
+from hardenctl.report import Gallery, write_outputs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = ["--n", "24", "--batch-size", "8", "--eps", "0.1", "--attacks", "fgsm,pgd", "--quiet", "--no-strict"]
@@ -102,7 +100,7 @@ def test_saved_adversarial_images_are_exactly_the_scored_points(digits_model_pat
     data = hardenctl.load_data("digits-test", model, n=21)
     eps = 0.1
     report = evaluate(model, data, EvalConfig(n=21, batch_size=8, eps=eps, attacks=["fgsm", "pgd"], large_eps_samples=0),
-                      execution=Execution(adversarial_dir=tmp_path))
+                      save_adversarial=tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["adv_000000-000007.npz", "adv_000008-000015.npz", "adv_000016-000020.npz"]  # named by sample index
     samples = report.samples

@@ -1,0 +1,69 @@
+"""What the report's schema and every renderer share: interval helpers, the words for a gate's basis, printable text.
+
+This module sits below :mod:`hardenctl.report.schema` and the renderers and imports neither, so no renderer needs
+the schema at run time (and the schema's rendering methods can import the renderers without an import circle).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..stats import wilson_interval
+
+# matplotlib text options for anything that may hold a name: drawn as spelled, never as mathtext ($...$) or LaTeX
+MATPLOTLIB_PLAIN = {"parse_math": False, "usetex": False}
+GATE_BASIS = {"point": "point estimate", "lower95": "95% lower bound", "paired": "paired, per sample", "rates": "rates"}
+
+
+def clean_text(value: object) -> str:
+    """``value`` as printable text: names are data, and a file name may hold anything but ``/``.
+
+    A control character (a newline would end a Markdown table row; most are invalid in XML) is shown as its Python
+    escape (``\\n``, ``\\x07``), a byte that was not UTF-8 (decoded by the file system as a lone surrogate, which no
+    UTF-8 file can hold) as ``\\xNN``. Markup characters are left alone: each renderer escapes its own syntax.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif 0xDC80 <= ord(char) <= 0xDCFF:  # os.fsdecode's surrogateescape for the byte ord(char) - 0xDC00
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def pair(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [interval[0], interval[1]]
+
+
+def class_interval(entry: Mapping[str, Any], key: str) -> list[float] | None:
+    """The 95% Wilson interval of one per-class accuracy (``entry`` has ``n`` and the accuracy)."""
+    value = entry.get(key)
+    return None if value is None else pair(wilson_interval(min(1.0, max(0.0, float(value))), int(entry["n"])))
+
+
+def span(interval: Any, brackets: bool = True) -> str:
+    """``(41.9–48.1)``: an interval in percent, one decimal."""
+    if interval is None:
+        return ""
+    text = f"{100 * interval[0]:.1f}–{100 * interval[1]:.1f}"
+    return f"({text})" if brackets else f"{text}%"
+
+
+def correct_of(counts: Mapping[str, Any], metric: str) -> str:
+    """``23/24``: how many samples a rate was divided from (``Report.counts``); "" when the report has no counts
+    (written before they were recorded). ``metric``: ``clean``, ``robust`` or an attack's name."""
+    if not counts or "n" not in counts:
+        return ""
+    if metric in ("clean", "robust"):
+        correct = counts.get(f"{metric}_correct")
+    else:
+        correct = (counts.get("attacks") or {}).get(metric)
+    if correct is None:
+        return ""
+    # a randomised model's clean count is a sum of per-sample fractions of draws
+    number = str(int(correct)) if float(correct).is_integer() else f"{float(correct):.2f}"
+    return f"{number}/{counts['n']}"

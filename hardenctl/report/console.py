@@ -1,0 +1,46 @@
+"""The console renderer: the summary table ``hardenctl eval`` prints, as a rich Table.
+
+Text from the report (the architecture, attack names) is escaped for rich's markup, so a name like ``[bold]`` or
+``[/x]`` is printed as spelled instead of styling the table or raising a markup error.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .common import clean_text, correct_of, span
+
+if TYPE_CHECKING:
+    from .schema import Report
+
+
+def escape_console(value: object) -> str:
+    """Literal text for a rich table cell or title."""
+    from rich.markup import escape
+
+    return escape(clean_text(value))
+
+
+def render_table(report: Report) -> Any:
+    """The table: clean, after each attack, robust (with counts when recorded, and 95% intervals), then any ε sweep."""
+    from rich.table import Table
+
+    counted = bool(correct_of(report.counts, "robust"))
+    table = Table(title=escape_console(f"{report.model.get('arch')} · {report.norm} ε={report.eps:.4g} · n={report.n} · suite {report.suite}"),
+                  caption=f"randomised model: EOT over {report.eot_samples} draws" if report.randomized else None)
+    table.add_column("metric")
+    table.add_column("accuracy", justify="right")
+    if counted:
+        table.add_column("correct / n", justify="right")
+    table.add_column("95% interval", justify="right")
+
+    def row(metric: str, rate: str, key: str, interval: Any) -> None:
+        cells = [metric, rate] + ([correct_of(report.counts, key)] if counted else []) + [span(interval, brackets=False)]
+        table.add_row(*cells)
+
+    row("clean", f"{report.clean_accuracy:.2%}", "clean", report.interval("clean_accuracy"))
+    for name, acc in report.attacks.items():
+        row(f"after {escape_console(name)}", f"{acc:.2%}", name, report.interval(name))
+    row("[bold]robust (worst case)[/bold]", f"[bold]{report.robust_accuracy:.2%}[/bold]", "robust", report.interval("robust_accuracy"))
+    for s in report.eps_sweep:
+        table.add_row(f"ε = {s['eps']:.4g}", f"{s['robust_accuracy']:.2%}", *([""] * (2 if counted else 1)))
+    return table

@@ -1,0 +1,91 @@
+"""The pictures renderer: a :class:`~hardenctl.report.gallery.Gallery` drawn as one PNG grid with matplotlib.
+
+Per sample its clean image, its adversarial version and the perturbation amplified to the full grey range, titled
+with the true, clean and adversarial class names. Class names are data (a folder may be called ``a $\\frac$ b``), so
+every text is drawn as plain text: no mathtext, no LaTeX. Without matplotlib (the ``plot`` extra) nothing is drawn
+and :func:`grid_note` says why.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..files import atomic_write
+from .common import MATPLOTLIB_PLAIN as PLAIN, clean_text
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .gallery import Gallery
+
+PICTURES_MISSING = "adversarial-example pictures skipped: install the [plot] extra (pip install 'hardenctl[plot]')"
+
+
+def _image(tensor: Tensor) -> Any:
+    """CHW [0, 1] → what imshow takes (HW grey, HWC colour)."""
+    array = tensor.clamp(0, 1).numpy()
+    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+
+
+def grid_png(gallery: Gallery | None) -> bytes | None:
+    """The pictures as PNG bytes; None without matplotlib or without samples."""
+    chosen = gallery.chosen() if gallery is not None else []
+    if not chosen:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    columns = len(chosen)
+    fig, axes = plt.subplots(3, columns, figsize=(1.45 * columns + 0.9, 5.2), dpi=110, squeeze=False)
+    try:
+        for column, entry in enumerate(chosen):
+            clean, adversarial = entry["clean"], entry["adversarial"]
+            delta = adversarial - clean
+            largest = float(delta.abs().max())
+            amplified = 0.5 + delta * (0.5 / largest) if largest > 0 else delta + 0.5
+            grey = dict(cmap="gray", vmin=0, vmax=1) if clean.shape[0] == 1 else {}
+            true, before, after = (clean_text(gallery.name(entry[k])) for k in ("label", "clean_prediction", "adversarial_prediction"))
+            titles = (f"#{entry['index']} true: {true}\nclean: {before}",
+                      f"adversarial: {after}\n{'broken' if entry['broken'] else 'still robust'}",
+                      f"×{0.5 / largest:.3g} (L∞ {largest:.3g})" if largest > 0 else "no change")
+            for row, (picture, title) in enumerate(zip((clean, adversarial, amplified), titles)):
+                axis = axes[row][column]
+                axis.imshow(_image(picture), interpolation="nearest", **grey)
+                axis.set_title(title, fontsize=7, color="#b00020" if row == 1 and entry["broken"] else "black", **PLAIN)
+                axis.set_xticks([])
+                axis.set_yticks([])
+        for row, label in enumerate(("clean", "adversarial", "perturbation\n(amplified)")):
+            axes[row][0].set_ylabel(label, fontsize=8, **PLAIN)
+        fig.suptitle(f"clean · adversarial · amplified perturbation ({clean_text(gallery.norm)} ε = {gallery.eps:.4g})",
+                     fontsize=9, **PLAIN)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:  # a figure left open on an error would pile up in pyplot's registry
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_grid(gallery: Gallery | None, path: str | Path) -> bool:
+    """Write :func:`grid_png` to ``path`` atomically; False when there is nothing to draw or no matplotlib."""
+    png = grid_png(gallery)
+    if png is None:
+        return False
+    atomic_write(path, png)
+    return True
+
+
+def grid_note(gallery: Gallery | None) -> str | None:
+    """Why no pictures were drawn, for the user; None when they were (or none were asked for)."""
+    if gallery is None or not gallery.chosen():
+        return None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return PICTURES_MISSING
+    return None

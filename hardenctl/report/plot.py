@@ -1,0 +1,53 @@
+"""The plot renderer: robust accuracy against ε (``--eps-sweep``) as a PNG, with matplotlib (the ``plot`` extra).
+
+The title names the model's architecture, which is data: it is drawn as plain text (no mathtext, no LaTeX).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..files import atomic_write
+from .common import MATPLOTLIB_PLAIN as PLAIN, clean_text
+
+if TYPE_CHECKING:
+    from .schema import Report
+
+PLOT_MISSING = "accuracy-vs-eps plot skipped: install the [plot] extra (pip install 'hardenctl[plot]')"
+
+
+def plot_png(report: Report) -> bytes | None:
+    """The accuracy-vs-ε curve as PNG bytes; None without matplotlib or without a sweep."""
+    if not report.eps_sweep:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+    try:
+        ax.plot([s["eps"] for s in report.eps_sweep], [s["robust_accuracy"] for s in report.eps_sweep], marker="o")
+        ax.set_xlabel(f"{clean_text(report.norm)} ε", **PLAIN)
+        ax.set_ylabel("robust accuracy", **PLAIN)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{clean_text(report.model.get('arch'))} · suite {clean_text(report.suite)}", **PLAIN)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_plot(report: Report, path: str | Path) -> bool:
+    """Accuracy-vs-ε PNG written atomically; False when there is no sweep or matplotlib (the ``[plot]`` extra) is missing."""
+    png = plot_png(report)
+    if png is None:
+        return False
+    atomic_write(path, png)
+    return True
