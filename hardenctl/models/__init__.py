@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "TORCH_SUFFIXES": "checkpoint", "read_checkpoint": "checkpoint",
     "ImageClassifier": "classifier", "ModelInfo": "classifier", "wrap_model": "classifier",
-    "DataConfig": "data_config", "resolve_data_config": "data_config",
+    "DataConfig": "data_config", "build_data_config": "data_config",
     "create_timm_model": "load", "load_model": "load", "resolve_device": "load", "save_model": "load", "timm_cfg": "load",
     "write_config_json": "load",
     "parse_metadata": "metadata",

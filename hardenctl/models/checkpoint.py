@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError, missing_file
-from .metadata import _decode
+from .metadata import decode_value
 
 TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".ckpt")
 
@@ -82,7 +82,7 @@ def train_args(args: Any) -> dict[str, Any]:
     return {key: values[key] for key in TRAIN_ARGS if values.get(key) not in (None, "", [], ())}
 
 
-def _read_raw(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def read_raw(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Weights (wrapper prefixes removed) and the metadata exactly as the file stores it."""
     if not path.is_file():
         raise missing_file(path, "checkpoint")
@@ -99,5 +99,5 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     Metadata values that are JSON are decoded, the rest stay strings; nothing is validated
     here (:func:`parse_metadata` does that for the keys hardenctl uses).
     """
-    state, raw = _read_raw(Path(path))
-    return state, {key: _decode(value) for key, value in raw.items()}
+    state, raw = read_raw(Path(path))
+    return state, {key: decode_value(value) for key, value in raw.items()}

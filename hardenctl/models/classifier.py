@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from .data_config import DataConfig, resolve_data_config
+from .data_config import DataConfig, build_data_config
 
 
 @dataclass
@@ -74,7 +74,7 @@ def wrap_model(
     """
     declared = {"mean": tuple(mean), "std": tuple(std), "input_size": tuple(input_size) if input_size else None}
     arch_cfg = getattr(net, "pretrained_cfg", None) or {}
-    config = resolve_data_config([(source, declared)], {}, arch_cfg, arch)
+    config = build_data_config([(source, declared)], {}, arch_cfg, arch)
     info = ModelInfo(arch=arch, num_classes=num_classes, in_chans=in_chans, mean=tuple(mean), std=tuple(std),
                      normalization_source=source, input_size=input_size, input_size_source=source if input_size else None,
                      data_config=config)

@@ -6,7 +6,8 @@ interpolation. One :class:`DataConfig` per model, resolved once from (in order) 
 metadata, the args a timm ``train.py`` checkpoint stores, a model folder's ``pretrained_cfg``; flags
 override any of them (recorded as such); with nothing declared, data whose images share one size is
 used at that size, and otherwise the architecture's timm ``pretrained_cfg`` is named as the source.
-No torch here.
+What is not declared is filled by timm's own ``resolve_data_config`` (imported on use: the checks here
+need no torch, so the CLI can run them before importing it).
 """
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ from ..errors import UserError
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming", "random")
 CROP_MODES = ("center", "squash", "border")
 FIELDS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
-DEFAULT_CROP_PCT = 0.875  # timm's DEFAULT_CROP_PCT: what timm uses when nothing says otherwise
+DEFAULT_CROP_PCT = 0.875  # timm's DEFAULT_CROP_PCT: what timm uses when nothing says otherwise (no torch import here)
 
 
 @dataclass
 class DataConfig:
-    """``input_size`` is (H, W); ``crop_pct`` None means "not declared" (images at the input size pass as
-    they are; others are resized with the architecture's default). ``sources`` maps each field to where it
+    """``input_size`` is (H, W); ``crop_pct`` None means "not declared": photos get the architecture's default
+    (what timm's ``validate.py`` uses), in-memory arrays already at the input size are used as they are. ``sources`` maps each field to where it
     came from: ``checkpoint``, ``train.py args``, ``config.json``, ``cli``, ``cli (overrides <source>)``,
     ``data``, ``timm pretrained_cfg of <arch>``."""
 
@@ -53,17 +54,21 @@ class DataConfig:
                 "crop_pct": self.crop_pct, "crop_mode": self.crop_mode, "mean": list(self.mean), "std": list(self.std),
                 "effective_crop_pct": self.effective_crop_pct, "sources": dict(self.sources)}
 
-    def pretrained_cfg(self, in_chans: int) -> dict[str, Any]:
-        """The timm ``pretrained_cfg`` keys this config sets (what ``config.json`` carries). Without a declared
-        ``crop_pct`` timm uses its default (0.875) for images of other sizes, as hardenctl's undeclared config
-        uses the architecture's; a 32×32 CIFAR model then still evaluates 32×32 images uncropped."""
+    def timm_cfg(self, in_chans: int) -> tuple[dict[str, Any], list[str]]:
+        """The timm ``pretrained_cfg`` keys (what ``config.json`` carries), complete: timm fills anything missing
+        with its own defaults (crop_pct 0.875, 224 px), not the architecture's that hardenctl uses, so an
+        undeclared ``crop_pct`` or ``input_size`` is written as the value hardenctl uses and also named in the
+        returned list, so that hardenctl reading the folder back keeps it undeclared (arrays at the input size
+        are then still used as they are)."""
         cfg: dict[str, Any] = {"interpolation": self.interpolation, "crop_mode": self.crop_mode,
-                               "mean": list(self.mean), "std": list(self.std)}
-        if self.crop_pct is not None:  # undeclared stays undeclared: images at the input size then pass uncropped
-            cfg["crop_pct"] = self.crop_pct
-        if self.input_size:
-            cfg["input_size"] = [in_chans, *self.input_size]
-        return cfg
+                               "mean": list(self.mean), "std": list(self.std), "crop_pct": self.effective_crop_pct}
+        undeclared = [] if self.crop_declared else ["crop_pct"]
+        size = self.input_size or self.default_input_size
+        if size:
+            cfg["input_size"] = [in_chans, *size]
+            if self.input_size is None:
+                undeclared.append("input_size")
+        return cfg, undeclared
 
 
 def check_crop_pct(value: float, where: str = "--crop-pct") -> float:
@@ -93,14 +98,8 @@ def _size(value: Any) -> tuple[int, int] | None:
     return values[-2:] if len(values) >= 2 else (values[0], values[0])
 
 
-def resolve_data_config(declared: list[tuple[str, Mapping[str, Any]]], flags: Mapping[str, Any],
-                        arch_cfg: Mapping[str, Any], arch: str) -> DataConfig:
-    """One data config from declared layers (``[(source, values), ...]``, first wins), flags on top, the
-    architecture's timm ``pretrained_cfg`` for mean/std/interpolation/crop_mode left undeclared.
-
-    ``input_size`` and ``crop_pct`` stay None when nobody declared them: the caller decides with the data
-    (one shared image size → that size, uncropped; otherwise the architecture's default, named as such).
-    """
+def declared_values(declared: list[tuple[str, Mapping[str, Any]]], flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """What was declared and by whom: layers ``[(source, values), ...]`` (first wins), flags on top."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, layer in declared:
@@ -111,25 +110,44 @@ def resolve_data_config(declared: list[tuple[str, Mapping[str, Any]]], flags: Ma
         if flags.get(key) is not None:
             sources[key] = f"cli (overrides {sources[key]})" if key in sources else "cli"
             values[key] = flags[key]
-    arch_source = f"timm pretrained_cfg of {arch}"
+    return values, sources
+
+
+def timm_defaults(arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What timm's own ``resolve_data_config`` makes of the architecture's ``pretrained_cfg`` with nothing
+    declared: the values everything undeclared falls back to (timm's rules and defaults, not a copy of them)."""
+    from timm.data import resolve_data_config as timm_resolve_data_config
+    from timm.models import PretrainedCfg
+
+    cfg = dict(arch_cfg) or PretrainedCfg().to_dict()  # no architecture config: timm's own defaults
+    return timm_resolve_data_config(pretrained_cfg=cfg)
+
+
+def build_data_config(declared: list[tuple[str, Mapping[str, Any]]], flags: Mapping[str, Any],
+                      arch_cfg: Mapping[str, Any], arch: str) -> DataConfig:
+    """One data config: declared layers (``[(source, values), ...]``, first wins) and flags on top, each value's
+    source recorded; the rest filled by timm's ``resolve_data_config`` from the architecture's ``pretrained_cfg``
+    (:func:`timm_defaults`).
+
+    ``input_size`` and ``crop_pct`` stay None when nobody declared them (timm's values are kept as the
+    defaults): the caller decides with the data (arrays at one shared size are used as they are).
+    """
+    values, sources = declared_values(declared, flags)
+    defaults = timm_defaults(arch_cfg)
+    arch_source = f"timm pretrained_cfg of {arch}" if arch_cfg else "timm default"
     for key in ("interpolation", "crop_mode", "mean", "std"):
-        if key not in values and arch_cfg.get(key) is not None:
-            values[key], sources[key] = arch_cfg[key], arch_source
-    config = DataConfig(
+        if key not in values:
+            values[key] = defaults[key]
+            sources[key] = arch_source if arch_cfg.get(key) is not None else "timm default"
+    return DataConfig(
         input_size=_size(values.get("input_size")),
-        interpolation=check_interpolation(str(values.get("interpolation", "bilinear")), "interpolation"),
+        interpolation=check_interpolation(str(values["interpolation"]), "interpolation"),
         crop_pct=check_crop_pct(values["crop_pct"], f"crop_pct (from {sources['crop_pct']})") if values.get("crop_pct") is not None else None,
-        crop_mode=check_crop_mode(str(values.get("crop_mode") or "center"), "crop_mode"),
-        mean=tuple(float(v) for v in values.get("mean", (0.5, 0.5, 0.5))),
-        std=tuple(float(v) for v in values.get("std", (0.5, 0.5, 0.5))),
+        crop_mode=check_crop_mode(str(values["crop_mode"] or "center"), "crop_mode"),
+        mean=tuple(float(v) for v in values["mean"]),
+        std=tuple(float(v) for v in values["std"]),
         sources=sources,
-        default_crop_pct=float(arch_cfg.get("crop_pct") or DEFAULT_CROP_PCT),
-        default_input_size=arch_input_size(arch_cfg),
+        default_crop_pct=float(defaults["crop_pct"]),
+        default_input_size=_size(defaults["input_size"]),
         default_source=arch_source,
     )
-    return config
-
-
-def arch_input_size(arch_cfg: Mapping[str, Any]) -> tuple[int, int]:
-    """The architecture's own input size (timm's ``pretrained_cfg['input_size']``, 224×224 when absent)."""
-    return _size(arch_cfg.get("input_size") or (3, 224, 224))  # type: ignore[return-value]

@@ -12,12 +12,11 @@ from torch import Tensor, nn
 from ..version import __version__
 from ..errors import UserError
 from ..files import atomic_path, sha256_file
-from .checkpoint import _read_raw
+from .checkpoint import read_raw
 from .classifier import ImageClassifier, ModelInfo
-from .data_config import CROP_MODES, INTERPOLATIONS, DataConfig, resolve_data_config
-from .metadata import (_shown, parse_choice, parse_crop_pct, parse_float_list, parse_input_size, parse_metadata,
-                       parse_train_args)
-from .sources import ModelSource, resolve_source
+from .data_config import build_data_config
+from .metadata import parse_metadata, parse_pretrained_cfg, parse_train_args, shown
+from .sources import UNDECLARED, resolve_source
 
 
 def timm_cfg(arch: str):
@@ -25,7 +24,7 @@ def timm_cfg(arch: str):
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch}*")[:5]
         hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
-        raise UserError(f"unknown timm architecture {_shown(arch, 120)}", hint)
+        raise UserError(f"unknown timm architecture {shown(arch, 120)}", hint)
     return timm.models.get_pretrained_cfg(arch)
 
 
@@ -67,19 +66,6 @@ def _fit_channels(values: Sequence[float], in_chans: int, what: str, source: str
     raise UserError(f"{what} has {len(values)} values but the model has {in_chans} input channels", f"pass --{what} with {in_chans} values")
 
 
-def _config_json_layer(source: ModelSource) -> dict[str, Any]:
-    """A model folder's ``pretrained_cfg`` as data-config values, checked like header metadata."""
-    cfg, layer = source.pretrained_cfg, {}
-    parsers = {"input_size": parse_input_size, "crop_pct": parse_crop_pct, "mean": parse_float_list,
-               "std": lambda key, value: parse_float_list(key, value, positive=True),
-               "interpolation": lambda key, value: parse_choice(key, value, INTERPOLATIONS),
-               "crop_mode": lambda key, value: parse_choice(key, value, CROP_MODES)}
-    for key, parse in parsers.items():
-        if cfg.get(key) not in (None, ""):
-            layer[key] = parse(f"config.json pretrained_cfg.{key}", cfg[key])
-    return layer
-
-
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
@@ -102,13 +88,13 @@ def load_model(
     ``path``: hardenctl/timm ``.safetensors`` (metadata in the header), a timm ``train.py`` checkpoint, a bare
     state_dict, a timm model folder (``config.json`` + weights; also ``local-dir:PATH``) or ``hf-hub:ORG/NAME``.
     The architecture and class count the file declares win (a contradicting argument is an error); the data
-    config follows :func:`hardenctl.models.data_config.resolve_data_config`, where an argument overrides.
+    config follows :func:`hardenctl.models.data_config.build_data_config`, where an argument overrides.
     """
     source = resolve_source(path)
-    state, raw_meta = _read_raw(source.weights)
+    state, raw_meta = read_raw(source.weights)
     meta = parse_metadata(raw_meta)  # only checked values from here on; a bad one was a one-line UserError
     trained = parse_train_args(raw_meta.get("train_args") or {})
-    folder = _config_json_layer(source)
+    folder = parse_pretrained_cfg(source.declared_cfg())
     arch = _resolve("arch", arch, _first(meta.get("arch"), source.architecture))
     if not arch:
         raise UserError(f"checkpoint {source.spec} does not name its architecture", "pass --arch NAME (a timm model name, e.g. resnet18)")
@@ -142,7 +128,7 @@ def load_model(
         raise UserError("--mean and --std must be given together", "pass both, e.g. --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26")
     flags = {"input_size": tuple(input_size) if input_size is not None else None, "mean": mean, "std": std,
              "crop_pct": crop_pct, "interpolation": interpolation, "crop_mode": crop_mode}
-    data_config = resolve_data_config([("checkpoint", meta), ("train.py args", trained), ("config.json", folder)],
+    data_config = build_data_config([("checkpoint", meta), ("train.py args", trained), ("config.json", folder)],
                                       flags, cfg.to_dict(), arch)
     data_config.mean = _fit_channels(data_config.mean, in_chans, "mean", data_config.sources.get("mean", "cli"))
     data_config.std = _fit_channels(data_config.std, in_chans, "std", data_config.sources.get("std", "cli"))
@@ -244,18 +230,41 @@ def save_model(model: ImageClassifier, path: str | Path, extra: dict[str, Any] |
     return path
 
 
+def timm_model_args(net: nn.Module, in_chans: int, num_classes: int) -> dict[str, Any]:
+    """What timm's constructor needs to rebuild ``net`` (``config.json``'s ``model_args``): timm's own record of the
+    arguments it was built with (``img_size`` for a ViT built at another size), kept where JSON can carry it."""
+    recorded = getattr(timm.models, "get_model_args", None)
+    args = dict(recorded(net)) if recorded is not None else {}
+    args.update(in_chans=in_chans, num_classes=num_classes)
+    kept = {}
+    for key, value in args.items():
+        try:
+            kept[key] = json.loads(json.dumps(value))  # tuples become lists; a class or callable cannot travel
+        except (TypeError, ValueError):
+            continue
+    return kept
+
+
 def write_config_json(model: ImageClassifier, folder: str | Path) -> Path:
-    """``config.json`` beside ``model.safetensors``: the folder is then a timm model folder, so
-    ``timm.create_model('local-dir:DIR', pretrained=True)`` builds and loads it (when the architecture is
-    unchanged) and ``hardenctl eval DIR`` prepares images exactly as the hardened model was evaluated."""
+    """``config.json`` beside ``model.safetensors``: the folder is then a timm model folder, and plain timm
+    (``create_model('local-dir:DIR', pretrained=True)``, ``resolve_model_data_config``, ``create_transform``)
+    builds the same network and prepares photos as ``hardenctl eval DIR`` does, when the architecture is
+    unchanged. Everything timm would otherwise fill with its own defaults is written out (``model_args`` with
+    ``img_size``, the ``crop_pct`` and ``input_size`` hardenctl uses); values written only for timm are listed
+    under ``hardenctl_undeclared`` so hardenctl keeps treating them as undeclared."""
     info = model.info
     if info is None:
         raise ValueError("model has no ModelInfo; build it with load_model or wrap_model")
-    config = info.data_config or DataConfig(input_size=info.input_size, mean=info.mean, std=info.std)
-    pretrained_cfg = {**config.pretrained_cfg(info.in_chans), "num_classes": info.num_classes}
+    config = info.data_config or build_data_config([("python", {"input_size": info.input_size, "mean": info.mean, "std": info.std})],
+                                                   {}, getattr(model.model, "pretrained_cfg", None) or {}, info.arch)
+    cfg, undeclared = config.timm_cfg(info.in_chans)
+    pretrained_cfg = {**cfg, "num_classes": info.num_classes}
     content: dict[str, Any] = {"architecture": info.arch, "num_classes": info.num_classes,
                                "num_features": getattr(model.model, "num_features", None),
-                               "pretrained_cfg": pretrained_cfg, "model_args": {"in_chans": info.in_chans}}
+                               "pretrained_cfg": pretrained_cfg,
+                               "model_args": timm_model_args(model.model, info.in_chans, info.num_classes)}
+    if undeclared:
+        content[UNDECLARED] = {key: cfg[key] for key in undeclared}
     if info.label_names:
         content["label_names"] = list(info.label_names)
     path = Path(folder) / "config.json"

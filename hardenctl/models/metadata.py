@@ -12,7 +12,7 @@ import re
 from typing import Any, Callable, Mapping
 
 from ..errors import UserError
-from .data_config import CROP_MODES, INTERPOLATIONS
+from .data_config import CROP_MODES, FIELDS, INTERPOLATIONS
 
 # safetensors header values are strings. hardenctl writes JSON ("[0.3]", "10", "true"), but other
 # exporters write "0.485,0.456,0.406", "(0.5, 0.5, 0.5)", "[0.5 0.5 0.5]", "3.0" or "True". Each
@@ -32,7 +32,7 @@ _EXAMPLES = {
 }
 
 
-def _shown(value: Any, limit: int = 60) -> str:
+def shown(value: Any, limit: int = 60) -> str:
     """``repr`` of a value, cut to ``limit`` characters: an error stays one readable line."""
     text = repr(value)
     if len(text) > limit:  # keep a string's closing quote: '9999...'
@@ -41,11 +41,11 @@ def _shown(value: Any, limit: int = 60) -> str:
 
 
 def _bad(key: str, value: Any, expected: str) -> UserError:
-    return UserError(f"checkpoint metadata {key!r} is {_shown(value)}, {expected}",
+    return UserError(f"checkpoint metadata {key!r} is {shown(value)}, {expected}",
                      f"re-export the file with e.g. {_EXAMPLES.get(key, key + '=...')}")
 
 
-def _decode(value: Any) -> Any:
+def decode_value(value: Any) -> Any:
     """A header string decoded as JSON where it is JSON (what hardenctl writes), else unchanged.
 
     Never raises: a huge integer (ValueError past Python's digit limit) or a deeply nested
@@ -121,9 +121,9 @@ def _split_numbers(text: str) -> list[str] | None:
 
 def _numbers(value: Any) -> list[float] | None:
     """The numbers of a JSON list / JSON number / separated text; None when it is anything else."""
-    decoded = _decode(value)
-    if isinstance(decoded, list):
-        items: list[Any] = decoded
+    decoded = decode_value(value)
+    if isinstance(decoded, (list, tuple)):  # JSON lists; tuples where timm parsed the value
+        items: list[Any] = list(decoded)
     elif isinstance(decoded, str):
         parts = _split_numbers(decoded)
         if parts is None:
@@ -159,7 +159,7 @@ def parse_int(key: str, value: Any, maximum: int) -> int:
     Exporters stringify ints through floats; a fractional, non-finite or absurd value is an error
     rather than a model built with the wrong head.
     """
-    number = _whole(_decode(value))
+    number = _whole(decode_value(value))
     if number is None or not 1 <= number <= maximum:
         raise _bad(key, value, f"not a whole number from 1 to {maximum}")
     return number
@@ -189,7 +189,7 @@ def parse_bool(key: str, value: Any) -> bool:
 
     ``bool("false")`` is True, so a string is never just cast.
     """
-    decoded = _decode(value)
+    decoded = decode_value(value)
     if isinstance(decoded, bool):
         return decoded
     if isinstance(decoded, int) and decoded in (0, 1):
@@ -204,7 +204,7 @@ def parse_arch(key: str, value: Any) -> str:
 
     Anything else (a number, a list, text with spaces or control characters) cannot name a model.
     """
-    decoded = _decode(value)
+    decoded = decode_value(value)
     if isinstance(decoded, str):
         name = decoded.strip()
         if name and len(name) <= 200 and name.isprintable() and not any(ch.isspace() for ch in name):
@@ -214,7 +214,7 @@ def parse_arch(key: str, value: Any) -> str:
 
 def parse_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     """``interpolation`` / ``crop_mode``: one of timm's names, plain or JSON-quoted."""
-    decoded = _decode(value)
+    decoded = decode_value(value)
     if isinstance(decoded, str) and decoded.strip().lower() in choices:
         return decoded.strip().lower()
     raise _bad(key, value, f"not one of {', '.join(choices)}")
@@ -230,7 +230,7 @@ def parse_crop_pct(key: str, value: Any) -> float:
 
 def parse_label_names(key: str, value: Any) -> list[str]:
     """``label_names``: a JSON list of strings (what hardenctl writes) or comma-separated names."""
-    decoded = _decode(value)
+    decoded = decode_value(value)
     if isinstance(decoded, str):
         decoded = [part.strip() for part in decoded.split(",")]
     if isinstance(decoded, list) and decoded and all(isinstance(n, (str, int)) and str(n).strip() for n in decoded):
@@ -244,11 +244,11 @@ def parse_section(value: Any) -> dict[str, Any]:
     Ignored rather than an error: it only describes modules hardenctl added, and a file whose
     weights need them fails its strict weight load with a one-line error anyway.
     """
-    decoded = _decode(value)
+    decoded = decode_value(value)
     return decoded if isinstance(decoded, dict) else {}
 
 
-_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+PARSERS: dict[str, Callable[[str, Any], Any]] = {  # the one table: header metadata, train.py args, config.json
     "arch": parse_arch,
     "num_classes": lambda key, value: parse_int(key, value, MAX_NUM_CLASSES),
     "in_chans": lambda key, value: parse_int(key, value, MAX_IN_CHANS),
@@ -263,9 +263,14 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+def parse_values(raw: Mapping[str, Any], keys: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+    """``keys`` that ``raw`` declares, each through its parser (named ``prefix + key`` in errors)."""
+    return {key: PARSERS[key](prefix + key, raw[key]) for key in keys if key in raw and is_declared(raw[key])}
+
+
 def parse_metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint declares, checked: only declared keys, unknown keys dropped."""
-    meta = {key: parse(key, raw[key]) for key, parse in _PARSERS.items() if key in raw and is_declared(raw[key])}
+    meta = parse_values(raw, tuple(PARSERS))
     if "hardenctl" in raw:
         meta["hardenctl"] = parse_section(raw["hardenctl"])
     return meta
@@ -278,7 +283,10 @@ def parse_train_args(args: Mapping[str, Any]) -> dict[str, Any]:
     size = args.get("input_size") if args.get("input_size") is not None else args.get("img_size")
     if size is not None:
         layer["input_size"] = parse_input_size("args.input_size" if args.get("input_size") is not None else "args.img_size", size)
-    for key in ("crop_pct", "interpolation", "crop_mode", "mean", "std", "num_classes", "in_chans"):
-        if args.get(key) is not None and key in _PARSERS:
-            layer[key] = _PARSERS[key](f"args.{key}", args[key])
+    layer.update(parse_values(args, ("crop_pct", "interpolation", "crop_mode", "mean", "std", "num_classes", "in_chans"), "args."))
     return layer
+
+
+def parse_pretrained_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A model folder's ``pretrained_cfg`` as data-config values, checked like header metadata."""
+    return parse_values(cfg, FIELDS, "config.json pretrained_cfg.")
