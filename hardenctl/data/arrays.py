@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError
-from .base import Index, check_head
+from .base import Index, check_head, pil_mode
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -29,7 +29,7 @@ BUILTIN = ("digits", "digits-train", "digits-test")
 
 
 @dataclass
-class ImageDataset:
+class ArrayDataset:
     """Images ``x`` (N, C, H, W; uint8 0..255 or float 0..1) and labels ``y`` (N,)."""
 
     x: Tensor
@@ -54,13 +54,13 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def head(self, n: int | None) -> "ImageDataset":
+    def head(self, n: int | None) -> "ArrayDataset":
         """The first ``n`` samples (all when ``n`` is None or larger than the set)."""
         if not check_head(n, len(self)):
             return self
         return replace(self, x=self.x[:n], y=self.y[:n], notes=list(self.notes))
 
-    def take(self, index: Index) -> "ImageDataset":
+    def take(self, index: Index) -> "ArrayDataset":
         index = torch.as_tensor(index, dtype=torch.long)
         return replace(self, x=self.x[index], y=self.y[index], notes=list(self.notes))
 
@@ -83,7 +83,7 @@ class ImageDataset:
         digest.update(self.y.to(torch.int64).contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def resized(self, size: tuple[int, int]) -> "ImageDataset":
+    def resized(self, size: tuple[int, int]) -> "ArrayDataset":
         """Bilinear (antialiased) resize to ``size``; dtype kept."""
         if self.image_size == tuple(size):
             return self
@@ -105,12 +105,11 @@ class ImageDataset:
         row = self.x[index]
         if row.dtype != torch.uint8:
             row = row.float().mul(255).round_().clamp_(0, 255).to(torch.uint8)
-        if row.shape[0] not in (1, 3):
-            raise UserError(f"{self.source}: {row.shape[0]}-channel images cannot be transformed", "use grey or RGB images")
+        mode = pil_mode(row.shape[0], self.source)
         array = row.permute(1, 2, 0).numpy()
-        return Image.fromarray(array[..., 0], "L") if row.shape[0] == 1 else Image.fromarray(np.ascontiguousarray(array), "RGB")
+        return Image.fromarray(array[..., 0], mode) if mode == "L" else Image.fromarray(np.ascontiguousarray(array), mode)
 
-    def transformed(self, transform: Callable[[Any], Tensor], note: str) -> "ImageDataset":
+    def transformed(self, transform: Callable[[Any], Tensor], note: str) -> "ArrayDataset":
         """Every image through ``transform`` (PIL in, uint8 CHW out): arrays prepared exactly as folders are."""
         if len(self) == 0:
             return self
@@ -118,7 +117,7 @@ class ImageDataset:
         x = torch.stack([transform(self.image(i)) for i in range(len(self))])
         return replace(self, x=x, notes=notes)
 
-    def with_channels(self, channels: int) -> "ImageDataset":
+    def with_channels(self, channels: int) -> "ArrayDataset":
         """Repeat a grey channel to match an RGB model; any other mismatch is an error."""
         if channels == self.channels:
             return self
@@ -128,7 +127,7 @@ class ImageDataset:
         raise UserError(f"the data has {self.channels} channels but the model expects {channels}", "use data that matches the model")
 
 
-def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source: str, names_known: bool | None = None) -> ImageDataset:
+def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source: str, names_known: bool | None = None) -> ArrayDataset:
     """Validate arrays and convert to an NCHW dataset."""
     if x.ndim == 3:
         x = x[..., None]
@@ -163,11 +162,11 @@ def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source:
         class_names = [str(i) for i in range(num_classes)]
     elif len(class_names) < num_classes:
         raise UserError(f"{source}: label {num_classes - 1} but only {len(class_names)} class names", "fix the labels or the class list")
-    return ImageDataset(tensor, torch.from_numpy(y.astype(np.int64)), list(class_names), source, names_known=names_known)
+    return ArrayDataset(tensor, torch.from_numpy(y.astype(np.int64)), list(class_names), source, names_known=names_known)
 
 
 # ---------------------------------------------------------------------------------------------
-def load_digits(split: str = "all") -> ImageDataset:
+def load_digits(split: str = "all") -> ArrayDataset:
     """scikit-learn's 1797 real 8×8 handwritten digits (0..16 grey levels → uint8).
 
     ``digits-train``/``digits-test`` are a fixed 80/20 split of a seeded permutation,
@@ -200,7 +199,7 @@ def _class_names_near(path: Path) -> list[str] | None:
     return None
 
 
-def load_npz(path: Path) -> ImageDataset:
+def load_npz(path: Path) -> ArrayDataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files or "y" not in archive.files:
@@ -238,7 +237,7 @@ def _read_cifar_pickle(path: Path) -> dict:
         raise UserError(f"cannot read CIFAR batch {path} ({exc})", "use the original python-version CIFAR files") from None
 
 
-def load_cifar_batches(directory: Path, split: str) -> ImageDataset:
+def load_cifar_batches(directory: Path, split: str) -> ArrayDataset:
     """CIFAR-10 (``data_batch_1..5``/``test_batch``) or CIFAR-100 (``train``/``test``) python batches."""
     if (directory / "batches.meta").is_file():
         files = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]

@@ -6,14 +6,40 @@ photos stand in for each other without sharing a base class.
 """
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from torch import Tensor
 
-# Suffixes read as images from folders and tars (case-insensitive); anything else there is ignored.
+if TYPE_CHECKING:
+    from ..errors import UserError
+
+# Suffixes read as images from folders (case-insensitive); anything else there is ignored.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 Index = Tensor | np.ndarray | Sequence[int]
+PIL_MODES = {1: "L", 3: "RGB"}  # the channel counts an image can be decoded to and transformed in
+
+
+def pil_mode(channels: int, who: str = "the model") -> str:
+    """The PIL mode for ``channels``; any other count is the one-line error every data source raises."""
+    if channels not in PIL_MODES:
+        from ..errors import UserError
+
+        raise UserError(f"{who} has {channels} channels; images can be read and transformed as 1 (grey) or 3 (RGB) only",
+                        "use a model (and images) with 1 or 3 channels")
+    return PIL_MODES[channels]
+
+
+def describe_unreadable(name: str, exc: BaseException) -> str:
+    """``name (Type: message)`` on one line, whatever PIL says: what a worker sends back for an unreadable image."""
+    return f"{name} ({' '.join(f'{type(exc).__name__}: {exc}'.split())})"
+
+
+def unreadable_error(description: str) -> "UserError":
+    """The one-line error for an image that cannot be decoded (``description`` from :func:`describe_unreadable`)."""
+    from ..errors import UserError
+
+    return UserError(f"cannot read image {description}", "remove or replace the file, or pass --skip-unreadable to skip such files")
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from . import readers
-from .base import Index, check_head
+from .base import Index, check_head, describe_unreadable, pil_mode, unreadable_error
 from .loader import make_loader, resolve_workers
 from .transforms import eval_transform
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
     from ..models.data_config import DataConfig
 
-MODES = {1: "L", 3: "RGB"}
 HEADER_CHECK = 32  # images whose size is read to find a folder's own size when none is declared
 
 
@@ -38,10 +37,6 @@ def decode(reader: Any, index: int, mode: str) -> "PIL.Image.Image":
     fileobj, _ = reader[index]
     with fileobj, Image.open(fileobj) as image:
         return image.convert(mode)
-
-
-def _describe(exc: Exception) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever PIL says
 
 
 class _Items(torch.utils.data.Dataset):
@@ -59,7 +54,7 @@ class _Items(torch.utils.data.Dataset):
         try:
             image = decode(self.reader, index, self.mode)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-            return None, int(self.labels[position]), f"{readers.filename(self.reader, index)} ({_describe(exc)})"
+            return None, int(self.labels[position]), describe_unreadable(readers.filename(self.reader, index), exc)
         pixels = self.transform(image) if self.transform is not None else torch.empty(0, dtype=torch.uint8)
         return pixels, int(self.labels[position]), ""
 
@@ -75,10 +70,6 @@ def _collate(items: list[tuple[Tensor | None, int, str]]) -> tuple[Tensor | None
     errors = [error for _, _, error in items if error]
     labels = torch.tensor([label for _, label, _ in items], dtype=torch.int64)
     return (None if errors else torch.stack([x for x, _, _ in items])), labels, errors
-
-
-def _unreadable(error: str) -> UserError:
-    return UserError(f"cannot read image {error}", "remove or replace the file, or pass --skip-unreadable to skip such files")
 
 
 class FolderDataset:
@@ -139,11 +130,8 @@ class FolderDataset:
         """Decode as grey (``L``) or RGB, as timm's ``input_img_mode`` does."""
         if channels == self.channels:
             return self
-        if channels not in MODES:
-            raise UserError(f"the model expects {channels} input channels; photos can be read as 1 (grey) or 3 (RGB)",
-                            "use a model with 1 or 3 input channels")
-        data = self._copy(mode=MODES[channels])
-        data.notes.append(f"images converted to {MODES[channels]}")
+        data = self._copy(mode=pil_mode(channels))
+        data.notes.append(f"images converted to {data.mode}")
         return data
 
     def resized(self, size: tuple[int, int]) -> "FolderDataset":
@@ -166,7 +154,7 @@ class FolderDataset:
         position = start
         for x, y, errors in loader:
             if errors:
-                raise _unreadable(errors[0])
+                raise unreadable_error(errors[0])
             yield position, x, y
             position += len(y)
 
@@ -191,10 +179,10 @@ class FolderDataset:
         try:
             return decode(self.reader, index, self.mode)
         except Exception as exc:
-            raise _unreadable(f"{readers.filename(self.reader, index)} ({_describe(exc)})") from None
+            raise unreadable_error(describe_unreadable(readers.filename(self.reader, index), exc)) from None
 
     def _new_digest(self) -> Any:
-        digest = hashlib.sha256()  # same layout as ImageDataset.sha256, so equal pixels give equal digests
+        digest = hashlib.sha256()  # same layout as ArrayDataset.sha256, so equal pixels give equal digests
         digest.update(str(torch.uint8).encode() + str((len(self), self.channels, *self.image_size)).encode())
         return digest
 
@@ -257,7 +245,7 @@ def squash_config(size: tuple[int, int]) -> "DataConfig":
 
 def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataConfig | None") -> "DataConfig":
     """With no size declared, a folder whose first images share one size is used at that size (the rest of
-    ``config``, if any, kept: images of another size are resized with its interpolation and crop)."""
+    ``config``, if any, kept: every photo still goes through the eval transform, as timm's validate.py does)."""
     from dataclasses import replace
 
     from PIL import Image
@@ -271,7 +259,7 @@ def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataCo
             with fileobj, Image.open(fileobj) as image:  # reads the header only
                 sizes.setdefault((image.height, image.width), readers.filename(reader, int(index)))
         except Exception as exc:
-            raise _unreadable(f"{readers.filename(reader, int(index))} ({_describe(exc)})") from None
+            raise unreadable_error(describe_unreadable(readers.filename(reader, int(index)), exc)) from None
     if not sizes:
         raise UserError(f"no readable images in {source}", "check the --data path")
     if len(sizes) > 1 and config is not None and config.default_input_size is not None:
@@ -291,10 +279,7 @@ def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataCo
 def open_folder(path: Path, config: "DataConfig | None", in_chans: int | None, n: int | None, workers: int | None,
                 skip_unreadable: bool) -> FolderDataset:
     """A class-folder directory or ``.tar`` as a :class:`FolderDataset`; only the first ``n`` images are ever read."""
-    mode = MODES.get(in_chans or 3)
-    if mode is None:
-        raise UserError(f"the model expects {in_chans} input channels; photos can be read as 1 (grey) or 3 (RGB)",
-                        "use a model with 1 or 3 input channels")
+    mode = pil_mode(in_chans or 3)
     reader = readers.create_reader(path)
     targets, class_names = readers.labels_of(reader)
     order = readers.interleave(targets)
@@ -303,10 +288,5 @@ def open_folder(path: Path, config: "DataConfig | None", in_chans: int | None, n
     data = data.find_unreadable(n) if skip_unreadable else data.head(n)
     if config is None or config.input_size is None:
         data.config = own_size_config(data.reader, data.order, data.source, config)
-    transform = eval_transform(data.config, data.channels)
-    if transform.passthrough:
-        size = "x".join(map(str, data.image_size))
-        data.notes.append(f"images at {size} pass unchanged; {transform.description}")
-    else:
-        data.notes.append(transform.description)
+    data.notes.append(eval_transform(data.config, data.channels).description)
     return data

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import UserError, missing_file
-from .arrays import BUILTIN, ImageDataset, load_cifar_batches, load_digits, load_npz
+from .arrays import BUILTIN, ArrayDataset, load_cifar_batches, load_digits, load_npz
 from .base import Dataset
 from .folders import FolderDataset, open_folder, squash_config
 from .transforms import eval_transform
@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from ..models.data_config import DataConfig
 
 
-def prepare_arrays(data: ImageDataset, config: "DataConfig | None") -> ImageDataset:
+def prepare_arrays(data: ArrayDataset, config: "DataConfig | None") -> ArrayDataset:
     """In-memory images through the same eval transform as folders when their size differs from the
-    config's (or a crop is declared); images already at an undeclared-crop size pass untouched."""
+    config's (or a crop is declared). Arrays at the input size with no crop declared are used as they are:
+    every image of an array has one size, and RobustBench evaluates CIFAR's 32×32 arrays uncropped (photos
+    in folders always get the eval transform, as timm's ``validate.py`` prepares them)."""
     if config is None or len(data) == 0 or data.channels not in (1, 3):
         return data
     if config.input_size is not None and tuple(config.input_size) == data.image_size and not config.crop_declared:
@@ -30,8 +32,7 @@ def prepare_arrays(data: ImageDataset, config: "DataConfig | None") -> ImageData
 
         config = replace(config, input_size=data.image_size)
     transform = eval_transform(config, data.channels, torch.uint8)
-    return data.transformed(transform, transform.description.replace("images of another size", "images") +
-                            f" (from {data.image_size[0]}x{data.image_size[1]})")
+    return data.transformed(transform, transform.description + f" (from {data.image_size[0]}x{data.image_size[1]})")
 
 
 def load_dataset(spec: str, split: str = "test", n: int | None = None, data_config: "DataConfig | None" = None,
@@ -67,8 +68,8 @@ def load_dataset(spec: str, split: str = "test", n: int | None = None, data_conf
     return open_folder(path, data_config, in_chans, n, workers, skip_unreadable)
 
 
-def _finish_arrays(data: ImageDataset, config: "DataConfig | None", in_chans: int | None,
-                   size: tuple[int, int] | None) -> ImageDataset:
+def _finish_arrays(data: ArrayDataset, config: "DataConfig | None", in_chans: int | None,
+                   size: tuple[int, int] | None) -> ArrayDataset:
     if size is None:  # the old ``size`` resized folders only; arrays were resized by the caller
         data = prepare_arrays(data, config)
     return data.with_channels(in_chans) if in_chans is not None else data

@@ -78,10 +78,16 @@ def check_tar(path: Path) -> None:
     except (tarfile.TarError, OSError) as exc:
         raise UserError(f"cannot read tar {path} ({exc})", "pass an uncompressed .tar of class folders") from None
     files = [name for name, is_dir in members if not is_dir]
-    images = [name for name in files if _is_image(name) or name.lower().endswith(".tar")]  # child tars: timm reads them
+    suffixes = tar_suffixes()  # what timm's tar reader will read, so a tar of .bmp files is refused here, not there
+
+    def is_image(name: str) -> bool:
+        return os.path.splitext(name)[1].lower() in suffixes
+
+    images = [name for name in files if is_image(name) or name.lower().endswith(".tar")]  # child tars: timm reads them
     if not images:
-        raise UserError(f"no images found in {path} (expected class folders of .png/.jpg files)", "check the --data path")
-    loose = [name for name in images if "/" not in name and _is_image(name)]  # a tar of tars names classes by child tar
+        raise UserError(f"no images found in {path} (expected class folders of {'/'.join(sorted(suffixes))} files: what timm reads from tars)",
+                        "check the --data path")
+    loose = [name for name in images if "/" not in name and is_image(name)]  # a tar of tars names classes by child tar
     if loose:
         raise UserError(f"{path} holds images outside class folders ({loose[0]})", "put each image in a folder named after its class")
     folders = {name for name, is_dir in members if is_dir and name != "."}
@@ -91,7 +97,7 @@ def check_tar(path: Path) -> None:
     empty = [f for f in folders if f not in filled and f not in parents and not _hidden(f)]
     if empty:
         raise _empty_folder_error(f"{path}:", sorted(empty))
-    _check_split_classes(str(path), {posixpath.dirname(name) for name in images if _is_image(name)})
+    _check_split_classes(str(path), {posixpath.dirname(name) for name in images if is_image(name)})
 
 
 def _parents(name: str) -> list[str]:
@@ -111,20 +117,18 @@ def create_reader(path: Path) -> Any:
 
 
 def _tar_reader(path: Path) -> Any:
-    """``ReaderImageInTar`` for one tar of class folders; built field by field because its constructor takes
-    no suffix list (timm reads only .png/.jpg/.jpeg from tars) and may cache tar infos beside big tars."""
-    from timm.data.readers.reader import Reader
-    from timm.data.readers.reader_image_in_tar import ReaderImageInTar, extract_tarinfos
+    """timm's ``ReaderImageInTar`` through its own constructor, never caching tar infos beside the data. It reads
+    timm's image suffixes (:func:`tar_suffixes`), which :func:`check_tar` checks against."""
+    from timm.data.readers.reader_image_in_tar import ReaderImageInTar
 
-    reader = ReaderImageInTar.__new__(ReaderImageInTar)
-    Reader.__init__(reader)
-    reader.root = str(path)
-    reader.samples, reader.targets, reader.class_name_to_idx, tarfiles = extract_tarinfos(
-        str(path), cache_tarinfo=False, extensions=IMAGE_SUFFIXES)
-    reader.class_idx_to_name = {v: k for k, v in reader.class_name_to_idx.items()}
-    reader.root_is_tar, reader.tar_state = True, tarfiles[0][1]
-    reader.cache_tarfiles = True
-    return reader
+    return ReaderImageInTar(str(path), cache_tarinfo=False)
+
+
+def tar_suffixes() -> set[str]:
+    """The suffixes timm's tar reader takes as images (``.png``, ``.jpg``, ``.jpeg`` unless timm is told otherwise)."""
+    from timm.data.readers.img_extensions import get_img_extensions
+
+    return set(get_img_extensions(as_set=True))
 
 
 def labels_of(reader: Any) -> tuple[np.ndarray, list[str]]:

@@ -44,38 +44,31 @@ class ToFloat:
 
 
 class EvalTransform:
-    """timm's eval transform; an image already at the input size passes unresized when crop_pct is undeclared.
+    """timm's eval transform (what ``validate.py`` applies to every photo, whatever its size), stopping at pixels.
 
-    The exception keeps CIFAR-style models honest: a 32×32 model evaluated on 32×32 images sees them
-    as they are, not zoomed by 1/0.875 and cropped back.
+    An undeclared ``crop_pct`` is the architecture's default, as timm resolves it. In-memory arrays already at
+    the input size never get here (:func:`~.load.prepare_arrays` uses them as they are, RobustBench's convention).
     """
 
     def __init__(self, config: "DataConfig", in_chans: int, dtype: torch.dtype = torch.float32):
         from timm.data import create_transform
-        from timm.data.transforms import MaybePILToTensor
 
         self.size = _size(config)
-        self.passthrough = not config.crop_declared
         interpolation = "bilinear" if config.interpolation == "random" else config.interpolation  # eval is deterministic
         self.timm = create_transform(
             input_size=(in_chans, *self.size), is_training=False, interpolation=interpolation,
             crop_pct=config.effective_crop_pct, crop_mode=config.crop_mode,
             mean=_fill_mean(config, in_chans), std=(1.0,) * in_chans, normalize=False)  # uint8 out; mean only fills borders
-        self.to_tensor = MaybePILToTensor()
         self.finish = ToFloat() if dtype == torch.float32 else None
-        self.description = (f"{'images of another size ' if self.passthrough else 'images '}resized with {interpolation} "
-                            f"interpolation and crop_pct {config.effective_crop_pct:g} ({config.crop_mode} crop) "
-                            f"to {self.size[0]}x{self.size[1]}")
+        self.description = (f"images resized with {interpolation} interpolation and crop_pct {config.effective_crop_pct:g} "
+                            f"({config.crop_mode} crop) to {self.size[0]}x{self.size[1]}")
 
     def __call__(self, image: Any) -> Tensor:
-        if self.passthrough and (image.height, image.width) == self.size:
-            out = self.to_tensor(image)
-        else:
-            out = self.timm(image)
+        out = self.timm(image)
         return self.finish(out) if self.finish is not None else out
 
     def __repr__(self) -> str:
-        return f"EvalTransform(passthrough={self.passthrough}, timm={self.timm!r})"
+        return f"EvalTransform(timm={self.timm!r})"
 
 
 def eval_transform(config: "DataConfig", in_chans: int, dtype: torch.dtype = torch.float32) -> EvalTransform:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from photo_helpers import CIFAR_DIR, pattern, save
-from hardenctl.data import Dataset, ImageDataset, load_dataset
+from hardenctl.data import ArrayDataset, Dataset, load_dataset
 from hardenctl.errors import UserError
 from hardenctl.models.data_config import DataConfig
 
@@ -94,4 +94,19 @@ def test_float_arrays_are_quantised_for_resizing(tmp_path):
     np.savez(tmp_path / "f.npz", x=np.random.default_rng(0).random((2, 10, 10, 3)), y=np.array([0, 1]))
     data = load_dataset(str(tmp_path / "f.npz"), data_config=DataConfig(input_size=(8, 8)))
     assert data.x.dtype == torch.uint8 and data.image_size == (8, 8) and "quantised" in data.notes[0]
-    assert isinstance(data, ImageDataset)
+    assert isinstance(data, ArrayDataset)
+
+
+def test_image_dataset_is_the_deprecated_name_of_array_dataset():
+    """In timm ``ImageDataset`` is the folder dataset: ours is ``ArrayDataset``; the old name still works, and warns."""
+    import hardenctl.data
+
+    with pytest.warns(DeprecationWarning, match="ArrayDataset"):
+        assert hardenctl.data.ImageDataset is ArrayDataset
+    assert "ImageDataset" not in hardenctl.data.__all__
+
+
+def test_arrays_of_other_channel_counts_cannot_be_transformed():
+    data = ArrayDataset(torch.zeros(2, 2, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], "two-channel")
+    with pytest.raises(UserError, match="two-channel has 2 channels; images can be read and transformed as 1 .grey. or 3"):
+        data.image(0)

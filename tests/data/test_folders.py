@@ -10,7 +10,7 @@ import torch
 from photo_helpers import IMAGEWOOF, pattern, save
 from PIL import Image
 
-from hardenctl.data import Dataset, FolderDataset, ImageDataset, load_dataset
+from hardenctl.data import ArrayDataset, Dataset, FolderDataset, load_dataset
 from hardenctl.errors import UserError
 from hardenctl.models.data_config import DataConfig
 
@@ -76,6 +76,34 @@ def test_tar_of_class_folders_gives_the_folder_s_samples(make_photos, tmp_path):
     assert tar.filenames[0] == f"{tmp_path / 'photos.tar'}:cat/img00.jpg"
 
 
+def test_a_tar_is_read_as_timm_reads_it(make_photos, tmp_path):
+    """timm's own tar reader, built through its constructor: the images timm takes from a tar (its suffixes, .bmp
+    not among them), in timm's order, and a tar holding none of those is a one-line error before any decoding."""
+    from timm.data import create_dataset
+
+    root = make_photos({"cat": 2, "dog": 2})
+    Image.fromarray(pattern(np.random.default_rng(5), 20, 20)).save(root / "dog" / "extra.bmp")
+    with tarfile.open(tmp_path / "photos.tar", "w") as archive:
+        archive.add(root / "cat", arcname="cat")
+        archive.add(root / "dog", arcname="dog")
+    tar = load_dataset(str(tmp_path / "photos.tar"), data_config=DataConfig(input_size=(32, 32)), workers=0)
+    reference = create_dataset("", root=str(tmp_path / "photos.tar"))
+    names = [f"{tmp_path / 'photos.tar'}:{reference.filename(i)}" for i in range(len(reference))]
+    assert len(tar) == len(reference) == 4 and sorted(tar.filenames) == sorted(names)
+    assert not any(name.endswith(".bmp") for name in tar.filenames)
+    with tarfile.open(tmp_path / "bmp.tar", "w") as archive:
+        archive.add(root / "dog" / "extra.bmp", arcname="dog/extra.bmp")
+    with pytest.raises(UserError, match="no images found .*what timm reads from tars"):
+        load_dataset(str(tmp_path / "bmp.tar"), data_config=DataConfig(input_size=(32, 32)), workers=0)
+
+
+def test_photos_are_read_as_grey_or_rgb_only(make_photos):
+    data = load_dataset(str(make_photos({"a": 1, "b": 1})), data_config=DataConfig(input_size=(32, 32)), workers=0)
+    for attempt in (lambda: data.with_channels(2), lambda: load_dataset(str(data.source), in_chans=4, workers=0)):
+        with pytest.raises(UserError, match="the model has [24] channels; images can be read and transformed as 1 .grey. or 3"):
+            attempt()
+
+
 def test_corrupt_image_is_one_line_error_naming_the_file(make_photos):
     root = make_photos({"a": 2, "b": 2})
     bad = root / "b" / "img01.jpg"
@@ -136,7 +164,7 @@ def test_worker_counts_give_identical_batches_and_digest(make_photos):
     x2, y2 = ours(parallel, 3)
     assert torch.equal(x0, x2) and torch.equal(y0, y2)
     assert serial.sha256() == digest_before_pass == parallel.sha256()
-    in_memory = ImageDataset(x0.mul(255).round().to(torch.uint8), y0, serial.class_names, "same pixels")
+    in_memory = ArrayDataset(x0.mul(255).round().to(torch.uint8), y0, serial.class_names, "same pixels")
     assert in_memory.sha256() == serial.sha256()  # exactly the pixels and labels evaluated
 
 
@@ -146,13 +174,13 @@ def test_take_and_head_select_samples(make_photos):
     picked = data.take(torch.tensor([4, 1]))
     assert torch.equal(picked.pixels(0, 2), x[[4, 1]]) and picked.y.tolist() == y[[4, 1]].tolist()
     first = data.head(2)
-    assert len(first) == 2 and first.sha256() == ImageDataset((x[:2] * 255).round().byte(), y[:2], [], "").sha256()
+    assert len(first) == 2 and first.sha256() == ArrayDataset((x[:2] * 255).round().byte(), y[:2], [], "").sha256()
     with pytest.raises(UserError, match="--n"):
         data.head(0)
 
 
 def test_digest_changes_with_one_pixel(make_photos):
-    root = make_photos({"a": 3, "b": 3}, sizes=[(32, 32)])  # at the input size: pixels pass unresized
+    root = make_photos({"a": 3, "b": 3}, sizes=[(32, 32)])  # at the input size (still resized and cropped)
     config = DataConfig(input_size=(32, 32))
     before = load_dataset(str(root), data_config=config, workers=0).sha256()
     png = root / "b" / "img02.png"
@@ -181,12 +209,29 @@ def test_undeclared_size_uses_the_folder_s_own(tmp_path, make_photos):
         save(tmp_path / "same" / f"c{i % 2}" / f"{i}.png", array)
     data = load_dataset(str(tmp_path / "same"), workers=0)
     assert data.image_size == (20, 24) and data.config.sources["input_size"] == "data"
-    expected = torch.stack([torch.from_numpy(arrays[i]).permute(2, 0, 1) for i in (0, 1, 2, 3)]).float() / 255
-    assert torch.equal(data.pixels(0, 4), expected)  # passed through untouched
+    reference = timm_tensors(tmp_path / "same", DataConfig(input_size=(20, 24), crop_pct=0.875))
+    assert torch.equal(data.pixels(0, 4), torch.stack([reference[f][0] for f in data.filenames]))  # resized and cropped too
     partial = load_dataset(str(tmp_path / "same"), data_config=DataConfig(interpolation="bicubic", crop_pct=0.9), workers=0)
     assert partial.image_size == (20, 24) and partial.config.interpolation == "bicubic"  # a config without a size
     with pytest.raises(UserError, match="--input-size"):
         load_dataset(str(make_photos({"a": 2, "b": 2})))
+
+
+def test_photos_at_the_input_size_get_timm_s_eval_transform_but_arrays_pass(tmp_path):
+    """timm's validate.py resizes and crops every photo, also one that already has the input size; an array (CIFAR,
+    npz: every image one size) at the input size with no crop declared is used as it is (RobustBench's convention)."""
+    rng = np.random.default_rng(2)
+    arrays = [pattern(rng, 32, 32) for _ in range(4)]
+    for i, array in enumerate(arrays):
+        save(tmp_path / "photos" / f"c{i % 2}" / f"{i // 2}.png", array)
+    np.savez(tmp_path / "same.npz", x=np.stack(arrays), y=np.array([0, 1, 0, 1]))
+    config = DataConfig(input_size=(32, 32), interpolation="bicubic", default_crop_pct=0.95)  # crop_pct undeclared
+    folder = load_dataset(str(tmp_path / "photos"), data_config=config, workers=0)
+    reference = timm_tensors(tmp_path / "photos", DataConfig(input_size=(32, 32), interpolation="bicubic", crop_pct=0.95))
+    assert torch.equal(folder.pixels(0, 4), torch.stack([reference[f][0] for f in folder.filenames]))
+    in_memory = load_dataset(str(tmp_path / "same.npz"), data_config=config)
+    as_stored = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    assert torch.equal(in_memory.x, as_stored) and not torch.equal(folder.pixels(0, 4), in_memory.pixels(0, 4))
 
 
 def test_streaming_dataset_satisfies_what_evaluate_uses(make_photos):
