@@ -432,14 +432,14 @@ def test_recipes_command_lists_and_describes(cli):
 def test_an_earlier_input_report_is_reused_only_for_the_same_evaluation(mart_run, digits_model_path):
     """Comparing recipes on one checkpoint evaluates the input model once (benchmarks/bench_recipes.py)."""
     from hardenctl.evaluate import EvalConfig
-    from hardenctl.harden import _same_evaluation
+    from hardenctl.harden import same_evaluation
     from hardenctl.report import report_from_dict
 
     earlier = report_from_dict(json.loads((mart_run / "report.json").read_text())["input"])
     info = load_model(digits_model_path).info
     data = load_dataset("digits-test").head(200)
     same = EvalConfig(n=200, seed=0, suite="quick", eps=0.1)
-    assert _same_evaluation(earlier, info, data, same)
-    assert not _same_evaluation(earlier, info, data, EvalConfig(n=200, seed=1, suite="quick", eps=0.1))
-    assert not _same_evaluation(earlier, info, data, EvalConfig(n=200, seed=0, suite="standard", eps=0.1))
-    assert not _same_evaluation(earlier, info, data.head(100), EvalConfig(n=100, seed=0, suite="quick", eps=0.1))
+    assert same_evaluation(earlier, info, data, same)
+    assert not same_evaluation(earlier, info, data, EvalConfig(n=200, seed=1, suite="quick", eps=0.1))
+    assert not same_evaluation(earlier, info, data, EvalConfig(n=200, seed=0, suite="standard", eps=0.1))
+    assert not same_evaluation(earlier, info, data.head(100), EvalConfig(n=100, seed=0, suite="quick", eps=0.1))

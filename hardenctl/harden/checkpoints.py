@@ -1,10 +1,10 @@
-"""Atomic per-epoch checkpoints, the run key that refuses to resume another run, epoch selection, the log."""
+"""Atomic per-epoch checkpoints, the run key that refuses to resume another run, the log."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -32,12 +32,14 @@ def read_checkpoint_state(path: Path, device: torch.device | str = "cpu") -> dic
         raise UserError(f"cannot read training checkpoint {path} ({reason})", "delete it to resume from the epoch before") from None
 
 
-def _run_key(recipe: Recipe, seed: int, input_sha256: str | None, train_sha256: str) -> dict[str, Any]:
+def run_key(recipe: Recipe, seed: int, input_sha256: str | None, train_sha256: str) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it: recipe, every config value, seed, input and data."""
     return {"recipe": recipe.name, "config": recipe.config.to_dict(), "seed": seed,
             "input_sha256": input_sha256, "train_data_sha256": train_sha256}
 
 
-def _check_resume_key(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+def check_resume_key(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume ``path`` into a run that differs, naming every difference (one line, exit 2)."""
     differs = [k for k in current if saved.get(k) != current[k]]
     if "config" in differs:
         differs.remove("config")
@@ -52,18 +54,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     best_epoch: int  # 1-based
     last_epoch: int
-
-
-def select_best(history: list[dict[str, Any]], by: str = "robust", epochs: Iterable[int] | None = None) -> int:
-    """The epoch (1-based) with the highest held-out ``by`` accuracy (robust or clean; ties: the other, then later).
-
-    Only ``epochs`` (default: all) compete (:meth:`Recipe.selectable_epochs`); with none of them scored, the last epoch.
-    """
-    other = "clean" if by == "robust" else "robust"
-    allowed = set(epochs) if epochs is not None else None
-    scored = [(h[f"holdout_{by}_accuracy"], h[f"holdout_{other}_accuracy"] or 0.0, h["epoch"]) for h in history
-              if h.get(f"holdout_{by}_accuracy") is not None and (allowed is None or h["epoch"] in allowed)]
-    return max(scored)[2] if scored else history[-1]["epoch"]
 
 
 def write_train_log(path: Path, history: list[dict[str, Any]]) -> None:

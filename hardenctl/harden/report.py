@@ -74,6 +74,8 @@ class HardenReport:
     collapses: list[str] = field(default_factory=list)  # catastrophic-overfitting guard events, one line each
     planned_epochs: int | None = None  # the recipe's epochs (more than last_epoch when the guard stopped the run)
     ema: float = 0.0  # EMA decay of the saved weights (0: the raw weights)
+    passed_over: int | None = None  # the collapsed epoch `select` would have saved, when the guard overrode it
+    saved_healthy: bool = True  # False only when every epoch collapsed and a collapsed one had to ship
     schema_version: str = SCHEMA_VERSION
 
     def headline(self) -> str:
@@ -94,6 +96,13 @@ class HardenReport:
             span = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}–{epochs[-1]}"
             what += f", among {span} ({self.selectable})"
         return what
+
+    def saved_label(self) -> str:
+        """``best``/``last``, ``last healthy`` when the guard passed over a collapsed last epoch, ``collapsed`` when
+        every epoch collapsed."""
+        if not self.saved_healthy:
+            return f"{self.selected} (collapsed: no healthy epoch)"
+        return "last healthy" if self.passed_over is not None else self.selected
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values; each evaluation through its own ``Report.to_dict`` (per-sample results and
@@ -131,7 +140,7 @@ class HardenReport:
             f"Recipe `{self.recipe}`, profile `{self.profile}` ({self.recipe_source}) trained on `{self.data['train']}` "
             f"({self.data['train_n']} images; {self.data['holdout_n']} held out to pick the epoch), "
             f"starting from `{self.input_checkpoint['path']}` (sha256 `{self.input_checkpoint['sha256']}`).", "",
-            f"`model.safetensors` holds the **{self.selected}** epoch: epoch {self.selected_epoch} of {self.last_epoch} "
+            f"`model.safetensors` holds the **{self.saved_label()}** epoch: epoch {self.selected_epoch} of {self.last_epoch} "
             f"(best by held-out {self.selection_label()}: epoch {self.best_epoch}; "
             f"last: epoch {self.last_epoch})"
             + (f"; training stopped after epoch {self.last_epoch} of {self.planned_epochs}" if self.planned_epochs

@@ -15,8 +15,9 @@ from hardenctl.demo import make_demo_model
 from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
 
-loop = importlib.import_module("hardenctl.harden.loop")  # the module (hardenctl.harden.train is also a function's name)
-DIGITS = {"eps": 0.1, "attack_alpha": 0.025, "augment": "none", "monitor_n": 128}
+from guard_helpers import DIGITS, OVERFIT, Scripted, guarded_run
+
+epoch_module = importlib.import_module("hardenctl.harden.epoch")  # where the loop's steps run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,13 +35,13 @@ def test_eps_warmup_is_linear_and_reaches_the_target_at_the_stated_step():
 
 def test_the_loop_attacks_at_the_warmed_up_eps_with_the_step_in_proportion(monkeypatch, tmp_path, digits_model_path):
     seen = []
-    real = loop.training_step
+    real = epoch_module.training_step
 
     def spy(net, model, recipe, attack, x, y, autocast):
         seen.append((attack.eps, attack.alpha))
         return real(net, model, recipe, attack, x, y, autocast)
 
-    monkeypatch.setattr(loop, "training_step", spy)
+    monkeypatch.setattr(epoch_module, "training_step", spy)
     recipe = load_recipe("pgd-at", {**DIGITS, "epochs": 2, "eps_warmup": 0.25, "attack_steps": 1, "profile": "paper", "lr": 0.01})
     data = load_dataset("digits-train").head(1280)  # 10 steps of 128 per epoch
     result = train(load_model(digits_model_path), recipe, data, None, RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
@@ -73,39 +74,8 @@ def test_fgsm_rs_is_one_step_of_1_25_eps_from_a_uniform_start(digits_model_path)
     assert (plain.steps, plain.start) == (1, "none") and (plain(model, x, y) - x).abs().amax() == pytest.approx(0.1, abs=1e-6)
 
 
-class Scripted:
-    """Held-out PGD and FGSM accuracies per epoch in place of the monitor (training images: 0.5 / 0.5)."""
-
-    def __init__(self, pgd, fgsm, input_pgd=0.1, input_fgsm=0.3):
-        self.pgd, self.fgsm = list(pgd), list(fgsm)
-        self.input = (input_pgd, input_fgsm)
-        self.calls = 0
-
-    def monitor(self, model, data, config, seed, dist, batch_size, draws=1):
-        self.calls += 1
-        if self.calls == 1:
-            return 0.9, self.input[0]  # the input model, before epoch 1
-        return (0.5, 0.5) if self.calls % 2 == 0 else (0.8, self.pgd[(self.calls - 3) // 2])
-
-    def fgsm_accuracy(self, model, data, config, seed, dist, batch_size, draws=1):
-        return self.input[1] if self.calls == 1 else self.fgsm[(self.calls - 3) // 2]
-
-
-def guarded_run(monkeypatch, tmp_path, digits_model_path, guard, scripted, epochs=4, **extra):
-    monkeypatch.setattr(loop, "monitor", scripted.monitor)
-    monkeypatch.setattr(loop, "fgsm_accuracy", scripted.fgsm_accuracy)
-    recipe = load_recipe("pgd-at", {**DIGITS, "epochs": epochs, "attack": "fgsm", "co_guard": guard, "batch_size": 64, **extra})
-    train_set, holdout = split_holdout(load_dataset("digits-train").head(320), 0.2, 0)
-    return train(load_model(digits_model_path), recipe, train_set, holdout, RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
-                 Distributed(), {})
-
-
-# epoch 3 collapses: PGD 0.55 → 0.05 (a drop of 0.5 ≥ co_drop 0.2) while FGSM 0.70 → 0.75 (it did not fall)
-OVERFIT = dict(pgd=[0.45, 0.55, 0.05, 0.04], fgsm=[0.60, 0.70, 0.75, 0.80])
-
-
-def test_the_guard_stops_a_collapsing_run_and_keeps_the_best_epoch_before_it(monkeypatch, tmp_path, digits_model_path):
-    result = guarded_run(monkeypatch, tmp_path, digits_model_path, "stop", Scripted(**OVERFIT))
+def test_the_guard_stops_a_collapsing_run_and_keeps_the_best_epoch_before_it(tmp_path, digits_model_path):
+    result = guarded_run(tmp_path, digits_model_path, "stop", Scripted(**OVERFIT))
     assert [h["collapsed"] for h in result.history] == [False, False, True]  # stopped after epoch 3 of 4
     assert (result.best_epoch, result.last_epoch) == (2, 3)
     assert "catastrophic overfitting at epoch 3" in result.history[-1]["guard"] and "from 55.0% (epoch 2)" in result.history[-1]["guard"]
@@ -113,25 +83,25 @@ def test_the_guard_stops_a_collapsing_run_and_keeps_the_best_epoch_before_it(mon
     assert result.history[0]["input_holdout_fgsm_accuracy"] == 0.3
 
 
-def test_the_guard_does_not_fire_when_both_accuracies_fall_or_pgd_never_rose(monkeypatch, tmp_path, digits_model_path):
+def test_the_guard_does_not_fire_when_both_accuracies_fall_or_pgd_never_rose(tmp_path, digits_model_path):
     degrading = Scripted(pgd=[0.45, 0.55, 0.05, 0.05], fgsm=[0.60, 0.70, 0.30, 0.30])  # FGSM fell too: a worse model, not CO
-    result = guarded_run(monkeypatch, tmp_path / "a", digits_model_path, "stop", degrading)
+    result = guarded_run(tmp_path / "a", digits_model_path, "stop", degrading)
     assert not any(h["collapsed"] for h in result.history) and result.last_epoch == 4
     never = Scripted(pgd=[0.02, 0.01, 0.02, 0.01], fgsm=[0.5, 0.7, 0.8, 0.9], input_pgd=0.05)  # PGD never rose: nothing collapsed
-    result = guarded_run(monkeypatch, tmp_path / "b", digits_model_path, "stop", never)
+    result = guarded_run(tmp_path / "b", digits_model_path, "stop", never)
     assert not any(h["collapsed"] for h in result.history)
 
 
 def test_the_guard_can_go_back_and_lower_eps_and_lr(monkeypatch, tmp_path, digits_model_path):
     seen = []
-    real = loop.training_step
+    real = epoch_module.training_step
 
     def spy(net, model, recipe, attack, x, y, autocast):
         seen.append((attack.eps, {k: v.clone() for k, v in model.state_dict().items()}))
         return real(net, model, recipe, attack, x, y, autocast)
 
-    monkeypatch.setattr(loop, "training_step", spy)
-    result = guarded_run(monkeypatch, tmp_path, digits_model_path, "lower", Scripted(**OVERFIT), profile="paper", lr=0.01,
+    monkeypatch.setattr(epoch_module, "training_step", spy)
+    result = guarded_run(tmp_path, digits_model_path, "lower", Scripted(**OVERFIT), profile="paper", lr=0.01,
                          schedule="constant")
     assert [h["collapsed"] for h in result.history] == [False, False, True, True]
     assert result.best_epoch == 2 and result.last_epoch == 4  # collapsed epochs are never the saved best one

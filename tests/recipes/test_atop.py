@@ -161,26 +161,26 @@ def test_the_classifier_is_bit_identical_after_finetuning_and_only_the_purifier_
 
 
 @pytest.mark.parametrize("warmup, expected_best, selectable", [(0, 3, [3, 4]), (1, 4, [4])])
-def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(monkeypatch, tmp_path, warmup, expected_best, selectable):
+def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(tmp_path, warmup, expected_best, selectable):
     """A pre-training epoch with the highest held-out score must not ship (before: epoch 1 did, scored with one draw)."""
-    import importlib
+    from hardenctl.harden import Monitor
 
-    engine = importlib.import_module("hardenctl.harden.loop")  # the loop's own name (hardenctl.harden is also a function's name)
     held_out_robust = iter([0.9, 0.8, 0.5, 0.3])  # epochs 1-2 pre-training (scored highest), 3-4 fine-tuning
     draws_seen = []
 
-    def scripted_monitor(model, data, config, seed, dist, batch_size, draws=1):
-        draws_seen.append(draws)  # calls alternate: training images, then held-out images
-        return (0.5, 0.5) if len(draws_seen) % 2 else (0.5, next(held_out_robust))
+    class Scripted(Monitor):  # the recipe's monitor (its draws), with scripted numbers
+        def score(self, model, data):
+            draws_seen.append(self.draws)  # calls alternate: training images, then held-out images
+            return (0.5, 0.5) if len(draws_seen) % 2 else (0.5, next(held_out_robust))
 
-    monkeypatch.setattr(engine, "monitor", scripted_monitor)
     recipe = load_recipe("atop", {**SMALL, "warmup_epochs": warmup, "batch_size": 32, "monitor_n": 16, "augment": "none"})
+    scripted = Scripted.for_recipe(recipe, 0, Distributed())
     assert list(recipe.selectable_epochs()[0]) == selectable and recipe.monitor_eot() == 4
     model = recipe.prepare(digits_classifier())
     data = load_dataset("digits-train").head(96)
     # baseline given (the engine measures the input model before prepare): every monitor call below is an epoch's
     result = train(model, recipe, data.head(80), data.take(torch.arange(80, 96)), RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
-                   Distributed(), {}, baseline=(None, None))
+                   Distributed(), {}, baseline=(None, None), monitor=scripted)
     assert result.best_epoch == expected_best and result.last_epoch == 4
     assert draws_seen == [4] * 8  # train and held-out monitors, every epoch, with EOT over monitor_eot draws
 
