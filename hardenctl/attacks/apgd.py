@@ -61,6 +61,7 @@ class _APGD(Attack):
         self.restarts = max(1, int(restarts))
         self.rho = float(rho)
         self.momentum = float(momentum)
+        self.drop_fooled = True  # False: keep fooled points in the batch to the end (the reference's way; for tests)
 
     def _start(self, x: Tensor) -> Tensor:
         """The reference's start: a random point *on* the sphere of the norm, then boxed.
@@ -89,14 +90,24 @@ class _APGD(Attack):
         a = 1.0 if first else self.momentum
         return self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn):
-        """One APGD run. Returns (first fooling iterate, fooled mask, best-loss point, best loss)."""
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, loss_for: Callable[[Tensor], LossFn]):
+        """One APGD run. Returns (first fooling iterate, fooled mask, best-loss point, best loss).
+
+        ``loss_for(positions)`` gives the loss for those rows of ``x``. A point leaves the
+        working batch as soon as it is fooled: every per-point quantity (step size, momentum,
+        checkpoint counters) depends on that point alone, so the others follow the same path
+        and only the passes spent on finished points are saved. The best-loss point and loss
+        are returned for the points never fooled (for fooled ones they are not used).
+        """
         n = x.shape[0]
         x_adv = self._start(x)
+        pos = torch.arange(n, device=x.device)  # row of x each working row belongs to
+        loss_fn = loss_for(pos)
         loss, grad, logits = self.gradient(model, x_adv, y, loss_fn)
         x_fool = x_adv.clone()
         fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         keep_misclassified(x_fool, fooled, x_adv, logits, y)
+        x_out, loss_out = x_adv.clone(), loss.clone()
 
         x_best, grad_best, loss_best = x_adv.clone(), grad.clone(), loss.clone()
         step_size = torch.full((n,), 2 * self.eps, device=x.device, dtype=x.dtype)
@@ -107,12 +118,25 @@ class _APGD(Attack):
         best_at_last = loss_best.clone()
         marks = set(checkpoints(self.steps))
         last_mark = 0
+        x_run, y_run = x, y
 
         for i in range(self.steps):
-            x_prev, x_adv = x_adv, self.momentum_step(x_adv, x_prev, grad, step_size, x, first=i == 0)
+            if self.drop_fooled and fooled[pos].any():
+                keep = ~fooled[pos]
+                x_out[pos], loss_out[pos] = x_best, loss_best
+                if not keep.any():
+                    return x_fool, fooled, x_out, loss_out
+                pos, x_run, y_run = pos[keep], x_run[keep], y_run[keep]
+                x_adv, x_prev, grad, x_best, grad_best = (t[keep] for t in (x_adv, x_prev, grad, x_best, grad_best))
+                loss_best, loss_prev, step_size, increases, reduced_last, best_at_last = (
+                    t[keep] for t in (loss_best, loss_prev, step_size, increases, reduced_last, best_at_last))
+                loss_fn = loss_for(pos)
+            x_prev, x_adv = x_adv, self.momentum_step(x_adv, x_prev, grad, step_size, x_run, first=i == 0)
 
-            loss, grad, logits = self.gradient(model, x_adv, y, loss_fn)
-            keep_misclassified(x_fool, fooled, x_adv, logits, y)
+            loss, grad, logits = self.gradient(model, x_adv, y_run, loss_fn)
+            newly = (logits.argmax(dim=1) != y_run) & ~fooled[pos]
+            x_fool[pos[newly]] = x_adv[newly].detach()
+            fooled[pos[newly]] = True
             increases += (loss > loss_prev).float()
             loss_prev = loss
             better = loss > loss_best
@@ -132,7 +156,8 @@ class _APGD(Attack):
                     # Resume from the best point found so far, with its gradient.
                     x_adv = torch.where(halve.view(-1, *([1] * (x.dim() - 1))), x_best, x_adv)
                     grad[halve] = grad_best[halve]
-        return x_fool, fooled, x_best, loss_best
+        x_out[pos], loss_out[pos] = x_best, loss_best
+        return x_fool, fooled, x_out, loss_out
 
     def _losses(self, clean_logits: Tensor, y: Tensor) -> list[Callable[[Tensor], LossFn]]:
         """One entry per pass over the data: given the indices attacked, the loss to maximise."""
@@ -151,14 +176,16 @@ class _APGD(Attack):
             for _ in range(self.restarts):
                 idx = (~fooled).nonzero().squeeze(1)
                 if idx.numel() == 0:
+                    self.report_broken(fooled)
                     return x_out
-                adv, ok, x_best, loss_best = self._run(model, x[idx], y[idx], make_loss(idx))
+                adv, ok, x_best, loss_best = self._run(model, x[idx], y[idx], lambda pos: make_loss(idx[pos]))
                 x_out[idx[ok]] = adv[ok]
                 fooled[idx[ok]] = True
                 # Points never fooled get the highest-loss point seen in any run.
                 keep = ~ok & (loss_best > best[idx])
                 x_out[idx[keep]] = x_best[keep]
                 best[idx[keep]] = loss_best[keep]
+        self.report_broken(fooled)
         return x_out
 
 

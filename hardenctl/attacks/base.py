@@ -9,6 +9,7 @@ gradient masking. A subclass only writes :meth:`Attack.perturb`.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from .inference import inference_copy
 
 NORMS = ("linf", "l2")
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> per-sample loss
@@ -43,6 +45,30 @@ class GradientStats:
         self.flat += other.flat
 
 
+@dataclass
+class AttackWork:
+    """What an attack spent and achieved, summed over its calls: the evidence behind a speed claim.
+
+    Passes are counted in images (a forward pass of a batch of 46 is 46 forward image-passes;
+    each EOT draw counts), so a change that drops finished points shows up as less work, not
+    only as less time. ``attacked`` counts the points given to the attack, ``broken`` those
+    it returned misclassified (a point misclassified at ``x`` itself counts as broken).
+    """
+
+    seconds: float = 0.0
+    forward: int = 0
+    backward: int = 0
+    attacked: int = 0
+    broken: int = 0
+
+    def add(self, other: "AttackWork") -> None:
+        self.seconds += other.seconds
+        self.forward += other.forward
+        self.backward += other.backward
+        self.attacked += other.attacked
+        self.broken += other.broken
+
+
 class Attack:
     """An attack on a model that takes [0, 1] pixels and returns logits.
 
@@ -51,6 +77,13 @@ class Attack:
         norm: ``"linf"`` or ``"l2"``.
         eot_samples: gradients averaged over this many forward passes (1 for a
             deterministic model; >1 for Expectation over Transformation).
+
+    Attributes:
+        fast: attack a frozen, BN-folded, channels-last copy of the model (checked against
+            the model's own logits first; see :mod:`.inference`). Off by default because a
+            training loop attacks a model whose weights change every step; the evaluation
+            suites turn it on. ``fast_fallback`` says why a call used the model itself.
+        work: an :class:`AttackWork`, summed over calls (reset it to measure one call).
     """
 
     name: ClassVar[str] = "attack"
@@ -66,7 +99,11 @@ class Attack:
         self.norm = norm
         self.eot_samples = int(eot_samples)
         self.gradient_stats = GradientStats()
+        self.work = AttackWork()
+        self.fast = False
+        self.fast_fallback = ""
         self._count_next_gradient = False
+        self._broken: Tensor | None = None
 
     # -- the one method a subclass writes ------------------------------------------
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -75,15 +112,30 @@ class Attack:
     # -- the shared entry point ----------------------------------------------------
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Return adversarial examples for ``x`` (same shape), model left as found."""
+        started = time.perf_counter()
         was_training = model.training
         model.eval()
         self._count_next_gradient = True
+        self._broken = None
         try:
+            target = model
+            if self.fast and x.shape[0] > 0:
+                target, self.fast_fallback = inference_copy(model, x)
             with torch.enable_grad():
-                x_adv = self.perturb(model, x.detach(), y)
+                x_adv = self.perturb(target, x.detach(), y)
+            if x_adv.is_inference():  # made under inference_mode: give the caller an ordinary tensor
+                x_adv = x_adv.clone()
+            broken = self._broken
+            if broken is None:  # the attack did not score its own result: score it (counted as work)
+                broken = self.predict(target, x_adv).argmax(dim=1) != y
         finally:
             model.train(was_training)
+        self.work.add(AttackWork(time.perf_counter() - started, attacked=x.shape[0], broken=int(broken.sum())))
         return x_adv.detach()
+
+    def report_broken(self, fooled: Tensor) -> None:
+        """Called by an attack that knows which of its returned points are misclassified (saves a pass)."""
+        self._broken = fooled
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:.5g}, norm={self.norm})"
@@ -128,6 +180,8 @@ class Attack:
         non-finite gradient; non-finite entries are zeroed so the attack keeps going.
         """
         grad_sum = loss_sum = logits_sum = None
+        self.work.forward += x.shape[0] * self.eot_samples
+        self.work.backward += x.shape[0] * self.eot_samples
         for _ in range(self.eot_samples):
             x_var = x.detach().requires_grad_(True)
             logits = model(x_var)
@@ -151,17 +205,26 @@ class Attack:
             flat_margin = int(zero.sum())
             if flat_margin:
                 flat_margin = int(_margin_gradient_is_zero(model, x[zero], y[zero]).sum())
+                self.work.forward += int(zero.sum())
+                self.work.backward += int(zero.sum())
             self.gradient_stats.add(GradientStats(x.shape[0], int(zero.sum()), int(nonfinite.sum()), flat_margin))
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         return loss_mean, grad, logits_mean
 
-    @torch.no_grad()
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
-        """Logits averaged over EOT draws (one pass for a deterministic model)."""
-        logits = model(x)
-        for _ in range(self.eot_samples - 1):
-            logits = logits + model(x)
-        return logits / self.eot_samples
+        """Logits averaged over EOT draws (one pass for a deterministic model).
+
+        Under ``inference_mode`` (no autograd bookkeeping at all); the result is cloned out of
+        it so callers may update it in place.
+        """
+        self.work.forward += x.shape[0] * self.eot_samples
+        with torch.inference_mode():
+            logits = model(x)
+            for _ in range(self.eot_samples - 1):
+                logits = logits + model(x)
+            if self.eot_samples > 1:
+                logits = logits / self.eot_samples
+        return logits.clone()
 
 
 def _margin_gradient_is_zero(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

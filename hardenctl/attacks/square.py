@@ -140,6 +140,7 @@ class Square(Attack):
             x_out[idx[better]] = x_run[better]
             best[idx[better]] = m_run[better]
             fooled[idx] = m_run > 0
+        self.report_broken(fooled)
         return x_out
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -42,6 +42,13 @@ class ReferenceAutoAttack(Attack):
         return x_adv
 
 
+def _fast(attacks: list[Attack]) -> list[Attack]:
+    """Evaluation attacks run on a checked, BN-folded inference copy of the model (see ``inference.py``)."""
+    for attack in attacks:
+        attack.fast = True
+    return attacks
+
+
 def build_suite(
     name: str,
     eps: float,
@@ -53,13 +60,13 @@ def build_suite(
 ) -> list[Attack]:
     """The attacks of a named suite, in run order."""
     if name == "quick":
-        return [PGD(eps, norm, eot_samples, steps=20), APGDCE(eps, norm, eot_samples, steps=apgd_steps)]
+        return _fast([PGD(eps, norm, eot_samples, steps=20), APGDCE(eps, norm, eot_samples, steps=apgd_steps)])
     if name == "standard":
-        return [
+        return _fast([
             APGDCE(eps, norm, eot_samples, steps=apgd_steps),
             APGDT(eps, norm, eot_samples, steps=apgd_steps),
             Square(eps, norm, eot_samples, queries=square_queries),
-        ]
+        ])
     if name == "autoattack":
         return [ReferenceAutoAttack(eps, norm, eot_samples, seed=seed)]
     raise UserError(f"unknown suite {name!r}", f"use one of {', '.join(SUITES)}, or --attacks")
@@ -83,6 +90,6 @@ def build_custom(names: Sequence[str], eps: float, norm: str = "linf", eot_sampl
         attacks.append(build_attack(name, eps, norm, eot_samples, **kwargs))
     if not attacks:
         raise UserError("--attacks is empty", "pass e.g. --attacks pgd,apgd-ce")
-    return attacks
+    return _fast(attacks)
 
 

@@ -199,7 +199,10 @@ class Recording(nn.Module):
 @pytest.mark.parametrize("norm,eps", [("linf", 0.03), ("l2", 0.3)])
 def test_apgd_loop_applies_momentum(model, test_data, norm, eps):
     """The second iterate of a real run, recomputed independently from the first two and the
-    model's gradient at x_1 (η = 2ε until the first checkpoint, at 2 of 10 steps)."""
+    model's gradient at x_1 (η = 2ε until the first checkpoint, at 2 of 10 steps).
+
+    Points leave the working batch once fooled, so x_1 holds the points x_0 did not fool
+    and x_2 those neither fooled; the recomputation follows the same rows."""
     x, y = test_data
     with torch.no_grad():
         attacked = model(x).argmax(1) == y
@@ -210,6 +213,13 @@ def test_apgd_loop_applies_momentum(model, test_data, norm, eps):
     attack(recording, x, y)
     assert attack.gradient_stats.zero == 0  # no extra diagnostic passes among the iterates
     x0, x1, x2 = recording.iterates[:3]
+    with torch.no_grad():
+        left = model(x0).argmax(1) == y
+        x0, x, y = x0[left], x[left], y[left]
+        assert x1.shape == x0.shape
+        left = model(x1).argmax(1) == y
+        x0, x1, x, y = x0[left], x1[left], x[left], y[left]
+    assert 0 < x2.shape[0] == x1.shape[0]
 
     x_var = x1.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(nn.functional.cross_entropy(model(x_var), y, reduction="sum"), x_var)
