@@ -4,7 +4,8 @@ timm's train transforms draw from python ``random``, numpy and torch's global ge
 three from (seed, epoch, index) just before each sample is transformed makes an epoch repeat exactly
 after a kill and resume, whatever the number of workers or processes, and whichever worker gets
 which sample. The generators' previous states are restored afterwards, so transforming in-process
-does not disturb the caller's own random stream.
+does not disturb the caller's own random stream. The epoch's order and batches are the engine's
+(:func:`hardenctl.harden.batches.epoch_batches`).
 """
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
-
-from .loader import make_loader
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -69,26 +67,3 @@ class TrainDataset(torch.utils.data.Dataset):
             from .readers import forget_open_tars
 
             forget_open_tars(reader)
-
-
-def epoch_order(length: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """The sample order of one epoch: a permutation fixed by (seed, epoch)."""
-    if not shuffle:
-        return np.arange(length)
-    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, 0x5EED]).permutation(length)
-
-
-def train_loader(dataset: TrainDataset, batch_size: int, *, epoch: int, shuffle: bool = True, skip_batches: int = 0,
-                 rank: int = 0, world_size: int = 1, workers: int | None = None, device: torch.device | str | None = None,
-                 drop_last: bool = False) -> DataLoader:
-    """One epoch of ``(x, y)`` batches: order from (seed, epoch), every sample's augmentation from (seed, epoch, index).
-
-    ``skip_batches`` resumes mid-epoch without decoding what was already trained on; ``rank``/``world_size``
-    give one DDP process its share of each global batch, so the global batches do not depend on the
-    number of processes (``batch_size`` is the per-process size).
-    """
-    order = epoch_order(len(dataset), dataset.seed, epoch, shuffle)
-    global_batch = batch_size * world_size
-    keys = [(epoch, int(i)) for i in order[skip_batches * global_batch:][rank::world_size]]
-    return make_loader(dataset, batch_size, positions=keys, workers=workers, device=device, seed=dataset.seed + epoch,
-                       drop_last=drop_last)

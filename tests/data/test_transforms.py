@@ -9,8 +9,7 @@ import torch
 from photo_helpers import pattern
 from PIL import Image
 
-from hardenctl.data import (TrainDataset, choose_augmentation, eval_transform, load_dataset, seeded, train_loader,
-                            train_transform)
+from hardenctl.data import TrainDataset, choose_augmentation, eval_transform, load_dataset, seeded, train_transform
 from hardenctl.models.data_config import DataConfig
 
 
@@ -89,28 +88,14 @@ def train_set(make_photos):
     return TrainDataset(source, train_transform(DataConfig(input_size=(24, 24)), 3, auto_augment="rand-m9-mstd0.5"), seed=7)
 
 
-def batches(loader):
-    return [(x, y) for x, y in loader]
-
-
 def test_augmentation_is_a_function_of_seed_epoch_and_index(train_set):
+    """The epoch's batches are harden's (tests/harden/test_batches.py): here, one sample at a time."""
     first = train_set[(0, 5)][0]
     assert torch.equal(first, train_set[(0, 5)][0]) and first.shape == (3, 24, 24) and 0 <= first.min() <= first.max() <= 1
     assert not torch.equal(first, train_set[(1, 5)][0])  # another epoch, another draw
-    serial = batches(train_loader(train_set, 4, epoch=2, workers=0))
-    parallel = batches(train_loader(train_set, 4, epoch=2, workers=2))
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(serial, parallel))
-    assert len(serial) == 3 and sorted(torch.cat([y for _, y in serial]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
-
-
-def test_resume_and_shards_repeat_the_epoch(train_set):
-    full = batches(train_loader(train_set, 4, epoch=3, workers=0))
-    resumed = batches(train_loader(train_set, 4, epoch=3, skip_batches=1, workers=0))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(full[1:], resumed)) and len(resumed) == 2
-    shards = [batches(train_loader(train_set, 2, epoch=3, rank=r, world_size=2, workers=0)) for r in (0, 1)]
-    for step, (x, _) in enumerate(full):  # each global batch of 4 is ranks 0 and 1, interleaved
-        merged = torch.stack([shards[i % 2][step][0][i // 2] for i in range(4)])
-        assert torch.equal(merged, x)
+    assert not torch.equal(first, TrainDataset(train_set.source, train_set.transform, seed=8)[(0, 5)][0])  # another seed
+    train_set.epoch = 1
+    assert torch.equal(train_set[5][0], train_set[(1, 5)][0])  # a bare index is taken at the dataset's epoch
 
 
 def test_auto_augmentation_choice_follows_the_input_size():
