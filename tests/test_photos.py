@@ -53,18 +53,25 @@ def test_train_py_checkpoint_is_evaluated_exactly_as_timm_would(tmp_path):
     data = hardenctl.load_data(str(folder), model, workers=0)
     report = evaluate(model, data, EvalConfig(attacks=["fgsm"], large_eps_samples=0, eps=0.01))
 
-    transform = timm.data.create_transform(input_size=(3, 40, 40), interpolation="bicubic", crop_pct=0.8,
-                                           mean=(0.45, 0.4, 0.35), std=(0.2, 0.25, 0.3))
-    dataset = timm.data.create_dataset("", root=str(folder), transform=transform)
+    def timm_logits(crop_pct: float) -> dict[str, torch.Tensor]:
+        transform = timm.data.create_transform(input_size=(3, 40, 40), interpolation="bicubic", crop_pct=crop_pct,
+                                               mean=(0.45, 0.4, 0.35), std=(0.2, 0.25, 0.3))
+        dataset = timm.data.create_dataset("", root=str(folder), transform=transform)
+        with torch.no_grad():
+            return {str(Path(dataset.filename(i, absolute=True))): net(dataset[i][0][None])[0] for i in range(len(dataset))}
+
     net.eval()
-    timm_prediction = {}
-    with torch.no_grad():
-        for i in range(len(dataset)):
-            x, _ = dataset[i]
-            timm_prediction[str(Path(dataset.filename(i, absolute=True)))] = int(net(x[None]).argmax())
+    reference = timm_logits(0.8)
+    timm_prediction = {name: int(logits.argmax()) for name, logits in reference.items()}
     ours = dict(zip(report.samples.source_id, report.samples.clean_prediction))
     assert set(ours) == set(timm_prediction) and len(ours) == 18
     assert ours == timm_prediction
+    # a random model may predict one class for every image: the logits, not only the predictions, must agree
+    with torch.no_grad():
+        logits = model(data.pixels(0, len(data)))
+    assert torch.allclose(logits, torch.stack([reference[name] for name in data.filenames]), rtol=1e-4, atol=1e-5)
+    wrong_crop = timm_logits(0.875)  # the comparison can tell a different crop apart
+    assert not torch.allclose(logits, torch.stack([wrong_crop[name] for name in data.filenames]), rtol=1e-4, atol=1e-5)
     assert report.model["data_config"]["sources"]["crop_pct"] == "train.py args"
     timm_top1 = np.mean([timm_prediction[name] == label for name, label in zip(report.samples.source_id, report.samples.label)])
     assert report.clean_accuracy == pytest.approx(timm_top1)
