@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import timm
 import torch
@@ -35,15 +35,25 @@ def _param_shape(state: dict[str, Tensor], module_name: str | None) -> torch.Siz
     return tensor.shape if tensor is not None else None
 
 
-def create_timm_model(arch: str, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] | None = None) -> nn.Module:
-    """``timm.create_model`` without pretrained weights; ``img_size`` only for models that take it."""
-    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": num_classes, "in_chans": in_chans}
-    if input_size is not None:
+def create_timm_model(arch: str, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] | None = None,
+                      model_args: Mapping[str, Any] | None = None) -> nn.Module:
+    """``timm.create_model`` without pretrained weights; ``img_size`` only for models that take it.
+
+    ``model_args`` (a model folder's, as timm's ``local-dir:`` loading passes them) build the network timm builds
+    from that folder: a ViT saved at ``img_size`` 32 is rebuilt at 32 even where its ``pretrained_cfg`` names
+    another input size."""
+    kwargs: dict[str, Any] = {k: v for k, v in (model_args or {}).items() if k not in ("num_classes", "in_chans", "pretrained")}
+    kwargs.update(pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    if input_size is not None and "img_size" not in kwargs:
         try:
             return timm.create_model(arch, img_size=tuple(input_size), **kwargs)
         except TypeError:
             pass  # convolutional nets have no img_size argument and need none
-    return timm.create_model(arch, **kwargs)
+    try:
+        return timm.create_model(arch, **kwargs)
+    except TypeError as exc:
+        raise UserError(f"timm cannot build {arch!r} with the folder's model_args {sorted(model_args or {})} ({exc})"[:300],
+                        "fix model_args in config.json") from None
 
 
 def _resolve(name: str, cli_value: Any, file_value: Any) -> Any:
@@ -135,7 +145,7 @@ def load_model(
     if any(s <= 0 for s in data_config.std):
         raise UserError(f"std must be positive, got {data_config.std}", "pass --std with positive values")
 
-    net = create_timm_model(arch, int(num_classes), in_chans, data_config.input_size)
+    net = create_timm_model(arch, int(num_classes), in_chans, data_config.input_size, source.model_args)
     recorded = meta.get("hardenctl", {})  # what hardenctl wrote: recipe, surgery ({} when absent or not an object)
     atop = recorded.get("atop")
     if atop is not None:  # an AToP composite: the purifier's tensors are rebuilt separately (hardenctl.purifier)

@@ -92,3 +92,35 @@ def test_a_vit_at_another_size_is_rebuilt_by_timm_at_that_size(tmp_path):
     x = torch.rand(2, 3, 48, 32)
     with torch.no_grad():
         assert torch.allclose(plain((x - 0.5) / 0.5), model.eval()(x), atol=1e-6)
+
+
+def test_a_folder_timm_itself_saved_is_the_model_timm_loads(tmp_path):
+    """timm's save_for_hf records a ViT's img_size in model_args (its pretrained_cfg keeps the architecture's 160 px):
+    hardenctl builds the network from those model_args, as timm's local-dir loading does, and gets the same logits."""
+    from timm.models._hub import save_for_hf
+
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model("test_vit", num_classes=3, img_size=32).eval(), tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_args"]["img_size"] == [32, 32]
+    plain = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    ours = load_model(tmp_path)
+    size = tuple(timm.data.resolve_model_data_config(plain)["input_size"][1:])
+    assert ours.info.input_size == size
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        assert torch.allclose(plain((x - 0.5) / 0.5), ours(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch_cfg", [timm.models.get_pretrained_cfg("resnet10t").to_dict(), {}], ids=["resnet10t", "none"])
+def test_what_nobody_declared_is_what_timm_resolves(arch_cfg):
+    """Undeclared values come from timm's resolve_data_config (for a network without a pretrained_cfg: timm's own
+    defaults, bicubic and 0.875 at 224 px, where hardenctl once said bilinear)."""
+    from timm.models import PretrainedCfg
+
+    from hardenctl.models import build_data_config
+
+    config = build_data_config([("python", {"mean": (0.5,) * 3, "std": (0.5,) * 3})], {}, arch_cfg, "net")
+    expected = timm.data.resolve_data_config(pretrained_cfg=arch_cfg or PretrainedCfg().to_dict())
+    assert (config.interpolation, config.crop_mode, config.effective_crop_pct, config.default_input_size) == \
+        (expected["interpolation"], expected["crop_mode"], expected["crop_pct"], tuple(expected["input_size"][1:]))
+    assert config.crop_pct is None and config.input_size is None and config.mean == (0.5,) * 3
