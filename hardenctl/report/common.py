@@ -35,6 +35,16 @@ def clean_text(value: object) -> str:
     return "".join(out)
 
 
+def format_eps(eps: float | None, decimal: bool = True) -> str:
+    """ε as people write it: ``4/255 (0.015686)`` when it is a whole number of 8-bit grey levels, else ``0.1``."""
+    if eps is None:
+        return "?"
+    levels = float(eps) * 255
+    if eps > 0 and abs(levels - round(levels)) < 1e-4 * max(1.0, levels):
+        return f"{round(levels)}/255 ({float(eps):.6f})" if decimal else f"{round(levels)}/255"
+    return f"{float(eps):.6g}"
+
+
 def pair(interval: tuple[float, float] | None) -> list[float] | None:
     return None if interval is None else [interval[0], interval[1]]
 

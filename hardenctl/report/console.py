@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .common import clean_text, correct_of, span
+from .common import clean_text, correct_of, format_eps, span
 
 if TYPE_CHECKING:
     from .schema import Report
@@ -25,7 +25,7 @@ def render_table(report: Report) -> Any:
     from rich.table import Table
 
     counted = bool(correct_of(report.counts, "robust"))
-    table = Table(title=escape_console(f"{report.model.get('arch')} · {report.norm} ε={report.eps:.4g} · n={report.n} · suite {report.suite}"),
+    table = Table(title=escape_console(f"{report.model.get('arch')} · {report.norm} ε={format_eps(report.eps, decimal=False)} · n={report.n} · suite {report.suite}"),
                   caption=f"randomised model: EOT over {report.eot_samples} draws" if report.randomized else None)
     table.add_column("metric")
     table.add_column("accuracy", justify="right")
@@ -42,5 +42,5 @@ def render_table(report: Report) -> Any:
         row(f"after {escape_console(name)}", f"{acc:.2%}", name, report.interval(name))
     row("[bold]robust (worst case)[/bold]", f"[bold]{report.robust_accuracy:.2%}[/bold]", "robust", report.interval("robust_accuracy"))
     for s in report.eps_sweep:
-        table.add_row(f"ε = {s['eps']:.4g}", f"{s['robust_accuracy']:.2%}", *([""] * (2 if counted else 1)))
+        table.add_row(f"ε = {format_eps(s['eps'], decimal=False)}", f"{s['robust_accuracy']:.2%}", *([""] * (2 if counted else 1)))
     return table

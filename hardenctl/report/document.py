@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from .common import GATE_BASIS, class_interval, correct_of, span
+from .common import GATE_BASIS, class_interval, correct_of, format_eps, span
 
 if TYPE_CHECKING:
     from .schema import Report
@@ -76,7 +76,7 @@ def build(report: Report, plot: bool = False, pictures: bool = False) -> list[Bl
     blocks: list[Block] = [
         Heading(1, "hardenctl robustness report"),
         paragraph("Model ", code(report.model.get("arch")), f" ({report.model.get('path') or 'in memory'}), data ",
-                  code(report.data.get("source")), f", n = {report.n}, {report.norm} ε = {report.eps:.5g}, suite ",
+                  code(report.data.get("source")), f", n = {report.n}, {report.norm} ε = {format_eps(report.eps)}, suite ",
                   code(report.suite), f", seed {report.seed}."),
     ]
     blocks += _metrics(report)
@@ -90,7 +90,7 @@ def build(report: Report, plot: bool = False, pictures: bool = False) -> list[Bl
                if isinstance(section, dict) and "summary" in section]
     if report.eps_sweep:
         blocks += [Heading(2, "Accuracy vs ε"),
-                   table(["ε", "robust accuracy"], [[f"{s['eps']:.5g}", f"{s['robust_accuracy']:.2%}"] for s in report.eps_sweep])]
+                   table(["ε", "robust accuracy"], [[format_eps(s["eps"]), f"{s['robust_accuracy']:.2%}"] for s in report.eps_sweep])]
         if plot:
             blocks.append(Image("accuracy vs eps", "plot"))
     if pictures:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import atomic_write
-from .common import clean_text
+from .common import clean_text, format_eps
 from .document import Heading, Image, Paragraph, Span, Table, build
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def render_html(report: Report, images: dict[str, bytes] | None = None, notes: l
         elif isinstance(block, Image):
             body.append(f'<figure><img alt="{escape_html(block.alt)}" src="{_data_uri(images[block.target])}"></figure>')
     body += [f'<p class="note">{escape_html(note)}</p>' for note in notes]
-    title = f"hardenctl robustness report: {report.model.get('arch')}, {report.norm} eps {report.eps:.4g}"
+    title = f"hardenctl robustness report: {report.model.get('arch')}, {report.norm} eps {format_eps(report.eps, decimal=False)}"
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{escape_html(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body)
             + "\n</body>\n</html>\n")
