@@ -36,7 +36,7 @@ class DataConfig:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     sources: dict[str, str] = field(default_factory=dict)
-    default_crop_pct: float = DEFAULT_CROP_PCT  # used for images of another size when crop_pct is undeclared
+    default_crop_pct: float = DEFAULT_CROP_PCT  # used for photos (and arrays of another size) when crop_pct is undeclared
     default_input_size: tuple[int, int] | None = None  # the architecture's own size: for photos of mixed sizes, undeclared
     default_source: str = "timm default"  # what the two defaults are named in reports
 

@@ -95,6 +95,6 @@ def _data_config_lines(config: Mapping[str, Any] | None) -> list[str]:
     if not config:
         return []
     sources = config.get("sources", {})
-    crop = config["crop_pct"] if config["crop_pct"] is not None else f"undeclared (images of another size: {config['effective_crop_pct']})"
+    crop = config["crop_pct"] if config["crop_pct"] is not None else f"undeclared (photos: {config['effective_crop_pct']}; arrays at the input size: uncropped)"
     return [f"preprocessing: {config['interpolation']} (from {sources.get('interpolation', 'default')}), crop_pct {crop}, "
             f"crop_mode {config['crop_mode']}"]
