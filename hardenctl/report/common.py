@@ -36,13 +36,16 @@ def clean_text(value: object) -> str:
 
 
 def format_eps(eps: float | None, decimal: bool = True) -> str:
-    """ε as people write it: ``4/255 (0.015686)`` when it is a whole number of 8-bit grey levels, else ``0.1``."""
+    """ε as people write it: ``4/255 (0.015686)`` when it is a whole number of 8-bit grey levels and has no short
+    decimal form, else the decimal (``0.1``, ``0.2`` rather than ``51/255``)."""
     if eps is None:
         return "?"
-    levels = float(eps) * 255
-    if eps > 0 and abs(levels - round(levels)) < 1e-4 * max(1.0, levels):
-        return f"{round(levels)}/255 ({float(eps):.6f})" if decimal else f"{round(levels)}/255"
-    return f"{float(eps):.6g}"
+    value = float(eps)
+    levels = value * 255
+    short = f"{value:.3f}".rstrip("0").rstrip(".")
+    if value > 0 and abs(levels - round(levels)) < 1e-4 * max(1.0, levels) and abs(float(short) - value) > 1e-9:
+        return f"{round(levels)}/255 ({value:.6f})" if decimal else f"{round(levels)}/255"
+    return f"{value:.6g}"
 
 
 def pair(interval: tuple[float, float] | None) -> list[float] | None:

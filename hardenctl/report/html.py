@@ -21,12 +21,22 @@ if TYPE_CHECKING:
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em; color: #1d1d1f; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
+.table-wrap { overflow-x: auto; margin: 0.6em 0 1.2em; }
+table { border-collapse: collapse; }
 th, td { border: 1px solid #d0d0d7; padding: 0.3em 0.7em; text-align: left; vertical-align: top; }
 th { background: #f2f2f6; }
 code { font-size: 0.9em; background: #f2f2f6; padding: 0 0.25em; border-radius: 3px; word-break: break-all; }
-img { max-width: 100%; }
+figure { margin: 1em 0; }
+img { max-width: 100%; height: auto; }
 .note { color: #6b6b70; }
+@media (max-width: 40em) { body { margin: 1em auto; font-size: 14px; } th, td { padding: 0.25em 0.4em; } td { overflow-wrap: anywhere; } }
+@media print {
+  body { max-width: none; margin: 0; font-size: 11pt; color: #000; }
+  .table-wrap { overflow: visible; }
+  tr, figure, img { break-inside: avoid; page-break-inside: avoid; }
+  h2, h3 { break-after: avoid; page-break-after: avoid; }
+  th { background: #eee; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
 """
 
 
@@ -58,12 +68,13 @@ def render_html(report: Report, images: dict[str, bytes] | None = None, notes: l
         elif isinstance(block, Table):
             head = "".join(f"<th>{escape_html(h)}</th>" for h in block.header)
             rows = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in block.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            body.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
         elif isinstance(block, Image):
             body.append(f'<figure><img alt="{escape_html(block.alt)}" src="{_data_uri(images[block.target])}"></figure>')
     body += [f'<p class="note">{escape_html(note)}</p>' for note in notes]
     title = f"hardenctl robustness report: {report.model.get('arch')}, {report.norm} eps {format_eps(report.eps, decimal=False)}"
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{escape_html(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body)
             + "\n</body>\n</html>\n")
 

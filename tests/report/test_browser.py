@@ -1,0 +1,54 @@
+"""The HTML report as a person sees it: rendered by a real headless Chromium, offline, on a wide and a narrow
+screen and for print. Screenshots land in ``$HARDENCTL_SCREENSHOTS`` when set (README's picture comes from there)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from browser import view
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def html_report(digits_model_path, tmp_path_factory) -> Path:
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("browser")
+    code, _, _ = run_cli("eval", digits_model_path, "--data", "digits-test", "--n", "48", "--suite", "quick", "--eps", "0.1",
+                         "--eps-sweep", "0,0.05,0.1,0.2", "--html", out / "report.html", "--markdown", out / "report.md",
+                         "--report", out / "report.json", "--pictures", "6", "--quiet")
+    assert code == 0
+    return out / "report.html"
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    folder = os.environ.get("HARDENCTL_SCREENSHOTS")
+    return Path(folder) / name if folder else tmp_path / name
+
+
+def test_the_report_renders_offline_without_errors_and_every_picture_decodes(html_report, tmp_path):
+    page = view(html_report, screenshot=screenshot_path(tmp_path, "report.png"))
+    assert page.console_errors == [] and page.failed_requests == []
+    assert len(page.images) == 2  # the pictures grid and the accuracy-vs-ε curve, embedded
+    assert all(i["src"].startswith("data:image/png") and i["complete"] and i["naturalWidth"] > 100 for i in page.images)
+    results = next(t for t in page.tables if t[0][0] == "metric")
+    assert results[0] == ["metric", "accuracy (95% interval)", "correct / n"]
+    metrics = [row[0] for row in results[1:]]
+    assert metrics[0] == "clean" and metrics[-1].startswith("robust") and len(metrics) == 4  # clean, pgd, apgd-ce, robust
+    per_class = next(t for t in page.tables if t[0][0] == "class")
+    assert len(per_class) == 1 + 10  # a header and one row per digit
+    sweep = next(t for t in page.tables if t[0][0] == "ε")
+    assert [row[0] for row in sweep[1:]] == ["0", "0.05", "0.1", "0.2"]
+
+
+def test_a_narrow_screen_does_not_scroll_sideways(html_report, tmp_path):
+    page = view(html_report, screenshot=screenshot_path(tmp_path, "report-narrow.png"), width=380)
+    assert not page.overflows and page.console_errors == []
+
+
+def test_it_prints(html_report, tmp_path):
+    page = view(html_report, media="print")
+    assert page.console_errors == [] and all(i["naturalWidth"] > 0 for i in page.images)
