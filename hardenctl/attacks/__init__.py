@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from .apgd import APGDCE, APGDT
-from .base import Attack, GradientStats
+from .base import Attack, AttackWork, GradientStats
 from .fgsm import FGSM
 from .pgd import PGD
 from .square import Square
@@ -20,4 +20,4 @@ def build_attack(name: str, eps: float, norm: str = "linf", eot_samples: int = 1
     return cls(eps=eps, norm=norm, eot_samples=eot_samples, **kwargs)
 
 
-__all__ = ["ATTACKS", "Attack", "GradientStats", "build_attack", "FGSM", "PGD", "APGDCE", "APGDT", "Square"]
+__all__ = ["ATTACKS", "Attack", "AttackWork", "GradientStats", "build_attack", "FGSM", "PGD", "APGDCE", "APGDT", "Square"]

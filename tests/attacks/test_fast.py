@@ -54,10 +54,12 @@ def test_dropping_fooled_points_inside_apgd_breaks_the_same_points_with_less_wor
     x, y = _correct(model, big_test_data)
     plain, dropping = ATTACKS[name](0.03), ATTACKS[name](0.03)
     plain.drop_fooled = False
-    _, broken_plain = _run(plain, model, x, y, seed)
-    _, broken_dropping = _run(dropping, model, x, y, seed)
+    adv_plain, broken_plain = _run(plain, model, x, y, seed)
+    adv_dropping, broken_dropping = _run(dropping, model, x, y, seed)
     assert 0 < broken_plain.sum() < len(x)  # neither vacuous nor saturated
     assert (broken_dropping | ~broken_plain).all()  # every point the plain run breaks is broken
+    # Each point's path depends on that point alone, so dropping others changes no point's path.
+    assert torch.allclose(adv_dropping, adv_plain, atol=1e-6)
     assert dropping.work.backward < plain.work.backward
     assert dropping.work.broken == int(broken_dropping.sum()) and plain.work.broken == int(broken_plain.sum())
     assert dropping.work.attacked == plain.work.attacked == len(x)
@@ -147,8 +149,10 @@ def test_work_counts_every_image_pass(model, test_data):
     x, y = _correct(model, test_data)
     counted = CountingModel(model).eval()
     square = Square(0.05, queries=30, eot_samples=2)
-    square(counted, x, y)
+    x_adv = square(counted, x, y)
     assert square.work.forward == sum(counted.batch_sizes) and square.work.backward == 0
+    with torch.no_grad():
+        assert 0 < square.work.broken == int((model(x_adv).argmax(1) != y).sum()) < len(x)
     assert square.work.attacked == len(x) and square.work.seconds > 0
 
     pgd = PGD(0.03, steps=4)  # PGD does not score its last iterate: the base class does, counted
