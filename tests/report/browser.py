@@ -30,15 +30,17 @@ def chromium() -> str:
     return path
 
 
-def view(page_path: Path, screenshot: Path | None = None, width: int = 1100, media: str = "screen") -> PageView:
-    """Load ``page_path`` (file://, offline: any request to the network is recorded as a failure) and read it back."""
+def view(page_path: Path, screenshot: Path | None = None, width: int = 1100, media: str = "screen",
+         phone: bool = False) -> PageView:
+    """Load ``page_path`` (file://, offline: any request to the network is recorded as a failure) and read it back.
+    ``phone``: a mobile browser, which lays a page out 980 px wide unless the page declares a viewport."""
     from playwright.sync_api import sync_playwright
 
     result = PageView()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": 900})
+            page = browser.new_page(viewport={"width": width, "height": 900}, is_mobile=phone, has_touch=phone)
             page.on("console", lambda m: result.console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: result.console_errors.append(str(e)))
             page.on("request", lambda r: result.failed_requests.append(r.url)
@@ -54,7 +56,7 @@ def view(page_path: Path, screenshot: Path | None = None, width: int = 1100, med
                 result.console_errors.append(f"{undecodable} image(s) failed to decode")
             result.tables = page.evaluate("""Array.from(document.querySelectorAll('table')).map(t =>
                 Array.from(t.rows).map(r => Array.from(r.cells).map(c => c.innerText.trim())))""")
-            result.overflows = page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+            result.overflows = page.evaluate(f"window.innerWidth > {width} || document.documentElement.scrollWidth > window.innerWidth + 1")
             result.text = page.inner_text("body")
             if screenshot is not None:
                 page.screenshot(path=str(screenshot), full_page=True)

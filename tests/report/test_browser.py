@@ -45,7 +45,7 @@ def test_the_report_renders_offline_without_errors_and_every_picture_decodes(htm
 
 
 def test_a_narrow_screen_does_not_scroll_sideways(html_report, tmp_path):
-    page = view(html_report, screenshot=screenshot_path(tmp_path, "report-narrow.png"), width=380)
+    page = view(html_report, screenshot=screenshot_path(tmp_path, "report-narrow.png"), width=380, phone=True)
     assert not page.overflows and page.console_errors == []
 
 
