@@ -12,10 +12,11 @@ from typing import Any
 
 from .version import __version__
 
-_LAZY = {"evaluate": "api", "harden": "api", "load_data": "api", "load_model": "api",
-         "EvalConfig": "evaluate", "Report": "report"}
+_LAZY = {"evaluate": "api", "gate": "api", "harden": "api", "load_data": "api", "load_model": "api", "write_outputs": "api",
+         "EvalConfig": "evaluate", "GateOptions": "gates", "Report": "report"}
 
-__all__ = ["__version__", "evaluate", "harden", "load_data", "load_model", "EvalConfig", "Report"]
+__all__ = ["__version__", "evaluate", "gate", "harden", "load_data", "load_model", "write_outputs", "EvalConfig", "GateOptions",
+           "Report"]
 
 
 class _Package(types.ModuleType):

@@ -1,24 +1,35 @@
-"""The Python API (what notebooks and other tools import); the CLI is a thin layer over it."""
+"""The Python API (what notebooks and other tools import); the CLI is a thin layer over it.
+
+Everything ``hardenctl eval`` can do is here: :func:`evaluate` (torchrun shards, ``resume_dir``, ``save_adversarial``),
+:func:`gate` (thresholds, a baseline report with its per-sample results, sanity-check acceptance) and
+:func:`write_outputs` (JSON, Markdown, JUnit, HTML and the per-sample results file).
+"""
 from __future__ import annotations
 
 import dataclasses
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from . import models
-from .data import Dataset, ImageDataset, load_dataset
+from .data import Dataset, ArrayDataset, load_dataset
+from .distributed import Distributed, rank_device
 from .errors import UserError
 from .evaluate import EvalConfig, Progress
 from .evaluate import evaluate as _evaluate
+from .gates import Baseline, GateOptions, gate, load_baseline
 from .harden import HardenResult, RunOptions
 from .harden import harden as _harden
 from .models import ImageClassifier
 from .recipes import load_recipe, parse_overrides
-from .report import Report
+from .report import PICTURES, Report
+from .report import write_outputs as _write_outputs
+
+__all__ = ["Baseline", "GateOptions", "check_label_names", "evaluate", "gate", "harden", "load_baseline", "load_data", "load_model",
+           "prepare_data", "write_outputs"]
 
 
 def load_model(
@@ -35,10 +46,11 @@ def load_model(
     device: str = "cpu",
 ) -> ImageClassifier:
     """Load a model (file, timm model folder, ``local-dir:``, ``hf-hub:``) as an ``nn.Module`` taking [0, 1]
-    pixels (normalisation folded in), with its data config resolved (``model.info.data_config``)."""
+    pixels (normalisation folded in), with its data config resolved (``model.info.data_config``). Under torchrun
+    ``device="cuda"`` (or ``auto`` with CUDA) means this process's GPU, ``cuda:LOCAL_RANK``."""
     return models.load_model(path, arch=arch, num_classes=num_classes, mean=mean, std=std, input_size=input_size,
                              crop_pct=crop_pct, interpolation=interpolation, crop_mode=crop_mode,
-                             device=models.resolve_device(device))
+                             device=models.resolve_device(rank_device(device)))
 
 
 def check_label_names(model_names: Sequence[str] | None, data_names: Sequence[str] | None, source: str) -> None:
@@ -93,13 +105,24 @@ def load_data(spec: str | Dataset, model: nn.Module | None = None, *, n: int | N
 
 def evaluate(
     model: nn.Module | str | Path,
-    data: ImageDataset | str,
+    data: ArrayDataset | str,
     *,
     progress: Progress | None = None,
     workers: int | None = None,
+    shard: bool = True,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
+    save_adversarial: str | Path | None = None,
+    pictures: int = PICTURES,
+    log: Callable[[str], None] | None = None,
     **config: Any,
 ) -> Report:
     """Evaluate a model (module or checkpoint path) on data (dataset or spec); see :class:`EvalConfig`.
+
+    Under ``torchrun`` (and ``shard=True``) the batches are split over the processes and every process returns the
+    same, complete report (equal to one process's). ``resume_dir`` keeps the state after every batch, and
+    ``resume=True`` continues a killed evaluation from it; ``save_adversarial`` keeps every sample's worst-case
+    point (one ``.npz`` per batch); ``pictures`` examples are kept for the Markdown/HTML report.
 
     >>> report = hardenctl.evaluate("model.safetensors", "digits-test", eps=8/255, suite="quick", n=200)
     >>> report.robust_accuracy
@@ -109,16 +132,42 @@ def evaluate(
         model = load_model(model)
     dataset = load_data(data, model, n=cfg.n, workers=workers)
     with torch.inference_mode(False):
-        return _evaluate(model, dataset, cfg, progress)
+        return _evaluate(model, dataset, cfg, progress, dist=Distributed.from_env() if shard else None, resume_dir=resume_dir,
+                         resume=resume, save_adversarial=save_adversarial, pictures=pictures, log=log)
+
+
+def write_outputs(report: Report, *, json: str | Path | None = None, markdown: str | Path | None = None,
+                  junit: str | Path | None = None, html: str | Path | None = None, samples: str | Path | None = None) -> list[str]:
+    """Write the requested files (each atomically) and return notes (e.g. a plot skipped).
+
+    ``samples`` (the per-sample results, JSON lines) is written first, so a report never names a samples file
+    that is not there; the report records it relative to its own folder. Each output is attempted even when an
+    earlier one fails; the first failure is raised after all were tried.
+    """
+    from .evaluate.samples import recorded_name, write_samples
+
+    failure: BaseException | None = None
+    if samples is not None:
+        try:
+            write_samples(report, samples)
+            report.samples_file = recorded_name(samples, json)
+        except UserError:
+            raise
+        except Exception as exc:  # the reports are still written; the error is raised after them
+            failure = exc
+    notes = _write_outputs(report, json, markdown, junit, html)
+    if failure is not None:
+        raise failure
+    return notes
 
 
 def harden(
     checkpoint: str | Path | ImageClassifier,
     *,
-    data: str | ImageDataset,
+    data: str | ArrayDataset,
     out: str | Path,
     recipe: str | Path = "mart",
-    eval_data: str | ImageDataset | None = None,
+    eval_data: str | ArrayDataset | None = None,
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,

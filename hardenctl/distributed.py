@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 
 @dataclass
 class Distributed:
@@ -78,3 +80,20 @@ class Distributed:
 
             dist.destroy_process_group()
             self.owns_group = False
+
+
+def rank_device(device: str, dist: Distributed | None = None) -> str:
+    """The device a process works on: under torchrun a CUDA request (or ``auto`` with CUDA) means ``cuda:LOCAL_RANK``,
+    one GPU per process; anything else, and one process, as asked."""
+    dist = dist or Distributed.from_env()
+    if dist.world_size == 1 or device == "cpu" or device.startswith("cpu"):
+        return device
+    if device == "auto" and not torch.cuda.is_available():
+        return device
+    if device.startswith("cuda") or device == "auto":
+        count = torch.cuda.device_count()
+        if dist.local_rank >= count:
+            raise UserError(f"torchrun started local rank {dist.local_rank} but this node has {count} GPU(s)",
+                            f"pass --nproc_per_node={max(count, 1)} (one process per GPU), or --device cpu")
+        return f"cuda:{dist.local_rank}"
+    return device

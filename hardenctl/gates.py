@@ -3,13 +3,19 @@
 A failed sanity check fails the gate by default: a masked model must not pass ``--min-robust-acc``
 with a warning nobody reads in CI. ``--no-strict`` or ``--allow-check NAME`` accept failures
 knowingly, and the report records which (``accepted_checks``).
+
+:func:`gate` is what notebooks call (``hardenctl.gate``) and what ``hardenctl eval`` calls: it takes the same options
+as the CLI's gate flags (:class:`GateOptions`, checked before anything is evaluated) and a baseline report by path,
+with its per-sample results found as ``--baseline`` finds them (:func:`load_baseline`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UserError
-from .report import REGRESSED_SHOWN, Gate, Report, SampleResults
+from .report import REGRESSED_SHOWN, Gate, Report, SampleResults, load_report
 
 GATE_ON = ("point", "lower")  # --gate-on: compare --min-*-acc with the point estimate or the 95% interval's lower bound
 
@@ -173,3 +179,89 @@ def describe_failure(report: Report, gate: Gate) -> str:
         return f"gate failed: {gate.name}: dropped {gate.value:.4f} from the baseline{how} (max {gate.threshold:.4f})"
     bound = " (95% lower bound)" if gate.basis == "lower95" else ""
     return f"gate failed: {gate.name}{bound}: {gate.value:.4f} < {gate.threshold:.4f}"
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """The gates of one evaluation, checked when made (a mistyped option is refused before any attack runs).
+
+    ``min_*`` are fractions in [0, 1]; ``max_drop`` (default 0 with a baseline) needs ``baseline``, an earlier
+    report's path; ``baseline_samples`` its per-sample results (default: found beside it, see :func:`load_baseline`);
+    ``strict=False`` or ``allow_check`` accept failed sanity checks knowingly; ``gate_on`` is point or lower.
+    """
+
+    min_clean_acc: float | None = None
+    min_robust_acc: float | None = None
+    min_protected_robust_acc: float | None = None
+    baseline: str | Path | None = None
+    baseline_samples: str | Path | None = None
+    max_drop: float | None = None
+    strict: bool = True
+    allow_check: Sequence[str] = field(default_factory=tuple)
+    gate_on: str = "point"
+
+    def __post_init__(self) -> None:
+        for value, option in ((self.min_clean_acc, "--min-clean-acc"), (self.min_robust_acc, "--min-robust-acc"),
+                              (self.max_drop, "--max-drop"), (self.min_protected_robust_acc, "--min-protected-robust-acc")):
+            if value is not None and not 0 <= value <= 1:
+                raise UserError(f"{option} is a fraction in [0,1], got {value}", f"pass e.g. {option} 0.45")
+        if self.max_drop is not None and self.baseline is None:
+            raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
+        if self.baseline_samples is not None and self.baseline is None:
+            raise UserError("--baseline-samples needs --baseline", "pass --baseline old_report.json too")
+        if self.gate_on not in GATE_ON:
+            raise UserError(f"--gate-on must be point or lower, got {self.gate_on!r}", "pass --gate-on point or --gate-on lower")
+        unknown = sorted(set(self.allow_check) - set(CHECK_NAMES))
+        if unknown:
+            raise UserError(f"--allow-check: unknown check {unknown[0]!r}", f"use one of {', '.join(CHECK_NAMES)}")
+
+
+@dataclass
+class Baseline:
+    """An earlier report to compare with, and its per-sample results when found (``looked_for``: where)."""
+
+    report: Report
+    name: str = "the baseline"
+    samples: SampleResults | None = None
+    samples_path: Path | None = None
+    looked_for: list[Path] = field(default_factory=list)
+
+    def check(self, **fields: Any) -> None:
+        """Refuse (UserError) a baseline that differs in the fields known so far (e.g. eps, norm, suite before
+        loading; n and data_sha256 before attacking): a mismatch costs no attack time."""
+        check_comparable(fields, self.report, self.name)
+
+
+def load_baseline(path: str | Path, samples: str | Path | None = None) -> Baseline:
+    """The report at ``path`` and its per-sample results: ``samples``, else the file the report recorded, else
+    ``NAME.samples.jsonl`` beside it; checked to belong to that report. Without any, the drop gates compare rates."""
+    from .evaluate.samples import baseline_samples_candidates, load_baseline_samples  # imports torch: only when needed
+
+    report = load_report(path)
+    found, results = load_baseline_samples(path, report, samples)
+    looked_for = [] if samples is not None else baseline_samples_candidates(path, report)
+    return Baseline(report, str(path), results, found, looked_for)
+
+
+def gate(report: Report, options: GateOptions | None = None, baseline: Baseline | Report | str | Path | None = None,
+         **gate_options: Any) -> list[Gate]:
+    """Apply the gates to ``report`` (appended to ``report.gates``) and return them; a failed one has ``passed`` False.
+
+    ``options`` or the same names as keywords (``min_robust_acc=0.4, baseline="old.json", max_drop=0.02``, see
+    :class:`GateOptions`); ``baseline`` may also be given already loaded (:func:`load_baseline`) or as a Report.
+
+    >>> gates = hardenctl.gate(report, min_robust_acc=0.4, baseline="old.json", max_drop=0.02)
+    >>> [g.name for g in gates if not g.passed]
+    """
+    options = options or GateOptions(**gate_options)
+    if baseline is None and options.baseline is not None:
+        baseline = load_baseline(options.baseline, options.baseline_samples)
+    elif isinstance(baseline, (str, Path)):
+        baseline = load_baseline(baseline, options.baseline_samples)
+    elif isinstance(baseline, Report):
+        baseline = Baseline(baseline)
+    return apply_gates(report, options.min_clean_acc, options.min_robust_acc, baseline.report if baseline else None,
+                       options.max_drop, options.strict, options.min_protected_robust_acc, allowed_checks=options.allow_check,
+                       gate_on=options.gate_on, baseline_samples=baseline.samples if baseline else None,
+                       baseline_name=baseline.name if baseline else "the baseline",
+                       baseline_samples_name=str(baseline.samples_path) if baseline and baseline.samples_path else None)

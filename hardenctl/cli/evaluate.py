@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import EXIT_GATE_FAILED, UserError
-from ..gates import CHECK_NAMES, apply_gates, check_comparable, describe_failure
-from ..report import Report, load_report, write_outputs
+from ..gates import GateOptions, describe_failure
 from .app import app
 from .options import (ArchOption, Checkpoint, CropModeOption, CropPctOption, InputSizeOption, InterpolationOption, MeanOption,
                       NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, api_module, require_model,
-                      data_options, model_options, parse_eps, parse_fraction)
+                      data_options, model_options, parse_eps)
 from .output import Output
 
 
@@ -31,7 +30,7 @@ def eval_command(
     crop_mode: CropModeOption = None,
     workers: WorkersOption = None,
     skip_unreadable: SkipUnreadableOption = False,
-    n: Annotated[int, typer.Option(help="Evaluate the first n samples")] = 1000,
+    n: Annotated[int, typer.Option("--n", "-n", "--num-samples", help="Evaluate the first n samples (under torchrun spell it -n or --num-samples: torchrun reads --n as its own --nnodes)")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 128,
     eps: Annotated[str, typer.Option(help="Perturbation radius in [0,1] pixel units; fractions like 8/255 are fine")] = "8/255",
     norm: Annotated[str, typer.Option(help="Threat model: linf or l2")] = "linf",
@@ -85,9 +84,9 @@ def eval_command(
         raise UserError(f"--norm must be linf or l2, got {norm!r}", "pass --norm linf or --norm l2")
     eps_value = parse_eps(eps, norm)
     sweep = [parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None
-    for value, option in ((min_clean_acc, "--min-clean-acc"), (min_robust_acc, "--min-robust-acc"), (max_drop, "--max-drop"),
-                          (min_protected_robust_acc, "--min-protected-robust-acc")):
-        parse_fraction(value, option)
+    gates = GateOptions(min_clean_acc=min_clean_acc, min_robust_acc=min_robust_acc, min_protected_robust_acc=min_protected_robust_acc,
+                        baseline=baseline, baseline_samples=baseline_samples, max_drop=max_drop, strict=strict,
+                        allow_check=tuple(allow_check or ()), gate_on=gate_on)
     protected_items = [p.strip() for p in protected.split(",") if p.strip()] if protected is not None else None
     if protected is not None and not protected_items:
         raise UserError(f"--protected: {protected!r} names no class", "pass ids or class names, e.g. --protected 3,5")
@@ -95,20 +94,10 @@ def eval_command(
         raise UserError("--min-protected-robust-acc needs --protected", "pass e.g. --protected 3,5")
     if protected_cost < 0:
         raise UserError(f"--protected-cost must be >= 0, got {protected_cost}", "pass e.g. --protected-cost 10")
-    if max_drop is not None and baseline is None:
-        raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
-    if baseline_samples is not None and baseline is None:
-        raise UserError("--baseline-samples needs --baseline", "pass --baseline old_report.json too")
-    if gate_on not in ("point", "lower"):
-        raise UserError(f"--gate-on must be point or lower, got {gate_on!r}", "pass --gate-on point or --gate-on lower")
-    for value, option in ((n, "--n"), (batch_size, "--batch-size"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
+    for value, option in ((n, "--num-samples"), (batch_size, "--batch-size"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
-    unknown_checks = sorted(set(allow_check or ()) - set(CHECK_NAMES))
-    if unknown_checks:
-        raise UserError(f"--allow-check: unknown check {unknown_checks[0]!r}", f"use one of {', '.join(CHECK_NAMES)}")
-    baseline_report = load_report(baseline) if baseline else None
     loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
     reading = data_options(workers, skip_unreadable)
     require_model(checkpoint)
@@ -117,66 +106,58 @@ def eval_command(
                   eot_samples=eot_samples, eps_sweep=sweep, apgd_steps=apgd_steps, square_queries=square_queries,
                   randomized=True if randomized else None)
     eval_config = api.EvalConfig(**config)
-    eval_config.build_attacks(eps_value, 1)  # validate suite/attack names before any loading
-    if baseline_report is not None:
-        check_comparable({"eps": eps_value, "norm": norm, "suite": eval_config.suite_name(),
-                          "attacks": [a.name for a in eval_config.build_attacks(eps_value, 1)]}, baseline_report)
-        from ..evaluate.samples import baseline_samples_candidates, load_baseline_samples
-
-        baseline_samples, baseline_results = load_baseline_samples(baseline, baseline_report, baseline_samples)
-        if baseline_results is None:
-            out.note(f"no per-sample results for the baseline (looked for {', '.join(map(str, baseline_samples_candidates(baseline, baseline_report)))}): "
+    names = [a.name for a in eval_config.build_attacks(eps_value, 1)]  # validates suite/attack names before any loading
+    base = None
+    if baseline is not None:
+        base = api.load_baseline(baseline, baseline_samples)
+        base.check(eps=eps_value, norm=norm, suite=eval_config.suite_name(), attacks=names)
+        if base.samples is None:
+            out.note(f"no per-sample results for the baseline (looked for {', '.join(map(str, base.looked_for))}): "
                      "the max_drop gates compare rates; pass --baseline-samples for a paired comparison")
 
-    from ..distributed import Distributed
-    from ..evaluate.distributed import Execution, rank_device
-
-    dist = Distributed.from_env()
-    model = api.load_model(checkpoint, device=rank_device(device, dist), **loading)
+    model = api.load_model(checkpoint, device=device, **loading)
     if fixed_mask:
         if not hasattr(model, "set_fixed_mask"):
             raise UserError("--fixed-mask applies only to a model with a random transform (an AToP composite)", "drop --fixed-mask")
         model.set_fixed_mask(seed)
     dataset = api.load_data(data, model, n=n, **reading)
-    if baseline_report is not None:  # refuse before spending attack time, not after
-        check_comparable({"n": len(dataset), "data_sha256": dataset.sha256()}, baseline_report)
+    if base is not None:  # refuse before spending attack time, not after
+        base.check(n=len(dataset), data_sha256=dataset.sha256())
     if protected_items is not None:
         from ..protected import resolve_protected
 
         config.update(protected=resolve_protected(protected_items, dataset.class_names), protected_cost=protected_cost)
-    import torch
-
-    from ..evaluate import evaluate as run_evaluation
-
-    execution = Execution(dist, resume_dir, resume, save_adversarial, pictures)
-    with out.progress() as progress, execution.process_group(next(model.parameters()).device), torch.inference_mode(False):
-        result = run_evaluation(model, dataset, api.EvalConfig(**config), progress, execution)
-    if execution.state is not None and execution.state.resumed_batches:
-        out.note(f"resumed from {resume_dir}: {execution.state.resumed_batches} batches were finished before")
-    apply_gates(result, min_clean_acc, min_robust_acc, baseline_report, max_drop, strict, min_protected_robust_acc,
-                allowed_checks=allow_check or (), gate_on=gate_on, baseline_name=str(baseline or "the baseline"),
-                baseline_samples=baseline_results if baseline_report is not None else None,
-                baseline_samples_name=str(baseline_samples) if baseline_samples is not None else None)
+    with out.progress() as progress:
+        result = api.evaluate(model, dataset, progress=progress, resume_dir=resume_dir, resume=resume,
+                              save_adversarial=save_adversarial, pictures=pictures, log=out.note, **config)
+    failure = None
+    try:
+        api.gate(result, gates, base)
+    except UserError:
+        raise
+    except Exception as exc:  # a crash while gating: the computed report is still written, then the error is raised
+        failure = exc
     if not main_process:  # every process holds the whole report; rank 0 writes it, the others only share its exit code
+        if failure is not None:
+            raise failure
         if result.failed_gates:
             raise typer.Exit(EXIT_GATE_FAILED)
         return
-    finish(result, out, report, markdown, junit, samples=samples, html=html)
+    finish(result, out, report, markdown, junit, samples=samples, html=html, failure=failure)
 
 
-def finish(result: Report, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path],
-           samples: Optional[Path] = None, html: Optional[Path] = None) -> None:
-    """Write outputs, print, and exit 1 when a gate failed."""
-    if samples is not None:  # before the report, so a report never names a samples file that is not there
-        from ..evaluate.samples import recorded_name, write_samples
-
-        result.samples_file = recorded_name(samples, report)
-        write_samples(result, samples)
+def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path],
+           samples: Optional[Path] = None, html: Optional[Path] = None, failure: Exception | None = None) -> None:
+    """Write outputs, print, and exit 1 when a gate failed; ``failure`` (an internal error met after the report was
+    computed) is raised once every requested file is written."""
+    notes = api_module().write_outputs(result, json=report, markdown=markdown, junit=junit, html=html, samples=samples)
+    if failure is not None:
+        raise failure
     paired = result.extra.get("paired")
     if paired:
         out.note(f"paired with the baseline: {paired['robust']['regressed']} samples regressed, {paired['robust']['improved']} "
                  f"improved (exact McNemar p = {paired['robust']['mcnemar_p']:.4g})")
-    for note in write_outputs(result, report, markdown, junit, html):
+    for note in notes:
         out.note(note)
     if out.as_json:
         out.json(result.to_json())

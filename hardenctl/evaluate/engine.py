@@ -1,37 +1,54 @@
 """``evaluate``: one model, one dataset, one config → the :class:`~hardenctl.report.Report`.
 
-How the batches run (sharded over ``torchrun`` processes, resumed from a saved state, images kept) is the
-:class:`~hardenctl.evaluate.distributed.Execution`'s business; the report does not depend on it.
+How the batches run (sharded over ``torchrun`` processes, resumed from a saved state, images kept) is the business
+of the :class:`~hardenctl.evaluate.runner.EvalRunner` built here from its parts and passed to every ``run_suite``;
+the report does not depend on it.
 """
 from __future__ import annotations
 
 import platform
 import time
+from pathlib import Path
+from typing import Callable
 
 import timm
 import torch
 from torch import nn
 
 from ..version import __version__
-from ..data import ImageDataset
+from ..data import ArrayDataset
+from ..distributed import Distributed
 from ..errors import UserError
-from ..report import SCHEMA_VERSION, Report, SampleResults
+from ..report import PICTURES, SCHEMA_VERSION, Report
+from .adversarial import AdversarialWriter
 from .checks import buffers_check, large_eps_check, suite_checks, sweep_check
 from .config import EvalConfig, Progress
-from .distributed import Execution
-from .resume import model_digest
-from .suite import buffers, is_randomized, run_suite, running_batches, stage_key
+from .gallery import PictureKeeper
+from .results import per_class, rate, robust_count, sample_results, suite_counts
+from .resume import EvalState, model_digest
+from .runner import EvalRunner
+from .sharding import Shards
+from .suite import is_randomized, run_suite, stage_key
+from .watch import BufferWatch, snapshot_buffers
 
 
-def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = None, progress: Progress | None = None,
-             execution: Execution | None = None) -> Report:
+def evaluate(model: nn.Module, data: ArrayDataset, config: EvalConfig | None = None, progress: Progress | None = None, *,
+             dist: Distributed | None = None, resume_dir: str | Path | None = None, resume: bool = False,
+             save_adversarial: str | Path | None = None, pictures: int = PICTURES,
+             log: Callable[[str], None] | None = None) -> Report:
     """Evaluate ``model`` ([0, 1] pixels → logits) on ``data`` and return the :class:`Report`.
 
-    ``execution`` shards the batches over ``torchrun`` processes, resumes and keeps images (default: every batch
-    here, nothing kept but the report's pictures); every process returns the same, complete report.
+    ``dist`` (e.g. ``Distributed.from_env()`` under torchrun) shards the batches over the processes, every one of
+    which returns the same, complete report; ``resume_dir`` keeps the state after every batch (``resume=True``
+    continues a killed run from it); ``save_adversarial`` keeps every worst-case point in that directory;
+    ``pictures`` is how many examples the report draws; ``log`` hears what is worth a note (a resumed state).
     """
     config = config or EvalConfig()
-    execution = execution or Execution()
+    if resume and resume_dir is None:
+        raise UserError("--resume needs --resume-dir (where the killed evaluation kept its state)",
+                        "pass --resume-dir DIR, the directory of the killed run")
+    if pictures < 0:
+        raise UserError(f"--pictures must be >= 0, got {pictures}", "pass e.g. --pictures 8, or 0 for none")
     started = time.perf_counter()
     data = data.head(config.n)
     if len(data) == 0:
@@ -43,7 +60,7 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
                         "use data whose labels are 0..num_classes-1, or the matching model")
     was_training = model.training
     model.eval()
-    buffers_before = buffers(model)
+    watch = BufferWatch(model, snapshot_buffers(model))
 
     probe = data.pixels(0, min(len(data), 16)).to(device)
     torch.manual_seed(config.seed)
@@ -52,16 +69,32 @@ def evaluate(model: nn.Module, data: ImageDataset, config: EvalConfig | None = N
     draws = config.eot_samples if randomized else 1
 
     attacks = config.attacks_for(config.eps, draws)
-    execution.begin(model, buffers_before, stage_key("attacks", config.eps, config.norm), [a.name for a in attacks],
-                    data.class_names, config.eps, config.norm, lambda: resume_key(model, data, config, attacks, draws, device, execution))
-    with running_batches(execution):
-        report = _run_stages(model, data, config, progress, execution, attacks, randomized, draws, device, started)
+    shards = Shards(dist or Distributed())
+    main_stage = stage_key("attacks", config.eps, config.norm)
+    gallery = PictureKeeper(pictures, main_stage, data.class_names, config.eps, config.norm)
+    keepers = [gallery]
+    if save_adversarial is not None:
+        writer = AdversarialWriter(save_adversarial, main_stage, [a.name for a in attacks])
+        writer.check(resume)
+        keepers.append(writer)
+    keepers.append(watch)
+    with shards.joined(device):
+        state = None
+        if resume_dir is not None:
+            key = resume_key(model, data, config, attacks, draws, device, save_adversarial is not None)
+            state = EvalState.open(resume_dir, key, resume, shards.dist.rank, shards.dist.world_size)
+            if state.resumed_batches and log is not None:
+                log(f"resumed from {resume_dir}: {state.resumed_batches} batches were finished before")
+        if resume_dir is not None or save_adversarial is not None:
+            shards.barrier()  # every process looks at the directories before any writes there (a fresh run must not see a sibling's file)
+        runner = EvalRunner(shards, state, keepers)
+        report = _run_stages(model, data, config, progress, runner, attacks, randomized, draws, device, started, watch, gallery)
     model.train(was_training)
     return report
 
 
-def resume_key(model: nn.Module, data: ImageDataset, config: EvalConfig, attacks: list, draws: int, device: torch.device,
-               execution: Execution) -> dict:
+def resume_key(model: nn.Module, data: ArrayDataset, config: EvalConfig, attacks: list, draws: int, device: torch.device,
+               save_adversarial: bool) -> dict:
     """What a saved evaluation state must have been made with to be resumed: everything that decides a batch's result."""
     info = getattr(model, "info", None)
     source = config.attack_model
@@ -73,17 +106,19 @@ def resume_key(model: nn.Module, data: ImageDataset, config: EvalConfig, attacks
             "large_eps_samples": config.large_eps_samples,
             "attack_model": None if source is None else (getattr(getattr(source, "info", None), "sha256", None) or model_digest(source)),
             "device": device.type, "torch": str(torch.__version__), "hardenctl": str(__version__),
-            "save_adversarial": execution.adversarial_dir is not None}
+            "save_adversarial": save_adversarial}
 
 
-def _run_stages(model: nn.Module, data: ImageDataset, config: EvalConfig, progress: Progress | None, execution: Execution,
-                attacks: list, randomized: bool, draws: int, device: torch.device, started: float) -> Report:
-    main = run_suite(model, data, attacks, config.eps, config.norm, config.batch_size, config.seed, draws, device, progress, "attacks")
+def _run_stages(model: nn.Module, data: ArrayDataset, config: EvalConfig, progress: Progress | None, runner: EvalRunner,
+                attacks: list, randomized: bool, draws: int, device: torch.device, started: float, watch: BufferWatch,
+                gallery: PictureKeeper) -> Report:
+    main = run_suite(model, data, attacks, config.eps, config.norm, config.batch_size, config.seed, draws, device, progress,
+                     "attacks", runner)
     n = len(data)
     num_classes = getattr(getattr(model, "info", None), "num_classes", None)
-    clean_accuracy = float(main.clean_correct.mean())
-    robust_accuracy = float(main.robust.float().mean())
-    attack_accuracy = {name: count / n for name, count in main.after_attack.items()}
+    counts = suite_counts(main, draws)
+    clean_accuracy, robust_accuracy = rate(counts["clean_correct"], n), rate(counts["robust_correct"], n)
+    attack_accuracy = {name: rate(count, n) for name, count in main.after_attack.items()}
 
     checks = suite_checks(main, config, randomized, draws, attack_accuracy)
     sweep: list[dict] = []
@@ -92,26 +127,19 @@ def _run_stages(model: nn.Module, data: ImageDataset, config: EvalConfig, progre
             if abs(eps - config.eps) < 1e-12:
                 accuracy = robust_accuracy
             elif eps == 0:
-                accuracy = float((main.clean_correct == 1).float().mean())
+                accuracy = rate(robust_count(main.clean_correct == 1), n)
             else:
                 result = run_suite(model, data, config.attacks_for(eps, draws), eps, config.norm, config.batch_size,
-                                   config.seed, draws, device, progress, f"eps {eps:.4g}")
-                accuracy = float(result.robust.float().mean())
+                                   config.seed, draws, device, progress, f"eps {eps:.4g}", runner)
+                accuracy = rate(robust_count(result.robust), n)
             sweep.append({"eps": eps, "robust_accuracy": accuracy})
         checks.append(sweep_check(sweep, n))
     if config.large_eps_samples > 0:
-        checks.append(large_eps_check(model, data.head(config.large_eps_samples), config, draws, device, progress))
-    changed, left_training = execution.buffer_changes()  # over every process, and the killed runs a state resumes
+        checks.append(large_eps_check(model, data.head(config.large_eps_samples), config, draws, device, progress, runner))
+    changed, left_training = watch.changes(runner.shards)  # over every process, and the killed runs a state resumes
     checks.append(buffers_check(changed, left_training))
 
-    per_class = {}
-    for label, name in enumerate(data.class_names):
-        mask = data.y == label
-        count = int(mask.sum())
-        if count:
-            per_class[str(label)] = {"name": name, "n": count,
-                                     "clean_accuracy": float(main.clean_correct[mask].mean()),
-                                     "robust_accuracy": float(main.robust[mask].float().mean())}
+    classes = per_class(main, data.y, data.class_names, draws)
     info = getattr(model, "info", None)
     extra = {}
     describe = getattr(model, "report_section", None)  # e.g. AToP's composite: its transform, and fixed or random
@@ -127,20 +155,15 @@ def _run_stages(model: nn.Module, data: ImageDataset, config: EvalConfig, progre
         extra["protected"] = protected_metrics(data.y, main.clean_correct, main.robust_prediction, config.protected,
                                                config.protected_cost, num_classes or len(data.class_names), main.robust)
         extra["protected"]["names"] = [data.class_names[i] for i in config.protected if i < len(data.class_names)]
-    names = [a.name for a in attacks]
     ids = getattr(data, "filenames", None)
     ids = ids() if callable(ids) else ids  # FolderDataset.filenames is a method
-    samples = SampleResults(
-        index=list(range(n)), source_id=[str(ids[i]) for i in range(n)] if ids is not None else [f"row {i}" for i in range(n)],
-        label=data.y.tolist(), clean_prediction=main.clean_prediction.tolist(), clean_correct=main.clean_correct.tolist(),
-        robust=main.robust.tolist(), broken_by=[names[b] if b >= 0 else None for b in main.broken_by.tolist()],
-        adversarial_prediction=main.robust_prediction.tolist())
+    samples = sample_results(main, data.y, ids, [a.name for a in attacks])
     return Report(
         schema_version=SCHEMA_VERSION,
         clean_accuracy=clean_accuracy,
         robust_accuracy=robust_accuracy,
         attacks=attack_accuracy,
-        per_class=per_class,
+        per_class=classes,
         n=n,
         eps=config.eps,
         norm=config.norm,
@@ -166,5 +189,6 @@ def _run_stages(model: nn.Module, data: ImageDataset, config: EvalConfig, progre
         seconds=time.perf_counter() - started,
         extra=extra,
         samples=samples,
-        pictures=execution.pictures(),
+        pictures=gallery.pictures(runner.shards),
+        counts=counts,
     )

@@ -8,16 +8,13 @@ so memory stays flat in ``n``.
 A batch is the unit of work: it is seeded by its start index, so it gives the same :class:`BatchResult` wherever
 and whenever it runs, and a :class:`SuiteResult` is assembled from batch results by sample index. Which batches
 run in this process, which were finished by an earlier (killed) process and what is kept after each is the
-business of the :class:`BatchRunner` in effect (:func:`running_batches`): the default runs every batch here;
-``evaluate`` puts an :class:`~hardenctl.evaluate.distributed.Execution` in effect, which shards batches over
-``torchrun`` processes, resumes from a saved state and keeps adversarial images. It is ambient rather than an
-argument so that every ``run_suite`` of an evaluation, the sanity checks' included, is sharded and resumable.
+business of the :class:`BatchRunner` passed to :func:`run_suite`: the default runs every batch here; ``evaluate``
+passes an :class:`~hardenctl.evaluate.runner.EvalRunner` (torchrun shards, a resume state, kept images) to every
+``run_suite`` of an evaluation, the sanity checks' included.
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
@@ -25,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import PGD, Attack, GradientStats
-from ..data import ImageDataset
+from ..data import ArrayDataset
 from .config import Progress
 
 BOUND_TOLERANCE = 1e-5
@@ -98,7 +95,7 @@ class BatchResult:
 
 class BatchRunner:
     """Which batches of a run go where, and what is kept after each. This default runs every batch in this
-    process, carries nothing over and keeps nothing (see :class:`~hardenctl.evaluate.distributed.Execution`)."""
+    process, carries nothing over and keeps nothing (see :class:`~hardenctl.evaluate.runner.EvalRunner`)."""
 
     def plan(self, stage: str, batches: int) -> tuple[list[int], list[BatchResult]]:
         """(batch numbers to run here, in increasing order; results carried over from an earlier process)."""
@@ -112,27 +109,9 @@ class BatchRunner:
         return results
 
 
-_RUNNER: ContextVar[BatchRunner | None] = ContextVar("hardenctl_batch_runner", default=None)
-
-
-@contextmanager
-def running_batches(runner: BatchRunner | None) -> Iterator[None]:
-    """Every :func:`run_suite` in this block uses ``runner`` (None: the default, every batch here)."""
-    token = _RUNNER.set(runner)
-    try:
-        yield
-    finally:
-        _RUNNER.reset(token)
-
-
 def stage_key(stage: str, eps: float, norm: str) -> str:
     """What names a run's batches in a saved state: its stage and threat model (two stages never share one)."""
     return f"{stage} [{norm} eps={eps!r}]"
-
-
-def buffers(model: nn.Module) -> dict[str, Tensor]:
-    """A copy of every buffer (BN statistics), to show an evaluation left them unchanged."""
-    return {name: buf.detach().clone() for name, buf in model.named_buffers()}
 
 
 def is_randomized(model: nn.Module, x: Tensor, tries: int = 3) -> bool:
@@ -171,12 +150,14 @@ def _check_bounds(x_adv: Tensor, x: Tensor, eps: float, norm: str, result: Batch
 
 
 def run_suite(
-    model: nn.Module, data: ImageDataset, attacks: Sequence[Attack], eps: float, norm: str, batch_size: int,
+    model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack], eps: float, norm: str, batch_size: int,
     seed: int, draws: int, device: torch.device, progress: Progress | None = None, stage: str = "attack",
+    runner: BatchRunner | None = None,
 ) -> SuiteResult:
-    """Clean and worst-case robust correctness per sample for one ε (batches run as the runner in effect says)."""
+    """Clean and worst-case robust correctness per sample for one ε; ``runner`` says which batches run here and
+    what is kept after each (None: every batch here, nothing kept)."""
     n = len(data)
-    runner = _RUNNER.get() or BatchRunner()
+    runner = runner or BatchRunner()
     key = stage_key(stage, eps, norm)
     todo, done = runner.plan(key, math.ceil(n / batch_size))
     done = list(done)
@@ -196,7 +177,7 @@ def run_suite(
     return result
 
 
-def _batches(data: ImageDataset, batch_size: int, numbers: Sequence[int]) -> Iterator[tuple[int, Tensor, Tensor]]:
+def _batches(data: ArrayDataset, batch_size: int, numbers: Sequence[int]) -> Iterator[tuple[int, Tensor, Tensor]]:
     """``(batch number, x, y)`` for the given batch numbers (increasing), decoding only those."""
     if not numbers:
         return

@@ -19,11 +19,12 @@ from torch import nn
 import hardenctl
 from hardenctl.attacks.suites import build_suite
 from hardenctl.data import load_dataset
-from hardenctl.distributed import Distributed
+from hardenctl.distributed import Distributed, rank_device
 from hardenctl.evaluate import EvalConfig, evaluate, run_suite
-from hardenctl.evaluate.distributed import owned_batches, rank_device, read_adversarial
+from hardenctl.evaluate.adversarial import read_adversarial
 from hardenctl.evaluate.samples import read_samples
-from hardenctl.evaluate.suite import BatchResult, BatchRunner, SuiteResult, running_batches
+from hardenctl.evaluate.sharding import owned_batches
+from hardenctl.evaluate.suite import BatchResult, BatchRunner, SuiteResult
 
 HERE = Path(__file__).resolve().parent
 
@@ -95,9 +96,8 @@ def test_unequal_shards_merge_exactly(digits_model_path, randomised):
     draws = 3 if randomised else 1
 
     def run(runner):
-        with running_batches(runner):
-            return run_suite(model, data, build_suite("standard", 0.1, "linf", draws, 0, 3, 10), 0.1, "linf", 8, 0, draws,
-                             torch.device("cpu"))
+        return run_suite(model, data, build_suite("standard", 0.1, "linf", draws, 0, 3, 10), 0.1, "linf", 8, 0, draws,
+                         torch.device("cpu"), runner=runner)
 
     whole = Recorder()
     reference = run(whole)
@@ -124,8 +124,8 @@ def test_assembling_refuses_a_gap_or_an_overlap(digits_model_path):
     model = hardenctl.load_model(digits_model_path)
     data = hardenctl.load_data("digits-test", model, n=20)
     whole = Recorder()
-    with running_batches(whole):
-        reference = run_suite(model, data, build_suite("quick", 0.1, "linf", 1, 0, 2, 10), 0.1, "linf", 8, 0, 1, torch.device("cpu"))
+    reference = run_suite(model, data, build_suite("quick", 0.1, "linf", 1, 0, 2, 10), 0.1, "linf", 8, 0, 1, torch.device("cpu"),
+                          runner=whole)
     batches = next(iter(whole.kept.values()))
     names = list(reference.after_attack)
     with pytest.raises(RuntimeError, match="sample 8"):
@@ -162,7 +162,6 @@ def torchrun_eval(tmp_path_factory, digits_model_path, digits_npz):
         from hardenctl.cli import main
         from hardenctl.distributed import Distributed
         from hardenctl.evaluate import EvalConfig, evaluate
-        from hardenctl.evaluate.distributed import Execution
 
         torch.set_num_threads(1)
         out, rank = {str(out)!r}, os.environ["RANK"]
@@ -173,7 +172,7 @@ def torchrun_eval(tmp_path_factory, digits_model_path, digits_npz):
                                     "--save-adversarial", out + "/adversarial", "--resume-dir", out + "/state"])
         model = Noisy(load_model({str(digits_model_path)!r}))
         report = evaluate(model, load_data({str(digits_npz)!r}, model, n=37), EvalConfig(**NOISY),
-                          execution=Execution(Distributed.from_env()))
+                          dist=Distributed.from_env())
         with open(os.path.join(out, "noisy-rank" + rank + ".json"), "w") as fh:
             json.dump({{"report": report.to_dict(), "samples": report.samples.rows()}}, fh)
         dist.destroy_process_group()

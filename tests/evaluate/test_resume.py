@@ -17,7 +17,7 @@ import torch
 import hardenctl
 from hardenctl.errors import UserError
 from hardenctl.evaluate import EvalConfig, evaluate
-from hardenctl.evaluate.distributed import Execution, read_adversarial
+from hardenctl.evaluate.adversarial import read_adversarial
 from hardenctl.evaluate.resume import EvalState, batch_numbers, finished_batches, state_files
 from hardenctl.evaluate.samples import read_samples
 from hardenctl.evaluate.suite import BatchResult
@@ -177,11 +177,11 @@ def test_interrupted_in_any_stage_resumes_to_the_same_result(small_run, tmp_path
     model, data, want = small_run
     config = SMALL
     with pytest.raises(Interrupt):
-        evaluate(model, data, config, interrupted_after(stage, samples), Execution(state_dir=tmp_path))
+        evaluate(model, data, config, interrupted_after(stage, samples), resume_dir=tmp_path)
     (tmp_path / ".state-rank0-of1.pt.x1y2.tmp").write_bytes(b"half a file")  # what a kill during a write leaves
     first: dict[str, int] = {}
     got = evaluate(model, data, config, lambda name, done, total: first.setdefault(name, done),
-                   execution=Execution(state_dir=tmp_path, resume=True))
+                   resume_dir=tmp_path, resume=True)
     # it continued from the last finished batch: finished stages are not run again, the interrupted one carries its batches
     assert {name: first.get(name) for name in resumed_first} == resumed_first
     assert without_seconds(json.loads(got.to_json())) == without_seconds(json.loads(want.to_json()))
@@ -196,9 +196,9 @@ def test_a_buffer_change_seen_before_the_kill_still_fails_the_check(digits_model
     killed = BufferWriter(hardenctl.load_model(digits_model_path), only_attacked=True)
     data = hardenctl.load_data("digits-test", killed, n=16)
     with pytest.raises(Interrupt):  # after the last batch: the resumed run has nothing left to attack
-        evaluate(killed, data, config, interrupted_after("attacks", 16), Execution(state_dir=tmp_path))
+        evaluate(killed, data, config, interrupted_after("attacks", 16), resume_dir=tmp_path)
     fresh = BufferWriter(hardenctl.load_model(digits_model_path), only_attacked=True)  # a new process reloads the model from its file
-    report = evaluate(fresh, data, config, execution=Execution(state_dir=tmp_path, resume=True))
+    report = evaluate(fresh, data, config, resume_dir=tmp_path, resume=True)
     check = {c.name: c for c in report.checks}["eval_mode_and_buffers_unchanged"]
     assert not check.passed and "calls" in check.detail
 
