@@ -1,6 +1,7 @@
 """``hardenctl`` command line: parse, call the API, print through one output sink.
 
-Exit codes: 0 success and every gate passed · 1 a gate failed · 2 bad input or usage.
+Exit codes: 0 success and every gate passed · 1 a gate failed · 2 bad input or usage · 3 an internal error (a crash:
+one line naming it and a log file holding the traceback; ``--debug`` prints the traceback too).
 
 torch and timm take seconds to import, so this module imports them (through ``api``) only inside
 the commands that need them: ``--help``, ``--version``, ``recipes`` and argument errors answer at once.
@@ -12,12 +13,13 @@ import sys
 import typer
 from rich.console import Console
 
-from ..errors import EXIT_OK, EXIT_USAGE, UserError
+from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UserError
 # importing the command modules registers their commands on the app, in this order in --help
 from . import evaluate  # noqa: F401, I001
 from . import harden  # noqa: F401
 from . import catalog  # noqa: F401
 from .app import app
+from .crash import debug_requested, describe, print_traceback, write_log
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click import exceptions as cli_errors
@@ -36,12 +38,14 @@ def _rank_label() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: one-line errors and exit code 2 for bad input, never a traceback."""
+    """Console entry point: one-line errors and exit code 2 for bad input, never a traceback; exit code 3 and one
+    line naming the log file for an internal error (the traceback printed too with ``--debug``)."""
     command = typer.main.get_command(app)
     err = Console(stderr=True, highlight=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `torchrun -m hardenctl -- eval --n 100`: the `--` keeps torchrun from reading --n as its own
         argv = argv[1:]
+    debug, argv = debug_requested(argv)
     try:
         code = command.main(args=argv, prog_name="hardenctl", standalone_mode=False)
         return int(code or 0) if isinstance(code, int) else EXIT_OK
@@ -59,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, getattr(cli_errors, "Abort", KeyboardInterrupt)):
         err.print("aborted")
         return 130
+    except Exception as exc:  # a bug or a crash below us: never exit 1 (a failed gate) or 2 (a user mistake)
+        if debug:
+            print_traceback(exc)
+        err.print(describe(exc, write_log(exc, argv), _rank_label(), debug), markup=False, soft_wrap=True)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -22,5 +22,7 @@ def _print_version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="On an internal error (exit 3) print the traceback too; "
+                                        "accepted anywhere on the command line (or HARDENCTL_DEBUG=1)")] = False,
 ) -> None:
     """Make timm image classifiers robust to adversarial attacks, and measure it honestly."""
