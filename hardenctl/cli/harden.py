@@ -143,7 +143,7 @@ def harden_command(
 @app.command("demo")
 def demo_command(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes its models and reports")] = Path("hardenctl-demo"),
-    n: Annotated[int, typer.Option(help="Test samples to evaluate")] = 200,
+    n: Annotated[int, typer.Option("--n", "-n", "--num-samples", help="Test samples to evaluate")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON before/after report on stdout")] = False,

@@ -1,0 +1,62 @@
+"""``torchrun -m hardenctl eval ... --n 96`` failed in torchrun's own parser (``--n`` abbreviates ``--nnodes``, ...).
+
+``-n`` and ``--num-samples`` are spellings torchrun cannot mistake (``--n`` is kept for plain runs); no other option of
+ours may be a prefix of one of torchrun's, or torchrun would take it (ambiguous: an error; unique: silently its own).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import typer
+from torch.distributed.run import get_args_parser
+
+from hardenctl.cli import app
+
+KEPT_FOR_PLAIN_RUNS = {"--n"}  # the old spelling: fine without torchrun, documented as -n/--num-samples under it
+
+
+def torchrun_reads(args: list[str]) -> list[str]:
+    """What torchrun's parser hands to ``-m hardenctl`` (argparse exits 2 on an option it finds ambiguous)."""
+    parsed = get_args_parser().parse_args(["--nproc_per_node=1", "-m", "hardenctl", *args])
+    return [parsed.training_script, *parsed.training_script_args]
+
+
+def option_strings(command: str) -> set[str]:
+    click_command = typer.main.get_command(app).commands[command]
+    return {s for p in click_command.params for s in (*p.opts, *p.secondary_opts) if s.startswith("-")}
+
+
+@pytest.mark.parametrize("command", ["eval", "harden", "demo"])
+def test_every_option_reaches_hardenctl_through_torchrun(command):
+    options = option_strings(command) | {"--debug"}
+    assert {"-n", "--num-samples"} <= options or command == "harden"
+    for option in sorted(options - KEPT_FOR_PLAIN_RUNS):
+        args = [command, "model.safetensors", option, "1"]
+        assert torchrun_reads(args) == ["hardenctl", *args], option
+
+
+def test_the_old_spelling_is_what_torchrun_refuses(capsys):
+    with pytest.raises(SystemExit):
+        torchrun_reads(["eval", "model.safetensors", "--n", "96"])
+    assert "ambiguous option: --n" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_eval_with_num_samples(digits_model_path, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "hardenctl", "eval",
+               str(digits_model_path), "--data", "digits-test", "--num-samples", "8", "--attacks", "fgsm", "--eps", "0.1",
+               "--device", "cpu", "--quiet", "--no-strict", "--report", str(tmp_path / "report.json")]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["n"] == report["counts"]["n"] == 8
+    short = subprocess.run([sys.executable, "-m", "hardenctl", "eval", str(digits_model_path), "--data", "digits-test", "-n", "5",
+                            "--attacks", "fgsm", "--eps", "0.1", "--quiet", "--no-strict", "--json"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert short.returncode == 0, short.stderr[-3000:]
+    assert json.loads(short.stdout)["n"] == 5
