@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from ..data import ImageDataset, TrainDataset, choose_augmentation, eval_transform, make_loader, train_transform
+from ..data import ArrayDataset, TrainDataset, choose_augmentation, eval_transform, make_loader, train_transform
 from ..recipes import RecipeConfig
 
 
@@ -34,7 +34,7 @@ def epoch_batches(train_set: Any, order: Tensor, batch_size: int, steps: int, ep
                   data_config: Any, channels: int, seed: int, workers: int | None) -> Iterator[tuple[Tensor, Tensor]]:
     """``steps`` batches ``(x float [0, 1], y)`` of this process's ``order``; in ``timm`` mode they come augmented."""
     mode = augmentation_mode(config, data_config)
-    if mode != "timm" and isinstance(train_set, ImageDataset):  # small in-memory images: index the tensor, no workers
+    if mode != "timm" and isinstance(train_set, ArrayDataset):  # small in-memory images: index the tensor, no workers
         for step in range(steps):
             index = order[step * batch_size:(step + 1) * batch_size]
             x = train_set.x[index]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import ImageDataset
+from ..data import Dataset
 from ..errors import UserError
 from ..recipes import RecipeConfig
 from .runtime import step_seed
@@ -17,7 +17,7 @@ def holdout_count(n: int, fraction: float) -> int:
     return int(round(fraction * n)) if fraction > 0 else 0
 
 
-def check_data(train_data: ImageDataset, eval_data: ImageDataset | None, fraction: float) -> None:
+def check_data(train_data: Dataset, eval_data: Dataset | None, fraction: float) -> None:
     """Refuse data that cannot train, pick an epoch or be reported on, before anything is written to --out.
 
     A held-out split that rounds to 0 images would silently turn ``select: best`` into ``last``, so it is refused
@@ -37,7 +37,7 @@ def check_data(train_data: ImageDataset, eval_data: ImageDataset | None, fractio
                         f"{raise_fraction}, or {other}")
 
 
-def split_holdout(data: ImageDataset, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset | None]:
+def split_holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
     """(training part, held-out part) from a seeded permutation; no held-out part for fraction 0.
 
     A fraction that rounds to 0 images also gives none: :func:`check_data` refuses that case first.

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..data import ImageDataset
+from ..data import Dataset
 from ..errors import UserError
 from ..evaluate import EvalConfig
 from ..models import ImageClassifier, resolve_device
@@ -34,7 +34,7 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
         raise UserError(f"--out {out_dir} already holds a harden run", "pass --resume to continue it, or a new --out directory")
 
 
-def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eval_data: ImageDataset | None,
+def harden(model: ImageClassifier, recipe: Recipe, train_data: Dataset, eval_data: Dataset | None,
            options: RunOptions, progress: TrainProgress | None = None, log: Log | None = None) -> HardenResult | None:
     """Train ``model`` with ``recipe``, then evaluate input and result and write ``options.out_dir``.
 
@@ -96,7 +96,7 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: ImageDataset, eva
                               options, progress, log)
 
 
-def travelling_names(info: Any, train_data: ImageDataset) -> tuple[list[str] | None, str | None]:
+def travelling_names(info: Any, train_data: Dataset) -> tuple[list[str] | None, str | None]:
     """The class names the hardened model gets from the training data (None: keep the input's), and a note when the
     data's names cannot travel.
 
@@ -113,7 +113,7 @@ def travelling_names(info: Any, train_data: ImageDataset) -> tuple[list[str] | N
                   "model carries no class names, like the input (a model names all its outputs or none)")
 
 
-def _input_baseline(input_model: ImageClassifier | None, recipe: Recipe, holdout: ImageDataset | None, options: RunOptions,
+def _input_baseline(input_model: ImageClassifier | None, recipe: Recipe, holdout: Dataset | None, options: RunOptions,
                     dist: Distributed, device: torch.device) -> tuple:
     """The input model's held-out clean, PGD (and, for the overfitting guard, FGSM) accuracy by the per-epoch monitor,
     measured once before epoch 1.

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import ImageDataset
+from ..data import Dataset
 from ..errors import UserError
 from ..files import atomic_path
 from ..models import ImageClassifier
@@ -43,7 +43,7 @@ def epoch_record(epoch: int, done: EpochResult, loss_total: float, steps: int, d
     }
 
 
-def train(model: ImageClassifier, recipe: Recipe, train_set: ImageDataset, holdout: ImageDataset | None,
+def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: Dataset | None,
           options: RunOptions, dist: Distributed, run_key: dict[str, Any],
           progress: TrainProgress | None = None, log: Log | None = None, baseline: Baseline | None = None,
           monitor: Scorer | None = None) -> TrainResult:

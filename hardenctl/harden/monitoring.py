@@ -11,7 +11,7 @@ from typing import Protocol
 
 from torch import nn
 
-from ..data import ImageDataset
+from ..data import Dataset
 from ..recipes import Recipe, RecipeConfig
 from . import guard
 from .runtime import Distributed
@@ -23,9 +23,9 @@ Baseline = tuple  # the input model's held-out (clean, PGD robust[, FGSM]) accur
 class Scorer(Protocol):
     """What the loop needs of a monitor (:class:`Monitor`, or a test's scripted one)."""
 
-    def score(self, model: nn.Module, data: ImageDataset | None) -> tuple[float | None, float | None]: ...
+    def score(self, model: nn.Module, data: Dataset | None) -> tuple[float | None, float | None]: ...
 
-    def fgsm(self, model: nn.Module, data: ImageDataset | None) -> float | None: ...
+    def fgsm(self, model: nn.Module, data: Dataset | None) -> float | None: ...
 
 
 @dataclass
@@ -43,22 +43,22 @@ class Monitor:
         """The recipe's monitor: its EOT draws, a batch of at least 64 images per process."""
         return cls(recipe.config, seed, dist, max(recipe.config.batch_size // dist.world_size, 64), recipe.monitor_eot())
 
-    def score(self, model: nn.Module, data: ImageDataset | None) -> tuple[float | None, float | None]:
+    def score(self, model: nn.Module, data: Dataset | None) -> tuple[float | None, float | None]:
         """(clean, PGD robust) accuracy; (None, None) without data."""
         return monitor(model, data, self.config, self.seed, self.dist, self.batch_size, self.draws)
 
-    def fgsm(self, model: nn.Module, data: ImageDataset | None) -> float | None:
+    def fgsm(self, model: nn.Module, data: Dataset | None) -> float | None:
         """Accuracy under FGSM, read by the overfitting guard."""
         return fgsm_accuracy(model, data, self.config, self.seed, self.dist, self.batch_size, self.draws)
 
 
-def monitor_sets(recipe: Recipe, train_set: ImageDataset, holdout: ImageDataset | None) -> tuple[ImageDataset, ImageDataset | None]:
+def monitor_sets(recipe: Recipe, train_set: Dataset, holdout: Dataset | None) -> tuple[Dataset, Dataset | None]:
     """The training and held-out images the per-epoch monitor scores (the first ``monitor_n`` of each)."""
     n = recipe.config.monitor_n
     return train_set.head(n), (holdout.head(n) if holdout is not None else None)
 
 
-def measure_input(model: nn.Module, recipe: Recipe, holdout: ImageDataset | None, scorer: Scorer) -> Baseline:
+def measure_input(model: nn.Module, recipe: Recipe, holdout: Dataset | None, scorer: Scorer) -> Baseline:
     """The input model's held-out (clean, PGD[, FGSM]) accuracy, by the same monitor as every epoch.
 
     FGSM only when the catastrophic-overfitting guard watches (:func:`guard.guard_active`).

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from torch import nn
 
-from ..data import ImageDataset
+from ..data import Dataset
 from ..evaluate import EvalConfig, evaluate
 from ..files import atomic_write, sha256_file
 from ..models import ImageClassifier, save_model, write_config_json
@@ -47,7 +47,7 @@ class RunFacts:
     notes: list[str] = field(default_factory=list)  # said before training (e.g. class names that could not travel)
 
 
-def same_evaluation(report: Any, info: Any, data: ImageDataset, config: EvalConfig) -> bool:
+def same_evaluation(report: Any, info: Any, data: Dataset, config: EvalConfig) -> bool:
     """Whether ``report`` evaluated this model on these samples with these attacks, seed and ε.
 
     A report does not record APGD steps or Square queries: the caller vouches for those.
@@ -89,7 +89,7 @@ def selection_notes(saved: SavedEpoch, history: list[dict[str, Any]], no_holdout
 
 
 def evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, recipe: Recipe, facts: RunFacts,
-                       eval_set: ImageDataset, eval_config: EvalConfig, options: RunOptions,
+                       eval_set: Dataset, eval_config: EvalConfig, options: RunOptions,
                        progress: TrainProgress | None = None, log: Log | None = None) -> HardenResult:
     """Evaluate input, saved and (when different) other candidate epoch alike; write every output file."""
     out_dir, info, config, result = Path(options.out_dir), input_model.info, recipe.config, facts.result

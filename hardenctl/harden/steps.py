@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import FGSM, PGD, Attack
-from ..data import ImageDataset
+from ..data import Dataset
 from ..evaluate import run_suite
 from ..recipes import LossFn, Recipe, RecipeConfig
 from .runtime import Distributed
@@ -98,7 +98,7 @@ def training_step(net: nn.Module, model: nn.Module, recipe: Recipe, attack: Atta
         return recipe.loss(net, x, y, x_adv)
 
 
-def monitor(model: nn.Module, data: ImageDataset | None, config: RecipeConfig, seed: int, dist: Distributed,
+def monitor(model: nn.Module, data: Dataset | None, config: RecipeConfig, seed: int, dist: Distributed,
             batch_size: int, draws: int = 1) -> tuple[float | None, float | None]:
     """(clean, PGD robust) accuracy of ``data`` in eval mode, split over the processes.
 
@@ -120,7 +120,7 @@ def monitor(model: nn.Module, data: ImageDataset | None, config: RecipeConfig, s
     return clean / len(data), robust / len(data)
 
 
-def fgsm_accuracy(model: nn.Module, data: ImageDataset | None, config: RecipeConfig, seed: int, dist: Distributed,
+def fgsm_accuracy(model: nn.Module, data: Dataset | None, config: RecipeConfig, seed: int, dist: Distributed,
                   batch_size: int, draws: int = 1) -> float | None:
     """Accuracy under FGSM (one step of ε, no random start) at the recipe's ε, eval mode, split over the processes.
 
