@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import typer
@@ -60,3 +61,33 @@ def test_torchrun_eval_with_num_samples(digits_model_path, tmp_path):
                            capture_output=True, text=True, env=env, timeout=300)
     assert short.returncode == 0, short.stderr[-3000:]
     assert json.loads(short.stdout)["n"] == 5
+
+
+@pytest.mark.slow
+def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_the_report(digits_model_path, tmp_path):
+    """2 gloo processes evaluate, then gating breaks on both: each rank prints its own line naming its own log."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(f"""
+        import sys
+        import hardenctl.api
+        from hardenctl.cli import main
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("gating broke")
+
+        hardenctl.api.gate = broken
+        sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8", "--batch-size", "4",
+                       "--attacks", "fgsm", "--eps", "0.1", "--device", "cpu", "--quiet", "--report", {str(tmp_path / "report.json")!r}]))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HARDENCTL_LOG_DIR": str(tmp_path / "logs")}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if "internal error" in line]
+    assert len(lines) == 2 and all("RuntimeError: gating broke" in line and "exitcode" not in line for line in lines), run.stderr[-3000:]
+    assert "exitcode: 3" in run.stderr  # what torchrun reports for the ranks
+    logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert [name.rsplit("-", 1)[1] for name in logs] == ["rank0.log", "rank1.log"]
+    for rank, name in enumerate(logs):
+        assert f"(rank {rank} of 2)" in next(line for line in lines if name in line)
+    assert json.loads((tmp_path / "report.json").read_text())["n"] == 8  # computed before the crash, so written
