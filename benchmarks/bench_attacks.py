@@ -12,23 +12,19 @@ Prints, measured in one run on one model and batch:
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
+from common import CIFAR, median_seconds
 from hardenctl.attacks import APGDCE, PGD
 from hardenctl.data import ImageDataset, load_dataset
 from hardenctl.demo import train_clean
 from hardenctl.evaluate import EvalConfig, evaluate
 from hardenctl.models import create_timm_model, wrap_model
-
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 def make_model(arch: str):
@@ -43,17 +39,6 @@ def bare_loop(model, x, y, passes: int) -> None:
         x_var = x.detach().requires_grad_(True)
         loss = F.cross_entropy(model(x_var), y)
         torch.autograd.grad(loss, x_var)
-
-
-def timed(fn, repeats: int) -> float:
-    """Median wall time of ``repeats`` runs (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_rss_mb(arch: str, n: int) -> tuple[float, float]:
@@ -104,12 +89,12 @@ def main() -> None:
     print(f"data: {source}")
 
     pgd = PGD(eps, steps=10)
-    t_pgd = timed(lambda: pgd(model, x, y), args.repeats)
-    t_bare10 = timed(lambda: bare_loop(model, x, y, 10), args.repeats)
+    t_pgd = median_seconds(lambda: pgd(model, x, y), args.repeats)
+    t_bare10 = median_seconds(lambda: bare_loop(model, x, y, 10), args.repeats)
     print(f"PGD-10      {t_pgd:8.3f} s   bare 10 fwd+bwd {t_bare10:8.3f} s   ratio {t_pgd / t_bare10:.3f}  (target <= 1.05)")
 
     apgd = APGDCE(eps, steps=100)
-    t_apgd = timed(lambda: apgd(model, x, y), max(1, args.repeats // 2))
+    t_apgd = median_seconds(lambda: apgd(model, x, y), max(1, args.repeats // 2))
     t_bare100 = t_bare10 * 10
     print(f"APGD-CE-100 {t_apgd:8.3f} s   bare 100 fwd+bwd {t_bare100:7.3f} s   ratio {t_apgd / t_bare100:.3f}")
 
@@ -117,7 +102,7 @@ def main() -> None:
         import torchattacks
 
         theirs = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=True)
-        t_theirs = timed(lambda: theirs(x, y), args.repeats)
+        t_theirs = median_seconds(lambda: theirs(x, y), args.repeats)
         print(f"torchattacks PGD-10 {t_theirs:8.3f} s   ours/theirs {t_pgd / t_theirs:.3f}")
     except ImportError:
         print("torchattacks not installed: skipped the comparison")

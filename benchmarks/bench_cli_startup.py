@@ -10,10 +10,10 @@ the median wall time of each command (a fresh process each time) and, for scale,
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
+
+from common import median_seconds
 
 COMMANDS = {
     "hardenctl --help": ["--help"],
@@ -25,12 +25,8 @@ COMMANDS = {
 
 
 def wall(argv: list[str], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    """Median wall seconds of a fresh process running ``argv`` (the first run counts: start-up is what is measured)."""
+    return median_seconds(lambda: subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), repeats, warmup=False)
 
 
 def main() -> int:

@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 
+from common import CIFAR
 from hardenctl.data import load_dataset
 from hardenctl.demo import make_demo_model
 from hardenctl.harden import RunOptions, harden
 from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 PAPER = {"profile": "paper", "batch_size": 32}  # lr 0.1 SGD, the high-lr regime where collapses are reported
 # (name, start model, overrides): start is "clean:ARCH" or "robust:EPS" (test_resnet after 15 PGD-AT epochs at EPS)
 DIGITS_RUNS = [

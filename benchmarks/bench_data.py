@@ -38,9 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-IMAGEWOOF = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagewoof"
-if not IMAGEWOOF.is_dir():
-    IMAGEWOOF = Path("/work/shared/data/imagewoof")
+from common import IMAGENET_MEAN, IMAGENET_STD, IMAGEWOOF, run_times
+
 RSS_TARGET = 1.10  # n2 / n1 peak RSS must stay below this
 
 
@@ -74,7 +73,7 @@ def make_model(path: Path, arch: str, size: int) -> None:
 
     torch.manual_seed(0)
     net = create_timm_model(arch, num_classes=10, in_chans=3, input_size=(size, size))
-    model = wrap_model(net, arch, 10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), input_size=(size, size))
+    model = wrap_model(net, arch, 10, IMAGENET_MEAN, IMAGENET_STD, input_size=(size, size))
     save_model(model, path)
 
 
@@ -187,15 +186,6 @@ def harden_rss(args, model: Path, trees: dict[int, Path], work: Path) -> dict[in
 
 
 # -------------------------------------------------------------------------------------- throughput
-def timed_passes(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def loader_throughput(args, model_path: Path, data: Path) -> dict:
     """images/s of one full pass of each loader over the first --loader-n photos (worker start-up included: every
     pass builds its own DataLoader, as evaluation and every training epoch do). Best of --loader-repeats."""
@@ -216,7 +206,7 @@ def loader_throughput(args, model_path: Path, data: Path) -> dict:
                 count += len(x)
             assert count == len(eval_set)
 
-        times = timed_passes(eval_pass, args.loader_repeats)
+        times = run_times(eval_pass, args.loader_repeats)
         results["eval"][workers] = {"images": len(eval_set), "seconds": times, "images_per_second": len(eval_set) / min(times)}
 
         train_set = load_data(str(data), model, split="train", workers=workers).head(args.loader_n)
@@ -230,7 +220,7 @@ def loader_throughput(args, model_path: Path, data: Path) -> dict:
                 count += len(x)
             assert count == steps * args.batch
 
-        times = timed_passes(train_pass, args.loader_repeats)
+        times = run_times(train_pass, args.loader_repeats)
         results["train"][workers] = {"images": steps * args.batch, "seconds": times,
                                      "images_per_second": steps * args.batch / min(times)}
         print(f"  workers {workers}: eval loader {results['eval'][workers]['images_per_second']:7.1f} img/s, "
@@ -275,7 +265,7 @@ def training_throughput(args, model_path: Path, data: Path) -> dict:
     for attack_steps in args.attack_steps:
         step, (x, y), _, _ = _trainer(model_path, data, args.batch, attack_steps)
         step(x, y)  # warm-up
-        times = timed_passes(lambda: step(x, y), args.step_repeats)
+        times = run_times(lambda: step(x, y), args.step_repeats)
         results[attack_steps] = {"seconds": times, "images_per_second": args.batch / statistics.median(times)}
         print(f"  PGD-AT step, attack_steps {attack_steps:2d}: {statistics.median(times):6.2f} s per batch of {args.batch} = "
               f"{results[attack_steps]['images_per_second']:6.1f} img/s (steps: {', '.join(f'{t:.2f}' for t in times)} s)", flush=True)
@@ -303,7 +293,7 @@ def fed_throughput(args, model_path: Path, data: Path) -> dict:
                 step(x, y)
             seconds = time.perf_counter() - started
             # the same steps on the batch held in memory, right after (the load of a shared machine drifts over minutes)
-            bare = timed_passes(lambda: step(x, y), args.step_repeats)
+            bare = run_times(lambda: step(x, y), args.step_repeats)
             fed, alone = steps * args.batch / seconds, args.batch / statistics.median(bare)
             results[attack_steps][workers] = {"seconds": seconds, "images_per_second": fed, "bare_seconds": bare,
                                               "bare_images_per_second": alone, "fed_over_bare": fed / alone}

@@ -34,7 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "test.npz"
+from common import CIFAR, run_times
+
+CIFAR_TEST = CIFAR / "test.npz"
 
 
 def prepare(out: Path, arch: str, size: int) -> tuple[Path, Path, str]:
@@ -43,8 +45,8 @@ def prepare(out: Path, arch: str, size: int) -> tuple[Path, Path, str]:
     from hardenctl.models import create_timm_model, save_model, wrap_model
 
     torch.manual_seed(0)
-    if CIFAR.exists():
-        with np.load(CIFAR) as data:
+    if CIFAR_TEST.exists():
+        with np.load(CIFAR_TEST) as data:
             x, source = data["x"][:4096], "cifar10 test"
     else:
         digits = load_dataset("digits")
@@ -119,12 +121,7 @@ def save_ms(state_file: Path) -> float:
     state.loaded = loaded.loaded
     for stage, batches in loaded.loaded.items():
         state.carried(stage, sorted(batches))
-    times = []
-    for _ in range(15):
-        start = time.perf_counter()
-        state.save(saved["extra"])
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(run_times(lambda: state.save(saved["extra"]), 15))
 
 
 def peak_rss_mb(model: Path, data: Path, n: int, state: Path | None, env: dict) -> float:
