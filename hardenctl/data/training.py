@@ -26,17 +26,20 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed python ``random``, numpy and torch's CPU generator; restore their states on exit."""
-    saved = random.getstate(), np.random.get_state(), torch.random.default_generator.get_state()
-    random.seed(seed)
-    np.random.seed(seed & 0xFFFFFFFF)
-    torch.random.default_generator.manual_seed(seed)  # CPU only: CUDA streams of the caller stay untouched
-    try:
-        yield
-    finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.random.default_generator.set_state(saved[2])
+    """Seed python ``random``, numpy and torch's CPU generator; restore their states on exit.
+
+    torch's own :func:`torch.random.fork_rng` saves and restores torch's streams (CPU only here: the caller's CUDA
+    streams stay untouched); timm's transforms also draw from ``random`` and numpy, which it does not cover."""
+    saved = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed & 0xFFFFFFFF)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
 
 
 class TrainDataset(torch.utils.data.Dataset):

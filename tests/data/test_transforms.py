@@ -31,11 +31,13 @@ def exact():
     return Image.fromarray(pattern(np.random.default_rng(1), 32, 32))
 
 
-def test_undeclared_crop_passes_images_at_the_input_size(exact, photo):
+def test_undeclared_crop_resizes_and_crops_even_an_image_at_the_input_size(exact, photo):
+    """As timm's validate.py does: a photo that happens to have the input size is still zoomed and cropped (the
+    arrays' "used as is" convention lives in prepare_arrays, tested in test_arrays.py)."""
     config = DataConfig(input_size=(32, 32))
     out = eval_transform(config, 3)(exact)
-    assert torch.equal(out, torch.from_numpy(np.array(exact)).permute(2, 0, 1).float() / 255)
-    assert not torch.equal(out, timm_eval((32, 32), 0.875)(exact))  # timm alone would zoom and crop it
+    assert torch.equal(out, timm_eval((32, 32), 0.875)(exact))
+    assert not torch.equal(out, torch.from_numpy(np.array(exact)).permute(2, 0, 1).float() / 255)
     assert torch.equal(eval_transform(config, 3)(photo), timm_eval((32, 32), 0.875)(photo))
 
 
@@ -79,6 +81,11 @@ def test_seeded_restores_the_caller_s_random_streams():
     with seeded(123):
         random.random(), np.random.rand(), torch.rand(3)
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+    with seeded(123):
+        first = random.random(), np.random.rand(), torch.rand(2)
+    with seeded(123):
+        again = random.random(), np.random.rand(), torch.rand(2)
+    assert first[:2] == again[:2] and torch.equal(first[2], again[2])  # the seed, not the caller's state, decides
 
 
 @pytest.fixture
