@@ -12,10 +12,13 @@ Square, worst case; budgets cut to fit, see the section) and PGD-20 + EOT. For (
 is added: the standard suite computed on the classifier alone and scored through the pipeline, which RECIPES.md warns
 overstates robustness. Wall times of training and of each evaluation are recorded.
 
-Sized for about 25 minutes on 2 CPU cores with a 10k-image training set and ``eval_n`` 200 (the defaults below);
-``bench_recipes.py`` calls :func:`run_atop_study`, or run it alone:
+Sized for about 25 minutes on 2 CPU cores with a 10k-image training set and ``eval_n`` 200 (the defaults below).
+Run it alone on a model trained by ``study_recipes.py`` (``--input``), or let ``bench_recipes.py --study atop`` train
+(or reuse) that clean input model with the recipes study's options and write the RESULTS.md section
+(:func:`main_from_recipes`):
 
     python benchmarks/atop_study.py --train-n 10000 --eval-n 200
+    python benchmarks/bench_recipes.py --study atop --eval-n 200
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Any
 
 import torch
 
+from common import CIFAR, ROOT, minutes_log
 from hardenctl import __version__, api
 from hardenctl.data import ImageDataset, load_dataset
 from hardenctl.evaluate import EvalConfig, evaluate
@@ -37,9 +41,8 @@ from hardenctl.files import atomic_write
 from hardenctl.harden import checkpoint_path, read_checkpoint_state
 from hardenctl.recipes import load_recipe
 from hardenctl.recipes.atop import BPDA_LABEL
+from study_setup import prepare, publish, study_parser
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 HEADING = "## AToP (issue 6)"
 EPS = 8 / 255
 
@@ -140,7 +143,18 @@ def atop_markdown(numbers: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main_from_recipes(argv: list[str] | None = None) -> int:
+    """The study on the recipes study's clean input model (trained first when missing), with the recipes study's options
+    (``--eval-n``, ``--seed``, ``--channels-last``, ``--out``; the purifier's own settings keep their defaults); writes
+    the RESULTS.md section."""
+    args = study_parser("AToP (issue 6) on the clean-pretrained input model of study_recipes.py").parse_args(argv)
+    setup = prepare(args)
+    section = run_atop_study(setup.input_path, setup.train_data, setup.test_full, args.out / "atop", seed=args.seed, eval_n=args.eval_n,
+                             log=setup.log, channels_last=args.channels_last)
+    return publish(args, HEADING, section)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", type=Path, default=ROOT / "benchmarks" / "out" / "recipes" / "pretrain" / "model.safetensors")
     parser.add_argument("--train-n", type=int, default=10000)
@@ -155,10 +169,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "atop")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    started = time.time()
-    log = lambda message: print(f"[{(time.time() - started) / 60:5.1f} min] {message}", flush=True)
+    log = minutes_log()
     section = run_atop_study(args.input, load_dataset(str(CIFAR / "train.npz")).head(args.train_n),
                              load_dataset(str(CIFAR / "test.npz")), args.out, seed=args.seed, eval_n=args.eval_n, log=log,
                              pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs,
