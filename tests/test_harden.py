@@ -189,7 +189,8 @@ def test_mart_raises_robust_accuracy_on_held_out_digits(mart_run):
 
 def test_outputs_are_complete(mart_run, digits_model_path):
     names = sorted(p.name for p in mart_run.iterdir())
-    assert names == ["checkpoints", "config.json", "model.safetensors", "recipe.yaml", "report.json", "report.md", "train_log.jsonl"]
+    assert names == ["README.md", "checkpoints", "config.json", "model.safetensors", "recipe.yaml", "report.json", "report.md",
+                     "train_log.jsonl"]
     assert sorted(p.name for p in (mart_run / "checkpoints").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
     log = [json.loads(line) for line in (mart_run / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
@@ -220,6 +221,19 @@ def test_outputs_are_complete(mart_run, digits_model_path):
     assert extra["input_checkpoint_sha256"] == sha256_file(digits_model_path) == report["input_checkpoint"]["sha256"]
     assert report["hardened"]["model_sha256"] == sha256_file(mart_run / "model.safetensors")
     assert not list(mart_run.rglob("*.tmp"))
+
+
+def test_the_hardened_folder_carries_a_model_card_the_hub_reads(mart_run):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(mart_run / "README.md")
+    report = json.loads((mart_run / "report.json").read_text())
+    assert card.data.library_name == "timm" and "mart" in card.data.tags
+    robust = next(r for r in card.data.eval_results if r.metric_name.startswith("robust accuracy"))
+    assert robust.metric_value == report["hardened"]["robust_accuracy"] and robust.metric_args["n"] == 200
+    assert robust.dataset_name == "digits-test"
+    clean = next(r for r in card.data.eval_results if r.metric_name == "clean accuracy")
+    assert clean.metric_value == report["hardened"]["clean_accuracy"]
 
 
 def test_hardened_model_loads_in_eval_and_in_plain_timm(mart_run, cli):

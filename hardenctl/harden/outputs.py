@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ..evaluate import EvalConfig, evaluate
 from ..files import atomic_write, sha256_file
 from ..models import ImageClassifier, save_model, write_config_json
 from ..recipes import Recipe
+from ..report.card import model_card
 from ..version import __version__
 from .checkpoints import TrainResult, checkpoint_path, read_checkpoint_state, write_train_log
 from .guard import guard_active
@@ -165,4 +167,6 @@ def evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, r
     write_train_log(out_dir / "train_log.jsonl", result.history)
     atomic_write(out_dir / "report.json", report.to_json())
     atomic_write(out_dir / "report.md", report.to_markdown())
+    # the model card the Hub shows when the folder is pushed (`hardenctl card` rewrites it with a repo id or dataset)
+    atomic_write(out_dir / "README.md", str(model_card(json.loads(report.to_json()))))
     return HardenResult(report, model_path, out_dir)
