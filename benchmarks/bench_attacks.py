@@ -8,6 +8,16 @@ Prints, measured in one run on one model and batch:
   * peak resident memory of `evaluate` at two values of n (should stay flat)
 
     python benchmarks/bench_attacks.py [--arch resnet10t] [--batch 128] [--repeats 5] [--threads 2]
+
+With ``--vs-autoattack`` it prints instead (issue 20) our `standard` suite next to the reference AutoAttack
+`standard` (pyautoattack), run in turn in one process on the same CIFAR-10 test images, model and seed: wall
+seconds, the ratio, robust accuracy, and per attack of ours the work (seconds, forward and backward
+image-passes, points attacked and broken). The model is a resnet10t trained 3 clean + 4 PGD-5 epochs on the
+CIFAR-10 subset, cached under benchmarks/out/ (git-ignored) after the first run (~20 min on 1 busy core).
+
+    python benchmarks/bench_attacks.py --vs-autoattack [--vs-n 200] [--threads 2] [--order ours,reference,plain]
+
+``plain`` is ours with the speed-ups off (no inference copy, APGD keeps fooled points in its batch).
 """
 from __future__ import annotations
 
@@ -19,8 +29,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import CIFAR, median_seconds
-from hardenctl.attacks import APGDCE, PGD
+from common import CIFAR, CIFAR_MEAN, CIFAR_STD, ROOT, median_seconds
+from hardenctl.attacks import APGDCE, APGDT, PGD, Square
 from hardenctl.data import ImageDataset, load_dataset
 from hardenctl.demo import train_clean
 from hardenctl.evaluate import EvalConfig, evaluate
@@ -57,6 +67,93 @@ def peak_rss_mb(arch: str, n: int) -> tuple[float, float]:
     return float(before), float(after)
 
 
+ROBUST_CACHE = ROOT / "benchmarks" / "out" / "pgd_resnet10t_cifar10.pt"
+
+
+def robust_model(clean_epochs: int = 3, pgd_epochs: int = 4):
+    """A PGD-trained resnet10t (CIFAR-10 normalisation): trained once, then read from ROBUST_CACHE."""
+    torch.manual_seed(0)
+    model = wrap_model(create_timm_model("resnet10t", num_classes=10, in_chans=3), "resnet10t", 10, CIFAR_MEAN, CIFAR_STD)
+    if ROBUST_CACHE.is_file():
+        model.load_state_dict(torch.load(ROBUST_CACHE, weights_only=True))
+        return model.eval()
+    data = load_dataset(str(CIFAR / "train.npz"))
+    train_clean(model, data, epochs=clean_epochs, lr=2e-3, batch_size=128)
+    eps = 8 / 255
+    attack, optimizer = PGD(eps, steps=5, alpha=2.5 * eps / 5), torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(1)
+    for epoch in range(pgd_epochs):
+        order = torch.randperm(len(data), generator=generator)
+        for start in range(0, len(data), 128):
+            index = order[start:start + 128]
+            x, y = data.take(index).pixels(0, len(index)), data.y[index]
+            x_adv = attack(model, x, y)
+            model.train()
+            loss = F.cross_entropy(model(x_adv), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        print(f"PGD-AT epoch {epoch}: last batch loss {loss.item():.3f}", flush=True)
+    ROBUST_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), ROBUST_CACHE)
+    return model.eval()
+
+
+def our_standard(model, x, y, optimised: bool, seed: int = 0):
+    """Our `standard` suite as evaluate runs it (each attack on the points still robust), with its work per attack."""
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    with torch.no_grad():
+        robust = model(x).argmax(1) == y
+    rows = []
+    for attack in (APGDCE(8 / 255), APGDT(8 / 255), Square(8 / 255)):
+        attack.fast = optimised
+        attack.drop_fooled = optimised  # read by APGD only
+        index = robust.nonzero().squeeze(1)
+        if index.numel():
+            x_adv = attack(model, x[index], y[index])
+            with torch.no_grad():
+                robust[index[model(x_adv).argmax(1) != y[index]]] = False
+        work = attack.work
+        rows.append(f"    {attack.name:8s} {work.seconds:7.1f} s  forward {work.forward:7d}  backward {work.backward:7d}  "
+                    f"attacked {work.attacked:4d}  broken {work.broken:4d}  {attack.fast_fallback}")
+    return time.perf_counter() - started, float(robust.float().mean()), rows
+
+
+def reference_standard(model, x, y, seed: int = 0):
+    """pyautoattack's AutoAttack `standard` (APGD-CE, APGD-T, FAB-T, Square), one batch."""
+    from pyautoattack import AutoAttack
+
+    started = time.perf_counter()
+    runner = AutoAttack(model, norm="Linf", eps=8 / 255, version="standard", seed=seed, device="cpu")
+    x_adv, _ = runner.run_standard_evaluation(x.contiguous(), y.contiguous(), batch_size=x.shape[0])
+    with torch.no_grad():
+        return time.perf_counter() - started, float((model(x_adv).argmax(1) == y).float().mean())
+
+
+def vs_autoattack(n: int, order: list[str]) -> None:
+    """Ours vs the reference, run in turn in this process: only the ratios mean much on a shared machine."""
+    model = robust_model()
+    test = load_dataset(str(CIFAR / "test.npz"), n=n)
+    x, y = test.pixels(0, n), test.y
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).float().mean())
+    print(f"resnet10t PGD-trained, CIFAR-10 test[:{n}], clean {clean:.3f}, L-inf 8/255, seed 0, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    seconds: dict[str, float] = {}
+    for what in order:
+        if what == "reference":
+            seconds[what], robust = reference_standard(model, x, y)
+            print(f"reference AutoAttack standard {seconds[what]:7.1f} s  robust {robust:.3f}", flush=True)
+        else:
+            seconds[what], robust, rows = our_standard(model, x, y, optimised=what == "ours")
+            print(f"{what:29s} {seconds[what]:7.1f} s  robust {robust:.3f}", flush=True)
+            print("\n".join(rows), flush=True)
+    if "reference" in seconds:
+        for what in seconds.keys() - {"reference"}:
+            print(f"{what} / reference: {seconds[what] / seconds['reference']:.2f}  (target <= 0.45, stretch <= 0.30)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet10t")
@@ -65,8 +162,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--suite-images", type=int, default=64)
     parser.add_argument("--train-epochs", type=int, default=3)
+    parser.add_argument("--vs-autoattack", action="store_true", help="our standard suite next to the reference")
+    parser.add_argument("--vs-n", type=int, default=200, help="images for --vs-autoattack")
+    parser.add_argument("--order", default="ours,reference,plain", help="runs for --vs-autoattack, in this order")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.vs_autoattack:
+        vs_autoattack(args.vs_n, args.order.split(","))
+        return
     model = make_model(args.arch)
     if (CIFAR / "train.npz").is_file():
         # A briefly trained model on real images: an untrained net is near-constant, which makes
