@@ -124,10 +124,22 @@ class Untraceable(nn.Module):
         return -self.inner(x)
 
 
+class BufferWriter(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
 def test_inference_copy_falls_back_to_the_model_when_it_cannot_be_trusted(model, test_data, monkeypatch):
     x, y = test_data
-    noisy, untraceable = NoisyModel(model).eval(), Untraceable(model).eval()
+    noisy, untraceable, writer = NoisyModel(model).eval(), Untraceable(model).eval(), BufferWriter(model).eval()
     assert inference_copy(noisy, x) == (noisy, "not deterministic")
+    assert inference_copy(writer, x) == (writer, "changes its buffers")  # the evaluation's buffer check must see it
     assert inference_copy(untraceable, x)[0] is untraceable
     import torch.fx.experimental.optimization as optimization
 
