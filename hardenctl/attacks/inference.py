@@ -14,6 +14,7 @@ passes left the model's buffers as they were.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +57,45 @@ def inference_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     if not torch.isfinite(folded).all() or float((folded - first).abs().max()) > limit \
             or not torch.equal(folded.argmax(dim=1), first.argmax(dim=1)):
         return model, "copy's logits differ"
-    return fast, ""
+    frozen = _frozen(fast, x, first, limit)
+    return (fast if frozen is None else GradOrFrozen(fast, frozen)), ""
+
+
+def _frozen(fast: nn.Module, x: Tensor, expected: Tensor, limit: float) -> nn.Module | None:
+    """A frozen TorchScript copy with oneDNN weight prepacking for the no-gradient passes, or None.
+
+    ``optimize_for_inference`` measured ~0.85x the time of the folded copy on a 21-image
+    resnet10t forward (1 CPU thread). It is traced on 2 images and checked on all of ``x``, so a
+    batch size baked into the trace is caught. The torch.jit APIs are deprecated (FutureWarning):
+    when they fail or go, the folded copy serves these passes too.
+    """
+    if x.shape[0] < 3:
+        return None
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(fast, x[:2]).eval()))
+            with torch.inference_mode():
+                got = frozen(x)
+    except Exception:  # noqa: BLE001
+        return None
+    if got.shape != expected.shape or float((got - expected).abs().max()) > limit \
+            or not torch.equal(got.argmax(dim=1), expected.argmax(dim=1)):
+        return None
+    return frozen
+
+
+class GradOrFrozen(nn.Module):
+    """The folded copy when a gradient is needed, the frozen one (no autograd at all) otherwise."""
+
+    def __init__(self, grad: nn.Module, frozen: nn.Module):
+        super().__init__()
+        self.grad, self.frozen = grad, frozen
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return self.grad(x)
+        return self.frozen(x)
 
 
 class ChannelsLast(nn.Module):

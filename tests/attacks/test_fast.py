@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from hardenctl.attacks import APGDCE, APGDT, PGD, Square, build_attack
-from hardenctl.attacks.inference import inference_copy
+from hardenctl.attacks.inference import GradOrFrozen, inference_copy
 from hardenctl.attacks.suites import build_custom, build_suite
 
 
@@ -102,6 +102,29 @@ def test_inference_copy_folds_batchnorm_and_matches_the_logits(model, test_data)
     assert not any(p.requires_grad for p in fast.parameters())
     with torch.no_grad():
         assert torch.allclose(fast(x), model(x), atol=1e-5)
+    assert isinstance(fast, GradOrFrozen)  # no-gradient passes go to a frozen TorchScript copy...
+    with torch.inference_mode():
+        assert torch.allclose(fast.frozen(x[:5]), model(x[:5]), atol=1e-5)  # ...any batch size, not the traced one
+    x_var = x[:5].clone().requires_grad_(True)
+    (g_fast,) = torch.autograd.grad(fast(x_var).logsumexp(1).sum(), x_var)  # gradients go to the folded copy
+    (g_model,) = torch.autograd.grad(model(x_var).logsumexp(1).sum(), x_var)
+    assert torch.allclose(g_fast, g_model, atol=1e-5)
+
+
+def test_a_frozen_copy_that_disagrees_is_not_used(model, test_data, monkeypatch):
+    x, _ = test_data
+
+    class OffByOne(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) + torch.arange(self.inner(x).shape[1]) * 1e-2
+
+    monkeypatch.setattr(torch.jit, "optimize_for_inference", OffByOne)
+    fast, why = inference_copy(model.eval(), x)
+    assert why == "" and not isinstance(fast, GradOrFrozen)  # the folded copy serves every pass
 
 
 class NoisyModel(nn.Module):
