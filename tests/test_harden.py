@@ -292,11 +292,14 @@ def test_resume_with_other_settings_names_them(mart_run, digits_model_path, cli)
 def test_ddp_matches_one_process_and_only_rank_0_writes(tmp_path, cli):
     """Same global batch and seed: the first epoch's loss matches a single-process run; rank 1 writes nothing.
 
-    A GroupNorm model, so that per-process batch statistics cannot differ from the global ones.
+    A GroupNorm model, so that per-process batch statistics cannot differ from the global ones. A small lr keeps the
+    trajectory stable, so the comparison tests the DDP arithmetic rather than float chaos: at lr 0.05 the all-reduce's
+    other summation order grew to 9.7e-6 relative over the epoch's 10 steps on one machine (1.4e-8 on another), at
+    lr 1e-4 it is 1.8e-8, while giving rank 1 rank 0's share of the crops is 2e-2.
     """
     checkpoint = save_model(digits_model("test_efficientnet_gn"), tmp_path / "gn.safetensors")
     args = [str(checkpoint), "--recipe", "pgd-at", "--data", "digits-train", "--epochs", "1", "--batch-size", "128",
-            "--lr", "0.05", "--set", "attack_steps=2", "--set", "eps=0.1", "--set", "attack_alpha=0.05",
+            "--lr", "0.0001", "--set", "attack_steps=2", "--set", "eps=0.1", "--set", "attack_alpha=0.05",
             "--set", "augment=crop-flip", "--set", "crop_padding=1", "--set", "monitor_n=32",
             "--eval-n", "16", "--suite", "quick", "--eps", "0.1", "--device", "cpu", "--quiet"]
     worker = tmp_path / "worker.py"
@@ -316,7 +319,7 @@ def test_ddp_matches_one_process_and_only_rank_0_writes(tmp_path, cli):
     assert code == 0, err
     ddp_log = json.loads((tmp_path / "rank0" / "train_log.jsonl").read_text().splitlines()[0])
     single_log = json.loads((tmp_path / "single" / "train_log.jsonl").read_text().splitlines()[0])
-    assert ddp_log["loss"] == pytest.approx(single_log["loss"], rel=1e-6)  # measured: 1.4e-8
+    assert ddp_log["loss"] == pytest.approx(single_log["loss"], rel=1e-6)  # measured: 1.8e-8
     assert json.loads((tmp_path / "rank0" / "report.json").read_text())["runtime"]["world_size"] == 2
 
 
