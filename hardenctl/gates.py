@@ -118,6 +118,19 @@ def paired_comparison(report: Report, baseline_samples: SampleResults, baseline_
     }
 
 
+def drop_gates(report: Report, baseline: Report, max_drop: float, paired: dict[str, Any] | None = None) -> list[Gate]:
+    """``max_drop_clean_accuracy``/``max_drop_robust_accuracy``: the fall from ``baseline`` may be at most ``max_drop``,
+    measured sample by sample when ``paired`` (a :func:`paired_comparison`) is given, else between the two rates."""
+    gates = []
+    for metric in ("clean_accuracy", "robust_accuracy"):
+        if paired is not None:
+            fall, basis = paired[metric.split("_")[0]]["difference"], "paired"
+        else:
+            fall, basis = getattr(baseline, metric) - getattr(report, metric), "rates"
+        gates.append(Gate(f"max_drop_{metric}", max_drop, fall, fall <= max_drop + 1e-12, basis))
+    return gates
+
+
 def apply_gates(
     report: Report,
     min_clean_acc: float | None = None,
@@ -157,12 +170,7 @@ def apply_gates(
         if baseline_samples is not None:
             paired = paired_comparison(report, baseline_samples, baseline_name, baseline_samples_name)
             report.extra["paired"] = paired
-        for metric in ("clean_accuracy", "robust_accuracy"):
-            if paired is not None:
-                fall, basis = paired[metric.split("_")[0]]["difference"], "paired"
-            else:
-                fall, basis = getattr(baseline, metric) - getattr(report, metric), "rates"
-            gates.append(Gate(f"max_drop_{metric}", drop, fall, fall <= drop + 1e-12, basis))
+        gates += drop_gates(report, baseline, drop, paired)
     gates.append(check_gate(report, strict, allowed_checks))
     report.gates.extend(gates)
     return gates

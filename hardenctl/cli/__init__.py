@@ -18,6 +18,7 @@ from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UserError
 from . import evaluate  # noqa: F401, I001
 from . import harden  # noqa: F401
 from . import catalog  # noqa: F401
+from . import release  # noqa: F401
 from .app import app
 from .crash import debug_requested, describe, print_traceback, write_log
 

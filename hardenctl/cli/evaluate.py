@@ -66,6 +66,7 @@ def eval_command(
     save_adversarial: Annotated[Optional[Path], typer.Option(help="Keep every sample's worst-case adversarial image in this directory (float32, lossless: one .npz per batch, named by sample index)")] = None,
     resume_dir: Annotated[Optional[Path], typer.Option(help="Keep the evaluation's state in this directory, saved after every batch (one file per process)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the killed evaluation whose state is in --resume-dir")] = False,
+    robustbench_json: Annotated[Optional[Path], typer.Option(help="Also write a RobustBench-style model_info entry here (README: which fields are ours)")] = None,
 ) -> None:
     """Measure clean and robust accuracy of a checkpoint and gate on it.
 
@@ -143,14 +144,21 @@ def eval_command(
         if result.failed_gates:
             raise typer.Exit(EXIT_GATE_FAILED)
         return
-    finish(result, out, report, markdown, junit, samples=samples, html=html, failure=failure)
+    finish(result, out, report, markdown, junit, samples=samples, html=html, failure=failure, robustbench_json=robustbench_json)
 
 
 def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path],
-           samples: Optional[Path] = None, html: Optional[Path] = None, failure: Exception | None = None) -> None:
+           samples: Optional[Path] = None, html: Optional[Path] = None, failure: Exception | None = None,
+           robustbench_json: Optional[Path] = None) -> None:
     """Write outputs, print, and exit 1 when a gate failed; ``failure`` (an internal error met after the report was
     computed) is raised once every requested file is written."""
     notes = api_module().write_outputs(result, json=report, markdown=markdown, junit=junit, html=html, samples=samples)
+    if robustbench_json is not None and failure is None:
+        import json
+
+        from ..report.robustbench import write_entry
+
+        write_entry(json.loads(result.to_json()), robustbench_json)
     if failure is not None:
         raise failure
     paired = result.extra.get("paired")
@@ -168,5 +176,20 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
     failed = result.failed_gates
     for gate in failed:
         out.err.print(describe_failure(result, gate), markup=False, soft_wrap=True)  # one line each, for CI logs and greps
+    speak_github_actions(result, out)
     if failed:
         raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def speak_github_actions(result, out: Output) -> None:
+    """Under GitHub Actions: the Markdown report on the run's summary page, and an annotation for each failed gate
+    (``::error``) and sanity check (``::error`` when it fails the gate, ``::warning`` when accepted)."""
+    from ..report import render_markdown
+    from ..report.github import append_step_summary, gate_annotations, in_github_actions
+
+    if not in_github_actions():
+        return
+    append_step_summary(render_markdown(result))
+    for line in gate_annotations(result.failed_gates, result.checks, result.accepted_checks,
+                                 describe=lambda gate: describe_failure(result, gate)):
+        out.workflow_command(line)

@@ -19,11 +19,20 @@ class Output:
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(message, soft_wrap=True)
+            self.err.print(message, soft_wrap=True, markup=False)  # paths and class names are data, not rich markup
 
     def warn(self, message: str) -> None:
         if not self.as_json or not self.quiet:
-            self.err.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+            from rich.markup import escape
+
+            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+
+    def workflow_command(self, line: str) -> None:
+        """A GitHub Actions workflow command (``::error ...``): on stdout, where the runner reads them, unless stdout
+        carries the JSON report; then on stderr, which the runner reads too. Printed even with --quiet."""
+        stream = sys.stderr if self.as_json else sys.stdout
+        stream.write(line + "\n")
+        stream.flush()
 
     def table(self, renderable) -> None:
         if not self.quiet and not self.as_json:

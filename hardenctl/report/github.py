@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 
 def in_github_actions(environ: dict[str, str] | None = None) -> bool:
@@ -30,17 +30,19 @@ def command(level: str, title: str, message: str) -> str:
     return f"::{level} title={_property(title)}::{_data(message)}"
 
 
-def gate_annotations(gates: Iterable[Any], checks: Iterable[Any], accepted_checks: Iterable[str] = ()) -> list[str]:
-    """``::error`` for each failed gate (naming the gate, the value and the threshold); for each failed sanity
-    check ``::error`` when it fails the gate (strict, the default) or ``::warning`` when it was accepted."""
+def gate_annotations(gates: Iterable[Any], checks: Iterable[Any], accepted_checks: Iterable[str] = (),
+                     describe: Callable[[Any], str] | None = None) -> list[str]:
+    """``::error`` for each failed gate, naming the gate, the value and the threshold (``describe(gate)``, e.g. the
+    CLI's one-line failure, or a plain ``value vs threshold``); for each failed sanity check ``::error`` when it fails
+    the gate (strict, the default) or ``::warning`` when it was accepted."""
     accepted = set(accepted_checks)
     lines = []
     for gate in gates:
-        if gate.passed or gate.name == "sanity_checks":
+        if gate.passed or gate.name == "sanity_checks":  # its checks are annotated one by one below
             continue
         basis = f" ({gate.basis})" if gate.basis else ""
-        lines.append(command("error", f"hardenctl gate failed: {gate.name}",
-                             f"{gate.name}{basis}: {gate.value:.4f} vs threshold {gate.threshold:.4f}"))
+        message = describe(gate) if describe else f"{gate.name}{basis}: {gate.value:.4f} vs threshold {gate.threshold:.4f}"
+        lines.append(command("error", f"hardenctl gate failed: {gate.name}", message))
     for check in checks:
         if check.passed:
             continue

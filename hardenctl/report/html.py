@@ -55,12 +55,11 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def render_html(report: Report, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()) -> str:
-    """The HTML document. ``images``: PNG bytes by target ("plot", "pictures"), each shown where the Markdown shows
-    its file; ``notes``: why an image is missing, shown at the end."""
+def render_page(blocks, title: str, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()) -> str:
+    """Document blocks (:mod:`hardenctl.report.document`) as one self-contained HTML page."""
     images = images or {}
     body = []
-    for block in build(report, plot="plot" in images, pictures="pictures" in images):
+    for block in blocks:
         if isinstance(block, Heading):
             body.append(f"<h{block.level}>{escape_html(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
@@ -69,14 +68,21 @@ def render_html(report: Report, images: dict[str, bytes] | None = None, notes: l
             head = "".join(f"<th>{escape_html(h)}</th>" for h in block.header)
             rows = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in block.rows)
             body.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
-        elif isinstance(block, Image):
+        elif isinstance(block, Image) and block.target in images:
             body.append(f'<figure><img alt="{escape_html(block.alt)}" src="{_data_uri(images[block.target])}"></figure>')
     body += [f'<p class="note">{escape_html(note)}</p>' for note in notes]
-    title = f"hardenctl robustness report: {report.model.get('arch')}, {report.norm} eps {format_eps(report.eps, decimal=False)}"
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{escape_html(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body)
             + "\n</body>\n</html>\n")
+
+
+def render_html(report: Report, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()) -> str:
+    """The HTML document. ``images``: PNG bytes by target ("plot", "pictures"), each shown where the Markdown shows
+    its file; ``notes``: why an image is missing, shown at the end."""
+    images = images or {}
+    title = f"hardenctl robustness report: {report.model.get('arch')}, {report.norm} eps {format_eps(report.eps, decimal=False)}"
+    return render_page(build(report, plot="plot" in images, pictures="pictures" in images), title, images, notes)
 
 
 def write_html(report: Report, path: str | Path, images: dict[str, bytes] | None = None,

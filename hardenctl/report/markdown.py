@@ -69,11 +69,11 @@ def _target(name: str) -> str:
     return f"<{name}>" if _LINK_UNSAFE.search(name) else name
 
 
-def render_markdown(report: Report, plot_name: str | None = None, pictures_name: str | None = None) -> str:
-    """The Markdown report; ``plot_name``/``pictures_name``: the PNG files beside it, None to leave them out."""
-    names = {"plot": plot_name, "pictures": pictures_name}
+def render_blocks(blocks, names: dict[str, str | None] | None = None) -> str:
+    """Document blocks (:mod:`hardenctl.report.document`) as Markdown; ``names``: the image files by target."""
+    names = names or {}
     parts = []
-    for block in build(report, plot=plot_name is not None, pictures=pictures_name is not None):
+    for block in blocks:
         if isinstance(block, Heading):
             parts.append("#" * block.level + " " + escape_markdown(block.text))
         elif isinstance(block, Paragraph):
@@ -82,6 +82,12 @@ def render_markdown(report: Report, plot_name: str | None = None, pictures_name:
             lines = [_row(escape_markdown(h) for h in block.header), "|" + "---|" * len(block.header)]
             lines += [_row(_inline(cell) for cell in row) for row in block.rows]
             parts.append("\n".join(lines))
-        elif isinstance(block, Image):
+        elif isinstance(block, Image) and names.get(block.target):
             parts.append(f"![{escape_markdown(block.alt)}]({_target(clean_text(names[block.target]))})")
     return "\n\n".join(parts) + "\n"
+
+
+def render_markdown(report: Report, plot_name: str | None = None, pictures_name: str | None = None) -> str:
+    """The Markdown report; ``plot_name``/``pictures_name``: the PNG files beside it, None to leave them out."""
+    names = {"plot": plot_name, "pictures": pictures_name}
+    return render_blocks(build(report, plot=plot_name is not None, pictures=pictures_name is not None), names)

@@ -52,3 +52,19 @@ def test_a_narrow_screen_does_not_scroll_sideways(html_report, tmp_path):
 def test_it_prints(html_report, tmp_path):
     page = view(html_report, media="print")
     assert page.console_errors == [] and all(i["naturalWidth"] > 0 for i in page.images)
+
+
+def test_the_compare_page_renders_with_both_columns_and_the_paired_test(digits_model_path, tmp_path):
+    from conftest import run_cli
+
+    args = ["--data", "digits-test", "--n", "40", "--suite", "quick", "--eps", "0.1", "--quiet"]
+    for name, eps_args in (("old", []), ("new", ["--seed", "1"])):
+        assert run_cli("eval", digits_model_path, *args, *eps_args, "--report", tmp_path / f"{name}.json",
+                       "--samples", tmp_path / f"{name}.samples.jsonl")[0] == 0
+    assert run_cli("compare", tmp_path / "old.json", tmp_path / "new.json", "--html", tmp_path / "compare.html", "--quiet")[0] == 0
+    page = view(tmp_path / "compare.html", screenshot=screenshot_path(tmp_path, "compare.png"))
+    assert page.console_errors == [] and page.failed_requests == []
+    metrics = next(t for t in page.tables if t[0][0] == "metric")
+    assert len(metrics[0]) == 4 and [row[0] for row in metrics[1:]] == ["clean", "after pgd", "after apgd-ce", "robust (worst case)"]
+    per_class = next(t for t in page.tables if t[0][0] == "class")
+    assert len(per_class) == 11 and "McNemar" in page.text
