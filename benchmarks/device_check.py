@@ -2,7 +2,8 @@
 
 Run on the device machine (see README "GPU check"), with CIFAR-10 copied into the git-ignored ``.device-data/``:
 
-    bash benchmarks/device_check.sh            # install, pytest -m cuda, then this script; JSON in $OUT
+    python benchmarks/device_check.py --prepare-data   # here: CIFAR-10 subset -> .device-data/, pyautoattack -> .pylib/
+    bash benchmarks/device_check.sh            # there (carry .device-data, .pylib): install, pytest -m cuda, this script
     python benchmarks/device_check.py --tiny   # CPU dry run (CI runs it so the script never rots)
 
 Steps, each timed and recorded even when another fails (a GPU lease is rare: one failure must not lose the rest):
@@ -74,6 +75,16 @@ def prepare_device_data(train_images: int = 3000, test_images: int = 1000) -> No
         data = np.load(source / f"{name}.npz")
         np.savez(target / f"{name}.npz", x=data["x"][:count], y=data["y"][:count])
     print(f"wrote {target} ({sum(p.stat().st_size for p in target.iterdir()) / 2**20:.1f} MiB)")
+    try:  # the reference AutoAttack is not on the device machine: its code travels in .pylib/ (without its 44 MB examples)
+        import shutil
+
+        import pyautoattack
+
+        shutil.copytree(Path(pyautoattack.__file__).parent, ROOT / ".pylib" / "pyautoattack", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("examples", "__pycache__"))
+        print(f"copied pyautoattack into {ROOT / '.pylib'}")
+    except ImportError:
+        print("pyautoattack is not installed here: the reference comparison will be skipped on the device")
 
 
 def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> str:

@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
 # The prepared GPU check, as one command on the device machine (README "GPU check"):
-#   run: bash benchmarks/device_check.sh      carry: [".device-data", ".whl"]
-# Installs hardenctl without network (the machine has torch, timm and the rest; wheels it lacks travel in .whl/),
+#   here: python benchmarks/device_check.py --prepare-data
+#   run:  bash benchmarks/device_check.sh      carry: [".device-data", ".pylib"]
+# Installs hardenctl without network (the machine has torch, timm and the rest; pyautoattack travels in .pylib/),
 # runs the CUDA-marked tests, then benchmarks/device_check.py; everything it measures lands in $OUT.
 set -uo pipefail
 OUT=${OUT:-.}
 export PYTHONUNBUFFERED=1
 started=$(date +%s)
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site
-fi
+if [ -d .pylib ]; then export PYTHONPATH="$PWD/.pylib${PYTHONPATH:+:$PYTHONPATH}"; fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/nvidia_smi.txt"
 timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.log" | tail -15
