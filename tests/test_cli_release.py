@@ -12,12 +12,17 @@ from hardenctl.models import load_model, save_model
 EVAL = ["--data", "digits-test", "--n", "60", "--suite", "quick", "--eps", "0.1", "--quiet"]
 
 
+def run(*args) -> tuple[int, str, str]:
+    """The CLI in-process (exit code only; output is not captured here)."""
+    from hardenctl.cli import main
+
+    return main([str(a) for a in args]), "", ""
+
+
 @pytest.fixture(scope="module")
 def two_reports(digits_model_path, tmp_path_factory) -> dict[str, Path]:
     """The digits model (old) and a copy with noisy weights (new), each evaluated with its per-sample results; the new
     one also through the paired gate against the old (`eval --baseline`)."""
-    from conftest import run_cli
-
     folder = tmp_path_factory.mktemp("release")
     model = load_model(digits_model_path)
     torch.manual_seed(3)
@@ -26,8 +31,8 @@ def two_reports(digits_model_path, tmp_path_factory) -> dict[str, Path]:
             parameter.add_(0.15 * parameter.std() * torch.randn_like(parameter))
     noisy = save_model(model, folder / "noisy.safetensors")
     old, new = folder / "old.json", folder / "new.json"
-    assert run_cli("eval", digits_model_path, *EVAL, "--report", old, "--samples", folder / "old.samples.jsonl") == (0, "", "")
-    code, _, _ = run_cli("eval", noisy, *EVAL, "--report", new, "--samples", folder / "new.samples.jsonl",
+    assert run("eval", digits_model_path, *EVAL, "--report", old, "--samples", folder / "old.samples.jsonl") == (0, "", "")
+    code, _, _ = run("eval", noisy, *EVAL, "--report", new, "--samples", folder / "new.samples.jsonl",
                          "--baseline", old, "--max-drop", "1")
     assert code == 0
     return {"old": old, "new": new, "folder": folder, "noisy": noisy}

@@ -7,6 +7,7 @@ DataLoader workers, one batch at a time, and the digest is computed as they stre
 from __future__ import annotations
 
 import copy
+import json
 import hashlib
 import os
 from pathlib import Path
@@ -82,6 +83,7 @@ class FolderDataset:
         self.class_names, self.source, self.config, self.mode = class_names, source, config, mode
         self.workers, self.notes, self.skipped = workers, list(notes or []), skipped
         self.names_known = True  # folder names
+        self.display_names: list[str] | None = None  # from a classes.json beside the folders (shown; ids stay for matching)
         self._digest: str | None = None
 
     # -- what is known without decoding -------------------------------------------------------------
@@ -276,6 +278,25 @@ def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataCo
     return replace(config, input_size=size, sources={**config.sources, "input_size": "data"})
 
 
+def display_names(path: Path, folder_ids: list[str]) -> list[str] | None:
+    """People's names for folder ids such as ``n02111889`` ("Samoyed"), from a ``classes.json`` in the folder or beside
+    it: ``{"wnid_to_name": {id: name}}`` (as ImageNet subsets ship it) or a plain ``{id: name}``. Shown in reports;
+    the ids stay the class names that models and baselines are matched on. None when there is no such file or it
+    names none of the folders."""
+    for candidate in (path / "classes.json", path.parent / "classes.json"):
+        if not candidate.is_file():
+            continue
+        try:
+            data = json.loads(candidate.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        mapping = data.get("wnid_to_name", data) if isinstance(data, dict) else None
+        if not isinstance(mapping, dict) or not any(isinstance(mapping.get(i), str) for i in folder_ids):
+            return None
+        return [mapping[i] if isinstance(mapping.get(i), str) else i for i in folder_ids]
+    return None
+
+
 def open_folder(path: Path, config: "DataConfig | None", in_chans: int | None, n: int | None, workers: int | None,
                 skip_unreadable: bool) -> FolderDataset:
     """A class-folder directory or ``.tar`` as a :class:`FolderDataset`; only the first ``n`` images are ever read."""
@@ -285,6 +306,7 @@ def open_folder(path: Path, config: "DataConfig | None", in_chans: int | None, n
     order = readers.interleave(targets)
     data = FolderDataset(reader, order, torch.from_numpy(targets[order]), class_names, str(path), config,
                          mode, resolve_workers(workers))
+    data.display_names = display_names(path, class_names)
     data = data.find_unreadable(n) if skip_unreadable else data.head(n)
     if config is None or config.input_size is None:
         data.config = own_size_config(data.reader, data.order, data.source, config)

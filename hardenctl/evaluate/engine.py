@@ -71,7 +71,8 @@ def evaluate(model: nn.Module, data: ArrayDataset, config: EvalConfig | None = N
     attacks = config.attacks_for(config.eps, draws)
     shards = Shards(dist or Distributed())
     main_stage = stage_key("attacks", config.eps, config.norm)
-    gallery = PictureKeeper(pictures, main_stage, data.class_names, config.eps, config.norm)
+    shown_names = getattr(data, "display_names", None) or data.class_names  # people's names in pictures, ids for matching
+    gallery = PictureKeeper(pictures, main_stage, shown_names, config.eps, config.norm)
     keepers = [gallery]
     if save_adversarial is not None:
         writer = AdversarialWriter(save_adversarial, main_stage, [a.name for a in attacks])
@@ -139,7 +140,7 @@ def _run_stages(model: nn.Module, data: ArrayDataset, config: EvalConfig, progre
     changed, left_training = watch.changes(runner.shards)  # over every process, and the killed runs a state resumes
     checks.append(buffers_check(changed, left_training))
 
-    classes = per_class(main, data.y, data.class_names, draws)
+    classes = per_class(main, data.y, data.class_names, draws, getattr(data, "display_names", None))
     info = getattr(model, "info", None)
     extra = {}
     describe = getattr(model, "report_section", None)  # e.g. AToP's composite: its transform, and fixed or random

@@ -34,8 +34,10 @@ def rate(count: int | float, n: int) -> float:
     return count / n if n else 0.0
 
 
-def per_class(main: SuiteResult, labels: Tensor, class_names: Sequence[str], draws: int) -> dict[str, dict[str, Any]]:
-    """Per class: its name, n, the counts and the rates divided from them."""
+def per_class(main: SuiteResult, labels: Tensor, class_names: Sequence[str], draws: int,
+              display_names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per class: its name (and the name people know it by, when the data gives one), n, the counts and the rates
+    divided from them."""
     classes = {}
     for label, name in enumerate(class_names):
         mask = labels == label
@@ -44,6 +46,8 @@ def per_class(main: SuiteResult, labels: Tensor, class_names: Sequence[str], dra
             clean, robust = clean_count(main.clean_correct[mask], draws), robust_count(main.robust[mask])
             classes[str(label)] = {"name": name, "n": count, "clean_accuracy": rate(clean, count),
                                    "robust_accuracy": rate(robust, count), "clean_correct": clean, "robust_correct": robust}
+            if display_names is not None and display_names[label] != name:
+                classes[str(label)]["display_name"] = display_names[label]
     return classes
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .common import GATE_BASIS, class_interval, correct_of, format_eps, span
-from .document import Block, Heading, bold, code, paired_blocks, paragraph, table
+from .document import Block, Heading, bold, class_label, code, paired_blocks, paragraph, table
 from .html import render_page
 from .markdown import render_blocks
 
@@ -62,7 +62,7 @@ def build_comparison(comparison: Comparison) -> list[Block]:
     rows = []
     for key, entry in new.per_class.items():
         before = old.per_class.get(key) or {}
-        rows.append([f"{key} {entry['name']}", entry["n"],
+        rows.append([class_label(key, entry), entry["n"],
                      f"{before.get('clean_accuracy', 0):.2%}" if before else "–", f"{entry['clean_accuracy']:.2%}",
                      f"{before.get('robust_accuracy', 0):.2%} {span(class_interval(before, 'robust_accuracy'))}" if before else "–",
                      f"{entry['robust_accuracy']:.2%} {span(class_interval(entry, 'robust_accuracy'))}",

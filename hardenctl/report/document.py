@@ -100,7 +100,7 @@ def build(report: Report, plot: bool = False, pictures: bool = False) -> list[Bl
     blocks += _protected(report)
     blocks += [Heading(2, "Per class"),
                table(["class", "n", "clean", "robust"],
-                     [[f"{key} {entry['name']}", entry["n"],
+                     [[class_label(key, entry), entry["n"],
                        f"{entry['clean_accuracy']:.2%} {span(class_interval(entry, 'clean_accuracy'))}",
                        f"{entry['robust_accuracy']:.2%} {span(class_interval(entry, 'robust_accuracy'))}"]
                       for key, entry in report.per_class.items()])]
@@ -108,6 +108,12 @@ def build(report: Report, plot: bool = False, pictures: bool = False) -> list[Bl
                             "; data sha256 ", code(report.data_sha256), f"; {report.seconds:.1f} s on {report.device}; "
                             + ", ".join(f"{k} {v}" for k, v in report.versions.items()) + "."))
     return blocks
+
+
+def class_label(key: str, entry: dict[str, Any]) -> str:
+    """``8 Samoyed (n02111889)`` where the data gave a name people know, else ``8 n02111889``."""
+    shown = entry.get("display_name")
+    return f"{key} {shown} ({entry['name']})" if shown else f"{key} {entry['name']}"
 
 
 def _metrics(report: Report) -> list[Block]:

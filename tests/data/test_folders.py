@@ -272,3 +272,28 @@ def test_old_size_argument_squashes_mixed_sizes(tmp_path):
         load_dataset(str(tmp_path))
     data = load_dataset(str(tmp_path), size=(5, 5), workers=0)
     assert data.image_size == (5, 5) and data.pixels(0, 2).shape == (2, 3, 5, 5)
+
+
+def test_a_classes_json_beside_the_folders_names_the_classes_for_people_and_the_ids_stay(make_photos, tmp_path):
+    import json
+
+    import timm
+
+    from hardenctl.evaluate import EvalConfig, evaluate
+    from hardenctl.models import wrap_model
+    from hardenctl.report import render_markdown
+
+    root = tmp_path / "woof"
+    make_photos({"n02111889": 3, "n02115641": 3}, root=root / "val")
+    (root / "classes.json").write_text(json.dumps({"wnid_to_name": {"n02111889": "Samoyed", "n02115641": "dingo | wild"}}))
+    data = load_dataset(str(root / "val"), data_config=DataConfig(input_size=(32, 32)), workers=0)
+    assert data.class_names == ["n02111889", "n02115641"] and data.display_names == ["Samoyed", "dingo | wild"]
+    torch.manual_seed(0)
+    model = wrap_model(timm.create_model("test_resnet", num_classes=2), "test_resnet", 2, (0.5,) * 3, (0.5,) * 3,
+                       input_size=(32, 32))
+    report = evaluate(model, data, EvalConfig(attacks=["fgsm"], eps=2 / 255, n=6, batch_size=4, large_eps_samples=0))
+    assert report.per_class["0"]["name"] == "n02111889" and report.per_class["0"]["display_name"] == "Samoyed"
+    assert report.pictures.class_names == ["Samoyed", "dingo | wild"]
+    markdown = render_markdown(report)
+    assert "| 0 Samoyed (n02111889) |" in markdown and "1 dingo \\| wild (n02115641)" in markdown
+    assert load_dataset(str(make_photos({"a": 2, "b": 2})), data_config=DataConfig(input_size=(32, 32))).display_names is None

@@ -12,12 +12,17 @@ from browser import view
 pytestmark = pytest.mark.slow
 
 
+def run(*args) -> tuple[int, str, str]:
+    """The CLI in-process (exit code only; output is not captured here)."""
+    from hardenctl.cli import main
+
+    return main([str(a) for a in args]), "", ""
+
+
 @pytest.fixture(scope="module")
 def html_report(digits_model_path, tmp_path_factory) -> Path:
-    from conftest import run_cli
-
     out = tmp_path_factory.mktemp("browser")
-    code, _, _ = run_cli("eval", digits_model_path, "--data", "digits-test", "--n", "48", "--suite", "quick", "--eps", "0.1",
+    code, _, _ = run("eval", digits_model_path, "--data", "digits-test", "--n", "48", "--suite", "quick", "--eps", "0.1",
                          "--eps-sweep", "0,0.05,0.1,0.2", "--html", out / "report.html", "--markdown", out / "report.md",
                          "--report", out / "report.json", "--pictures", "6", "--quiet")
     assert code == 0
@@ -55,13 +60,11 @@ def test_it_prints(html_report, tmp_path):
 
 
 def test_the_compare_page_renders_with_both_columns_and_the_paired_test(digits_model_path, tmp_path):
-    from conftest import run_cli
-
     args = ["--data", "digits-test", "--n", "40", "--suite", "quick", "--eps", "0.1", "--quiet"]
     for name, eps_args in (("old", []), ("new", ["--seed", "1"])):
-        assert run_cli("eval", digits_model_path, *args, *eps_args, "--report", tmp_path / f"{name}.json",
+        assert run("eval", digits_model_path, *args, *eps_args, "--report", tmp_path / f"{name}.json",
                        "--samples", tmp_path / f"{name}.samples.jsonl")[0] == 0
-    assert run_cli("compare", tmp_path / "old.json", tmp_path / "new.json", "--html", tmp_path / "compare.html", "--quiet")[0] == 0
+    assert run("compare", tmp_path / "old.json", tmp_path / "new.json", "--html", tmp_path / "compare.html", "--quiet")[0] == 0
     page = view(tmp_path / "compare.html", screenshot=screenshot_path(tmp_path, "compare.png"))
     assert page.console_errors == [] and page.failed_requests == []
     metrics = next(t for t in page.tables if t[0][0] == "metric")
