@@ -35,7 +35,7 @@ import torch
 
 from common import CIFAR, ROOT, minutes_log
 from hardenctl import __version__, api
-from hardenctl.data import ImageDataset, load_dataset
+from hardenctl.data import ArrayDataset, load_dataset
 from hardenctl.evaluate import EvalConfig, evaluate
 from hardenctl.files import atomic_write
 from hardenctl.harden import checkpoint_path, read_checkpoint_state
@@ -47,7 +47,7 @@ HEADING = "## AToP (issue 6)"
 EPS = 8 / 255
 
 
-def run_atop_study(input_path: Path, train_data: ImageDataset, test_data: ImageDataset, out: Path, *, seed: int, eval_n: int,
+def run_atop_study(input_path: Path, train_data: ArrayDataset, test_data: ArrayDataset, out: Path, *, seed: int, eval_n: int,
                    log: Callable[[str], None], pretrain_epochs: int = 8, finetune_epochs: int = 3, width: int = 16,
                    eot_samples: int = 2, pgd_eot_samples: int = 4, apgd_steps: int = 20, square_queries: int = 200,
                    large_eps_samples: int = 50, monitor_n: int = 128, channels_last: bool = False) -> str:

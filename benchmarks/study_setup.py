@@ -17,7 +17,7 @@ import torch
 
 from common import CIFAR, CIFAR_MEAN, CIFAR_STD, ROOT, minutes_log, update_section
 from hardenctl import api
-from hardenctl.data import ImageDataset, load_dataset
+from hardenctl.data import ArrayDataset, load_dataset
 from hardenctl.models import create_timm_model, save_model, wrap_model
 
 
@@ -53,8 +53,8 @@ def common_overrides(args: argparse.Namespace, epochs: int, recipe: str) -> dict
 class Setup:
     """What a study starts from: the data, the clean-pretrained input model and the log."""
 
-    train_data: ImageDataset  # the first --train-n training images
-    test_full: ImageDataset  # every test image
+    train_data: ArrayDataset  # the first --train-n training images
+    test_full: ArrayDataset  # every test image
     input_path: Path  # the clean-pretrained model (not trained when the study said it brings its own)
     log: Callable[[str], None]
 
@@ -86,13 +86,13 @@ def prepare(args: argparse.Namespace, pretrain: bool = True) -> Setup:
     return Setup(train_data, test_full, pretrain_dir / "model.safetensors", log)
 
 
-def eval_kwargs(args: argparse.Namespace, test_data: ImageDataset) -> dict:
+def eval_kwargs(args: argparse.Namespace, test_data: ArrayDataset) -> dict:
     """``api.harden``'s evaluation of an arm: the standard suite at L∞ 8/255 on the first --eval-n test images."""
     return dict(eval_data=test_data, eval_n=args.eval_n, suite="standard", eps=8 / 255, seed=args.seed, device="cpu",
                 channels_last=args.channels_last, eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries})
 
 
-def clean_predictions(model, data: ImageDataset, batch: int = 500) -> torch.Tensor:
+def clean_predictions(model, data: ArrayDataset, batch: int = 500) -> torch.Tensor:
     """Top-1 predictions on every image of ``data`` (forward passes only: cheap, and 10× the samples of the suite)."""
     model.eval()
     with torch.no_grad():

@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from . import api
-from .data import ImageDataset, load_dataset
+from .data import ArrayDataset, load_dataset
 from .models import ImageClassifier, create_timm_model, save_model, wrap_model
 
 DEMO_ARCH = "test_resnet"
 DIGITS_MEAN, DIGITS_STD = (0.30,), (0.40,)
 
 
-def train_clean(model: ImageClassifier, data: ImageDataset, epochs: int = 8, lr: float = 3e-3,
+def train_clean(model: ImageClassifier, data: ArrayDataset, epochs: int = 8, lr: float = 3e-3,
                 batch_size: int = 64, seed: int = 0, on_epoch: Callable[[int, float], None] | None = None) -> ImageClassifier:
     """Plain (non-robust) training with Adam: the 'pretrained model' a user would bring."""
     generator = torch.Generator().manual_seed(seed)

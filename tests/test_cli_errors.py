@@ -95,11 +95,11 @@ def test_unknown_suite(cli, tmp_path, digits_model_path):
 def test_image_size_mismatch_of_an_in_memory_dataset(tmp_path, digits_model_path):
     """Data given by path is prepared with the model's data config; a ready-made dataset of another size is refused."""
     import hardenctl
-    from hardenctl.data import ImageDataset
+    from hardenctl.data import ArrayDataset
     from hardenctl.errors import UserError
 
     model = hardenctl.load_model(digits_model_path)
-    data = ImageDataset(torch.zeros(4, 1, 12, 12, dtype=torch.uint8), torch.arange(4), [str(i) for i in range(10)], "memory")
+    data = ArrayDataset(torch.zeros(4, 1, 12, 12, dtype=torch.uint8), torch.arange(4), [str(i) for i in range(10)], "memory")
     with pytest.raises(UserError, match="images are 12x12 but the model is declared for 8x8"):
         hardenctl.load_data(data, model)
 

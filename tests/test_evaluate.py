@@ -9,7 +9,7 @@ from torch import nn
 
 import hardenctl
 from hardenctl.attacks import Attack
-from hardenctl.data import ImageDataset, load_dataset
+from hardenctl.data import ArrayDataset, load_dataset
 from hardenctl.evaluate import EvalConfig, evaluate, is_randomized, run_suite
 from testing_helpers import BufferWriter
 
@@ -93,7 +93,7 @@ def test_out_of_ball_perturbations_are_flagged_projected_and_rescored():
     """The buggy attack's point (3ε away) fools the model; its projection onto the ε-ball does not.
     The suite must count the violation, score the projected point by a fresh forward pass, and keep it robust."""
     x = torch.full((8, 1, 4, 4), 0.45)
-    data = ImageDataset(x, torch.zeros(8, dtype=torch.long), ["low", "high"], "synthetic")
+    data = ArrayDataset(x, torch.zeros(8, dtype=torch.long), ["low", "high"], "synthetic")
     result = run_suite(MeanThreshold(), data, [Overshoot(0.03)], 0.03, "linf", 8, 0, 1, torch.device("cpu"))
     assert result.bound_violations == 8
     assert result.max_linf == pytest.approx(0.09, abs=1e-6)
@@ -122,7 +122,7 @@ class Identity(Attack):
 
 
 def test_a_later_attack_cannot_repair_a_point_an_earlier_attack_broke():
-    data = ImageDataset(torch.full((6, 1, 4, 4), 0.45), torch.zeros(6, dtype=torch.long), ["low", "high"], "synthetic")
+    data = ArrayDataset(torch.full((6, 1, 4, 4), 0.45), torch.zeros(6, dtype=torch.long), ["low", "high"], "synthetic")
     Identity.calls = 0
     result = run_suite(MeanThreshold(), data, [FoolEverything(0.1), Identity(0.1)], 0.1, "linf", 3, 0, 1, torch.device("cpu"))
     assert not result.robust.any()  # worst case over the suite, per sample
@@ -164,7 +164,7 @@ def test_empty_data_is_an_error(digits_model, digits_test):
     from hardenctl.errors import UserError
 
     with pytest.raises(UserError, match="no samples to evaluate"):
-        evaluate(digits_model, ImageDataset(digits_test.x[:0], digits_test.y[:0], digits_test.class_names, "empty"),
+        evaluate(digits_model, ArrayDataset(digits_test.x[:0], digits_test.y[:0], digits_test.class_names, "empty"),
                  EvalConfig(attacks=["fgsm"]))
 
 
@@ -183,7 +183,7 @@ class InputIgnorer(nn.Module):
 
 
 def test_large_eps_check_fires_on_an_input_ignoring_model():
-    data = ImageDataset(torch.rand(20, 1, 8, 8), torch.zeros(20, dtype=torch.long), [str(i) for i in range(10)], "synthetic")
+    data = ArrayDataset(torch.rand(20, 1, 8, 8), torch.zeros(20, dtype=torch.long), [str(i) for i in range(10)], "synthetic")
     report = evaluate(InputIgnorer(), data, EvalConfig(attacks=["pgd"], large_eps_samples=20))
     assert report.robust_accuracy == 1.0
     assert not checks_of(report)["near_zero_accuracy_at_large_eps"].passed

@@ -128,10 +128,10 @@ class CoinFlip(torch.nn.Module):
 
 def test_the_monitor_scores_a_randomised_model_with_eot():
     """draws > 1: clean = mean over draws (≈ 1/2), robust only if right on every draw, before and after PGD (≈ (1/2)^8)."""
-    from hardenctl.data import ImageDataset
+    from hardenctl.data import ArrayDataset
     from hardenctl.harden import monitor
 
-    data = ImageDataset(torch.zeros(400, 1, 8, 8, dtype=torch.uint8), torch.arange(400) % 2, ["a", "b"], "coins")
+    data = ArrayDataset(torch.zeros(400, 1, 8, 8, dtype=torch.uint8), torch.arange(400) % 2, ["a", "b"], "coins")
     config = load_recipe("pgd-at", {"eps": 0.1, "monitor_steps": 2}).config
     clean_1, robust_1 = monitor(CoinFlip(), data, config, 0, Distributed(), 100, draws=1)
     clean_4, robust_4 = monitor(CoinFlip(), data, config, 0, Distributed(), 100, draws=4)

@@ -46,7 +46,7 @@ class TrainDataset(torch.utils.data.Dataset):
     """``dataset[(epoch, i)]`` (or ``dataset[i]`` at :attr:`epoch`) → (transform(image i), label i).
 
     ``source`` is any dataset with ``image(i)`` (PIL) and ``y``: a :class:`~.folders.FolderDataset` or
-    an in-memory :class:`~.arrays.ImageDataset`. A sampler that yields ``(epoch, i)`` keys carries the
+    an in-memory :class:`~.arrays.ArrayDataset`. A sampler that yields ``(epoch, i)`` keys carries the
     epoch into workers, so nothing has to be set on copies of the dataset.
     """
 

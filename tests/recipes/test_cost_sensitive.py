@@ -222,11 +222,11 @@ def test_every_parameter_is_documented_and_ours_is_marked():
 
 def test_harden_resolves_protected_class_names_against_the_training_data(digits_model_path, tmp_path):
     from hardenctl import api
-    from hardenctl.data import ImageDataset, load_dataset
+    from hardenctl.data import ArrayDataset, load_dataset
 
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     digits = load_dataset("digits-train").head(256)
-    named = ImageDataset(digits.x, digits.y, words, "named digits")
+    named = ArrayDataset(digits.x, digits.y, words, "named digits")
     settings = dict(data=named, eval_data=load_dataset("digits-test").head(32), epochs=1, suite="quick", eps=0.1, eval_n=32,
                     device="cpu")
     overrides = {"protected": ["three", 5], "attack_steps": 1, "batch_size": 64, "monitor_n": 32, "eps": 0.1}
