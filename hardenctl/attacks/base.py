@@ -126,11 +126,12 @@ class Attack:
             if x_adv.is_inference():  # made under inference_mode: give the caller an ordinary tensor
                 x_adv = x_adv.clone()
             broken = self._broken
-            if broken is None:  # the attack did not score its own result: score it (counted as work)
-                broken = self.predict(target, x_adv).argmax(dim=1) != y
+            if broken is None and self.fast:  # an evaluation attack that did not score its own result: score it (counted
+                broken = self.predict(target, x_adv).argmax(dim=1) != y  # as work); a training attack skips the pass
         finally:
             model.train(was_training)
-        self.work.add(AttackWork(time.perf_counter() - started, attacked=x.shape[0], broken=int(broken.sum())))
+        self.work.add(AttackWork(time.perf_counter() - started, attacked=x.shape[0],
+                                 broken=int(broken.sum()) if broken is not None else 0))
         return x_adv.detach()
 
     def report_broken(self, fooled: Tensor) -> None:

@@ -190,13 +190,19 @@ def test_work_counts_every_image_pass(model, test_data):
         assert 0 < square.work.broken == int((model(x_adv).argmax(1) != y).sum()) < len(x)
     assert square.work.attacked == len(x) and square.work.seconds > 0
 
-    pgd = PGD(0.03, steps=4)  # PGD does not score its last iterate: the base class does, counted
+    pgd = PGD(0.03, steps=4)  # a training attack (not fast): its last iterate is not scored, no pass is spent on it
     counted.batch_sizes.clear()
-    x_adv = pgd(counted, x, y)
-    assert pgd.work.forward == sum(counted.batch_sizes) == 5 * len(x) and pgd.work.backward == 4 * len(x)
+    pgd(counted, x, y)
+    assert pgd.work.forward == sum(counted.batch_sizes) == 4 * len(x) and pgd.work.backward == 4 * len(x)
+    assert pgd.work.broken == 0 and pgd.work.attacked == len(x)
+
+    pgd = PGD(0.03, steps=4)  # an evaluation attack: PGD does not score its last iterate, the base class does, counted
+    pgd.fast = True
+    x_adv = pgd(model, x, y)
+    assert pgd.work.forward == 5 * len(x) and pgd.work.backward == 4 * len(x)
     with torch.no_grad():
         assert pgd.work.broken == int((model(x_adv).argmax(1) != y).sum())
-    pgd(counted, x, y)
+    pgd(model, x, y)
     assert pgd.work.attacked == 2 * len(x)  # summed over calls
 
 
