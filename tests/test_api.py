@@ -9,12 +9,13 @@ import hardenctl
 from hardenctl.errors import UserError
 from hardenctl.evaluate.adversarial import read_adversarial
 from hardenctl.evaluate.resume import state_files
+from testing_helpers import timeless
 
 SETTINGS = dict(n=16, batch_size=8, attacks=["fgsm"], eps=0.1, large_eps_samples=0)
 
 
 def without_seconds(report) -> dict:
-    return {k: v for k, v in json.loads(report.to_json()).items() if k != "seconds"}
+    return timeless(json.loads(report.to_json()))
 
 
 def test_evaluate_gate_and_write_like_the_cli(digits_model_path, tmp_path):

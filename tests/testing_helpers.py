@@ -27,3 +27,12 @@ class BufferWriter(nn.Module):
         if x.requires_grad or not self.only_attacked:
             self.calls += 1
         return self.model(x)
+
+
+def timeless(report: dict) -> dict:
+    """A report's JSON without what wall time changes (``seconds``, and each attack's ``work.seconds``): what two runs
+    of the same evaluation must agree on exactly."""
+    out = {k: v for k, v in report.items() if k != "seconds"}
+    if "work" in out:
+        out["work"] = {name: {k: v for k, v in w.items() if k != "seconds"} for name, w in out["work"].items()}
+    return out

@@ -170,6 +170,11 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
     if out.as_json:
         out.json(result.to_json())
     out.table(result.rich_table())
+    from ..report import render_work_table
+
+    work = render_work_table(result)
+    if work is not None:
+        out.table(work)
     for check in result.failed_checks:
         accepted = " (accepted)" if check.name in result.accepted_checks else ""
         out.warn(f"check {check.name} failed{accepted}: {check.detail}")

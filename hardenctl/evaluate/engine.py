@@ -192,4 +192,6 @@ def _run_stages(model: nn.Module, data: ArrayDataset, config: EvalConfig, progre
         samples=samples,
         pictures=gallery.pictures(runner.shards),
         counts=counts,
+        work={name: {"seconds": w.seconds, "forward_passes": w.forward, "backward_passes": w.backward, "attacked": w.attacked,
+                     "broken": w.broken} for name, w in main.work.items()},
     )

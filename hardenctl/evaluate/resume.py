@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from ..attacks import GradientStats
+from ..attacks import AttackWork, GradientStats
 from ..errors import UserError
 from ..files import atomic_path
 from .suite import BatchResult
@@ -77,6 +77,9 @@ def pack(batches: Iterable[BatchResult]) -> dict[str, torch.Tensor]:
                   bound_violations=torch.tensor([b.bound_violations for b in batches]),
                   max_linf=torch.tensor([b.max_linf for b in batches], dtype=torch.float64),  # python floats, kept exactly
                   max_l2=torch.tensor([b.max_l2 for b in batches], dtype=torch.float64))
+    if all(len(b.work) == len(b.after_attack) for b in batches):
+        packed["work"] = torch.tensor([[[w.seconds, w.forward, w.backward, w.attacked, w.broken] for w in b.work] for b in batches],
+                                      dtype=torch.float64)
     return packed
 
 
@@ -85,13 +88,15 @@ def unpack(packed: dict[str, torch.Tensor]) -> list[BatchResult]:
         return []
     lengths = packed["length"].tolist()
     rows = {name: torch.split(packed[name], lengths) for name in _ROWS}
+    works = packed["work"].tolist() if "work" in packed else [[] for _ in lengths]  # states saved before work was kept
     return [BatchResult(number, start, *(rows[name][i].clone() for name in _ROWS), after_attack=after,
                         gradient_stats=[GradientStats(*counts) for counts in stats], bound_violations=violations,
-                        max_linf=linf, max_l2=l2)
-            for i, (number, start, after, stats, violations, linf, l2) in enumerate(zip(
+                        max_linf=linf, max_l2=l2,
+                        work=[AttackWork(seconds, int(f), int(b), int(a), int(k)) for seconds, f, b, a, k in work])
+            for i, (number, start, after, stats, violations, linf, l2, work) in enumerate(zip(
                 packed["number"].tolist(), packed["start"].tolist(), packed["after_attack"].tolist(),
                 packed["gradient_stats"].tolist(), packed["bound_violations"].tolist(), packed["max_linf"].tolist(),
-                packed["max_l2"].tolist()))]
+                packed["max_l2"].tolist(), works))]
 
 
 def read_state(path: str | Path) -> dict[str, Any]:

@@ -15,13 +15,14 @@ passes an :class:`~hardenctl.evaluate.runner.EvalRunner` (torchrun shards, a res
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..attacks import PGD, Attack, GradientStats
+from ..attacks import PGD, Attack, AttackWork, GradientStats
 from ..data import ArrayDataset
 from .config import Progress
 
@@ -40,6 +41,7 @@ class SuiteResult:
     robust_prediction: Tensor | None = None  # per sample: prediction at the worst-case adversarial point (clean if wrong)
     clean_prediction: Tensor | None = None  # per sample: the clean prediction (the first wrong draw's for randomised models)
     broken_by: Tensor | None = None  # per sample: index of the attack that broke it; NOT_ATTACKED (wrong clean), ROBUST
+    work: dict[str, AttackWork] = field(default_factory=dict)  # attack name -> what it spent and broke, over every batch
 
     @classmethod
     def assemble(cls, n: int, names: Sequence[str], batches: Iterable["BatchResult"]) -> "SuiteResult":
@@ -47,7 +49,8 @@ class SuiteResult:
         must cover samples ``0..n-1`` exactly once (shards and resumed runs are merged this way, never by rates)."""
         result = cls(torch.zeros(n), torch.zeros(n, dtype=torch.bool), {name: 0 for name in names},
                      {name: GradientStats() for name in names}, robust_prediction=torch.zeros(n, dtype=torch.long),
-                     clean_prediction=torch.zeros(n, dtype=torch.long), broken_by=torch.full((n,), NOT_ATTACKED, dtype=torch.long))
+                     clean_prediction=torch.zeros(n, dtype=torch.long), broken_by=torch.full((n,), NOT_ATTACKED, dtype=torch.long),
+                     work={name: AttackWork() for name in names})
         covered = torch.zeros(n, dtype=torch.long)
         for batch in batches:
             rows = slice(batch.start, batch.start + len(batch))
@@ -60,6 +63,8 @@ class SuiteResult:
             for name, count, stats in zip(names, batch.after_attack, batch.gradient_stats):
                 result.after_attack[name] += count
                 result.gradient_stats[name].add(stats)
+            for name, work in zip(names, batch.work):
+                result.work[name].add(work)
             result.bound_violations += batch.bound_violations
             result.max_linf = max(result.max_linf, batch.max_linf)
             result.max_l2 = max(result.max_l2, batch.max_l2)
@@ -88,6 +93,7 @@ class BatchResult:
     bound_violations: int = 0
     max_linf: float = 0.0
     max_l2: float = 0.0
+    work: list[AttackWork] = field(default_factory=list)  # per attack, in run order: its cost and yield on this batch
 
     def __len__(self) -> int:
         return int(self.robust.shape[0])
@@ -201,16 +207,21 @@ def _run_batch(model: nn.Module, attacks: Sequence[Attack], number: int, start: 
                          torch.where(robust, ROBUST, NOT_ATTACKED).cpu(), [], [])
     worst = x.clone()
     for index_in_suite, attack in enumerate(attacks):
-        attack.gradient_stats = GradientStats()
+        attack.gradient_stats, attack.work = GradientStats(), AttackWork()
         index = robust.nonzero().squeeze(1)
         if len(index):
+            started = time.perf_counter()
             x_adv = _check_bounds(attack(model, x[index], y[index]), x[index], eps, norm, result)
             still, _, adv_prediction = _score(model, x_adv, y[index], draws)
+            # the verdict's fresh forward passes are this attack's cost too; "broken" is what the verdict says
+            attack.work.forward += len(index) * draws
+            attack.work.seconds, attack.work.broken = time.perf_counter() - started, int((~still).sum())
             robust[index] = still
             prediction[index] = adv_prediction
             worst[index] = x_adv
             result.broken_by[index[~still].cpu()] = index_in_suite
         result.after_attack.append(int(robust.sum()))
         result.gradient_stats.append(attack.gradient_stats)
+        result.work.append(attack.work)
     result.robust, result.robust_prediction = robust.cpu(), prediction.cpu()
     return result, worst.cpu()

@@ -8,7 +8,7 @@ Every renderer escapes names for its own syntax; no renderer imports the schema 
 from __future__ import annotations
 
 from .common import GATE_BASIS
-from .console import render_table
+from .console import render_table, render_work_table
 from .gallery import PICTURES, Gallery
 from .html import render_html, write_html
 from .junit import render_junit
@@ -20,4 +20,4 @@ from .schema import REGRESSED_SHOWN, SCHEMA_VERSION, Check, Gate, Report, Sample
 
 __all__ = ["GATE_BASIS", "PICTURES", "PLOT_MISSING", "REGRESSED_SHOWN", "SCHEMA_VERSION", "Check", "Gallery", "Gate", "Report",
            "SampleResults", "grid_note", "grid_png", "load_report", "plot_png", "render_html", "render_junit", "render_markdown",
-           "render_table", "report_from_dict", "write_grid", "write_html", "write_outputs", "write_plot"]
+           "render_table", "render_work_table", "report_from_dict", "write_grid", "write_html", "write_outputs", "write_plot"]

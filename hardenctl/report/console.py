@@ -44,3 +44,19 @@ def render_table(report: Report) -> Any:
     for s in report.eps_sweep:
         table.add_row(f"ε = {format_eps(s['eps'], decimal=False)}", f"{s['robust_accuracy']:.2%}", *([""] * (2 if counted else 1)))
     return table
+
+
+def render_work_table(report: Report) -> Any:
+    """What each attack cost and broke (the evidence behind a speed claim); None for a report without it."""
+    from rich.table import Table
+
+    if not report.work:
+        return None
+    table = Table(title="work per attack (image-passes; re-scoring included)")
+    for header, justify in (("attack", "left"), ("seconds", "right"), ("forward", "right"), ("backward", "right"),
+                            ("attacked", "right"), ("broken", "right")):
+        table.add_column(header, justify=justify)
+    for name, work in report.work.items():
+        table.add_row(escape_console(name), f"{work['seconds']:.1f}", f"{work['forward_passes']:,}",
+                      f"{work['backward_passes']:,}", str(work["attacked"]), str(work["broken"]))
+    return table

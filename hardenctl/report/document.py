@@ -95,6 +95,13 @@ def build(report: Report, plot: bool = False, pictures: bool = False) -> list[Bl
             blocks.append(Image("accuracy vs eps", "plot"))
     if pictures:
         blocks += [Heading(2, "Adversarial examples"), Image("clean, adversarial and amplified perturbation", "pictures")]
+    if report.work:
+        blocks += [Heading(2, "Work per attack"),
+                   table(["attack", "seconds", "forward passes", "backward passes", "attacked", "broken"],
+                         [[name, f"{w['seconds']:.1f}", f"{w['forward_passes']:,}", f"{w['backward_passes']:,}", w["attacked"],
+                           w["broken"]] for name, w in report.work.items()]),
+                   paragraph("Image-passes (a batch of 46 images is 46; each EOT draw counts), the re-scoring of every attacked "
+                             "point included.")]
     blocks += _checks_and_gates(report)
     blocks += paired_blocks(report.extra.get("paired"))
     blocks += _protected(report)

@@ -106,6 +106,9 @@ class Report:
     # what the rates were divided from: {"n", "clean_correct", "robust_correct", "attacks": {name: correct after it}};
     # clean_correct is a sum of per-sample fractions for a randomised model (mean over EOT draws), an int otherwise
     counts: dict[str, Any] = field(default_factory=dict)
+    # attack name -> what it cost and broke over the whole run: seconds (the verdict's re-scoring included), forward
+    # and backward image-passes (a batch of 46 is 46; EOT draws count), points attacked, points broken
+    work: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- 95% intervals (derived from the accuracies and n, so they can never disagree with them) ---------------
     def interval(self, metric: str) -> tuple[float, float] | None:

@@ -22,7 +22,7 @@ from hardenctl.evaluate.resume import EvalState, batch_numbers, finished_batches
 from hardenctl.evaluate.samples import read_samples
 from hardenctl.evaluate.suite import BatchResult
 from hardenctl.attacks import GradientStats
-from testing_helpers import BufferWriter
+from testing_helpers import BufferWriter, timeless
 
 # 32 samples in batches of 4: 8 batches of the standard suite, then 8 of the ε = 0.5 check
 N, BATCHES = 32, 8
@@ -32,7 +32,7 @@ MAIN_STAGE = "attacks [linf eps=0.1]"
 
 
 def without_seconds(report: dict) -> dict:
-    return {k: v for k, v in report.items() if k != "seconds"}
+    return timeless(report)
 
 
 @pytest.fixture(scope="module")
