@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from common import CIFAR, CIFAR_MEAN, CIFAR_STD, ROOT, median_seconds
 from hardenctl.attacks import APGDCE, APGDT, PGD, Square
-from hardenctl.data import ImageDataset, load_dataset
+from hardenctl.data import ArrayDataset, load_dataset
 from hardenctl.demo import train_clean
 from hardenctl.evaluate import EvalConfig, evaluate
 from hardenctl.models import create_timm_model, wrap_model
@@ -57,7 +57,7 @@ def peak_rss_mb(arch: str, n: int) -> tuple[float, float]:
         "import resource, torch, sys; sys.path.insert(0, 'benchmarks'); from bench_attacks import *; "
         f"m = make_model('{arch}'); torch.manual_seed(1); x = torch.rand({n}, 3, 32, 32)\n"
         "with torch.no_grad(): y = torch.cat([m(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)])\n"
-        "d = ImageDataset((x * 255).to(torch.uint8), y, [str(i) for i in range(10)], 'bench'); del x\n"
+        "d = ArrayDataset((x * 255).to(torch.uint8), y, [str(i) for i in range(10)], 'bench'); del x\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "evaluate(m, d, EvalConfig(attacks=['pgd'], n=None, batch_size=64, large_eps_samples=0))\n"
         "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
@@ -211,7 +211,7 @@ def main() -> None:
         print("torchattacks not installed: skipped the comparison")
 
     n = args.suite_images
-    data = ImageDataset((x[:n] * 255).round().to(torch.uint8), y[:n].clone(), [str(i) for i in range(10)], "bench")
+    data = ArrayDataset((x[:n] * 255).round().to(torch.uint8), y[:n].clone(), [str(i) for i in range(10)], "bench")
     start = time.perf_counter()
     report = evaluate(model, data, EvalConfig(suite="standard", n=None, batch_size=n, large_eps_samples=0))
     t_suite = time.perf_counter() - start
