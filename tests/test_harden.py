@@ -460,3 +460,17 @@ def test_an_earlier_input_report_is_reused_only_for_the_same_evaluation(mart_run
     assert not same_evaluation(earlier, info, data, EvalConfig(n=200, seed=1, suite="quick", eps=0.1))
     assert not same_evaluation(earlier, info, data, EvalConfig(n=200, seed=0, suite="standard", eps=0.1))
     assert not same_evaluation(earlier, info, data.head(100), EvalConfig(n=100, seed=0, suite="quick", eps=0.1))
+
+
+def test_the_harden_report_shows_paths_and_names_as_spelled(mart_run):
+    """A training folder or checkpoint path with Markdown in it cannot break the harden report (issue 19, item 4)."""
+    from hardenctl.harden import HardenReport
+    from hardenctl.report import report_from_dict
+
+    data = json.loads((mart_run / "report.json").read_text())
+    data.update(input=report_from_dict(data["input"]), hardened=report_from_dict(data["hardened"]))
+    data["data"] = {**data["data"], "train": "photos/a | b **x**"}
+    data["input_checkpoint"] = {**data["input_checkpoint"], "path": "m`odel.pt"}
+    fields = HardenReport.__dataclass_fields__
+    markdown = HardenReport(**{k: v for k, v in data.items() if k in fields}).to_markdown()
+    assert "photos/a | b **x**`" in markdown and "``m`odel.pt``" in markdown  # code spans: nothing inside is markup

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+from ..report.common import format_eps
+from ..report.markdown import code_span, escape_markdown
 from ..version import __version__
 
 SCHEMA_VERSION = "harden-1.0"
@@ -137,9 +139,10 @@ class HardenReport:
         lines = [
             "# hardenctl harden report", "",
             f"**{headline[0].upper()}{headline[1:]}**", "",
-            f"Recipe `{self.recipe}`, profile `{self.profile}` ({self.recipe_source}) trained on `{self.data['train']}` "
+            f"Recipe {code_span(self.recipe)}, profile `{self.profile}` ({escape_markdown(self.recipe_source)}) trained on "
+            f"{code_span(self.data['train'])} "
             f"({self.data['train_n']} images; {self.data['holdout_n']} held out to pick the epoch), "
-            f"starting from `{self.input_checkpoint['path']}` (sha256 `{self.input_checkpoint['sha256']}`).", "",
+            f"starting from {code_span(self.input_checkpoint['path'])} (sha256 `{self.input_checkpoint['sha256']}`).", "",
             f"`model.safetensors` holds the **{self.saved_label()}** epoch: epoch {self.selected_epoch} of {self.last_epoch} "
             f"(best by held-out {self.selection_label()}: epoch {self.best_epoch}; "
             f"last: epoch {self.last_epoch})"
@@ -149,13 +152,13 @@ class HardenReport:
             "",
         ]
         if self.decisions:
-            lines += ["Resolved: " + "; ".join(self.decisions) + ".", ""]
+            lines += ["Resolved: " + "; ".join(escape_markdown(d) for d in self.decisions) + ".", ""]
         if self.interpretation:
             lines += [f"Interpretation (our design, not the paper's): {self.interpretation}", ""]
         lines += [
             "## Before and after", "",
             f"Same attacks (suite `{ev.suite}`: {', '.join(ev.attack_list)}), seed {ev.seed}, the same n = {ev.n} samples of "
-            f"`{ev.data.get('source')}`, {ev.norm} ε = {ev.eps:.5g}.", "",
+            f"{code_span(ev.data.get('source'))}, {ev.norm} ε = {format_eps(ev.eps)}.", "",
             "| metric | " + " | ".join(label for label, _ in self.columns()) + " |",
             "|---" * (len(self.columns()) + 1) + "|",
         ]
