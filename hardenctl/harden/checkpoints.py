@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..distributed import Distributed
 from ..errors import UserError
 from ..files import atomic_write
 from ..recipes import Recipe
@@ -30,6 +31,20 @@ def read_checkpoint_state(path: Path, device: torch.device | str = "cpu") -> dic
     except Exception as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read training checkpoint {path} ({reason})", "delete it to resume from the epoch before") from None
+
+
+def resume_point(out_dir: Path, resume: bool, dist: Distributed) -> Path | None:
+    """The checkpoint a ``--resume`` run continues from, as rank 0 sees it, on every process: only rank 0 writes
+    checkpoints, so across machines without a shared ``--out`` only its disk has them (another rank resuming from its
+    own empty one would start again at epoch 1 while rank 0 goes on)."""
+    return dist.broadcast(latest_checkpoint(out_dir) if resume and dist.is_main else None)
+
+
+def read_on_main(path: Path | None, dist: Distributed, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """Rank 0's checkpoint at ``path`` on every process (see :func:`resume_point`); one process reads it itself."""
+    if dist.world_size == 1:
+        return None if path is None else read_checkpoint_state(path, device)
+    return dist.broadcast(read_checkpoint_state(path) if dist.is_main and path is not None else None)  # on CPU: any rank's device
 
 
 def run_key(recipe: Recipe, seed: int, input_sha256: str | None, train_sha256: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..evaluate import EvalConfig
 from ..models import ImageClassifier, resolve_device
 from ..recipes import Recipe
-from .checkpoints import latest_checkpoint, run_key
+from .checkpoints import latest_checkpoint, resume_point, run_key
 from .data_prep import check_data, split_holdout
 from .guard import guard_active
 from .loop import train
@@ -80,7 +80,7 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: Dataset, eval_dat
     dist.start(device)
     try:
         baseline = None
-        if not (options.resume and latest_checkpoint(options.out_dir) is not None):  # a resumed run reads it from its log
+        if resume_point(options.out_dir, options.resume, dist) is None:  # a resumed run reads it from its log (rank 0's)
             baseline = _input_baseline(input_model, recipe, holdout, options, dist, device)
         result = train(trained, recipe, train_set, holdout, options, dist, key, progress, log, baseline=baseline)
     finally:

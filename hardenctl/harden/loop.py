@@ -21,7 +21,7 @@ from ..files import atomic_path
 from ..models import ImageClassifier
 from ..recipes import Recipe
 from . import guard
-from .checkpoints import TrainResult, check_resume_key, checkpoint_path, latest_checkpoint, read_checkpoint_state, write_train_log
+from .checkpoints import TrainResult, check_resume_key, checkpoint_path, read_on_main, resume_point, write_train_log
 from .epoch import EpochPlan, EpochResult, TrainState, run_epoch
 from .monitoring import Baseline, Monitor, Scorer, measure_input, monitor_sets
 from .resolve import resolve_recipe
@@ -70,8 +70,8 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if options.resume and (last := latest_checkpoint(options.out_dir)) is not None:
-        saved = read_checkpoint_state(last, device)
+    last = resume_point(options.out_dir, options.resume, dist)
+    if (saved := read_on_main(last, dist, device)) is not None:
         check_resume_key(saved["run"], run_key, last)
         state.load(saved)
         history, start_epoch = list(saved["history"]), int(saved["epoch"])
@@ -96,7 +96,7 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
         if decision.stop:
             break
         if decision.back_to is not None:  # co_guard lower, right after a collapse: continue from the best healthy epoch
-            state.load(read_checkpoint_state(checkpoint_path(options.out_dir, decision.back_to), device))
+            state.load(read_on_main(checkpoint_path(options.out_dir, decision.back_to), dist, device))
             if log:
                 log(f"epoch {epoch + 1}: back to the weights of epoch {decision.back_to} after the collapse of epoch {epoch}")
         elif config.co_guard == "lower" and history and history[-1].get("collapsed") and log:
