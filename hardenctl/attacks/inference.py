@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+import weakref
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,17 +28,14 @@ RELATIVE_TOLERANCE = 1e-4  # of the largest logit: folding changes float roundin
 def inference_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     """``(copy, "")`` when a frozen, BN-folded copy of ``model`` matches it on ``x``, else ``(model, why not)``.
 
-    The model must already be in ``eval()`` mode (the attack's ``__call__`` sees to that).
+    The model must already be in ``eval()`` mode (the attack's ``__call__`` sees to that). The copy is built once per
+    model and weights (see :func:`_built`) and checked against the model on every call's own images.
     """
-    from torch.fx.experimental.optimization import fuse
-
     x = x[:CHECK_IMAGES].detach()
-    try:
-        fast = fuse(copy.deepcopy(model)).eval().requires_grad_(False)
-    except Exception as error:  # noqa: BLE001 - any model fx cannot trace keeps its own forward
-        return model, f"not traceable ({type(error).__name__})"
-    if x.dim() == 4:
-        fast = ChannelsLast(fast.to(memory_format=torch.channels_last))
+    built = _built(model, x)
+    if isinstance(built, str):
+        return model, built
+    fast, frozen = built
     buffers = [b.clone() for b in model.buffers()]
     with torch.inference_mode():
         first, second = model(x), model(x)
@@ -57,32 +56,73 @@ def inference_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     if not torch.isfinite(folded).all() or float((folded - first).abs().max()) > limit \
             or not torch.equal(folded.argmax(dim=1), first.argmax(dim=1)):
         return model, "copy's logits differ"
-    frozen = _frozen(fast, x, first, limit)
-    return (fast if frozen is None else GradOrFrozen(fast, frozen)), ""
+    if frozen is None and x.shape[0] >= 3:  # not tried yet (the first call had too few images to trace on)
+        frozen = _frozen(fast, x)
+        _COPIES[model] = (_weights_key(model, x), fast, frozen)
+    if not isinstance(frozen, nn.Module) or not _agrees(frozen, x, first, limit):
+        return fast, ""
+    return GradOrFrozen(fast, frozen), ""
 
 
-def _frozen(fast: nn.Module, x: Tensor, expected: Tensor, limit: float) -> nn.Module | None:
-    """A frozen TorchScript copy with oneDNN weight prepacking for the no-gradient passes, or None.
+# model -> (weights key, folded copy, frozen copy: None before it was tried, False when tracing failed). Why a cache: every
+# torch.jit trace and freeze registers a new compiled type that torch never frees (the frozen one holds a copy of
+# every weight), so building them per attack call leaked the model's size per batch and attack: RSS grew with n.
+_COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _weights_key(model: nn.Module, x: Tensor) -> tuple:
+    """What a built copy depends on: every parameter and buffer (storage and in-place version: an optimizer step or
+    ``load_state_dict`` bumps it) and the images' kind (a trace is specific to the dimensions it saw)."""
+    tensors = (*model.parameters(), *model.buffers())
+    return (tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors), x.dim(), tuple(x.shape[1:]), x.dtype,
+            x.device)
+
+
+def _built(model: nn.Module, x: Tensor) -> "tuple[nn.Module, Any] | str":
+    """``(folded copy, frozen copy or None or False)`` for ``model``'s current weights, built on first use; or why none."""
+    from torch.fx.experimental.optimization import fuse
+
+    key = _weights_key(model, x)
+    cached = _COPIES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    try:
+        fast = fuse(copy.deepcopy(model)).eval().requires_grad_(False)
+    except Exception as error:  # noqa: BLE001 - any model fx cannot trace keeps its own forward
+        return f"not traceable ({type(error).__name__})"
+    if x.dim() == 4:
+        fast = ChannelsLast(fast.to(memory_format=torch.channels_last))
+    frozen = _frozen(fast, x) if x.shape[0] >= 3 else None
+    _COPIES[model] = (key, fast, frozen)
+    return fast, frozen
+
+
+def _agrees(frozen: nn.Module, x: Tensor, expected: Tensor, limit: float) -> bool:
+    """The frozen copy gives ``expected`` on ``x`` (a batch size baked into its trace shows here)."""
+    try:
+        with torch.inference_mode():
+            got = frozen(x)
+    except Exception:  # noqa: BLE001
+        return False
+    return got.shape == expected.shape and float((got - expected).abs().max()) <= limit \
+        and torch.equal(got.argmax(dim=1), expected.argmax(dim=1))
+
+
+def _frozen(fast: nn.Module, x: Tensor) -> Any:
+    """A frozen TorchScript copy with oneDNN weight prepacking for the no-gradient passes, or False.
 
     ``optimize_for_inference`` measured ~0.85x the time of the folded copy on a 21-image
-    resnet10t forward (1 CPU thread). It is traced on 2 images and checked on all of ``x``, so a
-    batch size baked into the trace is caught. The torch.jit APIs are deprecated (FutureWarning):
-    when they fail or go, the folded copy serves these passes too.
+    resnet10t forward (1 CPU thread). It is traced on 2 images and checked on every call's images (:func:`_agrees`),
+    so a batch size baked into the trace is caught. The torch.jit APIs are deprecated (FutureWarning):
+    when they fail or go, the folded copy serves these passes too. False (not None) is cached, so a failed trace is
+    not tried again for the same weights.
     """
-    if x.shape[0] < 3:
-        return None
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(fast, x[:2]).eval()))
-            with torch.inference_mode():
-                got = frozen(x)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(fast, x[:2]).eval()))
     except Exception:  # noqa: BLE001
-        return None
-    if got.shape != expected.shape or float((got - expected).abs().max()) > limit \
-            or not torch.equal(got.argmax(dim=1), expected.argmax(dim=1)):
-        return None
-    return frozen
+        return False
 
 
 class GradOrFrozen(nn.Module):
