@@ -44,22 +44,24 @@ RSS_TARGET = 1.10  # n2 / n1 peak RSS must stay below this
 
 
 # ---------------------------------------------------------------------------------------------- setup
-def build_trees(source: Path, root: Path, sizes: list[int]) -> tuple[Path, dict[int, Path]]:
-    """``root/all``: every photo of train/ and val/ as symlinks, one folder per class; ``root/n<k>``: the first
-    k/classes of each class (train files first), so every tree is class-balanced."""
+def build_trees(source: Path, root: Path, sizes: list[int], at_least: int = 0) -> tuple[Path, dict[int, Path]]:
+    """``root/all``: every photo of train/ and val/ as symlinks, one folder per class, repeated under new names until
+    it holds ``at_least`` (an ImageNet-val-scale n from 1500 photos: memory depends on n, not on the photos being
+    distinct); ``root/n<k>``: the first k/classes of each class (train files first), so every tree is class-balanced."""
     classes = sorted(p.name for p in (source / "train").iterdir() if p.is_dir())
     files = {c: [f for split in ("train", "val") for f in sorted((source / split / c).iterdir())] for c in classes}
 
-    def tree(name: str, per_class: int | None) -> Path:
+    def tree(name: str, per_class: int | None, repeats: int = 1) -> Path:
         for c in classes:
             folder = root / name / c
             folder.mkdir(parents=True, exist_ok=True)
-            for f in files[c][:per_class]:
-                (folder / f"{f.parent.parent.name}_{f.name}").symlink_to(f)
+            for r in range(repeats):
+                for f in files[c][:per_class]:
+                    (folder / f"{f'r{r}_' if r else ''}{f.parent.parent.name}_{f.name}").symlink_to(f)
         return root / name
 
-    everything = tree("all", None)
     total = sum(len(v) for v in files.values())
+    everything = tree("all", None, max(1, -(-at_least // total)))
     subsets = {}
     for k in sizes:
         if k > total or k % len(classes):
@@ -319,7 +321,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=IMAGEWOOF, help="imagewoof root (train/ and val/ class folders)")
     parser.add_argument("--arch", default="resnet10t")
     parser.add_argument("--size", type=int, default=128, help="model input size (square), declared in the checkpoint")
-    parser.add_argument("--eval-n", type=ints, default=[250, 1500], help="n values for the eval RSS runs")
+    parser.add_argument("--eval-n", type=ints, default=[250, 1500], help="n values for the eval RSS runs (above the 1500 "
+                        "photos, they are repeated under new names)")
     parser.add_argument("--harden-n", type=ints, default=[250, 1500], help="training-folder sizes for the harden RSS runs")
     parser.add_argument("--eval-workers", type=int, default=2)
     parser.add_argument("--harden-workers", type=int, default=2)
@@ -348,7 +351,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_data_")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
     try:
-        everything, trees = build_trees(args.data, work / "trees", args.harden_n if "harden" in parts else [])
+        everything, trees = build_trees(args.data, work / "trees", args.harden_n if "harden" in parts else [],
+                                        max(args.eval_n) if "eval" in parts else 0)
         model = work / f"{args.arch}-{args.size}.safetensors"
         make_model(model, args.arch, args.size)
         import timm
