@@ -29,8 +29,16 @@ def inference_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     """``(copy, "")`` when a frozen, BN-folded copy of ``model`` matches it on ``x``, else ``(model, why not)``.
 
     The model must already be in ``eval()`` mode (the attack's ``__call__`` sees to that). The copy is built once per
-    model and weights (see :func:`_built`) and checked against the model on every call's own images.
+    model and weights (see :func:`_built`) and checked against the model on every call's own images. The checks run on
+    forked random streams: a randomised model draws noise in them, and how many draws depends on whether a copy was
+    already built in this process, which would make a batch's attack depend on what ran before it (shards and resumed
+    runs would then differ from one process).
     """
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        return _checked_copy(model, x)
+
+
+def _checked_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     x = x[:CHECK_IMAGES].detach()
     built = _built(model, x)
     if isinstance(built, str):
