@@ -47,21 +47,25 @@ def cost_matrix(num_classes: int, protected: Iterable[int], cost: float) -> Tens
 
 
 def protected_metrics(y: Tensor, clean_correct: Tensor, robust_prediction: Tensor, protected: Sequence[int], cost: float,
-                      num_classes: int, robust: Tensor | None = None) -> dict[str, Any]:
+                      num_classes: int, robust: Tensor | None = None, draws: int = 1) -> dict[str, Any]:
     """Protected-class clean/robust accuracy (over samples whose TRUE class is protected) and Σ C_{y,ŷ}/N.
 
-    ``clean_correct`` is per sample (a fraction of draws for randomised models), ``robust_prediction``
-    ŷ the prediction at the worst-case adversarial point; ``robust`` defaults to ŷ == y.
+    ``clean_correct`` is per sample (a fraction of ``draws`` for randomised models), ``robust_prediction``
+    ŷ the prediction at the worst-case adversarial point; ``robust`` defaults to ŷ == y. Rates are counts divided in
+    Python (a float32 mean stores 2/3 as 0.6666666865), the counts kept beside them.
     """
     y, robust_prediction = y.long().cpu(), robust_prediction.long().cpu()
     robust = (robust_prediction == y) if robust is None else robust.cpu().bool()
     mask = torch.isin(y, torch.tensor(list(protected), dtype=torch.long))
     count, n = int(mask.sum()), len(y)
     matrix = cost_matrix(num_classes, protected, cost).double()
+    hits = sum(round(value * draws) for value in clean_correct.cpu()[mask].tolist())  # whole draws: no float32 rounding
+    clean = hits if draws == 1 else hits / draws
+    robust_correct = int(robust[mask].sum())
     return {
-        "classes": list(protected), "cost": float(cost), "n": count,
-        "clean_accuracy": float(clean_correct.cpu().float()[mask].mean()) if count else None,
-        "robust_accuracy": float(robust.float()[mask].mean()) if count else None,
+        "classes": list(protected), "cost": float(cost), "n": count, "clean_correct": clean, "robust_correct": robust_correct,
+        "clean_accuracy": clean / count if count else None,
+        "robust_accuracy": robust_correct / count if count else None,
         "cost_weighted_robust_error": float(matrix[y, robust_prediction].sum() / n) if n else 0.0,
     }
 

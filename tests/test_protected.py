@@ -26,10 +26,18 @@ def test_protected_metrics_match_a_hand_computed_confusion_matrix():
     clean = torch.tensor([1.0, 1, 1, 1, 0, 1, 1, 0])
     m = protected_metrics(y, clean, pred, [2], 5.0, 3)
     assert m["n"] == 3
-    assert m["clean_accuracy"] == pytest.approx(2 / 3) and m["robust_accuracy"] == pytest.approx(2 / 3)
+    assert m["clean_accuracy"] == 2 / 3 and m["robust_accuracy"] == 2 / 3  # counted then divided: exact, not a float32 mean
+    assert (m["clean_correct"], m["robust_correct"]) == (2, 2)
     # cost: (0→1) 1 + (1→2) 1 + (2→0) 5 = 7 over 8 samples
     assert m["cost_weighted_robust_error"] == pytest.approx(7 / 8)
     assert protected_metrics(y, clean, pred, [0, 1], 10.0, 3)["cost_weighted_robust_error"] == pytest.approx((10 + 10 + 1) / 8)
+
+
+def test_a_randomised_model_s_protected_clean_count_is_whole_draws_over_draws():
+    y = torch.tensor([2, 2, 2])
+    clean = torch.tensor([2 / 3, 1 / 3, 1.0])  # fractions of 3 draws, stored as float32
+    m = protected_metrics(y, clean, torch.tensor([2, 0, 2]), [2], 5.0, 3, draws=3)
+    assert m["clean_correct"] == 6 / 3 and m["clean_accuracy"] == (6 / 3) / 3
 
 
 def test_cost_matrix_rows():

@@ -154,7 +154,7 @@ def _run_stages(model: nn.Module, data: ArrayDataset, config: EvalConfig, progre
         from ..protected import protected_metrics
 
         extra["protected"] = protected_metrics(data.y, main.clean_correct, main.robust_prediction, config.protected,
-                                               config.protected_cost, num_classes or len(data.class_names), main.robust)
+                                               config.protected_cost, num_classes or len(data.class_names), main.robust, draws)
         extra["protected"]["names"] = [data.class_names[i] for i in config.protected if i < len(data.class_names)]
     ids = getattr(data, "filenames", None)
     ids = ids() if callable(ids) else ids  # FolderDataset.filenames is a method
