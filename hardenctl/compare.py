@@ -46,10 +46,10 @@ class Comparison:
                 "gates": [vars(g) for g in self.gates], "notes": self.notes}
 
 
-def _load(report: Report | str | Path, samples: str | Path | None) -> Baseline:
+def _load(report: Report | str | Path, samples: str | Path | None, name: str) -> Baseline:
     if isinstance(report, Report):
-        return Baseline(report, "the report in memory", report.samples)
-    return load_baseline(report, samples)
+        return Baseline(report, name, report.samples)
+    return load_baseline(report, samples)  # named by its path
 
 
 def compare(old: Report | str | Path, new: Report | str | Path, *, old_samples: str | Path | None = None,
@@ -58,8 +58,7 @@ def compare(old: Report | str | Path, new: Report | str | Path, *, old_samples: 
     finds them). ``max_drop`` adds the ``max_drop_*`` gates (a fraction: 0.01 = one point)."""
     if max_drop is not None and not 0 <= max_drop <= 1:
         raise UserError(f"--max-drop is a fraction in [0,1], got {max_drop}", "pass e.g. --max-drop 0.01")
-    before, after = _load(old, old_samples), _load(new, new_samples)
-    before.name, after.name = str(old) if not isinstance(old, Report) else "old", str(new) if not isinstance(new, Report) else "new"
+    before, after = _load(old, old_samples, "old"), _load(new, new_samples, "new")
     check_comparable(after.report, before.report, before.name)
     result = Comparison(before.report, after.report, before.name, after.name)
     if before.samples is not None and after.samples is not None:

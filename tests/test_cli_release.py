@@ -126,3 +126,11 @@ def test_under_github_actions_a_failed_gate_is_an_error_annotation_and_the_summa
     monkeypatch.delenv("GITHUB_ACTIONS")
     code, out, _ = cli("eval", two_reports["noisy"], *EVAL, "--min-robust-acc", "0.99")
     assert code == 1 and "::error" not in out  # only under GitHub Actions
+
+
+def test_compare_refuses_a_harden_report_naming_it(two_reports, cli, tmp_path):
+    harden = {"input": json.loads(two_reports["old"].read_text()), "hardened": json.loads(two_reports["new"].read_text())}
+    (tmp_path / "report.json").write_text(json.dumps(harden))
+    code, _, err = cli("compare", two_reports["old"], tmp_path / "report.json", "--markdown", tmp_path / "c.md")
+    assert code == 2 and "is a harden report" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c.md").exists()

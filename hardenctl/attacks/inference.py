@@ -72,7 +72,7 @@ def _checked_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     return GradOrFrozen(fast, frozen), ""
 
 
-# model -> (weights key, folded copy, frozen copy: None before it was tried, False when tracing failed). Why a cache: every
+# model -> (weights key, folded copy or why there is none, frozen copy: None before it was tried, False when tracing failed). Why a cache: every
 # torch.jit trace and freeze registers a new compiled type that torch never frees (the frozen one holds a copy of
 # every weight), so building them per attack call leaked the model's size per batch and attack: RSS grew with n.
 _COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module, Any]]" = weakref.WeakKeyDictionary()
@@ -93,11 +93,13 @@ def _built(model: nn.Module, x: Tensor) -> "tuple[nn.Module, Any] | str":
     key = _weights_key(model, x)
     cached = _COPIES.get(model)
     if cached is not None and cached[0] == key:
-        return cached[1], cached[2]
+        return cached[1] if isinstance(cached[1], str) else (cached[1], cached[2])
     try:
         fast = fuse(copy.deepcopy(model)).eval().requires_grad_(False)
     except Exception as error:  # noqa: BLE001 - any model fx cannot trace keeps its own forward
-        return f"not traceable ({type(error).__name__})"
+        why = f"not traceable ({type(error).__name__})"
+        _COPIES[model] = (key, why, None)  # not copied and traced again on every batch and attack
+        return why
     if x.dim() == 4:
         fast = ChannelsLast(fast.to(memory_format=torch.channels_last))
     frozen = _frozen(fast, x) if x.shape[0] >= 3 else None

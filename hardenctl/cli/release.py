@@ -12,21 +12,6 @@ from .app import app
 from .output import Output
 
 
-def read_report_json(path: Path) -> dict:
-    """A report.json (eval or harden) as a dict; one-line errors for a missing or foreign file."""
-    if not path.is_file():
-        raise UserError(f"report {path} does not exist", "pass the report.json that `hardenctl eval --report` or `harden --out` wrote")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a JSON report ({exc.__class__.__name__})", "pass a report.json written by hardenctl") from None
-    result = data.get("hardened", data) if isinstance(data, dict) else None
-    if not isinstance(result, dict) or not {"clean_accuracy", "robust_accuracy", "eps", "n"} <= set(result):
-        raise UserError(f"{path} is not a hardenctl report (no clean_accuracy, robust_accuracy, eps and n)",
-                        "pass a report.json written by `hardenctl eval --report` or `hardenctl harden --out`")
-    return data
-
-
 @app.command("compare")
 def compare_command(
     old: Annotated[Path, typer.Argument(help="The earlier report.json (e.g. the last release's)")],
@@ -49,8 +34,6 @@ def compare_command(
     from ..report.github import append_step_summary, gate_annotations, in_github_actions
 
     out = Output(quiet, as_json)
-    for path in (old, new):
-        read_report_json(path)  # one-line errors before anything else
     result = compare(old, new, old_samples=old_samples, new_samples=new_samples, max_drop=max_drop)
     text = comparison_markdown(result)
     for path, content in ((markdown, lambda: text), (html, lambda: comparison_html(result)),
@@ -87,6 +70,7 @@ def card_command(
 ) -> None:
     """Write a model card (README.md, as the Hugging Face Hub shows it) for a model evaluated or hardened by hardenctl."""
     from ..files import atomic_write
+    from ..report import read_report_json
     from ..report.card import model_card
 
     data = read_report_json(report_path)

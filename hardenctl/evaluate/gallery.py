@@ -12,7 +12,7 @@ from .suite import NOT_ATTACKED, BatchResult
 
 
 class PictureKeeper(Keeper):
-    """Offers every main-stage batch to a :class:`~hardenctl.pictures.Gallery` of ``size`` pictures."""
+    """Offers every main-stage batch to a :class:`~hardenctl.report.Gallery` of ``size`` pictures."""
 
     def __init__(self, size: int, stage: str, class_names: Sequence[str], eps: float, norm: str):
         self.stage = stage

@@ -16,8 +16,8 @@ from .markdown import render_markdown
 from .outputs import write_outputs
 from .pictures import grid_note, grid_png, write_grid
 from .plot import PLOT_MISSING, plot_png, write_plot
-from .schema import REGRESSED_SHOWN, SCHEMA_VERSION, Check, Gate, Report, SampleResults, load_report, report_from_dict
+from .schema import REGRESSED_SHOWN, SCHEMA_VERSION, Check, Gate, Report, SampleResults, load_report, read_report_json, report_from_dict
 
 __all__ = ["GATE_BASIS", "PICTURES", "PLOT_MISSING", "REGRESSED_SHOWN", "SCHEMA_VERSION", "Check", "Gallery", "Gate", "Report",
-           "SampleResults", "grid_note", "grid_png", "load_report", "plot_png", "render_html", "render_junit", "render_markdown",
+           "SampleResults", "grid_note", "grid_png", "load_report", "read_report_json", "plot_png", "render_html", "render_junit", "render_markdown",
            "render_table", "render_work_table", "report_from_dict", "write_grid", "write_html", "write_outputs", "write_plot"]

@@ -187,11 +187,30 @@ def report_from_dict(data: dict[str, Any]) -> Report:
     return Report(**{k: v for k, v in data.items() if k in known})
 
 
-def load_report(path: str | Path) -> Report:
+def read_report_json(path: str | Path) -> dict[str, Any]:
+    """A report.json as written (an eval report, or a harden report holding ``input`` and ``hardened``); one-line
+    errors for a missing, non-JSON or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"baseline report not found: {path}", "pass the report.json of an earlier `hardenctl eval --report`")
+        raise UserError(f"report {path} does not exist", "pass the report.json that `hardenctl eval --report` or `harden --out` wrote")
     try:
-        return report_from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a JSON report ({type(exc).__name__})", "pass a report.json written by hardenctl") from None
+    result = data.get("hardened", data) if isinstance(data, dict) else None
+    if not isinstance(result, dict) or not {"clean_accuracy", "robust_accuracy", "eps", "n"} <= set(result):
+        raise UserError(f"{path} is not a hardenctl report (no clean_accuracy, robust_accuracy, eps and n)",
+                        "pass a report.json written by `hardenctl eval --report` or `hardenctl harden --out`")
+    return data
+
+
+def load_report(path: str | Path) -> Report:
+    """An eval report (e.g. a ``--baseline``) from its JSON file."""
+    data = read_report_json(path)
+    if "hardened" in data and "input" in data:
+        raise UserError(f"{path} is a harden report (an input and a hardened model)",
+                        "pass the report.json of one evaluation (`hardenctl eval --report`)")
+    try:
+        return report_from_dict(data)
+    except (TypeError, KeyError, AttributeError) as exc:
         raise UserError(f"{path} is not a hardenctl report ({type(exc).__name__})", "pass a report.json written by hardenctl") from None

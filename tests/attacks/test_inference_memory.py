@@ -60,3 +60,26 @@ def test_a_first_call_too_small_to_trace_still_gets_the_frozen_copy_later(model,
     assert why == "" and not isinstance(fast, GradOrFrozen)  # 2 images: nothing to check a trace on
     fast, why = inference_copy(model, x)
     assert why == "" and isinstance(fast, GradOrFrozen)
+
+
+def test_a_model_fx_cannot_trace_is_tried_once_not_per_batch(model, test_data, monkeypatch):
+    """A refusal is kept like a copy: the deep copy and the fx trace were repeated on every batch and attack."""
+    import torch.fx.experimental.optimization as fx_optimization
+
+    class Branchy(torch.nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) if x.sum() > -1 else -self.inner(x)
+
+    tries: list[int] = []
+    fuse = fx_optimization.fuse
+    monkeypatch.setattr(fx_optimization, "fuse", lambda *a, **k: tries.append(1) or fuse(*a, **k))
+    x, y = test_data
+    branchy = Branchy(model).eval()
+    for start in range(0, len(x), 16):
+        target, why = inference_copy(branchy, x[start:start + 16])
+        assert target is branchy and why.startswith("not traceable")
+    assert len(tries) == 1
