@@ -236,9 +236,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         return entry.get(key) if isinstance(entry, dict) else None
 
     out: dict[str, Any] = {}
-    fp32, bf16cl, bare = value("train_fp32", "images_per_s"), value("train_bf16_channels_last", "images_per_s"), None
-    bare_entry = (steps.get("train_bare") or {}).get("result") or {}
-    bare = bare_entry.get("fp32") if isinstance(bare_entry, dict) else None
+    fp32, bf16cl, bare = (value("train_fp32", "images_per_s"), value("train_bf16_channels_last", "images_per_s"),
+                          value("train_bare", "fp32"))
     if fp32 and bf16cl:
         out["train_bf16_channels_last_over_fp32"] = bf16cl / fp32  # target >= 2
     if fp32 and bare:
