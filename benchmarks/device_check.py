@@ -18,7 +18,6 @@ The JSON (``--out``) holds every number; nothing is printed that is not also in 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -163,15 +162,11 @@ def engine_training(train_npz: str, work: Path, device: torch.device, batch_size
 
 def our_suite(model_path: str, test_npz: str, n: int, device: torch.device, precision: str | None, tiny: bool) -> dict[str, Any]:
     import hardenctl.api as api
-    from hardenctl.evaluate import EvalConfig
 
-    options: dict[str, Any] = {"n": n, "suite": "standard", "eps": 8 / 255, "seed": 0, "batch_size": 500}
+    options: dict[str, Any] = {"n": n, "suite": "standard", "eps": 8 / 255, "seed": 0, "batch_size": "auto",
+                               "precision": precision or "fp32"}
     if tiny:
         options.update(apgd_steps=5, square_queries=20)
-    if precision is not None:
-        if "eval_precision" not in {f.name for f in dataclasses.fields(EvalConfig)}:
-            return {"skipped": "this hardenctl has no eval_precision (bf16 search) yet"}
-        options["eval_precision"] = precision
     model = api.load_model(model_path, device=str(device))
     synchronize(device)
     started = time.perf_counter()
@@ -179,7 +174,9 @@ def our_suite(model_path: str, test_npz: str, n: int, device: torch.device, prec
     synchronize(device)
     return {"seconds": time.perf_counter() - started, "clean_accuracy": report.clean_accuracy,
             "robust_accuracy": report.robust_accuracy, "attacks": report.attacks, "n": report.n,
-            "precision": precision or "fp32", "checks_passed": all(c.passed for c in report.checks)}
+            "precision": precision or "fp32", "checks_passed": all(c.passed for c in report.checks),
+            "execution": report.execution, "work": report.work,
+            "robust_indices": [i for i, robust in enumerate(report.samples.robust) if robust] if report.samples else None}
 
 
 def reference_autoattack(model_path: str, test_npz: str, n: int, device: torch.device, tiny: bool) -> dict[str, Any]:
@@ -231,7 +228,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     """The targets of issue 20 as ratios measured in this run."""
     steps = results["steps"]
 
-    def value(name: str, key: str) -> float | None:
+    def value(name: str, key: str) -> Any:
         entry = (steps.get(name) or {}).get("result") or {}
         return entry.get(key) if isinstance(entry, dict) else None
 
@@ -248,6 +245,10 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     bf16 = value("suite_bf16_search", "seconds")
     if bf16 and reference:
         out["suite_bf16_over_autoattack"] = bf16 / reference
+    robust_fp32, robust_bf16 = value("suite_fp32", "robust_indices"), value("suite_bf16_search", "robust_indices")
+    if robust_fp32 is not None and robust_bf16 is not None:  # bf16 search must break what fp32 breaks: target <= 0
+        out["bf16_search_robust_minus_fp32"] = len(robust_bf16) - len(robust_fp32)
+        out["robust_under_bf16_not_fp32"] = len(set(robust_bf16) - set(robust_fp32))
     return out
 
 
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         model_path = (trained or {}).get("model")
         if model_path:
             step(results, "suite_fp32", deadline, lambda: our_suite(model_path, test_npz, args.n, device, None, args.tiny))
-            if on_cuda:
+            if on_cuda or args.tiny:  # the CPU dry-run exercises the bf16 search too (autocast works there, slowly)
                 step(results, "suite_bf16_search", deadline,
                      lambda: our_suite(model_path, test_npz, args.n, device, "bf16", args.tiny))
             step(results, "autoattack_reference", deadline,

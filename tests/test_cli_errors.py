@@ -87,6 +87,20 @@ def test_repeated_attack(cli, tmp_path, digits_model_path):
     assert code == 2 and "more than once" in err
 
 
+@pytest.mark.parametrize("args,expect", [(("--batch-size", "0"), "--batch-size must be at least 1"),
+                                         (("--batch-size", "big"), "--batch-size must be a whole number or auto"),
+                                         (("--eval-precision", "fp16"), "unknown --eval-precision 'fp16'"),
+                                         (("--eval-precision", "bf16", "--suite", "autoattack"), "reference autoattack")])
+def test_bad_batch_size_and_precision(cli, tmp_path, digits_model_path, args, expect):
+    if "--suite" in args:  # the reference runs only without --attacks
+        out_file = tmp_path / "out" / "report.json"
+        code, _, err = cli("eval", digits_model_path, "--data", "digits", "--quiet", "--n", "8", *args, "--report", out_file)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expect in err.lower(), err
+        assert not out_file.exists()
+        return
+    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits", *args, expect=expect)
+
+
 def test_unknown_suite(cli, tmp_path, digits_model_path):
     code, _, err = cli("eval", digits_model_path, "--data", "digits", "--suite", "heavy")
     assert code == 2 and "unknown suite" in err

@@ -53,6 +53,17 @@ def test_seed_makes_the_report_repeat_exactly(cli, digits_model_path, tmp_path):
     assert first == second and first["work"]["pgd"]["forward_passes"] > 0
 
 
+def test_batch_size_auto_and_bf16_search_are_recorded_in_every_report(cli, digits_model_path, tmp_path):
+    code, out, err = cli("eval", digits_model_path, "--data", "digits-test", "--attacks", "apgd-ce", "--apgd-steps", "5",
+                         "--n", "24", "--batch-size", "auto", "--eval-precision", "bf16", "--quiet", "--json",
+                         "--markdown", tmp_path / "r.md")
+    assert code == 0, err
+    execution = json.loads(out)["execution"]
+    assert execution["batch_size"] == 24 and execution["batch_size_auto"]["chosen"] == 24
+    assert (execution["search_precision"], execution["verdict_precision"], execution["precision_requested"]) == ("bf16", "fp32", "bf16")
+    assert "batch 24 (auto), attacks searched in bf16 autocast, every verdict re-scored in fp32" in (tmp_path / "r.md").read_text()
+
+
 def test_gates_exit_1_and_name_the_gate(cli, digits_model_path, tmp_path):
     code, _, err = cli("eval", digits_model_path, "--data", "digits-test", *FAST, "--min-clean-acc", "0.5",
                        "--min-robust-acc", "1.0", "--report", tmp_path / "r.json")

@@ -91,3 +91,36 @@ def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_th
     for rank, name in enumerate(logs):
         assert f"(rank {rank} of 2)" in next(line for line in lines if name in line)
     assert json.loads((tmp_path / "report.json").read_text())["n"] == 8  # computed before the crash, so written
+
+
+@pytest.mark.slow
+def test_batch_size_auto_under_torchrun_cuts_the_same_batches_on_every_rank(digits_model_path, tmp_path):
+    """Each rank measures its own free memory; rank 1 here finds room for 2 images, rank 0 for 4. Both must attack in
+    batches of 2 (the smallest), and the report is then one process's with --batch-size 2."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(f"""
+        import importlib, os, sys
+        from hardenctl.cli import main
+
+        engine = importlib.import_module("hardenctl.evaluate.engine")  # hardenctl.evaluate the attribute is the function
+
+        def measured(model, probe, n, device, world_size=1):
+            size = 4 if os.environ["RANK"] == "0" else 2
+            return size, {{"bytes_per_image": 1, "free_bytes": size, "fits": size, "chosen": size}}
+
+        engine.auto_batch_size = measured
+        sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8", "--batch-size", "auto",
+                       "--attacks", "pgd", "--eps", "0.1", "--device", "cpu", "--quiet", "--no-strict",
+                       "--report", {str(tmp_path / "auto.json")!r}]))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    plain = subprocess.run([sys.executable, "-m", "hardenctl", "eval", str(digits_model_path), "--data", "digits-test", "-n", "8",
+                            "--batch-size", "2", "--attacks", "pgd", "--eps", "0.1", "--quiet", "--no-strict",
+                            "--report", str(tmp_path / "plain.json")], capture_output=True, text=True, env=env, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    auto, fixed = (json.loads((tmp_path / name).read_text()) for name in ("auto.json", "plain.json"))
+    assert auto["execution"]["batch_size"] == 2 and auto["execution"]["batch_size_auto"]["chosen"] == 2
+    assert (auto["counts"], auto["attacks"], auto["per_class"]) == (fixed["counts"], fixed["attacks"], fixed["per_class"])

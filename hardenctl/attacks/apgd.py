@@ -106,7 +106,7 @@ class _APGD(Attack):
         loss, grad, logits = self.gradient(model, x_adv, y, loss_fn)
         x_fool = x_adv.clone()
         fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
-        keep_misclassified(x_fool, fooled, x_adv, logits, y)
+        keep_misclassified(x_fool, fooled, x_adv, self.misclassified(model, x_adv, logits, y))
         x_out, loss_out = x_adv.clone(), loss.clone()
 
         x_best, grad_best, loss_best = x_adv.clone(), grad.clone(), loss.clone()
@@ -134,7 +134,7 @@ class _APGD(Attack):
             x_prev, x_adv = x_adv, self.momentum_step(x_adv, x_prev, grad, step_size, x_run, first=i == 0)
 
             loss, grad, logits = self.gradient(model, x_adv, y_run, loss_fn)
-            newly = (logits.argmax(dim=1) != y_run) & ~fooled[pos]
+            newly = self.misclassified(model, x_adv, logits, y_run) & ~fooled[pos]
             x_fool[pos[newly]] = x_adv[newly].detach()
             fooled[pos[newly]] = True
             increases += (loss > loss_prev).float()
@@ -169,7 +169,7 @@ class _APGD(Attack):
         Points misclassified at ``x`` itself are returned unchanged, as in the reference.
         """
         clean_logits = self.predict(model, x)
-        fooled = clean_logits.argmax(dim=1) != y
+        fooled = self.misclassified(model, x, clean_logits, y)
         x_out = x.clone()
         best = torch.full((x.shape[0],), float("-inf"), device=x.device)
         for make_loss in self._losses(clean_logits, y):

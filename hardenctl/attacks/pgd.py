@@ -46,13 +46,13 @@ class PGD(Attack):
             x_adv = self.random_start(x) if self.use_random_start else x.clone()
             for _ in range(self.steps):
                 _, grad, logits = self.gradient(model, x_adv, y, self.loss)
-                keep_misclassified(x_best, fooled, x_adv, logits, y)
+                keep_misclassified(x_best, fooled, x_adv, self.misclassified(model, x_adv, logits, y))
                 x_adv = self.project(self.step(x_adv, grad, self.alpha), x)
             # Points never fooled keep this restart's final iterate (the strongest we have);
             # the caller re-scores it, so only score it here when another restart may follow.
             x_best[~fooled] = x_adv[~fooled]
             if restart + 1 < self.restarts:
-                keep_misclassified(x_best, fooled, x_adv, self.predict(model, x_adv), y)
+                keep_misclassified(x_best, fooled, x_adv, self.misclassified(model, x_adv, self.predict(model, x_adv), y))
                 if fooled.all():
                     break
         return x_best

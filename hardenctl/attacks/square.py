@@ -122,7 +122,12 @@ class Square(Attack):
         self.rescale_schedule = bool(rescale_schedule)
 
     def _margin(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return margin(self.predict(model, x), y)
+        """Margins; under a reduced-precision search a claimed success (> 0) is re-measured in full precision."""
+        found = margin(self.predict(model, x), y)
+        if self.search_dtype is not None and bool((found > 0).any()):
+            rows = (found > 0).nonzero().squeeze(1)
+            found[rows] = margin(self.exact_predict(model, x[rows]), y[rows])
+        return found
 
     @torch.no_grad()
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

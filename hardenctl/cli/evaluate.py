@@ -31,7 +31,8 @@ def eval_command(
     workers: WorkersOption = None,
     skip_unreadable: SkipUnreadableOption = False,
     n: Annotated[int, typer.Option("--n", "-n", "--num-samples", help="Evaluate the first n samples (under torchrun spell it -n or --num-samples: torchrun reads --n as its own --nnodes)")] = 1000,
-    batch_size: Annotated[int, typer.Option(help="Batch size")] = 128,
+    batch_size: Annotated[str, typer.Option(help="Batch size, or auto: the largest whose attack passes fit in memory (the fastest; the report records the choice)")] = "128",
+    eval_precision: Annotated[str, typer.Option(help="Precision of the attacks' search: auto (bf16 on a CUDA GPU, else fp32), fp32, bf16; every verdict is re-scored in fp32")] = "auto",
     eps: Annotated[str, typer.Option(help="Perturbation radius in [0,1] pixel units; fractions like 8/255 are fine")] = "8/255",
     norm: Annotated[str, typer.Option(help="Threat model: linf or l2")] = "linf",
     suite: Annotated[str, typer.Option(help="quick (PGD-20 + APGD-CE), standard (APGD-CE → APGD-T → Square), autoattack (reference package)")] = "standard",
@@ -95,7 +96,8 @@ def eval_command(
         raise UserError("--min-protected-robust-acc needs --protected", "pass e.g. --protected 3,5")
     if protected_cost < 0:
         raise UserError(f"--protected-cost must be >= 0, got {protected_cost}", "pass e.g. --protected-cost 10")
-    for value, option in ((n, "--num-samples"), (batch_size, "--batch-size"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
+    batch_size_value = parse_batch_size(batch_size)
+    for value, option in ((n, "--num-samples"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
@@ -103,9 +105,9 @@ def eval_command(
     reading = data_options(workers, skip_unreadable)
     require_model(checkpoint)
     api = api_module()
-    config = dict(eps=eps_value, norm=norm, suite=suite, attacks=attack_names, n=n, batch_size=batch_size, seed=seed,
+    config = dict(eps=eps_value, norm=norm, suite=suite, attacks=attack_names, n=n, batch_size=batch_size_value, seed=seed,
                   eot_samples=eot_samples, eps_sweep=sweep, apgd_steps=apgd_steps, square_queries=square_queries,
-                  randomized=True if randomized else None)
+                  randomized=True if randomized else None, precision=eval_precision)
     eval_config = api.EvalConfig(**config)
     names = [a.name for a in eval_config.build_attacks(eps_value, 1)]  # validates suite/attack names before any loading
     base = None
@@ -145,6 +147,19 @@ def eval_command(
             raise typer.Exit(EXIT_GATE_FAILED)
         return
     finish(result, out, report, markdown, junit, samples=samples, html=html, failure=failure, robustbench_json=robustbench_json)
+
+
+def parse_batch_size(text: str) -> int | str:
+    """``--batch-size``: a positive whole number, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--batch-size must be a whole number or auto, got {text!r}", "pass e.g. --batch-size 128 or --batch-size auto") from None
+    if value < 1:
+        raise UserError(f"--batch-size must be at least 1, got {value}", "pass a positive --batch-size, or auto")
+    return value
 
 
 def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path],

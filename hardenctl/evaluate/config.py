@@ -4,10 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ..attacks import Attack
 from ..attacks.suites import build_custom, build_suite
+from ..errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -21,7 +25,7 @@ class EvalConfig:
     suite: str = "standard"
     attacks: Sequence[str] | None = None  # custom list overrides the suite
     n: int | None = 1000
-    batch_size: int = 128
+    batch_size: int | str = 128  # or "auto": the largest that fits (see batching.py), recorded in the report
     seed: int = 0
     eot_samples: int = 20
     eps_sweep: Sequence[float] | None = None
@@ -32,6 +36,14 @@ class EvalConfig:
     protected: Sequence[int] | None = None  # class ids whose metrics go to report.extra["protected"]
     protected_cost: float = 10.0  # cost of misclassifying a protected class (the cost-sensitive recipe's C)
     attack_model: nn.Module | None = None  # attacks differentiate this model instead (e.g. AToP's classifier alone: BPDA)
+    precision: str = "auto"  # the attacks' search: auto (bf16 on a CUDA GPU that has it, else fp32), fp32, bf16; verdicts are fp32
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown --eval-precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise UserError(f"--batch-size must be a positive whole number or auto, got {self.batch_size!r}",
+                            "pass e.g. --batch-size 128 or --batch-size auto")
 
     def attacks_for(self, eps: float, draws: int) -> list[Attack]:
         """The attacks of one run; with ``attack_model`` each runs on that model and is scored on the evaluated one."""
@@ -44,8 +56,32 @@ class EvalConfig:
 
     def build_attacks(self, eps: float, eot_samples: int) -> list[Attack]:
         if self.attacks:
-            return build_custom(self.attacks, eps, self.norm, eot_samples, self.apgd_steps, self.square_queries)
-        return build_suite(self.suite, eps, self.norm, eot_samples, self.seed, self.apgd_steps, self.square_queries)
+            attacks = build_custom(self.attacks, eps, self.norm, eot_samples, self.apgd_steps, self.square_queries)
+        else:
+            attacks = build_suite(self.suite, eps, self.norm, eot_samples, self.seed, self.apgd_steps, self.square_queries)
+        if self.precision == "bf16":
+            for attack in attacks:
+                attack.search_dtype = torch.bfloat16
+        return attacks
+
+
+def search_precision(requested: str, device: torch.device, suite: str = "standard") -> str:
+    """The precision the attacks search in: ``fp32`` or ``bf16`` (``auto``: bf16 on a CUDA GPU that supports it).
+
+    Why bf16 only on a GPU by default: there it doubles the tensor-core throughput, and every point the search calls
+    fooled is re-scored in fp32 before the attack acts on it, so the verdicts stay fp32-exact. Most CPUs have no bf16
+    arithmetic (autocast then emulates it, slower than fp32); ``bf16`` still runs there when asked.
+    """
+    if requested not in PRECISIONS:
+        raise UserError(f"unknown --eval-precision {requested!r}", f"use one of {', '.join(PRECISIONS)}")
+    if suite == "autoattack":
+        if requested == "bf16":
+            raise UserError("--eval-precision bf16 searches with hardenctl's own attacks; the reference AutoAttack "
+                            "(--suite autoattack) runs in fp32", "drop --eval-precision, or use --suite standard")
+        return "fp32"
+    if requested == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return requested
 
 
 class Transferred(Attack):

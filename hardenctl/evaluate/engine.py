@@ -6,6 +6,7 @@ the report does not depend on it.
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from pathlib import Path
@@ -21,8 +22,9 @@ from ..distributed import Distributed
 from ..errors import UserError
 from ..report import PICTURES, SCHEMA_VERSION, Report
 from .adversarial import AdversarialWriter
+from .batching import auto_batch_size
 from .checks import buffers_check, large_eps_check, suite_checks, sweep_check
-from .config import EvalConfig, Progress
+from .config import EvalConfig, Progress, search_precision
 from .gallery import PictureKeeper
 from .results import per_class, rate, robust_count, sample_results, suite_counts
 from .resume import EvalState, model_digest
@@ -68,6 +70,8 @@ def evaluate(model: nn.Module, data: ArrayDataset, config: EvalConfig | None = N
     randomized = bool(config.randomized) or detected or bool(getattr(getattr(model, "info", None), "randomized", False))
     draws = config.eot_samples if randomized else 1
 
+    requested_precision = config.precision
+    config = dataclasses.replace(config, precision=search_precision(config.precision, device, config.suite_name()))
     attacks = config.attacks_for(config.eps, draws)
     shards = Shards(dist or Distributed())
     main_stage = stage_key("attacks", config.eps, config.norm)
@@ -80,6 +84,17 @@ def evaluate(model: nn.Module, data: ArrayDataset, config: EvalConfig | None = N
         keepers.append(writer)
     keepers.append(watch)
     with shards.joined(device):
+        batch_choice = None
+        if config.batch_size == "auto":
+            size, batch_choice = auto_batch_size(model, probe, len(data), device, shards.dist.world_size)
+            size = min(shards.gather(size))  # every process must cut the same batches
+            batch_choice["chosen"] = size
+            config = dataclasses.replace(config, batch_size=size)
+            if log is not None:
+                log(f"--batch-size auto: {size} ({batch_choice['bytes_per_image'] / 2**20:.1f} MiB per image, "
+                    f"{batch_choice['free_bytes'] / 2**30:.1f} GiB free)")
+        execution = {"search_precision": config.precision, "verdict_precision": "fp32", "precision_requested": requested_precision,
+                     "batch_size": config.batch_size, "batch_size_auto": batch_choice}
         state = None
         if resume_dir is not None:
             key = resume_key(model, data, config, attacks, draws, device, save_adversarial is not None)
@@ -90,6 +105,7 @@ def evaluate(model: nn.Module, data: ArrayDataset, config: EvalConfig | None = N
             shards.barrier()  # every process looks at the directories before any writes there (a fresh run must not see a sibling's file)
         runner = EvalRunner(shards, state, keepers)
         report = _run_stages(model, data, config, progress, runner, attacks, randomized, draws, device, started, watch, gallery)
+        report.execution = execution
     model.train(was_training)
     return report
 
@@ -102,7 +118,7 @@ def resume_key(model: nn.Module, data: ArrayDataset, config: EvalConfig, attacks
     return {"model_sha256": getattr(info, "sha256", None) or model_digest(model), "data_sha256": data.sha256(), "n": len(data),
             "eps": config.eps, "norm": config.norm, "suite": config.suite_name(), "attacks": [a.name for a in attacks],
             "apgd_steps": config.apgd_steps, "square_queries": config.square_queries, "seed": config.seed,
-            "batch_size": config.batch_size, "eot_samples": draws,
+            "batch_size": config.batch_size, "eot_samples": draws, "precision": config.precision,
             "eps_sweep": sorted(float(e) for e in config.eps_sweep) if config.eps_sweep else [],
             "large_eps_samples": config.large_eps_samples,
             "attack_model": None if source is None else (getattr(getattr(source, "info", None), "sha256", None) or model_digest(source)),

@@ -112,9 +112,21 @@ def build(report: Report, plot: bool = False, pictures: bool = False) -> list[Bl
                        f"{entry['robust_accuracy']:.2%} {span(class_interval(entry, 'robust_accuracy'))}"]
                       for key, entry in report.per_class.items()])]
     blocks.append(paragraph(f"Normalisation from {report.normalization.get('source')}; model sha256 ", code(report.model_sha256),
-                            "; data sha256 ", code(report.data_sha256), f"; {report.seconds:.1f} s on {report.device}; "
+                            "; data sha256 ", code(report.data_sha256), f"; {report.seconds:.1f} s on {report.device}"
+                            + execution_text(report.execution) + "; "
                             + ", ".join(f"{k} {v}" for k, v in report.versions.items()) + "."))
     return blocks
+
+
+def execution_text(execution: dict[str, Any]) -> str:
+    """``, batch 200 (auto), attacks searched in bf16, every verdict re-scored in fp32`` (empty for older reports)."""
+    if not execution:
+        return ""
+    auto = " (auto)" if execution.get("batch_size_auto") else ""
+    text = f", batch {execution.get('batch_size')}{auto}"
+    if execution.get("search_precision") == "bf16":
+        return text + ", attacks searched in bf16 autocast, every verdict re-scored in fp32"
+    return text + ", attacks in fp32"
 
 
 def class_label(key: str, entry: dict[str, Any]) -> str:

@@ -109,6 +109,9 @@ class Report:
     # attack name -> what it cost and broke over the whole run: seconds (the verdict's re-scoring included), forward
     # and backward image-passes (a batch of 46 is 46; EOT draws count), points attacked, points broken
     work: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # how the attacks ran, where it is not the result's business but a reader's: search_precision (fp32 or bf16),
+    # verdict_precision (always fp32), precision_requested, batch_size and, for --batch-size auto, what it measured
+    execution: dict[str, Any] = field(default_factory=dict)
 
     # -- 95% intervals (derived from the accuracies and n, so they can never disagree with them) ---------------
     def interval(self, metric: str) -> tuple[float, float] | None:
