@@ -205,6 +205,13 @@ def test_outputs_are_complete(mart_run, digits_model_path):
     assert (report["other"] is None) == (report["best_epoch"] == 3)
     assert report["history"] == log
     markdown = (mart_run / "report.md").read_text()
+    trade = report["trade"]  # the first lines: what the run bought and cost, from the very numbers of the report
+    assert trade["robust"]["change_points"] == pytest.approx(100 * (report["hardened"]["robust_accuracy"] - report["input"]["robust_accuracy"]))
+    assert trade["clean"]["after_interval"] == report["hardened"]["intervals"]["clean_accuracy"]
+    assert trade["under_trained"] in (True, False) and trade["evidence"]
+    first_lines = markdown.split("## Before and after")[0]
+    assert f"→ {report['hardened']['robust_accuracy']:.1%} [" in first_lines and ("Trade: " in first_lines)
+    assert ("Looks under-trained" in first_lines) == trade["under_trained"]
     assert "## Before and after" in markdown and "## Training curves" in markdown and "**saved**" in markdown
     resolved = load_recipe(str(mart_run / "recipe.yaml"))
     assert resolved.name == "mart" and resolved.config.to_dict() == report["recipe_config"]

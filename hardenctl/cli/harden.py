@@ -69,7 +69,8 @@ def harden_outputs(result, out: Output) -> None:
     for note in report.notes:
         out.note(note)
     out.note(f"profile {report.profile}" + (f": {'; '.join(report.decisions)}" if report.decisions else ""))
-    out.note(report.headline())
+    for line in report.trade_lines():
+        out.note(line)
     out.note(f"saved the {report.selected} epoch ({report.selected_epoch} of {report.last_epoch}) to {result.model_path}; "
              f"report in {result.out_dir}/report.md")
 

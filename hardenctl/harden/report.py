@@ -10,6 +10,7 @@ from typing import Any
 from ..report.common import format_eps
 from ..report.markdown import code_span, escape_markdown
 from ..version import __version__
+from .trade import trade, trade_lines
 
 SCHEMA_VERSION = "harden-1.0"
 
@@ -88,6 +89,15 @@ class HardenReport:
                   f"({100 * (self.hardened.robust_accuracy - self.input.robust_accuracy):+.2f} points)")
         return f"{clean}; {robust}" if self.selected_by == "clean" else f"{robust}; {clean}"
 
+    def trade(self) -> dict[str, Any]:
+        """What the run bought and cost (:mod:`.trade`): before/after with intervals, robust points per clean point,
+        and whether robust accuracy was still rising at the end."""
+        scored = min(int(self.recipe_config.get("monitor_n", 0) or 0), int(self.data.get("holdout_n", 0) or 0))
+        return trade(self.input, self.hardened, self.history, scored, self.planned_epochs or self.last_epoch)
+
+    def trade_lines(self) -> list[str]:
+        return trade_lines(self.trade())
+
     def selection_label(self) -> str:
         """How the best epoch was scored and, when not every epoch competed, among which (e.g. AToP's fine-tuning epochs)."""
         what = "clean accuracy" if self.selected_by == "clean" else f"PGD-{self.recipe_config['monitor_steps']} robust accuracy"
@@ -113,6 +123,7 @@ class HardenReport:
         data = asdict(dataclasses.replace(self, input=None, hardened=None, other=None, extra_evaluations={}))
         data.update({key: report.to_dict() if report is not None else None for key, report in reports.items()})
         data["extra_evaluations"] = {label: report.to_dict() for label, report in self.extra_evaluations.items()}
+        data["trade"] = self.trade()
         return data
 
     def to_json(self) -> str:
@@ -139,6 +150,7 @@ class HardenReport:
         lines = [
             "# hardenctl harden report", "",
             f"**{headline[0].upper()}{headline[1:]}**", "",
+            *[f"- {line}" for line in self.trade_lines()], "",
             f"Recipe {code_span(self.recipe)}, profile `{self.profile}` ({escape_markdown(self.recipe_source)}) trained on "
             f"{code_span(self.data['train'])} "
             f"({self.data['train_n']} images; {self.data['holdout_n']} held out to pick the epoch), "
