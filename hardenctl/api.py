@@ -171,7 +171,7 @@ def harden(
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
-    lr: float | None = None,
+    lr: float | str | None = None,
     seed: int = 0,
     device: str = "auto",
     resume: bool = False,

@@ -86,7 +86,7 @@ def harden_command(
     eval_data: Annotated[Optional[str], typer.Option(help="Data for the before/after report (default: the held-out split of --data)")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (the recipe's `epochs`)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Global training batch size (the recipe's `batch_size`)")] = None,
-    lr: Annotated[Optional[str], typer.Option(help="Peak learning rate (the recipe's `lr`)")] = None,
+    lr: Annotated[Optional[str], typer.Option(help="Peak learning rate (the recipe's `lr`): a number, auto (the linear-scaling rule) or sweep (measure lr_sweep × that on the held-out split and keep the best)")] = None,
     set_values: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe parameter, key=value (repeatable), e.g. --set beta=5")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (a run repeats exactly on CPU)")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process)")] = "auto",
@@ -134,7 +134,7 @@ def harden_command(
     with training_progress(out) as progress:
         result = api_module().harden(
             checkpoint, data=data, out=out_dir, recipe=recipe, eval_data=eval_data, overrides=overrides,
-            epochs=epochs, batch_size=batch_size, lr=parse_number(lr, "--lr") if lr is not None else None, seed=seed,
+            epochs=epochs, batch_size=batch_size, lr=(lr.strip().lower() if lr.strip().lower() in ("auto", "sweep") else parse_number(lr, "--lr")) if lr is not None else None, seed=seed,
             device=device, resume=resume, eval_n=eval_n, suite=suite, eps=parse_eps(eps, "linf"), amp=amp,
             channels_last=channels_last, progress=progress, log=out.note, **loading, **reading)
     if result is not None:

@@ -88,10 +88,11 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: Dataset, eval_dat
     if not dist.is_main:
         return None
     runtime = {"device": str(device), "world_size": dist.world_size, "amp": amp_label(resolve_amp(options.amp, device)),
-               "channels_last": options.channels_last, "train_seconds": sum(h["train_seconds"] for h in result.history)}
+               "channels_last": options.channels_last, "train_seconds": sum(h["train_seconds"] for h in result.history),
+               "lr_sweep_seconds": result.lr_sweep.seconds if result.lr_sweep is not None else 0.0}
     data = {"train": train_data.source, "train_n": len(train_set), "holdout_n": len(holdout) if holdout is not None else 0}
     facts = RunFacts(result=result, data=data, runtime=runtime, no_holdout=holdout is None, eval_is_holdout=eval_data is None,
-                     decisions=list(decisions), notes=[names_note] if names_note else [])
+                     decisions=list(decisions) + ([result.lr_sweep.note()] if result.lr_sweep is not None else []), notes=[names_note] if names_note else [])
     return evaluate_and_write(input_model, trained, recipe, facts, eval_data if eval_data is not None else holdout, eval_config,
                               options, progress, log)
 

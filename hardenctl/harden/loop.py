@@ -8,6 +8,7 @@ training attack the catastrophic-overfitting guard reads the same monitor.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from . import guard
 from .checkpoints import TrainResult, check_resume_key, checkpoint_path, read_on_main, resume_point, write_train_log
 from .epoch import EpochPlan, EpochResult, TrainState, run_epoch
 from .monitoring import Baseline, Monitor, Scorer, measure_input, monitor_sets
-from .resolve import resolve_recipe
+from .lr_sweep import SweepResult, sweep_lr
+from .resolve import linear_scaling_lr, resolve_recipe
 from .runtime import Distributed, Log, RunOptions, TrainProgress, resolve_amp
 from .selection import healthy_epochs, select_best
 from .steps import training_attack
@@ -59,6 +61,20 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
     config = recipe.config
     device = next(model.parameters()).device
     amp_dtype = resolve_amp(options.amp, device)
+    steps = len(train_set) // config.batch_size
+    info = getattr(model, "info", None)
+    plan = EpochPlan(train_set, config.batch_size // dist.world_size, steps, getattr(info, "data_config", None),
+                     getattr(info, "in_chans", None) or train_set.channels, device,
+                     torch.channels_last if options.channels_last else torch.contiguous_format,
+                     lambda: torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext())
+    scorer = monitor if monitor is not None else Monitor.for_recipe(recipe, options.seed, dist)
+    sweep = None
+    if config.lr == "sweep":  # measured before the first step (a resumed run repeats it: the same choice on CPU)
+        sweep = sweep_lr(model, recipe, linear_scaling_lr(config, config.optimizer), train_set, holdout, options, dist, plan,
+                         scorer, amp_dtype)
+        recipe.config = config = dataclasses.replace(config, lr=sweep.chosen)
+        if log:
+            log(sweep.note())
     net: nn.Module = model
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -66,7 +82,6 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     state = TrainState(model, recipe, amp_dtype)
     attack = training_attack(recipe, dist.rank, dist.world_size)
-    scorer = monitor if monitor is not None else Monitor.for_recipe(recipe, options.seed, dist)
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -78,7 +93,6 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
         if log:
             log(f"resuming from {last} (epoch {start_epoch} of {config.epochs} done)")
 
-    steps = len(train_set) // config.batch_size
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,  # type: ignore[arg-type]
                                  seed=options.seed, drop_last=False)
     train_monitor, holdout_monitor = monitor_sets(recipe, train_set, holdout)
@@ -86,11 +100,6 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
         baseline = tuple(history[0].get(f"input_holdout_{k}_accuracy") for k in ("clean", "robust", "fgsm"))
     elif baseline is None:
         baseline = measure_input(model, recipe, holdout, scorer)
-    info = getattr(model, "info", None)
-    plan = EpochPlan(train_set, config.batch_size // dist.world_size, steps, getattr(info, "data_config", None),
-                     getattr(info, "in_chans", None) or train_set.channels, device,
-                     torch.channels_last if options.channels_last else torch.contiguous_format,
-                     lambda: torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext())
     for epoch in range(start_epoch, config.epochs):
         decision = guard.decide(config, history, recipe.selection)
         if decision.stop:
@@ -129,4 +138,4 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
     if not history:
         raise UserError("nothing to train: 0 epochs", "pass --epochs 1 or more")
     selectable = [e for e in recipe.selectable_epochs()[0] if e in set(healthy_epochs(history))]
-    return TrainResult(history, select_best(history, recipe.selection, selectable), history[-1]["epoch"])
+    return TrainResult(history, select_best(history, recipe.selection, selectable), history[-1]["epoch"], sweep)

@@ -160,7 +160,8 @@ def evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, r
         data={**facts.data, "eval": eval_set.source, "eval_n": after.n}, runtime=facts.runtime,
         interpretation=recipe.interpretation, notes=notes, selected_by=recipe.selection, extra_evaluations=extra_evaluations,
         selectable_epochs=list(selectable), selectable=selectable_label, monitor_eot=recipe.monitor_eot(),
-        profile=config.profile, decisions=list(facts.decisions), collapses=[h["guard"] for h in result.history if h.get("collapsed")],
+        profile=config.profile, decisions=list(facts.decisions),
+        lr_sweep=dataclasses.asdict(result.lr_sweep) if result.lr_sweep is not None else None, collapses=[h["guard"] for h in result.history if h.get("collapsed")],
         planned_epochs=config.epochs, ema=config.ema, passed_over=saved.passed_over, saved_healthy=saved.healthy,
     )
     atomic_write(out_dir / "recipe.yaml", resolved_recipe_yaml(recipe, facts.decisions))

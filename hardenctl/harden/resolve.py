@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..recipes import Recipe, RecipeConfig
-from ..recipes.base import AUTO
+from ..recipes.base import AUTO, SWEEP
 from .runtime import step_seed
 
 LR_REFERENCE_BATCH = 256  # lr: auto = base_lr_<optimizer> × batch_size / 256 (the linear scaling rule, Goyal et al. 2017)
@@ -47,7 +47,7 @@ def resolve_config(config: RecipeConfig, model: nn.Module) -> tuple[RecipeConfig
         changes["optimizer"] = optimizer
     if config.lr == AUTO:
         base = config.base_lr_adamw if optimizer == "adamw" else config.base_lr_sgd
-        lr = base * config.batch_size / LR_REFERENCE_BATCH
+        lr = linear_scaling_lr(config, optimizer)
         notes.append(f"lr auto → {lr:.4g} (base_lr_{optimizer} {base:g} × batch {config.batch_size} / {LR_REFERENCE_BATCH}, "
                      "linear scaling)")
         changes["lr"] = lr
@@ -56,6 +56,12 @@ def resolve_config(config: RecipeConfig, model: nn.Module) -> tuple[RecipeConfig
         notes.append(f"weight_decay auto → {decay:g} (weight_decay_{optimizer})")
         changes["weight_decay"] = decay
     return (dataclasses.replace(config, **changes) if changes else config), notes
+
+
+def linear_scaling_lr(config: RecipeConfig, optimizer: str) -> float:
+    """``base_lr_<optimizer> × batch_size / 256``: ``lr: auto``, and the centre of ``lr: sweep``'s candidates."""
+    base = config.base_lr_adamw if optimizer == "adamw" else config.base_lr_sgd
+    return base * config.batch_size / LR_REFERENCE_BATCH
 
 
 def resolve_recipe(recipe: Recipe, model: nn.Module) -> list[str]:

@@ -46,6 +46,7 @@ def _at_least(low: float) -> dict:
 
 
 AUTO = "auto"
+SWEEP = "sweep"  # lr: sweep: the engine measures candidates on the held-out split (hardenctl.harden.lr_sweep)
 PROFILES = ("paper", "finetune", "custom")
 ATTACKS = ("pgd", "fgsm-rs", "fgsm")
 CO_GUARDS = ("stop", "lower", "warn", "off")
@@ -64,11 +65,12 @@ def _parse_names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(s.strip().lower() for s in items)
 
 
-def _auto_or_number(key: str, low: float, exclusive: bool = False) -> Callable[[Any, str], Any]:
-    """A parser for a number that may also be ``auto`` (decided by the engine once the model is known)."""
+def _auto_or_number(key: str, low: float, exclusive: bool = False, words: tuple[str, ...] = (AUTO,)) -> Callable[[Any, str], Any]:
+    """A parser for a number that may also be ``auto`` (decided by the engine once the model is known) or another of
+    ``words`` (``lr: sweep``)."""
     def parse(value: Any, where: str) -> Any:
-        if value == AUTO:
-            return AUTO
+        if value in words:
+            return value
         number = _number(key, value, where)
         _check_range(key, number, {"min": low, "exclusive": exclusive}, where)
         return number
@@ -90,7 +92,9 @@ class RecipeConfig:
     batch_size: int = field(default=128, metadata=_at_least(1))
     optimizer: str = field(default="sgd", metadata=_choices("sgd", "adamw", AUTO))
     adamw_archs: tuple[str, ...] = field(default=ADAMW_ARCHS, metadata={"parse": _parse_names})
-    lr: float = field(default=0.1, metadata={"parse": _auto_or_number("lr", 0.0, exclusive=True)})
+    lr: float = field(default=0.1, metadata={"parse": _auto_or_number("lr", 0.0, exclusive=True, words=(AUTO, SWEEP))})
+    lr_sweep: tuple[float, ...] = field(default=(0.5, 1.0, 2.0, 4.0, 8.0), metadata={"min": 0.0, "exclusive": True})
+    lr_sweep_budget: float = field(default=0.1, metadata={"min": 0.0, "max": 0.5, "exclusive": True})
     base_lr_sgd: float = field(default=0.01, metadata={"min": 0.0, "exclusive": True})
     base_lr_adamw: float = field(default=1e-4, metadata={"min": 0.0, "exclusive": True})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
@@ -302,4 +306,4 @@ class Recipe:
         return f"{type(self).__name__}({self.config})"
 
 
-__all__ = ["ADAMW_ARCHS", "ATTACKS", "AUTO", "CO_GUARDS", "LossFn", "PROFILES", "Recipe", "RecipeConfig"]
+__all__ = ["ADAMW_ARCHS", "ATTACKS", "AUTO", "SWEEP", "CO_GUARDS", "LossFn", "PROFILES", "Recipe", "RecipeConfig"]

@@ -1,0 +1,104 @@
+"""``lr: sweep``: the peak learning rate chosen by measuring a few candidates on the held-out split (issue 21).
+
+Why: one learning rate for every dataset is wrong somewhere (0.005 suited digits and under-hardened CIFAR-10). Each
+candidate, a multiple (``lr_sweep``) of the linear-scaling lr, fine-tunes its own copy of the model for the same few
+steps, on the same images and seeds, with the run's own schedule compressed into them (warm-up, decay, ε warm-up), and
+the per-epoch monitor scores it on the held-out images. The highest held-out robust accuracy wins; candidates within
+one binomial standard error of it count as tied and the tie goes to the highest clean accuracy, so noise never buys
+robustness with clean accuracy. The copies are then thrown away and the run starts from the input weights with the
+chosen lr. The sweep's training steps are ``lr_sweep_budget`` of the run's, split over the candidates.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import Dataset
+from ..recipes import Recipe
+from .epoch import EpochPlan, TrainState, run_epoch
+from .runtime import Distributed, RunOptions
+from .steps import training_attack
+
+MIN_STEPS = 4  # fewer steps per candidate than this measure nothing: the run then uses the linear-scaling lr
+
+
+@dataclass
+class SweepResult:
+    """What the sweep tried and chose (the report's ``lr_sweep``; one line of it in the decisions)."""
+
+    chosen: float
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # lr, clean, robust, seconds
+    steps: int = 0  # training steps per candidate
+    scored_n: int = 0  # held-out images each candidate was scored on
+    seconds: float = 0.0
+    why: str = ""
+
+    def note(self) -> str:
+        if not self.candidates:
+            return f"lr sweep → {self.chosen:.4g} (no sweep: {self.why})"
+        tried = ", ".join(f"{c['lr']:.4g} (clean {c['clean']:.1%}, robust {c['robust']:.1%})" for c in self.candidates)
+        return (f"lr sweep → {self.chosen:.4g}: {tried}; {self.steps} steps each, scored on {self.scored_n} held-out images; "
+                f"{self.why}; {self.seconds:.0f} s")
+
+
+def sweep_steps(epochs: int, steps_per_epoch: int, budget: float, candidates: int) -> int:
+    """Training steps per candidate: ``budget`` of the run's steps, split evenly."""
+    return int(budget * epochs * steps_per_epoch / max(candidates, 1))
+
+
+def choose(candidates: list[dict[str, Any]], scored_n: int) -> tuple[float, str]:
+    """The chosen lr and why: the best robust accuracy, ties (one standard error) to the best clean accuracy."""
+    best = max(c["robust"] for c in candidates)
+    noise = math.sqrt(max(best * (1 - best), 1 / max(scored_n, 1)) / max(scored_n, 1))
+    tied = [c for c in candidates if c["robust"] >= best - noise]
+    pick = max(tied, key=lambda c: (c["clean"], c["robust"], -c["lr"]))
+    why = (f"best held-out robust accuracy {best:.1%}" if len(tied) == 1 else
+           f"{len(tied)} candidates within one standard error ({noise:.1%}) of the best robust accuracy {best:.1%}: the "
+           "highest clean accuracy among them")
+    return float(pick["lr"]), why
+
+
+def sweep_lr(model: nn.Module, recipe: Recipe, base_lr: float, train_set: Dataset, holdout: Dataset | None,
+             options: RunOptions, dist: Distributed, plan: EpochPlan, scorer: Any, amp_dtype: torch.dtype | None = None) -> SweepResult:
+    """Try each ``base_lr × lr_sweep`` candidate on a copy of ``model`` and return the choice (``model`` is unchanged)."""
+    config = recipe.config
+    rates = sorted({base_lr * factor for factor in config.lr_sweep})
+    steps = sweep_steps(config.epochs, plan.steps, config.lr_sweep_budget, len(rates))
+    if holdout is None:
+        return SweepResult(base_lr, why="no held-out split to score candidates on (holdout_fraction is 0); the linear-scaling lr")
+    if steps < MIN_STEPS:
+        return SweepResult(base_lr, why=f"the run is too short: {steps} steps per candidate (at least {MIN_STEPS} needed); "
+                                        "the linear-scaling lr")
+    from torch.utils.data.distributed import DistributedSampler
+
+    started = time.perf_counter()
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,  # type: ignore[arg-type]
+                                 seed=options.seed, drop_last=False)
+    order = torch.tensor(list(sampler), dtype=torch.long)[: steps * plan.local_batch]  # the first epoch's first images
+    scored = holdout.head(config.monitor_n)
+    short_plan = dataclasses.replace(plan, steps=steps)
+    candidates = []
+    for lr in rates:
+        began = time.perf_counter()
+        trial = copy.copy(recipe)
+        trial.config = dataclasses.replace(config, lr=lr, epochs=1, ema=0.0)  # the run's schedule, compressed into the steps
+        candidate = copy.deepcopy(model)
+        net: nn.Module = candidate
+        if dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(candidate, device_ids=[plan.device.index] if plan.device.type == "cuda" else None)
+        state = TrainState(candidate, trial, amp_dtype)
+        run_epoch(0, net, state, trial, training_attack(trial, dist.rank, dist.world_size), order, short_plan, options, dist)
+        clean, robust = scorer.score(candidate, scored)
+        candidates.append({"lr": lr, "clean": float(clean), "robust": float(robust), "seconds": time.perf_counter() - began})
+        del net, candidate, state
+    chosen, why = choose(candidates, len(scored))
+    return SweepResult(chosen, candidates, steps, len(scored), time.perf_counter() - started, why)
