@@ -3,8 +3,8 @@
 On the same CIFAR-10 test images, model (the PGD-trained resnet10t of ``bench_attacks.py --vs-autoattack``, cached in
 benchmarks/out/) and seed, in one process, it prints:
 
-  * the ``standard`` suite's wall time and robust accuracy at each ``--batch-sizes`` and at ``auto``, and each time
-    over auto's: is the largest batch that fits also the fastest on this machine?
+  * the ``standard`` suite's wall time and robust accuracy at ``auto`` and at each ``--batch-sizes``, run in pairs
+    (auto, then the size), and each time over auto's: is the largest batch that fits also the fastest here?
   * the suite with the search in fp32 and in bf16 autocast (verdicts fp32 in both): robust accuracy, points broken
     per attack, and the points one search broke that the other did not. On a CPU this measures bf16's *strength*
     (the same rounding as on a GPU); its speed is the GPU's business (``device_check.py``).
@@ -48,14 +48,12 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
 
     sizes = [int(v) for v in args.batch_sizes.split(",") if v]
-    if sizes:
+    for size in sizes:  # auto then the fixed size, pair by pair: a load change hits both halves of a ratio alike
         auto_seconds, auto_report, _ = run(model, data, "auto", "fp32", args.seed)
-        chosen = auto_report.execution["batch_size"]
-        print(f"batch auto -> {chosen:4d}  {auto_seconds:7.1f} s  robust {auto_report.robust_accuracy:.3f}", flush=True)
-        for size in sizes:
-            seconds, report, _ = run(model, data, size, "fp32", args.seed)
-            print(f"batch {size:11d}  {seconds:7.1f} s  robust {report.robust_accuracy:.3f}  "
-                  f"time / auto's {seconds / auto_seconds:.2f}", flush=True)
+        seconds, report, _ = run(model, data, size, "fp32", args.seed)
+        print(f"batch auto ({auto_report.execution['batch_size']}) {auto_seconds:7.1f} s  robust {auto_report.robust_accuracy:.3f}; "
+              f"batch {size} {seconds:7.1f} s  robust {report.robust_accuracy:.3f}; time / auto's {seconds / auto_seconds:.2f}",
+              flush=True)
 
     precisions = [v for v in args.precisions.split(",") if v]
     results = {}
