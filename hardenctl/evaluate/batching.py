@@ -2,9 +2,10 @@
 
 Why the largest, on a CPU too: an evaluation's time goes into the passes of the points *still robust*, which each
 attack takes from one batch at a time. Square makes its 5,000 sequential passes once per batch, however few points
-of it are left, so four batches of 50 cost it about four times one batch of 200 (``benchmarks/bench_batch_size.py``
-measures it). The largest batch that fits is therefore also the fastest, on a GPU and on a CPU, up to the whole data
-(or a process's share of it under torchrun, so that every process gets a batch).
+of it are left, and a pass of 5 images costs nearly what a pass of 21 does. Measured on one CPU thread
+(``benchmarks/bench_eval_options.py``, 200 CIFAR-10 images): the standard suite took 1.67x as long in batches of 50 as
+in one batch of 200, and 1.10x in batches of 100. The largest batch that fits is therefore also the fastest, on a GPU
+and on a CPU, up to the whole data (or a process's share of it under torchrun, so that every process gets a batch).
 
 What one image costs is measured, not guessed: the bytes autograd keeps for one input-gradient pass (the attacks'
 pass) on a few real images, plus the attack's own copies of the image. The choice depends on the free memory of the
