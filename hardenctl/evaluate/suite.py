@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..attacks import PGD, Attack, AttackWork, GradientStats
 from ..data import ArrayDataset
+from ..heap import release_free_memory
 from .config import Progress
 
 BOUND_TOLERANCE = 1e-5
@@ -170,9 +171,12 @@ def run_suite(
     total = sum(len(b) for b in done) + sum(min(batch_size, n - b * batch_size) for b in todo)
     finished = sum(len(b) for b in done)
     for number, x, y in _batches(data, batch_size, todo):
+        release_free_memory()  # the heap pages decoding this batch freed (see hardenctl/heap.py: peak memory flat in n)
         batch, worst = _run_batch(model, attacks, number, number * batch_size, x.to(device), y.to(device), eps, norm, seed, draws)
         runner.finished(key, batch, x, y, worst)
         done.append(batch)
+        del x, y, worst  # freed before the next batch is decoded, not after
+        release_free_memory()  # and those the attacks freed
         finished += len(batch)
         if progress:
             progress(stage, finished, total)
@@ -192,8 +196,11 @@ def _batches(data: ArrayDataset, batch_size: int, numbers: Sequence[int]) -> Ite
         subset = data
     else:  # only the last batch of the data may be short, so the subset's batches are the chosen ones, in order
         subset = data.take(torch.cat([torch.arange(b * batch_size, min((b + 1) * batch_size, len(data))) for b in numbers]))
-    for number, (_, x, y) in zip(numbers, subset.batches(batch_size)):
+    stream = subset.batches(batch_size)
+    for number in numbers:
+        _, x, y = next(stream)
         yield number, x, y
+        del x, y  # dropped before the next batch is decoded (a zip would hold the last one until then)
 
 
 def _run_batch(model: nn.Module, attacks: Sequence[Attack], number: int, start: int, x: Tensor, y: Tensor, eps: float,
