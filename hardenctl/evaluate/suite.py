@@ -201,6 +201,7 @@ def _batches(data: ArrayDataset, batch_size: int, numbers: Sequence[int]) -> Ite
         _, x, y = next(stream)
         yield number, x, y
         del x, y  # dropped before the next batch is decoded (a zip would hold the last one until then)
+    next(stream, None)  # the end of the pass: a folder fills its digest of what was decoded (no second decoding pass)
 
 
 def _run_batch(model: nn.Module, attacks: Sequence[Attack], number: int, start: int, x: Tensor, y: Tensor, eps: float,
