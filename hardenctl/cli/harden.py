@@ -75,6 +75,14 @@ def harden_outputs(result, out: Output) -> None:
              f"report in {result.out_dir}/report.md")
 
 
+def parse_lr(text: Optional[str]) -> float | str | None:
+    """``--lr``: a number, ``auto`` (the linear-scaling rule) or ``sweep`` (measured on the held-out split)."""
+    if text is None:
+        return None
+    word = text.strip().lower()
+    return word if word in ("auto", "sweep") else parse_number(text, "--lr")
+
+
 @app.command("harden")
 def harden_command(
     checkpoint: Checkpoint,
@@ -134,7 +142,7 @@ def harden_command(
     with training_progress(out) as progress:
         result = api_module().harden(
             checkpoint, data=data, out=out_dir, recipe=recipe, eval_data=eval_data, overrides=overrides,
-            epochs=epochs, batch_size=batch_size, lr=(lr.strip().lower() if lr.strip().lower() in ("auto", "sweep") else parse_number(lr, "--lr")) if lr is not None else None, seed=seed,
+            epochs=epochs, batch_size=batch_size, lr=parse_lr(lr), seed=seed,
             device=device, resume=resume, eval_n=eval_n, suite=suite, eps=parse_eps(eps, "linf"), amp=amp,
             channels_last=channels_last, progress=progress, log=out.note, **loading, **reading)
     if result is not None:

@@ -21,11 +21,12 @@ from ..errors import UserError
 from ..files import atomic_path
 from ..models import ImageClassifier
 from ..recipes import Recipe
+from ..recipes.base import SWEEP
 from . import guard
 from .checkpoints import TrainResult, check_resume_key, checkpoint_path, read_on_main, resume_point, write_train_log
 from .epoch import EpochPlan, EpochResult, TrainState, run_epoch
 from .monitoring import Baseline, Monitor, Scorer, measure_input, monitor_sets
-from .lr_sweep import SweepResult, sweep_lr
+from .lr_sweep import sweep_lr
 from .resolve import linear_scaling_lr, resolve_recipe
 from .runtime import Distributed, Log, RunOptions, TrainProgress, resolve_amp
 from .selection import healthy_epochs, select_best
@@ -69,7 +70,7 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
                      lambda: torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext())
     scorer = monitor if monitor is not None else Monitor.for_recipe(recipe, options.seed, dist)
     sweep = None
-    if config.lr == "sweep":  # measured before the first step (a resumed run repeats it: the same choice on CPU)
+    if config.lr == SWEEP:  # measured before the first step (a resumed run repeats it: the same choice on CPU)
         sweep = sweep_lr(model, recipe, linear_scaling_lr(config, config.optimizer), train_set, holdout, options, dist, plan,
                          scorer, amp_dtype)
         recipe.config = config = dataclasses.replace(config, lr=sweep.chosen)

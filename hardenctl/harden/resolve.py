@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..recipes import Recipe, RecipeConfig
-from ..recipes.base import AUTO, SWEEP
+from ..recipes.base import AUTO
 from .runtime import step_seed
 
 LR_REFERENCE_BATCH = 256  # lr: auto = base_lr_<optimizer> × batch_size / 256 (the linear scaling rule, Goyal et al. 2017)
