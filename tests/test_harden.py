@@ -330,6 +330,38 @@ def test_ddp_matches_one_process_and_only_rank_0_writes(tmp_path, cli):
     assert json.loads((tmp_path / "rank0" / "report.json").read_text())["runtime"]["world_size"] == 2
 
 
+def test_ddp_measures_lr_auto_as_one_process_does(tmp_path, cli):
+    """lr auto's sweep under torchrun: every rank trains and scores the candidates together (a rank that skipped it would
+    hang the other in DDP's all-reduce) and they reach the one-process choice from the same scores."""
+    from hardenctl.demo import train_clean
+
+    model = digits_model("test_efficientnet_gn")
+    train_clean(model, load_dataset("digits-train"), epochs=4, seed=0)
+    checkpoint = save_model(model, tmp_path / "gn.safetensors")
+    args = [str(checkpoint), "--recipe", "pgd-at", "--data", "digits-train", "--epochs", "3", "--batch-size", "128",
+            "--lr", "auto", "--set", "lr_sweep=[0.01,1,400]", "--set", "lr_sweep_budget=0.5", "--set", "attack_steps=2",
+            "--set", "eps=0.1", "--set", "attack_alpha=0.05", "--set", "augment=none", "--set", "monitor_n=128",
+            "--eval-n", "16", "--suite", "quick", "--eps", "0.1", "--device", "cpu", "--quiet"]
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(f"""
+        import sys
+        from hardenctl.cli import main
+        sys.exit(main(["harden"] + {args!r} + ["--out", {str(tmp_path / "ddp")!r}]))
+    """))
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    code, _, err = cli("harden", *args, "--out", tmp_path / "single")
+    assert code == 0, err
+    ddp_sweep, single_sweep = (json.loads((tmp_path / name / "report.json").read_text())["lr_sweep"] for name in ("ddp", "single"))
+    assert len(single_sweep["candidates"]) == 3 and single_sweep["steps"] >= 4 and single_sweep["chosen"] == pytest.approx(0.005)
+    assert ddp_sweep["steps"] == single_sweep["steps"] and ddp_sweep["chosen"] == single_sweep["chosen"]
+    for ddp_candidate, single_candidate in zip(ddp_sweep["candidates"], single_sweep["candidates"]):
+        assert ddp_candidate["lr"] == single_candidate["lr"]
+        for score in ("clean", "robust"):  # the same held-out images; DDP sums in another order
+            assert abs(ddp_candidate[score] - single_candidate[score]) <= 2 / ddp_sweep["scored_n"] + 1e-9, (ddp_candidate, single_candidate)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: one line, exit 2, nothing written
 # ---------------------------------------------------------------------------------------------

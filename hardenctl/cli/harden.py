@@ -76,11 +76,11 @@ def harden_outputs(result, out: Output) -> None:
 
 
 def parse_lr(text: Optional[str]) -> float | str | None:
-    """``--lr``: a number, ``auto`` (the linear-scaling rule) or ``sweep`` (measured on the held-out split)."""
+    """``--lr``: a number or ``auto`` (measured on the held-out split: hardenctl.harden.lr_sweep)."""
     if text is None:
         return None
     word = text.strip().lower()
-    return word if word in ("auto", "sweep") else parse_number(text, "--lr")
+    return word if word == "auto" else parse_number(text, "--lr")
 
 
 @app.command("harden")
@@ -94,7 +94,7 @@ def harden_command(
     eval_data: Annotated[Optional[str], typer.Option(help="Data for the before/after report (default: the held-out split of --data)")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (the recipe's `epochs`)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Global training batch size (the recipe's `batch_size`)")] = None,
-    lr: Annotated[Optional[str], typer.Option(help="Peak learning rate (the recipe's `lr`): a number, auto (the linear-scaling rule) or sweep (measure lr_sweep × that on the held-out split and keep the best)")] = None,
+    lr: Annotated[Optional[str], typer.Option(help="Peak learning rate (the recipe's `lr`): a number, or auto: measure lr_sweep × the linear-scaling lr (base_lr × batch / 256) for a few steps each on the held-out split and keep the best, within lr_sweep_budget of the run's work (the linear-scaling lr when the run is too short)")] = None,
     set_values: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe parameter, key=value (repeatable), e.g. --set beta=5")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (a run repeats exactly on CPU)")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process)")] = "auto",

@@ -1,4 +1,4 @@
-"""``lr: sweep``: the peak learning rate chosen by measuring a few candidates on the held-out split (issue 21).
+"""``lr: auto``: the peak learning rate chosen by measuring a few candidates on the held-out split (issue 21).
 
 Why: one learning rate for every dataset is wrong somewhere (0.005 suited digits and under-hardened CIFAR-10). Each
 candidate, a multiple (``lr_sweep``) of the linear-scaling lr, fine-tunes its own copy of the model for the same few
@@ -6,7 +6,12 @@ steps, on the same images and seeds, with the run's own schedule compressed into
 the per-epoch monitor scores it on the held-out images. The highest held-out robust accuracy wins; candidates within
 one binomial standard error of it count as tied and the tie goes to the highest clean accuracy, so noise never buys
 robustness with clean accuracy. The copies are then thrown away and the run starts from the input weights with the
-chosen lr. The sweep's training steps are ``lr_sweep_budget`` of the run's, split over the candidates.
+chosen lr. ``lr: auto`` runs it (the engine resolves ``auto`` to ``sweep``); a number skips it.
+
+What it may cost: ``lr_sweep_budget`` of the run's work, training and scoring together (:func:`sweep_plan`). Work is
+counted in image passes (a PGD step or a training step is one forward-backward of one image), so the share holds on any
+device; a quarter of it at most goes to scoring, the rest to the candidates' steps. A run too short for that to
+measure anything uses the linear-scaling lr and says so.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from .runtime import Distributed, RunOptions
 from .steps import training_attack
 
 MIN_STEPS = 4  # fewer steps per candidate than this measure nothing: the run then uses the linear-scaling lr
+MIN_SCORED = 100  # held-out images per candidate below which a score is noise (±5 points at 50%)
+SCORING_SHARE = 0.25  # of the sweep's budget, at most, spent scoring the candidates
 
 
 @dataclass
@@ -42,15 +49,42 @@ class SweepResult:
 
     def note(self) -> str:
         if not self.candidates:
-            return f"lr sweep → {self.chosen:.4g} (no sweep: {self.why})"
+            return f"lr auto → {self.chosen:.4g} (not measured: {self.why})"
         tried = ", ".join(f"{c['lr']:.4g} (clean {c['clean']:.1%}, robust {c['robust']:.1%})" for c in self.candidates)
-        return (f"lr sweep → {self.chosen:.4g}: {tried}; {self.steps} steps each, scored on {self.scored_n} held-out images; "
-                f"{self.why}; {self.seconds:.0f} s")
+        return (f"lr auto → {self.chosen:.4g}, measured: {tried}; {self.steps} steps each, scored on {self.scored_n} held-out "
+                f"images; {self.why}; {self.seconds:.0f} s")
 
 
-def sweep_steps(epochs: int, steps_per_epoch: int, budget: float, candidates: int) -> int:
-    """Training steps per candidate: ``budget`` of the run's steps, split evenly."""
-    return int(budget * epochs * steps_per_epoch / max(candidates, 1))
+def attack_passes(config: Any) -> int:
+    """Forward-backward passes of one training image per step: the attack's steps and the training step itself."""
+    steps = 0 if config.attack_steps == 0 else (1 if config.attack in ("fgsm", "fgsm-rs") else config.attack_steps)
+    return steps + 1
+
+
+def sweep_plan(config: Any, steps_per_epoch: int, batch_size: int, train_n: int, holdout_n: int) -> tuple[int, int]:
+    """(training steps per candidate, held-out images scored per candidate) within ``lr_sweep_budget`` of the run's work.
+
+    The run's work: every epoch's steps (``batch_size`` images × :func:`attack_passes`) and its monitoring (``monitor_n``
+    training and held-out images, clean + PGD-``monitor_steps``). Scoring gets :data:`SCORING_SHARE` of the budget, but
+    never fewer than :data:`MIN_SCORED` images nor more than ``monitor_n`` or the held-out split; the steps get the rest.
+    """
+    candidates = max(len(config.lr_sweep), 1)
+    per_scored = config.monitor_steps + 1
+    monitored = min(config.monitor_n, train_n) + min(config.monitor_n, holdout_n)
+    run = config.epochs * (steps_per_epoch * batch_size * attack_passes(config) + monitored * per_scored)
+    budget = config.lr_sweep_budget * run
+    scored = min(config.monitor_n, holdout_n, max(int(SCORING_SHARE * budget / (candidates * per_scored)), MIN_SCORED))
+    steps = int((budget - candidates * scored * per_scored) / (candidates * batch_size * attack_passes(config)))
+    return max(steps, 0), max(scored, 0)
+
+
+def epochs_to_measure(config: Any, steps_per_epoch: int, train_n: int, holdout_n: int) -> str:
+    """The hint of a run too short to measure: the fewest epochs that would be long enough ('' past 1,000 epochs)."""
+    for epochs in range(config.epochs + 1, 1001):
+        longer = dataclasses.replace(config, epochs=epochs)
+        if sweep_plan(longer, steps_per_epoch, config.batch_size, train_n, holdout_n)[0] >= MIN_STEPS:
+            return f"; --epochs {epochs} or more would let it measure"
+    return ""
 
 
 def choose(candidates: list[dict[str, Any]], scored_n: int) -> tuple[float, str]:
@@ -70,19 +104,20 @@ def sweep_lr(model: nn.Module, recipe: Recipe, base_lr: float, train_set: Datase
     """Try each ``base_lr × lr_sweep`` candidate on a copy of ``model`` and return the choice (``model`` is unchanged)."""
     config = recipe.config
     rates = sorted({base_lr * factor for factor in config.lr_sweep})
-    steps = sweep_steps(config.epochs, plan.steps, config.lr_sweep_budget, len(rates))
     if holdout is None:
         return SweepResult(base_lr, why="no held-out split to score candidates on (holdout_fraction is 0); the linear-scaling lr")
+    steps, scored_n = sweep_plan(config, plan.steps, config.batch_size, len(train_set), len(holdout))
     if steps < MIN_STEPS:
-        return SweepResult(base_lr, why=f"the run is too short: {steps} steps per candidate (at least {MIN_STEPS} needed); "
-                                        "the linear-scaling lr")
+        enough = epochs_to_measure(config, plan.steps, len(train_set), len(holdout))
+        return SweepResult(base_lr, why=f"the run is too short to measure within lr_sweep_budget {config.lr_sweep_budget:g}: "
+                                        f"{steps} steps per candidate (at least {MIN_STEPS} needed){enough}; the linear-scaling lr")
     from torch.utils.data.distributed import DistributedSampler
 
     started = time.perf_counter()
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,  # type: ignore[arg-type]
                                  seed=options.seed, drop_last=False)
     order = torch.tensor(list(sampler), dtype=torch.long)[: steps * plan.local_batch]  # the first epoch's first images
-    scored = holdout.head(config.monitor_n)
+    scored = holdout.head(scored_n)
     short_plan = dataclasses.replace(plan, steps=steps)
     candidates = []
     for lr in rates:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..recipes import Recipe, RecipeConfig
-from ..recipes.base import AUTO
+from ..recipes.base import AUTO, SWEEP
 from .runtime import step_seed
 
 LR_REFERENCE_BATCH = 256  # lr: auto = base_lr_<optimizer> × batch_size / 256 (the linear scaling rule, Goyal et al. 2017)
@@ -45,12 +45,13 @@ def resolve_config(config: RecipeConfig, model: nn.Module) -> tuple[RecipeConfig
         why = "its family is in adamw_archs" if optimizer == "adamw" else "its family is not in adamw_archs"
         notes.append(f"optimizer auto → {optimizer} ({arch or 'unknown architecture'}: {why})")
         changes["optimizer"] = optimizer
-    if config.lr == AUTO:
+    if config.lr == AUTO:  # measured by the engine before the first step (lr_sweep.py); its choice is the next decision
         base = config.base_lr_adamw if optimizer == "adamw" else config.base_lr_sgd
         lr = linear_scaling_lr(config, optimizer)
-        notes.append(f"lr auto → {lr:.4g} (base_lr_{optimizer} {base:g} × batch {config.batch_size} / {LR_REFERENCE_BATCH}, "
-                     "linear scaling)")
-        changes["lr"] = lr
+        factors = ", ".join(f"{factor:g}" for factor in config.lr_sweep)
+        notes.append(f"lr auto: candidates {factors} × {lr:.4g} (base_lr_{optimizer} {base:g} × batch {config.batch_size} / "
+                     f"{LR_REFERENCE_BATCH}, linear scaling), each fine-tuned for a few steps and scored on the held-out split")
+        changes["lr"] = SWEEP
     if config.weight_decay == AUTO:
         decay = config.weight_decay_adamw if optimizer == "adamw" else config.weight_decay_sgd
         notes.append(f"weight_decay auto → {decay:g} (weight_decay_{optimizer})")

@@ -46,7 +46,7 @@ def _at_least(low: float) -> dict:
 
 
 AUTO = "auto"
-SWEEP = "sweep"  # lr: sweep: the engine measures candidates on the held-out split (hardenctl.harden.lr_sweep)
+SWEEP = "sweep"  # what lr: auto resolves to: the engine measures candidates on the held-out split (hardenctl.harden.lr_sweep)
 PROFILES = ("paper", "finetune", "custom")
 ATTACKS = ("pgd", "fgsm-rs", "fgsm")
 CO_GUARDS = ("stop", "lower", "warn", "off")
@@ -93,8 +93,8 @@ class RecipeConfig:
     optimizer: str = field(default="sgd", metadata=_choices("sgd", "adamw", AUTO))
     adamw_archs: tuple[str, ...] = field(default=ADAMW_ARCHS, metadata={"parse": _parse_names})
     lr: float = field(default=0.1, metadata={"parse": _auto_or_number("lr", 0.0, exclusive=True, words=(AUTO, SWEEP))})
-    lr_sweep: tuple[float, ...] = field(default=(0.5, 1.0, 2.0, 4.0, 8.0), metadata={"min": 0.0, "exclusive": True})
-    lr_sweep_budget: float = field(default=0.1, metadata={"min": 0.0, "max": 0.5, "exclusive": True})
+    lr_sweep: tuple[float, ...] = field(default=(1.0, 3.0, 10.0), metadata={"min": 0.0, "exclusive": True})
+    lr_sweep_budget: float = field(default=0.15, metadata={"min": 0.0, "max": 0.5, "exclusive": True})
     base_lr_sgd: float = field(default=0.01, metadata={"min": 0.0, "exclusive": True})
     base_lr_adamw: float = field(default=1e-4, metadata={"min": 0.0, "exclusive": True})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})

@@ -18,7 +18,8 @@ from hardenctl.errors import UserError
 from hardenctl.harden import RunOptions, harden, reinitialise, resolve_config, wants_adamw
 from hardenctl.models import load_model
 from hardenctl.recipes import RecipeConfig, describe_profiles, load_recipe, recipe_path
-from hardenctl.recipes.base import ADAMW_ARCHS
+from hardenctl.harden.resolve import linear_scaling_lr
+from hardenctl.recipes.base import ADAMW_ARCHS, SWEEP
 
 TRAINING_RECIPES = ["pgd-at", "trades", "mart", "fsr", "cost-sensitive"]
 # recipes/*.yaml as they held the papers' values as flat files, before profiles existed (commit 6d2dfb7, issue 13), kept as
@@ -59,7 +60,7 @@ def test_finetune_is_the_default_profile_with_the_documented_schedule(name):
 
 
 def test_auto_values_follow_the_architecture_and_the_batch_size():
-    """lr = base_lr × batch / 256 (linear scaling); AdamW and its own decay for transformer-style families."""
+    """lr auto is measured around base_lr × batch / 256 (linear scaling); AdamW and its own decay for transformer-style families."""
     class Stub(torch.nn.Module):
         def __init__(self, arch):
             super().__init__()
@@ -68,10 +69,11 @@ def test_auto_values_follow_the_architecture_and_the_batch_size():
     config = load_recipe("mart", {"batch_size": 64}).config
     cnn, notes = resolve_config(config, Stub("resnet50"))
     assert (cnn.optimizer, cnn.weight_decay) == ("sgd", config.weight_decay_sgd)
-    assert cnn.lr == pytest.approx(config.base_lr_sgd * 64 / 256) and len(notes) == 3 and "linear scaling" in notes[1]
+    assert cnn.lr == SWEEP and linear_scaling_lr(cnn, cnn.optimizer) == pytest.approx(config.base_lr_sgd * 64 / 256)
+    assert len(notes) == 3 and "1, 3, 10 × 0.0025" in notes[1] and "linear scaling" in notes[1]
     vit, _ = resolve_config(load_recipe("mart", {"batch_size": 512}).config, Stub("vit_small_patch16_224.augreg_in21k"))
     assert (vit.optimizer, vit.weight_decay) == ("adamw", config.weight_decay_adamw)
-    assert vit.lr == pytest.approx(config.base_lr_adamw * 2)
+    assert vit.lr == SWEEP and linear_scaling_lr(vit, vit.optimizer) == pytest.approx(config.base_lr_adamw * 2)
     explicit, notes = resolve_config(load_recipe("mart", {"optimizer": "sgd", "lr": 0.003, "weight_decay": 0}).config, Stub("vit_base"))
     assert (explicit.optimizer, explicit.lr, explicit.weight_decay, notes) == ("sgd", 0.003, 0.0, [])
     assert all(wants_adamw(a, ADAMW_ARCHS) for a in ("deit3_small_patch16_224", "swin_tiny_patch4_window7_224", "convnext_nano",
