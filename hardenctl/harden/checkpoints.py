@@ -69,7 +69,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     best_epoch: int  # 1-based
     last_epoch: int
-    lr_sweep: Any = None  # the lr sweep's SweepResult when the recipe asked for lr: sweep
+    lr_sweep: Any = None  # the SweepResult of lr: auto (None when the lr was a number)
 
 
 def write_train_log(path: Path, history: list[dict[str, Any]]) -> None:

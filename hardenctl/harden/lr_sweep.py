@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..recipes import Recipe
+from ..recipes import Recipe, RecipeConfig
 from .epoch import EpochPlan, TrainState, run_epoch
 from .runtime import Distributed, RunOptions
 from .steps import training_attack
@@ -55,13 +55,13 @@ class SweepResult:
                 f"images; {self.why}; {self.seconds:.0f} s")
 
 
-def attack_passes(config: Any) -> int:
+def attack_passes(config: RecipeConfig) -> int:
     """Forward-backward passes of one training image per step: the attack's steps and the training step itself."""
     steps = 0 if config.attack_steps == 0 else (1 if config.attack in ("fgsm", "fgsm-rs") else config.attack_steps)
     return steps + 1
 
 
-def sweep_plan(config: Any, steps_per_epoch: int, batch_size: int, train_n: int, holdout_n: int) -> tuple[int, int]:
+def sweep_plan(config: RecipeConfig, steps_per_epoch: int, batch_size: int, train_n: int, holdout_n: int) -> tuple[int, int]:
     """(training steps per candidate, held-out images scored per candidate) within ``lr_sweep_budget`` of the run's work.
 
     The run's work: every epoch's steps (``batch_size`` images × :func:`attack_passes`) and its monitoring (``monitor_n``
@@ -78,7 +78,7 @@ def sweep_plan(config: Any, steps_per_epoch: int, batch_size: int, train_n: int,
     return max(steps, 0), max(scored, 0)
 
 
-def epochs_to_measure(config: Any, steps_per_epoch: int, train_n: int, holdout_n: int) -> str:
+def epochs_to_measure(config: RecipeConfig, steps_per_epoch: int, train_n: int, holdout_n: int) -> str:
     """The hint of a run too short to measure: the fewest epochs that would be long enough ('' past 1,000 epochs)."""
     for epochs in range(config.epochs + 1, 1001):
         longer = dataclasses.replace(config, epochs=epochs)

@@ -74,7 +74,7 @@ class HardenReport:
     extra_evaluations: dict[str, Any] = field(default_factory=dict)  # label -> Report of the saved model evaluated otherwise (e.g. AToP's BPDA)
     profile: str = "custom"  # the recipe profile that ran: finetune, paper, or custom (a flat recipe file)
     decisions: list[str] = field(default_factory=list)  # how each `auto` value was decided (optimizer, lr, weight decay)
-    lr_sweep: dict[str, Any] | None = None  # lr: sweep: the candidates, their held-out scores, the choice and why (lr_sweep.py)
+    lr_sweep: dict[str, Any] | None = None  # lr: auto: the candidates, their held-out scores, the choice and why (lr_sweep.py)
     collapses: list[str] = field(default_factory=list)  # catastrophic-overfitting guard events, one line each
     planned_epochs: int | None = None  # the recipe's epochs (more than last_epoch when the guard stopped the run)
     ema: float = 0.0  # EMA decay of the saved weights (0: the raw weights)

@@ -60,7 +60,7 @@ def resolve_config(config: RecipeConfig, model: nn.Module) -> tuple[RecipeConfig
 
 
 def linear_scaling_lr(config: RecipeConfig, optimizer: str) -> float:
-    """``base_lr_<optimizer> × batch_size / 256``: ``lr: auto``, and the centre of ``lr: sweep``'s candidates."""
+    """``base_lr_<optimizer> × batch_size / 256``: what ``lr: auto``'s candidates multiply, and its lr when the run is too short to measure."""
     base = config.base_lr_adamw if optimizer == "adamw" else config.base_lr_sgd
     return base * config.batch_size / LR_REFERENCE_BATCH
 

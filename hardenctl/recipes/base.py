@@ -67,7 +67,7 @@ def _parse_names(value: Any, where: str) -> tuple[str, ...]:
 
 def _auto_or_number(key: str, low: float, exclusive: bool = False, words: tuple[str, ...] = (AUTO,)) -> Callable[[Any, str], Any]:
     """A parser for a number that may also be ``auto`` (decided by the engine once the model is known) or another of
-    ``words`` (``lr: sweep``)."""
+    ``words`` (``lr``: ``sweep``, what the engine resolves ``auto`` to until the sweep has measured)."""
     def parse(value: Any, where: str) -> Any:
         if value in words:
             return value
