@@ -81,12 +81,14 @@ def per_epoch_suite(args, arm_dir: Path, input_path: Path, test_data, eps: float
     from hardenctl.harden import checkpoint_path
 
     rows = []
+    # the hardened model is the skeleton every epoch's weights load into: it has the layers a recipe inserted (FSR)
+    skeleton = arm_dir / "model.safetensors" if (arm_dir / "model.safetensors").is_file() else input_path
     history = [json.loads(line) for line in (arm_dir / "train_log.jsonl").read_text().splitlines()]
     for record in history:
         cache = arm_dir / "epoch_eval" / f"epoch_{record['epoch']:04d}.json"
         if not cache.is_file():
             log(f"  {arm_dir.name}: standard suite on epoch {record['epoch']}")
-            report = api.evaluate(epoch_model(input_path, checkpoint_path(arm_dir, record["epoch"])), test_data.head(n), suite="standard",
+            report = api.evaluate(epoch_model(skeleton, checkpoint_path(arm_dir, record["epoch"])), test_data.head(n), suite="standard",
                                   eps=eps, n=n, seed=args.seed, apgd_steps=args.apgd_steps, square_queries=args.square_queries)
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(cache, json.dumps({"clean": report.clean_accuracy, "robust": report.robust_accuracy}))
