@@ -10,8 +10,8 @@ chosen lr. ``lr: auto`` runs it (the engine resolves ``auto`` to ``sweep``); a n
 
 What it may cost: ``lr_sweep_budget`` of the run's work, training and scoring together (:func:`sweep_plan`). Work is
 counted in image passes (a PGD step or a training step is one forward-backward of one image), so the share holds on any
-device; a quarter of it at most goes to scoring, the rest to the candidates' steps. A run too short for that to
-measure anything uses the linear-scaling lr and says so.
+device; a quarter of it goes to scoring (never fewer than 100 held-out images), the rest to the candidates' steps. A
+run too short for that to measure anything uses the linear-scaling lr and says so.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from .steps import training_attack
 
 MIN_STEPS = 4  # fewer steps per candidate than this measure nothing: the run then uses the linear-scaling lr
 MIN_SCORED = 100  # held-out images per candidate below which a score is noise (±5 points at 50%)
-SCORING_SHARE = 0.25  # of the sweep's budget, at most, spent scoring the candidates
+SCORING_SHARE = 0.25  # of the sweep's budget spent scoring the candidates (MIN_SCORED images at least)
 
 
 @dataclass
