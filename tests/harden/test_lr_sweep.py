@@ -109,8 +109,11 @@ def test_the_sweep_spends_its_share_of_the_runs_forward_passes(digits_model_path
 
     model = load_model(digits_model_path)
     images: dict[int, int] = {}
+    alive: list = []  # holds every copy seen, so a freed candidate's id is never reused by the next one
 
     def count(module, inputs, output):
+        if id(module) not in images:
+            alive.append(module)
         images[id(module)] = images.get(id(module), 0) + inputs[0].shape[0]
 
     model.register_forward_hook(count)  # copied with the module: each candidate counts under its own id
