@@ -369,6 +369,7 @@ def test_ddp_measures_lr_auto_as_one_process_does(tmp_path, cli):
     (["--set", "betta=5"], ["unknown parameter 'betta'", "valid parameters:", "beta"]),
     (["--set", "schedule=sometimes"], ["schedule='sometimes'", "step, cosine, onecycle, constant"]),
     (["--set", "beta=-1"], ["beta=-1", ">= 0"]),
+    (["--lr", "sweep"], ["--lr: 'sweep' is neither a number nor auto", "--lr auto"]),
     (["--set", "epochs=3"], ["--epochs 2 contradicts --set epochs=3"]),
     (["--recipe", "marty"], ["unknown recipe 'marty'"]),
     (["--batch-size", "4096"], ["batch_size 4096 is larger than the 1294 training images"]),
@@ -376,7 +377,7 @@ def test_ddp_measures_lr_auto_as_one_process_does(tmp_path, cli):
     (["--amp", "bf16"], ["--amp bf16 needs a CUDA device"]),
     (["--suite", "fastest"], ["unknown suite 'fastest'"]),
     (["--eval-n", "0"], ["--eval-n must be at least 1"]),
-    (["--lr", "fast"], ["--lr: 'fast' is not a number"]),
+    (["--lr", "fast"], ["--lr: 'fast' is neither a number nor auto", "--lr 0.01"]),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, digits_model_path, tmp_path, extra, named):
     out = tmp_path / "out"

@@ -80,7 +80,12 @@ def parse_lr(text: Optional[str]) -> float | str | None:
     if text is None:
         return None
     word = text.strip().lower()
-    return word if word == "auto" else parse_number(text, "--lr")
+    if word == "auto":
+        return word
+    try:
+        return parse_number(text, "--lr")
+    except UserError:  # the generic hint (8/255) is an eps; an lr's choices are a number or auto
+        raise UserError(f"--lr: {text!r} is neither a number nor auto", "pass e.g. --lr 0.01, or --lr auto to measure it") from None
 
 
 @app.command("harden")
