@@ -1,15 +1,16 @@
 """Recipes: a name → class registry and loading a recipe from YAML plus ``--set`` overrides.
 
-``--recipe mart`` resolves to the repository's ``recipes/mart.yaml``; any other value is a
-path to a YAML file. The file's ``recipe:`` key names the class (``recipe: mart`` →
-:class:`hardenctl.recipes.mart.Mart`); every other key is a parameter of that class's
-config, validated once. The YAML comments are the parameters' documentation
+``--recipe mart`` resolves to the repository's ``recipes/mart.yaml`` (installed as the package
+``hardenctl.recipe_files``); any other value is a path to a YAML file. The file's ``recipe:`` key
+names the class (``recipe: mart`` → :class:`hardenctl.recipes.mart.Mart`); every other key is a
+parameter of that class's config, validated once. The YAML comments are the parameters' documentation
 (``hardenctl recipes mart`` prints them).
 """
 from __future__ import annotations
 
 import ast
 import importlib
+import importlib.resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,26 @@ from ..errors import UserError
 if TYPE_CHECKING:
     from .base import Recipe
 
-RECIPE_DIR = Path(__file__).resolve().parent.parent.parent / "recipes"
+
+def _recipe_dir() -> Path:
+    """The built-in recipe YAMLs: the package ``hardenctl.recipe_files``, as importlib.resources finds it.
+
+    A wheel installs it inside this package (``hardenctl/recipe_files/``); an editable install maps it onto the
+    repository's ``recipes/``. A source tree run through PYTHONPATH (no install, or another checkout installed
+    editable) gets nothing, or that other checkout's folder, from the import system: its own ``recipes/`` wins then.
+    """
+    package = Path(__file__).resolve().parent.parent
+    beside = package.parent / "recipes"
+    try:
+        found = Path(str(importlib.resources.files("hardenctl.recipe_files"))).resolve()
+    except ModuleNotFoundError:
+        return beside
+    if found in (package / "recipe_files", beside) or not beside.is_dir():
+        return found  # this package's own (installed, or mapped by an editable install), or the only one there is
+    return beside
+
+
+RECIPE_DIR = _recipe_dir()
 # name (the YAML's `recipe:`) -> (module in this package, class). Imported on first use: recipe modules
 # import torch, which takes seconds, and `hardenctl recipes` must answer at once.
 CLASSES: dict[str, tuple[str, str]] = {
