@@ -48,6 +48,17 @@ def format_eps(eps: float | None, decimal: bool = True) -> str:
     return f"{value:.6g}"
 
 
+def plural(count: int | float, noun: str, nouns: str | None = None) -> str:
+    """``1 sample``, ``2 samples``, ``0 samples``: a count with its noun agreeing (``nouns``: an irregular plural)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def format_points(change: float) -> str:
+    """A change between two rates in percentage points, ``+49.00 pts``: never ``%``, which would read as a relative
+    change. Rounded first, so a float's ``-1e-17`` shows as ``+0.00 pts``, not ``-0.00 pts``."""
+    return f"{round(100 * change, 2) + 0.0:+.2f} pts"
+
+
 def pair(interval: tuple[float, float] | None) -> list[float] | None:
     return None if interval is None else [interval[0], interval[1]]
 

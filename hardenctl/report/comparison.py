@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .common import GATE_BASIS, class_interval, correct_of, format_eps, span
-from .document import Block, Heading, bold, class_label, code, paired_blocks, paragraph, table
+from .common import GATE_BASIS, class_interval, correct_of, format_eps, format_points, plural, span
+from .document import Block, Heading, Verdict, bold, class_label, code, gates_verdict, paired_blocks, paragraph, table
 from .html import render_page
 from .markdown import render_blocks
 
@@ -21,11 +21,11 @@ def _cell(report: Any, metric: str, value: float | None, interval_key: str) -> s
 
 
 def _change(old: float | None, new: float | None) -> Any:
+    """The change in percentage points (``-2.50 pts``, in bold when it is a fall)."""
     if old is None or new is None:
         return "–"
-    points = 100 * (new - old)
-    text = f"{points:+.2f} pts"
-    return bold(text) if points < 0 else text
+    text = format_points(new - old)
+    return bold(text) if text.startswith("-") else text
 
 
 def metric_rows(comparison: Comparison) -> list[list[Any]]:
@@ -41,22 +41,50 @@ def metric_rows(comparison: Comparison) -> list[list[Any]]:
     return rows
 
 
+def comparison_verdict(comparison: Comparison) -> Verdict:
+    """The banner: the --max-drop gates' outcome, else the headline change, and the numbers a reviewer wants first."""
+    old, new, paired = comparison.old, comparison.new, comparison.paired
+    figures = []
+    for label, key in (("robust", "robust_accuracy"), ("clean", "clean_accuracy")):
+        before, after = getattr(old, key), getattr(new, key)
+        figures.append((f"{label} accuracy", f"{before:.2%} → {after:.2%} ({format_points(after - before)})"))
+    figures += [("n", f"{new.n}, paired" if paired else str(new.n)), (f"{new.norm} ε", format_eps(new.eps)),
+                ("suite", str(new.suite))]
+    if paired:
+        robust = paired["robust"]
+        figures += [("regressed / improved", f"{robust['regressed']} / {robust['improved']}"),
+                    ("McNemar p", f"{robust['mcnemar_p']:.4g}")]
+    notes = tuple(f"{name}: sanity checks failed: {', '.join(failed)}" for name, failed in
+                  ((comparison.old_name, _failing_checks(old)), (comparison.new_name, _failing_checks(new))) if failed)
+    headline = (f"no --max-drop gate; robust accuracy {format_points(new.robust_accuracy - old.robust_accuracy)}, "
+                f"clean {format_points(new.clean_accuracy - old.clean_accuracy)}")
+    return gates_verdict(comparison.gates, [], tuple(figures), headline, notes)
+
+
+def _failing_checks(report: Any) -> list[str]:
+    return list(dict.fromkeys(c.name for c in report.failed_checks if c.name not in report.accepted_checks))
+
+
 def build_comparison(comparison: Comparison) -> list[Block]:
     old, new = comparison.old, comparison.new
     blocks: list[Block] = [
         Heading(1, "hardenctl comparison"),
+        comparison_verdict(comparison),
         paragraph("Old ", code(comparison.old_name), " (model ", code(old.model.get("arch")), ", sha256 ",
                   code(str(old.model_sha256)[:12]), ") and new ", code(comparison.new_name), " (model ", code(new.model.get("arch")),
-                  ", sha256 ", code(str(new.model_sha256)[:12]), f"): the same {new.n} samples of ", code(new.data.get("source")),
+                  ", sha256 ", code(str(new.model_sha256)[:12]), f"): the same {plural(new.n, 'sample')} of ",
+                  code(new.data.get("source")),
                   f", {new.norm} ε = {format_eps(new.eps)}, suite ", code(new.suite), "."),
-        table(["metric", "old", "new", "change"], metric_rows(comparison)),
+        Heading(2, "Accuracy"),
+        table(["metric", "old", "new", "change"], metric_rows(comparison), numeric=(1, 2, 3), names=(0,)),
         paragraph("Each rate with its 95% Wilson interval and [correct / n]; a fall is in bold."),
     ]
     if comparison.gates:
         blocks += [Heading(2, "Gates"),
                    table(["gate", "max drop", "drop", "compared", "result"],
                          [[g.name, f"{g.threshold:.4f}", f"{g.value:.4f}", GATE_BASIS.get(g.basis, g.basis or ""),
-                           "pass" if g.passed else bold("FAIL")] for g in comparison.gates])]
+                           "pass" if g.passed else bold("FAIL")] for g in comparison.gates], numeric=(1, 2),
+                         names=(0, 3, 4))]
     blocks += paired_blocks(comparison.paired)
     blocks += [paragraph(f"Note: {note}.") for note in comparison.notes]
     rows = []
@@ -68,7 +96,8 @@ def build_comparison(comparison: Comparison) -> list[Block]:
                      f"{entry['robust_accuracy']:.2%} {span(class_interval(entry, 'robust_accuracy'))}",
                      _change(before.get("robust_accuracy"), entry["robust_accuracy"])])
     blocks += [Heading(2, "Per class"),
-               table(["class", "n", "clean (old)", "clean (new)", "robust (old)", "robust (new)", "robust change"], rows)]
+               table(["class", "n", "clean (old)", "clean (new)", "robust (old)", "robust (new)", "robust change"],
+                     rows, numeric=(1, 2, 3, 4, 5, 6))]
     return blocks
 
 

@@ -9,7 +9,7 @@ import re
 from typing import TYPE_CHECKING
 
 from .common import clean_text
-from .document import Heading, Image, Paragraph, Span, Table, build
+from .document import Heading, Image, Paragraph, Span, Table, Verdict, build
 
 if TYPE_CHECKING:
     from .schema import Report
@@ -69,6 +69,14 @@ def _target(name: str) -> str:
     return f"<{name}>" if _LINK_UNSAFE.search(name) else name
 
 
+def _verdict(block: Verdict) -> str:
+    """The banner as one line (what a GitHub step summary shows first): ``**FAIL** · 1 of 2 gates failed ·
+    min_robust_acc: 16.67% < 50.00% · clean accuracy: 91.67% (80.4–96.7) · …``."""
+    parts = [block.summary, *block.details]
+    parts += [f"{label}: {value}" for label, value in block.figures]
+    return " · ".join([f"**{escape_markdown(block.label)}**", *(escape_markdown(part) for part in parts)])
+
+
 def render_blocks(blocks, names: dict[str, str | None] | None = None) -> str:
     """Document blocks (:mod:`hardenctl.report.document`) as Markdown; ``names``: the image files by target."""
     names = names or {}
@@ -82,6 +90,8 @@ def render_blocks(blocks, names: dict[str, str | None] | None = None) -> str:
             lines = [_row(escape_markdown(h) for h in block.header), "|" + "---|" * len(block.header)]
             lines += [_row(_inline(cell) for cell in row) for row in block.rows]
             parts.append("\n".join(lines))
+        elif isinstance(block, Verdict):
+            parts.append(_verdict(block))
         elif isinstance(block, Image) and names.get(block.target):
             parts.append(f"![{escape_markdown(block.alt)}]({_target(clean_text(names[block.target]))})")
     return "\n\n".join(parts) + "\n"
