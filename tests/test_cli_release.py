@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,3 +135,140 @@ def test_compare_refuses_a_harden_report_naming_it(two_reports, cli, tmp_path):
     code, _, err = cli("compare", two_reports["old"], tmp_path / "report.json", "--markdown", tmp_path / "c.md")
     assert code == 2 and "is a harden report" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c.md").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the model card's provenance, data naming and safety; the RobustBench entry's fields (real runs)
+# ---------------------------------------------------------------------------------------------
+HUB_CARD = "---\nlicense: Apache-2.0\ndatasets:\n- imagenet-1k\n- uoft-cs/cifar10\n---\n# digits-base\n"
+QUICK_HARDEN = ["--recipe", "pgd-at", "--data", "digits-train", "--eval-data", "digits-test", "--epochs", "1",
+                "--batch-size", "128", "--set", "attack_steps=2", "--set", "eps=0.1", "--set", "monitor_n=32",
+                "--eval-n", "40", "--suite", "quick", "--eps", "0.1", "--device", "cpu", "--quiet"]
+
+
+def hub_cache(root: Path, model_path: Path) -> Path:
+    """huggingface_hub's cache holding hf-hub:org/digits-base: the digits model as a timm folder with a card."""
+    from hardenctl.models import write_config_json
+
+    snapshot = root / "models--org--digits-base" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (root / "models--org--digits-base" / "refs").mkdir()
+    (root / "models--org--digits-base" / "refs" / "main").write_text("0" * 40)
+    model = load_model(model_path)
+    save_model(model, snapshot / "model.safetensors")
+    write_config_json(model, snapshot)
+    (snapshot / "README.md").write_text(HUB_CARD)
+    return root
+
+
+@pytest.fixture(scope="module")
+def hub_runs(digits_model_path, tmp_path_factory) -> dict[str, Path]:
+    """`eval` and `harden` of hf-hub:org/digits-base (offline, from the cache), and evals of .npz files whose names say
+    cifar10 and imagenette2 (an absolute path each)."""
+    folder = tmp_path_factory.mktemp("hub_runs")
+    cache = hub_cache(folder / "cache", digits_model_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_CACHE", str(cache))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        assert run("eval", "hf-hub:org/digits-base", *EVAL, "--report", folder / "eval.json")[0] == 0
+        assert run("harden", "hf-hub:org/digits-base", *QUICK_HARDEN, "--out", folder / "hardened")[0] == 0
+    from hardenctl.data import load_dataset
+
+    data = load_dataset("digits-test")
+    for name in ("cifar10_test", "imagenette2"):
+        np.savez(folder / f"{name}.npz", x=data.x.permute(0, 2, 3, 1).numpy(), y=data.y.numpy())
+        assert run("eval", digits_model_path, *EVAL[2:], "--data", folder / f"{name}.npz", "--report", folder / f"{name}.json")[0] == 0
+    return {"cache": cache, "eval": folder / "eval.json", "hardened": folder / "hardened", "folder": folder}
+
+
+def read_card(path: Path):
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    card = ModelCard.load(path)
+    name, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    return card, name, results
+
+
+def test_an_eval_card_inherits_the_license_names_its_data_and_is_named_for_its_model(hub_runs, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_runs["cache"]))
+    code, _, err = cli("card", hub_runs["eval"], "--out", tmp_path / "card", "--dataset", "uoft-cs/cifar10",
+                       "--dataset-name", "CIFAR-10 test", "--robustbench-json", tmp_path / "rb.json")
+    assert code == 0, err
+    assert "license: apache-2.0, as hf-hub:org/digits-base's README.md declares" in err
+    card, name, results = read_card(tmp_path / "card" / "README.md")
+    report = json.loads(hub_runs["eval"].read_text())
+    assert (card.data.license, card.data.base_model, card.data.datasets) == ("apache-2.0", None, ["uoft-cs/cifar10"])
+    assert name == "digits-base"  # the model evaluated, not "-hardened"
+    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in results} == {("uoft-cs/cifar10", "CIFAR-10 test", "test")}
+    assert [r.metric_value for r in results] == [report["clean_accuracy"], report["robust_accuracy"]]
+    entry = json.loads((tmp_path / "rb.json").read_text())
+    assert (entry["dataset"], entry["additional_data"]) == ("cifar10", True)  # its card lists imagenet-1k too
+    assert "model_info/cifar10/Linf/<Name>.json" in err and "fill link, name, authors, venue and reported" in err
+    code, _, err = cli("card", hub_runs["eval"], "--out", tmp_path / "card", "--no-additional-data", "--license", "MIT",
+                       "--robustbench-json", tmp_path / "rb.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "rb.json").read_text())["additional_data"] is False
+    assert read_card(tmp_path / "card" / "README.md")[0].data.license == "mit"
+
+
+def test_a_harden_card_names_its_base_model_and_keeps_its_license(hub_runs, cli, tmp_path, monkeypatch):
+    card, name, results = read_card(hub_runs["hardened"] / "README.md")  # written by `harden` itself
+    assert (card.data.license, card.data.base_model, card.data.base_model_relation) == ("apache-2.0", "org/digits-base", "finetune")
+    assert name == "digits-base-hardened" and {(r.dataset_name, r.dataset_split) for r in results} == {("digits-test", "test")}
+    assert "Base model: org/digits-base (finetune)" in card.text
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)  # the model is not in the cache now: no license, and a note
+    code, _, err = cli("card", hub_runs["hardened"] / "report.json", "--out", tmp_path / "card", "--repo-id", "org/robust")
+    assert code == 0, err
+    assert "the card has no license" in err and "pass --license" in err
+    card, name, _ = read_card(tmp_path / "card" / "README.md")
+    assert (card.data.license, card.data.base_model, name) == (None, "org/digits-base", "robust")
+
+
+@pytest.mark.parametrize("name, key", [("cifar10_test", "cifar10"), ("imagenette2", "")])
+def test_data_named_by_file_name_never_path_and_robustbench_dataset_matched_whole(hub_runs, cli, tmp_path, name, key):
+    report = hub_runs["folder"] / f"{name}.json"
+    code, _, err = cli("card", report, "--out", tmp_path / "card", "--robustbench-json", tmp_path / "rb.json")
+    assert code == 0, err
+    card, _, results = read_card(tmp_path / "card" / "README.md")
+    assert {r.dataset_name for r in results} == {f"{name}.npz"} and str(hub_runs["folder"]) not in str(card)
+    assert json.loads((tmp_path / "rb.json").read_text())["dataset"] == key
+    assert ("dataset left empty" in err) == (not key)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--repo-id", "org/x'); import os; os.system('id') #"], "--repo-id \"org/x'); import os"),
+    (["--repo-id", "org/x\n```"], "is not a Hub id"),
+    (["--repo-id", "just-a-name"], "is not ORG/NAME"),
+    (["--dataset", "uoft-cs/cifar10 $(id)"], "--dataset 'uoft-cs/cifar10 $(id)' is not a Hub id"),
+    (["--license", "MIT; rm -rf"], "is not a license id"),
+    (["--dataset-name", " "], "--dataset-name ' ' is not a name"),
+    (["--dataset-name", "/home/alice/cifar"], "is not a name"),
+    (["--robustbench-dataset", "imagenette"], "is not one of RobustBench's datasets"),
+])
+def test_bad_card_flags_are_one_line_exit_2_and_write_nothing(two_reports, cli, tmp_path, args, says):
+    code, _, err = cli("card", two_reports["old"], "--out", tmp_path / "card", "--robustbench-json", tmp_path / "rb.json", *args)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("layout, says", [("readme-folder", "README.md is a folder"), ("under-a-file", "is a file, not a folder"),
+                                          ("rb-folder", "--robustbench-json"), ("nan", "robust_accuracy is nan")])
+def test_bad_outputs_and_nan_reports_are_refused_before_anything_is_written(two_reports, cli, tmp_path, layout, says):
+    report, out, rb = two_reports["old"], tmp_path / "card", tmp_path / "rb.json"
+    if layout == "readme-folder":
+        (out / "README.md").mkdir(parents=True)
+    elif layout == "under-a-file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "card"
+    elif layout == "rb-folder":
+        rb.mkdir()
+    else:
+        data = json.loads(report.read_text())
+        data["robust_accuracy"] = float("nan")
+        report = tmp_path / "nan.json"
+        report.write_text(json.dumps(data))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, _, err = cli("card", report, "--out", out, "--robustbench-json", rb)
+    assert code == 2 and says.lower() in err.lower() and len(err.strip().splitlines()) == 1, err  # the reader may say NaN
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..errors import EXIT_GATE_FAILED, UserError
 from .app import app
 from .output import Output
+
+if TYPE_CHECKING:
+    from ..models.provenance import Provenance
 
 
 @app.command("compare")
@@ -64,25 +67,99 @@ def card_command(
     report_path: Annotated[Path, typer.Argument(metavar="REPORT", help="A report.json from `hardenctl eval --report` or `harden --out`")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write README.md (the model card) into, e.g. the model folder")],
     repo_id: Annotated[Optional[str], typer.Option(help="The Hub repo the folder is pushed to (ORG/NAME): loading snippets use it")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="The Hub dataset id of the evaluation data (e.g. uoft-cs/cifar10), listed under datasets")] = None,
-    name: Annotated[Optional[str], typer.Option(help="The model's name in the card (default: from --repo-id or the architecture)")] = None,
-    robustbench_json: Annotated[Optional[Path], typer.Option(help="Also write a RobustBench-style model_info entry here")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="The Hub dataset id of the evaluation data (e.g. uoft-cs/cifar10): listed under datasets and as the "
+             "results' dataset type")] = None,
+    dataset_name: Annotated[Optional[str], typer.Option(
+        help="The evaluation data's readable name in the card (default: the data source's file or folder name, never "
+             "its path)")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="The model's name in the card (default: from --repo-id, else the evaluated model's Hub name or "
+             "architecture; a harden report's adds -hardened)")] = None,
+    license_id: Annotated[Optional[str], typer.Option(
+        "--license", help="The card's license, a Hub/SPDX id such as apache-2.0 or mit (default: the input model's, "
+                          "when its card or config.json declares one)")] = None,
+    robustbench_json: Annotated[Optional[Path], typer.Option(
+        help="Also write a RobustBench model_info entry here (the printed note says where it goes)")] = None,
+    robustbench_dataset: Annotated[Optional[str], typer.Option(
+        help="The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's "
+             "name, else left empty)")] = None,
+    additional_data: Annotated[Optional[bool], typer.Option(
+        "--additional-data/--no-additional-data",
+        help="The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set "
+             "(default: true when the input model declares such data)")] = None,
 ) -> None:
-    """Write a model card (README.md, as the Hugging Face Hub shows it) for a model evaluated or hardened by hardenctl."""
-    from ..files import atomic_write
+    """Write a model card (README.md, as the Hugging Face Hub shows it) for a model evaluated or hardened by hardenctl,
+    and optionally its RobustBench entry. Nothing is written when any input or output path is wrong."""
+    from ..files import atomic_write, check_output_dir, check_output_file
+    from ..models.provenance import read_provenance
     from ..report import read_report_json
-    from ..report.card import model_card
+    from ..report.card import CardOptions, is_harden_report, model_card
+    from ..report.robustbench import check_dataset_key, entry_json, robustbench_entry
 
     data = read_report_json(report_path)
-    if repo_id is not None and repo_id.count("/") != 1:
-        raise UserError(f"--repo-id {repo_id!r} is not ORG/NAME", "pass e.g. --repo-id my-org/resnet50-robust")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file", "pass a folder (the model folder, or a new one)")
-    card = model_card(data, model_name=name, dataset_id=dataset, repo_id=repo_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "README.md", str(card))
+    _check_card_flags(repo_id, dataset, dataset_name, name, license_id)
+    rb_key = check_dataset_key(robustbench_dataset) if robustbench_dataset is not None else None
+    readme = out_dir / "README.md"
+    check_output_dir(out_dir, "--out")
+    check_output_file(readme, "--out")
     if robustbench_json is not None:
-        from ..report.robustbench import write_entry
+        check_output_file(robustbench_json, "--robustbench-json")
+    harden = is_harden_report(data)
+    declared = read_provenance(((data["input"] if harden else data).get("model") or {}).get("path"))
+    inherited = declared.card_fields(derived=harden)
+    if license_id is not None:
+        inherited.update(license=license_id.lower(), license_name=None, license_link=None)
+    options = CardOptions(model_name=name, repo_id=repo_id, dataset_id=dataset, dataset_name=dataset_name, **inherited)
+    card = model_card(data, options)
+    notes = _license_notes(license_id, options.license, declared)
+    entry = None
+    if robustbench_json is not None:
+        entry, entry_notes = robustbench_entry(data, name, dataset=rb_key, additional=additional_data,
+                                               trained_on=declared.trained_on, hub_dataset=dataset)
+        entry, notes = entry_json(entry), notes + entry_notes
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(readme, str(card))
+    if entry is not None:
+        atomic_write(robustbench_json, entry)
+    out = Output()
+    for note in notes:
+        out.note(note)
+    out.note(f"wrote {readme}" + (f" and {robustbench_json}" if robustbench_json else ""))
 
-        write_entry(data, robustbench_json, name)
-    Output().note(f"wrote {out_dir / 'README.md'}" + (f" and {robustbench_json}" if robustbench_json else ""))
+
+def _check_card_flags(repo_id: Optional[str], dataset: Optional[str], dataset_name: Optional[str], name: Optional[str],
+                      license_id: Optional[str]) -> None:
+    """One-line errors (exit 2) for card flags the Hub would refuse or a card could not state."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from ..models.provenance import LICENSE_ID
+
+    ids = (("--repo-id", repo_id, "my-org/resnet50-robust"), ("--dataset", dataset, "uoft-cs/cifar10"))
+    for flag, value, example in ids:
+        if value is None:
+            continue
+        try:
+            validate_repo_id(value)
+        except HFValidationError as exc:
+            problem = str(exc).splitlines()[0].replace("\r", " ")
+            raise UserError(f"{flag} {value!r} is not a Hub id ({problem})", f"pass e.g. {flag} {example}") from None
+        if flag == "--repo-id" and value.count("/") != 1:
+            raise UserError(f"--repo-id {value!r} is not ORG/NAME", f"pass e.g. --repo-id {example}")
+    for flag, value in (("--dataset-name", dataset_name), ("--name", name)):
+        if value is not None and (not value.strip() or not value.isprintable() or value.startswith(("/", "~"))):
+            raise UserError(f"{flag} {value!r} is not a name (empty, several lines, or a path)",
+                            f"pass a short readable name, e.g. {flag} 'CIFAR-10 test'")
+    if license_id is not None and not LICENSE_ID.fullmatch(license_id.lower()):
+        raise UserError(f"--license {license_id!r} is not a license id",
+                        "pass a Hub/SPDX license id, e.g. --license apache-2.0, mit, cc-by-nc-4.0 or other")
+
+
+def _license_notes(license_id: Optional[str], chosen: Optional[str], declared: Provenance) -> list[str]:
+    """What the user should know about the card's license: inherited from where, or missing and how to set it."""
+    if license_id is not None:
+        return []
+    if chosen is not None:
+        return [f"license: {chosen}, as {declared.spec}'s {declared.license_from} declares (--license to change it)"]
+    why = "; ".join(declared.problems) or f"{declared.spec} declares none"
+    return [f"the card has no license ({why}): pass --license (e.g. --license apache-2.0) before publishing it"]

@@ -19,6 +19,7 @@ from ..data import Dataset
 from ..evaluate import EvalConfig, evaluate
 from ..files import atomic_write, sha256_file
 from ..models import ImageClassifier, save_model, write_config_json
+from ..models.provenance import read_provenance
 from ..recipes import Recipe
 from ..report.card import model_card
 from ..version import __version__
@@ -169,6 +170,8 @@ def evaluate_and_write(input_model: ImageClassifier, trained: ImageClassifier, r
     report_json = report.to_json()
     atomic_write(out_dir / "report.json", report_json)
     atomic_write(out_dir / "report.md", report.to_markdown())
-    # the model card the Hub shows when the folder is pushed (`hardenctl card` rewrites it with a repo id or dataset)
-    atomic_write(out_dir / "README.md", str(model_card(json.loads(report_json))))
+    # the model card the Hub shows when the folder is pushed (`hardenctl card` rewrites it with a repo id or dataset);
+    # it keeps the input model's license and names it as the base model where the input declares them
+    inherited = read_provenance(before.model.get("path")).card_fields(derived=True)
+    atomic_write(out_dir / "README.md", str(model_card(json.loads(report_json), **inherited)))
     return HardenResult(report, model_path, out_dir)

@@ -4,44 +4,116 @@ RobustBench's fields (``clean_acc``, ``autoattack_acc`` as percent strings with 
 ``additional_data``, ``number_forward_passes``, ...) are filled from a report; what RobustBench's maintainers fill by
 hand (paper, authors, venue) is left empty. ``autoattack_acc`` is hardenctl's ``standard`` suite unless the report
 used ``--suite autoattack``: the footnote and the ``hardenctl`` section say which, on how many images, with which seed.
+
+The file belongs in the RobustBench repository at ``model_info/<dataset>/<threat model>/<Name>.json``
+(:func:`destination`); :func:`robustbench_entry` returns the notes that say so and which fields are the user's.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from ..errors import UserError
 from ..files import atomic_write
-
+from .card_inputs import checked_accuracy, checked_threat, describe_source
 from .common import format_eps
 
 SUITES = {"standard": "hardenctl's standard suite (APGD-CE, APGD-T, Square: AutoAttack's standard attacks, hardenctl's "
                       "implementation), not the reference autoattack package",
           "autoattack": "the reference autoattack package (standard version)",
           "quick": "hardenctl's quick suite (PGD-20 + APGD-CE): weaker than AutoAttack, not comparable with the leaderboard"}
+# RobustBench's dataset keys and the names their data goes by (a file or folder name, a Hub dataset id); a name
+# matches only as a whole (after dropping a split suffix such as -test or _val): imagenette2 is not imagenet
+DATASET_SPELLINGS = {
+    "cifar10": ("cifar10", "cifar-10", "cifar_10", "cifar-10-batches-py", "cifar-10-python", "uoft-cs/cifar10"),
+    "cifar100": ("cifar100", "cifar-100", "cifar_100", "cifar-100-python", "uoft-cs/cifar100"),
+    "imagenet": ("imagenet", "imagenet-1k", "imagenet1k", "imagenet_1k", "ilsvrc2012", "ilsvrc-2012",
+                 "ilsvrc2012_img_val", "ilsvrc/imagenet-1k"),
+}
+THREAT_MODELS = {"linf": "Linf", "l2": "L2"}  # RobustBench's third, corruptions, is not what hardenctl measures
+FIELDS_TO_FILL = "link, name, authors, venue and reported"
+_SPLIT_SUFFIX = re.compile(r"[-_.](test|val|valid|validation|eval)$")
 
 
-def dataset_name(source: str | None) -> str:
-    """RobustBench's dataset key when the data is recognisably one of its sets, else the data source as given."""
-    text = (source or "").lower().replace("-", "").replace("_", "")
-    for key in ("cifar100", "cifar10", "imagenet"):
-        if key in text:
-            return key
-    return source or ""
+def robustbench_dataset(name: str | None) -> str | None:
+    """RobustBench's key for a data set's name (``cifar-10-batches-py``, ``uoft-cs/cifar10``, ``imagenet-1k``)."""
+    text = (name or "").strip().lower()
+    for candidate in (text, _SPLIT_SUFFIX.sub("", text)):
+        for key, spellings in DATASET_SPELLINGS.items():
+            if candidate in spellings:
+                return key
+    return None
 
 
-def robustbench_entry(report: dict[str, Any], name: str | None = None) -> dict[str, Any]:
-    """The entry for an eval report, or for the hardened model of a harden report."""
-    result = report["hardened"] if "hardened" in report and "input" in report else report
+def check_dataset_key(value: str) -> str:
+    """A ``--robustbench-dataset`` value: one of RobustBench's keys (or a known spelling of one)."""
+    key = value if value in DATASET_SPELLINGS else robustbench_dataset(value)
+    if key is None:
+        raise UserError(f"--robustbench-dataset {value!r} is not one of RobustBench's datasets",
+                        f"pass one of {', '.join(DATASET_SPELLINGS)}")
+    return key
+
+
+def destination(dataset: str, norm: str | None) -> str:
+    """Where the entry goes in the RobustBench repository; ``<Name>`` is the leaderboard id its authors choose."""
+    return f"model_info/{dataset or '<dataset>'}/{THREAT_MODELS.get(str(norm), '<threat model>')}/<Name>.json"
+
+
+def additional_data(trained_on: Sequence[str], dataset: str | None, hub_dataset: str | None = None,
+                    train_source: Any = None) -> tuple[bool, str]:
+    """Whether the model saw data besides the evaluated set, as RobustBench's ``additional_data`` means it, and why.
+
+    The rule: true when the model declares training data (its card's ``datasets:`` or a timm pretrained tag such as
+    ``in21k``, as :mod:`hardenctl.models.provenance` reads them) that is not the evaluated data set (RobustBench's
+    ``dataset``, or the ``--dataset`` Hub id), or when a harden run trained on a different RobustBench data set; when
+    the evaluated set is unknown, any declared training data counts (the cautious answer for a leaderboard).
+    ImageNet pre-training of a CIFAR model is additional data. A model that declares nothing is false: hardenctl
+    cannot see pre-training nobody wrote down, so the note says to pass ``--additional-data`` then.
+    """
+    evaluated = set(DATASET_SPELLINGS.get(dataset or "", ())) | ({hub_dataset.lower()} if hub_dataset else set())
+    other = [name for name in trained_on
+             if name.lower() not in evaluated and (not dataset or robustbench_dataset(name) != dataset)]
+    if other:
+        return True, f"the model declares training data besides the evaluated set: {', '.join(other)}"
+    trained = robustbench_dataset(describe_source(train_source).stem) if train_source is not None else None
+    if trained and dataset and trained != dataset:
+        return True, f"it was hardened on {trained}, evaluated on {dataset}"
+    return False, "the model declares no training data besides the evaluated set"
+
+
+def robustbench_entry(report: dict[str, Any], name: str | None = None, *, dataset: str | None = None,
+                      additional: bool | None = None, trained_on: Sequence[str] = (),
+                      hub_dataset: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The entry for an eval report, or for the hardened model of a harden report, and the notes to print.
+
+    ``dataset``: RobustBench's key (default: recognised from the data source's name, else from ``hub_dataset``, else
+    empty); ``additional``: ``additional_data`` as the user states it (default: :func:`additional_data`'s rule on
+    ``trained_on``, what the model declares it was trained on).
+    """
+    harden = "hardened" in report and "input" in report
+    result = report["hardened"] if harden else report
+    where = "hardened." if harden else ""
+    clean = checked_accuracy(result, "clean_accuracy", where)
+    robust = checked_accuracy(result, "robust_accuracy", where)
+    checked_threat(result, where)
+    source = describe_source(report.get("data", {}).get("eval") if harden else (result.get("data") or {}).get("source"))
+    key = dataset or robustbench_dataset(source.stem) or robustbench_dataset(hub_dataset)
+    if additional is None:
+        train_source = (report.get("data") or {}).get("train") if harden else None
+        additional, why = additional_data(trained_on, key, hub_dataset, train_source)
+    else:
+        why = "as you stated it"
     model = result.get("model") or {}
     suite = str(result.get("suite"))
-    failed = [c["name"] for c in result.get("checks") or [] if not c.get("passed", True)]
-    return {
+    checks = [c for c in result.get("checks") or [] if isinstance(c, dict)]
+    failed = [str(c.get("name")) for c in checks if not c.get("passed", True)]
+    entry = {
         "link": "", "name": name or f"{model.get('arch', 'model')} (hardenctl)", "authors": "",
-        "additional_data": False, "number_forward_passes": 1, "dataset": dataset_name((result.get("data") or {}).get("source")),
+        "additional_data": additional, "number_forward_passes": 1, "dataset": key or "",
         "venue": "", "architecture": model.get("arch", ""), "eps": format_eps(result.get("eps"), decimal=False),
-        "clean_acc": f"{100 * float(result['clean_accuracy']):.2f}", "reported": "",
-        "autoattack_acc": f"{100 * float(result['robust_accuracy']):.2f}",
+        "clean_acc": f"{100 * clean:.2f}", "reported": "", "autoattack_acc": f"{100 * robust:.2f}",
         "footnote": (f"Robust accuracy from {SUITES.get(suite, 'a custom attack list: ' + suite)}, on the first "
                      f"{result.get('n')} images (RobustBench evaluates the full test set), seed {result.get('seed')}."
                      + (f" Failed sanity checks: {', '.join(failed)}." if failed else "")),
@@ -52,8 +124,29 @@ def robustbench_entry(report: dict[str, Any], name: str | None = None) -> dict[s
                       "randomized": result.get("randomized", False), "eot_samples": result.get("eot_samples", 1),
                       "failed_checks": failed, "version": (result.get("versions") or {}).get("hardenctl")},
     }
+    notes = [f"RobustBench entry: additional_data is {str(additional).lower()} ({why}); "
+             "pass --additional-data or --no-additional-data to state it"]
+    if not key:
+        notes.append(f"RobustBench entry: dataset left empty: the data {source.name!r} is not recognisably one of "
+                     f"{', '.join(DATASET_SPELLINGS)}; pass --robustbench-dataset if it is")
+    where_to = destination(key or "", result.get("norm"))
+    notes.append(f"RobustBench entry: it goes in the RobustBench repository as {where_to} "
+                 f"(<Name>: the model's leaderboard id, e.g. Smith2024Robust); fill {FIELDS_TO_FILL} by hand")
+    return entry, notes
 
 
-def write_entry(report: dict[str, Any], path: str | Path, name: str | None = None) -> None:
-    """Write :func:`robustbench_entry` as JSON, atomically."""
-    atomic_write(path, json.dumps(robustbench_entry(report, name), indent=2) + "\n")
+def entry_json(entry: dict[str, Any]) -> str:
+    """The entry as strict JSON: RobustBench's tools read it, and NaN is not JSON."""
+    try:
+        return json.dumps(entry, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise UserError("the report holds a number that is not finite (NaN or infinity) among the values the "
+                        "RobustBench entry copies (intervals, counts, eps)",
+                        "pass a report.json written by hardenctl eval or harden") from None
+
+
+def write_entry(report: dict[str, Any], path: str | Path, name: str | None = None, **options: Any) -> list[str]:
+    """Write :func:`robustbench_entry` as JSON, atomically; returns its notes (``options``: its keyword arguments)."""
+    entry, notes = robustbench_entry(report, name, **options)
+    atomic_write(path, entry_json(entry))
+    return notes
