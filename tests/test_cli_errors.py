@@ -118,8 +118,9 @@ def test_image_size_mismatch_of_an_in_memory_dataset(tmp_path, digits_model_path
         hardenctl.load_data(data, model)
 
 
-@pytest.mark.parametrize("option,value,expect", [("--crop-pct", "0", "--crop-pct must be in (0, 1]"),
-                                                 ("--crop-pct", "2", "--crop-pct must be in (0, 1]"),
+@pytest.mark.parametrize("option,value,expect", [("--crop-pct", "0", "--crop-pct must be in [0.05, 1]"),
+                                                 ("--crop-pct", "2", "--crop-pct must be in [0.05, 1]"),
+                                                 ("--crop-pct", "1e-300", "--crop-pct must be in [0.05, 1]"),
                                                  ("--interpolation", "cubic", "unknown interpolation 'cubic'"),
                                                  ("--crop-mode", "zoom", "unknown crop mode 'zoom'"),
                                                  ("--workers", "-1", "--workers must be >= 0")])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from .base import Index, check_head, pil_mode
+from .classes_json import checked_names, read_classes_json
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -127,8 +127,9 @@ class ArrayDataset:
         raise UserError(f"the data has {self.channels} channels but the model expects {channels}", "use data that matches the model")
 
 
-def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source: str, names_known: bool | None = None) -> ArrayDataset:
-    """Validate arrays and convert to an NCHW dataset."""
+def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source: str, names_known: bool | None = None,
+            names_from: str | None = None) -> ArrayDataset:
+    """Validate arrays and convert to an NCHW dataset (``names_from``: the file the names came from, for errors)."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
@@ -161,7 +162,9 @@ def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source:
     if class_names is None:
         class_names = [str(i) for i in range(num_classes)]
     elif len(class_names) < num_classes:
-        raise UserError(f"{source}: label {num_classes - 1} but only {len(class_names)} class names", "fix the labels or the class list")
+        where = f" (from {names_from})" if names_from and names_from != source else ""
+        raise UserError(f"{source}: label {num_classes - 1} but only {len(class_names)} class names{where}",
+                        "fix the labels or the class list")
     return ArrayDataset(tensor, torch.from_numpy(y.astype(np.int64)), list(class_names), source, names_known=names_known)
 
 
@@ -186,17 +189,22 @@ def load_digits(split: str = "all") -> ArrayDataset:
     return _finish(x, y, [str(i) for i in range(10)], name, names_known=False)  # the names are just the labels
 
 
-def _class_names_near(path: Path) -> list[str] | None:
-    names_file = path.parent / "classes.json"
-    if names_file.is_file():
-        try:
-            data = json.loads(names_file.read_text())
-        except json.JSONDecodeError:
-            return None
-        names = data.get("classes") if isinstance(data, dict) else data
-        if isinstance(names, list) and all(isinstance(n, str) for n in names):
-            return names
-    return None
+def _class_names_near(path: Path) -> tuple[list[str], str] | tuple[None, None]:
+    """(names by class id, the file) from a ``classes.json`` beside the ``.npz``; (None, None) without one."""
+    found = read_classes_json(path.parent / "classes.json")
+    return (found.by_class_id(), str(found.path)) if found is not None else (None, None)
+
+
+def _stored_names(archive: Any, path: Path) -> list[str] | None:
+    """The archive's own ``class_names`` (text, or UTF-8 bytes), checked like a ``classes.json``'s names."""
+    if "class_names" not in archive.files:
+        return None
+    stored = archive["class_names"]
+    if stored.ndim != 1:
+        raise UserError(f"{path}: class_names has shape {stored.shape}, not one name per class",
+                        "save class_names=np.array(['cat', 'dog', ...])")
+    items = [item if isinstance(item, (bytes, str)) else str(item) for item in stored.tolist()]  # numbers name too
+    return checked_names(items, f"{path}: class_names", "save class_names=np.array(['cat', 'dog', ...])")
 
 
 def load_npz(path: Path) -> ArrayDataset:
@@ -205,14 +213,25 @@ def load_npz(path: Path) -> ArrayDataset:
             if "x" not in archive.files or "y" not in archive.files:
                 raise UserError(f"{path} has arrays {archive.files}, not 'x' and 'y'", "save with np.savez(path, x=images, y=labels)")
             x, y = archive["x"], archive["y"]
-            names = [str(n) for n in archive["class_names"]] if "class_names" in archive.files else None
+            names = _stored_names(archive, path)
     except UserError:
         raise
     except ValueError as exc:
         raise UserError(f"{path} stores pickled objects ({exc})", "save plain arrays: np.savez(path, x=uint8_images, y=int_labels)") from None
     except Exception as exc:
         raise UserError(f"cannot read {path} ({type(exc).__name__}: {exc})", "the file is corrupt or not an .npz archive") from None
-    return _finish(x, y, names or _class_names_near(path), str(path))
+    names_from = str(path) if names else None
+    if not names:
+        names, names_from = _class_names_near(path)
+    return _finish(x, y, names, str(path), names_from=names_from)
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allowed ones; ``name`` says which (``module.name``)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"refusing to load {name}")
+        self.name = name
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -227,14 +246,48 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        text = f"{module}.{name}"
+        raise RefusedGlobal((text if text.isprintable() else ascii(text)[1:-1])[:80])
 
 
-def _read_cifar_pickle(path: Path) -> dict:
+def _read_cifar_pickle(path: Path, keys: tuple[bytes, ...]) -> dict:
+    """A CIFAR python batch (a pickled dict holding ``keys``), read without running code."""
+    fix = ("use the original python-version CIFAR files, or save the images as an .npz: "
+           "np.savez(path, x=uint8_images, y=labels)")
     try:
-        return _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        batch = _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except RefusedGlobal as exc:
+        raise UserError(f"refusing to load CIFAR batch {path}: it would import {exc.name}, and hardenctl will not "
+                        "unpickle code (it could run anything)", fix) from None
     except Exception as exc:
-        raise UserError(f"cannot read CIFAR batch {path} ({exc})", "use the original python-version CIFAR files") from None
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise UserError(f"cannot read CIFAR batch {path} ({reason})", fix) from None
+    missing = [key.decode() for key in keys if not isinstance(batch, dict) or key not in batch]
+    if missing:
+        raise UserError(f"CIFAR batch {path} has no {', '.join(missing)}", fix)
+    return batch
+
+
+def _cifar_rows(batch: dict, label_key: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N×32×32×3 uint8 images, labels) of one batch; any other shape is a one-line error."""
+    try:
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
+            raise ValueError(f"data {data.shape}, labels {labels.shape}")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UserError(f"CIFAR batch {path} is not N rows of 3072 pixels with one label each ({str(exc)[:80]})",
+                        "use the original python-version CIFAR files") from None
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _cifar_names(meta: Path, names_key: bytes) -> list[str]:
+    """Class names from ``batches.meta``/``meta``: UTF-8 byte strings, checked like any class name."""
+    stored = _read_cifar_pickle(meta, (names_key,))[names_key]
+    if not isinstance(stored, (list, tuple)):
+        raise UserError(f"{meta}: {names_key.decode()} is not a list of names",
+                        "use the original python-version CIFAR files")
+    return checked_names(list(stored), f"{meta}: {names_key.decode()}", "use the original python-version CIFAR files")
 
 
 def load_cifar_batches(directory: Path, split: str) -> ArrayDataset:
@@ -248,8 +301,9 @@ def load_cifar_batches(directory: Path, split: str) -> ArrayDataset:
     for name in files:
         if not (directory / name).is_file():
             raise UserError(f"CIFAR directory {directory} has no {name}", "point --data at the extracted cifar-*-batches-py directory")
-        batch = _read_cifar_pickle(directory / name)
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        ys.append(np.asarray(batch[label_key], dtype=np.int64))
-    names = [n.decode() for n in _read_cifar_pickle(meta)[names_key]] if meta.is_file() else None
+        batch = _read_cifar_pickle(directory / name, (b"data", label_key))
+        images, labels = _cifar_rows(batch, label_key, directory / name)
+        xs.append(images)
+        ys.append(labels)
+    names = _cifar_names(meta, names_key) if meta.is_file() else None
     return _finish(np.concatenate(xs), np.concatenate(ys), names, f"{directory} ({split})")

@@ -7,7 +7,6 @@ DataLoader workers, one batch at a time, and the digest is computed as they stre
 from __future__ import annotations
 
 import copy
-import json
 import hashlib
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import Tensor
 from ..errors import UserError
 from . import readers
 from .base import Index, check_head, describe_unreadable, pil_mode, unreadable_error
+from .classes_json import read_classes_json
 from .loader import make_loader, resolve_workers
 from .transforms import eval_transform
 
@@ -280,20 +280,14 @@ def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataCo
 
 def display_names(path: Path, folder_ids: list[str]) -> list[str] | None:
     """People's names for folder ids such as ``n02111889`` ("Samoyed"), from a ``classes.json`` in the folder or beside
-    it: ``{"wnid_to_name": {id: name}}`` (as ImageNet subsets ship it) or a plain ``{id: name}``. Shown in reports;
-    the ids stay the class names that models and baselines are matched on. None when there is no such file or it
-    names none of the folders."""
+    it (the first found): ``{"wnid_to_name": {id: name}}`` (as ImageNet subsets ship it), a plain ``{id: name}``, or a
+    list of one name per folder in sorted order. Shown in reports; the ids stay the class names that models and
+    baselines are matched on. None when there is no such file or it names none of the folders; a file that is not
+    one of these forms is a one-line error (see :mod:`.classes_json`)."""
     for candidate in (path / "classes.json", path.parent / "classes.json"):
-        if not candidate.is_file():
-            continue
-        try:
-            data = json.loads(candidate.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return None
-        mapping = data.get("wnid_to_name", data) if isinstance(data, dict) else None
-        if not isinstance(mapping, dict) or not any(isinstance(mapping.get(i), str) for i in folder_ids):
-            return None
-        return [mapping[i] if isinstance(mapping.get(i), str) else i for i in folder_ids]
+        found = read_classes_json(candidate)
+        if found is not None:
+            return found.for_folders(folder_ids, str(path))
     return None
 
 

@@ -1,14 +1,13 @@
 """Reading checkpoint files: safetensors, timm ``train.py`` checkpoints and bare state_dicts.
 
 Never unpickles code: ``torch.load(weights_only=True)``, with timm's stored ``argparse.Namespace`` the one
-
-
 class allowed (a plain attribute bag).
 """
 from __future__ import annotations
 
 import argparse
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,7 @@ def _read_torch(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).split("\n")[0][:160]
-        raise UserError(
-            f"checkpoint {path} contains pickled Python objects that hardenctl will not unpickle ({detail})",
-            "re-save only the weights: torch.save(model.state_dict(), path), or export to .safetensors",
-        ) from None
+        raise refused_pickle(path, exc) from None
     except Exception as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read checkpoint {path} ({reason})", "the file is corrupt or not a PyTorch checkpoint") from None
@@ -68,6 +63,34 @@ def _read_torch(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"checkpoint {path} has a malformed state_dict", "save model.state_dict() again")
     return state, meta
+
+
+ALLOWED = {"argparse.Namespace"}  # the one class torch.load is told it may rebuild
+RESAVE = ("re-save only the weights where the model is defined: torch.save(model.state_dict(), 'model.pt'), "
+          "or safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
+
+
+def refused_globals(path: Path, exc: Exception) -> list[str]:
+    """The ``module.name`` globals a pickled checkpoint would import, as far as they can be told without running it:
+    the one torch refused (named in its message), else torch's own scan of the file."""
+    named = re.findall(r"GLOBAL (\S+) was not an allowed global", str(exc))
+    if named:
+        return named
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 - a legacy or damaged file: the message says less, nothing more
+        return []
+    return [name for name in found if name not in ALLOWED]
+
+
+def refused_pickle(path: Path, exc: Exception) -> UserError:
+    """The one-line refusal of a checkpoint that needs code to load: which global it would import, and how to
+    re-save it as plain weights."""
+    names = [(name if name.isprintable() else ascii(name)[1:-1])[:80] for name in refused_globals(path, exc)]
+    what = (f"would import {names[0]}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+            if names else "holds pickled Python objects")
+    return UserError(f"refusing to load checkpoint {path}: it {what}, and hardenctl will not unpickle code "
+                     "(it could run anything)", RESAVE)
 
 
 TRAIN_ARGS = ("img_size", "input_size", "crop_pct", "interpolation", "mean", "std", "in_chans", "num_classes", "crop_mode")

@@ -71,9 +71,12 @@ class DataConfig:
         return cfg, undeclared
 
 
+MIN_CROP_PCT = 0.05  # a smaller crop_pct resizes the short side past 20x the input size (1e-300 overflowed)
+
+
 def check_crop_pct(value: float, where: str = "--crop-pct") -> float:
-    if not (0 < float(value) <= 1):
-        raise UserError(f"{where} must be in (0, 1], got {value}", "pass e.g. --crop-pct 0.875 (1.0: no crop)")
+    if not (MIN_CROP_PCT <= float(value) <= 1):
+        raise UserError(f"{where} must be in [{MIN_CROP_PCT}, 1], got {value}", "pass e.g. --crop-pct 0.875 (1.0: no crop)")
     return float(value)
 
 

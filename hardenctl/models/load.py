@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import struct
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -15,8 +18,9 @@ from ..files import atomic_path, sha256_file
 from .checkpoint import read_raw
 from .classifier import ImageClassifier, ModelInfo
 from .data_config import build_data_config
-from .metadata import parse_metadata, parse_pretrained_cfg, parse_train_args, shown
+from .metadata import is_declared, parse_label_names, parse_metadata, parse_pretrained_cfg, parse_train_args, shown
 from .sources import UNDECLARED, resolve_source
+from .surgery import check_surgery
 
 
 def timm_cfg(arch: str):
@@ -80,6 +84,23 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+def _label_names(meta: Mapping[str, Any], source: Any, num_classes: int) -> list[str] | None:
+    """The class names the file declares (header metadata first, else a model folder's ``config.json``), checked
+    like every key hardenctl reads: names, one per output of the classifier."""
+    folder_names = source.pretrained_cfg.get("label_names")  # as timm reads config.json: folded into pretrained_cfg
+    if "label_names" in meta:
+        names, key = meta["label_names"], "checkpoint metadata 'label_names'"
+    elif is_declared(folder_names) and folder_names != []:
+        names, key = parse_label_names("config.json label_names", folder_names), "config.json's label_names"
+    else:
+        return None
+    if len(names) != num_classes:
+        raise UserError(f"{key} of {source.spec} names {len(names)} classes but the classifier has {num_classes} "
+                        "outputs",
+                        "give one name per class, in class-id order")
+    return names
+
+
 def load_model(
     path: str | Path,
     arch: str | None = None,
@@ -103,7 +124,8 @@ def load_model(
     source = resolve_source(path)
     state, raw_meta = read_raw(source.weights)
     meta = parse_metadata(raw_meta)  # only checked values from here on; a bad one was a one-line UserError
-    trained = parse_train_args(raw_meta.get("train_args") or {})
+    stored_args = raw_meta.get("train_args")  # a dict only from a timm train.py checkpoint; a header string is unknown
+    trained = parse_train_args(stored_args) if isinstance(stored_args, Mapping) else {}
     folder = parse_pretrained_cfg(source.declared_cfg())
     arch = _resolve("arch", arch, _first(meta.get("arch"), source.architecture))
     if not arch:
@@ -146,7 +168,8 @@ def load_model(
         raise UserError(f"std must be positive, got {data_config.std}", "pass --std with positive values")
 
     net = create_timm_model(arch, int(num_classes), in_chans, data_config.input_size, source.model_args)
-    recorded = meta.get("hardenctl", {})  # what hardenctl wrote: recipe, surgery ({} when absent or not an object)
+    recorded = meta.get("hardenctl", {})  # what hardenctl wrote: recipe, surgery ({} when absent)
+    check_surgery(recorded)  # sizes of the modules it rebuilds, before any is built
     atop = recorded.get("atop")
     if atop is not None:  # an AToP composite: the purifier's tensors are rebuilt separately (hardenctl.purifier)
         from .purifier import split_tensors
@@ -165,10 +188,7 @@ def load_model(
             "check --arch and --num-classes (and --input-size for models whose weights depend on it)",
         ) from None
 
-    label_names = _first(meta.get("label_names"), source.label_names)
-    if label_names is not None and len(label_names) != int(num_classes):
-        raise UserError(f"{source.spec} names {len(label_names)} classes but the classifier has {num_classes} outputs",
-                        "fix label_names in the model's metadata or config.json")
+    label_names = _label_names(meta, source, int(num_classes))
     info = ModelInfo(
         arch=arch,
         num_classes=int(num_classes),
@@ -233,11 +253,38 @@ def save_model(model: ImageClassifier, path: str | Path, extra: dict[str, Any] |
             meta["crop_pct"] = config.crop_pct
     if info.label_names:
         meta["label_names"] = list(info.label_names)
-    header = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
+    header = {k: (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in meta.items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=header)
+        sort_safetensors_header(tmp)
     return path
+
+
+def sort_safetensors_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with its keys sorted, so that the same weights and settings give the
+    same bytes (and the same ``model_sha256``).
+
+    safetensors' writer keeps ``__metadata__`` in a Rust hash map, whose order changes from one save to the next. The
+    header is written again sorted and compact, padded with spaces to a multiple of 8 bytes as safetensors pads it;
+    tensor offsets count from the end of the header, so they stay valid. Same length (the usual case): rewritten in
+    place; otherwise the data is copied behind the new header.
+    """
+    with open(path, "r+b") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        text += b" " * (-len(text) % 8)
+        if len(text) == size:
+            fh.seek(8)
+            fh.write(text)
+            return
+    moved = path.with_name(path.name + ".sorting")
+    with open(path, "rb") as source, open(moved, "wb") as target:
+        target.write(struct.pack("<Q", len(text)) + text)
+        source.seek(8 + size)
+        shutil.copyfileobj(source, target, 1 << 24)
+    os.replace(moved, path)
 
 
 def timm_model_args(net: nn.Module, in_chans: int, num_classes: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import re
 from typing import Any, Callable, Mapping
 
 from ..errors import UserError
+from .data_config import MIN_CROP_PCT
 from .data_config import CROP_MODES, FIELDS, INTERPOLATIONS
 
 # safetensors header values are strings. hardenctl writes JSON ("[0.3]", "10", "true"), but other
@@ -22,6 +23,12 @@ from .data_config import CROP_MODES, FIELDS, INTERPOLATIONS
 MAX_NUM_CLASSES = 1_000_000  # bounds keep a typo ("1e30") from allocating a model that cannot exist
 MAX_IN_CHANS = 4096
 MAX_INPUT_SIDE = 16384
+MAX_NAME_CHARS = 1000  # a class name longer than this is not a name (ImageNet's longest is under 100)
+MAX_SECTION_CHARS = 1 << 20  # the hardenctl section hardenctl writes is a few kB
+MAX_SECTION_DEPTH = 32
+SECTION_FIX = ("re-export the model with hardenctl, or drop the 'hardenctl' key "
+               "(hardenctl's record of how it made the model)")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # control, line breaks, lone surrogates
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max, without importing torch
 FLOAT32_TINY = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny
 _EXAMPLES = {
@@ -221,31 +228,87 @@ def parse_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
 
 
 def parse_crop_pct(key: str, value: Any) -> float:
-    """``crop_pct``: the fraction of the resized image the centre crop keeps, in (0, 1]."""
+    """``crop_pct``: the fraction of the resized image the centre crop keeps, in [0.05, 1].
+
+    Images are resized to ``size / crop_pct`` first: 1e-300 asked for a resize past any integer (a crash), and
+    no model is trained on a crop of less than a twentieth of its image.
+    """
     numbers = _numbers(value)
-    if numbers is None or len(numbers) != 1 or not (0 < numbers[0] <= 1):
-        raise _bad(key, value, "not a number in (0, 1]")
+    if numbers is None or len(numbers) != 1 or not (MIN_CROP_PCT <= numbers[0] <= 1):
+        raise _bad(key, value, f"not a number in [{MIN_CROP_PCT}, 1]")
     return float(numbers[0])
 
 
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a class name, or None when it can.
+
+    Names are printed on one line in every report and written to UTF-8 files: a string, not blank, of reasonable
+    length, without control characters, line breaks or lone surrogates (which no UTF-8 file can hold).
+    """
+    if not isinstance(name, str):
+        return "is not a string"
+    if not name.strip():
+        return "is blank"
+    if len(name) > MAX_NAME_CHARS:
+        return f"is longer than {MAX_NAME_CHARS} characters"
+    bad = _UNPRINTABLE.search(name)
+    return f"holds the character {ascii(bad.group())}" if bad else None
+
+
 def parse_label_names(key: str, value: Any) -> list[str]:
-    """``label_names``: a JSON list of strings (what hardenctl writes) or comma-separated names."""
+    """``label_names``: a JSON list of strings (what hardenctl and timm write) or comma-separated names.
+
+    A JSON number is not a name: a list of ids instead of names is an exporter's mistake, said rather than guessed.
+    """
     decoded = decode_value(value)
     if isinstance(decoded, str):
         decoded = [part.strip() for part in decoded.split(",")]
-    if isinstance(decoded, list) and decoded and all(isinstance(n, (str, int)) and str(n).strip() for n in decoded):
-        return [str(n).strip() for n in decoded]
-    raise _bad(key, value, "not a list of class names")
+    if not isinstance(decoded, list) or not decoded:
+        raise _bad(key, value, "not a list of class names")
+    if len(decoded) > MAX_NUM_CLASSES:
+        raise _bad(key, value, f"more than {MAX_NUM_CLASSES} class names")
+    for index, name in enumerate(decoded):
+        problem = name_problem(name)
+        if problem is not None:
+            raise _bad(key, value, f"not a list of class names (name {index} ({shown(name, 30)}) {problem})")
+    return [name.strip() for name in decoded]
 
 
-def parse_section(value: Any) -> dict[str, Any]:
-    """The ``hardenctl`` section (recipe, FSR/AToP structure) as a dict; {} when it is not a JSON object.
+def _json_problem(value: Any) -> str | None:
+    """Why a decoded JSON value cannot be carried on (None when it can): deeper than :data:`MAX_SECTION_DEPTH` or
+    holding NaN/infinity (JSON has neither; the section is copied into every model hardened from this one)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_SECTION_DEPTH:
+            return f"nested deeper than {MAX_SECTION_DEPTH} levels"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "holding NaN or infinity"
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        pending.extend((child, depth + 1) for child in children)
+    return None
 
-    Ignored rather than an error: it only describes modules hardenctl added, and a file whose
-    weights need them fails its strict weight load with a one-line error anyway.
+
+def parse_section(key: str, value: Any) -> dict[str, Any]:
+    """The ``hardenctl`` section (recipe, settings, the FSR/AToP structure to rebuild) as a checked dict.
+
+    hardenctl writes a JSON object; anything else is a one-line error naming the key, as for every key hardenctl
+    reads. The section is copied into models hardened from this one and shown by ``hardenctl info``, so it must stay
+    JSON (finite numbers, bounded depth and size). The modules its ``fsr`` and ``atop`` parts rebuild are checked by
+    :func:`hardenctl.models.surgery.check_surgery`; other keys in it are kept, unread.
     """
+    if not is_declared(value):
+        return {}
+    if isinstance(value, str) and len(value) > MAX_SECTION_CHARS:
+        raise UserError(f"checkpoint metadata {key!r} is {len(value):,} characters long, more than hardenctl writes "
+                        f"({MAX_SECTION_CHARS:,} at most)", SECTION_FIX)
     decoded = decode_value(value)
-    return decoded if isinstance(decoded, dict) else {}
+    if not isinstance(decoded, dict):
+        raise UserError(f"checkpoint metadata {key!r} is {shown(value)}, not a JSON object", SECTION_FIX)
+    problem = _json_problem(decoded)
+    if problem is not None:
+        raise UserError(f"checkpoint metadata {key!r} is a JSON object {problem}", SECTION_FIX)
+    return decoded
 
 
 PARSERS: dict[str, Callable[[str, Any], Any]] = {  # the one table: header metadata, train.py args, config.json
@@ -272,7 +335,7 @@ def parse_metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The settings a checkpoint declares, checked: only declared keys, unknown keys dropped."""
     meta = parse_values(raw, tuple(PARSERS))
     if "hardenctl" in raw:
-        meta["hardenctl"] = parse_section(raw["hardenctl"])
+        meta["hardenctl"] = parse_section("hardenctl", raw["hardenctl"])
     return meta
 
 

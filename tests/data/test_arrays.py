@@ -1,6 +1,7 @@
 """In-memory sources (npz, CIFAR python batches, built-in digits) and their preparation like folders."""
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -110,3 +111,138 @@ def test_arrays_of_other_channel_counts_cannot_be_transformed():
     data = ArrayDataset(torch.zeros(2, 2, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], "two-channel")
     with pytest.raises(UserError, match="two-channel has 2 channels; images can be read and transformed as 1 .grey. or 3"):
         data.image(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# classes.json beside an .npz: every valid form names the classes, anything else is a one-line error
+# ---------------------------------------------------------------------------------------------
+def npz_with_names_file(tmp_path, content: bytes | str, labels=(0, 1, 2, 0)):
+    folder = tmp_path / "set"
+    folder.mkdir(exist_ok=True)
+    np.savez(folder / "d.npz", x=np.zeros((len(labels), 4, 4), np.uint8), y=np.array(labels))
+    (folder / "classes.json").write_bytes(content.encode() if isinstance(content, str) else content)
+    return folder / "d.npz"
+
+
+@pytest.mark.parametrize("content", [
+    '["cat", "dog", "emu"]',
+    '{"classes": ["cat", "dog", "emu"], "label_to_name": {"0": "cat"}, "source": [1, 2]}',  # as the shared CIFAR file
+    '{"2": "emu", "0": "cat", "1": "dog"}',  # ids to names
+    b'\xef\xbb\xbf["cat", "dog", "emu"]',  # a UTF-8 byte-order mark, as some editors write
+    '["cat", "dog", "emu", "yak"]',  # more names than labels: the data need not hold every class
+])
+def test_classes_json_forms_beside_an_npz(tmp_path, content):
+    data = load_dataset(str(npz_with_names_file(tmp_path, content)))
+    assert data.class_names[:3] == ["cat", "dog", "emu"] and data.names_known
+
+
+def test_classes_json_names_in_any_script(tmp_path):
+    names = ["猫", "犬", "Ωmega | ünïcode"]
+    data = load_dataset(str(npz_with_names_file(tmp_path, json.dumps(names, ensure_ascii=False))))
+    assert data.class_names == names
+
+
+BAD_CLASSES_JSON = [  # (content, what the error says); each used to crash (exit 3) or be dropped silently
+    (b'["cat", "dog", "\xff\xfe"]', "is not UTF-8 text (byte 0xff at offset 16)"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('["cat", "dog", "emu"', "is not valid JSON (Expecting ',' delimiter at line 1 column 21, where the file ends"),
+    ('{"classes": ["cat", "dog"', "where the file ends: is it cut short?"),
+    ("", "is not valid JSON (Expecting value at line 1 column 1"),
+    ("[cat, dog]", "is not valid JSON (Expecting value at line 1 column 2)"),
+    ("[1, 2, 3]", "entry 0 (1) is not a string"),
+    ('["cat", null, "emu"]', "entry 1 (None) is not a string"),
+    ('["cat", ["dog"], "emu"]', "entry 1 (a list of 1 item) is not a string"),
+    ('{"classes": ["cat", 5, "emu"]}', "'classes' entry 1 (5) is not a string"),
+    ('{"classes": "cat,dog,emu"}', "'classes' is 'cat,dog,emu', not a list of names"),
+    ('{"0": "cat", "1": 7, "2": "emu"}', "the name of '1' (7) is not a string"),
+    ('{"wnid_to_name": ["cat"]}', "'wnid_to_name' is a list of 1 item, not an object of ids to names"),
+    ('{"wnid_to_name": {"n01": "cat"}}', "maps 'n01' to a name, but the classes of an .npz are numbered"),
+    ('{"0": "cat", "2": "emu"}', "names class 2 but not class 1"),
+    ('{"00": "cat", "1": "dog", "2": "emu"}', "maps '00' to a name"),
+    ("5", "holds 5, not a list of class names nor an object"),
+    ('"cat"', "holds 'cat', not a list of class names nor an object"),
+    ('["cat", "dog"]', "label 2 but only 2 class names (from"),
+    ("[]", "label 2 but only 0 class names (from"),
+    ('["cat", " ", "emu"]', "entry 1 (' ') is blank"),
+    ('["cat", "d\\nog", "emu"]', "entry 1 ('d\\nog') holds the character '\\n'"),
+    ('["cat", "\\ud800", "emu"]', "holds the character '\\ud800'"),
+    ('["cat", "' + "x" * 1001 + '", "emu"]', "is longer than 1000 characters"),
+    ("[" + "9" * 5000 + "]", "is not valid JSON (Exceeds the limit"),
+]
+
+
+def short_id(value) -> str:
+    """A test id for a long generated value (100,000 brackets would make an unreadable one)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}...({len(text)} chars)"
+
+
+@pytest.mark.parametrize("content,expect", BAD_CLASSES_JSON, ids=[short_id(content) for content, _ in BAD_CLASSES_JSON])
+def test_a_bad_classes_json_beside_an_npz_is_a_one_line_error(tmp_path, content, expect):
+    path = npz_with_names_file(tmp_path, content)
+    with pytest.raises(UserError) as caught:
+        load_dataset(str(path))
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert str(path.parent / "classes.json") in message and expect in message, message
+    assert "; " in message  # the fix: the forms that work, or how to save it
+
+
+def test_an_npz_with_its_own_names_never_reads_a_classes_json(tmp_path):
+    path = npz_with_names_file(tmp_path, b"\xff not json at all")
+    np.savez(path, x=np.zeros((2, 4, 4), np.uint8), y=np.arange(2), class_names=np.array([b"cat", b"dog"]))
+    assert load_dataset(str(path)).class_names == ["cat", "dog"]  # bytes decoded, not "b'cat'"
+
+
+@pytest.mark.parametrize("names,expect", [
+    (np.array([["cat", "dog"]]), "class_names has shape (1, 2), not one name per class"),
+    (np.array([b"cat", b"\xff"]), "class_names entry 1 (b'\\xff') is not UTF-8 text"),
+    (np.array(["cat", "d\nog"]), "class_names entry 1 ('d\\nog') holds the character '\\n'"),
+])
+def test_bad_class_names_in_an_npz(tmp_path, names, expect):
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.arange(2), class_names=names)
+    with pytest.raises(UserError) as caught:
+        load_dataset(str(tmp_path / "d.npz"))
+    assert expect in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR batches: a pickle that would run code is refused by name, a malformed one is a one-line error
+# ---------------------------------------------------------------------------------------------
+def cifar_folder(tmp_path, batch, meta=None):
+    meta = meta if meta is not None else {b"label_names": [b"plane", b"car"]}
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps(meta))
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch))
+    return tmp_path
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused_by_name(tmp_path):
+    import collections
+
+    folder = cifar_folder(tmp_path, {b"data": collections.OrderedDict(), b"labels": [0]})
+    with pytest.raises(UserError) as caught:
+        load_dataset(str(folder), split="test")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "it would import collections.OrderedDict, and hardenctl will not unpickle code" in message
+    assert message.endswith("or save the images as an .npz: np.savez(path, x=uint8_images, y=labels)"), message
+
+
+RGB_ROWS = np.zeros((2, 3072), np.uint8)
+
+
+@pytest.mark.parametrize("batch,meta,expect", [
+    ({b"labels": [0, 1]}, None, "has no data"),
+    ([RGB_ROWS, [0, 1]], None, "has no data, labels"),
+    ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, None, "is not N rows of 3072 pixels"),
+    ({b"data": RGB_ROWS, b"labels": [0]}, None, "is not N rows of 3072 pixels"),
+    ({b"data": RGB_ROWS, b"labels": ["a", "b"]}, None, "is not N rows of 3072 pixels"),
+    ({b"data": RGB_ROWS, b"labels": [0, 1]}, {b"other": []}, "batches.meta has no label_names"),
+    ({b"data": RGB_ROWS, b"labels": [0, 1]}, {b"label_names": [b"plane", b"\xff"]},
+     "label_names entry 1 (b'\\xff') is not UTF-8"),
+    ({b"data": RGB_ROWS, b"labels": [0, 1]}, {b"label_names": 5}, "label_names is not a list of names"),
+])
+def test_a_malformed_cifar_batch_is_a_one_line_error(tmp_path, batch, meta, expect):
+    with pytest.raises(UserError) as caught:
+        load_dataset(str(cifar_folder(tmp_path, batch, meta)), split="test")
+    assert expect in str(caught.value) and "\n" not in str(caught.value), str(caught.value)

@@ -297,3 +297,53 @@ def test_a_classes_json_beside_the_folders_names_the_classes_for_people_and_the_
     markdown = render_markdown(report)
     assert "| 0 Samoyed (n02111889) |" in markdown and "1 dingo \\| wild (n02115641)" in markdown
     assert load_dataset(str(make_photos({"a": 2, "b": 2})), data_config=DataConfig(input_size=(32, 32))).display_names is None
+
+
+@pytest.mark.parametrize("content,expect", [
+    ('{"wnid_to_name": {"a": "Apple", "b": "Banana"}, "imagenet1k_index": {"a": 1}}', ["Apple", "Banana"]),
+    ('{"a": "Apple"}', ["Apple", "b"]),  # a folder it does not name keeps its id
+    ('["Apple", "Banana"]', ["Apple", "Banana"]),  # one name per folder, in sorted order
+    ('{"classes": ["Apple", "Banana"], "label_to_name": {"0": "Apple"}}', ["Apple", "Banana"]),
+    ('{"x": "Xylophone"}', None),  # names none of the folders: another set's file
+    ('["a", "b"]', None),  # the ids themselves: nothing to show
+    ('{"wnid_to_name": {"a": "猫", "b": "犬"}}', ["猫", "犬"]),
+])
+def test_classes_json_forms_for_folders(make_photos, tmp_path, content, expect):
+    root = make_photos({"a": 1, "b": 1})
+    (root / "classes.json").write_text(content, encoding="utf-8")
+    assert load_dataset(str(root), data_config=DataConfig(input_size=(32, 32)), workers=0).display_names == expect
+
+
+@pytest.mark.parametrize("content,expect", [
+    (b'{"wnid_to_name": {"a": "\xe9t\xe9"}}', "is not UTF-8 text (byte 0xe9 at offset 24)"),
+    (b'{"wnid_to_name": {"a": "Apple"',
+     "is not valid JSON (Expecting ',' delimiter at line 1 column 31, where the file ends"),
+    pytest.param(b"[" * 50_000, "nested too deeply", id="50000 brackets"),
+    (b'{"wnid_to_name": {"a": 1, "b": "Banana"}}', "the name of 'a' (1) is not a string"),
+    (b'{"wnid_to_name": "a=Apple"}', "'wnid_to_name' is 'a=Apple', not an object of ids to names"),
+    (b'{"a": ["Apple"]}', "the name of 'a' (a list of 1 item) is not a string"),
+    (b'["Apple"]', "lists 1 name but"),
+    (b'["Apple", "Banana", "Cherry"]', "lists 3 names but"),
+    (b"true", "holds True, not a list of class names nor an object"),
+    (b'{"a": "Ap\\u0007ple"}', "holds the character '\\x07'"),
+])
+def test_a_bad_classes_json_beside_folders_is_a_one_line_error(make_photos, tmp_path, content, expect):
+    """Non-UTF-8 or deeply nested files crashed (exit 3); truncated ones and wrong types were ignored without a word."""
+    root = tmp_path / "set"
+    make_photos({"a": 1, "b": 1}, root=root / "val")
+    (root / "classes.json").write_bytes(content)
+    with pytest.raises(UserError) as caught:
+        load_dataset(str(root / "val"), data_config=DataConfig(input_size=(32, 32)), workers=0)
+    message = str(caught.value)
+    assert "\n" not in message and str(root / "classes.json") in message and expect in message, message
+
+
+def test_cli_a_truncated_classes_json_is_exit_2_and_writes_nothing(cli, make_photos, tmp_path, digits_model_path):
+    root = make_photos({"a": 2, "b": 2})
+    (root / "classes.json").write_text('{"wnid_to_name": {"a": "Apple", "b": "Ban')
+    out = tmp_path / "out"
+    code, _, err = cli("eval", digits_model_path, "--data", root, "--n", "4", "--attacks", "fgsm",
+                       "--input-size", "8,8", "--quiet", "--report", out / "report.json")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "classes.json is not valid JSON" in err, err
+    assert not out.exists()

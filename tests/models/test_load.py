@@ -1,9 +1,12 @@
 """Checkpoint I/O: safetensors metadata round trip, plain timm loading, normalisation, input size."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 
 import hardenctl
 from hardenctl.errors import UserError
@@ -57,3 +60,66 @@ def test_vit_gets_img_size_from_input_size(tmp_path):
     assert model.info.input_size_source == "cli"
     with torch.no_grad():
         assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# a file that needs code to load: refused, naming what it would import and how to re-save it
+# ---------------------------------------------------------------------------------------------
+class PickledModel(torch.nn.Module):  # torch.save(model) pickles this class by reference: loading imports this module
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 2)
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_pickled_model_is_refused_naming_the_global_and_the_resave(tmp_path, zip_format):
+    path = tmp_path / "whole-model.pt"
+    torch.save(PickledModel(), path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UserError) as caught:
+        hardenctl.load_model(path, arch="test_resnet")
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert f"refusing to load checkpoint {path}: it would import {__name__}.PickledModel, and hardenctl will not " \
+           "unpickle code (it could run anything); re-save only the weights" in message, message
+    assert message.endswith("torch.save(model.state_dict(), 'model.pt'), "
+                            "or safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"), message
+
+
+def test_a_refused_checkpoint_with_nothing_to_name_still_says_how_to_resave(tmp_path):
+    from hardenctl.models.checkpoint import refused_pickle
+
+    path = tmp_path / "odd.pt"
+    path.write_bytes(b"not a zip")
+    message = str(refused_pickle(path, Exception("Unsupported operand 149")))
+    assert "it holds pickled Python objects, and hardenctl will not unpickle code" in message
+    assert "torch.save(model.state_dict()" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json label_names: names, one per output
+# ---------------------------------------------------------------------------------------------
+def model_folder(folder, label_names):
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in create_timm_model("test_resnet", 3).state_dict().items()},
+              str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"architecture": "test_resnet", "num_classes": 3,
+                                                    "label_names": label_names}))
+    return folder
+
+
+@pytest.mark.parametrize("names,expect", [
+    ([0, 1, 2], "'config.json label_names' is [0, 1, 2], not a list of class names (name 0 (0) is not a string)"),
+    (["a", "b\nc", "d"], "name 1 ('b\\nc') holds the character '\\n'"),
+    (["a", "b"], "config.json's label_names of"),
+])
+def test_config_json_label_names_are_checked(tmp_path, names, expect):
+    with pytest.raises(UserError) as caught:
+        hardenctl.load_model(model_folder(tmp_path / "m", names))
+    assert expect in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_config_json_label_names_load(tmp_path):
+    names = ["猫", "dog", "emu"]
+    assert hardenctl.load_model(model_folder(tmp_path / "m", names)).info.label_names == names
+    assert hardenctl.load_model(model_folder(tmp_path / "n", [])).info.label_names is None

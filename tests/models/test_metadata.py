@@ -171,11 +171,107 @@ def test_all_foreign_keys_together_match_the_hardenctl_json(tmp_path, rgb_state)
         assert torch.equal(foreign(x), native(x))
 
 
-@pytest.mark.parametrize("section", ["garbage", "[1, 2]", "5", "{", "true", '"text"', "null", ""])
-def test_unknown_keys_and_a_foreign_hardenctl_section_are_ignored(tmp_path, rgb_state, section):
+@pytest.mark.parametrize("section", ["null", "", "None", "{}"])
+def test_unknown_keys_and_an_empty_hardenctl_section_are_ignored(tmp_path, rgb_state, section):
     model = load_with(tmp_path, rgb_state, format="pt", license="mit", foo="[[[", bar="9" * 5000,
-                      nested="[" * 5000, hardenctl=section, mean="0.5,0.5,0.5", std="0.5,0.5,0.5")
+                      nested="[" * 5000, train_args="{", hardenctl=section, mean="0.5,0.5,0.5", std="0.5,0.5,0.5")
     assert model.info.metadata == {} and model.info.mean == (0.5, 0.5, 0.5)
+
+
+def test_the_hardenctl_section_keeps_what_it_records(tmp_path, rgb_state):
+    section = {"recipe": "mart", "recipe_config": {"eps": 0.03, "stages": ["layer4"]}, "fsr": None, "epoch": 3}
+    model = load_with(tmp_path, rgb_state, hardenctl=json.dumps(section))
+    assert model.info.metadata == section
+
+
+FSR = {"format": 1, "stages": ["layers.3"], "channels": [64], "hidden": 64, "tau": 0.1}
+ATOP = {"format": 1, "transform": {"kind": "rt2", "sigma": 0.25, "missing_rate": 0.25, "block": 4},
+        "purifier": {"channels": 3, "width": 32, "depth": 2}}
+BAD_SECTIONS = [  # (the section, the key the error names, what it says)
+    ("garbage", "'hardenctl'", "not a JSON object"), ("[1, 2]", "'hardenctl'", "not a JSON object"),
+    ("5", "'hardenctl'", "not a JSON object"), ("{", "'hardenctl'", "not a JSON object"),
+    ("true", "'hardenctl'", "not a JSON object"), ('"text"', "'hardenctl'", "not a JSON object"),
+    ('{"a": ' + "[" * 40 + "]" * 40 + "}", "'hardenctl'", "nested deeper than 32"),
+    ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", "'hardenctl'", "not a JSON object"),
+    ('{"recipe_config": {"eps": NaN}}', "'hardenctl'", "NaN or infinity"),
+    ('{"a": [Infinity]}', "'hardenctl'", "NaN or infinity"),
+    (json.dumps({"note": "x" * (1 << 20)}), "'hardenctl'", "characters long"),
+    (json.dumps({"fsr": 0}), "'hardenctl.fsr'", "not an object"),
+    (json.dumps({"fsr": [1]}), "'hardenctl.fsr'", "not an object"),
+    (json.dumps({"fsr": {**FSR, "hidden": 10**12}}), "'hardenctl.fsr.hidden'", "from 1 to 4096"),
+    (json.dumps({"fsr": {**FSR, "hidden": 64.5}}), "'hardenctl.fsr.hidden'", "whole number"),
+    (json.dumps({"fsr": {**FSR, "hidden": True}}), "'hardenctl.fsr.hidden'", "whole number"),
+    (json.dumps({"fsr": {**FSR, "tau": 0}}), "'hardenctl.fsr.tau'", "a number > 0"),
+    (json.dumps({"fsr": {**FSR, "tau": "0.1"}}), "'hardenctl.fsr.tau'", "a number > 0"),
+    (json.dumps({"fsr": {**FSR, "stages": []}}), "'hardenctl.fsr.stages'", "stage names"),
+    (json.dumps({"fsr": {**FSR, "stages": ["x"] * 65}}), "'hardenctl.fsr.stages'", "stage names"),
+    (json.dumps({"fsr": {**FSR, "stages": [3]}}), "'hardenctl.fsr.stages'", "stage names"),
+    (json.dumps({"fsr": {**FSR, "channels": [64, 64]}}), "'hardenctl.fsr.channels'", "per stage"),
+    (json.dumps({"fsr": {**FSR, "channels": [10**9]}}), "'hardenctl.fsr.channels'", "per stage"),
+    (json.dumps({"fsr": {**FSR, "format": "1"}}), "'hardenctl.fsr.format'", "whole number"),
+    (json.dumps({"atop": 5}), "'hardenctl.atop'", "'transform' and 'purifier'"),
+    (json.dumps({"atop": {**ATOP, "purifier": [3, 32, 2]}}), "'hardenctl.atop'", "'transform' and 'purifier'"),
+    (json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 10**6, "depth": 2}}}),
+     "'hardenctl.atop.purifier'", "at most 16384"),
+    (json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 64, "depth": 9}}}), "'hardenctl.atop.purifier'",
+     "depth at most 8"),
+    (json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 2048, "depth": 4}}}),
+     "'hardenctl.atop.purifier'", "at most 16384"),
+    (json.dumps({"atop": {**ATOP, "purifier": {"channels": 0, "width": 32, "depth": 2}}}), "'hardenctl.atop.purifier'",
+     "whole channels"),
+    (json.dumps({"atop": {**ATOP, "transform": {**ATOP["transform"], "block": 10**9}}}),
+     "'hardenctl.atop.transform.block'", "whole number of pixels"),
+]
+
+
+@pytest.mark.parametrize("section,key,expect", BAD_SECTIONS,
+                         ids=[text if len(text) <= 60 else f"{text[:50]}...({len(text)} chars)"
+                              for text, _, _ in BAD_SECTIONS])
+def test_a_malformed_hardenctl_section_is_an_error_naming_the_key(tmp_path, rgb_state, section, key, expect):
+    """The section builds modules (FSR, AToP's purifier) and is copied into every model hardened from this one: a
+    malformed one was skipped silently, or allocated terabytes (hidden=1e12), or crashed a later save (depth, NaN)."""
+    with pytest.raises(UserError) as caught:
+        load_with(tmp_path, rgb_state, hardenctl=section)
+    where = f"checkpoint metadata {key}" if key == "'hardenctl'" else f"metadata is malformed: {key}"
+    assert_one_line_error(caught.value, where, expect, "re-export the model with hardenctl")
+
+
+LABEL_NAMES_REJECTED = [
+    ("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "name 0 (0) is not a string"),
+    ('["a", "b", "c", "d", "e", "f", "g", "h", "i", 9]', "name 9 (9) is not a string"),
+    ('["a", "b", "c", "d", "e", "f", "g", "h", "i", null]', "name 9 (None) is not a string"),
+    ('["a", "b", "c", "d", "e", "f", "g", "h", "i", ["j"]]', "name 9 (['j']) is not a string"),
+    ('["a", "b", "c", "d", "e", "f", "g", "h", "i", " "]', "name 9 (' ') is blank"),
+    (r'["a\nb", "b", "c", "d", "e", "f", "g", "h", "i", "j"]', r"holds the character '\n'"),  # JSON escapes
+    (r'["\ud800", "b", "c", "d", "e", "f", "g", "h", "i", "j"]', r"holds the character '\ud800'"),
+    (r'["a\u2028b", "b", "c", "d", "e", "f", "g", "h", "i", "j"]', r"holds the character '\u2028'"),
+    (json.dumps(["x" * 1001] + list("bcdefghij")), "longer than 1000 characters"),
+    ("[]", "not a list of class names"), ('{"0": "cat"}', "not a list of class names"),
+    ("7", "not a list of class names"),
+    ("a,,c", "is blank"),
+]
+
+
+@pytest.mark.parametrize("text,expect", LABEL_NAMES_REJECTED)
+def test_label_names_must_be_names(tmp_path, rgb_state, text, expect):
+    with pytest.raises(UserError) as caught:
+        load_with(tmp_path, rgb_state, label_names=text)
+    assert_one_line_error(caught.value, "checkpoint metadata 'label_names'", expect, "re-export")
+
+
+@pytest.mark.parametrize("text", ['["a", "b"]', json.dumps(list("abcdefghijk"))])
+def test_label_names_must_name_every_output(tmp_path, rgb_state, text):
+    with pytest.raises(UserError) as caught:
+        load_with(tmp_path, rgb_state, label_names=text)
+    assert_one_line_error(caught.value, "checkpoint metadata 'label_names'",
+                          "classes but the classifier has 10 outputs")
+
+
+@pytest.mark.parametrize("text", [json.dumps(list("abcdefghij")), "a,b,c,d,e,f,g,h,i,j", " a , b,c,d,e,f,g,h,i,j",
+                                  json.dumps(["猫", "犬", "Ωmega", "naïve", "a b", "c-d", "e|f", "g", "h", "ñ"])])
+def test_label_name_spellings(tmp_path, rgb_state, text):
+    names = load_with(tmp_path, rgb_state, label_names=text).info.label_names
+    assert len(names) == 10 and names[0] in ("a", "猫") and all(name == name.strip() for name in names)
 
 
 def test_read_checkpoint_survives_odd_header_values(tmp_path, rgb_state):
@@ -200,6 +296,7 @@ REJECTED = [
     *[("in_chans", t) for t in ["three", "1.5", "0", "-3", "false", "5000", "[3]"]],
     *[("randomized", t) for t in ["yes", "maybe", "2", "-1", "0.5", "[true]", '{"a": 1}', "truee"]],
     *[("arch", t) for t in ["5", "[1]", '{"name": "resnet18"}', "true", "res net18", "res\nnet", "x" * 500, "1.5"]],
+    *[("crop_pct", t) for t in ["0", "-0.5", "1.5", "1e-300", "0.001", "0.049", "NaN", "[0.9, 0.8]", "abc", "true"]],
 ]
 
 

@@ -35,7 +35,7 @@ def test_markdown_grid_and_a_self_contained_html(cli, digits_model_path, tmp_pat
     assert page.count("<tr>") == len(table_rows(markdown))  # the Markdown's tables, row for row
     for line in table_rows(markdown):
         first = line.strip("|").split("|")[0].strip().replace("**", "")
-        assert first.split(" ")[0] in page, first
+        assert first.split(" ")[0] in page.replace("<wbr>", ""), first  # <wbr>: where a long name may wrap
     assert page.index("Adversarial examples") < page.index("Checks")
 
 
@@ -119,3 +119,83 @@ def test_saved_adversarial_images_are_exactly_the_scored_points(digits_model_pat
             assert saved["broken_by"].tolist() == [samples.broken_by[i] or "" for i in rows]
             assert saved["label"].tolist() == [samples.label[i] for i in rows]
     assert 0 < sum(samples.robust) < sum(c == 1 for c in samples.clean_correct)  # some broken, some robust
+
+
+# ---------------------------------------------------------------------------------------------
+# class names in any script: drawn without a warning per missing glyph on stderr
+# ---------------------------------------------------------------------------------------------
+CJK_NAMES = ["零", "一", "二", "三", "四", "五", "六", "七", "八", "九"]  # the digits' classes, named in Chinese
+
+
+def test_cjk_class_names_draw_pictures_and_plot_with_a_clean_stderr(cli, digits_model_path, tmp_path, caplog):
+    import json
+    import warnings
+
+    data = hardenctl.load_data("digits-test", hardenctl.load_model(digits_model_path), n=24)
+    np.savez(tmp_path / "digits.npz", x=data.x[:24].permute(0, 2, 3, 1).numpy(), y=data.y[:24].numpy())
+    (tmp_path / "classes.json").write_text(json.dumps(CJK_NAMES, ensure_ascii=False), encoding="utf-8")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        code, out, err = cli("eval", digits_model_path, "--data", tmp_path / "digits.npz", *SMALL,
+                             "--eps-sweep", "0.05,0.1", "--markdown", tmp_path / "report.md")
+    assert code == 0, err
+    assert (tmp_path / "report.pictures.png").read_bytes().startswith(PNG)
+    assert (tmp_path / "report.eps_sweep.png").read_bytes().startswith(PNG)
+    assert "true:" not in err and err == "", err
+    assert [str(w.message) for w in shown] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    assert "零" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def tiny_gallery(names: list[str]) -> Gallery:
+    gallery = Gallery(size=2, class_names=names, eps=0.1, norm="linf")
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    two, yes = torch.tensor([0, 1]), torch.tensor([True, True])
+    gallery.offer(0, x, (x + 0.05).clamp(0, 1), two, two, 1 - two, yes, yes)
+    return gallery
+
+
+def glyph_warnings(draw) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert draw() is not None
+    return [str(w.message) for w in shown if "Glyph" in str(w.message)]
+
+
+def test_a_name_the_default_font_cannot_draw_gets_an_installed_font_that_can(monkeypatch):
+    """ℊ is not in DejaVu Sans but is in fonts matplotlib ships (STIX, DejaVu Math): drawn in one of those, with no
+    warning even when the warning is not silenced."""
+    import contextlib
+
+    from matplotlib import font_manager
+
+    from hardenctl.report import pictures
+    from hardenctl.report.fonts import _charmap, fonts_for
+
+    default = font_manager.findfont(font_manager.FontProperties())
+    if ord("ℊ") in _charmap(default):
+        pytest.skip("the default font draws ℊ itself")
+    assert fonts_for(["plain ascii", "×0.5 (L∞ 0.1)"]) == {}
+    family = fonts_for(["true: ℊ"])["family"]
+    assert family[0] == font_manager.FontProperties(fname=default).get_name() and len(family) >= 2
+    fallbacks = [font_manager.findfont(font_manager.FontProperties(family=name)) for name in family[1:]]
+    assert any(ord("ℊ") in _charmap(path) for path in fallbacks)
+    monkeypatch.setattr(pictures, "quiet_missing_glyphs", contextlib.nullcontext)  # the font alone must do it
+    assert glyph_warnings(lambda: pictures.grid_png(tiny_gallery(["ℊ", "b"]))) == []
+
+
+def test_a_name_no_installed_font_can_draw_is_drawn_without_a_warning_per_glyph():
+    from hardenctl.report.pictures import grid_png
+
+    assert glyph_warnings(lambda: grid_png(tiny_gallery(["\U000F0000 猫", "\U000F0001"]))) == []  # private use: no font
+
+
+def test_the_eps_plot_draws_a_name_in_any_script_without_a_warning(small_report):
+    import dataclasses
+
+    from hardenctl.report.plot import plot_png
+
+    renamed = dataclasses.replace(small_report, model={**small_report.model, "arch": "猫net-\U000F0000"})
+    assert glyph_warnings(lambda: plot_png(renamed)) == []
