@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .gates import Baseline, check_comparable, drop_gates, load_baseline, paired_comparison
+from .gates import Baseline, check_comparable, describe_failure, drop_gates, load_baseline, paired_comparison
 from .report import Gate, Report
 
 
@@ -32,6 +32,10 @@ class Comparison:
     def failed_gates(self) -> list[Gate]:
         return [g for g in self.gates if not g.passed]
 
+    def describe_failure(self, gate: Gate) -> str:
+        """One line for a failed ``max_drop`` gate, naming OLD's file as what the fall is measured from."""
+        return describe_failure(self.new, gate, self.old_name)
+
     def to_dict(self) -> dict[str, Any]:
         def side(report: Report, name: str) -> dict[str, Any]:
             return {"report": name, "model_sha256": report.model_sha256, "clean_accuracy": report.clean_accuracy,
@@ -47,9 +51,10 @@ class Comparison:
 
 
 def _load(report: Report | str | Path, samples: str | Path | None, name: str) -> Baseline:
+    """A side of the comparison, named by its file (as given) in every message; a Report passed in is ``name``."""
     if isinstance(report, Report):
         return Baseline(report, name, report.samples)
-    return load_baseline(report, samples)  # named by its path
+    return load_baseline(report, samples, "the report")  # the validating readers: the report and its per-sample file
 
 
 def compare(old: Report | str | Path, new: Report | str | Path, *, old_samples: str | Path | None = None,
@@ -59,12 +64,13 @@ def compare(old: Report | str | Path, new: Report | str | Path, *, old_samples: 
     if max_drop is not None and not 0 <= max_drop <= 1:
         raise UserError(f"--max-drop is a fraction in [0,1], got {max_drop}", "pass e.g. --max-drop 0.01")
     before, after = _load(old, old_samples, "old"), _load(new, new_samples, "new")
-    check_comparable(after.report, before.report, before.name)
+    check_comparable(after.report, before.report, before.name, current_name=after.name)
     result = Comparison(before.report, after.report, before.name, after.name)
     if before.samples is not None and after.samples is not None:
         after.report.samples = after.samples
-        result.paired = paired_comparison(after.report, before.samples, before.name,
-                                          str(before.samples_path) if before.samples_path else None)
+        samples_name = str(before.samples_path) if before.samples_path else None
+        result.paired = paired_comparison(after.report, before.samples, before.name, samples_name,
+                                          current_name=after.name)
     else:
         missing = [name for name, side in ((before.name, before), (after.name, after)) if side.samples is None]
         result.notes.append(f"no per-sample results for {' and '.join(missing)} (pass --old-samples/--new-samples or keep "

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from .errors import UserError
 from .report import REGRESSED_SHOWN, Gate, Report, SampleResults, load_report
+from .report.common import clean_text
 
 GATE_ON = ("point", "lower")  # --gate-on: compare --min-*-acc with the point estimate or the 95% interval's lower bound
 
@@ -29,10 +30,12 @@ COMPARABLE = (("eps", "ε"), ("norm", "norm"), ("suite", "suite"), ("attacks", "
               ("data_sha256", "data (sha256 of the evaluated pixels and labels)"))
 
 
-def check_comparable(current: Report | dict, baseline: Report, baseline_name: str = "the baseline") -> None:
+def check_comparable(current: Report | dict, baseline: Report, baseline_name: str = "the baseline",
+                     current_name: str | None = None) -> None:
     """Refuse (UserError) a baseline made with another ε, norm, suite, attacks, n or data, naming the first difference.
 
-    ``current`` is a report, or a dict of the fields known before evaluating (so a mismatch costs no attack time).
+    ``current`` is a report, or a dict of the fields known before evaluating (so a mismatch costs no attack time);
+    ``current_name`` names it when it is a file too (``compare OLD NEW``), else it is "this evaluation".
     """
     for attribute, label in COMPARABLE:
         now = current.get(attribute) if isinstance(current, dict) else getattr(current, attribute)
@@ -48,8 +51,10 @@ def check_comparable(current: Report | dict, baseline: Report, baseline_name: st
         else:
             same = now == then
         if not same:
-            shown = (lambda v: f"{v:.5g}") if attribute == "eps" else (lambda v: str(v)[:80])
-            raise UserError(f"{baseline_name} was made with {label} {shown(then)} but this evaluation uses {shown(now)}",
+            shown = (lambda v: f"{v:.5g}") if attribute == "eps" else (lambda v: clean_text(v)[:80])
+            now_text = (f"this evaluation uses {shown(now)}" if current_name is None
+                        else f"{clean_text(current_name)} was made with {shown(now)}")
+            raise UserError(f"{clean_text(baseline_name)} was made with {label} {shown(then)} but {now_text}",
                             "compare reports made with the same --eps, --norm, --suite/--attacks, --n and data")
 
 
@@ -72,8 +77,10 @@ def _minimum_gate(report: Report, name: str, threshold: float, metric: str, poin
 
 
 def paired_comparison(report: Report, baseline_samples: SampleResults, baseline_name: str = "the baseline",
-                      baseline_samples_name: str | None = None) -> dict[str, Any]:
-    """Compare this evaluation with the baseline's per-sample results, sample by sample (``extra.paired``).
+                      baseline_samples_name: str | None = None,
+                      current_name: str = "this evaluation") -> dict[str, Any]:
+    """Compare this evaluation (``current_name``: what the errors call it) with the baseline's per-sample results,
+    sample by sample (``extra.paired``).
 
     robust: ``regressed`` = robust in the baseline, not now; ``improved`` = the reverse; ``difference`` =
     (regressed − improved) / n, the drop ``--max-drop`` gates on; ``mcnemar_p`` the exact two-sided McNemar
@@ -86,17 +93,19 @@ def paired_comparison(report: Report, baseline_samples: SampleResults, baseline_
     from .stats import mcnemar_exact
 
     now = report.samples
+    baseline_text, current_text = clean_text(baseline_name), clean_text(current_name)
     if now is None:
-        raise UserError("this evaluation has no per-sample results to pair with the baseline's",
+        raise UserError(f"{current_text} has no per-sample results to pair with {baseline_text}'s",
                         "evaluate with hardenctl.evaluate (or `hardenctl eval`), which records them")
     n = len(now)
     if len(baseline_samples) != n:
-        raise UserError(f"{baseline_name}'s per-sample results have {len(baseline_samples)} samples but this evaluation has {n}",
+        raise UserError(f"{baseline_text}'s per-sample results have {len(baseline_samples)} samples but {current_text} "
+                        f"has {n}",
                         "compare evaluations of the same --n and data")
     if list(baseline_samples.label) != list(now.label):
         first = next(i for i, (a, b) in enumerate(zip(baseline_samples.label, now.label)) if a != b)
-        raise UserError(f"{baseline_name}'s per-sample results have label {baseline_samples.label[first]} at sample {first} "
-                        f"but this evaluation has {now.label[first]}", "compare evaluations of the same data")
+        raise UserError(f"{baseline_text}'s per-sample results have label {baseline_samples.label[first]} at sample "
+                        f"{first} but {current_text} has {now.label[first]}", "compare evaluations of the same data")
     pairs = list(zip(baseline_samples.robust, now.robust))
     regressed = [i for i, (then, current) in enumerate(pairs) if then and not current]
     improved = sum(1 for then, current in pairs if current and not then)
@@ -176,15 +185,17 @@ def apply_gates(
     return gates
 
 
-def describe_failure(report: Report, gate: Gate) -> str:
-    """One line naming the failed gate (and, for sanity checks, which ones and how to accept them)."""
+def describe_failure(report: Report, gate: Gate, baseline_name: str = "the baseline") -> str:
+    """One line naming the failed gate (and, for sanity checks, which ones and how to accept them); ``baseline_name``:
+    what a ``max_drop`` gate's fall is measured from (``compare`` names OLD's file)."""
     if gate.name == "sanity_checks":
         names = [c.name for c in report.failed_checks if c.name not in report.accepted_checks]
         return (f"gate failed: sanity_checks: {', '.join(names)} failed (evidence of gradient masking or a broken "
                 f"evaluation); fix the model or evaluation, or accept knowingly with --allow-check NAME or --no-strict")
     if gate.name.startswith("max_drop"):
         how = " (paired, per sample)" if gate.basis == "paired" else ""
-        return f"gate failed: {gate.name}: dropped {gate.value:.4f} from the baseline{how} (max {gate.threshold:.4f})"
+        return (f"gate failed: {gate.name}: dropped {gate.value:.4f} from {clean_text(baseline_name)}{how} "
+                f"(max {gate.threshold:.4f})")
     bound = " (95% lower bound)" if gate.basis == "lower95" else ""
     return f"gate failed: {gate.name}{bound}: {gate.value:.4f} < {gate.threshold:.4f}"
 
@@ -240,13 +251,16 @@ class Baseline:
         check_comparable(fields, self.report, self.name)
 
 
-def load_baseline(path: str | Path, samples: str | Path | None = None) -> Baseline:
+def load_baseline(path: str | Path, samples: str | Path | None = None, what: str = "the baseline report") -> Baseline:
     """The report at ``path`` and its per-sample results: ``samples``, else the file the report recorded, else
-    ``NAME.samples.jsonl`` beside it; checked to belong to that report. Without any, the drop gates compare rates."""
+    ``NAME.samples.jsonl`` beside it; both read by the validating readers (:mod:`hardenctl.report.reader`,
+    :mod:`hardenctl.evaluate.samples`), the results checked to belong to that report (``what``: how errors call it,
+    followed by its path). Without any, the drop gates compare rates. Nothing here loads a model: a bad baseline is
+    refused before any evaluation starts."""
     from .evaluate.samples import baseline_samples_candidates, load_baseline_samples  # imports torch: only when needed
 
     report = load_report(path)
-    found, results = load_baseline_samples(path, report, samples)
+    found, results = load_baseline_samples(path, report, samples, what)
     looked_for = [] if samples is not None else baseline_samples_candidates(path, report)
     return Baseline(report, str(path), results, found, looked_for)
 

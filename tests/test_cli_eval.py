@@ -218,7 +218,10 @@ def test_samples_file_and_paired_baseline_gate(cli, digits_model_path, tmp_path)
     flipped = {*broken[:3], robust[0]}
     edit_samples(samples, tmp_path / "old.jsonl",
                  lambda rs: [{**r, "robust": not r["robust"]} if r["index"] in flipped else r for r in rs])
-    code, _, err = cli(*args, "--baseline", tmp_path / "base.json", "--baseline-samples", tmp_path / "old.jsonl",
+    robust_then = base["counts"]["robust_correct"] + 2  # the report those rows belong to: its counts agree with them
+    (tmp_path / "old.json").write_text(json.dumps({**base, "samples_file": None, "robust_accuracy": robust_then / 48,
+                                                   "counts": {**base["counts"], "robust_correct": robust_then}}))
+    code, _, err = cli(*args, "--baseline", tmp_path / "old.json", "--baseline-samples", tmp_path / "old.jsonl",
                        "--max-drop", "0.03", "--report", tmp_path / "new.json", "--markdown", tmp_path / "new.md")
     assert code == 1 and "max_drop_robust_accuracy: dropped 0.0417 from the baseline (paired, per sample)" in err, err
     paired = read_json(tmp_path / "new.json")["extra"]["paired"]

@@ -15,9 +15,12 @@ one line at a time (streamable: memory stays flat however large n is); readable 
 and diffable: ``diff old.jsonl new.jsonl`` shows exactly which samples changed. About 150 bytes a sample, so 10,000
 samples are 1.5 MB, which is fine for a CI artefact; compress it if not.
 
-The header is what lets a file be matched to its report: ``--baseline-samples`` refuses a file whose identity
-(model and data sha256, ε, norm, suite, n, seed) is not the baseline report's. A file that is not one of ours, or is
-damaged, is a one-line :class:`~hardenctl.errors.UserError` (exit 2), never a traceback.
+The header is what lets a file be matched to its report: ``--baseline-samples`` (and ``compare``) refuses a file
+whose identity (model and data sha256, ε, norm, suite, n, seed) is not its report's, before any row is read, and rows
+that contradict the report (samples per class, the clean and robust counts). Every field of every line is checked
+(types, ranges, NaN and Infinity refused), indexes run 0..n-1 once each, in order, and no line may pass
+:data:`MAX_LINE_CHARS`. A file that is not one of ours, or is damaged, is a one-line
+:class:`~hardenctl.errors.UserError` (exit 2) naming the file, the line and the field, never a traceback.
 
 Finding a baseline's file (``--baseline old.json`` without ``--baseline-samples``): first the ``samples_file`` that
 old.json recorded (``--samples`` stores it relative to the report's folder, so the two can be moved together), then
@@ -28,12 +31,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..files import atomic_path
 from ..report import Report, SampleResults
+from ..report.common import clean_text
+from ..report.fields import FLAG, TEXT, Kind, integer_in, is_integer, maybe, number_in, one_of, shown
+from ..report.reader import parse_json
 
 FORMAT = "hardenctl-samples"
 VERSION = 1
@@ -58,84 +65,146 @@ def write_samples(report: Report, path: str | Path) -> Path:
     return Path(path)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
+# Why 64 KiB: a row is about 150 characters, and its longest field, source_id, is a file path (at most 4,096 bytes,
+# 24 KiB when every byte is JSON-escaped); a longer line is damage, and is refused before it is held in memory.
+MAX_LINE_CHARS = 64 * 1024
+_CLASS_ID = integer_in(0)
 # Per field: (test, what it must be), for the one-line error.
-_ROW_TYPES = {
-    "index": (_is_int, "an integer"),
-    "source_id": (lambda v: isinstance(v, str), "a string"),
-    "label": (_is_int, "an integer"),
-    "clean_prediction": (_is_int, "an integer"),
-    "clean_correct": (lambda v: (_is_int(v) or isinstance(v, float)) and 0 <= v <= 1, "a number in [0, 1]"),
-    "robust": (lambda v: isinstance(v, bool), "true or false"),
-    "broken_by": (lambda v: v is None or isinstance(v, str), "an attack name or null"),
-    "adversarial_prediction": (_is_int, "an integer"),
+_ROW_TYPES: dict[str, Kind] = {
+    "index": (is_integer, "an integer"),
+    "source_id": TEXT,
+    "label": (_CLASS_ID[0], "an integer >= 0 (a class id)"),
+    "clean_prediction": (_CLASS_ID[0], "an integer >= 0 (a class id)"),
+    "clean_correct": number_in(0, 1),
+    "robust": FLAG,
+    "broken_by": (maybe(TEXT)[0], "an attack name or null"),
+    "adversarial_prediction": (_CLASS_ID[0], "an integer >= 0 (a class id)"),
 }
 assert set(_ROW_TYPES) == set(ROW_FIELDS), "SampleResults changed: update the samples file validation"
+_HEADER_TYPES: dict[str, Kind] = {"model_sha256": maybe(TEXT), "data_sha256": TEXT, "norm": one_of("linf", "l2"),
+                                  "suite": TEXT, "n": integer_in(1), "seed": integer_in(), "eps": number_in(0, 1e6)}
+assert set(_HEADER_TYPES) == set(IDENTITY), "the identity changed: update the header validation"
 
 
-def _parse(line: str, path: Path, number: int) -> dict[str, Any]:
+def _lines(fh: Any, name: str):
+    """(line number, text) of each line, none longer than MAX_LINE_CHARS (read at most that much, so a file with no
+    line breaks cannot fill the memory)."""
+    number = 0
+    while True:
+        line = fh.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise UserError(f"{name} is damaged: line {number} is longer than {MAX_LINE_CHARS:,} characters", _FIX)
+        yield number, line
+
+
+def _parse(line: str, name: str, number: int) -> dict[str, Any]:
     try:
-        value = json.loads(line)
-    except json.JSONDecodeError:
-        raise UserError(f"{path} is not a hardenctl per-sample results file (line {number} is not JSON)", _FIX) from None
+        value = parse_json(line)
+    except ValueError as exc:
+        what = "is not JSON" if str(exc).startswith("not JSON") else f"is not JSON hardenctl writes ({exc})"
+        raise UserError(f"{name} is not a hardenctl per-sample results file (line {number} {what})", _FIX) from None
     if not isinstance(value, dict):
-        raise UserError(f"{path} is not a hardenctl per-sample results file (line {number} is not a JSON object)", _FIX)
+        raise UserError(f"{name} is not a hardenctl per-sample results file (line {number} is not a JSON object)", _FIX)
     return value
 
 
-def read_samples(path: str | Path) -> tuple[dict[str, Any], SampleResults]:
-    """(header, per-sample results) from a ``--samples`` file; a one-line UserError when it is foreign or damaged."""
+def read_samples(path: str | Path, report: Report | None = None,
+                 what: str = "the baseline report") -> tuple[dict[str, Any], SampleResults]:
+    """(header, per-sample results) from a ``--samples`` file; a one-line UserError naming the file, the line and the
+    field when it is foreign or damaged: every row's fields of the right type, indexes 0..n-1 each once and in order,
+    n rows. With ``report`` (``what`` names it), the file must belong to it: the header's identity is checked before
+    any row is read (so n is the report's), and the rows must agree with its counts (:func:`check_agreement`)."""
     path = Path(path)
+    name = clean_text(path)
+    if path.is_dir():
+        raise UserError(f"{name} is a folder, not a per-sample results file", _FIX)
     if not path.is_file():
-        raise UserError(f"per-sample results file not found: {path}", _FIX)
-    columns: dict[str, list] = {name: [] for name in ROW_FIELDS}
-    header: dict[str, Any] | None = None
+        raise UserError(f"per-sample results file not found: {name}", _FIX)
     try:
         with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if header is None:
-                    header = _parse(line, path, number)
-                    _check_header(header, path)
-                    continue
-                if not line.strip():
-                    raise UserError(f"{path} is damaged: line {number} is empty", _FIX)
-                row = _parse(line, path, number)
-                for name in ROW_FIELDS:
-                    if name not in row:
-                        raise UserError(f"{path} is damaged: line {number} has no {name!r}", _FIX)
-                    test, expected = _ROW_TYPES[name]
-                    if not test(row[name]):
-                        raise UserError(f"{path} is damaged: line {number}: {name} must be {expected}", _FIX)
-                    columns[name].append(row[name])
-                if row["index"] != number - 2:
-                    raise UserError(f"{path} is damaged: line {number} has index {row['index']}, expected {number - 2} "
-                                    "(rows are in evaluation order)", _FIX)
+            lines = _lines(fh, name)
+            first = next(lines, None)
+            if first is None:
+                raise UserError(f"{name} is not a hardenctl per-sample results file (it is empty)", _FIX)
+            header = _parse(first[1], name, 1)
+            _check_header(header, name)
+            if report is not None:
+                check_identity(header, report, name, what)
+            columns = _read_rows(lines, header["n"], name)
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not a hardenctl per-sample results file (not UTF-8 text)", _FIX) from None
+        raise UserError(f"{name} is not a hardenctl per-sample results file (not UTF-8 text)", _FIX) from None
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or type(exc).__name__}", "check the path and permissions") from None
-    if header is None:
-        raise UserError(f"{path} is not a hardenctl per-sample results file (it is empty)", _FIX)
-    rows = len(columns["index"])
-    if rows != header["n"]:
-        raise UserError(f"{path} is incomplete: its header says n = {header['n']} but it has {rows} sample rows", _FIX)
-    return header, SampleResults(**columns)
+        raise UserError(f"cannot read {name}: {exc.strerror or type(exc).__name__}",
+                        "check the path and permissions") from None
+    samples = SampleResults(**columns)
+    if report is not None:
+        check_agreement(samples, report, name, what)
+    return header, samples
 
 
-def _check_header(header: dict[str, Any], path: Path) -> None:
+def _read_rows(lines: Any, n: int, name: str) -> dict[str, list]:
+    """The rows after the header, as columns: each field checked, index ``i`` on line ``i + 2``, exactly n rows."""
+    columns: dict[str, list] = {field: [] for field in ROW_FIELDS}
+    rows = 0
+    for number, line in lines:
+        rows += 1
+        if rows > n:  # count the rest without parsing them, for the message
+            raise UserError(f"{name} is damaged: its header says n = {n} but it has {rows + sum(1 for _ in lines)} "
+                            "sample rows", _FIX)
+        if not line.strip():
+            raise UserError(f"{name} is damaged: line {number} is empty", _FIX)
+        row = _parse(line, name, number)
+        for field in ROW_FIELDS:
+            if field not in row:
+                raise UserError(f"{name} is damaged: line {number} has no {field!r}", _FIX)
+            test, expected = _ROW_TYPES[field]
+            if not test(row[field]):
+                raise UserError(f"{name} is damaged: line {number}: {field} must be {expected}, not "
+                                f"{shown(row[field])}", _FIX)
+            columns[field].append(row[field])
+        _check_index(row["index"], rows - 1, n, name, number)
+    if rows != n:
+        raise UserError(f"{name} is incomplete: its header says n = {n} but it has {rows} sample rows", _FIX)
+    return columns
+
+
+def _check_index(index: int, expected: int, n: int, name: str, number: int) -> None:
+    """Rows are in evaluation order: the row on line ``number`` is sample ``expected``; say how it is wrong."""
+    if index == expected:
+        return
+    if not 0 <= index < n:
+        problem = f"has index {index}, outside 0..{n - 1} (the header's n = {n})"
+    elif index < expected:
+        problem = f"has index {index} again (it was on line {index + 2})"
+    else:
+        problem = f"has index {index}, expected {expected} (rows are in evaluation order)"
+    raise UserError(f"{name} is damaged: line {number} {problem}", _FIX)
+
+
+def _check_header(header: dict[str, Any], name: str) -> None:
     if header.get("format") != FORMAT:
-        raise UserError(f"{path} is not a hardenctl per-sample results file (no '{FORMAT}' header line)", _FIX)
-    if header.get("version") != VERSION:
-        raise UserError(f"{path} has per-sample results format version {header.get('version')!r}; this hardenctl reads "
-                        f"version {VERSION}", "write it again with this hardenctl's `hardenctl eval --samples`, or upgrade hardenctl")
+        raise UserError(f"{name} is not a hardenctl per-sample results file (no '{FORMAT}' header line)", _FIX)
+    version = header.get("version")
+    if version != VERSION or isinstance(version, bool):
+        newer = is_integer(version) and version > VERSION
+        fix = "write it again with this hardenctl's `hardenctl eval --samples`"
+        raise UserError(f"{name} has per-sample results format version {shown(version)}"
+                        + (", written by a newer hardenctl" if newer else "")
+                        + f"; this hardenctl reads version {VERSION}",
+                        f"upgrade hardenctl (pip install -U hardenctl) to read it, or {fix}" if newer else fix)
     missing = [key for key in IDENTITY if key not in header]
     if missing:
-        raise UserError(f"{path} is damaged: its header has no {missing[0]!r}", _FIX)
-    if not _is_int(header["n"]) or header["n"] < 0 or not isinstance(header["eps"], (int, float)) or isinstance(header["eps"], bool):
-        raise UserError(f"{path} is damaged: its header's n or eps is not a number", _FIX)
+        raise UserError(f"{name} is damaged: its header has no {missing[0]!r}", _FIX)
+    for key in IDENTITY:
+        test, expected = _HEADER_TYPES[key]
+        if not test(header[key]):
+            raise UserError(f"{name} is damaged: its header's {key} must be {expected}, not {shown(header[key])}", _FIX)
+    if header["norm"] == "linf" and header["eps"] > 1:
+        raise UserError(f"{name} is damaged: its header's eps must be in [0, 1] for linf, not {shown(header['eps'])}",
+                        _FIX)
 
 
 def check_identity(header: dict[str, Any], report: Report, path: str | Path, what: str = "the baseline report") -> None:
@@ -144,9 +213,39 @@ def check_identity(header: dict[str, Any], report: Report, path: str | Path, wha
         mine, theirs = header.get(key), getattr(report, key)
         same = abs(float(mine) - float(theirs)) <= 1e-9 if key == "eps" else mine == theirs
         if not same:
-            shown = (lambda v: f"{float(v):.5g}") if key == "eps" else (lambda v: str(v)[:80])
-            raise UserError(f"{path} does not belong to {what}: its {key} is {shown(mine)} but the report's is {shown(theirs)}",
+            value = (lambda v: f"{float(v):.5g}") if key == "eps" else (lambda v: clean_text(v)[:80])
+            raise UserError(f"{clean_text(path)} does not belong to {clean_text(what)}: its {key} is {value(mine)} "
+                            f"but the report's is {value(theirs)}",
                             "pass the per-sample results file written together with that report (--samples)")
+
+
+_AGREE_FIX = "pass the per-sample results file written together with that report (--samples), unedited"
+
+
+def check_agreement(samples: SampleResults, report: Report, path: str | Path,
+                    what: str = "the baseline report") -> None:
+    """Refuse (UserError) per-sample results that contradict the report they belong to: the number of samples of each
+    class (``per_class``), the robust and the clean count (``counts``; the rates for a report without counts). A
+    file edited after its report was written, or a header copied onto other rows, ends here."""
+    refused = f"{clean_text(path)} does not agree with {clean_text(what)}: its rows have"
+    if report.per_class:
+        per_label = Counter(str(label) for label in samples.label)
+        for key in sorted(set(per_label) | set(report.per_class)):
+            expected = (report.per_class.get(key) or {}).get("n", 0)
+            if per_label.get(key, 0) != expected:
+                raise UserError(f"{refused} {per_label.get(key, 0)} samples of class {clean_text(key)[:40]} but the "
+                                f"report's per_class says {expected}", _AGREE_FIX)
+    n, counts = len(samples), report.counts or {}
+    for label, found, key, rate in (("robust", sum(samples.robust), "robust_correct", report.robust_accuracy),
+                                    ("correctly classified (clean)", sum(samples.clean_correct), "clean_correct",
+                                     report.clean_accuracy)):
+        if key in counts:
+            expected, source = counts[key], f"counts.{key}"
+        else:
+            expected, source = rate * n, f"{key.split('_')[0]}_accuracy × n"
+        if abs(found - expected) > 1e-6 * max(n, 1):  # a randomised model's fractions of draws: a sum of floats
+            raise UserError(f"{refused} {found:g} {label} samples but the report says {expected:g} ({source})",
+                            _AGREE_FIX)
 
 
 def recorded_name(samples_path: str | Path, report_path: str | Path | None) -> str:
@@ -167,20 +266,20 @@ def baseline_samples_candidates(baseline_path: str | Path, baseline: Report) -> 
     return found + [baseline_path.with_suffix(".samples.jsonl")]
 
 
-def load_baseline_samples(baseline_path: str | Path, baseline: Report,
-                          explicit: str | Path | None = None) -> tuple[Path | None, SampleResults | None]:
-    """The baseline's per-sample results, checked against the baseline report's identity; (None, None) when no file
-    is given and none is found by the convention above (the drop gates then compare rates)."""
+def load_baseline_samples(baseline_path: str | Path, baseline: Report, explicit: str | Path | None = None,
+                          what: str = "the baseline report") -> tuple[Path | None, SampleResults | None]:
+    """The baseline's per-sample results, checked against the baseline report (``what`` names it in errors, followed
+    by its path): its identity and its counts; (None, None) when no file is given and none is found by the convention
+    above (the drop gates then compare rates)."""
     if explicit is not None:
         path = Path(explicit)
     else:
         path = next((p for p in baseline_samples_candidates(baseline_path, baseline) if p.is_file()), None)
         if path is None:
             return None, None
-    header, samples = read_samples(path)
-    check_identity(header, baseline, path, f"the baseline report {baseline_path}")
+    _, samples = read_samples(path, baseline, f"{what} {clean_text(baseline_path)}")
     return path, samples
 
 
-__all__ = ["FORMAT", "IDENTITY", "VERSION", "baseline_samples_candidates", "check_identity", "identity", "load_baseline_samples",
-           "read_samples", "recorded_name", "write_samples"]
+__all__ = ["FORMAT", "IDENTITY", "MAX_LINE_CHARS", "VERSION", "baseline_samples_candidates", "check_agreement",
+           "check_identity", "identity", "load_baseline_samples", "read_samples", "recorded_name", "write_samples"]

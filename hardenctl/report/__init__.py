@@ -2,7 +2,8 @@
 
 Layers, arrows pointing down: ``outputs`` (writes the files) → renderers (``markdown``, ``html``, ``junit``,
 ``console``, ``pictures``, ``plot``; none imports another) → ``document`` (what the Markdown and HTML say) →
-``schema`` (Report, Check, Gate, SampleResults, JSON) and ``gallery`` (the images a report carries) → ``common``.
+``reader`` (the one validating reader for every report read back) → ``schema`` (Report, Check, Gate, SampleResults,
+JSON) and ``gallery`` (the images a report carries) → ``common``.
 Every renderer escapes names for its own syntax; no renderer imports the schema at run time.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ from .markdown import render_markdown
 from .outputs import write_outputs
 from .pictures import grid_note, grid_png, write_grid
 from .plot import PLOT_MISSING, plot_png, write_plot
-from .schema import REGRESSED_SHOWN, SCHEMA_VERSION, Check, Gate, Report, SampleResults, load_report, read_report_json, report_from_dict
+from .reader import load_report, read_report_json, report_from_dict
+from .schema import REGRESSED_SHOWN, SCHEMA_VERSION, Check, Gate, Report, SampleResults
 
 __all__ = ["GATE_BASIS", "PICTURES", "PLOT_MISSING", "REGRESSED_SHOWN", "SCHEMA_VERSION", "Check", "Gallery", "Gate", "Report",
            "SampleResults", "grid_note", "grid_png", "load_report", "read_report_json", "plot_png", "render_html", "render_junit", "render_markdown",

@@ -1,7 +1,8 @@
 """The evaluation report: one dataclass and its versioned JSON form, at the bottom of :mod:`hardenctl.report`.
 
 JSON is the contract CI gates read, so its keys only ever get added to; a change that
-removes or renames one bumps :data:`SCHEMA_VERSION`. The other outputs (Markdown, HTML, JUnit, console, pictures,
+removes or renames one bumps :data:`SCHEMA_VERSION` (and adds a migration to :mod:`hardenctl.report.reader`, the one
+reader that checks every report read back before use). The other outputs (Markdown, HTML, JUnit, console, pictures,
 plot) are renderers in their own modules above this one; the ``to_markdown``/``to_junit``/``rich_table`` methods
 import them when called, and they never import this module at run time, so there is no import circle.
 """
@@ -10,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
 from ..stats import wilson_interval
 from .common import class_interval, pair
 
@@ -178,42 +177,3 @@ class Report:
 
 
 REGRESSED_SHOWN = 50  # regressed samples listed in a report; the count is always complete
-
-
-def report_from_dict(data: dict[str, Any]) -> Report:
-    """Rebuild a report (e.g. a ``--baseline``) from its JSON form."""
-    data = dict(data)
-    checks, gates = Check.__dataclass_fields__, Gate.__dataclass_fields__
-    data["checks"] = [Check(**{k: v for k, v in c.items() if k in checks}) for c in data.get("checks", [])]
-    data["gates"] = [Gate(**{k: v for k, v in g.items() if k in gates}) for g in data.get("gates", [])]
-    known = Report.__dataclass_fields__
-    return Report(**{k: v for k, v in data.items() if k in known})
-
-
-def read_report_json(path: str | Path) -> dict[str, Any]:
-    """A report.json as written (an eval report, or a harden report holding ``input`` and ``hardened``); one-line
-    errors for a missing, non-JSON or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"report {path} does not exist", "pass the report.json that `hardenctl eval --report` or `harden --out` wrote")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a JSON report ({type(exc).__name__})", "pass a report.json written by hardenctl") from None
-    result = data.get("hardened", data) if isinstance(data, dict) else None
-    if not isinstance(result, dict) or not {"clean_accuracy", "robust_accuracy", "eps", "n"} <= set(result):
-        raise UserError(f"{path} is not a hardenctl report (no clean_accuracy, robust_accuracy, eps and n)",
-                        "pass a report.json written by `hardenctl eval --report` or `hardenctl harden --out`")
-    return data
-
-
-def load_report(path: str | Path) -> Report:
-    """An eval report (e.g. a ``--baseline``) from its JSON file."""
-    data = read_report_json(path)
-    if "hardened" in data and "input" in data:
-        raise UserError(f"{path} is a harden report (an input and a hardened model)",
-                        "pass the report.json of one evaluation (`hardenctl eval --report`)")
-    try:
-        return report_from_dict(data)
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise UserError(f"{path} is not a hardenctl report ({type(exc).__name__})", "pass a report.json written by hardenctl") from None
