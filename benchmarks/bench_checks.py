@@ -262,7 +262,7 @@ def evaluate_one(args, entry: dict, datasets: dict, log) -> dict:
     data = datasets[entry["data"]]
     last = {"stage": None, "time": 0.0}
 
-    def progress(stage: str, done: int, total: int) -> None:
+    def progress(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
         now = time.perf_counter()
         if stage != last["stage"] or done == total or now - last["time"] > 30:
             log(f"  {entry['name']}: {stage} {done}/{total}")

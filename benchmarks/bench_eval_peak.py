@@ -113,7 +113,7 @@ def child(args: argparse.Namespace) -> None:
             fh.write("5")
 
     note("set up")
-    progress = lambda stage, done, total: note(f"{stage} {done}/{total}")  # noqa: E731
+    progress = lambda stage, done, total, metrics=None: note(f"{stage} {done}/{total}")  # noqa: E731
     if args.mode == "evaluate":
         from hardenctl.evaluate.engine import evaluate
 

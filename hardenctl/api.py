@@ -23,8 +23,10 @@ from .evaluate import evaluate as _evaluate
 from .gates import Baseline, GateOptions, gate, load_baseline
 from .harden import HardenResult, RunOptions
 from .harden import harden as _harden
+from .out_folder import check_out_dir
 from .models import ImageClassifier
 from .recipes import load_recipe, parse_overrides
+from .recipes.base import RecipeConfig
 from .report import PICTURES, Report
 from .report import write_outputs as _write_outputs
 
@@ -142,22 +144,27 @@ def write_outputs(report: Report, *, json: str | Path | None = None, markdown: s
 
     ``samples`` (the per-sample results, JSON lines) is written first, so a report never names a samples file
     that is not there; the report records it relative to its own folder. Each output is attempted even when an
-    earlier one fails; the first failure is raised after all were tried.
+    earlier one fails; :class:`~hardenctl.report.outputs.OutputsNotWritten` names every failure after all were tried.
     """
     from .evaluate.samples import recorded_name, write_samples
+    from .report.outputs import OutputsNotWritten
 
-    failure: BaseException | None = None
+    failures: list[tuple[Path, BaseException]] = []
     if samples is not None:
         try:
             write_samples(report, samples)
             report.samples_file = recorded_name(samples, json)
         except UserError:
             raise
-        except Exception as exc:  # the reports are still written; the error is raised after them
-            failure = exc
-    notes = _write_outputs(report, json, markdown, junit, html)
-    if failure is not None:
-        raise failure
+        except Exception as exc:  # the reports are still written; every failure is raised after them
+            failures.append((Path(samples), exc))
+    try:
+        notes = _write_outputs(report, json, markdown, junit, html)
+    except OutputsNotWritten as exc:
+        failures += exc.failures
+        notes = []
+    if failures:
+        raise OutputsNotWritten(failures)
     return notes
 
 
@@ -175,6 +182,7 @@ def harden(
     seed: int = 0,
     device: str = "auto",
     resume: bool = False,
+    overwrite: bool = False,
     eval_n: int | None = 1000,
     suite: str = "standard",
     eps: float = 8 / 255,
@@ -202,7 +210,9 @@ def harden(
     its parameters. The input and hardened models are evaluated on ``eval_data`` (default: the
     held-out split of ``data``) with the same ``suite``, ``eps``, seed and first ``eval_n`` samples;
     ``input_report`` (an earlier result's ``report.input``) skips re-evaluating the same input model
-    when it was made with exactly these settings. Returns None on DDP ranks other than 0.
+    when it was made with exactly these settings. ``--out`` must be new, empty, or an earlier run's with ``resume``
+    (continue it) or ``overwrite`` (replace it; also needed to write into a folder holding other files). Returns None
+    on DDP ranks other than 0.
 
     >>> result = hardenctl.api.harden("model.safetensors", data="digits-train", out="hardened", recipe="mart",
     ...                               epochs=5, overrides={"eps": 0.1}, eval_data="digits-test", suite="quick")
@@ -212,12 +222,14 @@ def harden(
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
         if value is None:
             continue
+        RecipeConfig.from_mapping({key: value}, f"--{key.replace('_', '-')}")  # its error names the flag, not --set
         if key in values and values[key] != value:
             raise UserError(f"--{key.replace('_', '-')} {value} contradicts --set {key}={values[key]}", "give it once")
         values[key] = value
     chosen = load_recipe(recipe, values)
     if eval_n is not None and eval_n < 1:
         raise UserError(f"--eval-n must be at least 1, got {eval_n}", "pass e.g. --eval-n 1000")
+    check_out_dir(Path(out), resume, overwrite)  # before any model is loaded: a run that cannot be written never starts
     if isinstance(checkpoint, nn.Module):
         model = checkpoint
     else:
@@ -232,6 +244,7 @@ def harden(
         chosen.config = dataclasses.replace(chosen.config, protected=resolved)
     eval_set = load_data(eval_data, model, split="test", **reading) if eval_data is not None else None
     options = RunOptions(out_dir=Path(out), seed=seed, device=device, amp=amp, channels_last=channels_last, resume=resume,
+                         overwrite=overwrite,
                          workers=workers,
                          eval_n=eval_n, eval_options={"suite": suite, "eps": eps, **(eval_options or {})},
                          input_report=input_report)

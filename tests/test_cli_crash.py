@@ -66,13 +66,18 @@ def test_a_crash_in_harden_and_demo_exits_3(cli, log_dir, digits_model_path, tmp
     assert code == 3 and err.strip().splitlines()[-1].startswith("internal error: RuntimeError")
 
 
-def test_an_error_writing_the_markdown_still_writes_json_junit_and_samples(cli, log_dir, digits_model_path, tmp_path, monkeypatch):
+def test_an_error_writing_the_markdown_still_writes_json_junit_and_samples_and_the_failed_gate_stands(cli, log_dir, digits_model_path, tmp_path, monkeypatch):
     monkeypatch.setattr(hardenctl.report.outputs, "render_markdown", broken)
     files = {name: tmp_path / name for name in ("report.json", "report.md", "report.xml", "samples.jsonl")}
     code, _, err = cli("eval", digits_model_path, *QUICK, "--report", files["report.json"], "--markdown", files["report.md"],
                        "--junit", files["report.xml"], "--samples", files["samples.jsonl"], "--min-robust-acc", "0.99")
-    assert code == 3  # not 1, although the gate failed: the tool broke
-    assert_one_line_and_a_log(err, log_dir)
+    assert code == 1  # the verdict outranks the files (issue 28): a failed gate is never reported as a crash
+    gate_line, markdown_line = err.strip().splitlines()
+    assert gate_line.startswith("gate failed: min_robust_acc")
+    (log,) = log_dir.iterdir()
+    assert markdown_line.startswith(f"error: could not write {files['report.md']} (RuntimeError: something inside broke "
+                                    "(on two lines); traceback in ") and str(log) in markdown_line
+    assert markdown_line.endswith("the verdict stands: exit 1") and "Traceback (most recent call last)" in log.read_text()
     report = json.loads(files["report.json"].read_text())
     assert report["n"] == 16 and report["samples_file"] == "samples.jsonl" and not report["gates"][0]["passed"]
     assert len(read_samples(files["samples.jsonl"])[1]) == 16 and files["report.xml"].exists()

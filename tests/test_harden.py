@@ -22,6 +22,7 @@ from hardenctl.data import load_dataset
 from hardenctl.demo import DEMO_ARCH, DIGITS_MEAN, DIGITS_STD
 from hardenctl.harden import (Distributed, RunOptions, TrainingPGD, augment, learning_rate, read_checkpoint_state, step_seed,
                               train, training_step)
+from hardenctl.harden.lr_sweep import choose
 from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
 from hardenctl.recipes import load_recipe
 
@@ -354,12 +355,21 @@ def test_ddp_measures_lr_auto_as_one_process_does(tmp_path, cli):
     code, _, err = cli("harden", *args, "--out", tmp_path / "single")
     assert code == 0, err
     ddp_sweep, single_sweep = (json.loads((tmp_path / name / "report.json").read_text())["lr_sweep"] for name in ("ddp", "single"))
+    # What is deterministic across process layouts is compared exactly: the plan (steps, images scored), the candidates
+    # and, for candidates this far apart (lr 5e-5 barely trains, 2.0 collapses), the choice; the DDP run's choice also
+    # follows from its own scores by the rule.
     assert len(single_sweep["candidates"]) == 3 and single_sweep["steps"] >= 4 and single_sweep["chosen"] == pytest.approx(0.005)
-    assert ddp_sweep["steps"] == single_sweep["steps"] and ddp_sweep["chosen"] == single_sweep["chosen"]
+    assert (ddp_sweep["steps"], ddp_sweep["scored_n"]) == (single_sweep["steps"], single_sweep["scored_n"])
+    assert ddp_sweep["chosen"] == single_sweep["chosen"] == choose(ddp_sweep["candidates"], ddp_sweep["scored_n"])[0]
+    # The scores are not bit-equal: DDP all-reduces two half-batch gradients, one process sums one batch, and PGD on
+    # held-out images near the boundary amplifies that rounding. Measured for this setting (issue 27): one process gives
+    # identical scores at 1, 2 and 4 threads; DDP moved a candidate's robust accuracy by up to 3 of the 100 scored images
+    # (0.45-0.49 for lr 5e-5 across runs, 0.55 vs 0.57 for lr 0.005). The tolerance is 5 images.
+    tolerance = 5 / ddp_sweep["scored_n"] + 1e-9
     for ddp_candidate, single_candidate in zip(ddp_sweep["candidates"], single_sweep["candidates"]):
         assert ddp_candidate["lr"] == single_candidate["lr"]
-        for score in ("clean", "robust"):  # the same held-out images; DDP sums in another order
-            assert abs(ddp_candidate[score] - single_candidate[score]) <= 2 / ddp_sweep["scored_n"] + 1e-9, (ddp_candidate, single_candidate)
+        for score in ("clean", "robust"):
+            assert abs(ddp_candidate[score] - single_candidate[score]) <= tolerance, (ddp_candidate, single_candidate)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,8 +59,9 @@ def describe(exc: BaseException, log: Path | None, rank_label: str, debug: bool)
         message = message[:297] + "..."
     where = (f"traceback in {log}" if log is not None else "the log file could not be written")
     where += "" if debug else " (or rerun with --debug to print it)"
-    return (f"internal error{rank_label}: {type(exc).__name__}: {message}; this is a crash of hardenctl, not a failed gate "
-            f"(exit 3); {where}")
+    what = ("the system refused an operation hardenctl needed (a file, the disk, memory)" if isinstance(exc, OSError)
+            else "this is a crash of hardenctl")
+    return f"internal error{rank_label}: {type(exc).__name__}: {message}; {what}, not a failed gate (exit 3); {where}"
 
 
 def print_traceback(exc: BaseException) -> None:

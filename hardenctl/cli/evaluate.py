@@ -1,6 +1,7 @@
 """``hardenctl eval``: measure clean and robust accuracy, write the reports, gate on them."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +12,7 @@ from ..gates import GateOptions, describe_failure
 from .app import app
 from .options import (ArchOption, Checkpoint, CropModeOption, CropPctOption, InputSizeOption, InterpolationOption, MeanOption,
                       NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, api_module, require_model,
-                      data_options, model_options, parse_eps)
+                      check_outputs, data_options, model_options, parse_eps, word)
 from .output import Output
 
 
@@ -74,10 +75,9 @@ def eval_command(
     Several GPUs, CPU processes or nodes: torchrun --nproc_per_node=N -m hardenctl eval ... (batches are split
     over the processes; the report is the same as one process's, and only rank 0 writes it).
     """
-    import os
-
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints and writes the report
     out = Output(quiet or not main_process, as_json and main_process)
+    norm, suite, eval_precision, gate_on, device = word(norm), word(suite), word(eval_precision), word(gate_on), word(device)
     if resume and resume_dir is None:
         raise UserError("--resume needs --resume-dir (where the killed evaluation kept its state)", "pass --resume-dir DIR")
     if pictures < 0:
@@ -88,7 +88,7 @@ def eval_command(
     sweep = [parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None
     gates = GateOptions(min_clean_acc=min_clean_acc, min_robust_acc=min_robust_acc, min_protected_robust_acc=min_protected_robust_acc,
                         baseline=baseline, baseline_samples=baseline_samples, max_drop=max_drop, strict=strict,
-                        allow_check=tuple(allow_check or ()), gate_on=gate_on)
+                        allow_check=tuple(word(name) for name in allow_check or ()), gate_on=gate_on)
     protected_items = [p.strip() for p in protected.split(",") if p.strip()] if protected is not None else None
     if protected is not None and not protected_items:
         raise UserError(f"--protected: {protected!r} names no class", "pass ids or class names, e.g. --protected 3,5")
@@ -100,7 +100,9 @@ def eval_command(
     for value, option in ((n, "--num-samples"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
-    attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
+    attack_names = parse_attack_list(attacks)
+    check_outputs({"--report": report, "--markdown": markdown, "--junit": junit, "--html": html, "--samples": samples,
+                   "--robustbench-json": robustbench_json}, {"--save-adversarial": save_adversarial, "--resume-dir": resume_dir})
     loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
     reading = data_options(workers, skip_unreadable)
     require_model(checkpoint)
@@ -149,6 +151,16 @@ def eval_command(
     finish(result, out, report, markdown, junit, samples=samples, html=html, failure=failure, robustbench_json=robustbench_json)
 
 
+def parse_attack_list(text: str | None) -> list[str] | None:
+    """``--attacks fgsm,pgd``: the names in order; a list naming nothing is an error, not the whole standard suite."""
+    if text is None:
+        return None
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UserError(f"--attacks {text!r} names no attack", "pass e.g. --attacks apgd-ce,square, or leave it out for --suite")
+    return names
+
+
 def parse_batch_size(text: str) -> int | str:
     """``--batch-size``: a positive whole number, or ``auto``."""
     if text.strip().lower() == "auto":
@@ -166,20 +178,22 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
            samples: Optional[Path] = None, html: Optional[Path] = None, failure: Exception | None = None,
            robustbench_json: Optional[Path] = None) -> None:
     """Write outputs, print, and exit 1 when a gate failed; ``failure`` (an internal error met after the report was
-    computed) is raised once every requested file is written."""
-    notes = api_module().write_outputs(result, json=report, markdown=markdown, junit=junit, html=html, samples=samples)
-    if robustbench_json is not None and failure is None:
-        import json
+    computed) is raised once every requested file is written.
 
-        from ..report.robustbench import write_entry
-
-        write_entry(json.loads(result.to_json()), robustbench_json)
+    The verdict outranks the files: an output that fails after the evaluation (a full disk, a folder removed
+    meanwhile) is named on one more line, and the exit code stays the verdict's. Only a bug of ours while writing,
+    with every gate passed, ends in exit 3.
+    """
+    notes, unwritten = write_files(result, report, markdown, junit, html, samples, robustbench_json)
     if failure is not None:
         raise failure
     paired = result.extra.get("paired")
     if paired:
-        out.note(f"paired with the baseline: {paired['robust']['regressed']} samples regressed, {paired['robust']['improved']} "
-                 f"improved (exact McNemar p = {paired['robust']['mcnemar_p']:.4g})")
+        from ..report.common import plural
+
+        robust = paired["robust"]
+        out.note(f"paired with the baseline: {plural(robust['regressed'], 'sample')} regressed, {robust['improved']} "
+                 f"improved (exact McNemar p = {robust['mcnemar_p']:.4g})")
     for note in notes:
         out.note(note)
     if out.as_json:
@@ -197,8 +211,32 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
     for gate in failed:
         out.err.print(describe_failure(result, gate), markup=False, soft_wrap=True)  # one line each, for CI logs and greps
     speak_github_actions(result, out)
+    out.unwritten(unwritten, bool(failed))
     if failed:
         raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def write_files(result, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path], html: Optional[Path],
+                samples: Optional[Path], robustbench_json: Optional[Path]) -> tuple[list[str], list[tuple[Path, BaseException]]]:
+    """Every requested file, each on its own: (notes, the outputs that could not be written with their errors)."""
+    from ..report.outputs import OutputsNotWritten
+
+    notes: list[str] = []
+    unwritten: list[tuple[Path, BaseException]] = []
+    try:
+        notes = api_module().write_outputs(result, json=report, markdown=markdown, junit=junit, html=html, samples=samples)
+    except OutputsNotWritten as exc:
+        unwritten += exc.failures
+    if robustbench_json is not None:
+        import json
+
+        from ..report.robustbench import write_entry
+
+        try:
+            write_entry(json.loads(result.to_json()), robustbench_json)
+        except Exception as exc:  # noqa: BLE001 - named after the verdict, like the other outputs
+            unwritten.append((robustbench_json, exc))
+    return notes, unwritten
 
 
 def speak_github_actions(result, out: Output) -> None:
@@ -209,7 +247,13 @@ def speak_github_actions(result, out: Output) -> None:
 
     if not in_github_actions():
         return
-    append_step_summary(render_markdown(result))
+    try:
+        summary = render_markdown(result)
+    except Exception as exc:  # noqa: BLE001 - a courtesy to the run's page must not turn a verdict into a crash
+        out.err.print(f"warning: the step summary could not be made ({type(exc).__name__}: {exc}); the exit code is unchanged",
+                      markup=False, soft_wrap=True)
+    else:
+        append_step_summary(summary)
     for line in gate_annotations(result.failed_gates, result.checks, result.accepted_checks,
                                  describe=lambda gate: describe_failure(result, gate)):
         out.workflow_command(line)

@@ -12,21 +12,23 @@ from ..errors import UserError
 from .app import app
 from .options import (ArchOption, Checkpoint, CropModeOption, CropPctOption, InputSizeOption, InterpolationOption, MeanOption,
                       NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, api_module, require_model,
-                      data_options, model_options, parse_eps, parse_number)
-from .output import Output, force_progress
+                      data_options, model_options, parse_eps, parse_number, word)
+from .output import Output
 
 
 @contextmanager
 def training_progress(out: Output) -> Iterator:
     """Progress for ``harden``: one bar per epoch that stays, showing loss then held-out accuracy.
 
-    The callback is ``(stage, done, total, metrics=None)``; evaluation stages (no metrics) get
-    transient bars. Without a terminal (or with --quiet/--json) it prints one line per epoch instead.
+    The callback is ``(stage, done, total, metrics=None)``; evaluation stages get transient bars. Without a terminal
+    (or with --json) it prints plain lines instead (:class:`~hardenctl.cli.progress.LogProgress`); --quiet prints none.
     """
     from ..harden import describe_epoch, percent
 
     def metrics_text(metrics: dict) -> str:
         """Compact, for the bar: loss while the epoch runs, then clean/robust accuracy."""
+        if "loss" not in metrics:  # an evaluation's attack boundary
+            return str(metrics.get("detail", ""))
         if "holdout_robust_accuracy" not in metrics:
             return f"loss {metrics['loss']:.4f}"
         text = (f"loss {metrics['loss']:.3f} · held-out clean {percent(metrics['holdout_clean_accuracy'], 0)} "
@@ -36,11 +38,12 @@ def training_progress(out: Output) -> Iterator:
                      f"{percent(metrics['input_holdout_robust_accuracy'], 0)})")
         return text + (" COLLAPSED" if metrics.get("collapsed") else "")
 
-    if out.quiet or out.as_json or not out.err.is_terminal and not force_progress():
-        def lines(stage: str, done: int, total: int, metrics: dict | None = None) -> None:
-            if metrics and "holdout_robust_accuracy" in metrics:
-                out.note(f"{stage}: {describe_epoch(metrics)}")
-        yield lines
+    if out.quiet:
+        yield None
+        return
+    if out.as_json or out.log_lines():  # a log: plain lines, at least every 30 s, an epoch's numbers when it ends
+        with out.log_progress(describe=lambda m: describe_epoch(m) if "holdout_robust_accuracy" in m else None) as lines:
+            yield lines
         return
     bars = Progress(TextColumn("{task.description}"), BarColumn(bar_width=10), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[metrics]}"), console=out.err)
@@ -57,8 +60,20 @@ def training_progress(out: Output) -> Iterator:
         yield update
 
 
-def harden_outputs(result, out: Output) -> None:
-    """Print the before/after table (or the JSON report) and any failed sanity checks."""
+class NoteLog:
+    """``log`` for the engine: prints each note once and remembers it, so the closing summary does not repeat what the
+    run already said (the lr auto decision is printed when it is made)."""
+
+    def __init__(self, out: Output):
+        self.out, self.printed = out, set()
+
+    def __call__(self, message: str) -> None:
+        self.printed.add(message)
+        self.out.note(message)
+
+
+def harden_outputs(result, out: Output, printed: set[str] = frozenset()) -> None:
+    """Print the before/after table (or the JSON report), any failed sanity checks, and the decisions not yet printed."""
     report = result.report
     if out.as_json:
         out.json(report.to_json())
@@ -68,7 +83,8 @@ def harden_outputs(result, out: Output) -> None:
             out.warn(f"{label}: check {check.name} failed: {check.detail}")
     for note in report.notes:
         out.note(note)
-    out.note(f"profile {report.profile}" + (f": {'; '.join(report.decisions)}" if report.decisions else ""))
+    decisions = [d for d in report.decisions if d not in printed]
+    out.note(f"profile {report.profile}" + (f": {'; '.join(decisions)}" if decisions else ""))
     for line in report.trade_lines():
         out.note(line)
     out.note(f"saved the {report.selected} epoch ({report.selected_epoch} of {report.last_epoch}) to {result.model_path}; "
@@ -104,6 +120,7 @@ def harden_command(
     seed: Annotated[int, typer.Option(help="Random seed (a run repeats exactly on CPU)")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process)")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue a killed run in --out from its last complete epoch")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out: replace an earlier run there, or add to a folder holding other files (hardenctl's files of the same names are replaced)")] = False,
     eval_n: Annotated[int, typer.Option(help="Evaluate input and hardened models on the first n samples")] = 1000,
     suite: Annotated[str, typer.Option(help="Attack suite of the before/after report: quick, standard, autoattack")] = "standard",
     eps: Annotated[str, typer.Option(help="L∞ radius of the before/after report; fractions like 8/255 are fine")] = "8/255",
@@ -131,11 +148,17 @@ def harden_command(
 
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints
     out = Output(quiet or not main_process, as_json and main_process)
+    profile, suite, amp, device = word(profile), word(suite), word(amp), word(device)
+    if not recipe.lower().endswith((".yaml", ".yml")) and "/" not in recipe and os.sep not in recipe:
+        recipe = word(recipe)  # a built-in name, in any case; a path keeps its spelling
     for value, option in ((epochs, "--epochs"), (batch_size, "--batch-size"), (eval_n, "--eval-n")):
         if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
     loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
     reading = data_options(workers, skip_unreadable)
+    from ..out_folder import check_out_dir
+
+    check_out_dir(out_dir, resume, overwrite)  # before the model is even looked for: a run that cannot be written never starts
     require_model(checkpoint)
     overrides = list(set_values or [])
     for value, key in ((profile, "profile"), (True if reinit else None, "reinit")):
@@ -148,10 +171,10 @@ def harden_command(
         result = api_module().harden(
             checkpoint, data=data, out=out_dir, recipe=recipe, eval_data=eval_data, overrides=overrides,
             epochs=epochs, batch_size=batch_size, lr=parse_lr(lr), seed=seed,
-            device=device, resume=resume, eval_n=eval_n, suite=suite, eps=parse_eps(eps, "linf"), amp=amp,
-            channels_last=channels_last, progress=progress, log=out.note, **loading, **reading)
+            device=device, resume=resume, overwrite=overwrite, eval_n=eval_n, suite=suite, eps=parse_eps(eps, "linf"), amp=amp,
+            channels_last=channels_last, progress=progress, log=(log := NoteLog(out)), **loading, **reading)
     if result is not None:
-        harden_outputs(result, out)
+        harden_outputs(result, out, log.printed)
 
 
 @app.command("demo")
@@ -165,13 +188,17 @@ def demo_command(
     """Train a small timm model on real handwritten digits, harden it with MART, report before vs after (no files needed)."""
     from ..demo import DEMO_EPS, DEMO_MART, harden_demo_model, make_demo_model
 
+    from ..files import check_output_dir
+
+    check_output_dir(out_dir, "--out")  # before the first model is trained, not after
     out = Output(quiet, as_json)
-    out.note(f"[bold]1/2[/bold] training timm test_resnet on scikit-learn digits (1438 real 8x8 images) → {out_dir}/input/model.safetensors")
+    out.note(f"1/2 training timm test_resnet on scikit-learn digits (1,438 real 8x8 images) → {out_dir}/input/model.safetensors")
     path = make_demo_model(out_dir / "input", seed=seed, on_epoch=lambda e, loss: out.note(f"  epoch {e + 1}: loss {loss:.3f}"))
-    out.note(f"[bold]2/2[/bold] hardening it with MART for {DEMO_MART['epochs']} epochs → {out_dir}/model.safetensors, then evaluating "
-             f"both on the 359 held-out digits: standard suite, L∞ ε = {DEMO_EPS} (8/255 is below one grey level of these "
-             f"8x8 digits, so the demo uses {DEMO_EPS}), n = {n}")
+    out.note(f"2/2 hardening it with MART for {DEMO_MART['epochs']} epochs (lr {DEMO_MART['lr']}) → {out_dir}/hardened/, "
+             f"then attacking both models on the first {min(n, 359)} of the 359 test digits (digits-test) with the standard suite (APGD-CE, "
+             f"APGD-T, Square) at L∞ ε = {DEMO_EPS} (8/255 is below one grey level of these 8x8 digits). That suite is "
+             "stronger than the PGD monitor of the epoch lines, on other images: expect lower robust accuracy in the final table")
     with training_progress(out) as progress:
-        result = harden_demo_model(path, out_dir, seed=seed, n=n, progress=progress, log=out.note)
-    harden_outputs(result, out)
+        result = harden_demo_model(path, out_dir / "hardened", seed=seed, n=n, progress=progress, log=(log := NoteLog(out)))
+    harden_outputs(result, out, log.printed)
     out.note(f"next: hardenctl eval {result.model_path} --data digits-test --eps {DEMO_EPS} --suite quick --min-robust-acc 0.5")

@@ -1,6 +1,7 @@
 """Option parsing shared by the commands: every bad value is a one-line UserError, found before torch is imported."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,6 +25,12 @@ def require_model(spec: str) -> None:
     path = Path(text.split(":", 1)[1] if text.startswith("local-dir:") else text)
     if not path.exists():
         raise missing_file(path, "model folder" if text.startswith("local-dir:") else "checkpoint")
+
+
+def word(text: Optional[str]) -> Optional[str]:
+    """A word option (``--norm``, ``--suite``, ``--eval-precision``, ``--gate-on``, ``--device``, ``--amp``, ...) as
+    hardenctl compares it: case-insensitive, one rule everywhere (``BF16`` is ``bf16`` as ``AUTO`` is ``auto``)."""
+    return text.strip().lower() if text is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +109,7 @@ def model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, in
 
     if resize and (crop_pct is not None or crop_mode is not None):
         raise UserError("--resize is --crop-mode squash --crop-pct 1; it cannot be combined with either", "give one of them")
+    interpolation, crop_mode = word(interpolation), word(crop_mode)
     options = dict(arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"), std=parse_list(std, "--std"),
                    input_size=parse_size(input_size),
                    crop_pct=check_crop_pct(parse_number(crop_pct, "--crop-pct")) if crop_pct is not None else None,
@@ -116,3 +124,33 @@ def data_options(workers: Optional[int], skip_unreadable: bool) -> dict:
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}", "pass e.g. --workers 4 (0: read in the main process)")
     return dict(workers=workers, skip_unreadable=skip_unreadable)
+
+
+def check_outputs(files: dict[str, Optional[Path]], folders: dict[str, Optional[Path]] | None = None,
+                  pictures: bool = True) -> None:
+    """Every output a command would write (``pictures``: also the images beside ``--markdown``), checked before any
+    model is loaded or report read: a path that cannot be written is a one-line error (exit 2) now, not a crash after
+    the work (issue 28)."""
+    from ..files import check_output_dir, check_output_file
+    from ..report.github import in_github_actions
+
+    given = {option: Path(path) for option, path in files.items() if path is not None}
+    for option, path in given.items():
+        check_output_file(path, option)
+    markdown = given.get("--markdown")
+    if markdown is not None and pictures:  # the pictures and the curve land beside it
+        for suffix in (".pictures.png", ".eps_sweep.png"):
+            given[f"--markdown's {suffix[1:]}"] = markdown.with_suffix(suffix)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if in_github_actions() and summary:
+        given["$GITHUB_STEP_SUMMARY"] = Path(summary)
+    seen: dict[Path, str] = {}
+    for option, path in given.items():
+        check_output_file(path, option)
+        resolved = path.resolve()
+        if resolved in seen and option != "$GITHUB_STEP_SUMMARY":
+            raise UserError(f"{seen[resolved]} and {option} are the same file {path}", "give each output its own path")
+        seen.setdefault(resolved, option)
+    for option, path in (folders or {}).items():
+        if path is not None:
+            check_output_dir(path, option)

@@ -31,35 +31,56 @@ def compare_command(
     """Compare two reports side by side: clean, robust, per class, intervals, and the paired McNemar test when both
     per-sample files exist. No attack runs. Exit 1 when a --max-drop gate fails."""
     from ..compare import compare
-    from ..files import atomic_write
-    from ..gates import describe_failure
-    from ..report.comparison import comparison_html, comparison_markdown, comparison_table
-    from ..report.github import append_step_summary, gate_annotations, in_github_actions
+    from ..report.comparison import comparison_table
+    from ..report.github import gate_annotations, in_github_actions
+    from .options import check_outputs
 
+    check_outputs({"--markdown": markdown, "--html": html, "--report": report}, pictures=False)
     out = Output(quiet, as_json)
     result = compare(old, new, old_samples=old_samples, new_samples=new_samples, max_drop=max_drop)
-    text = comparison_markdown(result)
-    for path, content in ((markdown, lambda: text), (html, lambda: comparison_html(result)),
-                          (report, lambda: json.dumps(result.to_dict(), indent=2) + "\n")):
-        if path is not None:
-            atomic_write(path, content())
     for note in result.notes:
         out.note(note)
     if result.paired:
+        from ..report.common import plural
+
         robust = result.paired["robust"]
-        out.note(f"paired: {robust['regressed']} samples regressed, {robust['improved']} improved "
+        out.note(f"paired: {plural(robust['regressed'], 'sample')} regressed, {robust['improved']} improved "
                  f"(exact McNemar p = {robust['mcnemar_p']:.4g})")
     if as_json:
         out.json(json.dumps(result.to_dict(), indent=2) + "\n")
     out.table(comparison_table(result))
     for gate in result.failed_gates:
-        out.err.print(describe_failure(result.new, gate), markup=False, soft_wrap=True)
+        out.err.print(result.describe_failure(gate), markup=False, soft_wrap=True)
     if in_github_actions():
-        append_step_summary(text)
-        for line in gate_annotations(result.failed_gates, [], describe=lambda gate: describe_failure(result.new, gate)):
+        for line in gate_annotations(result.failed_gates, [], describe=result.describe_failure):
             out.workflow_command(line)
+    write_comparison(result, out, markdown, html, report)
     if result.failed_gates:
         raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def write_comparison(result, out: Output, markdown: Optional[Path], html: Optional[Path], report: Optional[Path]) -> None:
+    """The comparison's files and the step summary, after the verdict: one that fails (a full disk, a folder removed
+    meanwhile) is named on one line and the verdict's exit code stands; a bug of ours with no failed gate is exit 3."""
+    from ..files import atomic_write
+    from ..report.comparison import comparison_html, comparison_markdown
+    from ..report.github import append_step_summary, in_github_actions
+
+    failures: list[tuple[Path, BaseException]] = []
+    for path, render in ((markdown, lambda: comparison_markdown(result)), (html, lambda: comparison_html(result)),
+                         (report, lambda: json.dumps(result.to_dict(), indent=2) + "\n")):
+        if path is None:
+            continue
+        try:
+            atomic_write(path, render())
+        except Exception as exc:  # noqa: BLE001 - named below; the verdict outranks the files
+            failures.append((path, exc))
+    if in_github_actions():
+        try:
+            append_step_summary(comparison_markdown(result))
+        except Exception as exc:  # noqa: BLE001 - a courtesy to the run's page
+            failures.append((Path("$GITHUB_STEP_SUMMARY"), exc))
+    out.unwritten(failures, bool(result.failed_gates))
 
 
 @app.command("card")

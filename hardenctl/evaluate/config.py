@@ -13,7 +13,7 @@ from ..errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+Progress = Callable[..., None]  # (stage, done, total, metrics: dict | None = None); metrics["detail"] at an attack boundary
 
 
 @dataclass
@@ -39,6 +39,13 @@ class EvalConfig:
     precision: str = "auto"  # the attacks' search: auto (bf16 on a CUDA GPU that has it, else fp32), fp32, bf16; verdicts are fp32
 
     def __post_init__(self) -> None:
+        # words are case-insensitive everywhere (--eval-precision BF16 as --batch-size AUTO); class names are not words
+        self.precision, self.norm, self.suite = word(self.precision), word(self.norm), word(self.suite)
+        self.batch_size = word(self.batch_size)
+        if self.attacks is not None:
+            self.attacks = [word(name) for name in self.attacks if str(name).strip()]
+            if not self.attacks:
+                raise UserError("--attacks names no attack", "pass e.g. --attacks apgd-ce,square, or leave it out for --suite")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown --eval-precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
@@ -63,6 +70,11 @@ class EvalConfig:
             for attack in attacks:
                 attack.search_dtype = torch.bfloat16
         return attacks
+
+
+def word(value: object) -> object:
+    """A word option as hardenctl compares it: trimmed and lower-case (anything else is returned as it is)."""
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 def search_precision(requested: str, device: torch.device, suite: str = "standard") -> str:

@@ -6,6 +6,7 @@ the report does not depend on it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import time
@@ -20,6 +21,7 @@ from ..version import __version__
 from ..data import ArrayDataset
 from ..distributed import Distributed
 from ..errors import UserError
+from ..files import FolderLock
 from ..report import PICTURES, SCHEMA_VERSION, Report
 from .adversarial import AdversarialWriter
 from .batching import auto_batch_size
@@ -83,7 +85,11 @@ def evaluate(model: nn.Module, data: ArrayDataset, config: EvalConfig | None = N
         writer.check(resume)
         keepers.append(writer)
     keepers.append(watch)
-    with shards.joined(device):
+    with shards.joined(device), contextlib.ExitStack() as locks:
+        if shards.dist.rank == 0:  # one run per state or image folder: a second one is refused, naming the first
+            for folder, option in ((resume_dir, "--resume-dir"), (save_adversarial, "--save-adversarial")):
+                if folder is not None:
+                    locks.enter_context(FolderLock(folder, option))
         batch_choice = None
         if config.batch_size == "auto":
             size, batch_choice = auto_batch_size(model, probe, len(data), device, shards.dist.world_size)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -170,9 +170,19 @@ def run_suite(
     done = list(done)
     total = sum(len(b) for b in done) + sum(min(batch_size, n - b * batch_size) for b in todo)
     finished = sum(len(b) for b in done)
+    batches = math.ceil(n / batch_size)
+    if progress and todo:
+        progress(stage, finished, total)  # the stage starts now (a log prints it; its clock starts here)
     for number, x, y in _batches(data, batch_size, todo):
         release_free_memory()  # the heap pages decoding this batch freed (see hardenctl/heap.py: peak memory flat in n)
-        batch, worst = _run_batch(model, attacks, number, number * batch_size, x.to(device), y.to(device), eps, norm, seed, draws)
+
+        def attack_done(name: str, robust: int, finished: int = finished, number: int = number, size: int = len(y)) -> None:
+            if progress:  # an attack boundary: a log shows it as it happens, not only when the batch ends
+                progress(stage, finished, total, {"detail": f"batch {number + 1}/{batches}: {name} done, {robust} of {size} "
+                                                            "still robust"})
+
+        batch, worst = _run_batch(model, attacks, number, number * batch_size, x.to(device), y.to(device), eps, norm, seed, draws,
+                                  attack_done)
         runner.finished(key, batch, x, y, worst)
         done.append(batch)
         del x, y, worst  # freed before the next batch is decoded, not after
@@ -205,7 +215,8 @@ def _batches(data: ArrayDataset, batch_size: int, numbers: Sequence[int]) -> Ite
 
 
 def _run_batch(model: nn.Module, attacks: Sequence[Attack], number: int, start: int, x: Tensor, y: Tensor, eps: float,
-               norm: str, seed: int, draws: int) -> tuple[BatchResult, Tensor]:
+               norm: str, seed: int, draws: int, attack_done: Callable[[str, int], None] | None = None,
+               ) -> tuple[BatchResult, Tensor]:
     """One batch through the whole suite; also the point each sample was last scored at (the clean image when
     misclassified, the breaking point when broken, the last attack's point when robust)."""
     # Seeding per batch makes a run repeat exactly and not depend on what ran before, or where.
@@ -231,5 +242,7 @@ def _run_batch(model: nn.Module, attacks: Sequence[Attack], number: int, start: 
         result.after_attack.append(int(robust.sum()))
         result.gradient_stats.append(attack.gradient_stats)
         result.work.append(attack.work)
+        if attack_done is not None:
+            attack_done(attack.name, result.after_attack[-1])
     result.robust, result.robust_prediction = robust.cpu(), prediction.cpu()
     return result, worst.cpu()

@@ -11,9 +11,8 @@ import torch
 from ..distributed import Distributed
 from ..errors import UserError
 from ..files import atomic_write
+from ..out_folder import CHECKPOINT_DIR
 from ..recipes import Recipe
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 def checkpoint_path(out_dir: Path, epoch: int) -> Path:

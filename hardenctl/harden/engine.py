@@ -1,6 +1,7 @@
 """The whole job: check everything a user can get wrong, train, export, evaluate input and result, write --out."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
@@ -10,10 +11,12 @@ import torch
 
 from ..data import Dataset
 from ..errors import UserError
+from ..files import FolderLock
+from ..out_folder import check_out_dir, clear_previous_run
 from ..evaluate import EvalConfig
 from ..models import ImageClassifier, resolve_device
 from ..recipes import Recipe
-from .checkpoints import latest_checkpoint, resume_point, run_key
+from .checkpoints import resume_point, run_key
 from .data_prep import check_data, split_holdout
 from .guard import guard_active
 from .loop import train
@@ -21,17 +24,6 @@ from .monitoring import Monitor, measure_input
 from .resolve import reinitialise, resolve_recipe
 from .outputs import HardenResult, RunFacts, evaluate_and_write
 from .runtime import Distributed, Log, RunOptions, TrainProgress, amp_label, resolve_amp
-
-
-def check_out_dir(out_dir: Path, resume: bool) -> None:
-    """Refuse to mix two runs in one directory."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file", "pass a directory")
-    if resume:
-        return
-    if latest_checkpoint(out_dir) is not None or (out_dir / "model.safetensors").exists():
-        raise UserError(f"--out {out_dir} already holds a harden run", "pass --resume to continue it, or a new --out directory")
 
 
 def harden(model: ImageClassifier, recipe: Recipe, train_data: Dataset, eval_data: Dataset | None,
@@ -59,7 +51,21 @@ def harden(model: ImageClassifier, recipe: Recipe, train_data: Dataset, eval_dat
     if getattr(config, "protected", None):  # a cost-sensitive recipe: report its protected classes before and after
         eval_config.protected, eval_config.protected_cost = list(config.protected), float(config.cost)
     eval_config.build_attacks(eval_config.eps, 1)  # bad suite/attack names fail before any training
-    check_out_dir(Path(options.out_dir), options.resume)
+    check_out_dir(Path(options.out_dir), options.resume, options.overwrite)
+    # one writer per folder: rank 0 writes --out and holds its lock until the run is written (or refused)
+    with FolderLock(options.out_dir, "--out") if dist.is_main else contextlib.nullcontext():
+        if options.overwrite and dist.is_main:
+            clear_previous_run(Path(options.out_dir))
+        return _run(model, recipe, train_data, eval_data, options, progress, log, decisions, dist, eval_config,
+                    (train_set, holdout))
+
+
+def _run(model: ImageClassifier, recipe: Recipe, train_data: Dataset, eval_data: Dataset | None, options: RunOptions,
+         progress: TrainProgress | None, log: Log | None, decisions: list[str], dist: Distributed,
+         eval_config: EvalConfig, split: tuple[Dataset, Dataset | None]) -> HardenResult | None:
+    """Train and write, once every check passed and the folder is this run's."""
+    config = recipe.config
+    train_set, holdout = split
     device = resolve_device(options.device)
     if dist.world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)

@@ -46,6 +46,13 @@ def epoch_record(epoch: int, done: EpochResult, loss_total: float, steps: int, d
     }
 
 
+def monitor_note(config: Any, scored: int) -> str:
+    """What the epoch lines' held-out numbers are, so nobody reads them as the final report's."""
+    return (f"each epoch is scored on {scored} held-out training images (set aside, never trained on): clean accuracy and "
+            f"PGD-{config.monitor_steps} robust accuracy at the training ε {config.eps:.4g}. This monitor picks the saved "
+            "epoch; the final report attacks the evaluation data with the full suite, so its numbers differ")
+
+
 def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: Dataset | None,
           options: RunOptions, dist: Distributed, run_key: dict[str, Any],
           progress: TrainProgress | None = None, log: Log | None = None, baseline: Baseline | None = None,
@@ -72,7 +79,7 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
     sweep = None
     if config.lr == SWEEP:  # measured before the first step (a resumed run repeats it: the same choice on CPU)
         sweep = sweep_lr(model, recipe, linear_scaling_lr(config, config.optimizer), train_set, holdout, options, dist, plan,
-                         scorer, amp_dtype)
+                         scorer, amp_dtype, progress)
         recipe.config = config = dataclasses.replace(config, lr=sweep.chosen)
         if log:
             log(sweep.note())
@@ -101,6 +108,8 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
         baseline = tuple(history[0].get(f"input_holdout_{k}_accuracy") for k in ("clean", "robust", "fgsm"))
     elif baseline is None:
         baseline = measure_input(model, recipe, holdout, scorer)
+    if log and holdout_monitor is not None and start_epoch < config.epochs:
+        log(monitor_note(config, len(holdout_monitor)))
     for epoch in range(start_epoch, config.epochs):
         decision = guard.decide(config, history, recipe.selection)
         if decision.stop:
@@ -117,6 +126,10 @@ def train(model: ImageClassifier, recipe: Recipe, train_set: Dataset, holdout: D
         done = run_epoch(epoch, net, state, recipe, attack, order, plan, options, dist, decision.eps_scale, decision.lr_scale,
                          progress)
         (loss_total,) = dist.sum([done.loss_sum])
+        if progress:  # the monitor's PGD on the training and held-out images takes a while: a log says what runs
+            progress(f"epoch {epoch + 1}/{config.epochs}", steps, steps,
+                     {"detail": f"scoring the epoch: clean and PGD-{config.monitor_steps} accuracy of {len(train_monitor)} "
+                                f"training and {len(holdout_monitor) if holdout_monitor is not None else 0} held-out images"})
         scored = state.scored  # what would ship
         record = epoch_record(epoch, done, loss_total, steps, dist, config.batch_size, scorer.score(scored, train_monitor),
                               scorer.score(scored, holdout_monitor), baseline)

@@ -100,7 +100,8 @@ def choose(candidates: list[dict[str, Any]], scored_n: int) -> tuple[float, str]
 
 
 def sweep_lr(model: nn.Module, recipe: Recipe, base_lr: float, train_set: Dataset, holdout: Dataset | None,
-             options: RunOptions, dist: Distributed, plan: EpochPlan, scorer: Any, amp_dtype: torch.dtype | None = None) -> SweepResult:
+             options: RunOptions, dist: Distributed, plan: EpochPlan, scorer: Any, amp_dtype: torch.dtype | None = None,
+             progress: Any = None) -> SweepResult:
     """Try each ``base_lr × lr_sweep`` candidate on a copy of ``model`` and return the choice (``model`` is unchanged)."""
     config = recipe.config
     rates = sorted({base_lr * factor for factor in config.lr_sweep})
@@ -120,8 +121,10 @@ def sweep_lr(model: nn.Module, recipe: Recipe, base_lr: float, train_set: Datase
     scored = holdout.head(scored_n)
     short_plan = dataclasses.replace(plan, steps=steps)
     candidates = []
-    for lr in rates:
+    for number, lr in enumerate(rates, 1):
         began = time.perf_counter()
+        stage = f"lr auto: candidate {number}/{len(rates)} (lr {lr:.4g})"
+        shown = None if progress is None else lambda _, done, total, metrics=None, stage=stage: progress(stage, done, total, metrics)
         trial = copy.copy(recipe)
         trial.config = dataclasses.replace(config, lr=lr, epochs=1, ema=0.0)  # the run's schedule, compressed into the steps
         candidate = copy.deepcopy(model)
@@ -131,7 +134,8 @@ def sweep_lr(model: nn.Module, recipe: Recipe, base_lr: float, train_set: Datase
 
             net = DistributedDataParallel(candidate, device_ids=[plan.device.index] if plan.device.type == "cuda" else None)
         state = TrainState(candidate, trial, amp_dtype)
-        run_epoch(0, net, state, trial, training_attack(trial, dist.rank, dist.world_size), order, short_plan, options, dist)
+        run_epoch(0, net, state, trial, training_attack(trial, dist.rank, dist.world_size), order, short_plan, options, dist,
+                  progress=shown)
         clean, robust = scorer.score(candidate, scored)
         candidates.append({"lr": lr, "clean": float(clean), "robust": float(robust), "seconds": time.perf_counter() - began})
         del net, candidate, state

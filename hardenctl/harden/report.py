@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -218,10 +219,12 @@ class HardenReport:
         return "\n".join(lines) + "\n"
 
     def rich_table(self):
+        from rich.markup import escape
         from rich.table import Table
 
         ev = self.hardened
-        table = Table(title=f"{self.recipe} · {ev.norm} ε={ev.eps:.4g} · n={ev.n} · suite {ev.suite}")
+        source = Path(str((ev.data or {}).get("source", ""))).name or "the evaluation data"
+        table = Table(title=escape(f"{self.recipe} · {source}, n={ev.n} · {ev.norm} ε={ev.eps:.4g} · suite {ev.suite}"))
         table.add_column("metric")
         for label, _ in self.columns():
             table.add_column(label, justify="right")

@@ -28,6 +28,7 @@ class RunOptions:
     amp: str = "auto"  # auto: bf16 on CUDA, off on CPU
     channels_last: bool = False
     resume: bool = False
+    overwrite: bool = False  # write into a non-empty --out (replacing hardenctl's files there; an earlier run's checkpoints go)
     eval_n: int | None = 1000
     eval_options: dict[str, Any] = field(default_factory=dict)  # EvalConfig fields: suite, eps, apgd_steps, ...
     input_report: Any = None  # an earlier Report of the input model, reused when it was made with the same settings

@@ -69,8 +69,8 @@ def _auto_or_number(key: str, low: float, exclusive: bool = False, words: tuple[
     """A parser for a number that may also be ``auto`` (decided by the engine once the model is known) or another of
     ``words`` (``lr``: ``sweep``, what the engine resolves ``auto`` to until the sweep has measured)."""
     def parse(value: Any, where: str) -> Any:
-        if value in words:
-            return value
+        if isinstance(value, str) and value.strip().lower() in words:
+            return value.strip().lower()
         number = _number(key, value, where)
         _check_range(key, number, {"min": low, "exclusive": exclusive}, where)
         return number
@@ -104,7 +104,7 @@ class RecipeConfig:
     weight_decay_sgd: float = field(default=5e-4, metadata=_at_least(0.0))
     weight_decay_adamw: float = field(default=0.05, metadata=_at_least(0.0))
     schedule: str = field(default="step", metadata=_choices("step", "cosine", "onecycle", "constant"))
-    milestones: tuple[float, ...] = field(default=(0.5, 0.75), metadata={"min": 0.0, "max": 1.0})
+    milestones: tuple[float, ...] = field(default=(0.5, 0.75), metadata={"min": 0.0, "max": 1.0, "may_be_empty": True})
     gamma: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
     warmup_epochs: float = field(default=0.0, metadata=_at_least(0.0))
     grad_clip: float = field(default=0.0, metadata=_at_least(0.0))
@@ -195,16 +195,23 @@ def _number(key: str, value: Any, where: str) -> float:
     return number
 
 
+def _out_of_range(key: str, number: float, bound: str, where: str) -> UserError:
+    """``--lr -1 is out of range; --lr must be > 0`` for a command-line flag (``where`` is the flag itself), else
+    ``recipe mart: beta=-1 is out of range; beta must be >= 0``."""
+    if where.startswith("--") and " " not in where:  # a flag such as --lr, not "--set for recipe mart"
+        return UserError(f"{where} {number:g} is out of range", f"{where} must be {bound}")
+    return UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be {bound}")
+
+
 def _check_range(key: str, number: float, meta: Mapping[str, Any], where: str) -> None:
     low, high = meta.get("min"), meta.get("max")
     if low is not None and (number < low or (meta.get("exclusive") and number == low)):
-        bound = f"> {low:g}" if meta.get("exclusive") else f">= {low:g}"
-        raise UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be {bound}")
+        raise _out_of_range(key, number, f"> {low:g}" if meta.get("exclusive") else f">= {low:g}", where)
     if high is not None and number > high:
-        raise UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be <= {high:g}")
+        raise _out_of_range(key, number, f"<= {high:g}", where)
     below = meta.get("below")
     if below is not None and number >= below:
-        raise UserError(f"{where}: {key}={number:g} is out of range", f"{key} must be < {below:g}")
+        raise _out_of_range(key, number, f"< {below:g}", where)
 
 
 def _coerce(key: str, value: Any, kind: Any, meta: Mapping[str, Any], where: str) -> Any:
@@ -217,6 +224,8 @@ def _coerce(key: str, value: Any, kind: Any, meta: Mapping[str, Any], where: str
         return value
     if kind is str:
         choices = meta.get("choices")
+        if choices and isinstance(value, str):
+            value = value.strip().lower()  # a choice is a word: case-insensitive, as every word option is
         if not isinstance(value, str) or (choices and value not in choices):
             raise UserError(f"{where}: {key}={value!r} is not a valid choice", f"use one of {', '.join(choices or ())}")
         return value
@@ -235,6 +244,9 @@ def _coerce(key: str, value: Any, kind: Any, meta: Mapping[str, Any], where: str
             raise UserError(f"{where}: {key}={value!r} is not a list", f"give {key} a list, e.g. {key}: [0.5, 0.75]")
         if meta.get("length") is not None and len(value) != meta["length"]:
             raise UserError(f"{where}: {key} has {len(value)} values", f"give {key} exactly {meta['length']} values")
+        if not value and not meta.get("may_be_empty"):  # e.g. lr_sweep=[]: nothing to measure, found now, not mid-run
+            raise UserError(f"{where}: {key} is an empty list", f"give {key} at least one value, e.g. {key}: [1, 3, 10]"
+                            if key == "lr_sweep" else f"give {key} at least one value")
         numbers = tuple(_number(key, item, where) for item in value)
         for number in numbers:
             _check_range(key, number, meta, where)

@@ -21,40 +21,50 @@ if TYPE_CHECKING:
     from .schema import Report
 
 
+class OutputsNotWritten(Exception):
+    """Some requested outputs could not be written: ``failures`` pairs each path with its error. The others were
+    written, so the caller can still report a verdict and name the missing files (issue 28)."""
+
+    def __init__(self, failures: list[tuple[Path, BaseException]]):
+        self.failures = failures
+        super().__init__("; ".join(f"{path}: {type(error).__name__}: {error}" for path, error in failures))
+
+
 
 def write_outputs(report: Report, json_path=None, markdown_path=None, junit_path=None, html_path=None) -> list[str]:
-    """Write the requested files atomically; returns notes (e.g. plot skipped). Raises the first renderer's error
-    once every output that could be written has been."""
+    """Write the requested files atomically; returns notes (e.g. plot skipped). Raises :class:`OutputsNotWritten`,
+    naming every output that failed, once every output that could be written has been."""
     notes: list[str] = []
-    errors: list[Exception] = []
+    errors: list[tuple[Path, BaseException]] = []
 
     def write(path, render: Callable[[], str | bytes]) -> bool:
         try:
             atomic_write(path, render())
             return True
         except Exception as exc:  # noqa: BLE001 - kept, and raised again once the other outputs are written
-            errors.append(exc)
+            errors.append((Path(path), exc))
             return False
 
-    def draw(render: Callable[[], bytes | None]) -> bytes | None:
+    def draw(render: Callable[[], bytes | None], path: Path) -> bytes | None:
         try:
             return render()
         except Exception as exc:  # noqa: BLE001 - as above
-            errors.append(exc)
+            errors.append((path, exc))
             return None
 
     if json_path:
         write(json_path, report.to_json)
     images: dict[str, bytes] = {}
     if markdown_path or html_path:
-        pictures = draw(lambda: grid_png(report.pictures))
+        drawn_for = Path(markdown_path or html_path)
+        pictures = draw(lambda: grid_png(report.pictures), drawn_for)
         if pictures is not None:
             images["pictures"] = pictures
         elif grid_note(report.pictures):
             notes.append(grid_note(report.pictures))
         if report.eps_sweep:
             failed_before = len(errors)
-            plot = draw(lambda: plot_png(report))
+            plot = draw(lambda: plot_png(report), drawn_for)
             if plot is not None:
                 images["plot"] = plot
             elif len(errors) == failed_before:  # not drawn for want of matplotlib, not for an error
@@ -71,5 +81,5 @@ def write_outputs(report: Report, json_path=None, markdown_path=None, junit_path
     if html_path:
         write(html_path, lambda: render_html(report, images, list(dict.fromkeys(notes))))
     if errors:
-        raise errors[0]
+        raise OutputsNotWritten(errors)
     return list(dict.fromkeys(notes))

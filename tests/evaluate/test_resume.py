@@ -147,7 +147,7 @@ class Interrupt(Exception):
 
 
 def interrupted_after(stage: str, samples: int):
-    def progress(name: str, done: int, total: int) -> None:
+    def progress(name: str, done: int, total: int, metrics: dict | None = None) -> None:
         if name == stage and done >= samples:
             raise Interrupt
     return progress
@@ -165,11 +165,12 @@ def small_run(digits_model_path):
 
 
 # (stage, samples after which it is interrupted, the first progress of each stage when resumed: None = nothing left to run)
-# 36 samples in batches of 8 (the ε = 0.5 check: 20): a stage resumed after k batches first reports (k + 1) * 8 done
-INTERRUPTIONS = [("attacks", 8, {"attacks": 16, "eps 0.05": 8}),
-                 ("eps 0.05", 20, {"attacks": None, "eps 0.05": 32, "eps 0.5 check": 8}),
-                 ("eps 0.5 check", 4, {"attacks": None, "eps 0.05": None, "eps 0.5 check": 16}),
-                 ("attacks", 36, {"attacks": None, "eps 0.05": 8})]
+# 36 samples in batches of 8 (the ε = 0.5 check: 20): a stage resumed after k batches first reports k * 8 done (its start,
+# with the carried batches counted)
+INTERRUPTIONS = [("attacks", 8, {"attacks": 8, "eps 0.05": 0}),
+                 ("eps 0.05", 20, {"attacks": None, "eps 0.05": 24, "eps 0.5 check": 0}),
+                 ("eps 0.5 check", 4, {"attacks": None, "eps 0.05": None, "eps 0.5 check": 8}),
+                 ("attacks", 36, {"attacks": None, "eps 0.05": 0})]
 
 
 @pytest.mark.parametrize("stage, samples, resumed_first", INTERRUPTIONS, ids=["suite", "sweep", "large-eps-check", "after-the-last-batch"])
@@ -180,7 +181,7 @@ def test_interrupted_in_any_stage_resumes_to_the_same_result(small_run, tmp_path
         evaluate(model, data, config, interrupted_after(stage, samples), resume_dir=tmp_path)
     (tmp_path / ".state-rank0-of1.pt.x1y2.tmp").write_bytes(b"half a file")  # what a kill during a write leaves
     first: dict[str, int] = {}
-    got = evaluate(model, data, config, lambda name, done, total: first.setdefault(name, done),
+    got = evaluate(model, data, config, lambda name, done, total, metrics=None: first.setdefault(name, done),
                    resume_dir=tmp_path, resume=True)
     # it continued from the last finished batch: finished stages are not run again, the interrupted one carries its batches
     assert {name: first.get(name) for name in resumed_first} == resumed_first
