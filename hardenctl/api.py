@@ -21,6 +21,7 @@ from .errors import UserError
 from .evaluate import EvalConfig, Progress
 from .evaluate import evaluate as _evaluate
 from .gates import Baseline, GateOptions, gate, load_baseline
+from .sequential_gates import sequential_plan
 from .harden import HardenResult, RunOptions
 from .harden import harden as _harden
 from .out_folder import check_out_dir
@@ -31,7 +32,7 @@ from .report import PICTURES, Report
 from .report import write_outputs as _write_outputs
 
 __all__ = ["Baseline", "GateOptions", "check_label_names", "evaluate", "gate", "harden", "load_baseline", "load_data", "load_model",
-           "prepare_data", "write_outputs"]
+           "prepare_data", "sequential_plan", "write_outputs"]
 
 
 def load_model(
@@ -126,9 +127,19 @@ def evaluate(
     ``resume=True`` continues a killed evaluation from it; ``save_adversarial`` keeps every sample's worst-case
     point (one ``.npz`` per batch); ``pictures`` examples are kept for the Markdown/HTML report.
 
+    ``sequential`` (a :func:`sequential_plan`, or the :class:`GateOptions` to make one with α 0.05): attack the images in
+    a seeded random order, a batch per process and round, and stop once every gate is decided; gate the report with the
+    same options (:func:`gate`).
+
     >>> report = hardenctl.evaluate("model.safetensors", "digits-test", eps=8/255, suite="quick", n=200)
     >>> report.robust_accuracy
+    >>> report = hardenctl.evaluate(model, "test/", n=1000, sequential=GateOptions(min_robust_acc=0.45))
+    >>> hardenctl.gate(report, min_robust_acc=0.45)
     """
+    if isinstance(config.get("sequential"), GateOptions):
+        options = config["sequential"]
+        config["sequential"] = sequential_plan(options, load_baseline(options.baseline, options.baseline_samples)
+                                               if options.baseline is not None else None)
     cfg = EvalConfig(**config)
     if not isinstance(model, nn.Module):
         model = load_model(model)

@@ -35,11 +35,20 @@ def check_comparable(current: Report | dict, baseline: Report, baseline_name: st
     """Refuse (UserError) a baseline made with another ε, norm, suite, attacks, n or data, naming the first difference.
 
     ``current`` is a report, or a dict of the fields known before evaluating (so a mismatch costs no attack time);
-    ``current_name`` names it when it is a file too (``compare OLD NEW``), else it is "this evaluation".
+    ``current_name`` names it when it is a file too (``compare OLD NEW``), else it is "this evaluation". A sequential
+    report is compared by the images it planned (``sequential.max_n``); a baseline that stopped early has too few
+    results to compare with and is refused, naming both counts.
     """
+    if baseline.stopped_early:
+        planned = int(baseline.sequential["max_n"])
+        raise UserError(f"{clean_text(baseline_name)} has results for {baseline.n} of its {planned} images (--sequential "
+                        f"stopped once its gates were decided), but a comparison needs all {planned}",
+                        "make the baseline without --sequential, or with every image evaluated")
     for attribute, label in COMPARABLE:
         now = current.get(attribute) if isinstance(current, dict) else getattr(current, attribute)
         then = getattr(baseline, attribute)
+        if attribute == "n" and not isinstance(current, dict) and current.sequential:
+            now = int(current.sequential["max_n"])
         if attribute == "attacks":  # the attack names in run order (report.attacks maps name -> accuracy)
             now, then = (list(v) if v is not None else None for v in (now, then))
         if now is None:
@@ -163,6 +172,16 @@ def apply_gates(
     if gate_on not in GATE_ON:
         raise UserError(f"--gate-on must be point or lower, got {gate_on!r}", "pass --gate-on point or --gate-on lower")
     report.gate_on = gate_on
+    if report.stopped_early:  # --sequential decided every gate early: its verdicts, with the bounds that decided them
+        from .sequential_gates import decided_gates, paired_on_evaluated
+
+        if baseline is not None:
+            check_comparable(report, baseline, baseline_name)
+            if baseline_samples is not None:
+                report.extra["paired"] = paired_on_evaluated(report, baseline_samples)
+        gates = decided_gates(report, baseline) + [check_gate(report, strict, allowed_checks)]
+        report.gates.extend(gates)
+        return gates
     gates = []
     if min_clean_acc is not None:
         gates.append(_minimum_gate(report, "min_clean_acc", min_clean_acc, "clean_accuracy", report.clean_accuracy, gate_on))
@@ -192,6 +211,12 @@ def describe_failure(report: Report, gate: Gate, baseline_name: str = "the basel
         names = [c.name for c in report.failed_checks if c.name not in report.accepted_checks]
         return (f"gate failed: sanity_checks: {', '.join(names)} failed (evidence of gradient masking or a broken "
                 f"evaluation); fix the model or evaluation, or accept knowingly with --allow-check NAME or --no-strict")
+    if gate.basis == "sequential":
+        from .sequential_gates import describe_decision
+
+        relation = "dropped at least" if gate.name.startswith("max_drop") else "at most"
+        limit = f"max {gate.threshold:.4f}" if gate.name.startswith("max_drop") else f"< {gate.threshold:.4f}"
+        return f"gate failed: {gate.name}: {relation} {gate.value:.4f} ({limit}), {describe_decision(report, gate)}"
     if gate.name.startswith("max_drop"):
         how = " (paired, per sample)" if gate.basis == "paired" else ""
         return (f"gate failed: {gate.name}: dropped {gate.value:.4f} from {clean_text(baseline_name)}{how} "

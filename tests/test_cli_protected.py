@@ -35,10 +35,10 @@ def test_protected_usage_errors(cli, digits_model_path):
 def test_robust_prediction_is_the_worst_case_prediction(digits_model_path):
     import hardenctl
     from hardenctl.attacks import PGD
-    from hardenctl.evaluate import run_suite
+    from hardenctl.evaluate import run_suite, SuiteRun
 
     model = hardenctl.load_model(digits_model_path)
     data = hardenctl.load_data("digits-test", model, n=64)
-    result = run_suite(model, data, [PGD(8 / 255, "linf", 1, steps=10, alpha=2 / 255)], 8 / 255, "linf", 32, 0, 1, torch.device("cpu"))
+    result = run_suite(model, data, SuiteRun([PGD(8 / 255, "linf", 1, steps=10, alpha=2 / 255)], 8 / 255, "linf", 32))
     assert torch.equal(result.robust_prediction == data.y, result.robust)
     assert 0 < int(result.robust.sum()) < 64  # both robust and broken points are covered

@@ -10,7 +10,7 @@ from torch import nn
 import hardenctl
 from hardenctl.attacks import Attack
 from hardenctl.data import ArrayDataset, load_dataset
-from hardenctl.evaluate import EvalConfig, evaluate, is_randomized, run_suite
+from hardenctl.evaluate import EvalConfig, evaluate, is_randomized, run_suite, SuiteRun
 from testing_helpers import BufferWriter
 
 
@@ -94,7 +94,7 @@ def test_out_of_ball_perturbations_are_flagged_projected_and_rescored():
     The suite must count the violation, score the projected point by a fresh forward pass, and keep it robust."""
     x = torch.full((8, 1, 4, 4), 0.45)
     data = ArrayDataset(x, torch.zeros(8, dtype=torch.long), ["low", "high"], "synthetic")
-    result = run_suite(MeanThreshold(), data, [Overshoot(0.03)], 0.03, "linf", 8, 0, 1, torch.device("cpu"))
+    result = run_suite(MeanThreshold(), data, SuiteRun([Overshoot(0.03)], 0.03, "linf", 8))
     assert result.bound_violations == 8
     assert result.max_linf == pytest.approx(0.09, abs=1e-6)
     assert result.robust.all()  # scored at 0.48 (projected), not at 0.54 (what the attack returned)
@@ -124,12 +124,12 @@ class Identity(Attack):
 def test_a_later_attack_cannot_repair_a_point_an_earlier_attack_broke():
     data = ArrayDataset(torch.full((6, 1, 4, 4), 0.45), torch.zeros(6, dtype=torch.long), ["low", "high"], "synthetic")
     Identity.calls = 0
-    result = run_suite(MeanThreshold(), data, [FoolEverything(0.1), Identity(0.1)], 0.1, "linf", 3, 0, 1, torch.device("cpu"))
+    result = run_suite(MeanThreshold(), data, SuiteRun([FoolEverything(0.1), Identity(0.1)], 0.1, "linf", 3))
     assert not result.robust.any()  # worst case over the suite, per sample
     assert result.after_attack == {"fool": 0, "identity": 0}
     assert Identity.calls == 0  # attacks run only on the points still robust
     assert (result.robust_prediction == 1).all()
-    repaired = run_suite(MeanThreshold(), data, [Identity(0.1)], 0.1, "linf", 3, 0, 1, torch.device("cpu"))
+    repaired = run_suite(MeanThreshold(), data, SuiteRun([Identity(0.1)], 0.1, "linf", 3))
     assert repaired.robust.all()  # the identity attack alone breaks nothing: the first result is the attack's doing
 
 
@@ -226,7 +226,7 @@ class SpyAttack(Attack):
 def test_attacks_stream_batches_so_memory_is_flat():
     data = load_dataset("digits").head(300)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    run_suite(model, data, [SpyAttack(0.1)], 0.1, "linf", 50, 0, 1, torch.device("cpu"))
+    run_suite(model, data, SuiteRun([SpyAttack(0.1)], 0.1, "linf", 50))
     assert 0 < SpyAttack.largest_batch <= 50
 
 

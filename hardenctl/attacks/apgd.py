@@ -63,7 +63,7 @@ class _APGD(Attack):
         self.momentum = float(momentum)
         self.drop_fooled = True  # False: keep fooled points in the batch to the end (the reference's way; for tests)
 
-    def _start(self, x: Tensor) -> Tensor:
+    def _start(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         """The reference's start: a random point *on* the sphere of the norm, then boxed.
 
         L∞: uniform noise rescaled so its largest entry is ε (per sample); L2: a Gaussian
@@ -71,10 +71,10 @@ class _APGD(Attack):
         """
         flat_shape = (-1,) + (1,) * (x.dim() - 1)
         if self.norm == "linf":
-            noise = torch.rand_like(x) * 2 - 1
+            noise = self.uniform_like(x, rows) * 2 - 1
             scale = noise.flatten(1).abs().amax(dim=1)
         else:
-            noise = torch.randn_like(x)
+            noise = self.normal_like(x, rows)
             scale = noise.flatten(1).norm(dim=1)
         delta = self.eps * noise / (scale.view(flat_shape) + 1e-12)
         return self.project(x + delta, x)
@@ -90,7 +90,7 @@ class _APGD(Attack):
         a = 1.0 if first else self.momentum
         return self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, loss_for: Callable[[Tensor], LossFn]):
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, loss_for: Callable[[Tensor], LossFn], rows: Tensor | None = None):
         """One APGD run. Returns (first fooling iterate, fooled mask, best-loss point, best loss).
 
         ``loss_for(positions)`` gives the loss for those rows of ``x``. A point leaves the
@@ -100,7 +100,7 @@ class _APGD(Attack):
         are returned for the points never fooled (for fooled ones they are not used).
         """
         n = x.shape[0]
-        x_adv = self._start(x)
+        x_adv = self._start(x, rows)  # rows: which rows of the call's batch x holds (their random streams)
         pos = torch.arange(n, device=x.device)  # row of x each working row belongs to
         loss_fn = loss_for(pos)
         loss, grad, logits = self.gradient(model, x_adv, y, loss_fn)
@@ -178,7 +178,7 @@ class _APGD(Attack):
                 if idx.numel() == 0:
                     self.report_broken(fooled)
                     return x_out
-                adv, ok, x_best, loss_best = self._run(model, x[idx], y[idx], lambda pos: make_loss(idx[pos]))
+                adv, ok, x_best, loss_best = self._run(model, x[idx], y[idx], lambda pos: make_loss(idx[pos]), idx)
                 x_out[idx[ok]] = adv[ok]
                 fooled[idx[ok]] = True
                 # Points never fooled get the highest-loss point seen in any run.

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from .inference import GradOrFrozen, inference_copy
+from .streams import SampleStreams
 
 NORMS = ("linf", "l2")
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> per-sample loss
@@ -110,6 +111,9 @@ class Attack:
         self.search_dtype: torch.dtype | None = None
         self._count_next_gradient = False
         self._broken: Tensor | None = None
+        # per-image random streams for the rows of the next call (``hardenctl eval --sequential``: an image's random
+        # start must not depend on its batch); None draws from torch's global generator, as every other run does
+        self.streams: SampleStreams | None = None
 
     # -- the one method a subclass writes ------------------------------------------
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -186,13 +190,34 @@ class Attack:
     def random_start(self, x: Tensor) -> Tensor:
         """A uniformly random point of the ε-ball (L∞) or a random direction and radius (L2)."""
         if self.norm == "linf":
-            delta = torch.empty_like(x).uniform_(-self.eps, self.eps)
+            if self.streams is None:
+                delta = torch.empty_like(x).uniform_(-self.eps, self.eps)
+            else:
+                delta = (self.uniform_like(x) * 2 - 1) * self.eps
         else:
-            delta = torch.randn_like(x)
+            delta = self.normal_like(x)
             norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-            radius = self.eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
+            if self.streams is None:
+                radius = self.eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
+            else:
+                radius = self.eps * self.streams.uniform((), x.device, x.dtype).view(-1)
             delta = delta * (radius / norms).view(-1, *([1] * (x.dim() - 1)))
         return self.project(x + delta, x)
+
+    def uniform_like(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        """U[0, 1) shaped like ``x``: from each image's own stream when :attr:`streams` is set (``rows``: which rows of
+        the call's batch ``x`` holds), else from the global generator."""
+        if self.streams is None:
+            return torch.rand_like(x)
+        streams = self.streams if rows is None else self.streams.rows(rows)
+        return streams.uniform(tuple(x.shape[1:]), x.device, x.dtype)
+
+    def normal_like(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        """N(0, 1) shaped like ``x``, from the same source as :meth:`uniform_like`."""
+        if self.streams is None:
+            return torch.randn_like(x)
+        streams = self.streams if rows is None else self.streams.rows(rows)
+        return streams.normal(tuple(x.shape[1:]), x.device, x.dtype)
 
     def step(self, x_adv: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
         """Steepest-ascent step for the norm: sign for L∞, normalised gradient for L2."""

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .base import Attack
 from .losses import margin
+from .streams import SampleStreams
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # p halves after each iteration
 
@@ -60,13 +61,17 @@ def window_side(p: float, h: int, w: int, norm: str) -> int:
     return min(s + (s % 2 == 0), h, w)
 
 
-def _window(n: int, h: int, w: int, s: int, device) -> tuple[Tensor, Tensor, Tensor]:
-    """Index tensors (batch, rows, cols) for one random s×s window per image.
+def _window(n: int, h: int, w: int, s: int, device, streams: SampleStreams | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Index tensors (batch, rows, cols) for one random s×s window per image (from each image's own stream when
+    ``streams`` is given).
 
     ``t[b, :, r, c]`` then has shape (n, s, s, C).
     """
-    top = torch.randint(0, h - s + 1, (n,), device=device)
-    left = torch.randint(0, w - s + 1, (n,), device=device)
+    if streams is None:
+        top = torch.randint(0, h - s + 1, (n,), device=device)
+        left = torch.randint(0, w - s + 1, (n,), device=device)
+    else:
+        top, left = streams.integers(h - s + 1, (), device), streams.integers(w - s + 1, (), device)
     ar = torch.arange(s, device=device)
     batch = torch.arange(n, device=device)[:, None, None]
     return batch, (top[:, None] + ar)[:, :, None], (left[:, None] + ar)[:, None, :]
@@ -140,7 +145,7 @@ class Square(Attack):
             idx = (~fooled).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            x_run, m_run = self._run(model, x[idx], y[idx])
+            x_run, m_run = self._run(model, x[idx], y[idx], None if self.streams is None else self.streams.rows(idx))
             better = m_run > best[idx]
             x_out[idx[better]] = x_run[better]
             best[idx[better]] = m_run[better]
@@ -148,10 +153,11 @@ class Square(Attack):
         self.report_broken(fooled)
         return x_out
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One search; returns the best point per image and its margin (> 0: fooled)."""
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, streams: SampleStreams | None = None) -> tuple[Tensor, Tensor]:
+        """One search; returns the best point per image and its margin (> 0: fooled). ``streams``: the rows' own
+        random streams (``--sequential``), else the global generator."""
         n, c, h, w = x.shape
-        x_best = self.project(x + self._init_delta(x), x)
+        x_best = self.project(x + self._init_delta(x, streams), x)
         m_best = self._margin(model, x_best, y)
         for it in range(self.queries - 1):
             active = (m_best <= 0).nonzero().squeeze(1)
@@ -160,22 +166,23 @@ class Square(Attack):
             p = square_fraction(self.p_init, it, self.queries, self.rescale_schedule)
             s = window_side(p, h, w, self.norm)
             x_a, x_cur = x[active], x_best[active]
+            active_streams = None if streams is None else streams.rows(active)
             if self.norm == "linf":
-                x_new = self._propose_linf(x_a, x_cur, s)
+                x_new = self._propose_linf(x_a, x_cur, s, active_streams)
             else:
-                x_new = self._propose_l2(x_a, x_cur, s)
+                x_new = self._propose_l2(x_a, x_cur, s, active_streams)
             m_new = self._margin(model, x_new, y[active])
             better = m_new > m_best[active]  # strict: a tie is not progress
             x_best[active[better]] = x_new[better]
             m_best[active[better]] = m_new[better]
         return x_best, m_best
 
-    def _init_delta(self, x: Tensor) -> Tensor:
+    def _init_delta(self, x: Tensor, streams: SampleStreams | None = None) -> Tensor:
         """L∞: ±ε vertical stripes (one sign per column and channel), which already move the
         margin a lot. L2: a grid of ± patterns scaled to norm ε."""
         n, c, h, w = x.shape
         if self.norm == "linf":
-            return self.eps * _signs(x, (n, c, 1, w)).expand_as(x)
+            return self.eps * _signs(x, (n, c, 1, w), streams).expand_as(x)
         s = max(h // 5, 1)
         rows, cols = h // s, w // s
         top, left = (h - rows * s) // 2, (w - cols * s) // 2
@@ -183,20 +190,20 @@ class Square(Attack):
         for i in range(rows):
             for j in range(cols):
                 sub = delta[:, :, top + i * s: top + (i + 1) * s, left + j * s: left + (j + 1) * s]
-                sub += _patterns(x, s)[:, None] * _signs(x, (n, c, 1, 1))
+                sub += _patterns(x, s, streams)[:, None] * _signs(x, (n, c, 1, 1), streams)
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return self.eps * delta / norms.view(-1, 1, 1, 1)
 
-    def _propose_linf(self, x: Tensor, x_cur: Tensor, s: int) -> Tensor:
+    def _propose_linf(self, x: Tensor, x_cur: Tensor, s: int, streams: SampleStreams | None = None) -> Tensor:
         """Set one s×s window per image to a fresh ±ε value per channel (a ±2ε jump, then projected)."""
         n, c, h, w = x.shape
-        b, r, col = _window(n, h, w, s, x.device)
+        b, r, col = _window(n, h, w, s, x.device, streams)
         x_new = x_cur.clone()
-        jump = 2 * self.eps * _signs(x, (n, 1, 1, c))
+        jump = 2 * self.eps * _signs(x, (n, 1, 1, c), streams)
         x_new[b, :, r, col] = x_cur[b, :, r, col] + jump
         return self.project(x_new, x)
 
-    def _propose_l2(self, x: Tensor, x_cur: Tensor, s: int) -> Tensor:
+    def _propose_l2(self, x: Tensor, x_cur: Tensor, s: int, streams: SampleStreams | None = None) -> Tensor:
         """The paper's L2 step: move the perturbation mass of two s×s windows into one of them,
         redrawn as a ± pattern plus the old content, topped up with unused budget, then
         rescale the whole perturbation to norm ε.
@@ -207,7 +214,7 @@ class Square(Attack):
         """
         n, c, h, w = x.shape
         delta = x_cur - x
-        w1, w2 = _window(n, h, w, s, x.device), _window(n, h, w, s, x.device)
+        w1, w2 = _window(n, h, w, s, x.device, streams), _window(n, h, w, s, x.device, streams)
 
         old = delta[w1[0], :, w1[1], w1[2]].permute(0, 3, 1, 2)  # (n, c, s, s)
         old_norm = old.flatten(2).norm(dim=2)[..., None, None]
@@ -217,7 +224,7 @@ class Square(Attack):
         window_norm = (delta * both).flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         image_norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
-        new = _patterns(x, s)[:, None] * _signs(x, (n, c, 1, 1)) + old / (old_norm + 1e-12)
+        new = _patterns(x, s, streams)[:, None] * _signs(x, (n, c, 1, 1), streams) + old / (old_norm + 1e-12)
         spare = (self.eps**2 - image_norm**2).clamp_min(0) / c
         new = new / (new.flatten(2).norm(dim=2)[..., None, None] + 1e-12) * (spare + window_norm**2).sqrt()
 
@@ -228,13 +235,18 @@ class Square(Attack):
         return self.project(x + self.eps * delta / norms.view(-1, 1, 1, 1), x)
 
 
-def _patterns(x: Tensor, s: int) -> Tensor:
+def _patterns(x: Tensor, s: int, streams: SampleStreams | None = None) -> Tensor:
     """One L2 pattern per image of the batch, each randomly transposed: shape (n, s, s)."""
     pat = _pattern(s).to(x)
-    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    if streams is None:
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    else:
+        flip = streams.uniform((), x.device).view(-1) < 0.5
     return torch.where(flip.view(-1, 1, 1), pat.t(), pat)
 
 
-def _signs(x: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """Uniform random ±1 of the given shape, on x's device and dtype."""
-    return torch.randint(0, 2, shape, device=x.device).to(x.dtype) * 2 - 1
+def _signs(x: Tensor, shape: tuple[int, ...], streams: SampleStreams | None = None) -> Tensor:
+    """Uniform random ±1 of the given shape (one row per image), on x's device and dtype."""
+    if streams is None:
+        return torch.randint(0, 2, shape, device=x.device).to(x.dtype) * 2 - 1
+    return (streams.uniform(tuple(shape[1:]), x.device) < 0.5).to(x.dtype) * 2 - 1

@@ -56,6 +56,8 @@ def eval_command(
     max_drop: Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop from --baseline (default 0)")] = None,
     baseline_samples: Annotated[Optional[Path], typer.Option(help="The --baseline's per-sample results (its --samples file) for a paired, per-sample comparison; default: the file the baseline report recorded, else BASELINE.samples.jsonl beside it")] = None,
     gate_on: Annotated[str, typer.Option(help="--min-*-acc gates compare with the point estimate (point) or the 95% Wilson interval's lower bound (lower)")] = "point",
+    sequential: Annotated[bool, typer.Option("--sequential", help="Attack the images in a seeded random order, one batch per process and round, and stop as soon as every gate is decided by an anytime-valid confidence sequence; the chance the early verdict differs from the full --n run's is at most --alpha")] = False,
+    alpha: Annotated[Optional[float], typer.Option(help="With --sequential: the chance, at most, that an early verdict differs from the full run's, over all gates (default 0.05)")] = None,
     samples: Annotated[Optional[Path], typer.Option(help="Write per-sample results here (JSON lines, with a header naming this report)")] = None,
     strict: Annotated[bool, typer.Option(help="A failed sanity check fails the gate (default); --no-strict accepts every failure, recorded in the report")] = True,
     allow_check: Annotated[Optional[list[str]], typer.Option(help="Accept this failed sanity check knowingly (repeatable); recorded in the report")] = None,
@@ -69,6 +71,8 @@ def eval_command(
     resume_dir: Annotated[Optional[Path], typer.Option(help="Keep the evaluation's state in this directory, saved after every batch (one file per process)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the killed evaluation whose state is in --resume-dir")] = False,
     robustbench_json: Annotated[Optional[Path], typer.Option(help="Also write a RobustBench-style model_info entry here (README: which fields are ours)")] = None,
+    robustbench_dataset: Annotated[Optional[str], typer.Option(help="The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's name, else left empty)")] = None,
+    additional_data: Annotated[Optional[bool], typer.Option("--additional-data/--no-additional-data", help="The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set (default: true when the model declares such data)")] = None,
 ) -> None:
     """Measure clean and robust accuracy of a checkpoint and gate on it.
 
@@ -101,6 +105,7 @@ def eval_command(
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
     attack_names = parse_attack_list(attacks)
+    entry_options = robustbench_options(robustbench_json, robustbench_dataset, additional_data)
     check_outputs({"--report": report, "--markdown": markdown, "--junit": junit, "--html": html, "--samples": samples,
                    "--robustbench-json": robustbench_json}, {"--save-adversarial": save_adversarial, "--resume-dir": resume_dir})
     loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
@@ -119,6 +124,11 @@ def eval_command(
         if base.samples is None:
             out.note(f"no per-sample results for the baseline (looked for {', '.join(map(str, base.looked_for))}): "
                      "the max_drop gates compare rates; pass --baseline-samples for a paired comparison")
+    if alpha is not None and not sequential:
+        raise UserError("--alpha is the error allowed to --sequential's early verdicts", "pass --sequential too, or drop --alpha")
+    if sequential:  # refused now, before any loading: no gate to decide, a bad alpha, an --eps-sweep
+        config["sequential"] = api.sequential_plan(gates, base, 0.05 if alpha is None else alpha)
+        api.EvalConfig(**config)
 
     model = api.load_model(checkpoint, device=device, **loading)
     if fixed_mask:
@@ -148,7 +158,20 @@ def eval_command(
         if result.failed_gates:
             raise typer.Exit(EXIT_GATE_FAILED)
         return
-    finish(result, out, report, markdown, junit, samples=samples, html=html, failure=failure, robustbench_json=robustbench_json)
+    finish(result, out, report, markdown, junit, samples=samples, html=html, failure=failure, robustbench_json=robustbench_json,
+           entry_options=entry_options)
+
+
+def robustbench_options(path: Optional[Path], dataset: Optional[str], additional: Optional[bool]) -> dict:
+    """The RobustBench entry's settings, checked before any work (the flags need --robustbench-json)."""
+    if path is None:
+        if dataset is not None or additional is not None:
+            raise UserError("--robustbench-dataset and --additional-data describe the --robustbench-json entry",
+                            "pass --robustbench-json FILE too, or drop them")
+        return {}
+    from ..report.robustbench import check_dataset_key
+
+    return {"dataset": check_dataset_key(dataset) if dataset is not None else None, "additional": additional}
 
 
 def parse_attack_list(text: str | None) -> list[str] | None:
@@ -176,7 +199,7 @@ def parse_batch_size(text: str) -> int | str:
 
 def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path],
            samples: Optional[Path] = None, html: Optional[Path] = None, failure: Exception | None = None,
-           robustbench_json: Optional[Path] = None) -> None:
+           robustbench_json: Optional[Path] = None, entry_options: dict | None = None) -> None:
     """Write outputs, print, and exit 1 when a gate failed; ``failure`` (an internal error met after the report was
     computed) is raised once every requested file is written.
 
@@ -184,7 +207,7 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
     meanwhile) is named on one more line, and the exit code stays the verdict's. Only a bug of ours while writing,
     with every gate passed, ends in exit 3.
     """
-    notes, unwritten = write_files(result, report, markdown, junit, html, samples, robustbench_json)
+    notes, unwritten = write_files(result, report, markdown, junit, html, samples, robustbench_json, entry_options or {})
     if failure is not None:
         raise failure
     paired = result.extra.get("paired")
@@ -217,7 +240,8 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
 
 
 def write_files(result, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path], html: Optional[Path],
-                samples: Optional[Path], robustbench_json: Optional[Path]) -> tuple[list[str], list[tuple[Path, BaseException]]]:
+                samples: Optional[Path], robustbench_json: Optional[Path],
+                entry_options: dict) -> tuple[list[str], list[tuple[Path, BaseException]]]:
     """Every requested file, each on its own: (notes, the outputs that could not be written with their errors)."""
     from ..report.outputs import OutputsNotWritten
 
@@ -232,8 +256,12 @@ def write_files(result, report: Optional[Path], markdown: Optional[Path], junit:
 
         from ..report.robustbench import write_entry
 
+        from ..models.provenance import read_provenance
+
+        declared = read_provenance(result.model.get("path"))  # what the model says it was trained on: additional_data
         try:
-            write_entry(json.loads(result.to_json()), robustbench_json)
+            notes += write_entry(json.loads(result.to_json()), robustbench_json, trained_on=declared.trained_on,
+                                 **entry_options)
         except Exception as exc:  # noqa: BLE001 - named after the verdict, like the other outputs
             unwritten.append((robustbench_json, exc))
     return notes, unwritten

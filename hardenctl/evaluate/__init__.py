@@ -10,8 +10,8 @@ from .checks import (FLAT_GRADIENT_LIMIT, LARGE_EPS, LARGE_EPS_ACCURACY_LIMIT, S
                      gradient_check)
 from .config import EvalConfig, Progress, Transferred
 from .engine import evaluate
-from .suite import BOUND_TOLERANCE, SuiteResult, is_randomized, run_suite
+from .suite import BOUND_TOLERANCE, SuiteResult, SuiteRun, is_randomized, run_suite
 
 __all__ = ["BOUND_TOLERANCE", "EvalConfig", "FLAT_GRADIENT_LIMIT", "LARGE_EPS", "LARGE_EPS_ACCURACY_LIMIT", "Progress",
-           "SQUARE_GAIN_LIMIT", "SuiteResult", "Transferred", "ZERO_GRADIENT_LIMIT", "evaluate", "gradient_check",
+           "SQUARE_GAIN_LIMIT", "SuiteResult", "SuiteRun", "Transferred", "ZERO_GRADIENT_LIMIT", "evaluate", "gradient_check",
            "is_randomized", "run_suite"]

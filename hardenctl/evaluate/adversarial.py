@@ -17,17 +17,22 @@ from .runner import Keeper
 from .suite import BatchResult
 
 
-def write_adversarial(directory: str | Path, batch: BatchResult, y: Tensor, worst: Tensor, attack_names: Sequence[str]) -> Path:
+def write_adversarial(directory: str | Path, batch: BatchResult, y: Tensor, worst: Tensor, attack_names: Sequence[str],
+                      sample_ids: Tensor | None = None) -> Path:
     """One batch's worst-case points, lossless: ``adv_{first:06d}-{last:06d}.npz`` with ``index`` (int64 sample
     indices), ``adversarial`` (float32 N×C×H×W in [0, 1], exactly the points scored), ``label``, ``clean_prediction``,
     ``adversarial_prediction``, ``robust`` and ``broken_by`` (the attack's name; ``""`` when robust or misclassified
-    clean, where ``adversarial`` is the last attack's point or the clean image). Written atomically."""
+    clean, where ``adversarial`` is the last attack's point or the clean image). Written atomically. ``sample_ids``
+    (``--sequential``): each position's index in the evaluated set; the file is named by positions in the run's order
+    and ``index`` holds the images' own indices."""
     first, last = batch.start, batch.start + len(batch) - 1
+    index = (np.arange(first, last + 1, dtype=np.int64) if sample_ids is None
+             else sample_ids[first:last + 1].numpy().astype(np.int64))
     path = Path(directory) / f"adv_{first:06d}-{last:06d}.npz"
     names = np.array([attack_names[b] if b >= 0 else "" for b in batch.broken_by.tolist()])
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, index=np.arange(first, last + 1, dtype=np.int64), adversarial=worst.float().numpy(),
+            np.savez(fh, index=index, adversarial=worst.float().numpy(),
                      label=y.numpy().astype(np.int64), clean_prediction=batch.clean_prediction.numpy(),
                      adversarial_prediction=batch.robust_prediction.numpy(), robust=batch.robust.numpy(), broken_by=names)
     return path
@@ -52,6 +57,7 @@ class AdversarialWriter(Keeper):
 
     def __init__(self, directory: str | Path, stage: str, attack_names: Sequence[str]):
         self.directory, self.stage, self.attack_names = Path(directory), stage, list(attack_names)
+        self.sample_ids: Tensor | None = None  # --sequential: the evaluated set's index of each row of the run's order
 
     def check(self, resume: bool) -> None:
         """Refuse a file, or a directory holding another run's images (unless resuming the run that wrote them)."""
@@ -63,4 +69,4 @@ class AdversarialWriter(Keeper):
 
     def finished(self, stage: str, result: BatchResult, x: Tensor, y: Tensor, worst: Tensor) -> None:
         if stage == self.stage:
-            write_adversarial(self.directory, result, y, worst, self.attack_names)
+            write_adversarial(self.directory, result, y, worst, self.attack_names, self.sample_ids)

@@ -12,7 +12,7 @@ from ..attacks import PGD, Attack, GradientStats
 from ..data import ArrayDataset
 from ..report import Check
 from .config import EvalConfig, Progress, Transferred
-from .suite import BatchRunner, SuiteResult, run_suite
+from .suite import BatchRunner, SuiteResult, SuiteRun, run_suite
 
 LARGE_EPS = 0.5
 # Check limits, set from the honest and masked models measured in benchmarks/bench_checks.py (RESULTS.md).
@@ -83,8 +83,8 @@ def large_eps_check(model: nn.Module, subset: ArrayDataset, config: EvalConfig, 
     big: Attack = PGD(LARGE_EPS, "linf", 1 if transferred else draws, steps=20, alpha=LARGE_EPS / 4)
     if transferred:
         big = Transferred(big, config.attack_model)
-    result = run_suite(model, subset, [big], LARGE_EPS, "linf", config.batch_size, config.seed, draws, device, progress,
-                       "eps 0.5 check", runner)
+    result = run_suite(model, subset, SuiteRun([big], LARGE_EPS, "linf", config.batch_size, config.seed, draws, device),
+                       progress, "eps 0.5 check", runner)
     accuracy = int(result.robust.sum()) / len(subset)  # counted, then divided in Python
     return Check("near_zero_accuracy_at_large_eps", accuracy <= LARGE_EPS_ACCURACY_LIMIT,
                  f"PGD-20 at L∞ eps {LARGE_EPS} leaves {accuracy:.4f} accuracy on {len(subset)} points "

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..attacks import Attack
 from ..attacks.suites import build_custom, build_suite
 from ..errors import UserError
+from .sequential_plan import SequentialPlan, check_plan
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -37,6 +38,7 @@ class EvalConfig:
     protected_cost: float = 10.0  # cost of misclassifying a protected class (the cost-sensitive recipe's C)
     attack_model: nn.Module | None = None  # attacks differentiate this model instead (e.g. AToP's classifier alone: BPDA)
     precision: str = "auto"  # the attacks' search: auto (bf16 on a CUDA GPU that has it, else fp32), fp32, bf16; verdicts are fp32
+    sequential: SequentialPlan | None = None  # attack in a seeded random order, round by round, until every gate is decided
 
     def __post_init__(self) -> None:
         # words are case-insensitive everywhere (--eval-precision BF16 as --batch-size AUTO); class names are not words
@@ -46,6 +48,11 @@ class EvalConfig:
             self.attacks = [word(name) for name in self.attacks if str(name).strip()]
             if not self.attacks:
                 raise UserError("--attacks names no attack", "pass e.g. --attacks apgd-ce,square, or leave it out for --suite")
+        if self.sequential is not None:
+            check_plan(self.sequential)
+            if self.eps_sweep:
+                raise UserError("--sequential stops when the gates are decided; an --eps-sweep needs every image at every ε",
+                                "drop --eps-sweep, or run it without --sequential")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown --eval-precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
@@ -111,6 +118,7 @@ class Transferred(Attack):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         self.inner.gradient_stats = self.gradient_stats  # the source's gradients are the ones this attack uses
+        self.inner.streams = self.streams  # --sequential: the images' own random streams
         return self.inner(self.source, x, y)
 
     def __repr__(self) -> str:

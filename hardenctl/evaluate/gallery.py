@@ -16,13 +16,15 @@ class PictureKeeper(Keeper):
 
     def __init__(self, size: int, stage: str, class_names: Sequence[str], eps: float, norm: str):
         self.stage = stage
+        self.sample_ids: Tensor | None = None  # --sequential: the evaluated set's index of each row of the run's order
         self.gallery = Gallery(size=size)
         self.gallery.class_names, self.gallery.eps, self.gallery.norm = list(class_names), float(eps), norm
 
     def finished(self, stage: str, result: BatchResult, x: Tensor, y: Tensor, worst: Tensor) -> None:
         if stage == self.stage:
             attacked = result.broken_by != NOT_ATTACKED
-            self.gallery.offer(result.start, x, worst, y, result.clean_prediction, result.robust_prediction,
+            where = result.start if self.sample_ids is None else self.sample_ids[result.start:result.start + len(result)].tolist()
+            self.gallery.offer(where, x, worst, y, result.clean_prediction, result.robust_prediction,
                                attacked, attacked & ~result.robust)
 
     def to_state(self) -> dict[str, Any]:

@@ -51,11 +51,14 @@ def per_class(main: SuiteResult, labels: Tensor, class_names: Sequence[str], dra
     return classes
 
 
-def sample_results(main: SuiteResult, labels: Tensor, ids: Sequence[Any] | None, names: Sequence[str]) -> SampleResults:
-    """The per-sample rows (``--samples``): index, source, label, predictions, correctness, the breaking attack."""
+def sample_results(main: SuiteResult, labels: Tensor, ids: Sequence[Any] | None, names: Sequence[str],
+                   index: Sequence[int] | None = None) -> SampleResults:
+    """The per-sample rows (``--samples``): index, source, label, predictions, correctness, the breaking attack.
+    ``index``: each row's index in the data (a sequential run's evaluated images); default 0..n-1."""
     n = len(labels)
+    index = list(index) if index is not None else list(range(n))
     return SampleResults(
-        index=list(range(n)), source_id=[str(ids[i]) for i in range(n)] if ids is not None else [f"row {i}" for i in range(n)],
+        index=index, source_id=[str(ids[i]) for i in range(n)] if ids is not None else [f"row {i}" for i in index],
         label=labels.tolist(), clean_prediction=main.clean_prediction.tolist(), clean_correct=main.clean_correct.tolist(),
         robust=main.robust.tolist(), broken_by=[names[b] if b >= 0 else None for b in main.broken_by.tolist()],
         adversarial_prediction=main.robust_prediction.tolist())

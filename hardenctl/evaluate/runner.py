@@ -39,6 +39,9 @@ class EvalRunner(BatchRunner):
         self.shards = shards or Shards()
         self.state = state
         self.keepers = list(keepers)
+        # batches this process finished in this run, by stage: a sequential run asks for a longer prefix of the same
+        # batches every round, and what an earlier round finished is carried, not attacked again
+        self.memo: dict[str, dict[int, BatchResult]] = {}
         if state is not None:
             for extra in state.extras:
                 for keeper in self.keepers:
@@ -46,11 +49,15 @@ class EvalRunner(BatchRunner):
 
     def plan(self, stage: str, batches: int) -> tuple[list[int], list[BatchResult]]:
         mine = self.shards.mine(batches)
-        carried = self.state.carried(stage, mine) if self.state is not None else []
+        memo = self.memo.get(stage, {})
+        carried = [memo[b] for b in mine if b in memo]
+        if self.state is not None:
+            carried += self.state.carried(stage, [b for b in mine if b not in memo])
         finished = {b.number for b in carried}
         return [b for b in mine if b not in finished], carried
 
     def finished(self, stage: str, result: BatchResult, x: Tensor, y: Tensor, worst: Tensor) -> None:
+        self.memo.setdefault(stage, {})[result.number] = result
         for keeper in self.keepers:
             keeper.finished(stage, result, x, y, worst)
         if self.state is not None:

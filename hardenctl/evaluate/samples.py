@@ -50,8 +50,12 @@ _FIX = "pass a per-sample results file written by `hardenctl eval --samples`"
 
 
 def identity(report: Report) -> dict[str, Any]:
-    """The header line: the fields that identify the report a samples file belongs to."""
-    return {"format": FORMAT, "version": VERSION, **{key: getattr(report, key) for key in IDENTITY}}
+    """The header line: the fields that identify the report a samples file belongs to (``max_n``: the images a
+    ``--sequential`` run that stopped early had planned; its rows are the images it evaluated, in index order)."""
+    header = {"format": FORMAT, "version": VERSION, **{key: getattr(report, key) for key in IDENTITY}}
+    if report.stopped_early:
+        header["max_n"] = int(report.sequential["max_n"])
+    return header
 
 
 def write_samples(report: Report, path: str | Path) -> Path:
@@ -133,7 +137,7 @@ def read_samples(path: str | Path, report: Report | None = None,
             _check_header(header, name)
             if report is not None:
                 check_identity(header, report, name, what)
-            columns = _read_rows(lines, header["n"], name)
+            columns = _read_rows(lines, header["n"], name, _planned(header, name))
     except UnicodeDecodeError:
         raise UserError(f"{name} is not a hardenctl per-sample results file (not UTF-8 text)", _FIX) from None
     except OSError as exc:
@@ -145,8 +149,20 @@ def read_samples(path: str | Path, report: Report | None = None,
     return header, samples
 
 
-def _read_rows(lines: Any, n: int, name: str) -> dict[str, list]:
-    """The rows after the header, as columns: each field checked, index ``i`` on line ``i + 2``, exactly n rows."""
+def _planned(header: dict[str, Any], name: str) -> int | None:
+    """``max_n`` of a sequential run that stopped early (None for every other file), checked."""
+    if "max_n" not in header:
+        return None
+    max_n = header["max_n"]
+    if not is_integer(max_n) or max_n <= header["n"]:
+        raise UserError(f"{name} is damaged: its header's max_n is {shown(max_n)}, not a whole number above n = "
+                        f"{header['n']}", _FIX)
+    return int(max_n)
+
+
+def _read_rows(lines: Any, n: int, name: str, planned: int | None = None) -> dict[str, list]:
+    """The rows after the header, as columns: each field checked, index ``i`` on line ``i + 2``, exactly n rows (a
+    sequential run that stopped early, ``planned`` images: increasing indexes below that)."""
     columns: dict[str, list] = {field: [] for field in ROW_FIELDS}
     rows = 0
     for number, line in lines:
@@ -165,7 +181,11 @@ def _read_rows(lines: Any, n: int, name: str) -> dict[str, list]:
                 raise UserError(f"{name} is damaged: line {number}: {field} must be {expected}, not "
                                 f"{shown(row[field])}", _FIX)
             columns[field].append(row[field])
-        _check_index(row["index"], rows - 1, n, name, number)
+        if planned is None:
+            _check_index(row["index"], rows - 1, n, name, number)
+        elif not (columns["index"][-2] if rows > 1 else -1) < row["index"] < planned:
+            raise UserError(f"{name} is damaged: line {number} has index {row['index']}, not above the line before and "
+                            f"below max_n = {planned} (a sequential run's rows are in index order)", _FIX)
     if rows != n:
         raise UserError(f"{name} is incomplete: its header says n = {n} but it has {rows} sample rows", _FIX)
     return columns

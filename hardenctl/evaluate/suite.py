@@ -14,6 +14,7 @@ passes an :class:`~hardenctl.evaluate.runner.EvalRunner` (torchrun shards, a res
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import PGD, Attack, AttackWork, GradientStats
+from ..attacks.streams import SampleStreams
 from ..data import ArrayDataset
 from ..heap import release_free_memory
 from .config import Progress
@@ -73,6 +75,14 @@ class SuiteResult:
             wrong = (covered != 1).nonzero().squeeze(1)
             raise RuntimeError(f"batch results cover sample {int(wrong[0])} {int(covered[wrong[0]])} times, not once")
         return result
+
+
+    def take(self, rows: Tensor) -> "SuiteResult":
+        """The per-sample results of ``rows`` in that order (a sequential run's images put back in index order); the
+        counts over the run stay as they are."""
+        per_sample = {name: getattr(self, name)[rows] for name in ("clean_correct", "robust", "robust_prediction",
+                                                                   "clean_prediction", "broken_by")}
+        return dataclasses.replace(self, **per_sample)
 
 
 NOT_ATTACKED, ROBUST = -2, -1  # broken_by codes: misclassified before any attack / survived every attack
@@ -156,43 +166,60 @@ def _check_bounds(x_adv: Tensor, x: Tensor, eps: float, norm: str, result: Batch
     return x_adv
 
 
-def run_suite(
-    model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack], eps: float, norm: str, batch_size: int,
-    seed: int, draws: int, device: torch.device, progress: Progress | None = None, stage: str = "attack",
-    runner: BatchRunner | None = None,
-) -> SuiteResult:
+@dataclass(frozen=True)
+class SuiteRun:
+    """How one suite runs: ``attacks`` at one ``eps`` and ``norm``, in batches of ``batch_size`` seeded from ``seed``,
+    re-scored with ``draws`` EOT draws, on ``device``."""
+
+    attacks: Sequence[Attack]
+    eps: float
+    norm: str
+    batch_size: int
+    seed: int = 0
+    draws: int = 1
+    device: torch.device = torch.device("cpu")
+
+
+def run_suite(model: nn.Module, data: ArrayDataset, run: SuiteRun, progress: Progress | None = None, stage: str = "attack",
+              runner: BatchRunner | None = None, *, sample_ids: Tensor | None = None, label: str | None = None) -> SuiteResult:
     """Clean and worst-case robust correctness per sample for one ε; ``runner`` says which batches run here and
-    what is kept after each (None: every batch here, nothing kept)."""
-    n = len(data)
-    runner = runner or BatchRunner()
-    key = stage_key(stage, eps, norm)
-    todo, done = runner.plan(key, math.ceil(n / batch_size))
+    what is kept after each (None: every batch here, nothing kept).
+
+    ``sample_ids`` (``--sequential``): each row's index in the evaluated set; the attacks then draw from each image's own
+    random stream (:mod:`hardenctl.attacks.streams`), so an image's outcome does not depend on its batch. ``label``:
+    what progress calls the stage (default ``stage``, which also names the batches in a saved state).
+    """
+    n, size = len(data), run.batch_size
+    runner, shown = runner or BatchRunner(), label or stage
+    key = stage_key(stage, run.eps, run.norm)
+    todo, done = runner.plan(key, math.ceil(n / size))
     done = list(done)
-    total = sum(len(b) for b in done) + sum(min(batch_size, n - b * batch_size) for b in todo)
+    total = sum(len(b) for b in done) + sum(min(size, n - b * size) for b in todo)
     finished = sum(len(b) for b in done)
-    batches = math.ceil(n / batch_size)
+    batches = math.ceil(n / size)
     if progress and todo:
-        progress(stage, finished, total)  # the stage starts now (a log prints it; its clock starts here)
-    for number, x, y in _batches(data, batch_size, todo):
+        progress(shown, finished, total)  # the stage starts now (a log prints it; its clock starts here)
+    for number, x, y in _batches(data, size, todo):
         release_free_memory()  # the heap pages decoding this batch freed (see hardenctl/heap.py: peak memory flat in n)
 
-        def attack_done(name: str, robust: int, finished: int = finished, number: int = number, size: int = len(y)) -> None:
+        def attack_done(name: str, robust: int, finished: int = finished, number: int = number, count: int = len(y)) -> None:
             if progress:  # an attack boundary: a log shows it as it happens, not only when the batch ends
-                progress(stage, finished, total, {"detail": f"batch {number + 1}/{batches}: {name} done, {robust} of {size} "
+                progress(shown, finished, total, {"detail": f"batch {number + 1}/{batches}: {name} done, {robust} of {count} "
                                                             "still robust"})
 
-        batch, worst = _run_batch(model, attacks, number, number * batch_size, x.to(device), y.to(device), eps, norm, seed, draws,
-                                  attack_done)
+        start = number * size
+        ids = None if sample_ids is None else sample_ids[start:start + len(y)]
+        batch, worst = _run_batch(model, run, number, x.to(run.device), y.to(run.device), ids, attack_done)
         runner.finished(key, batch, x, y, worst)
         done.append(batch)
         del x, y, worst  # freed before the next batch is decoded, not after
         release_free_memory()  # and those the attacks freed
         finished += len(batch)
         if progress:
-            progress(stage, finished, total)
-    names = [a.name for a in attacks]
+            progress(shown, finished, total)
+    names = [a.name for a in run.attacks]
     result = SuiteResult.assemble(n, names, runner.merge(key, done))
-    for attack in attacks:  # the whole run's counts, as a single pass over the data leaves them
+    for attack in run.attacks:  # the whole run's counts, as a single pass over the data leaves them
         attack.gradient_stats = result.gradient_stats[attack.name]
     return result
 
@@ -214,22 +241,25 @@ def _batches(data: ArrayDataset, batch_size: int, numbers: Sequence[int]) -> Ite
     next(stream, None)  # the end of the pass: a folder fills its digest of what was decoded (no second decoding pass)
 
 
-def _run_batch(model: nn.Module, attacks: Sequence[Attack], number: int, start: int, x: Tensor, y: Tensor, eps: float,
-               norm: str, seed: int, draws: int, attack_done: Callable[[str, int], None] | None = None,
-               ) -> tuple[BatchResult, Tensor]:
-    """One batch through the whole suite; also the point each sample was last scored at (the clean image when
-    misclassified, the breaking point when broken, the last attack's point when robust)."""
+def _run_batch(model: nn.Module, run: SuiteRun, number: int, x: Tensor, y: Tensor, ids: Tensor | None,
+               attack_done: Callable[[str, int], None] | None = None) -> tuple[BatchResult, Tensor]:
+    """Batch ``number`` through the whole suite; also the point each sample was last scored at (the clean image when
+    misclassified, the breaking point when broken, the last attack's point when robust). ``ids``: the rows' own random
+    streams' keys (``--sequential``), else the global generator seeded by the batch's start."""
+    attacks, eps, norm, seed, draws, start = run.attacks, run.eps, run.norm, run.seed, run.draws, number * run.batch_size
     # Seeding per batch makes a run repeat exactly and not depend on what ran before, or where.
     torch.manual_seed(seed * 1_000_003 + start)
     robust, clean_frac, prediction = _score(model, x, y, draws)
     result = BatchResult(number, start, clean_frac.cpu(), prediction.clone().cpu(), robust, prediction,  # .clone: updated below
                          torch.where(robust, ROBUST, NOT_ATTACKED).cpu(), [], [])
     worst = x.clone()
+    streams = None if ids is None else SampleStreams(seed, ids)
     for index_in_suite, attack in enumerate(attacks):
         attack.gradient_stats, attack.work = GradientStats(), AttackWork()
         index = robust.nonzero().squeeze(1)
         if len(index):
             started = time.perf_counter()
+            attack.streams = None if streams is None else streams.rows(index.cpu())
             x_adv = _check_bounds(attack(model, x[index], y[index]), x[index], eps, norm, result)
             still, _, adv_prediction = _score(model, x_adv, y[index], draws)
             # the verdict's fresh forward passes are this attack's cost too; "broken" is what the verdict says

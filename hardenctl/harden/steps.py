@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..attacks import FGSM, PGD, Attack
 from ..data import Dataset
-from ..evaluate import run_suite
+from ..evaluate import SuiteRun, run_suite
 from ..recipes import LossFn, Recipe, RecipeConfig
 from .runtime import Distributed
 
@@ -113,7 +113,7 @@ def monitor(model: nn.Module, data: Dataset | None, config: RecipeConfig, seed: 
     device = next(model.parameters()).device
     try:
         pgd = PGD(config.eps, "linf", eot_samples=draws, steps=config.monitor_steps, alpha=config.eps / 4)
-        result = run_suite(model, shard, [pgd], config.eps, "linf", batch_size, seed, draws, device)
+        result = run_suite(model, shard, SuiteRun([pgd], config.eps, "linf", batch_size, seed, draws, device))
     finally:
         model.train(was_training)
     clean, robust = dist.sum([float(result.clean_correct.sum()), float(result.robust.sum())])
@@ -134,8 +134,8 @@ def fgsm_accuracy(model: nn.Module, data: Dataset | None, config: RecipeConfig, 
     model.eval()
     device = next(model.parameters()).device
     try:
-        result = run_suite(model, shard, [FGSM(config.eps, "linf", eot_samples=draws)], config.eps, "linf", batch_size, seed, draws,
-                           device, stage="fgsm")
+        fgsm = FGSM(config.eps, "linf", eot_samples=draws)
+        result = run_suite(model, shard, SuiteRun([fgsm], config.eps, "linf", batch_size, seed, draws, device), stage="fgsm")
     finally:
         model.train(was_training)
     (robust,) = dist.sum([float(result.robust.sum())])

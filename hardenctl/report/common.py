@@ -11,7 +11,8 @@ from ..stats import wilson_interval
 
 # matplotlib text options for anything that may hold a name: drawn as spelled, never as mathtext ($...$) or LaTeX
 MATPLOTLIB_PLAIN = {"parse_math": False, "usetex": False}
-GATE_BASIS = {"point": "point estimate", "lower95": "95% lower bound", "paired": "paired, per sample", "rates": "rates"}
+GATE_BASIS = {"point": "point estimate", "lower95": "95% lower bound", "paired": "paired, per sample", "rates": "rates",
+              "sequential": "anytime-valid bound (sequential)"}
 
 
 def clean_text(value: object) -> str:
@@ -91,3 +92,15 @@ def correct_of(counts: Mapping[str, Any], metric: str) -> str:
     # a randomised model's clean count is a sum of per-sample fractions of draws
     number = str(int(correct)) if float(correct).is_integer() else f"{float(correct):.2f}"
     return f"{number}/{counts['n']}"
+
+
+def sequential_note(report: Any, gate: Any) -> str:
+    """``decided after 160 of 1,000 images (anytime-valid bounds 0.5210–0.7100 on robust accuracy, α 0.05)``: what a
+    gate of a ``--sequential`` run that stopped early rests on; empty for any other gate."""
+    section = getattr(report, "sequential", None) or {}
+    entry = (section.get("gates") or {}).get(getattr(gate, "name", None))
+    if not entry or not entry.get("decided_at") or getattr(gate, "basis", None) != "sequential":
+        return ""
+    low, high = entry["bounds"]
+    return (f"decided after {entry['decided_at']:,} of {section['max_n']:,} images (anytime-valid bounds "
+            f"{low:.4f}–{high:.4f} on {str(entry['quantity']).replace('_', ' ')}, α {section['alpha']:g})")

@@ -25,8 +25,13 @@ def render_table(report: Report) -> Any:
     from rich.table import Table
 
     counted = bool(correct_of(report.counts, "robust"))
-    table = Table(title=escape_console(f"{report.model.get('arch')} · {report.norm} ε={format_eps(report.eps, decimal=False)} · n={report.n} · suite {report.suite}"),
-                  caption=f"randomised model: EOT over {report.eot_samples} draws" if report.randomized else None)
+    n = f"n={report.n} of {report.sequential['max_n']} (sequential)" if report.stopped_early else f"n={report.n}"
+    title = f"{report.model.get('arch')} · {report.norm} ε={format_eps(report.eps, decimal=False)} · {n} · suite {report.suite}"
+    captions = [f"randomised model: EOT over {report.eot_samples} draws"] if report.randomized else []
+    if report.stopped_early:
+        captions.append(f"--sequential: every gate decided after {report.n:,} of {report.sequential['max_n']:,} images; "
+                        "these rates are of the images evaluated")
+    table = Table(title=escape_console(title), caption=escape_console("; ".join(captions)) if captions else None)
     table.add_column("metric")
     table.add_column("accuracy", justify="right")
     if counted:

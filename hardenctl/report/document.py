@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from .common import GATE_BASIS, class_interval, correct_of, format_eps, format_points, plural, span
+from .common import GATE_BASIS, class_interval, correct_of, format_eps, format_points, plural, sequential_note, span
 
 if TYPE_CHECKING:
     from .schema import Gate, Report
@@ -94,7 +94,10 @@ def build(report: Report, plot: bool = False, pictures: bool = False) -> list[Bl
         Heading(1, "hardenctl robustness report"),
         report_verdict(report),
         paragraph("Model ", code(report.model.get("arch")), f" ({report.model.get('path') or 'in memory'}), data ",
-                  code(report.data.get("source")), f", n = {report.n}, {report.norm} ε = {format_eps(report.eps)}, suite ",
+                  code(report.data.get("source")),
+                  f", n = {report.n}" + (f" of {report.sequential['max_n']} (--sequential stopped once every gate was decided)"
+                                         if report.stopped_early else "")
+                  + f", {report.norm} ε = {format_eps(report.eps)}, suite ",
                   code(report.suite), f", seed {report.seed}."),
     ]
     blocks += _metrics(report)
@@ -124,6 +127,7 @@ def build(report: Report, plot: bool = False, pictures: bool = False) -> list[Bl
                    paragraph("Image-passes (a batch of 46 images is 46; each EOT draw counts), the re-scoring of every attacked "
                              "point included.")]
     blocks += _checks_and_gates(report)
+    blocks += _sequential(report)
     blocks += paired_blocks(report.extra.get("paired"))
     blocks += _protected(report)
     blocks += [Heading(2, "Per class"),
@@ -194,6 +198,32 @@ def _checks_and_gates(report: Report) -> list[Block]:
     return blocks
 
 
+def _sequential(report: Report) -> list[Block]:
+    """``--sequential``: where it stopped and why, each gate's decision, and every round's bounds."""
+    section = report.sequential
+    if not section:
+        return []
+    stopped = (f"stopped after {report.n:,} of {section['max_n']:,} images, every gate decided"
+               if report.stopped_early else f"attacked all {section['max_n']:,} images (a gate was not decided earlier), "
+                                            "gated as without --sequential")
+    gates = [[name, entry["decision"] or "undecided", f"{entry['decided_at']:,}" if entry.get("decided_at") else "–",
+              span(entry["bounds"], brackets=False) if entry.get("bounds") else "–",
+              f"{entry['threshold']:.4f}"] for name, entry in section["gates"].items()]
+    quantities = list(section["method"])
+    rounds = [[f"{entry['n']:,}"] + [span(entry[q], brackets=False) if q in entry else "–" for q in quantities]
+              for entry in section["rounds"]]
+    return [Heading(2, "Sequential gates"),
+            paragraph(f"The images were attacked in a seeded random order, round by round; {stopped}. Each gated quantity "
+                      "has an anytime-valid confidence sequence for the value the full run would measure, so the chance "
+                      f"that any early verdict differs from the full run's is at most α = {section['alpha']:g} "
+                      "(split over the quantities). Methods: "
+                      + "; ".join(f"{q.replace('_', ' ')}: {m}" for q, m in section["method"].items()) + "."),
+            table(["gate", "decision", "decided after", "bounds when decided", "threshold"], gates, numeric=(2, 3, 4),
+                  names=(0, 1)),
+            Heading(3, "Rounds"),
+            table(["images"] + [q.replace("_", " ") for q in quantities], rounds, numeric=tuple(range(len(quantities) + 1)))]
+
+
 def paired_blocks(paired: dict[str, Any] | None) -> list[Block]:
     """The paired comparison with the baseline (``extra.paired``): counts, McNemar p-value, the regressed samples."""
     if not paired:
@@ -238,9 +268,17 @@ def _protected(report: Report) -> list[Block]:
 _DROP_BASIS = {"paired": "paired, per sample", "rates": "between the two rates"}
 
 
-def gate_line(gate: Gate, failing_checks: list[str]) -> str:
+def gate_line(gate: Gate, failing_checks: list[str], report: Report | None = None) -> str:
     """One gate as a reader checks it: ``min_robust_acc: 16.67% < 50.00%``, ``max_drop_robust_accuracy: -2.50 pts
-    (paired, per sample); may fall at most 1.00 pts``, ``sanity_checks: a, b failed``."""
+    (paired, per sample); may fall at most 1.00 pts``, ``sanity_checks: a, b failed``; a sequential run's gate names
+    the bound that decided it and after how many images."""
+    if gate.basis == "sequential":
+        decided = sequential_note(report, gate)
+        if gate.name.startswith("max_drop"):
+            word = "at most" if gate.passed else "at least"
+            return f"{gate.name}: falls {word} {100 * gate.value:.2f} pts (may fall {100 * gate.threshold:.2f}), {decided}"
+        word = "at least" if gate.passed else "at most"
+        return f"{gate.name}: {word} {gate.value:.2%} {'≥' if gate.passed else '<'} {gate.threshold:.2%}, {decided}"
     if gate.name == "sanity_checks":
         failed = ", ".join(failing_checks) or "a check"
         return "sanity_checks: pass" if gate.passed else f"sanity_checks: {failed} failed"
@@ -252,17 +290,17 @@ def gate_line(gate: Gate, failing_checks: list[str]) -> str:
 
 
 def gates_verdict(gates: list[Gate], failing_checks: list[str], figures: tuple[tuple[str, str], ...],
-                  no_gate: str, notes: tuple[str, ...] = ()) -> Verdict:
+                  no_gate: str, notes: tuple[str, ...] = (), report: Report | None = None) -> Verdict:
     """FAIL naming the failed gates, PASS naming the gates passed, or NO GATES SET when only the sanity-check gate
     (which every evaluation gets) or none was set: a run with no threshold did not pass anything."""
     failed = [g for g in gates if not g.passed]
     if failed:
         return Verdict("fail", "FAIL", f"{len(failed)} of {plural(len(gates), 'gate')} failed",
-                       tuple(gate_line(g, failing_checks) for g in failed) + notes, figures)
+                       tuple(gate_line(g, failing_checks, report) for g in failed) + notes, figures)
     thresholds = [g for g in gates if g.name != "sanity_checks"]
     if thresholds:
         summary = f"all {plural(len(gates), 'gate')} passed" if len(gates) > 1 else "the gate passed"
-        lines = tuple(gate_line(g, failing_checks) for g in thresholds)
+        lines = tuple(gate_line(g, failing_checks, report) for g in thresholds)
         return Verdict("pass", "PASS", summary, lines + notes, figures)
     return Verdict("none", "NO GATES SET", no_gate, notes, figures)
 
@@ -282,11 +320,12 @@ def checks_note(report: Report) -> str:
 
 def report_verdict(report: Report) -> Verdict:
     """The report's banner: its gates' outcome and the numbers a reader wants first."""
+    evaluated = f"{report.n} of {report.sequential['max_n']} (sequential)" if report.stopped_early else str(report.n)
     figures = (("clean accuracy", f"{report.clean_accuracy:.2%} {span(report.interval('clean_accuracy'))}"),
                ("robust accuracy", f"{report.robust_accuracy:.2%} {span(report.interval('robust_accuracy'))}"),
-               ("n", str(report.n)), (f"{report.norm} ε", format_eps(report.eps)), ("suite", str(report.suite)))
+               ("n", evaluated), (f"{report.norm} ε", format_eps(report.eps)), ("suite", str(report.suite)))
     failing = list(dict.fromkeys(c.name for c in report.failed_checks if c.name not in report.accepted_checks))
     note = checks_note(report)
     gated_checks = any(g.name == "sanity_checks" and not g.passed for g in report.gates)
     return gates_verdict(report.gates, failing, figures, "no threshold to pass or fail (set --min-robust-acc, "
-                         "--min-clean-acc or --baseline with --max-drop)", () if gated_checks else (note,))
+                         "--min-clean-acc or --baseline with --max-drop)", () if gated_checks else (note,), report)

@@ -45,6 +45,7 @@ def check_eval_report(data: dict[str, Any], name: str, where: str = "") -> None:
     _counts(fields, n)
     _intervals(fields)
     _extra(fields, n)
+    _sequential(fields.child("sequential"), n)
 
 
 def _per_class(fields: Fields, n: int) -> None:
@@ -148,6 +149,27 @@ def _extra(fields: Fields, n: int) -> None:
         for key in ("clean_interval", "robust_interval"):
             protected.get(key, maybe(INTERVAL))
     _paired(extra.child("paired"))
+
+
+def _sequential(section: Fields | None, n: int) -> None:
+    """``sequential`` (``--sequential``): the images planned (max_n >= n), where it stopped, each gate's decision and
+    bounds, and every round's bounds."""
+    if section is None:
+        return
+    max_n = section.get("max_n", integer_in(n), required=True)
+    section.get("n", ((lambda value: is_integer(value) and value == n), f"{n} (the report's n)"), required=True)
+    section.get("decided_at", maybe(integer_in(1, max_n)))
+    section.get("alpha", number_in(0, 0.5), required=True)
+    section.values_of("method", TEXT, "gated quantities")
+    for _, gate in section.entries("gates", "gate name to {quantity, threshold, decision, decided_at, bounds}"):
+        gate.get("quantity", TEXT, required=True)
+        gate.get("threshold", SHORT_NUMBER, required=True)
+        gate.get("decision", maybe(one_of("pass", "fail")), required=True)
+        gate.get("decided_at", maybe(integer_in(1, max_n)))
+        gate.get("bounds", maybe(list_of(number_in(-1, 1), "numbers in [-1, 1]")))
+        gate.get("at_least", FLAG)
+    for entry in section.items("rounds", "rounds ({n, quantity: [low, high]})"):
+        entry.get("n", integer_in(1, max_n), required=True)
 
 
 def _paired(paired: Fields | None) -> None:

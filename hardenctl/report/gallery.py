@@ -8,7 +8,7 @@ bottom of the package with the schema; :mod:`hardenctl.report.pictures` draws it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 if TYPE_CHECKING:  # torch is imported by whoever hands us tensors; the report writer need not import it
     from torch import Tensor
@@ -26,19 +26,21 @@ class Gallery:
     eps: float = 0.0
     norm: str = "linf"
 
-    def offer(self, start: int, x: Tensor, worst: Tensor, y: Tensor, clean_prediction: Tensor,
+    def offer(self, start: int | Sequence[int], x: Tensor, worst: Tensor, y: Tensor, clean_prediction: Tensor,
               adversarial_prediction: Tensor, attacked: Tensor, broken: Tensor) -> None:
-        """One batch's samples (rows ``start..``); only attacked samples are candidates, and only the lowest-index
+        """One batch's samples (rows ``start..``, or each row's index when ``start`` lists them: a sequential run's
+        batches hold images in a random order); only attacked samples are candidates, and only the lowest-index
         ``size`` of each kind (broken, robust) are kept, so the choice does not depend on the order batches come in."""
         if self.size <= 0:
             return
+        indices = [start + row for row in range(len(y))] if isinstance(start, int) else [int(i) for i in start]
         kept = {kind: [e["index"] for e in self.entries if e["broken"] == kind] for kind in (True, False)}
         for row in attacked.nonzero().squeeze(1).tolist():
             kind = bool(broken[row])
-            if len(kept[kind]) >= self.size and start + row > max(kept[kind]):
+            if len(kept[kind]) >= self.size and indices[row] > max(kept[kind]):
                 continue
-            kept[kind].append(start + row)
-            self.entries.append({"index": start + row, "clean": x[row].detach().float().cpu().clone(),
+            kept[kind].append(indices[row])
+            self.entries.append({"index": indices[row], "clean": x[row].detach().float().cpu().clone(),
                                  "adversarial": worst[row].detach().float().cpu().clone(), "label": int(y[row]),
                                  "clean_prediction": int(clean_prediction[row]),
                                  "adversarial_prediction": int(adversarial_prediction[row]), "broken": kind})

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
-from .common import GATE_BASIS, clean_text
+from .common import GATE_BASIS, clean_text, sequential_note
 
 if TYPE_CHECKING:
     from .schema import Report
@@ -24,7 +24,8 @@ def render_junit(report: Report) -> str:
     """The JUnit XML document: gates first, then checks."""
     cases = [_case(f"gate.{g.name}", g.passed,
                    f"value {g.value:.4f} vs threshold {g.threshold:.4f}"
-                   + (f" ({GATE_BASIS.get(g.basis, g.basis)})" if g.basis not in (None, "point") else ""))
+                   + (f" ({GATE_BASIS.get(g.basis, g.basis)})" if g.basis not in (None, "point") else "")
+                   + (f", {sequential_note(report, g)}" if sequential_note(report, g) else ""))
              for g in report.gates]
     cases += [_case(f"check.{c.name}", c.passed, c.detail) for c in report.checks]
     failures = sum(1 for g in report.gates if not g.passed) + sum(1 for c in report.checks if not c.passed)

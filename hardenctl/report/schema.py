@@ -111,6 +111,14 @@ class Report:
     # how the attacks ran, where it is not the result's business but a reader's: search_precision (fp32 or bf16),
     # verdict_precision (always fp32), precision_requested, batch_size and, for --batch-size auto, what it measured
     execution: dict[str, Any] = field(default_factory=dict)
+    # --sequential: {"max_n", "n", "decided_at" (None: ran to max_n), "alpha", "method", "gates": {name: {quantity,
+    # threshold, decision, decided_at, bounds, at_least}}, "rounds": [{"n", quantity: [low, high]}]}; None otherwise
+    sequential: dict[str, Any] | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether a ``--sequential`` run decided every gate before attacking all of its ``max_n`` images."""
+        return bool(self.sequential) and self.n < int(self.sequential.get("max_n", self.n))
 
     # -- 95% intervals (derived from the accuracies and n, so they can never disagree with them) ---------------
     def interval(self, metric: str) -> tuple[float, float] | None:
@@ -136,6 +144,8 @@ class Report:
         data = asdict(dataclasses.replace(self, samples=None, pictures=None))
         data.pop("samples")
         data.pop("pictures")
+        if data["sequential"] is None:  # without --sequential the report is as it always was
+            data.pop("sequential")
         data["interval_method"], data["intervals"] = "wilson", self.intervals()  # 95%; see hardenctl.stats
         for entry in data["per_class"].values():
             entry["clean_interval"], entry["robust_interval"] = (class_interval(entry, key) for key in ("clean_accuracy", "robust_accuracy"))

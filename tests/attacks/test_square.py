@@ -86,8 +86,8 @@ def test_restarts_only_retry_unfooled_points_and_keep_every_success(model, test_
     runs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (points attacked, their final margin)
     original = Square._run
 
-    def recording(self, model_, x_run, y_run):
-        out = original(self, model_, x_run, y_run)
+    def recording(self, model_, x_run, y_run, streams=None):
+        out = original(self, model_, x_run, y_run, streams)
         runs.append((x_run.clone(), out[1].clone()))
         return out
 
@@ -143,9 +143,9 @@ def test_linf_windows_follow_autoattack_schedule_over_5000_queries(monkeypatch):
     sides: list[int] = []
     original = square_module._window
 
-    def recording(n, h, w, s, device):
+    def recording(n, h, w, s, device, streams=None):
         sides.append(s)
-        return original(n, h, w, s, device)
+        return original(n, h, w, s, device, streams)
 
     monkeypatch.setattr(square_module, "_window", recording)
     x, y = torch.rand(1, 3, 32, 32), torch.zeros(1, dtype=torch.long)

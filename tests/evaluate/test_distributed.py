@@ -20,7 +20,7 @@ import hardenctl
 from hardenctl.attacks.suites import build_suite
 from hardenctl.data import load_dataset
 from hardenctl.distributed import Distributed, rank_device
-from hardenctl.evaluate import EvalConfig, evaluate, run_suite
+from hardenctl.evaluate import EvalConfig, evaluate, run_suite, SuiteRun
 from hardenctl.evaluate.adversarial import read_adversarial
 from hardenctl.evaluate.samples import read_samples
 from hardenctl.evaluate.sharding import owned_batches
@@ -98,8 +98,7 @@ def test_unequal_shards_merge_exactly(digits_model_path, randomised):
     draws = 3 if randomised else 1
 
     def run(runner):
-        return run_suite(model, data, build_suite("standard", 0.1, "linf", draws, 0, 3, 10), 0.1, "linf", 8, 0, draws,
-                         torch.device("cpu"), runner=runner)
+        return run_suite(model, data, SuiteRun(build_suite("standard", 0.1, "linf", draws, 0, 3, 10), 0.1, "linf", 8, 0, draws), runner=runner)
 
     whole = Recorder()
     reference = run(whole)
@@ -126,7 +125,7 @@ def test_assembling_refuses_a_gap_or_an_overlap(digits_model_path):
     model = hardenctl.load_model(digits_model_path)
     data = hardenctl.load_data("digits-test", model, n=20)
     whole = Recorder()
-    reference = run_suite(model, data, build_suite("quick", 0.1, "linf", 1, 0, 2, 10), 0.1, "linf", 8, 0, 1, torch.device("cpu"),
+    reference = run_suite(model, data, SuiteRun(build_suite("quick", 0.1, "linf", 1, 0, 2, 10), 0.1, "linf", 8),
                           runner=whole)
     batches = next(iter(whole.kept.values()))
     names = list(reference.after_attack)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from hardenctl.evaluate import suite
+from hardenctl.evaluate import suite, SuiteRun
 from hardenctl.attacks import Attack
 from hardenctl.data import ArrayDataset
 from hardenctl.heap import release_free_memory
@@ -43,7 +43,7 @@ def test_run_suite_gives_the_freed_pages_back_before_and_after_every_batch(monke
     with torch.no_grad():  # every image classified as class 0, so every batch is attacked
         model[1].weight.zero_()
         model[1].bias.copy_(torch.tensor([1.0, 0.0]))
-    suite.run_suite(model, data, [Recording(events)], 0.03, "linf", 4, 0, 1, torch.device("cpu"))
+    suite.run_suite(model, data, SuiteRun([Recording(events)], 0.03, "linf", 4))
     assert events == ["release", "attack", "release"] * 3  # batches of 4, 4 and 2
 
 
@@ -107,5 +107,5 @@ class Batches:
 def test_a_batch_is_freed_before_the_next_one_is_decoded():
     data = Batches(10)
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
-    suite.run_suite(model, data, [Recording([])], 0.03, "linf", 4, 0, 1, torch.device("cpu"))
+    suite.run_suite(model, data, SuiteRun([Recording([])], 0.03, "linf", 4))
     assert data.alive_when_decoding == [0, 0, 0]  # not two batches at once (zip held the last one; so did the loop)

@@ -12,7 +12,7 @@ from torch import nn
 
 from hardenctl.attacks import FGSM
 from hardenctl.data import FolderDataset, load_dataset
-from hardenctl.evaluate import run_suite
+from hardenctl.evaluate import run_suite, SuiteRun
 from hardenctl.models.data_config import DataConfig
 
 
@@ -33,6 +33,6 @@ def test_the_evaluation_pass_fills_the_folder_digest(tmp_path, monkeypatch):
 
     monkeypatch.setattr(FolderDataset, "_stream", counting)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
-    run_suite(model, data, [FGSM(0.03)], 0.03, "linf", 4, 0, 1, torch.device("cpu"))
+    run_suite(model, data, SuiteRun([FGSM(0.03)], 0.03, "linf", 4))
     assert data.sha256() == expected
     assert passes == [(0, 10)]  # the evaluation's pass, none for the digest
