@@ -17,6 +17,14 @@ from hardenctl.models import create_timm_model, save_model, wrap_model
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def not_in_github_actions(monkeypatch):
+    """A test that wants GitHub Actions sets it; otherwise an in-process run under a real GitHub runner would write
+    annotations into the job's log and the test report into its step summary."""
+    for name in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def digits_model_path(tmp_path_factory) -> Path:
     """timm test_resnet trained for a few epochs on digits-train (≈95% clean on digits-test)."""

@@ -9,6 +9,7 @@ the commands that need them: ``--help``, ``--version``, ``recipes`` and argument
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -38,9 +39,43 @@ def _rank_label() -> str:
     return f" (rank {os.environ.get('RANK', '0')} of {world})" if world not in ("", "1") else ""
 
 
+def _command_name(command, argv: list[str]) -> str:
+    """``hardenctl eval`` for the annotation's title: the subcommand only when it is one of ours (argv is data)."""
+    name = argv[0] if argv else ""
+    return f"hardenctl {name}" if name in getattr(command, "commands", {}) else "hardenctl"
+
+
+def _failure(exc: Exception, argv: list[str], debug: bool) -> tuple[int, str, Path | None]:
+    """(exit code, the one line for stderr, the crash log) for an exception that ended a command."""
+    if isinstance(exc, UserError):
+        return EXIT_USAGE, f"error{_rank_label()}: {exc}", None
+    if isinstance(exc, cli_errors.NoArgsIsHelpError):
+        return EXIT_USAGE, exc.format_message(), None  # the command's help: it was given no arguments
+    if isinstance(exc, cli_errors.ClickException):
+        return EXIT_USAGE, f"error: {exc.format_message()}", None
+    if debug:  # a bug or a crash below us: never exit 1 (a failed gate) or 2 (a user mistake)
+        print_traceback(exc)
+    log = write_log(exc, argv)
+    return EXIT_INTERNAL, describe(exc, log, _rank_label(), debug), log
+
+
+def _tell_github_actions(code: int, message: str, command_name: str, log: Path | None, argv: list[str]) -> None:
+    """Under GitHub Actions, exit 2 and 3 are named on the run's page too: an ``::error`` annotation with the one
+    line, and a few lines in the step summary (a summary that cannot be written warns on stderr, nothing more)."""
+    from ..report.github import append_step_summary, failure_annotation, failure_summary, in_github_actions
+
+    if not in_github_actions():
+        return
+    stream = sys.stderr if "--json" in argv else sys.stdout  # stdout may carry JSON; the runner reads both
+    stream.write(failure_annotation(code, command_name, message) + "\n")
+    stream.flush()
+    append_step_summary(failure_summary(code, command_name, message, log))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors and exit code 2 for bad input, never a traceback; exit code 3 and one
-    line naming the log file for an internal error (the traceback printed too with ``--debug``)."""
+    line naming the log file for an internal error (the traceback printed too with ``--debug``). Under GitHub
+    Actions both also leave an annotation and a step summary."""
     command = typer.main.get_command(app)
     err = Console(stderr=True, highlight=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -50,25 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = command.main(args=argv, prog_name="hardenctl", standalone_mode=False)
         return int(code or 0) if isinstance(code, int) else EXIT_OK
-    except UserError as exc:
-        err.print(f"error{_rank_label()}: {exc}", markup=False, soft_wrap=True)
-        return EXIT_USAGE
     except typer.Exit as exc:
         return exc.exit_code
-    except cli_errors.NoArgsIsHelpError as exc:
-        err.print(exc.format_message(), markup=False)
-        return EXIT_USAGE
-    except cli_errors.ClickException as exc:
-        err.print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
-        return EXIT_USAGE
     except (KeyboardInterrupt, getattr(cli_errors, "Abort", KeyboardInterrupt)):
         err.print("aborted")
         return 130
-    except Exception as exc:  # a bug or a crash below us: never exit 1 (a failed gate) or 2 (a user mistake)
-        if debug:
-            print_traceback(exc)
-        err.print(describe(exc, write_log(exc, argv), _rank_label(), debug), markup=False, soft_wrap=True)
-        return EXIT_INTERNAL
+    except Exception as exc:
+        code, line, log = _failure(exc, argv, debug)
+        help_text = isinstance(exc, cli_errors.NoArgsIsHelpError)  # the command's help: keeps its own wrapping
+        err.print(line, markup=False, soft_wrap=not help_text)
+        name = _command_name(command, argv)
+        message = f"error: no arguments given; `{name} --help` shows what {name} needs" if help_text else line
+        _tell_github_actions(code, message, name, log, argv)
+        return code
 
 
 if __name__ == "__main__":
