@@ -1,6 +1,6 @@
 """Statistics for honest gates: 95% intervals for accuracies and the exact McNemar test for paired comparisons.
 
-Plain Python (``math`` only): a CI gate should not pull in scipy for two formulas.
+The Wilson interval is a closed form in plain Python; the exact McNemar test is scipy's exact binomial test.
 
 **Intervals: Wilson score**, not Clopper–Pearson. Clopper–Pearson ("exact") guarantees at least 95% coverage
 for every true accuracy, which makes it conservative: its intervals are wider than needed, its real coverage is
@@ -48,27 +48,17 @@ def wilson_interval(proportion: float, n: int, z: float = Z95) -> tuple[float, f
     return low, high
 
 
-def binomial_half_cdf(k: int, m: int) -> float:
-    """P(X ≤ k) for X ~ Binomial(m, 1/2), in exact integer arithmetic (one rounding, at the end)."""
-    if k < 0:
-        return 0.0
-    if k >= m:
-        return 1.0
-    term, total = 1, 1  # C(m, 0)
-    for i in range(1, k + 1):
-        term = term * (m - i + 1) // i
-        total += term
-    return total / (1 << m)  # int / int is correctly rounded in Python, even beyond float range
-
-
 def mcnemar_exact(regressed: int, improved: int) -> float:
-    """Two-sided exact McNemar p-value for ``regressed`` (b) and ``improved`` (c) discordant pairs."""
+    """Two-sided exact McNemar p-value for ``regressed`` (b) and ``improved`` (c) discordant pairs: scipy's exact
+    binomial test of min(b, c) successes in b + c fair-coin trials (1 without a discordant pair)."""
     if regressed < 0 or improved < 0:
         raise ValueError(f"discordant counts must be >= 0, got {regressed}, {improved}")
     m = regressed + improved
     if m == 0:
         return 1.0
-    return min(1.0, 2.0 * binomial_half_cdf(min(regressed, improved), m))
+    from scipy.stats import binomtest  # scipy is a dependency (the sequential gates); imported when a pair is tested
+
+    return float(binomtest(min(regressed, improved), m, 0.5).pvalue)
 
 
-__all__ = ["CONFIDENCE", "INTERVAL_METHOD", "Z95", "binomial_half_cdf", "mcnemar_exact", "wilson_interval"]
+__all__ = ["CONFIDENCE", "INTERVAL_METHOD", "Z95", "mcnemar_exact", "wilson_interval"]

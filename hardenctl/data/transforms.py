@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
 from torch import Tensor
+from torchvision.transforms import ConvertImageDtype
 
 from ..errors import UserError
 
@@ -33,14 +34,10 @@ def _fill_mean(config: "DataConfig", in_chans: int) -> tuple[float, ...]:
     return mean[:in_chans] if len(mean) >= in_chans else (mean[0],) * in_chans
 
 
-class ToFloat:
-    """uint8 CHW → float [0, 1]: exactly what timm's ToTensor + Normalize(mean 0, std 1) would give."""
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return x.to(torch.float32).div(255)
-
-    def __repr__(self) -> str:
-        return "ToFloat()"
+def to_float() -> ConvertImageDtype:
+    """uint8 CHW → float [0, 1]: torchvision's ConvertImageDtype, bit-identical to timm's ToTensor + Normalize(mean 0,
+    std 1), which is why the normalisation can stay folded into the model."""
+    return ConvertImageDtype(torch.float32)
 
 
 class EvalTransform:
@@ -59,7 +56,7 @@ class EvalTransform:
             input_size=(in_chans, *self.size), is_training=False, interpolation=interpolation,
             crop_pct=config.effective_crop_pct, crop_mode=config.crop_mode,
             mean=_fill_mean(config, in_chans), std=(1.0,) * in_chans, normalize=False)  # uint8 out; mean only fills borders
-        self.finish = ToFloat() if dtype == torch.float32 else None
+        self.finish = to_float() if dtype == torch.float32 else None
         self.description = (f"images resized with {interpolation} interpolation and crop_pct {config.effective_crop_pct:g} "
                             f"({config.crop_mode} crop) to {self.size[0]}x{self.size[1]}")
 
@@ -93,7 +90,7 @@ def train_transform(config: "DataConfig", in_chans: int, scale: tuple[float, flo
     transform = transforms_imagenet_train(
         img_size=_size(config), scale=tuple(scale), hflip=hflip, auto_augment=auto_augment, color_jitter=color_jitter,
         interpolation=config.interpolation, mean=_fill_mean(config, in_chans), std=(1.0,) * in_chans, normalize=False)
-    return Compose([transform, ToFloat()]) if dtype == torch.float32 else transform
+    return Compose([transform, to_float()]) if dtype == torch.float32 else transform
 
 
 def choose_augmentation(config: "DataConfig") -> Literal["timm", "crop-flip"]:

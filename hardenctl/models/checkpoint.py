@@ -110,10 +110,9 @@ def read_raw(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if not path.is_file():
         raise missing_file(path, "checkpoint")
     state, meta = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state, meta
+    from timm.models import clean_state_dict  # timm's own rule for DDP's module. and torch.compile's _orig_mod.
+
+    return clean_state_dict(state) if state else state, meta
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
