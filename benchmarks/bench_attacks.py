@@ -19,6 +19,7 @@ CIFAR-10 subset, cached under benchmarks/out/ (git-ignored) after the first run 
 
 ``plain`` is ours with the speed-ups off (no inference copy, APGD keeps fooled points in its batch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,12 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from common import CIFAR, CIFAR_MEAN, CIFAR_STD, ROOT, median_seconds
+
 from hardenctl.attacks import APGDCE, APGDT, PGD, Square
 from hardenctl.data import ArrayDataset, load_dataset
 from hardenctl.demo import train_clean
-from hardenctl.evaluate import EvalConfig, evaluate
+from hardenctl.evaluation import EvalConfig, evaluate
 from hardenctl.models import create_timm_model, wrap_model
 
 
@@ -73,7 +74,9 @@ ROBUST_CACHE = ROOT / "benchmarks" / "out" / "pgd_resnet10t_cifar10.pt"
 def robust_model(clean_epochs: int = 3, pgd_epochs: int = 4):
     """A PGD-trained resnet10t (CIFAR-10 normalisation): trained once, then read from ROBUST_CACHE."""
     torch.manual_seed(0)
-    model = wrap_model(create_timm_model("resnet10t", num_classes=10, in_chans=3), "resnet10t", 10, CIFAR_MEAN, CIFAR_STD)
+    model = wrap_model(
+        create_timm_model("resnet10t", num_classes=10, in_chans=3), "resnet10t", 10, CIFAR_MEAN, CIFAR_STD
+    )
     if ROBUST_CACHE.is_file():
         model.load_state_dict(torch.load(ROBUST_CACHE, weights_only=True))
         return model.eval()
@@ -85,7 +88,7 @@ def robust_model(clean_epochs: int = 3, pgd_epochs: int = 4):
     for epoch in range(pgd_epochs):
         order = torch.randperm(len(data), generator=generator)
         for start in range(0, len(data), 128):
-            index = order[start:start + 128]
+            index = order[start : start + 128]
             x, y = data.take(index).pixels(0, len(index)), data.y[index]
             x_adv = attack(model, x, y)
             model.train()
@@ -115,8 +118,10 @@ def our_standard(model, x, y, optimised: bool, seed: int = 0):
             with torch.no_grad():
                 robust[index[model(x_adv).argmax(1) != y[index]]] = False
         work = attack.work
-        rows.append(f"    {attack.name:8s} {work.seconds:7.1f} s  forward {work.forward:7d}  backward {work.backward:7d}  "
-                    f"attacked {work.attacked:4d}  broken {work.broken:4d}  {attack.fast_fallback}")
+        rows.append(
+            f"    {attack.name:8s} {work.seconds:7.1f} s  forward {work.forward:7d}  backward {work.backward:7d}  "
+            f"attacked {work.attacked:4d}  broken {work.broken:4d}  {attack.fast_fallback}"
+        )
     return time.perf_counter() - started, float(robust.float().mean()), rows
 
 
@@ -138,8 +143,11 @@ def vs_autoattack(n: int, order: list[str]) -> None:
     x, y = test.pixels(0, n), test.y
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
-    print(f"resnet10t PGD-trained, CIFAR-10 test[:{n}], clean {clean:.3f}, L-inf 8/255, seed 0, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    print(
+        f"resnet10t PGD-trained, CIFAR-10 test[:{n}], clean {clean:.3f}, L-inf 8/255, seed 0, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        flush=True,
+    )
     seconds: dict[str, float] = {}
     for what in order:
         if what == "reference":
@@ -188,13 +196,17 @@ def main() -> None:
             y = model(x).argmax(1)
         source = "random images (../shared/data/cifar10 absent), labels = the untrained model's predictions"
     eps = 8 / 255
-    print(f"model {args.arch} 32x32, batch {args.batch}, {args.threads} threads, torch {torch.__version__}, median of {args.repeats}")
+    print(
+        f"model {args.arch} 32x32, batch {args.batch}, {args.threads} threads, torch {torch.__version__}, median of {args.repeats}"
+    )
     print(f"data: {source}")
 
     pgd = PGD(eps, steps=10)
     t_pgd = median_seconds(lambda: pgd(model, x, y), args.repeats)
     t_bare10 = median_seconds(lambda: bare_loop(model, x, y, 10), args.repeats)
-    print(f"PGD-10      {t_pgd:8.3f} s   bare 10 fwd+bwd {t_bare10:8.3f} s   ratio {t_pgd / t_bare10:.3f}  (target <= 1.05)")
+    print(
+        f"PGD-10      {t_pgd:8.3f} s   bare 10 fwd+bwd {t_bare10:8.3f} s   ratio {t_pgd / t_bare10:.3f}  (target <= 1.05)"
+    )
 
     apgd = APGDCE(eps, steps=100)
     t_apgd = median_seconds(lambda: apgd(model, x, y), max(1, args.repeats // 2))
@@ -216,13 +228,17 @@ def main() -> None:
     report = evaluate(model, data, EvalConfig(suite="standard", n=None, batch_size=n, large_eps_samples=0))
     t_suite = time.perf_counter() - start
     per_pass = t_bare10 / 10 / args.batch
-    print(f"standard suite on {n} images: {t_suite / n:.3f} s/image = {t_suite / n / per_pass:.0f} bare fwd+bwd per image "
-          f"(clean {report.clean_accuracy:.2f} -> robust {report.robust_accuracy:.2f})")
+    print(
+        f"standard suite on {n} images: {t_suite / n:.3f} s/image = {t_suite / n / per_pass:.0f} bare fwd+bwd per image "
+        f"(clean {report.clean_accuracy:.2f} -> robust {report.robust_accuracy:.2f})"
+    )
 
     for n_images in (128, 1024):
         before, after = peak_rss_mb(args.arch, n_images)
-        print(f"peak RSS, evaluate n={n_images}: {before:.0f} MB after loading -> {after:.0f} MB after evaluating "
-              f"(+{after - before:.0f} MB)")
+        print(
+            f"peak RSS, evaluate n={n_images}: {before:.0f} MB after loading -> {after:.0f} MB after evaluating "
+            f"(+{after - before:.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

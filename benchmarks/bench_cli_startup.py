@@ -7,6 +7,7 @@ the median wall time of each command (a fresh process each time) and, for scale,
 
     python benchmarks/bench_cli_startup.py [--repeats 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,22 @@ COMMANDS = {
     "hardenctl --version": ["--version"],
     "hardenctl recipes": ["recipes"],
     "hardenctl eval nope.safetensors --data digits (missing file)": ["eval", "nope.safetensors", "--data", "digits"],
-    "hardenctl eval m.safetensors --data d --eps abc (bad flag)": ["eval", "m.safetensors", "--data", "d", "--eps", "abc"],
+    "hardenctl eval m.safetensors --data d --eps abc (bad flag)": [
+        "eval",
+        "m.safetensors",
+        "--data",
+        "d",
+        "--eps",
+        "abc",
+    ],
 }
 
 
 def wall(argv: list[str], repeats: int) -> float:
     """Median wall seconds of a fresh process running ``argv`` (the first run counts: start-up is what is measured)."""
-    return median_seconds(lambda: subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), repeats, warmup=False)
+    return median_seconds(
+        lambda: subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), repeats, warmup=False
+    )
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ pass through the environment.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_eval_peak.py --n 256,2560 [--size 160] [--batch 128] [--workers 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,21 @@ HERE = Path(__file__).resolve().parent
 
 
 class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def status(pid: str = "self") -> dict[str, float]:
@@ -88,8 +102,8 @@ def child(args: argparse.Namespace) -> None:
         M_MMAP_THRESHOLD = -3
         libc.mallopt(M_MMAP_THRESHOLD, args.mallopt)
     from hardenctl import api
-    from hardenctl.evaluate import suite
-    from hardenctl.evaluate.config import EvalConfig
+    from hardenctl.evaluation import suite
+    from hardenctl.evaluation.config import EvalConfig
 
     if args.no_release:
         suite.release_free_memory = lambda: False
@@ -103,8 +117,10 @@ def child(args: argparse.Namespace) -> None:
         now = status()
         heap = libc.mallinfo2()
         peaks.append(now["VmHWM"])
-        line = (f"  {label:>22}: RSS {now['VmRSS']:5.0f}  batch peak {now['VmHWM']:5.0f}  heap {heap.arena / 2**20:4.0f} "
-                f"(in use {heap.uordblks / 2**20:4.0f}, free {heap.fordblks / 2**20:4.0f})  mapped {heap.hblkhd / 2**20:4.0f} MB")
+        line = (
+            f"  {label:>22}: RSS {now['VmRSS']:5.0f}  batch peak {now['VmHWM']:5.0f}  heap {heap.arena / 2**20:4.0f} "
+            f"(in use {heap.uordblks / 2**20:4.0f}, free {heap.fordblks / 2**20:4.0f})  mapped {heap.hblkhd / 2**20:4.0f} MB"
+        )
         if workers is not None:
             line += f"  worker {workers.take():4.0f} MB"
         if args.per_batch:
@@ -115,7 +131,7 @@ def child(args: argparse.Namespace) -> None:
     note("set up")
     progress = lambda stage, done, total, metrics=None: note(f"{stage} {done}/{total}")  # noqa: E731
     if args.mode == "evaluate":
-        from hardenctl.evaluate.engine import evaluate
+        from hardenctl.evaluation.engine import evaluate
 
         evaluate(model, data, EvalConfig(attacks=["fgsm"], batch_size=args.batch, n=args.n), progress)
         note("report")
@@ -126,15 +142,27 @@ def child(args: argparse.Namespace) -> None:
         attacks = EvalConfig(attacks=["fgsm"]).build_attacks(8 / 255, 1)
         for attack in attacks:
             attack.fast = True
-        x, y = data.pixels(0, args.batch), data.y[:args.batch]
+        x, y = data.pixels(0, args.batch), data.y[: args.batch]
         for b in range(-(-args.n // args.batch)):
             suite._run_batch(model.eval(), attacks, b, b * args.batch, x, y, 8 / 255, "linf", 0, 1)
             suite.release_free_memory()
             progress("fixed", (b + 1) * args.batch, args.n)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print("END " + json.dumps({"n": args.n, "peak_mb": max(peaks), "batch_peaks_mb": peaks, "user_s": usage.ru_utime,
-                               "sys_s": usage.ru_stime, "minor_faults": usage.ru_minflt,
-                               "seconds": time.perf_counter() - started}), flush=True)
+    print(
+        "END "
+        + json.dumps(
+            {
+                "n": args.n,
+                "peak_mb": max(peaks),
+                "batch_peaks_mb": peaks,
+                "user_s": usage.ru_utime,
+                "sys_s": usage.ru_stime,
+                "minor_faults": usage.ru_minflt,
+                "seconds": time.perf_counter() - started,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -171,14 +199,40 @@ def main() -> None:
         make_model(model, "resnet10t", args.size)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     knobs = " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_")))
-    print(f"resnet10t at {args.size} px, batch {args.batch}, workers {args.workers}, {args.threads} thread(s), mode {args.mode}"
-          f"{', no release' if args.no_release else ''}{f', mallopt {args.mallopt}' if args.mallopt else ''}"
-          f"{', ' + knobs if knobs else ''}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"resnet10t at {args.size} px, batch {args.batch}, workers {args.workers}, {args.threads} thread(s), mode {args.mode}"
+        f"{', no release' if args.no_release else ''}{f', mallopt {args.mallopt}' if args.mallopt else ''}"
+        f"{', ' + knobs if knobs else ''}; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     results = {}
     for n in values:
-        cmd = [sys.executable, __file__, "--child", str(n), "--model", str(model), "--tree", str(tree), "--size", str(args.size),
-               "--batch", str(args.batch), "--workers", str(args.workers), "--threads", str(args.threads), "--mode", args.mode,
-               "--mallopt", str(args.mallopt)] + ["--no-release"] * args.no_release + ["--per-batch"] * args.per_batch
+        cmd = (
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--model",
+                str(model),
+                "--tree",
+                str(tree),
+                "--size",
+                str(args.size),
+                "--batch",
+                str(args.batch),
+                "--workers",
+                str(args.workers),
+                "--threads",
+                str(args.threads),
+                "--mode",
+                args.mode,
+                "--mallopt",
+                str(args.mallopt),
+            ]
+            + ["--no-release"] * args.no_release
+            + ["--per-batch"] * args.per_batch
+        )
         done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         lines = done.stdout.splitlines()
         print("\n".join(line for line in lines if not line.startswith("END ")), flush=True)
@@ -187,8 +241,11 @@ def main() -> None:
             raise SystemExit(f"n={n} failed (exit {done.returncode})")
         results[n] = json.loads(end[0][4:])
         r = results[n]
-        print(f"n = {n:5d}: peak RSS {r['peak_mb']:6.0f} MB (first batch {r['batch_peaks_mb'][1]:.0f}), CPU {r['user_s']:.1f} s user "
-              f"+ {r['sys_s']:.1f} s sys, {r['minor_faults']} minor faults, {r['seconds']:.0f} s", flush=True)
+        print(
+            f"n = {n:5d}: peak RSS {r['peak_mb']:6.0f} MB (first batch {r['batch_peaks_mb'][1]:.0f}), CPU {r['user_s']:.1f} s user "
+            f"+ {r['sys_s']:.1f} s sys, {r['minor_faults']} minor faults, {r['seconds']:.0f} s",
+            flush=True,
+        )
     low, high = min(results), max(results)
     print(f"ratio n={high} / n={low}: {results[high]['peak_mb'] / results[low]['peak_mb']:.3f}")
 

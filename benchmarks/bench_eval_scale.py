@@ -19,6 +19,7 @@ the work per image is the worst case of a well-trained model. Standard suite wit
 
     python benchmarks/bench_eval_scale.py [--n 96] [--batch 16] [--apgd-steps 10] [--square-queries 100] [--repeats 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import CIFAR, run_times
 
 CIFAR_TEST = CIFAR / "test.npz"
@@ -56,7 +56,7 @@ def prepare(out: Path, arch: str, size: int) -> tuple[Path, Path, str]:
     model = wrap_model(net, arch, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), in_chans=3, input_size=(size, size)).eval()
     with torch.no_grad():
         pixels = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
-        labels = torch.cat([model(pixels[i:i + 256]).argmax(1) for i in range(0, len(pixels), 256)])
+        labels = torch.cat([model(pixels[i : i + 256]).argmax(1) for i in range(0, len(pixels), 256)])
     np.savez(out / "data.npz", x=x, y=labels.numpy())
     return save_model(model, out / "model.safetensors"), out / "data.npz", source
 
@@ -67,7 +67,7 @@ import torch
 torch.set_num_threads(1)
 from hardenctl.cli import main
 
-engine = importlib.import_module("hardenctl.evaluate")  # the package (hardenctl.evaluate is also the API function)
+engine = importlib.import_module("hardenctl.evaluation")  # the engine package
 evaluate = engine.evaluate
 
 def timed(*args, **kwargs):  # the CLI looks evaluate up when it runs: record this process's CPU and wall time of it
@@ -101,7 +101,9 @@ def run(command: list[str], env: dict) -> tuple[dict, float]:
 
 def run_two_at_once(command: list[str], env: dict) -> list[float]:
     """The eval seconds of two copies of ``command`` started together."""
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     seconds = []
     for process in processes:
         stdout, stderr = process.communicate()
@@ -113,7 +115,7 @@ def run_two_at_once(command: list[str], env: dict) -> list[float]:
 
 def save_ms(state_file: Path) -> float:
     """Median time (ms) to save ``state_file``'s state again through EvalState.save (torch.save, fsync, rename)."""
-    from hardenctl.evaluate.resume import EvalState, read_state
+    from hardenctl.evaluation.resume import EvalState, read_state
 
     saved = read_state(state_file)
     loaded = EvalState.open(state_file.parent, saved["key"], resume=True)
@@ -158,30 +160,67 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         model, data, source = prepare(out, args.arch, args.size)
-        eval_args = ["eval", str(model), "--data", str(data), "--n", str(args.n), "--batch-size", str(args.batch), "--eps", "8/255",
-                     "--suite", "standard", "--apgd-steps", str(args.apgd_steps), "--square-queries", str(args.square_queries),
-                     "--device", "cpu", "--no-strict", "--json", "--quiet", "--pictures", "0"]
+        eval_args = [
+            "eval",
+            str(model),
+            "--data",
+            str(data),
+            "--n",
+            str(args.n),
+            "--batch-size",
+            str(args.batch),
+            "--eps",
+            "8/255",
+            "--suite",
+            "standard",
+            "--apgd-steps",
+            str(args.apgd_steps),
+            "--square-queries",
+            str(args.square_queries),
+            "--device",
+            "cpu",
+            "--no-strict",
+            "--json",
+            "--quiet",
+            "--pictures",
+            "0",
+        ]
         worker = out / "worker.py"
         worker.write_text(WORKER)
         (out / "cpu1").mkdir()
         (out / "cpu2").mkdir()
         single = [sys.executable, str(worker), str(out / "cpu1"), *eval_args]
         # "--": without it torchrun's parser takes --n for an abbreviation of its own options
-        sharded = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), "--",
-                   str(out / "cpu2"), *eval_args]
+        sharded = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(worker),
+            "--",
+            str(out / "cpu2"),
+            *eval_args,
+        ]
         cpu: dict[str, list[list[float]]] = {"1 process": [], "2 processes": []}  # per run: each rank's CPU seconds
-        print(f"{args.arch} {args.size}x{args.size} on {source}; n = {args.n}, batches of {args.batch} "
-              f"({-(-args.n // args.batch)} batches), standard suite (APGD {args.apgd_steps} steps, Square {args.square_queries} "
-              f"queries), every point attacked; ε = 0.5 check on the first 100; {len(os.sched_getaffinity(0))} cores available, "
-              f"load average {os.getloadavg()[0]:.1f} at the start; 1 thread per process", flush=True)
+        print(
+            f"{args.arch} {args.size}x{args.size} on {source}; n = {args.n}, batches of {args.batch} "
+            f"({-(-args.n // args.batch)} batches), standard suite (APGD {args.apgd_steps} steps, Square {args.square_queries} "
+            f"queries), every point attacked; ε = 0.5 check on the first 100; {len(os.sched_getaffinity(0))} cores available, "
+            f"load average {os.getloadavg()[0]:.1f} at the start; 1 thread per process",
+            flush=True,
+        )
 
         times: dict[str, list[float]] = {"1 process": [], "2 processes": [], "1 process + state": []}
         walls: dict[str, list[float]] = {k: [] for k in times}
         reports: dict[str, dict] = {}
         capacity: list[float] = []  # 2 x (one run alone) / (each of two runs at once): 2.0 on two idle cores
         for repeat in range(args.repeats):  # interleaved, so a noisy neighbour hurts each configuration alike
-            for name, command in (("1 process", single), ("2 processes", sharded),
-                                  ("1 process + state", single + ["--resume-dir", str(out / f"state{repeat}")])):
+            for name, command in (
+                ("1 process", single),
+                ("2 processes", sharded),
+                ("1 process + state", single + ["--resume-dir", str(out / f"state{repeat}")]),
+            ):
                 report, wall = run(command, env)
                 if name in cpu:
                     cpu[name].append(cpu_seconds(out / ("cpu1" if name == "1 process" else "cpu2")))
@@ -192,29 +231,40 @@ def main() -> None:
             both = run_two_at_once(single, env)
             capacity.append(2 * times["1 process"][-1] / statistics.mean(both))
             print(f"  {'2 x 1 process at once':<18} eval {both[0]:7.2f} s and {both[1]:.2f} s (control)", flush=True)
-        same = all({k: v for k, v in reports[name].items() if k != "seconds"} ==
-                   {k: v for k, v in reports["1 process"].items() if k != "seconds"} for name in reports)
+        same = all(
+            {k: v for k, v in reports[name].items() if k != "seconds"}
+            == {k: v for k, v in reports["1 process"].items() if k != "seconds"}
+            for name in reports
+        )
         one, two, state = (statistics.median(times[k]) for k in ("1 process", "2 processes", "1 process + state"))
         print(f"\nthroughput, 1 process  : {args.n / one:6.2f} images/s (eval {one:.2f} s, median of {args.repeats})")
         print(f"throughput, 2 processes: {args.n / two:6.2f} images/s (eval {two:.2f} s)")
-        print(f"speed-up 2 vs 1        : {one / two:.2f}x  (target >= 1.8x; whole commands incl. start-up: "
-              f"{statistics.median(walls['1 process']) / statistics.median(walls['2 processes']):.2f}x)")
+        print(
+            f"speed-up 2 vs 1        : {one / two:.2f}x  (target >= 1.8x; whole commands incl. start-up: "
+            f"{statistics.median(walls['1 process']) / statistics.median(walls['2 processes']):.2f}x)"
+        )
         box = statistics.median(capacity)
-        print(f"box capacity (control) : {box:.2f}x  (two independent 1-process runs at once vs one alone; "
-              f"sharding efficiency against it {one / two / box:.0%})")
+        print(
+            f"box capacity (control) : {box:.2f}x  (two independent 1-process runs at once vs one alone; "
+            f"sharding efficiency against it {one / two / box:.0%})"
+        )
         alone = statistics.median(c[0] for c in cpu["1 process"])
         busier = statistics.median(max(c) for c in cpu["2 processes"])
         total = statistics.median(sum(c) for c in cpu["2 processes"])
-        print(f"on two idle cores      : {alone / busier:.2f}x  (evaluation CPU seconds, medians: 1 process {alone:.2f}; 2 ranks "
-              f"{total:.2f} together ({100 * (total / alone - 1):+.0f}%), the busier {busier:.2f}: its share "
-              f"{busier / total:.0%} is the imbalance of whole batches)")
+        print(
+            f"on two idle cores      : {alone / busier:.2f}x  (evaluation CPU seconds, medians: 1 process {alone:.2f}; 2 ranks "
+            f"{total:.2f} together ({100 * (total / alone - 1):+.0f}%), the busier {busier:.2f}: its share "
+            f"{busier / total:.0%} is the imbalance of whole batches)"
+        )
         print(f"reports identical apart from seconds (1, 2 processes, with state): {same}")
         state_file = max((out / f"state{args.repeats - 1}").glob("state-*.pt"), key=lambda p: p.stat().st_size)
         saves = -(-args.n // args.batch) + -(-min(args.n, 100) // args.batch)
         per_save = save_ms(state_file)
-        print(f"resume overhead        : {100 * (state / one - 1):+.1f}% (eval {state:.2f} s vs {one:.2f} s; state file "
-              f"{state_file.stat().st_size / 1024:.0f} KiB at the end, saved after each of {saves} batches; one save "
-              f"{per_save:.1f} ms, i.e. {100 * saves * per_save / 1000 / one:.1f}% of the evaluation)")
+        print(
+            f"resume overhead        : {100 * (state / one - 1):+.1f}% (eval {state:.2f} s vs {one:.2f} s; state file "
+            f"{state_file.stat().st_size / 1024:.0f} KiB at the end, saved after each of {saves} batches; one save "
+            f"{per_save:.1f} ms, i.e. {100 * saves * per_save / 1000 / one:.1f}% of the evaluation)"
+        )
 
         print("\npeak RSS of a fresh process (FGSM, batches of 64; the data set itself is loaded whole):")
         for n in [int(v) for v in args.memory_n.split(",")]:

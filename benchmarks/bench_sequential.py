@@ -12,6 +12,7 @@ Paired drops and fractional values run the module's own vectorised betting funct
 Prints a Markdown section for benchmarks/RESULTS.md ("## Sequential gates"). With ``confseq`` importable (it is not
 a dependency; see the module docstring), section (vii) compares it with ours.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,15 @@ import time
 import numpy as np
 from scipy.stats import beta as beta_dist
 
-from hardenctl.sequential import (BinaryWoRCS, BoundedWoRCS, DROP_TOLERANCE, beta_binomial_count_bounds,
-                                  betting_log_capital, count_cut, plug_in_bets)
+from hardenctl.sequential import (
+    DROP_TOLERANCE,
+    BinaryWoRCS,
+    BoundedWoRCS,
+    beta_binomial_count_bounds,
+    betting_log_capital,
+    count_cut,
+    plug_in_bets,
+)
 from hardenctl.stats import wilson_interval
 
 ACCURACIES = (0.10, 0.20, 0.30, 0.35, 0.45, 0.55, 0.60, 0.70)  # 0.30 and 0.60: exactly 0.15 from the threshold
@@ -35,8 +43,9 @@ def round_ends(population: int, size: int) -> np.ndarray:
     return ends if ends.size and ends[-1] == population else np.append(ends, population)
 
 
-def binary_counts(rng: np.random.Generator, population: int, total: int, ends: np.ndarray, sequences: int
-                  ) -> np.ndarray:
+def binary_counts(
+    rng: np.random.Generator, population: int, total: int, ends: np.ndarray, sequences: int
+) -> np.ndarray:
     """Ones seen after each round for ``sequences`` random orders of a population with ``total`` ones (rounds, seqs)."""
     good, bad = np.full(sequences, total), np.full(sequences, population - total)
     seen, counts, before = np.zeros(sequences, dtype=np.int64), [], 0
@@ -66,8 +75,9 @@ def wilson_table(ends: np.ndarray) -> dict[int, np.ndarray]:
     return {int(n): np.array([wilson_interval(k / n, int(n)) for k in range(int(n) + 1)]) for n in ends}
 
 
-def first_decisions(ends: np.ndarray, bounds_per_round, cut: float, at_least: bool = True
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def first_decisions(
+    ends: np.ndarray, bounds_per_round, cut: float, at_least: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Images at the first decided round (N when never decided early) and the verdict then (+1 pass, −1 fail)."""
     flags = [((low >= cut, high < cut) if at_least else (high <= cut, low > cut)) for low, high in bounds_per_round]
     return first_verdicts(ends, flags)
@@ -91,16 +101,23 @@ def binary_run(rng, population, total, cut, size, sequences, table, naive: dict 
     if naive is None:
         return ours, None
     mean_cut = cut / population  # the naive rule: stop when the Wilson interval at n excludes the full-run cut
-    peeks = [((naive[int(e)][c, 0], naive[int(e)][c, 1]) if e < population else (c / e, c / e))
-             for e, c in zip(ends, counts)]
+    peeks = [
+        ((naive[int(e)][c, 0], naive[int(e)][c, 1]) if e < population else (c / e, c / e)) for e, c in zip(ends, counts)
+    ]
     return ours, first_decisions(ends, peeks, mean_cut)
 
 
 def summary(decided_at: np.ndarray, verdict: np.ndarray, full_passes: bool) -> dict[str, float]:
     wrong = int(np.sum(verdict == (-1 if full_passes else 1)))
-    return {"mean": float(decided_at.mean()), "median": float(np.median(decided_at)),
-            "p90": float(np.percentile(decided_at, 90)), "max": int(decided_at.max()), "wrong": wrong,
-            "error": wrong / decided_at.size, "error_upper95": clopper_pearson_upper(wrong, decided_at.size)}
+    return {
+        "mean": float(decided_at.mean()),
+        "median": float(np.median(decided_at)),
+        "p90": float(np.percentile(decided_at, 90)),
+        "max": int(decided_at.max()),
+        "wrong": wrong,
+        "error": wrong / decided_at.size,
+        "error_upper95": clopper_pearson_upper(wrong, decided_at.size),
+    }
 
 
 def clopper_pearson_upper(errors: int, trials: int, level: float = 0.95) -> float:
@@ -111,10 +128,14 @@ def clopper_pearson_upper(errors: int, trials: int, level: float = 0.95) -> floa
 def decisions_section(rng, args, log) -> list[str]:
     """(i) images to a decision and (ii)/(iv) error rates, binary robust-accuracy gate at 0.45."""
     population, threshold = 1000, 0.45
-    lines = ["### (i) Images to a decision, N = 1,000, gate `--min-robust-acc 0.45`", "",
-             f"{args.sequences:,} random orders per row; \"decided early\" = stopped before the 1,000th image.", "",
-             "| basis | round | true acc | cut (total) | mean | median | p90 | max | decided early | wrong |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "### (i) Images to a decision, N = 1,000, gate `--min-robust-acc 0.45`",
+        "",
+        f'{args.sequences:,} random orders per row; "decided early" = stopped before the 1,000th image.',
+        "",
+        "| basis | round | true acc | cut (total) | mean | median | p90 | max | decided early | wrong |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for size in args.round_sizes:
         ends = round_ends(population, size)
         table = cs_table(population, ends, args.alpha)
@@ -124,8 +145,10 @@ def decisions_section(rng, args, log) -> list[str]:
                 total = int(round(accuracy * population))
                 (at, verdict), _ = binary_run(rng, population, total, cut, size, args.sequences, table)
                 s = summary(at, verdict, total >= cut)
-                lines.append(f"| {basis} | {size} | {accuracy:.2f} | {cut} | {s['mean']:.0f} | {s['median']:.0f} | "
-                             f"{s['p90']:.0f} | {s['max']} | {np.mean(at < population):.1%} | {s['wrong']} |")
+                lines.append(
+                    f"| {basis} | {size} | {accuracy:.2f} | {cut} | {s['mean']:.0f} | {s['median']:.0f} | "
+                    f"{s['p90']:.0f} | {s['max']} | {np.mean(at < population):.1%} | {s['wrong']} |"
+                )
         log(f"(i) rounds of {size} done")
     return lines + [""]
 
@@ -133,14 +156,17 @@ def decisions_section(rng, args, log) -> list[str]:
 def boundary_section(rng, args, log) -> list[str]:
     """(ii) error rates at and near the cut, ours against (iv) the naive Wilson-peeking rule."""
     population, threshold = 1000, 0.45
-    lines = ["### (ii) Error rate at the threshold, and (iv) the naive rule", "",
-             "Populations whose full-run total is at the cut (pass) or one below (fail), and ±5, ±15 around it. "
-             "\"wrong\" = early verdict differs from the full run's; upper95 = one-sided 95% Clopper–Pearson bound "
-             f"on the rate from {args.sequences:,} orders. Naive: stop when the fixed-n 95% Wilson interval at the "
-             "current n excludes the cut (cut/N).", "",
-             "| basis | round | total (cut) | full verdict | ours: wrong | ours: upper95 | naive: wrong "
-             "| naive: upper95 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "### (ii) Error rate at the threshold, and (iv) the naive rule",
+        "",
+        "Populations whose full-run total is at the cut (pass) or one below (fail), and ±5, ±15 around it. "
+        '"wrong" = early verdict differs from the full run\'s; upper95 = one-sided 95% Clopper–Pearson bound '
+        f"on the rate from {args.sequences:,} orders. Naive: stop when the fixed-n 95% Wilson interval at the "
+        "current n excludes the cut (cut/N).",
+        "",
+        "| basis | round | total (cut) | full verdict | ours: wrong | ours: upper95 | naive: wrong | naive: upper95 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     worst_ours, worst_naive = 0.0, 0.0
     for size in args.round_sizes:
         ends = round_ends(population, size)
@@ -148,13 +174,16 @@ def boundary_section(rng, args, log) -> list[str]:
         for basis in ("point", "lower"):
             cut = count_cut(threshold, basis, population)
             for total in (cut - 15, cut - 5, cut - 1, cut, cut + 5, cut + 15):
-                (at, verdict), (naive_at, naive_verdict) = binary_run(rng, population, total, cut, size,
-                                                                      args.sequences, table, naive)
+                (at, verdict), (naive_at, naive_verdict) = binary_run(
+                    rng, population, total, cut, size, args.sequences, table, naive
+                )
                 ours, theirs = summary(at, verdict, total >= cut), summary(naive_at, naive_verdict, total >= cut)
                 worst_ours, worst_naive = max(worst_ours, ours["error"]), max(worst_naive, theirs["error"])
-                lines.append(f"| {basis} | {size} | {total} ({cut}) | {'pass' if total >= cut else 'fail'} | "
-                             f"{ours['error']:.2%} | {ours['error_upper95']:.2%} | {theirs['error']:.2%} | "
-                             f"{theirs['error_upper95']:.2%} |")
+                lines.append(
+                    f"| {basis} | {size} | {total} ({cut}) | {'pass' if total >= cut else 'fail'} | "
+                    f"{ours['error']:.2%} | {ours['error_upper95']:.2%} | {theirs['error']:.2%} | "
+                    f"{theirs['error_upper95']:.2%} |"
+                )
         log(f"(ii) rounds of {size} done")
     lines += ["", f"Worst error rate: ours {worst_ours:.2%}, naive {worst_naive:.2%} (alpha {args.alpha})."]
     return lines + [""]
@@ -162,14 +191,17 @@ def boundary_section(rng, args, log) -> list[str]:
 
 def width_section(rng, args, log) -> list[str]:
     """(iii) CS width at n against the fixed-n Wilson interval (and Wilson with the finite-population correction)."""
-    lines = ["### (iii) Width at n: what anytime validity costs", "",
-             "Width of the 95% CS for the full run's accuracy after n images with 45% (and 10%) robust, against the "
-             "fixed-n Wilson interval at n (for the model's accuracy on the data distribution: the gate's "
-             "`--gate-on lower` interval) and Wilson × √((N−n)/(N−1)) (the fixed-n WoR interval for the full run's "
-             "accuracy, the fair comparison). Betting = our bounded CS on the same 0/1 values (median of 21 orders).",
-             "",
-             "| N | n | p | CS (beta-binomial) | betting CS | Wilson | Wilson·fpc | CS / Wilson | CS / Wilson·fpc |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "### (iii) Width at n: what anytime validity costs",
+        "",
+        "Width of the 95% CS for the full run's accuracy after n images with 45% (and 10%) robust, against the "
+        "fixed-n Wilson interval at n (for the model's accuracy on the data distribution: the gate's "
+        "`--gate-on lower` interval) and Wilson × √((N−n)/(N−1)) (the fixed-n WoR interval for the full run's "
+        "accuracy, the fair comparison). Betting = our bounded CS on the same 0/1 values (median of 21 orders).",
+        "",
+        "| N | n | p | CS (beta-binomial) | betting CS | Wilson | Wilson·fpc | CS / Wilson | CS / Wilson·fpc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for population in (1000, 10000):
         for p in (0.45, 0.10):
             population_values = np.zeros(population)
@@ -188,15 +220,18 @@ def width_section(rng, args, log) -> list[str]:
                 wilson = w_high - w_low
                 fpc = wilson * math.sqrt((population - n) / (population - 1))
                 ratio_fpc = f"{ours / fpc:.2f}" if fpc > 0 else "— (both exact)" if ours == 0 else "∞"
-                lines.append(f"| {population:,} | {n:,} | {p:.2f} | {ours:.3f} | {np.median(betting):.3f} | "
-                             f"{wilson:.3f} | "
-                             f"{fpc:.3f} | {ours / wilson:.2f} | {ratio_fpc} |")
+                lines.append(
+                    f"| {population:,} | {n:,} | {p:.2f} | {ours:.3f} | {np.median(betting):.3f} | "
+                    f"{wilson:.3f} | "
+                    f"{fpc:.3f} | {ours / wilson:.2f} | {ratio_fpc} |"
+                )
         log(f"(iii) N = {population} done")
     return lines + [""]
 
 
-def paired_population(population: int, discordant: float, drop: float, baseline: float = 0.5
-                      ) -> tuple[np.ndarray, np.ndarray] | None:
+def paired_population(
+    population: int, discordant: float, drop: float, baseline: float = 0.5
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(baseline robust, d = baseline − new) for b − c = drop·N, b + c = discordant·N; None when infeasible."""
     regressed = int(round((discordant + drop) * population / 2))
     improved = regressed - int(round(drop * population))
@@ -207,12 +242,13 @@ def paired_population(population: int, discordant: float, drop: float, baseline:
     base[:base_ones] = 1.0
     d = np.zeros(population)
     d[:regressed] = 1.0  # regressed: robust in the baseline, not now
-    d[base_ones:base_ones + improved] = -1.0  # improved: the reverse
+    d[base_ones : base_ones + improved] = -1.0  # improved: the reverse
     return base, d
 
 
-def betting_decisions(orders: np.ndarray, cut: float, at_least: bool, ends: np.ndarray, alpha: float, population: int
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def betting_decisions(
+    orders: np.ndarray, cut: float, at_least: bool, ends: np.ndarray, alpha: float, population: int
+) -> tuple[np.ndarray, np.ndarray]:
     """BoundedWoRCS.decide at every round end, vectorised over orders of values already scaled to [0, 1]."""
     bets = plug_in_bets(orders, alpha)
     log_up, log_down = betting_log_capital(orders, bets, cut, population)
@@ -237,13 +273,18 @@ def paired_section(rng, args, log) -> list[str]:
     population, max_drop, size = 1000, 0.01, 50
     ends = round_ends(population, size)
     table = cs_table(population, ends, args.alpha)
-    lines = ["### (v) Paired gate `--baseline … --max-drop 0.01`, N = 1,000, rounds of 50, baseline robust 50%", "",
-             "d_i = baseline_i − new_i ∈ {−1, 0, 1}; discordant = (b + c)/N. Betting = our bounded CS on d over "
-             "[−1, 1] (cut max_drop + 1e-12). Beta-binomial = the binary CS on the new model's robust total, since "
-             "with the baseline known for all N, (b − c)/N = (baseline total − new total)/N: the same gate as a cut "
-             "on the new total (it could share the robust-accuracy CS's alpha).", "",
-             "| drop | discordant | full verdict | betting: mean | median | p90 | wrong | beta-binomial: mean | median "
-             "| p90 | wrong |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "### (v) Paired gate `--baseline … --max-drop 0.01`, N = 1,000, rounds of 50, baseline robust 50%",
+        "",
+        "d_i = baseline_i − new_i ∈ {−1, 0, 1}; discordant = (b + c)/N. Betting = our bounded CS on d over "
+        "[−1, 1] (cut max_drop + 1e-12). Beta-binomial = the binary CS on the new model's robust total, since "
+        "with the baseline known for all N, (b − c)/N = (baseline total − new total)/N: the same gate as a cut "
+        "on the new total (it could share the robust-accuracy CS's alpha).",
+        "",
+        "| drop | discordant | full verdict | betting: mean | median | p90 | wrong | beta-binomial: mean | median "
+        "| p90 | wrong |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     cases = [(drop, disc) for disc in (0.05, 0.10, 0.15) for drop in (0.0, 0.01, 0.05, 0.10) if drop <= disc]
     cases += [(0.011, 0.10)]  # one pair over the line: b − c = 11 (fail) next to 10 (pass)
     for drop, discordant in cases:
@@ -263,16 +304,19 @@ def paired_section(rng, args, log) -> list[str]:
             betting_at.append(at)
             betting_verdict.append(verdict)
             new = np.cumsum(base[index] - d[index], axis=1)[:, ends - 1].T.astype(np.int64)
-            at, verdict = first_decisions(ends, [(table[int(e)][0][c], table[int(e)][1][c]) for e, c in zip(ends, new)],
-                                          new_cut)
+            at, verdict = first_decisions(
+                ends, [(table[int(e)][0][c], table[int(e)][1][c]) for e, c in zip(ends, new)], new_cut
+            )
             bb_at.append(at)
             bb_verdict.append(verdict)
         ours = summary(np.concatenate(betting_at), np.concatenate(betting_verdict), full_passes)
         bb = summary(np.concatenate(bb_at), np.concatenate(bb_verdict), full_passes)
-        lines.append(f"| {drop:.3f} | {discordant:.2f} | {'pass' if full_passes else 'fail'} | {ours['mean']:.0f} | "
-                     f"{ours['median']:.0f} | {ours['p90']:.0f} | {ours['wrong']} | {bb['mean']:.0f} | "
-                     f"{bb['median']:.0f} | "
-                     f"{bb['p90']:.0f} | {bb['wrong']} |")
+        lines.append(
+            f"| {drop:.3f} | {discordant:.2f} | {'pass' if full_passes else 'fail'} | {ours['mean']:.0f} | "
+            f"{ours['median']:.0f} | {ours['p90']:.0f} | {ours['wrong']} | {bb['mean']:.0f} | "
+            f"{bb['median']:.0f} | "
+            f"{bb['p90']:.0f} | {bb['wrong']} |"
+        )
         log(f"(v) drop {drop} discordant {discordant} done")
     return lines + [""]
 
@@ -308,21 +352,29 @@ def best_of(repeats: int, run) -> float:
 
 def speed_section(args, log) -> list[str]:
     """(vi) seconds per round: one update of 50 images plus reading the bounds, and one decision."""
-    lines = ["### (vi) Speed per round (one core, fastest of 5)", "",
-             "| sequence | N | after n | update (50) + bounds | decide |", "|---|---|---|---|---|"]
+    lines = [
+        "### (vi) Speed per round (one core, fastest of 5)",
+        "",
+        "| sequence | N | after n | update (50) + bounds | decide |",
+        "|---|---|---|---|---|",
+    ]
     rng = np.random.default_rng(args.seed)
     for population in (1000, 10000):
         for n in (population // 10, population // 2):
+
             def binary_round() -> BinaryWoRCS:
                 sequence = BinaryWoRCS(population, args.alpha)
                 sequence.update(int(0.45 * (n - 50)), n - 50)
                 sequence.update(22, 50)
                 sequence.count_bounds()
                 return sequence
+
             binary, cut = binary_round(), count_cut(0.45, "point", population)
-            lines.append(f"| binary (beta-binomial) | {population:,} | {n:,} | "
-                         f"{best_of(5, binary_round) * 1e3:.2f} ms | "
-                         f"{best_of(5, lambda: binary.decide(cut)) * 1e3:.2f} ms |")
+            lines.append(
+                f"| binary (beta-binomial) | {population:,} | {n:,} | "
+                f"{best_of(5, binary_round) * 1e3:.2f} ms | "
+                f"{best_of(5, lambda: binary.decide(cut)) * 1e3:.2f} ms |"
+            )
             values = rng.random(n)
             bounded = [BoundedWoRCS(population, args.alpha) for _ in range(5)]
             for sequence in bounded:
@@ -333,9 +385,12 @@ def speed_section(args, log) -> list[str]:
                 sequence = next(pending)
                 sequence.update(values[-50:])
                 sequence.bounds()
+
             update_s = best_of(5, bounded_round)
-            lines.append(f"| bounded (betting) | {population:,} | {n:,} | {update_s * 1e3:.1f} ms | "
-                         f"{best_of(5, lambda: bounded[0].decide(0.45)) * 1e3:.2f} ms |")
+            lines.append(
+                f"| bounded (betting) | {population:,} | {n:,} | {update_s * 1e3:.1f} ms | "
+                f"{best_of(5, lambda: bounded[0].decide(0.45)) * 1e3:.2f} ms |"
+            )
     log("(vi) done")
     return lines + [""]
 
@@ -351,10 +406,15 @@ def confseq_section(rng, args, log) -> list[str]:
     population, p = 1000, 0.45
     values = np.zeros(population)
     values[: int(p * population)] = 1.0
-    lines = ["### (vii) confseq 0.0.11 (`betting_cs`, N given, WoR, default bets, 1,000-point grid) against ours", "",
-             "Median width over 11 orders of a 45%-robust population of N = 1,000; time = one call for the whole "
-             "sequence (confseq) or one update per round of 50 plus the bounds each round (ours).", "",
-             "| n | confseq betting | ours: betting | ours: beta-binomial |", "|---|---|---|---|"]
+    lines = [
+        "### (vii) confseq 0.0.11 (`betting_cs`, N given, WoR, default bets, 1,000-point grid) against ours",
+        "",
+        "Median width over 11 orders of a 45%-robust population of N = 1,000; time = one call for the whole "
+        "sequence (confseq) or one update per round of 50 plus the bounds each round (ours).",
+        "",
+        "| n | confseq betting | ours: betting | ours: beta-binomial |",
+        "|---|---|---|---|",
+    ]
     widths: dict[int, list[list[float]]] = {n: [[], [], []] for n in (100, 250, 500)}
     times = [0.0, 0.0, 0.0]
     for _ in range(11):
@@ -365,11 +425,11 @@ def confseq_section(rng, args, log) -> list[str]:
         bounded, binary = BoundedWoRCS(population, args.alpha), BinaryWoRCS(population, args.alpha)
         for end in range(50, population + 1, 50):
             started = time.perf_counter()
-            bounded.update(order[end - 50:end])
+            bounded.update(order[end - 50 : end])
             b_low, b_high = bounded.bounds()
             times[1] += time.perf_counter() - started
             started = time.perf_counter()
-            binary.update(int(order[end - 50:end].sum()), 50)
+            binary.update(int(order[end - 50 : end].sum()), 50)
             c_low, c_high = binary.bounds()
             times[2] += time.perf_counter() - started
             if end in widths:
@@ -377,16 +437,20 @@ def confseq_section(rng, args, log) -> list[str]:
                     widths[end][column].append(width)
     for n, columns in widths.items():
         lines.append(f"| {n} | " + " | ".join(f"{np.median(c):.3f}" for c in columns) + " |")
-    lines += ["", f"Seconds per whole sequence of 1,000: confseq {times[0] / 11:.2f}, ours betting (20 rounds) "
-              f"{times[1] / 11:.2f}, ours beta-binomial (20 rounds) {times[2] / 11:.3f}."]
+    lines += [
+        "",
+        f"Seconds per whole sequence of 1,000: confseq {times[0] / 11:.2f}, ours betting (20 rounds) "
+        f"{times[1] / 11:.2f}, ours beta-binomial (20 rounds) {times[2] / 11:.3f}.",
+    ]
     log("(vii) done")
     return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sequences", type=int, default=10000,
-                        help="random orders per setting (>= 10,000 for the report)")
+    parser.add_argument(
+        "--sequences", type=int, default=10000, help="random orders per setting (>= 10,000 for the report)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--round-sizes", type=int, nargs="+", default=[50, 25, 100])
@@ -401,8 +465,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{(time.time() - started) / 60:4.1f} min] {message}", file=sys.stderr, flush=True)
 
     check_vectorised_matches_class(rng, args.alpha)
-    sections = [decisions_section(rng, args, log), boundary_section(rng, args, log), width_section(rng, args, log),
-                paired_section(rng, args, log), speed_section(args, log), confseq_section(rng, args, log)]
+    sections = [
+        decisions_section(rng, args, log),
+        boundary_section(rng, args, log),
+        width_section(rng, args, log),
+        paired_section(rng, args, log),
+        speed_section(args, log),
+        confseq_section(rng, args, log),
+    ]
     command = " ".join(["OMP_NUM_THREADS=1 python benchmarks/bench_sequential.py", *(argv or sys.argv[1:])]).strip()
     print("## Sequential gates\n")
     print(f"`{command}` (seed {args.seed}, alpha {args.alpha}, {time.time() - started:.0f} s on one core)\n")

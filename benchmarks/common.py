@@ -5,6 +5,7 @@ It imports neither torch nor the package's heavy modules, so a script that must 
 loads (``bench_checks.py``) or that times start-up (``bench_cli_startup.py``) can import it first. The scripts run as
 ``python benchmarks/NAME.py``, which puts this folder on ``sys.path``: ``from common import ...`` needs nothing else.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -16,7 +17,9 @@ from hardenctl.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-if not DATA.is_dir():  # a copy of the tree elsewhere (e.g. a snapshot that other engineers' edits cannot reach) still finds it
+if (
+    not DATA.is_dir()
+):  # a copy of the tree elsewhere (e.g. a snapshot that other engineers' edits cannot reach) still finds it
     DATA = Path("/work/shared/data")
 CIFAR = DATA / "cifar10"
 IMAGEWOOF = DATA / "imagewoof"
@@ -34,7 +37,7 @@ def update_section(heading: str, section: str, results: Path = RESULTS) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section.rstrip("\n") + ("\n\n" + text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section.rstrip("\n") + ("\n\n" + text[end + 1 :] if end >= 0 else "")
     atomic_write(results, text.rstrip("\n") + "\n")
 
 

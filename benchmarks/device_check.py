@@ -15,6 +15,7 @@ Steps, each timed and recorded even when another fails (a GPU lease is rare: one
      AutoAttack (``pyautoattack``) on the same model and images: seconds and robust accuracy (target: ours <= 0.30x).
 The JSON (``--out``) holds every number; nothing is printed that is not also in it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,14 @@ def environment(device: torch.device) -> dict[str, Any]:
 
     import hardenctl
 
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-                            "hardenctl": hardenctl.__version__, "device": str(device), "cpu_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "hardenctl": hardenctl.__version__,
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
@@ -51,15 +58,19 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def cifar_arrays(data_dir: Path | None, tiny: bool) -> dict[str, np.ndarray]:
     """CIFAR-10 train/test arrays; in --tiny mode without the data, random images (the dry run checks code paths)."""
-    for candidate in ([data_dir] if data_dir else DATA_CANDIDATES):
+    for candidate in [data_dir] if data_dir else DATA_CANDIDATES:
         if candidate and (candidate / "test.npz").is_file():
             train, test = np.load(candidate / "train.npz"), np.load(candidate / "test.npz")
             return {"x_train": train["x"], "y_train": train["y"], "x_test": test["x"], "y_test": test["y"]}
     if not tiny:
         raise SystemExit("no CIFAR-10 arrays: copy ../shared/data/cifar10 to .device-data/cifar10 (see README)")
     rng = np.random.default_rng(0)
-    return {"x_train": rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8), "y_train": rng.integers(0, 10, 256),
-            "x_test": rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 64)}
+    return {
+        "x_train": rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, 256),
+        "x_test": rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, 64),
+    }
 
 
 def prepare_device_data(train_images: int = 3000, test_images: int = 1000) -> None:
@@ -79,8 +90,12 @@ def prepare_device_data(train_images: int = 3000, test_images: int = 1000) -> No
 
         import pyautoattack
 
-        shutil.copytree(Path(pyautoattack.__file__).parent, ROOT / ".pylib" / "pyautoattack", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("examples", "__pycache__"))
+        shutil.copytree(
+            Path(pyautoattack.__file__).parent,
+            ROOT / ".pylib" / "pyautoattack",
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("examples", "__pycache__"),
+        )
         print(f"copied pyautoattack into {ROOT / '.pylib'}")
     except ImportError:
         print("pyautoattack is not installed here: the reference comparison will be skipped on the device")
@@ -96,8 +111,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_pgd_training(x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int, eps: float, steps: int,
-                      amp: torch.dtype | None, channels_last: bool, arch: str, seed: int = 0) -> float:
+def bare_pgd_training(
+    x: np.ndarray,
+    y: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    eps: float,
+    steps: int,
+    amp: torch.dtype | None,
+    channels_last: bool,
+    arch: str,
+    seed: int = 0,
+) -> float:
     """Images/s of the irreducible work: the timm model, PGD-``steps`` on each batch, one SGD step; nothing else."""
     import timm
 
@@ -108,12 +133,16 @@ def bare_pgd_training(x: np.ndarray, y: np.ndarray, device: torch.device, batch_
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(y.astype(np.int64))
-    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else (lambda: torch.autocast(device.type, enabled=False))
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=amp))
+        if amp
+        else (lambda: torch.autocast(device.type, enabled=False))
+    )
     synchronize(device)
     started, seen = time.perf_counter(), 0
     for start in range(0, len(images) - batch_size + 1, batch_size):
-        xb = images[start:start + batch_size].to(device).float().div_(255)
-        yb = labels[start:start + batch_size].to(device)
+        xb = images[start : start + batch_size].to(device).float().div_(255)
+        yb = labels[start : start + batch_size].to(device)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         delta = torch.empty_like(xb).uniform_(-eps, eps)
@@ -121,7 +150,7 @@ def bare_pgd_training(x: np.ndarray, y: np.ndarray, device: torch.device, batch_
             delta.requires_grad_(True)
             with autocast():
                 loss = F.cross_entropy(model((xb + delta).clamp(0, 1)), yb)
-            grad, = torch.autograd.grad(loss, delta)
+            (grad,) = torch.autograd.grad(loss, delta)
             delta = (delta.detach() + eps / 4 * grad.sign()).clamp(-eps, eps)
         with autocast():
             loss = F.cross_entropy(model((xb + delta).clamp(0, 1)), yb)
@@ -133,8 +162,20 @@ def bare_pgd_training(x: np.ndarray, y: np.ndarray, device: torch.device, batch_
     return seen / (time.perf_counter() - started)
 
 
-def engine_training(train_npz: str, work: Path, device: torch.device, batch_size: int, epochs: int, amp: str,
-                    channels_last: bool, tiny: bool, arch: str, tag: str, steps: int, seed: int = 0) -> dict[str, Any]:
+def engine_training(
+    train_npz: str,
+    work: Path,
+    device: torch.device,
+    batch_size: int,
+    epochs: int,
+    amp: str,
+    channels_last: bool,
+    tiny: bool,
+    arch: str,
+    tag: str,
+    steps: int,
+    seed: int = 0,
+) -> dict[str, Any]:
     """hardenctl's engine on the same data: PGD-AT (finetune profile) from a random timm model; images/s of training."""
     import timm
 
@@ -146,25 +187,54 @@ def engine_training(train_npz: str, work: Path, device: torch.device, batch_size
         torch.save(timm.create_model(arch, num_classes=10).state_dict(), checkpoint)
     out = work / f"harden-{tag}"
     started = time.perf_counter()
-    result = api.harden(str(checkpoint), arch=arch, data=train_npz, out=out, recipe="pgd-at", epochs=epochs,
-                        batch_size=batch_size, seed=seed, device=str(device), eval_n=8 if tiny else 64, suite="quick",
-                        amp=amp, channels_last=channels_last, overrides={"augment": "none", "attack_steps": steps}, eps=8 / 255)
+    result = api.harden(
+        str(checkpoint),
+        arch=arch,
+        data=train_npz,
+        out=out,
+        recipe="pgd-at",
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        device=str(device),
+        eval_n=8 if tiny else 64,
+        suite="quick",
+        amp=amp,
+        channels_last=channels_last,
+        overrides={"augment": "none", "attack_steps": steps},
+        eps=8 / 255,
+    )
     wall = time.perf_counter() - started
     report = result.report.to_dict() if hasattr(result.report, "to_dict") else {}
     runtime, data = report.get("runtime", {}), report.get("data", {})
     train_images = int(data.get("train_n", 0)) * epochs
     seconds = float(runtime.get("train_seconds") or wall)
-    return {"amp": runtime.get("amp", amp), "channels_last": channels_last, "epochs": epochs, "train_images": train_images,
-            "train_seconds": seconds, "images_per_s": train_images / seconds if seconds else None, "wall_seconds": wall,
-            "model": str(out / "model.safetensors"),
-            "hardened": {k: report.get("hardened", {}).get(k) for k in ("clean_accuracy", "robust_accuracy", "n")}}
+    return {
+        "amp": runtime.get("amp", amp),
+        "channels_last": channels_last,
+        "epochs": epochs,
+        "train_images": train_images,
+        "train_seconds": seconds,
+        "images_per_s": train_images / seconds if seconds else None,
+        "wall_seconds": wall,
+        "model": str(out / "model.safetensors"),
+        "hardened": {k: report.get("hardened", {}).get(k) for k in ("clean_accuracy", "robust_accuracy", "n")},
+    }
 
 
-def our_suite(model_path: str, test_npz: str, n: int, device: torch.device, precision: str | None, tiny: bool) -> dict[str, Any]:
+def our_suite(
+    model_path: str, test_npz: str, n: int, device: torch.device, precision: str | None, tiny: bool
+) -> dict[str, Any]:
     import hardenctl.api as api
 
-    options: dict[str, Any] = {"n": n, "suite": "standard", "eps": 8 / 255, "seed": 0, "batch_size": "auto",
-                               "precision": precision or "fp32"}
+    options: dict[str, Any] = {
+        "n": n,
+        "suite": "standard",
+        "eps": 8 / 255,
+        "seed": 0,
+        "batch_size": "auto",
+        "precision": precision or "fp32",
+    }
     if tiny:
         options.update(apgd_steps=5, square_queries=20)
     model = api.load_model(model_path, device=str(device))
@@ -172,11 +242,18 @@ def our_suite(model_path: str, test_npz: str, n: int, device: torch.device, prec
     started = time.perf_counter()
     report = api.evaluate(model, test_npz, pictures=0, **options)
     synchronize(device)
-    return {"seconds": time.perf_counter() - started, "clean_accuracy": report.clean_accuracy,
-            "robust_accuracy": report.robust_accuracy, "attacks": report.attacks, "n": report.n,
-            "precision": precision or "fp32", "checks_passed": all(c.passed for c in report.checks),
-            "execution": report.execution, "work": report.work,
-            "robust_indices": [i for i, robust in enumerate(report.samples.robust) if robust] if report.samples else None}
+    return {
+        "seconds": time.perf_counter() - started,
+        "clean_accuracy": report.clean_accuracy,
+        "robust_accuracy": report.robust_accuracy,
+        "attacks": report.attacks,
+        "n": report.n,
+        "precision": precision or "fp32",
+        "checks_passed": all(c.passed for c in report.checks),
+        "execution": report.execution,
+        "work": report.work,
+        "robust_indices": [i for i, robust in enumerate(report.samples.robust) if robust] if report.samples else None,
+    }
 
 
 def reference_autoattack(model_path: str, test_npz: str, n: int, device: torch.device, tiny: bool) -> dict[str, Any]:
@@ -217,8 +294,11 @@ def step(results: dict[str, Any], name: str, deadline: float, function: Callable
         results["steps"][name] = {"seconds": round(time.perf_counter() - started, 2), "result": value}
         return value
     except Exception as error:  # noqa: BLE001 - one failing step must not lose the others' numbers
-        results["steps"][name] = {"seconds": round(time.perf_counter() - started, 2), "error": repr(error),
-                                  "traceback": traceback.format_exc(limit=8)}
+        results["steps"][name] = {
+            "seconds": round(time.perf_counter() - started, 2),
+            "error": repr(error),
+            "traceback": traceback.format_exc(limit=8),
+        }
         return None
     finally:
         print(f"[device_check] {name}: {json.dumps(results['steps'][name], default=str)[:400]}", flush=True)
@@ -233,8 +313,11 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         return entry.get(key) if isinstance(entry, dict) else None
 
     out: dict[str, Any] = {}
-    fp32, bf16cl, bare = (value("train_fp32", "images_per_s"), value("train_bf16_channels_last", "images_per_s"),
-                          value("train_bare", "fp32"))
+    fp32, bf16cl, bare = (
+        value("train_fp32", "images_per_s"),
+        value("train_bf16_channels_last", "images_per_s"),
+        value("train_bare", "fp32"),
+    )
     if fp32 and bf16cl:
         out["train_bf16_channels_last_over_fp32"] = bf16cl / fp32  # target >= 2
     if fp32 and bare:
@@ -259,11 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "device_check.json")
     parser.add_argument("--budget", type=float, default=360.0, help="seconds after which remaining steps are skipped")
     parser.add_argument("--train-images", type=int, default=3000)
-    parser.add_argument("--train-epochs", type=int, default=8, help="epochs of the adversarially trained model (step 3)")
+    parser.add_argument(
+        "--train-epochs", type=int, default=8, help="epochs of the adversarially trained model (step 3)"
+    )
     parser.add_argument("--n", type=int, default=1000, help="test images for the suite comparison")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--arch", default="resnet10t")
-    parser.add_argument("--prepare-data", action="store_true", help="copy a CIFAR-10 subset into .device-data/ and stop")
+    parser.add_argument(
+        "--prepare-data", action="store_true", help="copy a CIFAR-10 subset into .device-data/ and stop"
+    )
     args = parser.parse_args(argv)
     if args.prepare_data:
         prepare_device_data()
@@ -273,38 +360,74 @@ def main(argv: list[str] | None = None) -> int:
         args.train_images, args.train_epochs, args.n, args.batch_size, args.arch, steps = 64, 1, 8, 32, "test_resnet", 2
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if args.tiny:
-        torch.set_num_threads(1)  # a CPU dry run beside other work: two multi-threaded processes slow each other many times over
+        torch.set_num_threads(
+            1
+        )  # a CPU dry run beside other work: two multi-threaded processes slow each other many times over
     deadline = time.monotonic() + args.budget
     results: dict[str, Any] = {"tiny": args.tiny, "steps": {}, "env": environment(device)}
     arrays = cifar_arrays(args.data, args.tiny)
     with tempfile.TemporaryDirectory(prefix="device-check-") as tmp:
         work = Path(tmp)
-        train_npz = write_npz(work / "train.npz", arrays["x_train"][:args.train_images], arrays["y_train"][:args.train_images])
-        test_npz = write_npz(work / "test.npz", arrays["x_test"][:args.n], arrays["y_test"][:args.n])
-        x, y = arrays["x_train"][:args.train_images], arrays["y_train"][:args.train_images]
+        train_npz = write_npz(
+            work / "train.npz", arrays["x_train"][: args.train_images], arrays["y_train"][: args.train_images]
+        )
+        test_npz = write_npz(work / "test.npz", arrays["x_test"][: args.n], arrays["y_test"][: args.n])
+        x, y = arrays["x_train"][: args.train_images], arrays["y_train"][: args.train_images]
         on_cuda = device.type == "cuda"
-        step(results, "train_bare", deadline, lambda: {
-            "fp32": bare_pgd_training(x, y, device, args.batch_size, 8 / 255, steps, None, False, args.arch),
-            **({"bf16_channels_last": bare_pgd_training(x, y, device, args.batch_size, 8 / 255, steps, torch.bfloat16, True, args.arch)}
-               if on_cuda else {})})
+        step(
+            results,
+            "train_bare",
+            deadline,
+            lambda: {
+                "fp32": bare_pgd_training(x, y, device, args.batch_size, 8 / 255, steps, None, False, args.arch),
+                **(
+                    {
+                        "bf16_channels_last": bare_pgd_training(
+                            x, y, device, args.batch_size, 8 / 255, steps, torch.bfloat16, True, args.arch
+                        )
+                    }
+                    if on_cuda
+                    else {}
+                ),
+            },
+        )
 
         def train(tag: str, epochs: int, amp: str, channels_last: bool) -> dict[str, Any]:
-            return engine_training(train_npz, work, device, args.batch_size, epochs, amp, channels_last, args.tiny, args.arch, tag, steps)
+            return engine_training(
+                train_npz, work, device, args.batch_size, epochs, amp, channels_last, args.tiny, args.arch, tag, steps
+            )
 
         step(results, "train_fp32", deadline, lambda: train("fp32", 1, "off", False))
         if on_cuda:
             step(results, "train_bf16", deadline, lambda: train("bf16", 1, "bf16", False))
             step(results, "train_bf16_channels_last", deadline, lambda: train("bf16-cl", 1, "bf16", True))
-        trained = step(results, "train_model", deadline,
-                       lambda: train("model", args.train_epochs, "bf16" if on_cuda else "off", on_cuda))
+        trained = step(
+            results,
+            "train_model",
+            deadline,
+            lambda: train("model", args.train_epochs, "bf16" if on_cuda else "off", on_cuda),
+        )
         model_path = (trained or {}).get("model")
         if model_path:
-            step(results, "suite_fp32", deadline, lambda: our_suite(model_path, test_npz, args.n, device, None, args.tiny))
+            step(
+                results,
+                "suite_fp32",
+                deadline,
+                lambda: our_suite(model_path, test_npz, args.n, device, None, args.tiny),
+            )
             if on_cuda or args.tiny:  # the CPU dry-run exercises the bf16 search too (autocast works there, slowly)
-                step(results, "suite_bf16_search", deadline,
-                     lambda: our_suite(model_path, test_npz, args.n, device, "bf16", args.tiny))
-            step(results, "autoattack_reference", deadline,
-                 lambda: reference_autoattack(model_path, test_npz, args.n, device, args.tiny))
+                step(
+                    results,
+                    "suite_bf16_search",
+                    deadline,
+                    lambda: our_suite(model_path, test_npz, args.n, device, "bf16", args.tiny),
+                )
+            step(
+                results,
+                "autoattack_reference",
+                deadline,
+                lambda: reference_autoattack(model_path, test_npz, args.n, device, args.tiny),
+            )
     results["ratios"] = ratios(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")

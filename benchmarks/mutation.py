@@ -1,6 +1,6 @@
 """A small mutation-testing run: does the test suite notice when the attack and evaluation code is broken?
 
-Mutates one operator or constant at a time in ``hardenctl/attacks/*.py`` and ``hardenctl/evaluate/*.py``
+Mutates one operator or constant at a time in ``hardenctl/attacks/*.py`` and ``hardenctl/evaluation/*.py``
 (comparison flips, arithmetic swaps, boolean negation, off-by-one constants), runs the tests that cover that
 code, and reports the mutants that survive. Slow (one pytest run per mutant), so not in CI: run it by hand and
 record the surviving mutants you judged harmless, and why, in benchmarks/RESULTS.md.
@@ -11,6 +11,7 @@ record the surviving mutants you judged harmless, and why, in benchmarks/RESULTS
 It edits files in place (and restores them): run it in a separate clone, not in a tree others are testing.
 (A dedicated tool such as mutmut does the same with more operators; this script needs no configuration.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = sorted([*ROOT.glob("hardenctl/attacks/*.py"), *ROOT.glob("hardenctl/evaluate/*.py")])
+TARGETS = sorted([*ROOT.glob("hardenctl/attacks/*.py"), *ROOT.glob("hardenctl/evaluation/*.py")])
 # the tests that cover this code, minus the slow comparison with the reference AutoAttack and subprocess tests
-TESTS = ["tests/attacks", "tests/test_evaluate.py", "tests/test_gates.py", "tests/evaluate/test_stats.py",
-         "--deselect", "tests/attacks/test_suites.py", "-m", "not slow"]
-SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
-         ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.And: ast.Or, ast.Or: ast.And}
+TESTS = [
+    "tests/attacks",
+    "tests/test_evaluate.py",
+    "tests/test_gates.py",
+    "tests/test_stats.py",
+    "--deselect",
+    "tests/attacks/test_suites.py",
+    "-m",
+    "not slow",
+]
+SWAPS = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.And: ast.Or,
+    ast.Or: ast.And,
+}
 
 
 @dataclass
@@ -44,7 +65,12 @@ def _docstring_lines(tree: ast.AST) -> set[int]:
     lines: set[int] = set()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
             lines.update(range(body[0].lineno, body[0].end_lineno + 1))
     return lines
 
@@ -62,7 +88,11 @@ def mutants_of(path: Path) -> list[Mutant]:
             sites.append((node, "ops", 0))
         elif isinstance(node, (ast.BinOp, ast.BoolOp)) and type(node.op) in SWAPS:
             sites.append((node, "op", None))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float)) and not isinstance(node.value, str):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (bool, int, float))
+            and not isinstance(node.value, str)
+        ):
             sites.append((node, "value", None))
     out = []
     for index, (node, attr, position) in enumerate(sites):
@@ -85,9 +115,15 @@ def mutants_of(path: Path) -> list[Mutant]:
 
 
 def _is_site(node: ast.AST) -> bool:
-    return ((isinstance(node, ast.Compare) and type(node.ops[0]) in SWAPS)
-            or (isinstance(node, (ast.BinOp, ast.BoolOp)) and type(node.op) in SWAPS)
-            or (isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float)) and not isinstance(node.value, str)))
+    return (
+        (isinstance(node, ast.Compare) and type(node.ops[0]) in SWAPS)
+        or (isinstance(node, (ast.BinOp, ast.BoolOp)) and type(node.op) in SWAPS)
+        or (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (bool, int, float))
+            and not isinstance(node.value, str)
+        )
+    )
 
 
 def killed(mutant: Mutant, timeout: float) -> tuple[bool, float]:
@@ -97,9 +133,17 @@ def killed(mutant: Mutant, timeout: float) -> tuple[bool, float]:
     try:
         mutant.path.write_text(mutant.source)
         try:
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, also under an editable install elsewhere
-            done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
-                                  cwd=ROOT, capture_output=True, timeout=timeout, env=env)
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+            }  # this checkout's code, also under an editable install elsewhere
+            done = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+                cwd=ROOT,
+                capture_output=True,
+                timeout=timeout,
+                env=env,
+            )
             return done.returncode != 0, time.perf_counter() - started
         except subprocess.TimeoutExpired:
             return True, time.perf_counter() - started
@@ -109,7 +153,7 @@ def killed(mutant: Mutant, timeout: float) -> tuple[bool, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", nargs="*", type=Path, help="files to mutate (default: attacks/ and evaluate/)")
+    parser.add_argument("--files", nargs="*", type=Path, help="files to mutate (default: attacks/ and evaluation/)")
     parser.add_argument("--sample", type=int, default=60, help="random mutants to run (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600, help="seconds per test run (a timeout counts as killed)")
@@ -122,7 +166,10 @@ def main() -> int:
     for number, mutant in enumerate(chosen, 1):
         dead, seconds = killed(mutant, args.timeout)
         where = f"{mutant.path.relative_to(ROOT)}:{mutant.line}"
-        print(f"[{number}/{len(chosen)}] {'killed  ' if dead else 'SURVIVED'} {where} {mutant.description} ({seconds:.0f} s)", flush=True)
+        print(
+            f"[{number}/{len(chosen)}] {'killed  ' if dead else 'SURVIVED'} {where} {mutant.description} ({seconds:.0f} s)",
+            flush=True,
+        )
         if not dead:
             survivors.append(f"{where} {mutant.description}")
     print(f"\n{len(chosen) - len(survivors)} of {len(chosen)} mutants killed; survivors:")

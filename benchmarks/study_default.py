@@ -15,6 +15,7 @@ Prints a Markdown table of the arms (nothing is written to RESULTS.md: the numbe
     python benchmarks/study_default.py --part cifar --recipes pgd-at,mart --out /work/ft_out --threads 1
     python benchmarks/study_default.py --part woof --recipes pgd-at --woof-eps 2,4 --out /work/ft_out --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,11 @@ import sys
 from pathlib import Path
 
 import torch
-
 from common import IMAGEWOOF as WOOF
-from hardenctl import api
 from study_finetune import per_epoch_suite, woof_input
 from study_setup import prepare, study_parser
+
+from hardenctl import api
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +37,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recipes", default="pgd-at", help="recipes of the arms, comma-separated")
     parser.add_argument("--profiles", default="finetune,paper", help="profiles of the arms (finetune is the default)")
     parser.add_argument("--lrs", default="", help="extra finetune arms with these fixed peak lrs")
-    parser.add_argument("--tag", default="auto", help="suffix of the finetune arms' directories (a new default, a new directory)")
+    parser.add_argument(
+        "--tag", default="auto", help="suffix of the finetune arms' directories (a new default, a new directory)"
+    )
     parser.add_argument("--ft-epochs", type=int, default=3)
     parser.add_argument("--ft-eval-n", type=int, default=200)
     parser.add_argument("--woof-size", type=int, default=128)
@@ -54,17 +57,34 @@ def arms(args) -> list[tuple[str, str, dict]]:
     seed = f"-seed{args.seed}" if args.seed else ""  # seed 0's directories keep the names of the earlier studies' arms
     for recipe in args.recipes.split(","):
         for profile in args.profiles.split(","):
-            result.append((f"{recipe}-{profile}" + (f"-{args.tag}" if profile == "finetune" else "") + seed, recipe, {"profile": profile}))
-        result += [(f"{recipe}-finetune-lr{lr}{seed}", recipe, {"profile": "finetune", "lr": float(lr)}) for lr in args.lrs.split(",") if lr]
+            result.append(
+                (
+                    f"{recipe}-{profile}" + (f"-{args.tag}" if profile == "finetune" else "") + seed,
+                    recipe,
+                    {"profile": profile},
+                )
+            )
+        result += [
+            (f"{recipe}-finetune-lr{lr}{seed}", recipe, {"profile": "finetune", "lr": float(lr)})
+            for lr in args.lrs.split(",")
+            if lr
+        ]
     return result
 
 
 def summary(arm_dir: Path) -> dict:
     report = json.loads((arm_dir / "report.json").read_text())
-    return {"lr": report["recipe_config"]["lr"], "lr_sweep": report.get("lr_sweep"), "runtime": report.get("runtime", {}),
-            "input": [report["input"]["clean_accuracy"], report["input"]["robust_accuracy"]] if report.get("input") else None,
-            "hardened": [report["hardened"]["clean_accuracy"], report["hardened"]["robust_accuracy"]],
-            "saved_epoch": report["selected_epoch"], "trade": report.get("trade")}
+    return {
+        "lr": report["recipe_config"]["lr"],
+        "lr_sweep": report.get("lr_sweep"),
+        "runtime": report.get("runtime", {}),
+        "input": [report["input"]["clean_accuracy"], report["input"]["robust_accuracy"]]
+        if report.get("input")
+        else None,
+        "hardened": [report["hardened"]["clean_accuracy"], report["hardened"]["robust_accuracy"]],
+        "saved_epoch": report["selected_epoch"],
+        "trade": report.get("trade"),
+    }
 
 
 def run_cifar(args, log) -> list[dict]:
@@ -75,11 +95,29 @@ def run_cifar(args, log) -> list[dict]:
         arm_dir = args.out / "finetune" / directory
         if not (arm_dir / "report.json").is_file():
             log(f"hardening: {directory}, {args.ft_epochs} epochs")
-            api.harden(setup.input_path, recipe=recipe, data=setup.train_data, out=arm_dir, resume=True, log=log,
-                       overrides={"epochs": args.ft_epochs, "holdout_fraction": 0.05, "monitor_n": 250, "eps": 8 / 255,
-                                  "attack_alpha": 2 / 255, **overrides},
-                       eval_data=test_data, eval_n=args.ft_eval_n, suite="quick", eps=8 / 255, seed=args.seed, device="cpu",
-                       channels_last=args.channels_last)
+            api.harden(
+                setup.input_path,
+                recipe=recipe,
+                data=setup.train_data,
+                out=arm_dir,
+                resume=True,
+                log=log,
+                overrides={
+                    "epochs": args.ft_epochs,
+                    "holdout_fraction": 0.05,
+                    "monitor_n": 250,
+                    "eps": 8 / 255,
+                    "attack_alpha": 2 / 255,
+                    **overrides,
+                },
+                eval_data=test_data,
+                eval_n=args.ft_eval_n,
+                suite="quick",
+                eps=8 / 255,
+                seed=args.seed,
+                device="cpu",
+                channels_last=args.channels_last,
+            )
         epochs = per_epoch_suite(args, arm_dir, setup.input_path, test_data, 8 / 255, args.ft_eval_n, log)
         rows.append({"arm": directory, **summary(arm_dir), "epochs": epochs})
         log(f"{directory}: " + "; ".join(f"epoch {e['epoch']} {e['clean']:.1%} / {e['robust']:.1%}" for e in epochs))
@@ -96,29 +134,56 @@ def run_woof(args, log) -> list[dict]:
             arm_dir = args.out / "woof" / f"{directory}-eps{eps_255:g}"
             if not (arm_dir / "report.json").is_file():
                 log(f"hardening imagewoof: {arm_dir.name}")
-                api.harden(input_path, recipe=recipe, data=str(WOOF / "train"), out=arm_dir, resume=True, log=log,
-                           overrides={"epochs": args.woof_epochs, "batch_size": args.woof_batch, "eps": eps, "attack_alpha": eps / 4,
-                                      "holdout_fraction": 0.1, "monitor_n": 100, "rrc_scale": [0.35, 1.0], **overrides},
-                           eval_data=str(WOOF / "val"), eval_n=args.woof_eval_n, suite="standard", eps=eps, seed=args.seed,
-                           device="cpu", channels_last=args.channels_last,
-                           eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries})
+                api.harden(
+                    input_path,
+                    recipe=recipe,
+                    data=str(WOOF / "train"),
+                    out=arm_dir,
+                    resume=True,
+                    log=log,
+                    overrides={
+                        "epochs": args.woof_epochs,
+                        "batch_size": args.woof_batch,
+                        "eps": eps,
+                        "attack_alpha": eps / 4,
+                        "holdout_fraction": 0.1,
+                        "monitor_n": 100,
+                        "rrc_scale": [0.35, 1.0],
+                        **overrides,
+                    },
+                    eval_data=str(WOOF / "val"),
+                    eval_n=args.woof_eval_n,
+                    suite="standard",
+                    eps=eps,
+                    seed=args.seed,
+                    device="cpu",
+                    channels_last=args.channels_last,
+                    eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries},
+                )
             rows.append({"arm": arm_dir.name, "eps_255": eps_255, **summary(arm_dir)})
             log(f"{arm_dir.name}: {rows[-1]['input']} → {rows[-1]['hardened']} (lr {rows[-1]['lr']})")
     return rows
 
 
 def table(rows: list[dict], n: int) -> str:
-    lines = ["| arm | lr | input clean / robust | hardened clean / robust | per epoch (standard suite) | sweep s / train s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | lr | input clean / robust | hardened clean / robust | per epoch (standard suite) | sweep s / train s |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         pct = lambda pair: f"{pair[0]:.1%} / {pair[1]:.1%}" if pair else "–"  # noqa: E731
         epochs = "; ".join(f"{e['clean']:.1%} / {e['robust']:.1%}" for e in row.get("epochs", []))
         runtime = row["runtime"]
         cost = f"{runtime.get('lr_sweep_seconds', 0):.0f} / {runtime.get('train_seconds', 0):.0f}"
-        lines.append(f"| {row['arm']} | {row['lr']:.4g} | {pct(row['input'])} | {pct(row['hardened'])} | {epochs or '–'} | {cost} |")
-    sweeps = [f"- {row['arm']}: {row['lr_sweep']['candidates'] and row['lr_sweep']['candidates']} → {row['lr_sweep']['chosen']:.4g}; "
-              f"{row['lr_sweep']['steps']} steps, {row['lr_sweep']['scored_n']} scored; {row['lr_sweep']['why']}"
-              for row in rows if row.get("lr_sweep")]
+        lines.append(
+            f"| {row['arm']} | {row['lr']:.4g} | {pct(row['input'])} | {pct(row['hardened'])} | {epochs or '–'} | {cost} |"
+        )
+    sweeps = [
+        f"- {row['arm']}: {row['lr_sweep']['candidates'] and row['lr_sweep']['candidates']} → {row['lr_sweep']['chosen']:.4g}; "
+        f"{row['lr_sweep']['steps']} steps, {row['lr_sweep']['scored_n']} scored; {row['lr_sweep']['why']}"
+        for row in rows
+        if row.get("lr_sweep")
+    ]
     return "\n".join(lines + ["", f"n = {n}; clean / robust, %.", "", *sweeps])
 
 

@@ -22,6 +22,7 @@ per arm, standard suite on the first 1000 test images with 100 APGD steps and 10
 The other studies on the same input model: ``study_cost_sensitive.py``, ``study_advamd.py``, ``study_finetune.py``
 and ``atop_study.py`` (``bench_recipes.py --study NAME`` still runs each).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from common import median_seconds, update_section
+from study_setup import common_overrides, eval_kwargs, prepare, study_parser
+
 from hardenctl import __version__, api
 from hardenctl.files import atomic_write
-from hardenctl.harden import Distributed, RunOptions, train
 from hardenctl.recipes import load_recipe
-from study_setup import common_overrides, eval_kwargs, prepare, study_parser
+from hardenctl.training import Distributed, RunOptions, train
 
 HEADING = "## Recipes (issue 3)"
 
@@ -48,11 +49,16 @@ HEADING = "## Recipes (issue 3)"
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = study_parser(__doc__.split("\n")[0])
     parser.add_argument("--recipes", default="standard,pgd-at,trades,mart")
-    parser.add_argument("--fsr-stages", default="layer3",
-                        help="FSR insertion points (resnet10t's layer4 is 1x1 at 32x32, which leaves FSR's 3x3 convs one weight)")
+    parser.add_argument(
+        "--fsr-stages",
+        default="layer3",
+        help="FSR insertion points (resnet10t's layer4 is 1x1 at 32x32, which leaves FSR's 3x3 convs one weight)",
+    )
     parser.add_argument("--throughput-steps", type=int, default=10, help="batches per throughput measurement (0: skip)")
     parser.add_argument("--throughput-repeats", type=int, default=3)
-    parser.add_argument("--render", action="store_true", help="only rebuild the RESULTS.md section from the run in --out")
+    parser.add_argument(
+        "--render", action="store_true", help="only rebuild the RESULTS.md section from the run in --out"
+    )
     return parser.parse_args(argv)
 
 
@@ -65,7 +71,7 @@ def bare_pgd_at(model, x, y, optimizer, steps: int, eps: float, alpha: float) ->
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
         x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
     model.train()
     loss = F.cross_entropy(model(x_adv), y)
@@ -85,7 +91,9 @@ def throughput(args, input_path: Path, train_data, out: Path) -> dict:
         # two epochs, the second one timed: the first pays the one-off kernel set-up
         recipe = load_recipe("pgd-at", {**common_overrides(args, 2, "pgd-at"), "holdout_fraction": 0.0, "monitor_n": 1})
         model = api.load_model(input_path).to(memory_format=memory_format)
-        options = RunOptions(out_dir=out / f"throughput_{repeat}", seed=args.seed, device="cpu", channels_last=args.channels_last)
+        options = RunOptions(
+            out_dir=out / f"throughput_{repeat}", seed=args.seed, device="cpu", channels_last=args.channels_last
+        )
         result = train(model, recipe, subset, None, options, Distributed(), {"bench": "throughput"})
         engine_rates.append(result.history[-1]["images_per_second"])
 
@@ -95,11 +103,18 @@ def throughput(args, input_path: Path, train_data, out: Path) -> dict:
         bare_pgd_at(model, x_all[:batch], subset.y[:batch], optimizer, 10, 8 / 255, 2 / 255)  # warm-up
         started = time.perf_counter()
         for start in range(0, len(subset), batch):
-            bare_pgd_at(model, x_all[start:start + batch], subset.y[start:start + batch], optimizer, 10, 8 / 255, 2 / 255)
+            bare_pgd_at(
+                model, x_all[start : start + batch], subset.y[start : start + batch], optimizer, 10, 8 / 255, 2 / 255
+            )
         bare_rates.append(len(subset) / (time.perf_counter() - started))
     ratios = [b / e for e, b in zip(engine_rates, bare_rates)]
-    return {"engine_images_per_second": statistics.median(engine_rates), "bare_images_per_second": statistics.median(bare_rates),
-            "time_ratio_engine_over_bare": statistics.median(ratios), "ratios": ratios, "batches": args.throughput_steps}
+    return {
+        "engine_images_per_second": statistics.median(engine_rates),
+        "bare_images_per_second": statistics.median(bare_rates),
+        "time_ratio_engine_over_bare": statistics.median(ratios),
+        "ratios": ratios,
+        "batches": args.throughput_steps,
+    }
 
 
 def fsr_overhead(input_path: Path, fsr_path: Path, batch: int = 128, repeats: int = 7) -> dict:
@@ -109,8 +124,14 @@ def fsr_overhead(input_path: Path, fsr_path: Path, batch: int = 128, repeats: in
     params = [sum(p.numel() for p in m.parameters()) for m in (plain, fsr)]
     with torch.no_grad():
         seconds = [median_seconds(lambda: m(x), repeats) for m in (plain, fsr)]
-    return {"backbone_params": params[0], "fsr_params": params[1] - params[0], "param_ratio": params[1] / params[0],
-            "forward_ms_backbone": 1000 * seconds[0], "forward_ms_fsr": 1000 * seconds[1], "forward_ratio": seconds[1] / seconds[0]}
+    return {
+        "backbone_params": params[0],
+        "fsr_params": params[1] - params[0],
+        "param_ratio": params[1] / params[0],
+        "forward_ms_backbone": 1000 * seconds[0],
+        "forward_ms_fsr": 1000 * seconds[1],
+        "forward_ratio": seconds[1] / seconds[0],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,25 +142,40 @@ def arm_row(name: str, report: dict) -> dict:
     by_epoch = {h["epoch"]: h for h in report["history"]}
     other = report["other"]
     return {
-        "recipe": name, "clean": report["hardened"]["clean_accuracy"], "robust": report["hardened"]["robust_accuracy"],
-        "apgd_ce": report["hardened"]["attacks"].get("apgd-ce", float("nan")), "attacks": report["hardened"]["attacks"],
+        "recipe": name,
+        "clean": report["hardened"]["clean_accuracy"],
+        "robust": report["hardened"]["robust_accuracy"],
+        "apgd_ce": report["hardened"]["attacks"].get("apgd-ce", float("nan")),
+        "attacks": report["hardened"]["attacks"],
         "holdout_best": by_epoch[report["best_epoch"]]["holdout_robust_accuracy"],
         "holdout_last": by_epoch[report["last_epoch"]]["holdout_robust_accuracy"],
         "saved": f"{report['selected']} ({report['selected_epoch']}/{report['last_epoch']})",
-        "other": f"{report['other_label']}: {other['clean_accuracy']:.1%} / {other['robust_accuracy']:.1%}" if other else "same epoch",
+        "other": f"{report['other_label']}: {other['clean_accuracy']:.1%} / {other['robust_accuracy']:.1%}"
+        if other
+        else "same epoch",
         "seconds_per_epoch": statistics.mean(h["train_seconds"] for h in report["history"]),
         "images_per_second": statistics.mean(h["images_per_second"] for h in report["history"]),
         "checks_failed": [c["name"] for c in report["hardened"]["checks"] if not c["passed"]],
     }
 
 
-def markdown(args, command: str, rows: list[dict], input_report: dict | None, speed: dict | None, pending: list[str],
-             minutes: float) -> str:
+def markdown(
+    args,
+    command: str,
+    rows: list[dict],
+    input_report: dict | None,
+    speed: dict | None,
+    pending: list[str],
+    minutes: float,
+) -> str:
     lines = [
-        HEADING, "",
+        HEADING,
+        "",
         f"Command (hardenctl {__version__}, torch {torch.__version__}, {args.threads} CPU threads; {minutes:.0f} min wall"
-        f"{'' if not pending else ' so far'}):", "",
-        f"    {command}", "",
+        f"{'' if not pending else ' so far'}):",
+        "",
+        f"    {command}",
+        "",
         f"Model `{args.arch}` (timm, random init, CIFAR mean/std folded in), first trained cleanly for "
         f"{args.pretrain_epochs} epochs (`standard`, lr 0.1 cosine); every arm starts from that checkpoint. "
         f"Data: the balanced {args.train_n}-image CIFAR-10 training subset of `../shared/data/cifar10` (5% held out to "
@@ -149,40 +185,68 @@ def markdown(args, command: str, rows: list[dict], input_report: dict | None, sp
         f"KL); β = 6 for MART and TRADES. Evaluation: suite `standard` (APGD-CE → APGD-T → Square, worst case per "
         f"sample) at L∞ 8/255, APGD {args.apgd_steps} steps, Square {args.square_queries} queries, seed {args.seed}. "
         "The saved epoch is the best by held-out PGD-10 robust accuracy; the other candidate (best or last) is "
-        "evaluated with the same suite when it differs.", "",
+        "evaluated with the same suite when it differs.",
+        "",
         "| arm | clean | robust (standard suite) | after APGD-CE | held-out PGD-10 (best / last epoch) | saved epoch "
         "| other epoch, clean / robust | s / epoch (train only) | train img/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     if input_report is not None:
-        lines.append(f"| input (clean pretrain) | {input_report['clean_accuracy']:.1%} | {input_report['robust_accuracy']:.1%} | "
-                     f"{input_report['attacks'].get('apgd-ce', float('nan')):.1%} | – | – | – | – | – |")
+        lines.append(
+            f"| input (clean pretrain) | {input_report['clean_accuracy']:.1%} | {input_report['robust_accuracy']:.1%} | "
+            f"{input_report['attacks'].get('apgd-ce', float('nan')):.1%} | – | – | – | – | – |"
+        )
     for row in rows:
-        lines.append(f"| {row['recipe']} | {row['clean']:.1%} | {row['robust']:.1%} | {row['apgd_ce']:.1%} | "
-                     f"{row['holdout_best']:.1%} / {row['holdout_last']:.1%} | {row['saved']} | {row['other']} | "
-                     f"{row['seconds_per_epoch']:.0f} | {row['images_per_second']:.1f} |")
+        lines.append(
+            f"| {row['recipe']} | {row['clean']:.1%} | {row['robust']:.1%} | {row['apgd_ce']:.1%} | "
+            f"{row['holdout_best']:.1%} / {row['holdout_last']:.1%} | {row['saved']} | {row['other']} | "
+            f"{row['seconds_per_epoch']:.0f} | {row['images_per_second']:.1f} |"
+        )
     lines += [f"| {name} | (not finished) | | | | | | | |" for name in pending]
     lines.append("")
     if speed:
-        lines += [f"Engine overhead (PGD-AT, {speed['batches']} batches of 128, median of {len(speed['ratios'])} alternating runs): "
-                  f"engine {speed['engine_images_per_second']:.1f} img/s, bare loop of the same passes "
-                  f"{speed['bare_images_per_second']:.1f} img/s, time ratio engine/bare **{speed['time_ratio_engine_over_bare']:.3f}** "
-                  f"(target ≤ 1.10; runs: {', '.join(f'{r:.3f}' for r in speed['ratios'])}).", ""]
+        lines += [
+            f"Engine overhead (PGD-AT, {speed['batches']} batches of 128, median of {len(speed['ratios'])} alternating runs): "
+            f"engine {speed['engine_images_per_second']:.1f} img/s, bare loop of the same passes "
+            f"{speed['bare_images_per_second']:.1f} img/s, time ratio engine/bare **{speed['time_ratio_engine_over_bare']:.3f}** "
+            f"(target ≤ 1.10; runs: {', '.join(f'{r:.3f}' for r in speed['ratios'])}).",
+            "",
+        ]
     lines += [
         f"n = {args.eval_n}, one seed: differences of a few points are within noise (a binomial standard error at 40% is "
         f"{(0.4 * 0.6 / max(args.eval_n, 1)) ** 0.5:.1%}; the held-out split that picks the epoch scores 250 images, "
         f"standard error ≈ {(0.25 * 0.75 / 250) ** 0.5:.1%}, so a best-vs-last choice within a few points there is noise). At this scale (a small model, {args.epochs} adversarial epochs "
         f"on {args.train_n} images) the papers' ordering need not appear; these numbers show the recipes work end to end, not how "
-        "they rank at full scale (RECIPES.md anchors: MART WRN-28-10 + 500K extra data AutoAttack 56.29%).", "",
+        "they rank at full scale (RECIPES.md anchors: MART WRN-28-10 + 500K extra data AutoAttack 56.29%).",
+        "",
     ]
     return "\n".join(lines)
 
 
-def save_results(args, command: str, rows: list[dict], input_report: dict | None, speed: dict | None, pending: list[str],
-                 minutes: float) -> str:
+def save_results(
+    args,
+    command: str,
+    rows: list[dict],
+    input_report: dict | None,
+    speed: dict | None,
+    pending: list[str],
+    minutes: float,
+) -> str:
     """results.json in --out, and our section of RESULTS.md; returns the section."""
-    atomic_write(args.out / "results.json", json.dumps({"command": command, "minutes": minutes, "rows": rows, "throughput": speed,
-                                                       "pending": pending, "input": input_report}, indent=2))
+    atomic_write(
+        args.out / "results.json",
+        json.dumps(
+            {
+                "command": command,
+                "minutes": minutes,
+                "rows": rows,
+                "throughput": speed,
+                "pending": pending,
+                "input": input_report,
+            },
+            indent=2,
+        ),
+    )
     section = markdown(args, command, rows, input_report, speed, pending, minutes)
     if not args.no_results_md:
         update_section(HEADING, section)
@@ -194,8 +258,17 @@ def render(args) -> int:
     saved = json.loads((args.out / "results.json").read_text())
     names = [row["recipe"] for row in saved["rows"]]
     rows = [arm_row(name, json.loads((args.out / name / "report.json").read_text())) for name in names]
-    print(save_results(args, saved["command"], rows, saved["input"], saved["throughput"], saved.get("pending", []),
-                       saved.get("minutes", 0.0)))
+    print(
+        save_results(
+            args,
+            saved["command"],
+            rows,
+            saved["input"],
+            saved["throughput"],
+            saved.get("pending", []),
+            saved.get("minutes", 0.0),
+        )
+    )
     return 0
 
 
@@ -216,19 +289,40 @@ def main(argv: list[str] | None = None) -> int:
         overrides = common_overrides(args, args.epochs, name)
         if name == "fsr":
             overrides["stages"] = args.fsr_stages.split(",")
-        result = api.harden(input_path, recipe=name, data=train_data, out=args.out / name, overrides=overrides,
-                            input_report=input_report, resume=True, log=log, **eval_kwargs(args, setup.test_full.head(args.eval_n)))
+        result = api.harden(
+            input_path,
+            recipe=name,
+            data=train_data,
+            out=args.out / name,
+            overrides=overrides,
+            input_report=input_report,
+            resume=True,
+            log=log,
+            **eval_kwargs(args, setup.test_full.head(args.eval_n)),
+        )
         input_report = result.report.input
         rows.append(arm_row(name, result.report.to_dict()))
         log(f"{name}: clean {rows[-1]['clean']:.1%}, robust {rows[-1]['robust']:.1%}")
-        save_results(args, command, rows, input_report.to_dict(), speed, names[index + 1:], (time.time() - started) / 60)
+        save_results(
+            args, command, rows, input_report.to_dict(), speed, names[index + 1 :], (time.time() - started) / 60
+        )
     if "fsr" in names:
         log(f"FSR overhead: {json.dumps(fsr_overhead(input_path, args.out / 'fsr' / 'model.safetensors'))}")
     if args.throughput_steps > 0:
         log("measuring engine vs bare-loop throughput (PGD-AT)")
         speed = throughput(args, input_path, train_data, args.out)
         log(f"throughput: {speed}")
-    print(save_results(args, command, rows, input_report.to_dict() if input_report else None, speed, [], (time.time() - started) / 60))
+    print(
+        save_results(
+            args,
+            command,
+            rows,
+            input_report.to_dict() if input_report else None,
+            speed,
+            [],
+            (time.time() - started) / 60,
+        )
+    )
     return 0
 
 

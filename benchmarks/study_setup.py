@@ -6,6 +6,7 @@ Every study fine-tunes or hardens the same checkpoint: a small timm model traine
 ``benchmarks/out/recipes``) so that each study, and a rerun of one, reuses it instead of training it again. The studies
 also share ``--out`` itself: the cost-sensitive study reuses the recipes study's finished ``pgd-at`` arm.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
 from common import CIFAR, CIFAR_MEAN, CIFAR_STD, ROOT, minutes_log, update_section
+
 from hardenctl import api
 from hardenctl.data import ArrayDataset, load_dataset
 from hardenctl.models import create_timm_model, save_model, wrap_model
@@ -27,9 +28,15 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--arch", default="resnet10t")
     parser.add_argument("--train-n", type=int, default=10000)
     parser.add_argument("--eval-n", type=int, default=1000)
-    parser.add_argument("--pretrain-epochs", type=int, default=10, help="clean epochs of the input model every arm starts from")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs of every arm (recipes and cost-sensitive studies)")
-    parser.add_argument("--lr", type=float, default=0.05, help="peak lr of every arm, cosine to 0 (recipes and cost-sensitive studies)")
+    parser.add_argument(
+        "--pretrain-epochs", type=int, default=10, help="clean epochs of the input model every arm starts from"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="epochs of every arm (recipes and cost-sensitive studies)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=0.05, help="peak lr of every arm, cosine to 0 (recipes and cost-sensitive studies)"
+    )
     parser.add_argument("--apgd-steps", type=int, default=100)
     parser.add_argument("--square-queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -43,10 +50,27 @@ def study_parser(description: str) -> argparse.ArgumentParser:
 def common_overrides(args: argparse.Namespace, epochs: int, recipe: str) -> dict:
     """What every arm shares: the fairness rules of RECIPES.md (``standard`` keeps its 0 attack steps)."""
     attack = {} if recipe == "standard" else {"attack_steps": 10, "attack_alpha": 2 / 255}
-    profile = {} if recipe == "standard" else {"profile": "paper"}  # the runs in RESULTS.md predate profiles: the paper values
-    return {**profile, "epochs": epochs, "batch_size": 128, "optimizer": "sgd", "lr": args.lr, "momentum": 0.9, "weight_decay": 5e-4,
-            "schedule": "cosine", "warmup_epochs": 0, "augment": "crop-flip", "crop_padding": 4, "holdout_fraction": 0.05,
-            "eps": 8 / 255, "monitor_n": 250, "monitor_steps": 10, **attack}
+    profile = (
+        {} if recipe == "standard" else {"profile": "paper"}
+    )  # the runs in RESULTS.md predate profiles: the paper values
+    return {
+        **profile,
+        "epochs": epochs,
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "lr": args.lr,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+        "warmup_epochs": 0,
+        "augment": "crop-flip",
+        "crop_padding": 4,
+        "holdout_fraction": 0.05,
+        "eps": 8 / 255,
+        "monitor_n": 250,
+        "monitor_steps": 10,
+        **attack,
+    }
 
 
 @dataclass
@@ -79,24 +103,46 @@ def prepare(args: argparse.Namespace, pretrain: bool = True) -> Setup:
         log(f"reusing the clean pretrained model in {pretrain_dir}")
     else:
         log(f"pretraining {args.arch} cleanly for {args.pretrain_epochs} epochs")
-        api.harden(init, recipe="standard", data=train_data, out=pretrain_dir,
-                   overrides={**common_overrides(args, args.pretrain_epochs, "standard"), "lr": 0.1, "select": "last"},
-                   eval_data=test_full.head(args.eval_n), eval_n=100, suite="quick", eps=8 / 255, seed=args.seed, device="cpu",
-                   channels_last=args.channels_last, resume=True, log=log)
+        api.harden(
+            init,
+            recipe="standard",
+            data=train_data,
+            out=pretrain_dir,
+            overrides={**common_overrides(args, args.pretrain_epochs, "standard"), "lr": 0.1, "select": "last"},
+            eval_data=test_full.head(args.eval_n),
+            eval_n=100,
+            suite="quick",
+            eps=8 / 255,
+            seed=args.seed,
+            device="cpu",
+            channels_last=args.channels_last,
+            resume=True,
+            log=log,
+        )
     return Setup(train_data, test_full, pretrain_dir / "model.safetensors", log)
 
 
 def eval_kwargs(args: argparse.Namespace, test_data: ArrayDataset) -> dict:
     """``api.harden``'s evaluation of an arm: the standard suite at L∞ 8/255 on the first --eval-n test images."""
-    return dict(eval_data=test_data, eval_n=args.eval_n, suite="standard", eps=8 / 255, seed=args.seed, device="cpu",
-                channels_last=args.channels_last, eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries})
+    return dict(
+        eval_data=test_data,
+        eval_n=args.eval_n,
+        suite="standard",
+        eps=8 / 255,
+        seed=args.seed,
+        device="cpu",
+        channels_last=args.channels_last,
+        eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries},
+    )
 
 
 def clean_predictions(model, data: ArrayDataset, batch: int = 500) -> torch.Tensor:
     """Top-1 predictions on every image of ``data`` (forward passes only: cheap, and 10× the samples of the suite)."""
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(data.pixels(start, min(start + batch, len(data)))).argmax(1) for start in range(0, len(data), batch)])
+        return torch.cat(
+            [model(data.pixels(start, min(start + batch, len(data)))).argmax(1) for start in range(0, len(data), batch)]
+        )
 
 
 def publish(args: argparse.Namespace, heading: str, section: str) -> int:

@@ -1,4 +1,5 @@
 """``python -m hardenctl`` (also what ``torchrun -m hardenctl`` runs)."""
+
 import sys
 
 from .cli import main

@@ -4,10 +4,10 @@ Everything ``hardenctl eval`` can do is here: :func:`evaluate` (torchrun shards,
 :func:`gate` (thresholds, a baseline report with its per-sample results, sanity-check acceptance) and
 :func:`write_outputs` (JSON, Markdown, JUnit, HTML and the per-sample results file).
 """
+
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -15,24 +15,36 @@ import torch
 from torch import nn
 
 from . import models
-from .data import Dataset, ArrayDataset, load_dataset
+from .data import ArrayDataset, Dataset, load_dataset
 from .distributed import Distributed, rank_device
 from .errors import UserError
-from .evaluate import EvalConfig, Progress
-from .evaluate import evaluate as _evaluate
+from .evaluation import EvalConfig, Progress
+from .evaluation import evaluate as _evaluate
 from .gates import Baseline, GateOptions, gate, load_baseline
-from .sequential_gates import sequential_plan
-from .harden import HardenResult, RunOptions
-from .harden import harden as _harden
-from .out_folder import check_out_dir
 from .models import ImageClassifier
+from .out_folder import check_out_dir
 from .recipes import load_recipe, parse_overrides
 from .recipes.base import RecipeConfig
 from .report import PICTURES, Report
 from .report import write_outputs as _write_outputs
+from .sequential_gates import sequential_plan
+from .training import HardenResult, RunOptions
+from .training import harden as _harden
 
-__all__ = ["Baseline", "GateOptions", "check_label_names", "evaluate", "gate", "harden", "load_baseline", "load_data", "load_model",
-           "prepare_data", "sequential_plan", "write_outputs"]
+__all__ = [
+    "Baseline",
+    "GateOptions",
+    "check_label_names",
+    "evaluate",
+    "gate",
+    "harden",
+    "load_baseline",
+    "load_data",
+    "load_model",
+    "prepare_data",
+    "sequential_plan",
+    "write_outputs",
+]
 
 
 def load_model(
@@ -51,9 +63,18 @@ def load_model(
     """Load a model (file, timm model folder, ``local-dir:``, ``hf-hub:``) as an ``nn.Module`` taking [0, 1]
     pixels (normalisation folded in), with its data config resolved (``model.info.data_config``). Under torchrun
     ``device="cuda"`` (or ``auto`` with CUDA) means this process's GPU, ``cuda:LOCAL_RANK``."""
-    return models.load_model(path, arch=arch, num_classes=num_classes, mean=mean, std=std, input_size=input_size,
-                             crop_pct=crop_pct, interpolation=interpolation, crop_mode=crop_mode,
-                             device=models.resolve_device(rank_device(device)))
+    return models.load_model(
+        path,
+        arch=arch,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        input_size=input_size,
+        crop_pct=crop_pct,
+        interpolation=interpolation,
+        crop_mode=crop_mode,
+        device=models.resolve_device(rank_device(device)),
+    )
 
 
 def check_label_names(model_names: Sequence[str] | None, data_names: Sequence[str] | None, source: str) -> None:
@@ -65,11 +86,17 @@ def check_label_names(model_names: Sequence[str] | None, data_names: Sequence[st
         ours = model_names[index] if index < len(model_names) else None
         theirs = data_names[index] if index < len(data_names) else None
         if ours != theirs:
-            what = (f"the data has no class {index} (the model's {ours!r})" if theirs is None else
-                    f"the data's class {index} {theirs!r} is not one the model knows" if ours is None else
-                    f"class {index} is {theirs!r} in the data but {ours!r} in the model")
-            raise UserError(f"class names of {source} do not match the model's: {what}",
-                            "use data with the model's classes in the model's order (class folders sort by name)")
+            what = (
+                f"the data has no class {index} (the model's {ours!r})"
+                if theirs is None
+                else f"the data's class {index} {theirs!r} is not one the model knows"
+                if ours is None
+                else f"class {index} is {theirs!r} in the data but {ours!r} in the model"
+            )
+            raise UserError(
+                f"class names of {source} do not match the model's: {what}",
+                "use data with the model's classes in the model's order (class folders sort by name)",
+            )
 
 
 def prepare_data(model: nn.Module, data: Dataset) -> Dataset:
@@ -83,26 +110,45 @@ def prepare_data(model: nn.Module, data: Dataset) -> Dataset:
         info.set_input_size(data.image_size, getattr(prepared_by, "sources", {}).get("input_size", "data"))
     elif tuple(info.input_size) != tuple(data.image_size):
         h, w = info.input_size
-        raise UserError(f"images are {data.image_size[0]}x{data.image_size[1]} but the model is declared for {h}x{w} "
-                        f"(from {info.input_size_source})", "pass the data by path (it is then prepared with the model's data config), or --input-size")
+        raise UserError(
+            f"images are {data.image_size[0]}x{data.image_size[1]} but the model is declared for {h}x{w} "
+            f"(from {info.input_size_source})",
+            "pass the data by path (it is then prepared with the model's data config), or --input-size",
+        )
     data = data.with_channels(info.in_chans)
     if len(data) and int(data.y.max()) >= info.num_classes:
-        raise UserError(f"label {int(data.y.max())} is out of range for a model with {info.num_classes} classes",
-                        "use data whose labels are 0..num_classes-1 (or the right --num-classes)")
+        raise UserError(
+            f"label {int(data.y.max())} is out of range for a model with {info.num_classes} classes",
+            "use data whose labels are 0..num_classes-1 (or the right --num-classes)",
+        )
     check_label_names(info.label_names, data.class_names if getattr(data, "names_known", False) else None, data.source)
     return data
 
 
-def load_data(spec: str | Dataset, model: nn.Module | None = None, *, n: int | None = None, split: str = "test",
-              workers: int | None = None, skip_unreadable: bool = False) -> Dataset:
+def load_data(
+    spec: str | Dataset,
+    model: nn.Module | None = None,
+    *,
+    n: int | None = None,
+    split: str = "test",
+    workers: int | None = None,
+    skip_unreadable: bool = False,
+) -> Dataset:
     """Load a dataset spec prepared with the model's data config (timm's eval transform for photos), checked
     against the model (see :func:`prepare_data`). Folders and tars stream; arrays stay in memory."""
     if not isinstance(spec, (str, Path)):
         data = spec.head(n)
     else:
         info = getattr(model, "info", None)
-        data = load_dataset(str(spec), split=split, n=n, data_config=getattr(info, "data_config", None),
-                            in_chans=getattr(info, "in_chans", None), workers=workers, skip_unreadable=skip_unreadable)
+        data = load_dataset(
+            str(spec),
+            split=split,
+            n=n,
+            data_config=getattr(info, "data_config", None),
+            in_chans=getattr(info, "in_chans", None),
+            workers=workers,
+            skip_unreadable=skip_unreadable,
+        )
     return prepare_data(model, data) if model is not None else data
 
 
@@ -138,26 +184,44 @@ def evaluate(
     """
     if isinstance(config.get("sequential"), GateOptions):
         options = config["sequential"]
-        config["sequential"] = sequential_plan(options, load_baseline(options.baseline, options.baseline_samples)
-                                               if options.baseline is not None else None)
+        config["sequential"] = sequential_plan(
+            options, load_baseline(options.baseline, options.baseline_samples) if options.baseline is not None else None
+        )
     cfg = EvalConfig(**config)
     if not isinstance(model, nn.Module):
         model = load_model(model)
     dataset = load_data(data, model, n=cfg.n, workers=workers)
     with torch.inference_mode(False):
-        return _evaluate(model, dataset, cfg, progress, dist=Distributed.from_env() if shard else None, resume_dir=resume_dir,
-                         resume=resume, save_adversarial=save_adversarial, pictures=pictures, log=log)
+        return _evaluate(
+            model,
+            dataset,
+            cfg,
+            progress,
+            dist=Distributed.from_env() if shard else None,
+            resume_dir=resume_dir,
+            resume=resume,
+            save_adversarial=save_adversarial,
+            pictures=pictures,
+            log=log,
+        )
 
 
-def write_outputs(report: Report, *, json: str | Path | None = None, markdown: str | Path | None = None,
-                  junit: str | Path | None = None, html: str | Path | None = None, samples: str | Path | None = None) -> list[str]:
+def write_outputs(
+    report: Report,
+    *,
+    json: str | Path | None = None,
+    markdown: str | Path | None = None,
+    junit: str | Path | None = None,
+    html: str | Path | None = None,
+    samples: str | Path | None = None,
+) -> list[str]:
     """Write the requested files (each atomically) and return notes (e.g. a plot skipped).
 
     ``samples`` (the per-sample results, JSON lines) is written first, so a report never names a samples file
     that is not there; the report records it relative to its own folder. Each output is attempted even when an
     earlier one fails; :class:`~hardenctl.report.outputs.OutputsNotWritten` names every failure after all were tried.
     """
-    from .evaluate.samples import recorded_name, write_samples
+    from .evaluation.samples import recorded_name, write_samples
     from .report.outputs import OutputsNotWritten
 
     failures: list[tuple[Path, BaseException]] = []
@@ -244,8 +308,18 @@ def harden(
     if isinstance(checkpoint, nn.Module):
         model = checkpoint
     else:
-        model = load_model(checkpoint, arch=arch, num_classes=num_classes, mean=mean, std=std, input_size=input_size,
-                           crop_pct=crop_pct, interpolation=interpolation, crop_mode=crop_mode, device="cpu")
+        model = load_model(
+            checkpoint,
+            arch=arch,
+            num_classes=num_classes,
+            mean=mean,
+            std=std,
+            input_size=input_size,
+            crop_pct=crop_pct,
+            interpolation=interpolation,
+            crop_mode=crop_mode,
+            device="cpu",
+        )
     reading = dict(workers=workers, skip_unreadable=skip_unreadable)
     train_set = load_data(data, model, split="train", **reading)
     if getattr(chosen.config, "protected", None):  # cost-sensitive: class names → ids of this training data
@@ -254,10 +328,18 @@ def harden(
         resolved = tuple(resolve_protected(chosen.config.protected, train_set.class_names))
         chosen.config = dataclasses.replace(chosen.config, protected=resolved)
     eval_set = load_data(eval_data, model, split="test", **reading) if eval_data is not None else None
-    options = RunOptions(out_dir=Path(out), seed=seed, device=device, amp=amp, channels_last=channels_last, resume=resume,
-                         overwrite=overwrite,
-                         workers=workers,
-                         eval_n=eval_n, eval_options={"suite": suite, "eps": eps, **(eval_options or {})},
-                         input_report=input_report)
+    options = RunOptions(
+        out_dir=Path(out),
+        seed=seed,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        resume=resume,
+        overwrite=overwrite,
+        workers=workers,
+        eval_n=eval_n,
+        eval_options={"suite": suite, "eps": eps, **(eval_options or {})},
+        input_report=input_report,
+    )
     with torch.inference_mode(False):
         return _harden(model, chosen, train_set, eval_set, options, progress, log)

@@ -5,6 +5,7 @@ side. With both per-sample files the comparison is paired, sample by sample, wit
 paired gate uses (:func:`hardenctl.gates.paired_comparison`), so ``compare`` and ``eval --baseline`` agree on the
 p-value; ``max_drop`` gates the fall exactly as ``eval --baseline --max-drop`` does (exit 1).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,16 +39,34 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         def side(report: Report, name: str) -> dict[str, Any]:
-            return {"report": name, "model_sha256": report.model_sha256, "clean_accuracy": report.clean_accuracy,
-                    "robust_accuracy": report.robust_accuracy, "attacks": report.attacks, "counts": report.counts,
-                    "intervals": report.intervals(), "failed_checks": [c.name for c in report.failed_checks]}
+            return {
+                "report": name,
+                "model_sha256": report.model_sha256,
+                "clean_accuracy": report.clean_accuracy,
+                "robust_accuracy": report.robust_accuracy,
+                "attacks": report.attacks,
+                "counts": report.counts,
+                "intervals": report.intervals(),
+                "failed_checks": [c.name for c in report.failed_checks],
+            }
 
-        return {"schema_version": "compare-1.0", "old": side(self.old, self.old_name), "new": side(self.new, self.new_name),
-                "change": {"clean_accuracy": self.new.clean_accuracy - self.old.clean_accuracy,
-                           "robust_accuracy": self.new.robust_accuracy - self.old.robust_accuracy},
-                "eps": self.new.eps, "norm": self.new.norm, "suite": self.new.suite, "n": self.new.n,
-                "data_sha256": self.new.data_sha256, "paired": self.paired,
-                "gates": [vars(g) for g in self.gates], "notes": self.notes}
+        return {
+            "schema_version": "compare-1.0",
+            "old": side(self.old, self.old_name),
+            "new": side(self.new, self.new_name),
+            "change": {
+                "clean_accuracy": self.new.clean_accuracy - self.old.clean_accuracy,
+                "robust_accuracy": self.new.robust_accuracy - self.old.robust_accuracy,
+            },
+            "eps": self.new.eps,
+            "norm": self.new.norm,
+            "suite": self.new.suite,
+            "n": self.new.n,
+            "data_sha256": self.new.data_sha256,
+            "paired": self.paired,
+            "gates": [vars(g) for g in self.gates],
+            "notes": self.notes,
+        }
 
 
 def _load(report: Report | str | Path, samples: str | Path | None, name: str) -> Baseline:
@@ -57,8 +76,14 @@ def _load(report: Report | str | Path, samples: str | Path | None, name: str) ->
     return load_baseline(report, samples, "the report")  # the validating readers: the report and its per-sample file
 
 
-def compare(old: Report | str | Path, new: Report | str | Path, *, old_samples: str | Path | None = None,
-            new_samples: str | Path | None = None, max_drop: float | None = None) -> Comparison:
+def compare(
+    old: Report | str | Path,
+    new: Report | str | Path,
+    *,
+    old_samples: str | Path | None = None,
+    new_samples: str | Path | None = None,
+    max_drop: float | None = None,
+) -> Comparison:
     """Compare two reports; ``*_samples``: their per-sample files (default: found beside each report as ``--baseline``
     finds them). ``max_drop`` adds the ``max_drop_*`` gates (a fraction: 0.01 = one point)."""
     if max_drop is not None and not 0 <= max_drop <= 1:
@@ -69,12 +94,15 @@ def compare(old: Report | str | Path, new: Report | str | Path, *, old_samples: 
     if before.samples is not None and after.samples is not None:
         after.report.samples = after.samples
         samples_name = str(before.samples_path) if before.samples_path else None
-        result.paired = paired_comparison(after.report, before.samples, before.name, samples_name,
-                                          current_name=after.name)
+        result.paired = paired_comparison(
+            after.report, before.samples, before.name, samples_name, current_name=after.name
+        )
     else:
         missing = [name for name, side in ((before.name, before), (after.name, after)) if side.samples is None]
-        result.notes.append(f"no per-sample results for {' and '.join(missing)} (pass --old-samples/--new-samples or keep "
-                            "NAME.samples.jsonl beside NAME.json): rates compared, no paired test")
+        result.notes.append(
+            f"no per-sample results for {' and '.join(missing)} (pass --old-samples/--new-samples or keep "
+            "NAME.samples.jsonl beside NAME.json): rates compared, no paired test"
+        )
     if max_drop is not None:
         result.gates = drop_gates(after.report, before.report, max_drop, result.paired)
     for name, report in ((before.name, before.report), (after.name, after.report)):

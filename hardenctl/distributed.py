@@ -8,6 +8,7 @@ holds the addresses the dead attempt's processes published; a process group buil
 process's address and fail in gloo's ``connectFullMesh`` ("Connection refused"). So each attempt agrees on a fresh
 key prefix first (:func:`attempt_store`) and builds its group inside it.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,10 +52,16 @@ class Distributed:
                 torch.cuda.set_device(device)  # NCCL collectives use the current device
             options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
             if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # the agent's store, shared by every attempt
-                store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.world_size,
-                                      is_master=False, timeout=timeout or timedelta(minutes=10))
-                options.update(store=attempt_store(store, self.rank, self.world_size), rank=self.rank,
-                               world_size=self.world_size)
+                store = dist.TCPStore(
+                    os.environ["MASTER_ADDR"],
+                    int(os.environ["MASTER_PORT"]),
+                    self.world_size,
+                    is_master=False,
+                    timeout=timeout or timedelta(minutes=10),
+                )
+                options.update(
+                    store=attempt_store(store, self.rank, self.world_size), rank=self.rank, world_size=self.world_size
+                )
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **options)
             self.owns_group = True
 
@@ -144,7 +151,9 @@ def rank_device(device: str, dist: Distributed | None = None) -> str:
     if device.startswith("cuda") or device == "auto":
         count = torch.cuda.device_count()
         if dist.local_rank >= count:
-            raise UserError(f"torchrun started local rank {dist.local_rank} but this node has {count} GPU(s)",
-                            f"pass --nproc_per_node={max(count, 1)} (one process per GPU), or --device cpu")
+            raise UserError(
+                f"torchrun started local rank {dist.local_rank} but this node has {count} GPU(s)",
+                f"pass --nproc_per_node={max(count, 1)} (one process per GPU), or --device cpu",
+            )
         return f"cuda:{dist.local_rank}"
     return device

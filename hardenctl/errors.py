@@ -6,6 +6,7 @@ exceptions so they are never disguised as user mistakes: the CLI ends them with 
 naming the error and a log file holding the traceback, and exit code 3, so a CI job can
 tell "the model regressed" (1) from "the tool broke" (3).
 """
+
 from __future__ import annotations
 
 EXIT_OK = 0

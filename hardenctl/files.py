@@ -3,6 +3,7 @@
 Every file hardenctl writes goes through :func:`atomic_write`: write to a temp
 file in the same directory, fsync, then ``os.replace`` onto the final name.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,7 +84,10 @@ def _check_folder_on_the_way(path: Path, option: str) -> None:
     if not ancestor.is_dir():
         raise UserError(f"{option} {path}: {ancestor} is a file, not a folder", f"pass a {option} path inside a folder")
     if not can_write_in(ancestor):
-        raise UserError(f"{option} {path}: the folder {ancestor} is not writable", f"pass a {option} path in a folder you can write to")
+        raise UserError(
+            f"{option} {path}: the folder {ancestor} is not writable",
+            f"pass a {option} path in a folder you can write to",
+        )
 
 
 def check_output_file(path: str | os.PathLike, option: str) -> None:
@@ -142,8 +146,10 @@ class FolderLock:
                 holder = " ".join(handle.read().split()) or "another process"
                 handle.close()
                 self._tidy()
-                raise UserError(f"{self.option} {self.folder} is in use by another hardenctl run ({holder})",
-                                f"wait for it to finish, or pass another {self.option}") from None
+                raise UserError(
+                    f"{self.option} {self.folder} is in use by another hardenctl run ({holder})",
+                    f"wait for it to finish, or pass another {self.option}",
+                ) from None
             # the file may have been removed by its last holder between our open and our lock: lock the current one
             if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino:
                 break

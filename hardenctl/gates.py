@@ -8,6 +8,7 @@ knowingly, and the report records which (``accepted_checks``).
 as the CLI's gate flags (:class:`GateOptions`, checked before anything is evaluated) and a baseline report by path,
 with its per-sample results found as ``--baseline`` finds them (:func:`load_baseline`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,17 +22,31 @@ from .report.common import clean_text
 GATE_ON = ("point", "lower")  # --gate-on: compare --min-*-acc with the point estimate or the 95% interval's lower bound
 
 # Every sanity check hardenctl.evaluate can report (each can fail; see README "Sanity checks").
-CHECK_NAMES = ("perturbations_in_bounds", "input_gradients_nonzero", "eot_used_for_randomized_model",
-               "square_not_stronger_than_whitebox", "robust_accuracy_non_increasing_in_eps",
-               "near_zero_accuracy_at_large_eps", "eval_mode_and_buffers_unchanged")
+CHECK_NAMES = (
+    "perturbations_in_bounds",
+    "input_gradients_nonzero",
+    "eot_used_for_randomized_model",
+    "square_not_stronger_than_whitebox",
+    "robust_accuracy_non_increasing_in_eps",
+    "near_zero_accuracy_at_large_eps",
+    "eval_mode_and_buffers_unchanged",
+)
 
 # Fields that must agree for two reports to be compared: (report attribute, how to say it).
-COMPARABLE = (("eps", "ε"), ("norm", "norm"), ("suite", "suite"), ("attacks", "attacks"), ("attack_list", "attack settings"), ("n", "n"),
-              ("data_sha256", "data (sha256 of the evaluated pixels and labels)"))
+COMPARABLE = (
+    ("eps", "ε"),
+    ("norm", "norm"),
+    ("suite", "suite"),
+    ("attacks", "attacks"),
+    ("attack_list", "attack settings"),
+    ("n", "n"),
+    ("data_sha256", "data (sha256 of the evaluated pixels and labels)"),
+)
 
 
-def check_comparable(current: Report | dict, baseline: Report, baseline_name: str = "the baseline",
-                     current_name: str | None = None) -> None:
+def check_comparable(
+    current: Report | dict, baseline: Report, baseline_name: str = "the baseline", current_name: str | None = None
+) -> None:
     """Refuse (UserError) a baseline made with another ε, norm, suite, attacks, n or data, naming the first difference.
 
     ``current`` is a report, or a dict of the fields known before evaluating (so a mismatch costs no attack time);
@@ -41,9 +56,11 @@ def check_comparable(current: Report | dict, baseline: Report, baseline_name: st
     """
     if baseline.stopped_early:
         planned = int(baseline.sequential["max_n"])
-        raise UserError(f"{clean_text(baseline_name)} has results for {baseline.n} of its {planned} images (--sequential "
-                        f"stopped once its gates were decided), but a comparison needs all {planned}",
-                        "make the baseline without --sequential, or with every image evaluated")
+        raise UserError(
+            f"{clean_text(baseline_name)} has results for {baseline.n} of its {planned} images (--sequential "
+            f"stopped once its gates were decided), but a comparison needs all {planned}",
+            "make the baseline without --sequential, or with every image evaluated",
+        )
     for attribute, label in COMPARABLE:
         now = current.get(attribute) if isinstance(current, dict) else getattr(current, attribute)
         then = getattr(baseline, attribute)
@@ -61,10 +78,15 @@ def check_comparable(current: Report | dict, baseline: Report, baseline_name: st
             same = now == then
         if not same:
             shown = (lambda v: f"{v:.5g}") if attribute == "eps" else (lambda v: clean_text(v)[:80])
-            now_text = (f"this evaluation uses {shown(now)}" if current_name is None
-                        else f"{clean_text(current_name)} was made with {shown(now)}")
-            raise UserError(f"{clean_text(baseline_name)} was made with {label} {shown(then)} but {now_text}",
-                            "compare reports made with the same --eps, --norm, --suite/--attacks, --n and data")
+            now_text = (
+                f"this evaluation uses {shown(now)}"
+                if current_name is None
+                else f"{clean_text(current_name)} was made with {shown(now)}"
+            )
+            raise UserError(
+                f"{clean_text(baseline_name)} was made with {label} {shown(then)} but {now_text}",
+                "compare reports made with the same --eps, --norm, --suite/--attacks, --n and data",
+            )
 
 
 def check_gate(report: Report, strict: bool = True, allowed: Sequence[str] = ()) -> Gate:
@@ -85,9 +107,13 @@ def _minimum_gate(report: Report, name: str, threshold: float, metric: str, poin
     return Gate(name, threshold, value, value >= threshold, "point")
 
 
-def paired_comparison(report: Report, baseline_samples: SampleResults, baseline_name: str = "the baseline",
-                      baseline_samples_name: str | None = None,
-                      current_name: str = "this evaluation") -> dict[str, Any]:
+def paired_comparison(
+    report: Report,
+    baseline_samples: SampleResults,
+    baseline_name: str = "the baseline",
+    baseline_samples_name: str | None = None,
+    current_name: str = "this evaluation",
+) -> dict[str, Any]:
     """Compare this evaluation (``current_name``: what the errors call it) with the baseline's per-sample results,
     sample by sample (``extra.paired``).
 
@@ -104,17 +130,23 @@ def paired_comparison(report: Report, baseline_samples: SampleResults, baseline_
     now = report.samples
     baseline_text, current_text = clean_text(baseline_name), clean_text(current_name)
     if now is None:
-        raise UserError(f"{current_text} has no per-sample results to pair with {baseline_text}'s",
-                        "evaluate with hardenctl.evaluate (or `hardenctl eval`), which records them")
+        raise UserError(
+            f"{current_text} has no per-sample results to pair with {baseline_text}'s",
+            "evaluate with hardenctl.evaluate (or `hardenctl eval`), which records them",
+        )
     n = len(now)
     if len(baseline_samples) != n:
-        raise UserError(f"{baseline_text}'s per-sample results have {len(baseline_samples)} samples but {current_text} "
-                        f"has {n}",
-                        "compare evaluations of the same --n and data")
+        raise UserError(
+            f"{baseline_text}'s per-sample results have {len(baseline_samples)} samples but {current_text} has {n}",
+            "compare evaluations of the same --n and data",
+        )
     if list(baseline_samples.label) != list(now.label):
         first = next(i for i, (a, b) in enumerate(zip(baseline_samples.label, now.label)) if a != b)
-        raise UserError(f"{baseline_text}'s per-sample results have label {baseline_samples.label[first]} at sample "
-                        f"{first} but {current_text} has {now.label[first]}", "compare evaluations of the same data")
+        raise UserError(
+            f"{baseline_text}'s per-sample results have label {baseline_samples.label[first]} at sample "
+            f"{first} but {current_text} has {now.label[first]}",
+            "compare evaluations of the same data",
+        )
     pairs = list(zip(baseline_samples.robust, now.robust))
     regressed = [i for i, (then, current) in enumerate(pairs) if then and not current]
     improved = sum(1 for then, current in pairs if current and not then)
@@ -127,12 +159,23 @@ def paired_comparison(report: Report, baseline_samples: SampleResults, baseline_
         "baseline_samples": baseline_samples_name,
         "n": n,
         "max_drop_basis": "paired",
-        "robust": {"regressed": len(regressed), "improved": improved, "unchanged": n - len(regressed) - improved,
-                   "difference": (len(regressed) - improved) / n if n else 0.0, "mcnemar_p": mcnemar_exact(len(regressed), improved)},
-        "clean": {"regressed": clean_regressed, "improved": clean_improved, "difference": sum(clean_change) / n if n else 0.0,
-                  "mcnemar_p": mcnemar_exact(clean_regressed, clean_improved) if clean_binary else None},
-        "regressed_samples": [{key: rows[i][key] for key in ("index", "source_id", "label", "adversarial_prediction", "broken_by")}
-                              for i in regressed[:REGRESSED_SHOWN]],
+        "robust": {
+            "regressed": len(regressed),
+            "improved": improved,
+            "unchanged": n - len(regressed) - improved,
+            "difference": (len(regressed) - improved) / n if n else 0.0,
+            "mcnemar_p": mcnemar_exact(len(regressed), improved),
+        },
+        "clean": {
+            "regressed": clean_regressed,
+            "improved": clean_improved,
+            "difference": sum(clean_change) / n if n else 0.0,
+            "mcnemar_p": mcnemar_exact(clean_regressed, clean_improved) if clean_binary else None,
+        },
+        "regressed_samples": [
+            {key: rows[i][key] for key in ("index", "source_id", "label", "adversarial_prediction", "broken_by")}
+            for i in regressed[:REGRESSED_SHOWN]
+        ],
     }
 
 
@@ -184,13 +227,27 @@ def apply_gates(
         return gates
     gates = []
     if min_clean_acc is not None:
-        gates.append(_minimum_gate(report, "min_clean_acc", min_clean_acc, "clean_accuracy", report.clean_accuracy, gate_on))
+        gates.append(
+            _minimum_gate(report, "min_clean_acc", min_clean_acc, "clean_accuracy", report.clean_accuracy, gate_on)
+        )
     if min_robust_acc is not None:
-        gates.append(_minimum_gate(report, "min_robust_acc", min_robust_acc, "robust_accuracy", report.robust_accuracy, gate_on))
+        gates.append(
+            _minimum_gate(report, "min_robust_acc", min_robust_acc, "robust_accuracy", report.robust_accuracy, gate_on)
+        )
     if min_protected_robust_acc is not None:
-        value = (report.extra.get("protected") or {}).get("robust_accuracy")  # None: no protected sample, nothing shown robust
-        gates.append(_minimum_gate(report, "min_protected_robust_acc", min_protected_robust_acc, "protected_robust_accuracy",
-                                   value, gate_on))
+        value = (report.extra.get("protected") or {}).get(
+            "robust_accuracy"
+        )  # None: no protected sample, nothing shown robust
+        gates.append(
+            _minimum_gate(
+                report,
+                "min_protected_robust_acc",
+                min_protected_robust_acc,
+                "protected_robust_accuracy",
+                value,
+                gate_on,
+            )
+        )
     if baseline is not None:
         check_comparable(report, baseline, baseline_name)
         drop = 0.0 if max_drop is None else max_drop
@@ -209,8 +266,10 @@ def describe_failure(report: Report, gate: Gate, baseline_name: str = "the basel
     what a ``max_drop`` gate's fall is measured from (``compare`` names OLD's file)."""
     if gate.name == "sanity_checks":
         names = [c.name for c in report.failed_checks if c.name not in report.accepted_checks]
-        return (f"gate failed: sanity_checks: {', '.join(names)} failed (evidence of gradient masking or a broken "
-                f"evaluation); fix the model or evaluation, or accept knowingly with --allow-check NAME or --no-strict")
+        return (
+            f"gate failed: sanity_checks: {', '.join(names)} failed (evidence of gradient masking or a broken "
+            f"evaluation); fix the model or evaluation, or accept knowingly with --allow-check NAME or --no-strict"
+        )
     if gate.basis == "sequential":
         from .sequential_gates import describe_decision
 
@@ -219,8 +278,10 @@ def describe_failure(report: Report, gate: Gate, baseline_name: str = "the basel
         return f"gate failed: {gate.name}: {relation} {gate.value:.4f} ({limit}), {describe_decision(report, gate)}"
     if gate.name.startswith("max_drop"):
         how = " (paired, per sample)" if gate.basis == "paired" else ""
-        return (f"gate failed: {gate.name}: dropped {gate.value:.4f} from {clean_text(baseline_name)}{how} "
-                f"(max {gate.threshold:.4f})")
+        return (
+            f"gate failed: {gate.name}: dropped {gate.value:.4f} from {clean_text(baseline_name)}{how} "
+            f"(max {gate.threshold:.4f})"
+        )
     bound = " (95% lower bound)" if gate.basis == "lower95" else ""
     return f"gate failed: {gate.name}{bound}: {gate.value:.4f} < {gate.threshold:.4f}"
 
@@ -245,8 +306,12 @@ class GateOptions:
     gate_on: str = "point"
 
     def __post_init__(self) -> None:
-        for value, option in ((self.min_clean_acc, "--min-clean-acc"), (self.min_robust_acc, "--min-robust-acc"),
-                              (self.max_drop, "--max-drop"), (self.min_protected_robust_acc, "--min-protected-robust-acc")):
+        for value, option in (
+            (self.min_clean_acc, "--min-clean-acc"),
+            (self.min_robust_acc, "--min-robust-acc"),
+            (self.max_drop, "--max-drop"),
+            (self.min_protected_robust_acc, "--min-protected-robust-acc"),
+        ):
             if value is not None and not 0 <= value <= 1:
                 raise UserError(f"{option} is a fraction in [0,1], got {value}", f"pass e.g. {option} 0.45")
         if self.max_drop is not None and self.baseline is None:
@@ -254,7 +319,9 @@ class GateOptions:
         if self.baseline_samples is not None and self.baseline is None:
             raise UserError("--baseline-samples needs --baseline", "pass --baseline old_report.json too")
         if self.gate_on not in GATE_ON:
-            raise UserError(f"--gate-on must be point or lower, got {self.gate_on!r}", "pass --gate-on point or --gate-on lower")
+            raise UserError(
+                f"--gate-on must be point or lower, got {self.gate_on!r}", "pass --gate-on point or --gate-on lower"
+            )
         unknown = sorted(set(self.allow_check) - set(CHECK_NAMES))
         if unknown:
             raise UserError(f"--allow-check: unknown check {unknown[0]!r}", f"use one of {', '.join(CHECK_NAMES)}")
@@ -279,10 +346,13 @@ class Baseline:
 def load_baseline(path: str | Path, samples: str | Path | None = None, what: str = "the baseline report") -> Baseline:
     """The report at ``path`` and its per-sample results: ``samples``, else the file the report recorded, else
     ``NAME.samples.jsonl`` beside it; both read by the validating readers (:mod:`hardenctl.report.reader`,
-    :mod:`hardenctl.evaluate.samples`), the results checked to belong to that report (``what``: how errors call it,
+    :mod:`hardenctl.evaluation.samples`), the results checked to belong to that report (``what``: how errors call it,
     followed by its path). Without any, the drop gates compare rates. Nothing here loads a model: a bad baseline is
     refused before any evaluation starts."""
-    from .evaluate.samples import baseline_samples_candidates, load_baseline_samples  # imports torch: only when needed
+    from .evaluation.samples import (
+        baseline_samples_candidates,
+        load_baseline_samples,
+    )  # imports torch: only when needed
 
     report = load_report(path)
     found, results = load_baseline_samples(path, report, samples, what)
@@ -290,8 +360,12 @@ def load_baseline(path: str | Path, samples: str | Path | None = None, what: str
     return Baseline(report, str(path), results, found, looked_for)
 
 
-def gate(report: Report, options: GateOptions | None = None, baseline: Baseline | Report | str | Path | None = None,
-         **gate_options: Any) -> list[Gate]:
+def gate(
+    report: Report,
+    options: GateOptions | None = None,
+    baseline: Baseline | Report | str | Path | None = None,
+    **gate_options: Any,
+) -> list[Gate]:
     """Apply the gates to ``report`` (appended to ``report.gates``) and return them; a failed one has ``passed`` False.
 
     ``options`` or the same names as keywords (``min_robust_acc=0.4, baseline="old.json", max_drop=0.02``, see
@@ -307,8 +381,17 @@ def gate(report: Report, options: GateOptions | None = None, baseline: Baseline 
         baseline = load_baseline(baseline, options.baseline_samples)
     elif isinstance(baseline, Report):
         baseline = Baseline(baseline)
-    return apply_gates(report, options.min_clean_acc, options.min_robust_acc, baseline.report if baseline else None,
-                       options.max_drop, options.strict, options.min_protected_robust_acc, allowed_checks=options.allow_check,
-                       gate_on=options.gate_on, baseline_samples=baseline.samples if baseline else None,
-                       baseline_name=baseline.name if baseline else "the baseline",
-                       baseline_samples_name=str(baseline.samples_path) if baseline and baseline.samples_path else None)
+    return apply_gates(
+        report,
+        options.min_clean_acc,
+        options.min_robust_acc,
+        baseline.report if baseline else None,
+        options.max_drop,
+        options.strict,
+        options.min_protected_robust_acc,
+        allowed_checks=options.allow_check,
+        gate_on=options.gate_on,
+        baseline_samples=baseline.samples if baseline else None,
+        baseline_name=baseline.name if baseline else "the baseline",
+        baseline_samples_name=str(baseline.samples_path) if baseline and baseline.samples_path else None,
+    )

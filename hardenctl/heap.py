@@ -13,6 +13,7 @@ Fixing the mmap threshold instead (``mallopt``) is as flat but maps and faults e
 
 Other C libraries (macOS, Windows, musl) have no ``malloc_trim``: there this does nothing.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -38,7 +39,7 @@ def release_free_memory() -> bool:
     """Return the C heap's free pages to the system (glibc ``malloc_trim(0)``); False where that is not possible.
 
     Cheap (a walk over the heap's free lists and one ``madvise`` per free run of pages); called before and after every
-    batch of :func:`~hardenctl.evaluate.suite.run_suite`.
+    batch of :func:`~hardenctl.evaluation.suite.run_suite`.
     """
     trim = _malloc_trim()
     if trim is None:

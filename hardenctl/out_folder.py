@@ -6,6 +6,7 @@ that is a folder) used to be found after a whole training run, and two runs into
 one result was lost. Now every path the run will write is checked first, a folder holding someone else's files is
 refused unless ``--overwrite``, and :class:`~hardenctl.files.FolderLock` keeps a second run out while one writes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,11 +14,18 @@ from pathlib import Path
 from .errors import UserError
 from .files import LOCK_NAME, check_output_dir, check_output_file, folder_in_use
 
-CHECKPOINT_DIR = "checkpoints"  # one epoch_NNNN.pt per finished epoch (hardenctl.harden.checkpoints)
+CHECKPOINT_DIR = "checkpoints"  # one epoch_NNNN.pt per finished epoch (hardenctl.training.checkpoints)
 
 # every name a harden run writes into --out (the checkpoints folder holds epoch_NNNN.pt files)
-OUTPUT_FILES = ("model.safetensors", "config.json", "README.md", "recipe.yaml", "report.json", "report.md",
-                "train_log.jsonl")
+OUTPUT_FILES = (
+    "model.safetensors",
+    "config.json",
+    "README.md",
+    "recipe.yaml",
+    "report.json",
+    "report.md",
+    "train_log.jsonl",
+)
 
 
 def holds_run(out_dir: Path) -> bool:
@@ -43,20 +51,26 @@ def check_out_dir(out_dir: Path, resume: bool, overwrite: bool = False) -> None:
         raise UserError(f"--out {out_dir}: {CHECKPOINT_DIR} is a file", "remove it, or pass another --out")
     holder = folder_in_use(out_dir)
     if holder is not None:
-        raise UserError(f"--out {out_dir} is in use by another hardenctl run ({holder})",
-                        "wait for it to finish, or pass another --out")
+        raise UserError(
+            f"--out {out_dir} is in use by another hardenctl run ({holder})",
+            "wait for it to finish, or pass another --out",
+        )
     if not out_dir.is_dir() or overwrite:
         return
     if holds_run(out_dir):
         if not resume:
-            raise UserError(f"--out {out_dir} already holds a harden run",
-                            "pass --resume to continue it, --overwrite to replace it, or a new --out directory")
+            raise UserError(
+                f"--out {out_dir} already holds a harden run",
+                "pass --resume to continue it, --overwrite to replace it, or a new --out directory",
+            )
         return
     others = foreign_files(out_dir)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise UserError(f"--out {out_dir} holds files hardenctl did not write ({shown})",
-                        "pass a new or empty --out, or --overwrite to write into it (files of the same names are replaced)")
+        raise UserError(
+            f"--out {out_dir} holds files hardenctl did not write ({shown})",
+            "pass a new or empty --out, or --overwrite to write into it (files of the same names are replaced)",
+        )
 
 
 def clear_previous_run(out_dir: Path) -> None:

@@ -5,6 +5,7 @@ recipe both need these, and evaluation must not depend on a recipe. The cost mat
 design [ours] (RECIPES.md, "cost-sensitive"): C_jj = 0, C_jk = ``cost`` if the true class j is
 protected, else 1.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
@@ -26,7 +27,10 @@ def resolve_protected(values: Iterable[Any], class_names: Sequence[str]) -> list
         elif (isinstance(text, int) and not isinstance(text, bool)) or (isinstance(text, str) and text.isdigit()):
             index = int(text)
             if not 0 <= index < len(names):
-                raise UserError(f"protected class id {index} is out of range", f"use 0..{len(names) - 1} or one of: {', '.join(names)}")
+                raise UserError(
+                    f"protected class id {index} is out of range",
+                    f"use 0..{len(names) - 1} or one of: {', '.join(names)}",
+                )
             ids.add(index)
         else:
             raise UserError(f"unknown protected class {value!r}", f"use a class id or one of: {', '.join(names)}")
@@ -39,15 +43,25 @@ def cost_matrix(num_classes: int, protected: Iterable[int], cost: float) -> Tens
     """C with C_jj = 0, C_jk = cost for a protected j, else 1."""
     protected = list(protected)
     if any(not 0 <= j < num_classes for j in protected):
-        raise UserError(f"protected classes {protected} are not all below the model's {num_classes} classes",
-                        f"give ids in 0..{num_classes - 1}")
+        raise UserError(
+            f"protected classes {protected} are not all below the model's {num_classes} classes",
+            f"give ids in 0..{num_classes - 1}",
+        )
     rows = torch.ones(num_classes)
     rows[protected] = float(cost)
     return rows.unsqueeze(1) * (1 - torch.eye(num_classes))
 
 
-def protected_metrics(y: Tensor, clean_correct: Tensor, robust_prediction: Tensor, protected: Sequence[int], cost: float,
-                      num_classes: int, robust: Tensor | None = None, draws: int = 1) -> dict[str, Any]:
+def protected_metrics(
+    y: Tensor,
+    clean_correct: Tensor,
+    robust_prediction: Tensor,
+    protected: Sequence[int],
+    cost: float,
+    num_classes: int,
+    robust: Tensor | None = None,
+    draws: int = 1,
+) -> dict[str, Any]:
     """Protected-class clean/robust accuracy (over samples whose TRUE class is protected) and Σ C_{y,ŷ}/N.
 
     ``clean_correct`` is per sample (a fraction of ``draws`` for randomised models), ``robust_prediction``
@@ -63,7 +77,11 @@ def protected_metrics(y: Tensor, clean_correct: Tensor, robust_prediction: Tenso
     clean = hits if draws == 1 else hits / draws
     robust_correct = int(robust[mask].sum())
     return {
-        "classes": list(protected), "cost": float(cost), "n": count, "clean_correct": clean, "robust_correct": robust_correct,
+        "classes": list(protected),
+        "cost": float(cost),
+        "n": count,
+        "clean_correct": clean,
+        "robust_correct": robust_correct,
         "clean_accuracy": clean / count if count else None,
         "robust_accuracy": robust_correct / count if count else None,
         "cost_weighted_robust_error": float(matrix[y, robust_prediction].sum() / n) if n else 0.0,

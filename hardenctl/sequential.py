@@ -47,6 +47,7 @@ recomputes the whole sequence on a 1,000-point grid each call (0.9 s per 1,000 i
 rounds) and has no count-based WoR CS. ``expectation`` needs Python >= 3.12 (we support 3.10). Both constructions
 above are short and cited; the code is ours.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -73,7 +74,7 @@ def split_alpha(alpha: float, quantities: int) -> float:
 
 
 def decide(low: float, high: float, cut: float, at_least: bool = True) -> Decision:
-    """"pass"/"fail" once [low, high] lies wholly on one side of ``cut``, else None.
+    """ "pass"/"fail" once [low, high] lies wholly on one side of ``cut``, else None.
 
     ``at_least``: the gate passes when the population value >= cut (``--min-*-acc``); otherwise when it is <= cut
     (``--max-drop``, cut = max_drop + DROP_TOLERANCE).
@@ -125,8 +126,9 @@ def mean_cut(threshold: float, basis: str, population: int) -> float:
     return high
 
 
-def beta_binomial_count_bounds(population: int, n: int, successes: np.ndarray | int, alpha: float,
-                               prior: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+def beta_binomial_count_bounds(
+    population: int, n: int, successes: np.ndarray | int, alpha: float, prior: tuple[float, float] = (1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """The prior–posterior-ratio CS for the population total after ``successes`` of ``n`` draws (vectorised).
 
     Returns integer arrays (lowest, highest) total in {s : π_n(s) > α·π₀(s)}; the set is an interval for a, b >= 1.
@@ -155,8 +157,9 @@ class BinaryWoRCS:
 
     def __init__(self, population: int, alpha: float, prior: tuple[float, float] = (1.0, 1.0)) -> None:
         if int(population) != population or population < 1 or not 0.0 < alpha < 1.0 or min(prior) < 1.0:
-            raise ValueError(f"population >= 1, alpha in (0, 1), prior a, b >= 1; got {population!r}, {alpha!r}, "
-                             f"{prior!r}")
+            raise ValueError(
+                f"population >= 1, alpha in (0, 1), prior a, b >= 1; got {population!r}, {alpha!r}, {prior!r}"
+            )
         self.population, self.alpha, self.prior = int(population), float(alpha), prior
         self.n, self.successes = 0, 0
 
@@ -190,8 +193,9 @@ def plug_in_bets(z: np.ndarray, alpha: float) -> np.ndarray:
     return np.sqrt(2.0 * np.log(2.0 / alpha) / (var_before * steps * np.log1p(steps)))
 
 
-def betting_log_capital(z: np.ndarray, bets: np.ndarray, m: np.ndarray | float, population: int,
-                        running: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def betting_log_capital(
+    z: np.ndarray, bets: np.ndarray, m: np.ndarray | float, population: int, running: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Running log K⁺ and log K⁻ at candidate population mean(s) ``m`` (broadcast against z's leading axes); only
     the last values (the current capital) when not ``running``.
 
@@ -220,8 +224,9 @@ class BoundedWoRCS:
 
     def __init__(self, population: int, alpha: float, low: float = 0.0, high: float = 1.0) -> None:
         if int(population) != population or population < 1 or not 0.0 < alpha < 1.0 or not low < high:
-            raise ValueError(f"population >= 1, alpha in (0, 1), low < high; got {population!r}, {alpha!r}, "
-                             f"{low!r}, {high!r}")
+            raise ValueError(
+                f"population >= 1, alpha in (0, 1), low < high; got {population!r}, {alpha!r}, {low!r}, {high!r}"
+            )
         self.population, self.alpha, self.low, self.high = int(population), float(alpha), float(low), float(high)
         self._chunks: list[np.ndarray] = []
         self.n, self.total = 0, 0.0  # values seen and their sum (on the values' own scale)
@@ -255,10 +260,20 @@ class BoundedWoRCS:
         if self.n == 0:
             return self.low, self.high
         threshold = np.log(2.0 / self.alpha)
-        low = _crossing(lambda m: betting_log_capital(z, bets, m, self.population, False)[0], threshold,
-                        lowest, highest, rising=False)
-        high = _crossing(lambda m: betting_log_capital(z, bets, m, self.population, False)[1], threshold,
-                         lowest, highest, rising=True)
+        low = _crossing(
+            lambda m: betting_log_capital(z, bets, m, self.population, False)[0],
+            threshold,
+            lowest,
+            highest,
+            rising=False,
+        )
+        high = _crossing(
+            lambda m: betting_log_capital(z, bets, m, self.population, False)[1],
+            threshold,
+            lowest,
+            highest,
+            rising=True,
+        )
         if low > high:  # the CS is empty (probability <= α): claim nothing beyond the logical range
             low, high = lowest, highest
         return self._scale(low), self._scale(high)
@@ -309,6 +324,19 @@ def round_record(n: int, sequences: Mapping[str, BinaryWoRCS | BoundedWoRCS]) ->
     return record
 
 
-__all__ = ["BINARY_METHOD", "BOUNDED_METHOD", "DROP_TOLERANCE", "BinaryWoRCS", "BoundedWoRCS", "Decision",
-           "beta_binomial_count_bounds", "betting_log_capital", "count_cut", "decide", "mean_cut", "plug_in_bets",
-           "round_record", "split_alpha"]
+__all__ = [
+    "BINARY_METHOD",
+    "BOUNDED_METHOD",
+    "DROP_TOLERANCE",
+    "BinaryWoRCS",
+    "BoundedWoRCS",
+    "Decision",
+    "beta_binomial_count_bounds",
+    "betting_log_capital",
+    "count_cut",
+    "decide",
+    "mean_cut",
+    "plug_in_bets",
+    "round_record",
+    "split_alpha",
+]

@@ -6,12 +6,13 @@ measured between rates becomes a minimum on the new accuracy. When the run stopp
 one its confidence sequence reached (``basis`` "sequential"); a run that reached ``--n`` is gated as without
 ``--sequential`` (:func:`hardenctl.gates.apply_gates`).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
-from .evaluate.sequential_plan import SequentialPlan, Target
+from .evaluation.sequential_plan import SequentialPlan, Target
 from .report import Gate, Report, SampleResults
 from .report.common import sequential_note
 
@@ -21,25 +22,35 @@ if TYPE_CHECKING:
 DEFAULT_ALPHA = 0.05
 
 
-def sequential_plan(options: GateOptions, baseline: Baseline | None = None, alpha: float = DEFAULT_ALPHA) -> SequentialPlan:
+def sequential_plan(
+    options: GateOptions, baseline: Baseline | None = None, alpha: float = DEFAULT_ALPHA
+) -> SequentialPlan:
     """The gates ``options`` set, as targets a sequential run decides (refused when none is set or alpha is wrong)."""
     basis = "lower95" if options.gate_on == "lower" else "point"
-    targets = [Target(name, float(threshold), basis) for name, threshold in (
-        ("min_clean_acc", options.min_clean_acc), ("min_robust_acc", options.min_robust_acc),
-        ("min_protected_robust_acc", options.min_protected_robust_acc)) if threshold is not None]
+    targets = [
+        Target(name, float(threshold), basis)
+        for name, threshold in (
+            ("min_clean_acc", options.min_clean_acc),
+            ("min_robust_acc", options.min_robust_acc),
+            ("min_protected_robust_acc", options.min_protected_robust_acc),
+        )
+        if threshold is not None
+    ]
     clean = robust = rates = None
     if baseline is not None:
         drop = float(options.max_drop or 0.0)
         paired = baseline.samples is not None
-        targets += [Target(name, drop, "paired" if paired else "rates")
-                    for name in ("max_drop_clean_accuracy", "max_drop_robust_accuracy")]
+        targets += [
+            Target(name, drop, "paired" if paired else "rates")
+            for name in ("max_drop_clean_accuracy", "max_drop_robust_accuracy")
+        ]
         if paired:
             clean = tuple(float(v) for v in baseline.samples.clean_correct)
             robust = tuple(float(bool(v)) for v in baseline.samples.robust)
         else:
             rates = (float(baseline.report.clean_accuracy), float(baseline.report.robust_accuracy))
     plan = SequentialPlan(tuple(targets), float(alpha), clean, robust, rates)
-    from .evaluate.sequential_plan import check_plan
+    from .evaluation.sequential_plan import check_plan
 
     check_plan(plan)
     return plan
@@ -51,8 +62,10 @@ def decided_gates(report: Report, baseline: Report | None) -> list[Gate]:
     gates = []
     for name, entry in report.sequential["gates"].items():
         if entry.get("decision") not in ("pass", "fail"):
-            raise UserError(f"gate {name} of a sequential run that stopped early has no decision",
-                            "evaluate again (the report is damaged)")
+            raise UserError(
+                f"gate {name} of a sequential run that stopped early has no decision",
+                "evaluate again (the report is damaged)",
+            )
         passed = entry["decision"] == "pass"
         low, high = entry["bounds"]
         value = (low if passed else high) if entry["at_least"] else (high if passed else low)
@@ -72,8 +85,16 @@ def describe_decision(report: Report, gate: Gate) -> str:
 def samples_at(results: SampleResults, indices: list[int]) -> SampleResults:
     """The rows of ``results`` (a full run's, index i on row i) at ``indices``: a baseline's images a sequential run
     evaluated, for the paired comparison of those images."""
-    fields = ("index", "source_id", "label", "clean_prediction", "clean_correct", "robust", "broken_by",
-              "adversarial_prediction")
+    fields = (
+        "index",
+        "source_id",
+        "label",
+        "clean_prediction",
+        "clean_correct",
+        "robust",
+        "broken_by",
+        "adversarial_prediction",
+    )
     return SampleResults(**{name: [getattr(results, name)[i] for i in indices] for name in fields})
 
 

@@ -20,6 +20,7 @@ one 0/1 outcome can only widen the interval: it errs on the cautious side, never
 a fair coin, so the two-sided exact p-value is ``min(1, 2·P(X ≤ min(b, c)))`` with X ~ Binomial(b + c, 1/2), and
 1 when there is no discordant sample. Concordant samples carry no information about the change and are ignored.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny trained digits model and small datasets, all made on the fly."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,6 @@ from hardenctl.cli import main
 from hardenctl.data import load_dataset
 from hardenctl.demo import DEMO_ARCH, DIGITS_MEAN, DIGITS_STD, train_clean
 from hardenctl.models import create_timm_model, save_model, wrap_model
-
 
 # Tiny models run fastest single-threaded, and tests must not fight each other (or DDP workers) for 2 cores.
 torch.set_num_threads(1)

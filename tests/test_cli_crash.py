@@ -2,6 +2,7 @@
 
 Every report already computed is still written before the exit.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import hardenctl.api
 import hardenctl.demo
 import hardenctl.report.outputs
 from hardenctl.errors import EXIT_INTERNAL
-from hardenctl.evaluate.samples import read_samples
+from hardenctl.evaluation.samples import read_samples
 
 QUICK = ("--data", "digits-test", "--attacks", "fgsm", "--eps", "0.1", "--n", "16", "--batch-size", "16", "--quiet")
 
@@ -33,16 +34,24 @@ def assert_one_line_and_a_log(err: str, log_dir) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     (log,) = log_dir.iterdir()
-    assert str(log) in lines[0] and "internal error" in lines[0] and "RuntimeError: something inside broke (on two lines)" in lines[0]
+    assert (
+        str(log) in lines[0]
+        and "internal error" in lines[0]
+        and "RuntimeError: something inside broke (on two lines)" in lines[0]
+    )
     assert "not a failed gate" in lines[0] and "--debug" in lines[0]
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "RuntimeError: something inside broke" in text
     return text
 
 
-def test_a_crash_in_eval_exits_3_with_one_line_and_the_traceback_in_a_log(cli, log_dir, digits_model_path, monkeypatch, tmp_path):
+def test_a_crash_in_eval_exits_3_with_one_line_and_the_traceback_in_a_log(
+    cli, log_dir, digits_model_path, monkeypatch, tmp_path
+):
     monkeypatch.setattr(hardenctl.api, "evaluate", broken)
-    code, out, err = cli("eval", digits_model_path, *QUICK, "--report", tmp_path / "report.json", "--min-robust-acc", "0.9")
+    code, out, err = cli(
+        "eval", digits_model_path, *QUICK, "--report", tmp_path / "report.json", "--min-robust-acc", "0.9"
+    )
     assert code == EXIT_INTERNAL == 3
     text = assert_one_line_and_a_log(err, log_dir)
     assert "in broken" in text and "command: hardenctl eval" in text
@@ -66,18 +75,40 @@ def test_a_crash_in_harden_and_demo_exits_3(cli, log_dir, digits_model_path, tmp
     assert code == 3 and err.strip().splitlines()[-1].startswith("internal error: RuntimeError")
 
 
-def test_an_error_writing_the_markdown_still_writes_json_junit_and_samples_and_the_failed_gate_stands(cli, log_dir, digits_model_path, tmp_path, monkeypatch):
+def test_an_error_writing_the_markdown_still_writes_json_junit_and_samples_and_the_failed_gate_stands(
+    cli, log_dir, digits_model_path, tmp_path, monkeypatch
+):
     monkeypatch.setattr(hardenctl.report.outputs, "render_markdown", broken)
     files = {name: tmp_path / name for name in ("report.json", "report.md", "report.xml", "samples.jsonl")}
-    code, _, err = cli("eval", digits_model_path, *QUICK, "--report", files["report.json"], "--markdown", files["report.md"],
-                       "--junit", files["report.xml"], "--samples", files["samples.jsonl"], "--min-robust-acc", "0.99")
+    code, _, err = cli(
+        "eval",
+        digits_model_path,
+        *QUICK,
+        "--report",
+        files["report.json"],
+        "--markdown",
+        files["report.md"],
+        "--junit",
+        files["report.xml"],
+        "--samples",
+        files["samples.jsonl"],
+        "--min-robust-acc",
+        "0.99",
+    )
     assert code == 1  # the verdict outranks the files (issue 28): a failed gate is never reported as a crash
     gate_line, markdown_line = err.strip().splitlines()
     assert gate_line.startswith("gate failed: min_robust_acc")
     (log,) = log_dir.iterdir()
-    assert markdown_line.startswith(f"error: could not write {files['report.md']} (RuntimeError: something inside broke "
-                                    "(on two lines); traceback in ") and str(log) in markdown_line
-    assert markdown_line.endswith("the verdict stands: exit 1") and "Traceback (most recent call last)" in log.read_text()
+    assert (
+        markdown_line.startswith(
+            f"error: could not write {files['report.md']} (RuntimeError: something inside broke "
+            "(on two lines); traceback in "
+        )
+        and str(log) in markdown_line
+    )
+    assert (
+        markdown_line.endswith("the verdict stands: exit 1") and "Traceback (most recent call last)" in log.read_text()
+    )
     report = json.loads(files["report.json"].read_text())
     assert report["n"] == 16 and report["samples_file"] == "samples.jsonl" and not report["gates"][0]["passed"]
     assert len(read_samples(files["samples.jsonl"])[1]) == 16 and files["report.xml"].exists()

@@ -1,4 +1,5 @@
 """Bad input: a one-line error naming problem and fix, exit code 2, no traceback, no output file."""
+
 from __future__ import annotations
 
 import pickle
@@ -58,11 +59,15 @@ def test_truncated_torch_checkpoint(cli, tmp_path, digits_model_path):
     path = tmp_path / "half.pt"
     torch.save(state, path)
     path.write_bytes(path.read_bytes()[:1000])
-    assert_clean_failure(cli, tmp_path, path, "--data", "digits", "--arch", "test_resnet", expect="cannot read checkpoint")
+    assert_clean_failure(
+        cli, tmp_path, path, "--data", "digits", "--arch", "test_resnet", expect="cannot read checkpoint"
+    )
 
 
 def test_wrong_num_classes(cli, tmp_path, digits_model_path):
-    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits", "--num-classes", "7", expect="--num-classes 10")
+    assert_clean_failure(
+        cli, tmp_path, digits_model_path, "--data", "digits", "--num-classes", "7", expect="--num-classes 10"
+    )
 
 
 def test_labels_out_of_range(cli, tmp_path, digits_model_path):
@@ -71,7 +76,9 @@ def test_labels_out_of_range(cli, tmp_path, digits_model_path):
     assert_clean_failure(cli, tmp_path, digits_model_path, "--data", tmp_path / "d.npz", expect="label 12")
 
 
-@pytest.mark.parametrize("eps,expect", [("-1", ">= 0"), ("abc", "not a number"), ("1/0", "not a number"), ("2", "exceeds 1")])
+@pytest.mark.parametrize(
+    "eps,expect", [("-1", ">= 0"), ("abc", "not a number"), ("1/0", "not a number"), ("2", "exceeds 1")]
+)
 def test_bad_eps(cli, tmp_path, digits_model_path, eps, expect):
     assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits", "--eps", eps, expect=expect)
 
@@ -87,14 +94,21 @@ def test_repeated_attack(cli, tmp_path, digits_model_path):
     assert code == 2 and "more than once" in err
 
 
-@pytest.mark.parametrize("args,expect", [(("--batch-size", "0"), "--batch-size must be at least 1"),
-                                         (("--batch-size", "big"), "--batch-size must be a whole number or auto"),
-                                         (("--eval-precision", "fp16"), "unknown --eval-precision 'fp16'"),
-                                         (("--eval-precision", "bf16", "--suite", "autoattack"), "reference autoattack")])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (("--batch-size", "0"), "--batch-size must be at least 1"),
+        (("--batch-size", "big"), "--batch-size must be a whole number or auto"),
+        (("--eval-precision", "fp16"), "unknown --eval-precision 'fp16'"),
+        (("--eval-precision", "bf16", "--suite", "autoattack"), "reference autoattack"),
+    ],
+)
 def test_bad_batch_size_and_precision(cli, tmp_path, digits_model_path, args, expect):
     if "--suite" in args:  # the reference runs only without --attacks
         out_file = tmp_path / "out" / "report.json"
-        code, _, err = cli("eval", digits_model_path, "--data", "digits", "--quiet", "--n", "8", *args, "--report", out_file)
+        code, _, err = cli(
+            "eval", digits_model_path, "--data", "digits", "--quiet", "--n", "8", *args, "--report", out_file
+        )
         assert code == 2 and len(err.strip().splitlines()) == 1 and expect in err.lower(), err
         assert not out_file.exists()
         return
@@ -113,17 +127,24 @@ def test_image_size_mismatch_of_an_in_memory_dataset(tmp_path, digits_model_path
     from hardenctl.errors import UserError
 
     model = hardenctl.load_model(digits_model_path)
-    data = ArrayDataset(torch.zeros(4, 1, 12, 12, dtype=torch.uint8), torch.arange(4), [str(i) for i in range(10)], "memory")
+    data = ArrayDataset(
+        torch.zeros(4, 1, 12, 12, dtype=torch.uint8), torch.arange(4), [str(i) for i in range(10)], "memory"
+    )
     with pytest.raises(UserError, match="images are 12x12 but the model is declared for 8x8"):
         hardenctl.load_data(data, model)
 
 
-@pytest.mark.parametrize("option,value,expect", [("--crop-pct", "0", "--crop-pct must be in [0.05, 1]"),
-                                                 ("--crop-pct", "2", "--crop-pct must be in [0.05, 1]"),
-                                                 ("--crop-pct", "1e-300", "--crop-pct must be in [0.05, 1]"),
-                                                 ("--interpolation", "cubic", "unknown interpolation 'cubic'"),
-                                                 ("--crop-mode", "zoom", "unknown crop mode 'zoom'"),
-                                                 ("--workers", "-1", "--workers must be >= 0")])
+@pytest.mark.parametrize(
+    "option,value,expect",
+    [
+        ("--crop-pct", "0", "--crop-pct must be in [0.05, 1]"),
+        ("--crop-pct", "2", "--crop-pct must be in [0.05, 1]"),
+        ("--crop-pct", "1e-300", "--crop-pct must be in [0.05, 1]"),
+        ("--interpolation", "cubic", "unknown interpolation 'cubic'"),
+        ("--crop-mode", "zoom", "unknown crop mode 'zoom'"),
+        ("--workers", "-1", "--workers must be >= 0"),
+    ],
+)
 def test_bad_preprocessing_flags(cli, tmp_path, digits_model_path, option, value, expect):
     assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits-test", option, value, expect=expect)
 
@@ -143,13 +164,24 @@ def test_npz_with_pickled_objects(cli, tmp_path, digits_model_path):
 def test_cuda_requested_without_cuda(cli, tmp_path, digits_model_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    assert_clean_failure(cli, tmp_path, digits_model_path, "--data", "digits", "--device", "cuda", expect="CUDA is not available")
+    assert_clean_failure(
+        cli, tmp_path, digits_model_path, "--data", "digits", "--device", "cuda", expect="CUDA is not available"
+    )
 
 
 def test_unknown_arch(cli, tmp_path, digits_model_path):
     state, _ = read_checkpoint(digits_model_path)
     torch.save(state, tmp_path / "w.pt")
-    assert_clean_failure(cli, tmp_path, tmp_path / "w.pt", "--data", "digits", "--arch", "resnet_9000", expect="unknown timm architecture")
+    assert_clean_failure(
+        cli,
+        tmp_path,
+        tmp_path / "w.pt",
+        "--data",
+        "digits",
+        "--arch",
+        "resnet_9000",
+        expect="unknown timm architecture",
+    )
 
 
 def test_usage_error_is_exit_2(cli):
@@ -176,8 +208,10 @@ def test_help_version_and_argument_errors_do_not_import_torch():
     import subprocess
     import sys
 
-    probe = ("import sys; from hardenctl.cli import main; code = main(sys.argv[1:]); "
-             "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch imported'; print('exit', code)")
+    probe = (
+        "import sys; from hardenctl.cli import main; code = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch imported'; print('exit', code)"
+    )
     for args in (["--help"], ["--version"], ["eval", "nope.safetensors", "--data", "digits"], ["recipes"]):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
         assert done.returncode == 0, (args, done.stderr[-500:])

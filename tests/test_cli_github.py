@@ -4,6 +4,7 @@ annotation holding the one-line message, and a few lines in the step summary (is
 Run as CI runs it, ``python -m hardenctl`` in a subprocess with pipes for stdout and stderr, so the streams, their
 flushing and the exit code are the real ones.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,11 +16,13 @@ import pytest
 
 # the same internal error test_cli_crash.py provokes in-process (api.evaluate replaced by a function that raises),
 # here in the child process before the real `python -m hardenctl` entry point runs
-CRASHING = ("import runpy, hardenctl.api\n"
-            "def broken(*args, **kwargs):\n"
-            "    raise RuntimeError('something inside broke')\n"
-            "hardenctl.api.evaluate = broken\n"
-            "runpy.run_module('hardenctl', run_name='__main__', alter_sys=True)\n")
+CRASHING = (
+    "import runpy, hardenctl.api\n"
+    "def broken(*args, **kwargs):\n"
+    "    raise RuntimeError('something inside broke')\n"
+    "hardenctl.api.evaluate = broken\n"
+    "runpy.run_module('hardenctl', run_name='__main__', alter_sys=True)\n"
+)
 QUICK = ("--data", "digits-test", "--attacks", "fgsm", "--eps", "0.1", "--n", "16", "--batch-size", "16", "--quiet")
 
 
@@ -31,8 +34,9 @@ def run(*args: object, summary: Path | None, tmp_path: Path, crash: bool = False
     if summary is not None:
         env["GITHUB_STEP_SUMMARY"] = str(summary)
     head = ["-c", CRASHING] if crash else ["-m", "hardenctl"]
-    return subprocess.run([sys.executable, *head, *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300)
+    return subprocess.run(
+        [sys.executable, *head, *map(str, args)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
 
 
 def test_exit_2_writes_an_error_annotation_and_a_step_summary(tmp_path):

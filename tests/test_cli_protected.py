@@ -1,4 +1,5 @@
 """`hardenctl eval --protected`: protected-class metrics in the report and the --min-protected-robust-acc gate."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,21 @@ FAST = ("--suite", "quick", "--apgd-steps", "10", "--n", "48", "--batch-size", "
 
 
 def test_protected_metrics_and_gate(cli, digits_model_path, tmp_path):
-    code, _, err = cli("eval", digits_model_path, "--data", "digits-test", *FAST, "--protected", "3,5",
-                       "--min-protected-robust-acc", "1.0", "--report", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
+    code, _, err = cli(
+        "eval",
+        digits_model_path,
+        "--data",
+        "digits-test",
+        *FAST,
+        "--protected",
+        "3,5",
+        "--min-protected-robust-acc",
+        "1.0",
+        "--report",
+        tmp_path / "r.json",
+        "--markdown",
+        tmp_path / "r.md",
+    )
     assert code == 1 and "gate failed: min_protected_robust_acc" in err
     report = read_json(tmp_path / "r.json")
     protected = report["extra"]["protected"]
@@ -22,7 +36,20 @@ def test_protected_metrics_and_gate(cli, digits_model_path, tmp_path):
     assert "## Protected classes" in (tmp_path / "r.md").read_text()
     gate = {g["name"]: g for g in report["gates"]}["min_protected_robust_acc"]
     assert not gate["passed"] and gate["value"] == protected["robust_accuracy"]
-    assert cli("eval", digits_model_path, "--data", "digits-test", *FAST, "--protected", "3,5", "--min-protected-robust-acc", "0")[0] == 0
+    assert (
+        cli(
+            "eval",
+            digits_model_path,
+            "--data",
+            "digits-test",
+            *FAST,
+            "--protected",
+            "3,5",
+            "--min-protected-robust-acc",
+            "0",
+        )[0]
+        == 0
+    )
 
 
 def test_protected_usage_errors(cli, digits_model_path):
@@ -35,7 +62,7 @@ def test_protected_usage_errors(cli, digits_model_path):
 def test_robust_prediction_is_the_worst_case_prediction(digits_model_path):
     import hardenctl
     from hardenctl.attacks import PGD
-    from hardenctl.evaluate import run_suite, SuiteRun
+    from hardenctl.evaluation import SuiteRun, run_suite
 
     model = hardenctl.load_model(digits_model_path)
     data = hardenctl.load_data("digits-test", model, n=64)

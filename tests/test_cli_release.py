@@ -1,4 +1,5 @@
 """What a release pipeline reads: `compare`, `card`, the RobustBench entry and GitHub Actions' annotations and summary."""
+
 from __future__ import annotations
 
 import json
@@ -32,24 +33,51 @@ def two_reports(digits_model_path, tmp_path_factory) -> dict[str, Path]:
             parameter.add_(0.15 * parameter.std() * torch.randn_like(parameter))
     noisy = save_model(model, folder / "noisy.safetensors")
     old, new = folder / "old.json", folder / "new.json"
-    assert run("eval", digits_model_path, *EVAL, "--report", old, "--samples", folder / "old.samples.jsonl") == (0, "", "")
-    code, _, _ = run("eval", noisy, *EVAL, "--report", new, "--samples", folder / "new.samples.jsonl",
-                         "--baseline", old, "--max-drop", "1")
+    assert run("eval", digits_model_path, *EVAL, "--report", old, "--samples", folder / "old.samples.jsonl") == (
+        0,
+        "",
+        "",
+    )
+    code, _, _ = run(
+        "eval",
+        noisy,
+        *EVAL,
+        "--report",
+        new,
+        "--samples",
+        folder / "new.samples.jsonl",
+        "--baseline",
+        old,
+        "--max-drop",
+        "1",
+    )
     assert code == 0
     return {"old": old, "new": new, "folder": folder, "noisy": noisy}
 
 
 def test_compare_gives_the_paired_gate_s_mcnemar_p_value(two_reports, cli):
     out = two_reports["folder"] / "cmp"
-    code, _, err = cli("compare", two_reports["old"], two_reports["new"], "--report", f"{out}.json", "--markdown", f"{out}.md",
-                       "--html", f"{out}.html", "--quiet")
+    code, _, err = cli(
+        "compare",
+        two_reports["old"],
+        two_reports["new"],
+        "--report",
+        f"{out}.json",
+        "--markdown",
+        f"{out}.md",
+        "--html",
+        f"{out}.html",
+        "--quiet",
+    )
     assert code == 0, err
     gated = json.loads(two_reports["new"].read_text())["extra"]["paired"]["robust"]
     compared = json.loads(Path(f"{out}.json").read_text())["paired"]["robust"]
     assert compared["mcnemar_p"] == gated["mcnemar_p"] and gated["regressed"] + gated["improved"] > 0
     assert (compared["regressed"], compared["improved"]) == (gated["regressed"], gated["improved"])
     markdown = Path(f"{out}.md").read_text()
-    assert "| metric | " in markdown and "Paired comparison with the baseline" in markdown and "## Per class" in markdown
+    assert (
+        "| metric | " in markdown and "Paired comparison with the baseline" in markdown and "## Per class" in markdown
+    )
 
 
 def test_compare_gates_on_max_drop_like_eval(two_reports, cli):
@@ -64,20 +92,27 @@ def test_compare_gates_on_max_drop_like_eval(two_reports, cli):
 
 def test_compare_without_samples_compares_rates_and_says_so(two_reports, cli, tmp_path):
     lone = tmp_path / "lone.json"
-    lone.write_text(two_reports["new"].read_text().replace('"samples_file": "new.samples.jsonl"', '"samples_file": null'))
+    lone.write_text(
+        two_reports["new"].read_text().replace('"samples_file": "new.samples.jsonl"', '"samples_file": null')
+    )
     code, _, err = cli("compare", two_reports["old"], lone, "--max-drop", "1", "--report", tmp_path / "c.json")
     assert code == 0 and "no per-sample results for" in err and "rates compared" in err
     result = json.loads((tmp_path / "c.json").read_text())
     assert result["paired"] is None and {g["basis"] for g in result["gates"]} == {"rates"}
 
 
-@pytest.mark.parametrize("content, says", [(None, "does not exist"), ("not json", "is not a JSON report"),
-                                           ('{"a": 1}', "is not a hardenctl report")])
+@pytest.mark.parametrize(
+    "content, says",
+    [(None, "does not exist"), ("not json", "is not a JSON report"), ('{"a": 1}', "is not a hardenctl report")],
+)
 def test_bad_reports_are_one_line_exit_2_and_write_nothing(two_reports, cli, tmp_path, content, says):
     bad = tmp_path / "bad.json"
     if content is not None:
         bad.write_text(content)
-    for args in (("compare", two_reports["old"], bad, "--markdown", tmp_path / "c.md"), ("card", bad, "--out", tmp_path / "card")):
+    for args in (
+        ("compare", two_reports["old"], bad, "--markdown", tmp_path / "c.md"),
+        ("card", bad, "--out", tmp_path / "card"),
+    ):
         code, _, err = cli(*args)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == (["bad.json"] if content is not None else [])
@@ -94,8 +129,18 @@ def test_compare_refuses_reports_of_different_evaluations(two_reports, cli, tmp_
 def test_card_and_robustbench_entry_from_an_eval_report(two_reports, cli, tmp_path):
     from huggingface_hub import ModelCard
 
-    code, _, err = cli("card", two_reports["old"], "--out", tmp_path / "folder", "--repo-id", "org/digits-robust",
-                       "--dataset", "digits", "--robustbench-json", tmp_path / "rb.json")
+    code, _, err = cli(
+        "card",
+        two_reports["old"],
+        "--out",
+        tmp_path / "folder",
+        "--repo-id",
+        "org/digits-robust",
+        "--dataset",
+        "digits",
+        "--robustbench-json",
+        tmp_path / "rb.json",
+    )
     assert code == 0, err
     report = json.loads(two_reports["old"].read_text())
     card = ModelCard.load(tmp_path / "folder" / "README.md")
@@ -104,25 +149,48 @@ def test_card_and_robustbench_entry_from_an_eval_report(two_reports, cli, tmp_pa
     assert robust.metric_value == report["robust_accuracy"]
     assert "timm.create_model('hf-hub:org/digits-robust', pretrained=True)" in card.text
     entry = json.loads((tmp_path / "rb.json").read_text())
-    assert entry["autoattack_acc"] == f"{100 * report['robust_accuracy']:.2f}" and entry["clean_acc"] == f"{100 * report['clean_accuracy']:.2f}"
-    assert entry["eps"] == "0.1" and entry["additional_data"] is False and entry["architecture"] == report["model"]["arch"]
+    assert (
+        entry["autoattack_acc"] == f"{100 * report['robust_accuracy']:.2f}"
+        and entry["clean_acc"] == f"{100 * report['clean_accuracy']:.2f}"
+    )
+    assert (
+        entry["eps"] == "0.1" and entry["additional_data"] is False and entry["architecture"] == report["model"]["arch"]
+    )
     assert "quick suite" in entry["footnote"] and "first 60 images" in entry["footnote"]
     assert entry["hardenctl"]["n"] == 60 and entry["hardenctl"]["data_sha256"] == report["data_sha256"]
 
 
-def test_under_github_actions_a_failed_gate_is_an_error_annotation_and_the_summary_is_written(two_reports, cli, tmp_path, monkeypatch):
+def test_under_github_actions_a_failed_gate_is_an_error_annotation_and_the_summary_is_written(
+    two_reports, cli, tmp_path, monkeypatch
+):
     summary = tmp_path / "summary.md"
     summary.write_text("## earlier step\n")
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    code, out, err = cli("eval", two_reports["noisy"], *EVAL, "--min-robust-acc", "0.99", "--report", tmp_path / "r.json",
-                         "--robustbench-json", tmp_path / "rb.json")
+    code, out, err = cli(
+        "eval",
+        two_reports["noisy"],
+        *EVAL,
+        "--min-robust-acc",
+        "0.99",
+        "--report",
+        tmp_path / "r.json",
+        "--robustbench-json",
+        tmp_path / "rb.json",
+    )
     assert code == 1 and "gate failed: min_robust_acc" in err
     errors = [line for line in out.splitlines() if line.startswith("::error ")]
     assert errors == [next(line for line in errors if "min_robust_acc" in line)]
-    assert "title=hardenctl gate failed%3A min_robust_acc::gate failed: min_robust_acc" in errors[0] and "< 0.9900" in errors[0]
+    assert (
+        "title=hardenctl gate failed%3A min_robust_acc::gate failed: min_robust_acc" in errors[0]
+        and "< 0.9900" in errors[0]
+    )
     text = summary.read_text()
-    assert text.startswith("## earlier step\n") and "# hardenctl robustness report" in text and "robust (worst case)" in text
+    assert (
+        text.startswith("## earlier step\n")
+        and "# hardenctl robustness report" in text
+        and "robust (worst case)" in text
+    )
     assert json.loads((tmp_path / "rb.json").read_text())["autoattack_acc"]
     monkeypatch.delenv("GITHUB_ACTIONS")
     code, out, _ = cli("eval", two_reports["noisy"], *EVAL, "--min-robust-acc", "0.99")
@@ -130,7 +198,10 @@ def test_under_github_actions_a_failed_gate_is_an_error_annotation_and_the_summa
 
 
 def test_compare_refuses_a_harden_report_naming_it(two_reports, cli, tmp_path):
-    harden = {"input": json.loads(two_reports["old"].read_text()), "hardened": json.loads(two_reports["new"].read_text())}
+    harden = {
+        "input": json.loads(two_reports["old"].read_text()),
+        "hardened": json.loads(two_reports["new"].read_text()),
+    }
     (tmp_path / "report.json").write_text(json.dumps(harden))
     code, _, err = cli("compare", two_reports["old"], tmp_path / "report.json", "--markdown", tmp_path / "c.md")
     assert code == 2 and "is a harden report" in err and len(err.strip().splitlines()) == 1
@@ -141,9 +212,33 @@ def test_compare_refuses_a_harden_report_naming_it(two_reports, cli, tmp_path):
 # the model card's provenance, data naming and safety; the RobustBench entry's fields (real runs)
 # ---------------------------------------------------------------------------------------------
 HUB_CARD = "---\nlicense: Apache-2.0\ndatasets:\n- imagenet-1k\n- uoft-cs/cifar10\n---\n# digits-base\n"
-QUICK_HARDEN = ["--recipe", "pgd-at", "--data", "digits-train", "--eval-data", "digits-test", "--epochs", "1",
-                "--batch-size", "128", "--set", "attack_steps=2", "--set", "eps=0.1", "--set", "monitor_n=32",
-                "--eval-n", "40", "--suite", "quick", "--eps", "0.1", "--device", "cpu", "--quiet"]
+QUICK_HARDEN = [
+    "--recipe",
+    "pgd-at",
+    "--data",
+    "digits-train",
+    "--eval-data",
+    "digits-test",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "128",
+    "--set",
+    "attack_steps=2",
+    "--set",
+    "eps=0.1",
+    "--set",
+    "monitor_n=32",
+    "--eval-n",
+    "40",
+    "--suite",
+    "quick",
+    "--eps",
+    "0.1",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def hub_cache(root: Path, model_path: Path) -> Path:
@@ -177,7 +272,18 @@ def hub_runs(digits_model_path, tmp_path_factory) -> dict[str, Path]:
     data = load_dataset("digits-test")
     for name in ("cifar10_test", "imagenette2"):
         np.savez(folder / f"{name}.npz", x=data.x.permute(0, 2, 3, 1).numpy(), y=data.y.numpy())
-        assert run("eval", digits_model_path, *EVAL[2:], "--data", folder / f"{name}.npz", "--report", folder / f"{name}.json")[0] == 0
+        assert (
+            run(
+                "eval",
+                digits_model_path,
+                *EVAL[2:],
+                "--data",
+                folder / f"{name}.npz",
+                "--report",
+                folder / f"{name}.json",
+            )[0]
+            == 0
+        )
     return {"cache": cache, "eval": folder / "eval.json", "hardened": folder / "hardened", "folder": folder}
 
 
@@ -190,23 +296,46 @@ def read_card(path: Path):
     return card, name, results
 
 
-def test_an_eval_card_inherits_the_license_names_its_data_and_is_named_for_its_model(hub_runs, cli, tmp_path, monkeypatch):
+def test_an_eval_card_inherits_the_license_names_its_data_and_is_named_for_its_model(
+    hub_runs, cli, tmp_path, monkeypatch
+):
     monkeypatch.setenv("HF_HUB_CACHE", str(hub_runs["cache"]))
-    code, _, err = cli("card", hub_runs["eval"], "--out", tmp_path / "card", "--dataset", "uoft-cs/cifar10",
-                       "--dataset-name", "CIFAR-10 test", "--robustbench-json", tmp_path / "rb.json")
+    code, _, err = cli(
+        "card",
+        hub_runs["eval"],
+        "--out",
+        tmp_path / "card",
+        "--dataset",
+        "uoft-cs/cifar10",
+        "--dataset-name",
+        "CIFAR-10 test",
+        "--robustbench-json",
+        tmp_path / "rb.json",
+    )
     assert code == 0, err
     assert "license: apache-2.0, as hf-hub:org/digits-base's README.md declares" in err
     card, name, results = read_card(tmp_path / "card" / "README.md")
     report = json.loads(hub_runs["eval"].read_text())
     assert (card.data.license, card.data.base_model, card.data.datasets) == ("apache-2.0", None, ["uoft-cs/cifar10"])
     assert name == "digits-base"  # the model evaluated, not "-hardened"
-    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in results} == {("uoft-cs/cifar10", "CIFAR-10 test", "test")}
+    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in results} == {
+        ("uoft-cs/cifar10", "CIFAR-10 test", "test")
+    }
     assert [r.metric_value for r in results] == [report["clean_accuracy"], report["robust_accuracy"]]
     entry = json.loads((tmp_path / "rb.json").read_text())
     assert (entry["dataset"], entry["additional_data"]) == ("cifar10", True)  # its card lists imagenet-1k too
     assert "model_info/cifar10/Linf/<Name>.json" in err and "fill link, name, authors, venue and reported" in err
-    code, _, err = cli("card", hub_runs["eval"], "--out", tmp_path / "card", "--no-additional-data", "--license", "MIT",
-                       "--robustbench-json", tmp_path / "rb.json")
+    code, _, err = cli(
+        "card",
+        hub_runs["eval"],
+        "--out",
+        tmp_path / "card",
+        "--no-additional-data",
+        "--license",
+        "MIT",
+        "--robustbench-json",
+        tmp_path / "rb.json",
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "rb.json").read_text())["additional_data"] is False
     assert read_card(tmp_path / "card" / "README.md")[0].data.license == "mit"
@@ -214,11 +343,19 @@ def test_an_eval_card_inherits_the_license_names_its_data_and_is_named_for_its_m
 
 def test_a_harden_card_names_its_base_model_and_keeps_its_license(hub_runs, cli, tmp_path, monkeypatch):
     card, name, results = read_card(hub_runs["hardened"] / "README.md")  # written by `harden` itself
-    assert (card.data.license, card.data.base_model, card.data.base_model_relation) == ("apache-2.0", "org/digits-base", "finetune")
-    assert name == "digits-base-hardened" and {(r.dataset_name, r.dataset_split) for r in results} == {("digits-test", "test")}
+    assert (card.data.license, card.data.base_model, card.data.base_model_relation) == (
+        "apache-2.0",
+        "org/digits-base",
+        "finetune",
+    )
+    assert name == "digits-base-hardened" and {(r.dataset_name, r.dataset_split) for r in results} == {
+        ("digits-test", "test")
+    }
     assert "Base model: org/digits-base (finetune)" in card.text
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)  # the model is not in the cache now: no license, and a note
-    code, _, err = cli("card", hub_runs["hardened"] / "report.json", "--out", tmp_path / "card", "--repo-id", "org/robust")
+    code, _, err = cli(
+        "card", hub_runs["hardened"] / "report.json", "--out", tmp_path / "card", "--repo-id", "org/robust"
+    )
     assert code == 0, err
     assert "the card has no license" in err and "pass --license" in err
     card, name, _ = read_card(tmp_path / "card" / "README.md")
@@ -236,24 +373,36 @@ def test_data_named_by_file_name_never_path_and_robustbench_dataset_matched_whol
     assert ("dataset left empty" in err) == (not key)
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--repo-id", "org/x'); import os; os.system('id') #"], "--repo-id \"org/x'); import os"),
-    (["--repo-id", "org/x\n```"], "is not a Hub id"),
-    (["--repo-id", "just-a-name"], "is not ORG/NAME"),
-    (["--dataset", "uoft-cs/cifar10 $(id)"], "--dataset 'uoft-cs/cifar10 $(id)' is not a Hub id"),
-    (["--license", "MIT; rm -rf"], "is not a license id"),
-    (["--dataset-name", " "], "--dataset-name ' ' is not a name"),
-    (["--dataset-name", "/home/alice/cifar"], "is not a name"),
-    (["--robustbench-dataset", "imagenette"], "is not one of RobustBench's datasets"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--repo-id", "org/x'); import os; os.system('id') #"], "--repo-id \"org/x'); import os"),
+        (["--repo-id", "org/x\n```"], "is not a Hub id"),
+        (["--repo-id", "just-a-name"], "is not ORG/NAME"),
+        (["--dataset", "uoft-cs/cifar10 $(id)"], "--dataset 'uoft-cs/cifar10 $(id)' is not a Hub id"),
+        (["--license", "MIT; rm -rf"], "is not a license id"),
+        (["--dataset-name", " "], "--dataset-name ' ' is not a name"),
+        (["--dataset-name", "/home/alice/cifar"], "is not a name"),
+        (["--robustbench-dataset", "imagenette"], "is not one of RobustBench's datasets"),
+    ],
+)
 def test_bad_card_flags_are_one_line_exit_2_and_write_nothing(two_reports, cli, tmp_path, args, says):
-    code, _, err = cli("card", two_reports["old"], "--out", tmp_path / "card", "--robustbench-json", tmp_path / "rb.json", *args)
+    code, _, err = cli(
+        "card", two_reports["old"], "--out", tmp_path / "card", "--robustbench-json", tmp_path / "rb.json", *args
+    )
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("layout, says", [("readme-folder", "README.md is a folder"), ("under-a-file", "is a file, not a folder"),
-                                          ("rb-folder", "--robustbench-json"), ("nan", "robust_accuracy is nan")])
+@pytest.mark.parametrize(
+    "layout, says",
+    [
+        ("readme-folder", "README.md is a folder"),
+        ("under-a-file", "is a file, not a folder"),
+        ("rb-folder", "--robustbench-json"),
+        ("nan", "robust_accuracy is nan"),
+    ],
+)
 def test_bad_outputs_and_nan_reports_are_refused_before_anything_is_written(two_reports, cli, tmp_path, layout, says):
     report, out, rb = two_reports["old"], tmp_path / "card", tmp_path / "rb.json"
     if layout == "readme-folder":
@@ -270,5 +419,7 @@ def test_bad_outputs_and_nan_reports_are_refused_before_anything_is_written(two_
         report.write_text(json.dumps(data))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     code, _, err = cli("card", report, "--out", out, "--robustbench-json", rb)
-    assert code == 2 and says.lower() in err.lower() and len(err.strip().splitlines()) == 1, err  # the reader may say NaN
+    assert code == 2 and says.lower() in err.lower() and len(err.strip().splitlines()) == 1, (
+        err
+    )  # the reader may say NaN
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -3,6 +3,7 @@
 ``-n`` and ``--num-samples`` are spellings torchrun cannot mistake (``--n`` is kept for plain runs); no other option of
 ours may be a prefix of one of torchrun's, or torchrun would take it (ambiguous: an error; unique: silently its own).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,16 +50,59 @@ def test_the_old_spelling_is_what_torchrun_refuses(capsys):
 @pytest.mark.slow
 def test_torchrun_eval_with_num_samples(digits_model_path, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "hardenctl", "eval",
-               str(digits_model_path), "--data", "digits-test", "--num-samples", "8", "--attacks", "fgsm", "--eps", "0.1",
-               "--device", "cpu", "--quiet", "--no-strict", "--report", str(tmp_path / "report.json")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=1",
+        "-m",
+        "hardenctl",
+        "eval",
+        str(digits_model_path),
+        "--data",
+        "digits-test",
+        "--num-samples",
+        "8",
+        "--attacks",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--no-strict",
+        "--report",
+        str(tmp_path / "report.json"),
+    ]
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["n"] == report["counts"]["n"] == 8
-    short = subprocess.run([sys.executable, "-m", "hardenctl", "eval", str(digits_model_path), "--data", "digits-test", "-n", "5",
-                            "--attacks", "fgsm", "--eps", "0.1", "--quiet", "--no-strict", "--json"],
-                           capture_output=True, text=True, env=env, timeout=300)
+    short = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hardenctl",
+            "eval",
+            str(digits_model_path),
+            "--data",
+            "digits-test",
+            "-n",
+            "5",
+            "--attacks",
+            "fgsm",
+            "--eps",
+            "0.1",
+            "--quiet",
+            "--no-strict",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert short.returncode == 0, short.stderr[-3000:]
     assert json.loads(short.stdout)["n"] == 5
 
@@ -67,7 +111,8 @@ def test_torchrun_eval_with_num_samples(digits_model_path, tmp_path):
 def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_the_report(digits_model_path, tmp_path):
     """2 gloo processes evaluate, then gating breaks on both: each rank prints its own line naming its own log."""
     worker = tmp_path / "worker.py"
-    worker.write_text(textwrap.dedent(f"""
+    worker.write_text(
+        textwrap.dedent(f"""
         import sys
         import hardenctl.api
         from hardenctl.cli import main
@@ -78,13 +123,21 @@ def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_th
         hardenctl.api.gate = broken
         sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8", "--batch-size", "4",
                        "--attacks", "fgsm", "--eps", "0.1", "--device", "cpu", "--quiet", "--report", {str(tmp_path / "report.json")!r}]))
-    """))
+    """)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HARDENCTL_LOG_DIR": str(tmp_path / "logs")}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if "internal error" in line]
-    assert len(lines) == 2 and all("RuntimeError: gating broke" in line and "exitcode" not in line for line in lines), run.stderr[-3000:]
+    assert len(lines) == 2 and all("RuntimeError: gating broke" in line and "exitcode" not in line for line in lines), (
+        run.stderr[-3000:]
+    )
     assert "exitcode: 3" in run.stderr  # what torchrun reports for the ranks
     logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
     assert [name.rsplit("-", 1)[1] for name in logs] == ["rank0.log", "rank1.log"]
@@ -98,11 +151,12 @@ def test_batch_size_auto_under_torchrun_cuts_the_same_batches_on_every_rank(digi
     """Each rank measures its own free memory; rank 1 here finds room for 2 images, rank 0 for 4. Both must attack in
     batches of 2 (the smallest), and the report is then one process's with --batch-size 2."""
     worker = tmp_path / "worker.py"
-    worker.write_text(textwrap.dedent(f"""
+    worker.write_text(
+        textwrap.dedent(f"""
         import importlib, os, sys
         from hardenctl.cli import main
 
-        engine = importlib.import_module("hardenctl.evaluate.engine")  # hardenctl.evaluate the attribute is the function
+        engine = importlib.import_module("hardenctl.evaluation.engine")
 
         def measured(model, probe, n, device, world_size=1):
             size = 4 if os.environ["RANK"] == "0" else 2
@@ -112,15 +166,49 @@ def test_batch_size_auto_under_torchrun_cuts_the_same_batches_on_every_rank(digi
         sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8", "--batch-size", "auto",
                        "--attacks", "pgd", "--eps", "0.1", "--device", "cpu", "--quiet", "--no-strict",
                        "--report", {str(tmp_path / "auto.json")!r}]))
-    """))
+    """)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    plain = subprocess.run([sys.executable, "-m", "hardenctl", "eval", str(digits_model_path), "--data", "digits-test", "-n", "8",
-                            "--batch-size", "2", "--attacks", "pgd", "--eps", "0.1", "--quiet", "--no-strict",
-                            "--report", str(tmp_path / "plain.json")], capture_output=True, text=True, env=env, timeout=300)
+    plain = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hardenctl",
+            "eval",
+            str(digits_model_path),
+            "--data",
+            "digits-test",
+            "-n",
+            "8",
+            "--batch-size",
+            "2",
+            "--attacks",
+            "pgd",
+            "--eps",
+            "0.1",
+            "--quiet",
+            "--no-strict",
+            "--report",
+            str(tmp_path / "plain.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert plain.returncode == 0, plain.stderr[-3000:]
     auto, fixed = (json.loads((tmp_path / name).read_text()) for name in ("auto.json", "plain.json"))
     assert auto["execution"]["batch_size"] == 2 and auto["execution"]["batch_size_auto"]["chosen"] == 2
-    assert (auto["counts"], auto["attacks"], auto["per_class"]) == (fixed["counts"], fixed["attacks"], fixed["per_class"])
+    assert (auto["counts"], auto["attacks"], auto["per_class"]) == (
+        fixed["counts"],
+        fixed["attacks"],
+        fixed["per_class"],
+    )

@@ -1,5 +1,6 @@
 """Reports read back by `compare`, `card` and `eval --baseline`, hostile or damaged (issue 28): bad input is one line
 and exit 2 with nothing written, never exit 1 (a failed gate) or 3 (a bug of ours); compare names OLD and NEW."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,20 @@ from hostile_reports import CLI_SETTINGS, damaged, damaged_lines, write_lines, w
 from hypothesis import given
 from hypothesis import strategies as st
 
-TINY = ["--data", "digits-test", "--n", "8", "--attacks", "fgsm", "--batch-size", "8", "--eps", "0.1", "--no-strict",
-        "--quiet"]
+TINY = [
+    "--data",
+    "digits-test",
+    "--n",
+    "8",
+    "--attacks",
+    "fgsm",
+    "--batch-size",
+    "8",
+    "--eps",
+    "0.1",
+    "--no-strict",
+    "--quiet",
+]
 NAN, INF = float("nan"), float("inf")
 _names = count()
 
@@ -24,8 +37,23 @@ def reports(digits_model_path, tmp_path_factory) -> dict[str, Path]:
     from hardenctl.cli import main
 
     folder = tmp_path_factory.mktemp("compare_inputs")
-    assert main([str(a) for a in ("eval", digits_model_path, *TINY, "--report", folder / "old.json",
-                                  "--samples", folder / "old.samples.jsonl")]) == 0
+    assert (
+        main(
+            [
+                str(a)
+                for a in (
+                    "eval",
+                    digits_model_path,
+                    *TINY,
+                    "--report",
+                    folder / "old.json",
+                    "--samples",
+                    folder / "old.samples.jsonl",
+                )
+            ]
+        )
+        == 0
+    )
     shutil.copy(folder / "old.json", folder / "new.json")
     shutil.copy(folder / "old.samples.jsonl", folder / "new.samples.jsonl")
     new = (folder / "old.json").read_text().replace("old.samples.jsonl", "new.samples.jsonl")
@@ -56,12 +84,21 @@ CASES = [  # (what testers gave, the change, what the one line says)
     ("a string accuracy", lambda d: d.update(clean_accuracy="0.9"), 'clean_accuracy is "0.9", not a number in [0, 1]'),
     ("accuracy 5.0", lambda d: d.update(robust_accuracy=5.0), "robust_accuracy is 5.0, not a number in [0, 1]"),
     ("per_class: [1]", lambda d: d.update(per_class=[1]), "per_class is a list, not an object"),
-    ("5,000-deep list", lambda d: d.update(extra="<<deep list>>"),
-     "is not a JSON report (nested more than 32 levels deep)"),
-    ("schema 2.0", lambda d: d.update(schema_version="2.0"),
-     'schema_version is "2.0": it was written by a newer hardenctl'),
-    ("schema 0.1", lambda d: d.update(schema_version="0.1"),
-     'schema_version is "0.1", a version this hardenctl does not know'),
+    (
+        "5,000-deep list",
+        lambda d: d.update(extra="<<deep list>>"),
+        "is not a JSON report (nested more than 32 levels deep)",
+    ),
+    (
+        "schema 2.0",
+        lambda d: d.update(schema_version="2.0"),
+        'schema_version is "2.0": it was written by a newer hardenctl',
+    ),
+    (
+        "schema 0.1",
+        lambda d: d.update(schema_version="0.1"),
+        'schema_version is "0.1", a version this hardenctl does not know',
+    ),
     ("missing field", lambda d: d.pop("eps"), "eps is missing (hardenctl always writes it)"),
 ]
 
@@ -70,8 +107,9 @@ CASES = [  # (what testers gave, the change, what the one line says)
 def test_compare_refuses_a_damaged_report_in_one_line_naming_file_and_field(reports, cli, tmp_path, what, change, says):
     bad = edited(reports, change)
     for old, new in ((reports["old"], bad), (bad, reports["new"])):
-        err = one_line_exit_2(cli("compare", old, new, "--max-drop", "0.01", "--report", tmp_path / "c.json",
-                                  "--quiet"))
+        err = one_line_exit_2(
+            cli("compare", old, new, "--max-drop", "0.01", "--report", tmp_path / "c.json", "--quiet")
+        )
         assert f"{bad}" in err and says in err, err
     assert not (tmp_path / "c.json").exists()
 
@@ -104,8 +142,16 @@ def test_compare_names_both_files_when_their_samples_differ(reports, cli):
     first = next(i for i, r in enumerate(rows) if r["label"] != rows[0]["label"])
     rows[0]["label"], rows[first]["label"] = rows[first]["label"], rows[0]["label"]
     write_lines(reports["folder"] / "swapped.samples.jsonl", [header, *rows])
-    err = one_line_exit_2(cli("compare", reports["old"], reports["new"], "--new-samples",
-                              reports["folder"] / "swapped.samples.jsonl", "--quiet"))
+    err = one_line_exit_2(
+        cli(
+            "compare",
+            reports["old"],
+            reports["new"],
+            "--new-samples",
+            reports["folder"] / "swapped.samples.jsonl",
+            "--quiet",
+        )
+    )
     assert f"{reports['old']}'s per-sample results have label" in err and f"but {reports['new']} has" in err
     assert "this evaluation" not in err
 
@@ -121,11 +167,17 @@ def test_a_failed_max_drop_gate_of_compare_names_old(reports):
 
 def test_damaged_per_sample_files_are_one_line_naming_file_line_and_field(reports, cli):
     header, *rows = lines_of(reports["folder"] / "old.samples.jsonl")
-    cases = {"nan": ([header, {**rows[0], "clean_correct": NAN}, *rows[1:]],
-                     "line 2: clean_correct must be a number in [0, 1], not NaN"),
-             "range": ([header, *rows[:3], {**rows[3], "index": 99}, *rows[4:]], "line 5 has index 99, outside 0..7"),
-             "count": ([header, *rows[:-1], {**rows[-1], "robust": not rows[-1]["robust"]}],
-                       "does not agree with the report")}
+    cases = {
+        "nan": (
+            [header, {**rows[0], "clean_correct": NAN}, *rows[1:]],
+            "line 2: clean_correct must be a number in [0, 1], not NaN",
+        ),
+        "range": ([header, *rows[:3], {**rows[3], "index": 99}, *rows[4:]], "line 5 has index 99, outside 0..7"),
+        "count": (
+            [header, *rows[:-1], {**rows[-1], "robust": not rows[-1]["robust"]}],
+            "does not agree with the report",
+        ),
+    }
     for name, (lines, says) in cases.items():
         path = write_lines(reports["folder"] / f"{name}.samples.jsonl", lines)
         err = one_line_exit_2(cli("compare", reports["old"], reports["new"], "--old-samples", path, "--quiet"))
@@ -137,12 +189,25 @@ def test_a_nan_baseline_is_refused_before_any_model_is_loaded(reports, cli, tmp_
 
     loaded = []
     monkeypatch.setattr(hardenctl.api, "load_model", lambda *a, **k: loaded.append(a) or pytest.fail("model loaded"))
-    for change, says in ((lambda d: d.update(robust_accuracy=NAN), "robust_accuracy is NaN"),
-                         (lambda d: d.update(clean_accuracy=INF), "clean_accuracy is Infinity"),
-                         (lambda d: d.update(per_class={"0": {"n": "x"}}), 'per_class.0.n is "x"')):
+    for change, says in (
+        (lambda d: d.update(robust_accuracy=NAN), "robust_accuracy is NaN"),
+        (lambda d: d.update(clean_accuracy=INF), "clean_accuracy is Infinity"),
+        (lambda d: d.update(per_class={"0": {"n": "x"}}), 'per_class.0.n is "x"'),
+    ):
         baseline = edited(reports, change)
-        err = one_line_exit_2(cli("eval", reports["model"], *TINY, "--baseline", baseline, "--max-drop", "0.01",
-                                  "--report", tmp_path / "r.json"))
+        err = one_line_exit_2(
+            cli(
+                "eval",
+                reports["model"],
+                *TINY,
+                "--baseline",
+                baseline,
+                "--max-drop",
+                "0.01",
+                "--report",
+                tmp_path / "r.json",
+            )
+        )
         assert str(baseline) in err and says in err
     assert loaded == [] and not (tmp_path / "r.json").exists()
 
@@ -164,8 +229,9 @@ def old_data(reports) -> dict:
 
 @CLI_SETTINGS
 @given(data=st.data())
-def test_compare_and_card_of_any_damaged_report_end_in_a_result_or_one_line(reports, old_data, cli, tmp_path_factory,
-                                                                           data):
+def test_compare_and_card_of_any_damaged_report_end_in_a_result_or_one_line(
+    reports, old_data, cli, tmp_path_factory, data
+):
     report = data.draw(damaged(old_data))
     header, *rows = lines_of(reports["folder"] / "new.samples.jsonl")
     samples = data.draw(damaged_lines(header, rows))
@@ -173,10 +239,16 @@ def test_compare_and_card_of_any_damaged_report_end_in_a_result_or_one_line(repo
     new = write_report(reports["folder"] / f"damaged{next(_names)}.json", report)
     new_samples = write_lines(folder / "new.samples.jsonl", samples)
     out = folder / "c.json"
-    outcome(cli("compare", reports["old"], new, "--new-samples", new_samples, "--max-drop", "1", "--report", out,
-                "--quiet"), [out])
-    outcome(cli("card", new, "--out", folder / "card", "--robustbench-json", folder / "rb.json"),
-            [folder / "card", folder / "rb.json"])
+    outcome(
+        cli(
+            "compare", reports["old"], new, "--new-samples", new_samples, "--max-drop", "1", "--report", out, "--quiet"
+        ),
+        [out],
+    )
+    outcome(
+        cli("card", new, "--out", folder / "card", "--robustbench-json", folder / "rb.json"),
+        [folder / "card", folder / "rb.json"],
+    )
 
 
 @CLI_SETTINGS

@@ -1,17 +1,18 @@
 """The evaluation engine's guarantees: worst case per sample, checks that catch false robustness."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 import torch
+from testing_helpers import BufferWriter
 from torch import nn
 
 import hardenctl
 from hardenctl.attacks import Attack
 from hardenctl.data import ArrayDataset, load_dataset
-from hardenctl.evaluate import EvalConfig, evaluate, is_randomized, run_suite, SuiteRun
-from testing_helpers import BufferWriter
+from hardenctl.evaluation import EvalConfig, SuiteRun, evaluate, is_randomized, run_suite
 
 
 def checks_of(report):
@@ -37,7 +38,11 @@ def test_saturated_logits_are_not_reported_robust(digits_model, digits_test):
     eps = 0.15
     honest = evaluate(digits_model, digits_test, EvalConfig(eps=eps, attacks=["pgd"], large_eps_samples=0))
     masked_pgd = evaluate(saturated, digits_test, EvalConfig(eps=eps, attacks=["pgd"], large_eps_samples=0))
-    standard = evaluate(saturated, digits_test, EvalConfig(eps=eps, suite="standard", apgd_steps=30, square_queries=300, large_eps_samples=32))
+    standard = evaluate(
+        saturated,
+        digits_test,
+        EvalConfig(eps=eps, suite="standard", apgd_steps=30, square_queries=300, large_eps_samples=32),
+    )
     assert masked_pgd.robust_accuracy > honest.robust_accuracy + 0.2  # the masking is real
     assert standard.robust_accuracy <= honest.robust_accuracy + 0.05  # ... and the standard suite sees through it
     assert not checks_of(standard)["input_gradients_nonzero"].passed
@@ -56,17 +61,20 @@ class Quantised(nn.Module):
 
 
 def test_square_beating_whitebox_is_flagged(digits_model, digits_test):
-    report = evaluate(Quantised(digits_model), digits_test,
-                      EvalConfig(eps=0.3, attacks=["pgd", "square"], square_queries=300, large_eps_samples=0))
+    report = evaluate(
+        Quantised(digits_model),
+        digits_test,
+        EvalConfig(eps=0.3, attacks=["pgd", "square"], square_queries=300, large_eps_samples=0),
+    )
     check = checks_of(report)["square_not_stronger_than_whitebox"]
     assert not check.passed, check.detail
     assert report.attacks["square"] < report.attacks["pgd"] - 0.02
 
 
-
-
 def test_buffer_changes_are_caught(digits_model, digits_test):
-    report = evaluate(BufferWriter(digits_model), digits_test.head(16), EvalConfig(attacks=["fgsm"], large_eps_samples=0))
+    report = evaluate(
+        BufferWriter(digits_model), digits_test.head(16), EvalConfig(attacks=["fgsm"], large_eps_samples=0)
+    )
     assert not checks_of(report)["eval_mode_and_buffers_unchanged"].passed
     clean = evaluate(digits_model, digits_test.head(16), EvalConfig(attacks=["fgsm"], large_eps_samples=0))
     assert checks_of(clean)["eval_mode_and_buffers_unchanged"].passed
@@ -135,7 +143,7 @@ def test_a_later_attack_cannot_repair_a_point_an_earlier_attack_broke():
 
 def test_gradient_check_rules():
     from hardenctl.attacks import GradientStats
-    from hardenctl.evaluate import gradient_check
+    from hardenctl.evaluation import gradient_check
 
     honest = {"apgd-ce": GradientStats(100, 10, 0, 0), "apgd-t": GradientStats(40, 0, 0, 0)}
     assert gradient_check(honest).passed  # a few saturated confident points are no evidence
@@ -164,8 +172,11 @@ def test_empty_data_is_an_error(digits_model, digits_test):
     from hardenctl.errors import UserError
 
     with pytest.raises(UserError, match="no samples to evaluate"):
-        evaluate(digits_model, ArrayDataset(digits_test.x[:0], digits_test.y[:0], digits_test.class_names, "empty"),
-                 EvalConfig(attacks=["fgsm"]))
+        evaluate(
+            digits_model,
+            ArrayDataset(digits_test.x[:0], digits_test.y[:0], digits_test.class_names, "empty"),
+            EvalConfig(attacks=["fgsm"]),
+        )
 
 
 class InputIgnorer(nn.Module):
@@ -183,7 +194,9 @@ class InputIgnorer(nn.Module):
 
 
 def test_large_eps_check_fires_on_an_input_ignoring_model():
-    data = ArrayDataset(torch.rand(20, 1, 8, 8), torch.zeros(20, dtype=torch.long), [str(i) for i in range(10)], "synthetic")
+    data = ArrayDataset(
+        torch.rand(20, 1, 8, 8), torch.zeros(20, dtype=torch.long), [str(i) for i in range(10)], "synthetic"
+    )
     report = evaluate(InputIgnorer(), data, EvalConfig(attacks=["pgd"], large_eps_samples=20))
     assert report.robust_accuracy == 1.0
     assert not checks_of(report)["near_zero_accuracy_at_large_eps"].passed

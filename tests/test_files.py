@@ -1,4 +1,5 @@
 """Atomic outputs: all or nothing, with ordinary permissions."""
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,10 @@ def test_a_saved_model_has_umask_permissions(tmp_path):
     from hardenctl.models import create_timm_model, save_model, wrap_model
 
     net = create_timm_model("test_resnet", num_classes=3, in_chans=1)
-    path = save_model(wrap_model(net, "test_resnet", 3, (0.5,), (0.25,), in_chans=1, input_size=(8, 8)), tmp_path / "model.safetensors")
+    path = save_model(
+        wrap_model(net, "test_resnet", 3, (0.5,), (0.25,), in_chans=1, input_size=(8, 8)),
+        tmp_path / "model.safetensors",
+    )
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -1,24 +1,39 @@
 """Release gates: failed sanity checks fail the gate by default; baselines must be comparable."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import torch
+from testing_helpers import read_json
 
 from hardenctl.errors import UserError
 from hardenctl.gates import CHECK_NAMES, apply_gates, check_comparable
 from hardenctl.models import load_model, save_model
 from hardenctl.report import Check, Report
-from testing_helpers import read_json
 
 FAST = ("--attacks", "fgsm", "--n", "32", "--batch-size", "32", "--quiet")
 
 
 def make_report(**changes) -> Report:
-    values = dict(schema_version="1.0", clean_accuracy=0.9, robust_accuracy=0.5, attacks={"pgd": 0.5}, per_class={}, n=100,
-                  eps=8 / 255, norm="linf", suite="quick", seed=0, model_sha256="m", data_sha256="d", versions={},
-                  normalization={}, seconds=1.0, attack_list=["PGD(eps=0.031373, norm=linf)"],
-                  checks=[Check("input_gradients_nonzero", False, "masked"), Check("perturbations_in_bounds", True, "ok")])
+    values = dict(
+        schema_version="1.0",
+        clean_accuracy=0.9,
+        robust_accuracy=0.5,
+        attacks={"pgd": 0.5},
+        per_class={},
+        n=100,
+        eps=8 / 255,
+        norm="linf",
+        suite="quick",
+        seed=0,
+        model_sha256="m",
+        data_sha256="d",
+        versions={},
+        normalization={},
+        seconds=1.0,
+        attack_list=["PGD(eps=0.031373, norm=linf)"],
+        checks=[Check("input_gradients_nonzero", False, "masked"), Check("perturbations_in_bounds", True, "ok")],
+    )
     values.update(changes)
     return Report(**values)
 
@@ -47,10 +62,18 @@ def test_allow_check_and_no_strict_accept_knowingly_and_are_recorded():
     assert "FAIL (accepted)" in lax.to_markdown()
 
 
-@pytest.mark.parametrize("field,value,named", [("eps", 4 / 255, "ε"), ("norm", "l2", "norm"), ("suite", "standard", "suite"),
-                                                ("n", 200, "n "), ("data_sha256", "other", "data"),
-                                                ("attacks", {"apgd-ce": 0.5}, "attacks"),
-                                                ("attack_list", ["APGD"], "attack settings")])
+@pytest.mark.parametrize(
+    "field,value,named",
+    [
+        ("eps", 4 / 255, "ε"),
+        ("norm", "l2", "norm"),
+        ("suite", "standard", "suite"),
+        ("n", 200, "n "),
+        ("data_sha256", "other", "data"),
+        ("attacks", {"apgd-ce": 0.5}, "attacks"),
+        ("attack_list", ["APGD"], "attack settings"),
+    ],
+)
 def test_baselines_made_differently_are_refused_naming_the_difference(field, value, named):
     baseline = make_report(**{field: value})
     with pytest.raises(UserError, match=named):
@@ -59,12 +82,15 @@ def test_baselines_made_differently_are_refused_naming_the_difference(field, val
 
 
 def test_every_check_evaluate_can_report_is_named(digits_model_path):
-    from hardenctl.evaluate import EvalConfig, evaluate
     import hardenctl
+    from hardenctl.evaluation import EvalConfig, evaluate
 
     model = load_model(digits_model_path)
-    report = evaluate(model, hardenctl.load_data("digits-test", model, n=16),
-                      EvalConfig(attacks=["pgd", "square"], square_queries=20, eps_sweep=[0, 0.1], large_eps_samples=8))
+    report = evaluate(
+        model,
+        hardenctl.load_data("digits-test", model, n=16),
+        EvalConfig(attacks=["pgd", "square"], square_queries=20, eps_sweep=[0, 0.1], large_eps_samples=8),
+    )
     assert {c.name for c in report.checks} == set(CHECK_NAMES)
 
 
@@ -79,7 +105,19 @@ def saturated_path(digits_model_path, tmp_path_factory):
 
 
 def test_cli_masked_model_fails_the_gate_unless_accepted(cli, saturated_path, tmp_path):
-    args = ("eval", saturated_path, "--data", "digits-test", "--attacks", "pgd", "--n", "32", "--quiet", "--min-robust-acc", "0")
+    args = (
+        "eval",
+        saturated_path,
+        "--data",
+        "digits-test",
+        "--attacks",
+        "pgd",
+        "--n",
+        "32",
+        "--quiet",
+        "--min-robust-acc",
+        "0",
+    )
     code, _, err = cli(*args, "--report", tmp_path / "r.json")
     assert code == 1 and "sanity_checks" in err and "input_gradients_nonzero" in err, err
     code, _, err = cli(*args, "--allow-check", "input_gradients_nonzero", "--report", tmp_path / "a.json")
@@ -87,7 +125,10 @@ def test_cli_masked_model_fails_the_gate_unless_accepted(cli, saturated_path, tm
     accept = ("--allow-check", "input_gradients_nonzero", "--allow-check", "near_zero_accuracy_at_large_eps")
     code, _, err = cli(*args, *accept, "--report", tmp_path / "a.json")
     assert code == 0, err
-    assert read_json(tmp_path / "a.json")["accepted_checks"] == ["input_gradients_nonzero", "near_zero_accuracy_at_large_eps"]
+    assert read_json(tmp_path / "a.json")["accepted_checks"] == [
+        "input_gradients_nonzero",
+        "near_zero_accuracy_at_large_eps",
+    ]
     assert cli(*args, "--no-strict")[0] == 0
 
 
@@ -99,12 +140,17 @@ def test_cli_unknown_allow_check_is_a_usage_error(cli, digits_model_path):
 def test_cli_refuses_an_incomparable_baseline_before_attacking(cli, digits_model_path, tmp_path):
     base = ("eval", digits_model_path, *FAST)
     assert cli(*base, "--data", "digits-test", "--report", tmp_path / "base.json")[0] == 0
-    for extra, named in ((("--data", "digits-test", "--eps", "4/255"), "with ε 0.031373"),
-                         (("--data", "digits-test", "--n", "16"), "with n 32"),
-                         (("--data", "digits-train"), "with data"),
-                         (("--data", "digits-test", "--attacks", "pgd"), "with attacks ['fgsm']")):
-        args = [a for a in base if a not in ("fgsm", "--attacks")] + ["--attacks", "fgsm"] if "--attacks" not in extra else \
-            [a for a in base if a not in ("fgsm", "--attacks")]
+    for extra, named in (
+        (("--data", "digits-test", "--eps", "4/255"), "with ε 0.031373"),
+        (("--data", "digits-test", "--n", "16"), "with n 32"),
+        (("--data", "digits-train"), "with data"),
+        (("--data", "digits-test", "--attacks", "pgd"), "with attacks ['fgsm']"),
+    ):
+        args = (
+            [a for a in base if a not in ("fgsm", "--attacks")] + ["--attacks", "fgsm"]
+            if "--attacks" not in extra
+            else [a for a in base if a not in ("fgsm", "--attacks")]
+        )
         code, _, err = cli(*args, *extra, "--baseline", tmp_path / "base.json", "--report", tmp_path / "new.json")
         assert code == 2 and named in err, (extra, err)
         assert not (tmp_path / "new.json").exists()
@@ -116,7 +162,7 @@ def test_cli_refuses_an_incomparable_baseline_before_attacking(cli, digits_model
 import json  # noqa: E402
 import math  # noqa: E402
 
-from hardenctl.evaluate.samples import read_samples, write_samples  # noqa: E402
+from hardenctl.evaluation.samples import read_samples, write_samples  # noqa: E402
 from hardenctl.gates import describe_failure, paired_comparison  # noqa: E402
 from hardenctl.report import SampleResults  # noqa: E402
 
@@ -124,24 +170,48 @@ from hardenctl.report import SampleResults  # noqa: E402
 def samples_of(robust: list[bool], labels: list[int] | None = None, clean: list[float] | None = None) -> SampleResults:
     n = len(robust)
     labels = labels or [i % 10 for i in range(n)]
-    return SampleResults(index=list(range(n)), source_id=[f"img/{i:04d}.png" for i in range(n)], label=labels,
-                         clean_prediction=list(labels), clean_correct=clean or [1.0] * n, robust=list(robust),
-                         broken_by=[None if r else "apgd-ce" for r in robust],
-                         adversarial_prediction=[y if r else (y + 1) % 10 for y, r in zip(labels, robust)])
+    return SampleResults(
+        index=list(range(n)),
+        source_id=[f"img/{i:04d}.png" for i in range(n)],
+        label=labels,
+        clean_prediction=list(labels),
+        clean_correct=clean or [1.0] * n,
+        robust=list(robust),
+        broken_by=[None if r else "apgd-ce" for r in robust],
+        adversarial_prediction=[y if r else (y + 1) % 10 for y, r in zip(labels, robust)],
+    )
 
 
 def report_of(samples: SampleResults, **changes) -> Report:
     n = len(samples)
     robust = sum(samples.robust) / n
-    return make_report(clean_accuracy=sum(samples.clean_correct) / n, robust_accuracy=robust, attacks={"pgd": robust}, n=n,
-                       samples=samples, checks=[], **changes)
+    return make_report(
+        clean_accuracy=sum(samples.clean_correct) / n,
+        robust_accuracy=robust,
+        attacks={"pgd": robust},
+        n=n,
+        samples=samples,
+        checks=[],
+        **changes,
+    )
 
 
 def test_report_json_carries_wilson_intervals():
-    report = make_report(robust_accuracy=0.45, attacks={"pgd": 0.6, "square": 0.45},
-                         per_class={"3": {"name": "cat", "n": 100, "clean_accuracy": 0.45, "robust_accuracy": 0.0}},
-                         extra={"protected": {"classes": [3], "cost": 10.0, "n": 100, "clean_accuracy": 0.45, "robust_accuracy": 0.0,
-                                              "cost_weighted_robust_error": 1.0}})
+    report = make_report(
+        robust_accuracy=0.45,
+        attacks={"pgd": 0.6, "square": 0.45},
+        per_class={"3": {"name": "cat", "n": 100, "clean_accuracy": 0.45, "robust_accuracy": 0.0}},
+        extra={
+            "protected": {
+                "classes": [3],
+                "cost": 10.0,
+                "n": 100,
+                "clean_accuracy": 0.45,
+                "robust_accuracy": 0.0,
+                "cost_weighted_robust_error": 1.0,
+            }
+        },
+    )
     data = json.loads(report.to_json())
     assert data["interval_method"] == "wilson"
     assert data["intervals"]["robust_accuracy"] == pytest.approx([0.356145, 0.547554], abs=1e-4)  # 45/100 by hand
@@ -153,9 +223,13 @@ def test_report_json_carries_wilson_intervals():
     assert cat["clean_interval"] == pytest.approx([0.356145, 0.547554], abs=1e-4)
     assert cat["robust_interval"][0] == 0.0 and cat["robust_interval"][1] == pytest.approx(3.8415 / 103.8415, abs=1e-4)
     assert data["extra"]["protected"]["clean_interval"] == cat["clean_interval"]
-    assert "cat" in data["per_class"]["3"]["name"] and "clean_interval" not in report.per_class["3"]  # derived, not stored
+    assert (
+        "cat" in data["per_class"]["3"]["name"] and "clean_interval" not in report.per_class["3"]
+    )  # derived, not stored
     text = report.to_markdown()
-    assert "| **robust (worst case)** | **45.00%** (35.6–54.8) |" in text and "| after pgd | 60.00% (50.2–69.1) |" in text
+    assert (
+        "| **robust (worst case)** | **45.00%** (35.6–54.8) |" in text and "| after pgd | 60.00% (50.2–69.1) |" in text
+    )
     assert "| 3 cat | 100 | 45.00% (35.6–54.8) | 0.00% (0.0–3.7) |" in text
 
 
@@ -175,8 +249,12 @@ def test_gate_on_lower_fails_where_the_point_estimate_passes():
     assert gate(point, "min_robust_acc").passed and gate(point, "min_robust_acc").value == 0.5
     robust = gate(lower, "min_robust_acc")
     assert not robust.passed and robust.basis == "lower95"
-    assert robust.value == pytest.approx(lower.interval("robust_accuracy")[0]) and robust.value == pytest.approx(0.4038, abs=1e-4)
-    assert gate(point, "min_clean_acc").passed and not gate(lower, "min_clean_acc").passed  # 0.90 over 100: lower bound 0.826
+    assert robust.value == pytest.approx(lower.interval("robust_accuracy")[0]) and robust.value == pytest.approx(
+        0.4038, abs=1e-4
+    )
+    assert (
+        gate(point, "min_clean_acc").passed and not gate(lower, "min_clean_acc").passed
+    )  # 0.90 over 100: lower bound 0.826
     assert gate(lower, "min_clean_acc").value == pytest.approx(0.8256, abs=1e-4)
     relaxed = make_report(checks=[])
     apply_gates(relaxed, min_clean_acc=0.8, gate_on="lower")
@@ -189,12 +267,21 @@ def test_gate_on_lower_fails_where_the_point_estimate_passes():
 
 
 def test_gate_on_lower_protected_classes():
-    section = {"classes": [3], "cost": 10.0, "n": 20, "clean_accuracy": 1.0, "robust_accuracy": 0.75, "cost_weighted_robust_error": 0.1}
+    section = {
+        "classes": [3],
+        "cost": 10.0,
+        "n": 20,
+        "clean_accuracy": 1.0,
+        "robust_accuracy": 0.75,
+        "cost_weighted_robust_error": 0.1,
+    }
     report = make_report(checks=[], extra={"protected": section})
     apply_gates(report, min_protected_robust_acc=0.6, gate_on="lower")
     value = gate(report, "min_protected_robust_acc").value
     assert value == pytest.approx(0.5313, abs=1e-4) and not gate(report, "min_protected_robust_acc").passed  # 15/20
-    none = make_report(checks=[], extra={"protected": {**section, "n": 0, "clean_accuracy": None, "robust_accuracy": None}})
+    none = make_report(
+        checks=[], extra={"protected": {**section, "n": 0, "clean_accuracy": None, "robust_accuracy": None}}
+    )
     apply_gates(none, min_protected_robust_acc=0.0, gate_on="lower")
     assert gate(none, "min_protected_robust_acc").value == 0.0
 
@@ -212,21 +299,36 @@ def binomial_two_sided(b: int, c: int) -> float:
 def test_paired_gate_counts_regressed_and_improved_on_constructed_files(tmp_path):
     n = 100
     before = [i < 60 for i in range(n)]  # samples 0..59 robust in the baseline
-    now = [(i < 60 and i not in range(10, 18)) or i in (70, 71) for i in range(n)]  # 10..17 regressed, 70 and 71 improved
+    now = [
+        (i < 60 and i not in range(10, 18)) or i in (70, 71) for i in range(n)
+    ]  # 10..17 regressed, 70 and 71 improved
     baseline = report_of(samples_of(before))
     write_samples(baseline, tmp_path / "old.samples.jsonl")
     _, baseline_samples = read_samples(tmp_path / "old.samples.jsonl")
     current = report_of(samples_of(now))
-    apply_gates(current, baseline=baseline, max_drop=0.05, baseline_samples=baseline_samples, baseline_name="old.json",
-                baseline_samples_name="old.samples.jsonl")
+    apply_gates(
+        current,
+        baseline=baseline,
+        max_drop=0.05,
+        baseline_samples=baseline_samples,
+        baseline_name="old.json",
+        baseline_samples_name="old.samples.jsonl",
+    )
     paired = current.extra["paired"]
-    assert paired["robust"]["regressed"] == 8 and paired["robust"]["improved"] == 2 and paired["robust"]["unchanged"] == 90
+    assert (
+        paired["robust"]["regressed"] == 8 and paired["robust"]["improved"] == 2 and paired["robust"]["unchanged"] == 90
+    )
     assert paired["robust"]["mcnemar_p"] == pytest.approx(binomial_two_sided(8, 2), abs=1e-15)
     assert binomial_two_sided(8, 2) == 0.109375
     assert paired["robust"]["difference"] == pytest.approx((8 - 2) / n)
     assert [r["index"] for r in paired["regressed_samples"]] == list(range(10, 18))
-    assert paired["regressed_samples"][0] == {"index": 10, "source_id": "img/0010.png", "label": 0, "adversarial_prediction": 1,
-                                              "broken_by": "apgd-ce"}
+    assert paired["regressed_samples"][0] == {
+        "index": 10,
+        "source_id": "img/0010.png",
+        "label": 0,
+        "adversarial_prediction": 1,
+        "broken_by": "apgd-ce",
+    }
     assert paired["clean"] == {"regressed": 0, "improved": 0, "difference": 0.0, "mcnemar_p": 1.0}
     drop = gate(current, "max_drop_robust_accuracy")
     assert drop.basis == "paired" and drop.value == pytest.approx(0.06) and not drop.passed  # 0.06 > 0.05
@@ -268,8 +370,12 @@ def test_paired_comparison_refuses_other_samples():
     with pytest.raises(UserError, match="have 12 samples but this evaluation has 10"):
         paired_comparison(report_of(samples_of([True] * 10)), samples_of([True] * 12))
     with pytest.raises(UserError, match="label 5 at sample 3"):
-        paired_comparison(report_of(samples_of([True] * 10)), samples_of([True] * 10, labels=[0, 1, 2, 5, 4, 5, 6, 7, 8, 9]))
+        paired_comparison(
+            report_of(samples_of([True] * 10)), samples_of([True] * 10, labels=[0, 1, 2, 5, 4, 5, 6, 7, 8, 9])
+        )
     with pytest.raises(UserError, match="with ε"):  # the reports themselves must still be comparable
-        apply_gates(report_of(samples_of([True] * 10), eps=4 / 255), baseline=baseline, baseline_samples=baseline.samples)
+        apply_gates(
+            report_of(samples_of([True] * 10), eps=4 / 255), baseline=baseline, baseline_samples=baseline.samples
+        )
     with pytest.raises(UserError, match="no per-sample results"):
         apply_gates(make_report(n=10), baseline=baseline, baseline_samples=baseline.samples)

@@ -1,4 +1,5 @@
 """The training engine and `hardenctl harden`: modes, schedules, augmentation, outputs, resume, DDP, errors."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,16 +21,50 @@ from safetensors.torch import load_file
 from hardenctl import __version__
 from hardenctl.data import load_dataset
 from hardenctl.demo import DEMO_ARCH, DIGITS_MEAN, DIGITS_STD
-from hardenctl.harden import (Distributed, RunOptions, TrainingPGD, augment, learning_rate, read_checkpoint_state, step_seed,
-                              train, training_step)
-from hardenctl.harden.lr_sweep import choose
 from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
 from hardenctl.recipes import load_recipe
+from hardenctl.training import (
+    Distributed,
+    RunOptions,
+    TrainingPGD,
+    augment,
+    learning_rate,
+    read_checkpoint_state,
+    step_seed,
+    train,
+    training_step,
+)
+from hardenctl.training.lr_sweep import choose
 
 # Digits are 8×8 with 17 grey levels: ε = 0.1 (1.6 levels) is a real threat, 8/255 is not.
-MART_ARGS = ["--recipe", "mart", "--data", "digits-train", "--epochs", "3", "--batch-size", "128", "--lr", "0.02",
-             "--set", "eps=0.1", "--set", "attack_alpha=0.025", "--set", "attack_steps=5", "--set", "augment=none",
-             "--set", "milestones=[0.67]", "--set", "monitor_n=128", "--seed", "0", "--device", "cpu"]
+MART_ARGS = [
+    "--recipe",
+    "mart",
+    "--data",
+    "digits-train",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "128",
+    "--lr",
+    "0.02",
+    "--set",
+    "eps=0.1",
+    "--set",
+    "attack_alpha=0.025",
+    "--set",
+    "attack_steps=5",
+    "--set",
+    "augment=none",
+    "--set",
+    "milestones=[0.67]",
+    "--set",
+    "monitor_n=128",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+]
 REPORT_ARGS = ["--eval-data", "digits-test", "--suite", "quick", "--eps", "0.1"]
 
 
@@ -53,7 +88,9 @@ def test_attack_runs_in_eval_mode_and_the_loss_in_train_mode(name, attack_passes
     x, y = data.pixels(0, 32), data.y
     running_mean = model.model.bn1.running_mean.clone()
     loss = training_step(model, model, recipe, attack, x, y, contextlib.nullcontext)
-    assert modes == [False] * attack_passes + [True] * loss_passes  # TRADES' extra eval pass: the clean target of its KL
+    assert (
+        modes == [False] * attack_passes + [True] * loss_passes
+    )  # TRADES' extra eval pass: the clean target of its KL
     assert model.training and loss.requires_grad
     assert not torch.equal(model.model.bn1.running_mean, running_mean)  # only the train-mode loss passes update BN
 
@@ -72,7 +109,7 @@ def test_training_attack_returns_the_last_iterate_inside_the_ball():
     manual = (x + 0.1 * (2 * torch.rand(x.shape, generator=g) - 1)).clamp(0, 1)
     for _ in range(4):
         manual.requires_grad_(True)
-        grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(manual), y, reduction="sum"), manual)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(manual), y, reduction="sum"), manual)
         manual = torch.min(torch.max(manual.detach() + 0.03 * grad.sign(), x - 0.1), x + 0.1).clamp(0, 1)
     torch.testing.assert_close(x_adv, manual)
 
@@ -86,7 +123,10 @@ def test_attack_start_and_augmentation_do_not_depend_on_the_number_of_processes(
     for rank in range(2):
         share = TrainingPGD.for_recipe(recipe, rank, 2)
         share.generator = torch.Generator().manual_seed(5)
-        part = (augment(x[rank::2], recipe.config, torch.Generator().manual_seed(7), rank, 2), share.start_point(x[rank::2]))
+        part = (
+            augment(x[rank::2], recipe.config, torch.Generator().manual_seed(7), rank, 2),
+            share.start_point(x[rank::2]),
+        )
         torch.testing.assert_close(part[0], whole[0][rank::2])
         torch.testing.assert_close(part[1], whole[1][rank::2])
 
@@ -97,7 +137,7 @@ def test_augmentation_is_a_padded_crop_and_a_flip():
     out = augment(x, config, torch.Generator().manual_seed(0))
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
-        assert any(torch.equal(out[i], padded[i, :, r:r + 5, c:c + 5]) for r in range(5) for c in range(5))
+        assert any(torch.equal(out[i], padded[i, :, r : r + 5, c : c + 5]) for r in range(5) for c in range(5))
     flips = augment(x, load_recipe("pgd-at", {"augment": "flip"}).config, torch.Generator().manual_seed(1))
     assert all(torch.equal(flips[i], x[i]) or torch.equal(flips[i], x[i].flip(2)) for i in range(2))
     assert torch.equal(augment(x, load_recipe("pgd-at", {"augment": "none"}).config, torch.Generator()), x)
@@ -105,12 +145,18 @@ def test_augmentation_is_a_padded_crop_and_a_flip():
 
 def test_learning_rate_schedules():
     def lr(schedule, epoch, step=0, **extra):
-        config = load_recipe("pgd-at", {"profile": "paper", "schedule": schedule, "epochs": 10, "lr": 1.0, **extra}).config
+        config = load_recipe(
+            "pgd-at", {"profile": "paper", "schedule": schedule, "epochs": 10, "lr": 1.0, **extra}
+        ).config
         return learning_rate(config, epoch, step, 4)
 
-    assert [lr("step", e, milestones=[0.5, 0.8]) for e in (0, 4, 5, 7, 8, 9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert [lr("step", e, milestones=[0.5, 0.8]) for e in (0, 4, 5, 7, 8, 9)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
     assert lr("cosine", 0) == 1.0 and lr("cosine", 5) == pytest.approx(0.5) and lr("cosine", 9, 3) < 0.01
-    assert lr("onecycle", 1, warmup_epochs=2) == pytest.approx(0.5) and lr("onecycle", 2, warmup_epochs=2) == pytest.approx(1.0)
+    assert lr("onecycle", 1, warmup_epochs=2) == pytest.approx(0.5) and lr(
+        "onecycle", 2, warmup_epochs=2
+    ) == pytest.approx(1.0)
     assert lr("onecycle", 6, warmup_epochs=2) == pytest.approx(0.5) and lr("constant", 9) == 1.0
     assert lr("step", 0, 2, warmup_epochs=1) == pytest.approx(0.5)
     assert step_seed(1, 2, 3) == step_seed(1, 2, 3) != step_seed(1, 2, 4)
@@ -130,7 +176,7 @@ class CoinFlip(torch.nn.Module):
 def test_the_monitor_scores_a_randomised_model_with_eot():
     """draws > 1: clean = mean over draws (≈ 1/2), robust only if right on every draw, before and after PGD (≈ (1/2)^8)."""
     from hardenctl.data import ArrayDataset
-    from hardenctl.harden import monitor
+    from hardenctl.training import monitor
 
     data = ArrayDataset(torch.zeros(400, 1, 8, 8, dtype=torch.uint8), torch.arange(400) % 2, ["a", "b"], "coins")
     config = load_recipe("pgd-at", {"eps": 0.1, "monitor_steps": 2}).config
@@ -142,9 +188,12 @@ def test_the_monitor_scores_a_randomised_model_with_eot():
 
 
 def test_select_best_picks_only_among_the_given_epochs():
-    from hardenctl.harden import select_best
+    from hardenctl.training import select_best
 
-    history = [{"epoch": e, "holdout_robust_accuracy": r, "holdout_clean_accuracy": 0.5} for e, r in ((1, 0.9), (2, 0.2), (3, 0.4), (4, 0.3))]
+    history = [
+        {"epoch": e, "holdout_robust_accuracy": r, "holdout_clean_accuracy": 0.5}
+        for e, r in ((1, 0.9), (2, 0.2), (3, 0.4), (4, 0.3))
+    ]
     assert select_best(history) == 1
     assert select_best(history, "robust", range(2, 5)) == 3 and select_best(history, "robust", [4]) == 4
     assert select_best(history, "robust", []) == 4  # none of them scored: the last epoch
@@ -152,9 +201,22 @@ def test_select_best_picks_only_among_the_given_epochs():
 
 def test_adamw_onecycle_clipping_and_channels_last_train(tmp_path):
     """The engine's other options run together (mixed precision is CUDA only: not testable here)."""
-    recipe = load_recipe("trades", {"optimizer": "adamw", "lr": 1e-3, "schedule": "onecycle", "warmup_epochs": 0.5,
-                                    "grad_clip": 1.0, "attack_steps": 2, "batch_size": 64, "epochs": 1, "monitor_n": 16,
-                                    "augment": "crop", "crop_padding": 1})
+    recipe = load_recipe(
+        "trades",
+        {
+            "optimizer": "adamw",
+            "lr": 1e-3,
+            "schedule": "onecycle",
+            "warmup_epochs": 0.5,
+            "grad_clip": 1.0,
+            "attack_steps": 2,
+            "batch_size": 64,
+            "epochs": 1,
+            "monitor_n": 16,
+            "augment": "crop",
+            "crop_padding": 1,
+        },
+    )
     data = load_dataset("digits-train").head(128)
     model = digits_model().to(memory_format=torch.channels_last)
     options = RunOptions(out_dir=tmp_path, device="cpu", amp="off", channels_last=True)
@@ -172,7 +234,22 @@ def mart_run(digits_model_path, tmp_path_factory):
     from hardenctl.cli import main
 
     out = tmp_path_factory.mktemp("mart") / "run"
-    assert main(["harden", str(digits_model_path), *MART_ARGS, *REPORT_ARGS, "--eval-n", "200", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "harden",
+                str(digits_model_path),
+                *MART_ARGS,
+                *REPORT_ARGS,
+                "--eval-n",
+                "200",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -190,14 +267,33 @@ def test_mart_raises_robust_accuracy_on_held_out_digits(mart_run):
 
 def test_outputs_are_complete(mart_run, digits_model_path):
     names = sorted(p.name for p in mart_run.iterdir())
-    assert names == ["README.md", "checkpoints", "config.json", "model.safetensors", "recipe.yaml", "report.json", "report.md",
-                     "train_log.jsonl"]
-    assert sorted(p.name for p in (mart_run / "checkpoints").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
+    assert names == [
+        "README.md",
+        "checkpoints",
+        "config.json",
+        "model.safetensors",
+        "recipe.yaml",
+        "report.json",
+        "report.md",
+        "train_log.jsonl",
+    ]
+    assert sorted(p.name for p in (mart_run / "checkpoints").iterdir()) == [
+        "epoch_0001.pt",
+        "epoch_0002.pt",
+        "epoch_0003.pt",
+    ]
     log = [json.loads(line) for line in (mart_run / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
     for record in log:
-        for key in ("loss", "lr", "train_clean_accuracy", "train_robust_accuracy", "holdout_clean_accuracy",
-                    "holdout_robust_accuracy", "seconds"):
+        for key in (
+            "loss",
+            "lr",
+            "train_clean_accuracy",
+            "train_robust_accuracy",
+            "holdout_clean_accuracy",
+            "holdout_robust_accuracy",
+            "seconds",
+        ):
             assert isinstance(record[key], float), key
     report = json.loads((mart_run / "report.json").read_text())
     assert report["selected"] == "best" and report["selected_epoch"] == report["best_epoch"]
@@ -207,7 +303,9 @@ def test_outputs_are_complete(mart_run, digits_model_path):
     assert report["history"] == log
     markdown = (mart_run / "report.md").read_text()
     trade = report["trade"]  # the first lines: what the run bought and cost, from the very numbers of the report
-    assert trade["robust"]["change_points"] == pytest.approx(100 * (report["hardened"]["robust_accuracy"] - report["input"]["robust_accuracy"]))
+    assert trade["robust"]["change_points"] == pytest.approx(
+        100 * (report["hardened"]["robust_accuracy"] - report["input"]["robust_accuracy"])
+    )
     assert trade["clean"]["after_interval"] == report["hardened"]["intervals"]["clean_accuracy"]
     assert trade["under_trained"] in (True, False) and trade["evidence"]
     first_lines = markdown.split("## Before and after")[0]
@@ -221,11 +319,14 @@ def test_outputs_are_complete(mart_run, digits_model_path):
     with safe_open(str(mart_run / "model.safetensors"), framework="pt") as fh:
         meta = fh.metadata()
     extra = json.loads(meta["hardenctl"])
-    assert meta["arch"] == DEMO_ARCH and json.loads(meta["num_classes"]) == 10 and meta["hardenctl_version"] == __version__
+    assert (
+        meta["arch"] == DEMO_ARCH and json.loads(meta["num_classes"]) == 10 and meta["hardenctl_version"] == __version__
+    )
     assert json.loads(meta["mean"]) == list(DIGITS_MEAN) and json.loads(meta["std"]) == list(DIGITS_STD)
     assert extra["recipe"] == "mart" and extra["recipe_config"] == report["recipe_config"]
     assert extra["epoch"] == report["selected_epoch"] and extra["selected"] == "best"
     from hardenctl.files import sha256_file
+
     assert extra["input_checkpoint_sha256"] == sha256_file(digits_model_path) == report["input_checkpoint"]["sha256"]
     assert report["hardened"]["model_sha256"] == sha256_file(mart_run / "model.safetensors")
     assert not list(mart_run.rglob("*.tmp"))
@@ -251,15 +352,29 @@ def test_hardened_model_loads_in_eval_and_in_plain_timm(mart_run, cli):
     x = load_dataset("digits-test").pixels(0, 64)
     with torch.no_grad():
         assert torch.equal(ours(x), plain((x - DIGITS_MEAN[0]) / DIGITS_STD[0]))
-    code, stdout, _ = cli("eval", path, "--data", "digits-test", "--n", "40", "--attacks", "fgsm", "--eps", "0.1", "--json")
+    code, stdout, _ = cli(
+        "eval", path, "--data", "digits-test", "--n", "40", "--attacks", "fgsm", "--eps", "0.1", "--json"
+    )
     assert code == 0 and json.loads(stdout)["n"] == 40
 
 
 def test_resume_after_a_kill_gives_the_same_weights(mart_run, digits_model_path, tmp_path):
     """Kill a run (SIGKILL) once its first epoch checkpoint exists, resume it, compare with the uninterrupted run."""
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "hardenctl", "harden", str(digits_model_path), *MART_ARGS, *REPORT_ARGS,
-               "--eval-n", "20", "--out", str(out), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "hardenctl",
+        "harden",
+        str(digits_model_path),
+        *MART_ARGS,
+        *REPORT_ARGS,
+        "--eval-n",
+        "20",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     # bit-identical CPU results need the same number of threads as the in-process reference run
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -306,20 +421,57 @@ def test_ddp_matches_one_process_and_only_rank_0_writes(tmp_path, cli):
     lr 1e-4 it is 1.8e-8, while giving rank 1 rank 0's share of the crops is 2e-2.
     """
     checkpoint = save_model(digits_model("test_efficientnet_gn"), tmp_path / "gn.safetensors")
-    args = [str(checkpoint), "--recipe", "pgd-at", "--data", "digits-train", "--epochs", "1", "--batch-size", "128",
-            "--lr", "0.0001", "--set", "attack_steps=2", "--set", "eps=0.1", "--set", "attack_alpha=0.05",
-            "--set", "augment=crop-flip", "--set", "crop_padding=1", "--set", "monitor_n=32",
-            "--eval-n", "16", "--suite", "quick", "--eps", "0.1", "--device", "cpu", "--quiet"]
+    args = [
+        str(checkpoint),
+        "--recipe",
+        "pgd-at",
+        "--data",
+        "digits-train",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--lr",
+        "0.0001",
+        "--set",
+        "attack_steps=2",
+        "--set",
+        "eps=0.1",
+        "--set",
+        "attack_alpha=0.05",
+        "--set",
+        "augment=crop-flip",
+        "--set",
+        "crop_padding=1",
+        "--set",
+        "monitor_n=32",
+        "--eval-n",
+        "16",
+        "--suite",
+        "quick",
+        "--eps",
+        "0.1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     worker = tmp_path / "worker.py"
-    worker.write_text(textwrap.dedent(f"""
+    worker.write_text(
+        textwrap.dedent(f"""
         import os, sys
         from hardenctl.cli import main
         # every process gets its own --out, so a file written by rank 1 would show
         sys.exit(main(["harden"] + {args!r} + ["--out", os.path.join({str(tmp_path)!r}, "rank" + os.environ["RANK"])]))
-    """))
+    """)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert not (tmp_path / "rank1").exists()
     assert (tmp_path / "rank0" / "model.safetensors").exists() and (tmp_path / "rank0" / "report.json").exists()
@@ -339,26 +491,71 @@ def test_ddp_measures_lr_auto_as_one_process_does(tmp_path, cli):
     model = digits_model("test_efficientnet_gn")
     train_clean(model, load_dataset("digits-train"), epochs=4, seed=0)
     checkpoint = save_model(model, tmp_path / "gn.safetensors")
-    args = [str(checkpoint), "--recipe", "pgd-at", "--data", "digits-train", "--epochs", "3", "--batch-size", "128",
-            "--lr", "auto", "--set", "lr_sweep=[0.01,1,400]", "--set", "lr_sweep_budget=0.5", "--set", "attack_steps=2",
-            "--set", "eps=0.1", "--set", "attack_alpha=0.05", "--set", "augment=none", "--set", "monitor_n=128",
-            "--eval-n", "16", "--suite", "quick", "--eps", "0.1", "--device", "cpu", "--quiet"]
+    args = [
+        str(checkpoint),
+        "--recipe",
+        "pgd-at",
+        "--data",
+        "digits-train",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "128",
+        "--lr",
+        "auto",
+        "--set",
+        "lr_sweep=[0.01,1,400]",
+        "--set",
+        "lr_sweep_budget=0.5",
+        "--set",
+        "attack_steps=2",
+        "--set",
+        "eps=0.1",
+        "--set",
+        "attack_alpha=0.05",
+        "--set",
+        "augment=none",
+        "--set",
+        "monitor_n=128",
+        "--eval-n",
+        "16",
+        "--suite",
+        "quick",
+        "--eps",
+        "0.1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     worker = tmp_path / "worker.py"
-    worker.write_text(textwrap.dedent(f"""
+    worker.write_text(
+        textwrap.dedent(f"""
         import sys
         from hardenctl.cli import main
         sys.exit(main(["harden"] + {args!r} + ["--out", {str(tmp_path / "ddp")!r}]))
-    """))
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    """)
+    )
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     code, _, err = cli("harden", *args, "--out", tmp_path / "single")
     assert code == 0, err
-    ddp_sweep, single_sweep = (json.loads((tmp_path / name / "report.json").read_text())["lr_sweep"] for name in ("ddp", "single"))
+    ddp_sweep, single_sweep = (
+        json.loads((tmp_path / name / "report.json").read_text())["lr_sweep"] for name in ("ddp", "single")
+    )
     # What is deterministic across process layouts is compared exactly: the plan (steps, images scored), the candidates
     # and, for candidates this far apart (lr 5e-5 barely trains, 2.0 collapses), the choice; the DDP run's choice also
     # follows from its own scores by the rule.
-    assert len(single_sweep["candidates"]) == 3 and single_sweep["steps"] >= 4 and single_sweep["chosen"] == pytest.approx(0.005)
+    assert (
+        len(single_sweep["candidates"]) == 3
+        and single_sweep["steps"] >= 4
+        and single_sweep["chosen"] == pytest.approx(0.005)
+    )
     assert (ddp_sweep["steps"], ddp_sweep["scored_n"]) == (single_sweep["steps"], single_sweep["scored_n"])
     assert ddp_sweep["chosen"] == single_sweep["chosen"] == choose(ddp_sweep["candidates"], ddp_sweep["scored_n"])[0]
     # The scores are not bit-equal: DDP all-reduces two half-batch gradients, one process sums one batch, and PGD on
@@ -375,24 +572,28 @@ def test_ddp_measures_lr_auto_as_one_process_does(tmp_path, cli):
 # ---------------------------------------------------------------------------------------------
 # bad input: one line, exit 2, nothing written
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("extra, named", [
-    (["--set", "betta=5"], ["unknown parameter 'betta'", "valid parameters:", "beta"]),
-    (["--set", "schedule=sometimes"], ["schedule='sometimes'", "step, cosine, onecycle, constant"]),
-    (["--set", "beta=-1"], ["beta=-1", ">= 0"]),
-    (["--lr", "sweep"], ["--lr: 'sweep' is neither a number nor auto", "--lr auto"]),
-    (["--set", "epochs=3"], ["--epochs 2 contradicts --set epochs=3"]),
-    (["--recipe", "marty"], ["unknown recipe 'marty'"]),
-    (["--batch-size", "4096"], ["batch_size 4096 is larger than the 1294 training images"]),
-    (["--amp", "fp16"], ["--amp fp16 needs a CUDA device"]),
-    (["--amp", "bf16"], ["--amp bf16 needs a CUDA device"]),
-    (["--suite", "fastest"], ["unknown suite 'fastest'"]),
-    (["--eval-n", "0"], ["--eval-n must be at least 1"]),
-    (["--lr", "fast"], ["--lr: 'fast' is neither a number nor auto", "--lr 0.01"]),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--set", "betta=5"], ["unknown parameter 'betta'", "valid parameters:", "beta"]),
+        (["--set", "schedule=sometimes"], ["schedule='sometimes'", "step, cosine, onecycle, constant"]),
+        (["--set", "beta=-1"], ["beta=-1", ">= 0"]),
+        (["--lr", "sweep"], ["--lr: 'sweep' is neither a number nor auto", "--lr auto"]),
+        (["--set", "epochs=3"], ["--epochs 2 contradicts --set epochs=3"]),
+        (["--recipe", "marty"], ["unknown recipe 'marty'"]),
+        (["--batch-size", "4096"], ["batch_size 4096 is larger than the 1294 training images"]),
+        (["--amp", "fp16"], ["--amp fp16 needs a CUDA device"]),
+        (["--amp", "bf16"], ["--amp bf16 needs a CUDA device"]),
+        (["--suite", "fastest"], ["unknown suite 'fastest'"]),
+        (["--eval-n", "0"], ["--eval-n must be at least 1"]),
+        (["--lr", "fast"], ["--lr: 'fast' is neither a number nor auto", "--lr 0.01"]),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, digits_model_path, tmp_path, extra, named):
     out = tmp_path / "out"
-    code, stdout, err = cli("harden", digits_model_path, "--recipe", "mart", "--data", "digits-train", "--epochs", "2",
-                            "--out", out, *extra)
+    code, stdout, err = cli(
+        "harden", digits_model_path, "--recipe", "mart", "--data", "digits-train", "--epochs", "2", "--out", out, *extra
+    )
     assert code == 2 and stdout == ""
     assert err.startswith("error: ") and err.strip().count("\n") == 0 and "Traceback" not in err, err
     for fragment in named:
@@ -410,25 +611,63 @@ def tiny_npz(path, n: int):
     return path
 
 
-@pytest.mark.parametrize("data, eval_data, named", [
-    ("empty", None, ["no samples to train on", "empty.npz has 0 images"]),
-    ("empty", "digits-test", ["no samples to train on"]),
-    ("four", None, ["the held-out split of 4 images at holdout_fraction 0.1 rounds to 0 images",
-                    "raise holdout_fraction to at least 0.25", "--eval-data with --set holdout_fraction=0"]),
-    ("four", "digits-test", ["the held-out split of 4 images at holdout_fraction 0.1 rounds to 0 images",
-                             "raise holdout_fraction to at least 0.25", "--set holdout_fraction=0 to save the last epoch"]),
-    ("digits-train", "empty", ["no samples to evaluate on", "empty.npz has 0 images"]),
-])
-def test_empty_data_or_a_held_out_split_of_zero_is_one_line_exit_2_before_anything_is_written(cli, digits_model_path, tmp_path,
-                                                                                              data, eval_data, named):
+@pytest.mark.parametrize(
+    "data, eval_data, named",
+    [
+        ("empty", None, ["no samples to train on", "empty.npz has 0 images"]),
+        ("empty", "digits-test", ["no samples to train on"]),
+        (
+            "four",
+            None,
+            [
+                "the held-out split of 4 images at holdout_fraction 0.1 rounds to 0 images",
+                "raise holdout_fraction to at least 0.25",
+                "--eval-data with --set holdout_fraction=0",
+            ],
+        ),
+        (
+            "four",
+            "digits-test",
+            [
+                "the held-out split of 4 images at holdout_fraction 0.1 rounds to 0 images",
+                "raise holdout_fraction to at least 0.25",
+                "--set holdout_fraction=0 to save the last epoch",
+            ],
+        ),
+        ("digits-train", "empty", ["no samples to evaluate on", "empty.npz has 0 images"]),
+    ],
+)
+def test_empty_data_or_a_held_out_split_of_zero_is_one_line_exit_2_before_anything_is_written(
+    cli, digits_model_path, tmp_path, data, eval_data, named
+):
     """Before: an empty --data asked for '--batch-size 1'; 4 images trained silently without the held-out split the
     recipe asked for (saving the last epoch, noted as 'holdout_fraction is 0'); an empty --eval-data failed after
     training, with --out already written."""
     files = {"empty": tiny_npz(tmp_path / "empty.npz", 0), "four": tiny_npz(tmp_path / "four.npz", 4)}
     assert len(load_dataset(str(files["empty"]))) == 0  # data.py loads an empty .npz: the refusal is harden's
     out = tmp_path / "out"
-    args = ["harden", digits_model_path, "--recipe", "pgd-at", "--data", files.get(data, data), "--epochs", "1", "--batch-size", "2",
-            "--set", "attack_steps=1", "--eval-n", "4", "--suite", "quick", "--device", "cpu", "--out", out]
+    args = [
+        "harden",
+        digits_model_path,
+        "--recipe",
+        "pgd-at",
+        "--data",
+        files.get(data, data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--set",
+        "attack_steps=1",
+        "--eval-n",
+        "4",
+        "--suite",
+        "quick",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    ]
     if eval_data is not None:
         args += ["--eval-data", files.get(eval_data, eval_data)]
     code, stdout, err = cli(*args)
@@ -444,7 +683,7 @@ class _Prepared(Exception):
 
 def initial_state(name: str, seed: int, tmp_path) -> dict[str, torch.Tensor]:
     """The state_dict ``harden`` builds with ``recipe.prepare`` for ``--seed seed``, before any training step."""
-    from hardenctl.harden import harden
+    from hardenctl.training import harden
 
     recipe = load_recipe(name, {"hidden": 8} if name == "fsr" else {"width": 4, "depth": 1})
     real, seen = recipe.prepare, {}
@@ -456,8 +695,13 @@ def initial_state(name: str, seed: int, tmp_path) -> dict[str, torch.Tensor]:
     recipe.prepare = spy
     out = tmp_path / f"{name}-{seed}"
     with pytest.raises(_Prepared):
-        harden(digits_model(), recipe, load_dataset("digits-train").head(256), None,
-               RunOptions(out_dir=out, seed=seed, device="cpu", amp="off"))
+        harden(
+            digits_model(),
+            recipe,
+            load_dataset("digits-train").head(256),
+            None,
+            RunOptions(out_dir=out, seed=seed, device="cpu", amp="off"),
+        )
     assert not out.exists()
     return seen
 
@@ -477,7 +721,9 @@ def test_seed_initialises_the_inserted_modules(name, prefix, tmp_path):
 def test_a_recipe_file_with_an_unknown_key_is_exit_2(cli, digits_model_path, tmp_path):
     recipe = tmp_path / "mine.yaml"
     recipe.write_text("recipe: trades\nbeta: 1\nlearning_rate: 0.1\n")
-    code, _, err = cli("harden", digits_model_path, "--recipe", recipe, "--data", "digits-train", "--out", tmp_path / "out")
+    code, _, err = cli(
+        "harden", digits_model_path, "--recipe", recipe, "--data", "digits-train", "--out", tmp_path / "out"
+    )
     assert code == 2 and "unknown parameter 'learning_rate'" in err and "valid parameters: epochs, batch_size" in err
     assert not (tmp_path / "out").exists()
 
@@ -498,9 +744,9 @@ def test_recipes_command_lists_and_describes(cli):
 
 def test_an_earlier_input_report_is_reused_only_for_the_same_evaluation(mart_run, digits_model_path):
     """Comparing recipes on one checkpoint evaluates the input model once (benchmarks/bench_recipes.py)."""
-    from hardenctl.evaluate import EvalConfig
-    from hardenctl.harden import same_evaluation
+    from hardenctl.evaluation import EvalConfig
     from hardenctl.report import report_from_dict
+    from hardenctl.training import same_evaluation
 
     earlier = report_from_dict(json.loads((mart_run / "report.json").read_text())["input"])
     info = load_model(digits_model_path).info
@@ -514,8 +760,8 @@ def test_an_earlier_input_report_is_reused_only_for_the_same_evaluation(mart_run
 
 def test_the_harden_report_shows_paths_and_names_as_spelled(mart_run):
     """A training folder or checkpoint path with Markdown in it cannot break the harden report (issue 19, item 4)."""
-    from hardenctl.harden import HardenReport
     from hardenctl.report import report_from_dict
+    from hardenctl.training import HardenReport
 
     data = json.loads((mart_run / "report.json").read_text())
     data.update(input=report_from_dict(data["input"]), hardened=report_from_dict(data["hardened"]))

@@ -3,6 +3,7 @@
 The other tests run against the editable checkout, which finds ``recipes/`` beside the package whatever the archives
 hold; these build the archives from what a clone has, install them into a fresh venv outside the checkout and use them.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,16 @@ def run(*args: str | Path, cwd: Path, timeout: float = 120) -> subprocess.Comple
 
 def clone_files(dest: Path) -> Path:
     """The checkout's files as a clone has them (tracked), plus new ones not yet committed (untracked, not ignored)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():  # a tracked file deleted in the working tree is still listed
@@ -58,11 +67,23 @@ def archives(tmp_path_factory) -> dict[str, Path]:
     build = (sys.executable, "-m", "build", "--no-isolation")
     run(*build, "--sdist", "--outdir", tmp / "sdist", tree, cwd=tmp)
     run(*build, "--wheel", "--outdir", tmp / "wheel", tree, cwd=tmp)
-    sdist, = (tmp / "sdist").glob("hardenctl-*.tar.gz")
-    run(sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index", "-q", "--wheel-dir",
-        tmp / "sdist-wheel", sdist, cwd=tmp)  # pip unpacks the sdist and builds from that alone
-    wheel, = (tmp / "wheel").glob("hardenctl-*.whl")
-    sdist_wheel, = (tmp / "sdist-wheel").glob("hardenctl-*.whl")
+    (sdist,) = (tmp / "sdist").glob("hardenctl-*.tar.gz")
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-build-isolation",
+        "--no-deps",
+        "--no-index",
+        "-q",
+        "--wheel-dir",
+        tmp / "sdist-wheel",
+        sdist,
+        cwd=tmp,
+    )  # pip unpacks the sdist and builds from that alone
+    (wheel,) = (tmp / "wheel").glob("hardenctl-*.whl")
+    (sdist_wheel,) = (tmp / "sdist-wheel").glob("hardenctl-*.whl")
     return {"tree": tree, "sdist": sdist, "wheel": wheel, "sdist-wheel": sdist_wheel}
 
 
@@ -87,7 +108,8 @@ def make_venv(path: Path) -> Path:
     purelib = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=path).stdout.strip())
     visible = [entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")]
     (purelib / "_hardenctl_test_base.pth").write_text(
-        "".join(f"import site; site.addsitedir({entry!r})\n" for entry in visible), encoding="utf-8")
+        "".join(f"import site; site.addsitedir({entry!r})\n" for entry in visible), encoding="utf-8"
+    )
     return python
 
 
@@ -101,7 +123,7 @@ def test_the_archives_carry_the_recipes_the_license_and_the_metadata_a_registry_
     recipes = {f"{name}.yaml" for name in RECIPES}
     with zipfile.ZipFile(archives["wheel"]) as wheel:
         names = set(wheel.namelist())
-        dist_info, = {name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA")}
+        (dist_info,) = {name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA")}
         metadata = Parser().parsestr(wheel.read(f"{dist_info}/METADATA").decode())
     assert {f"hardenctl/recipe_files/{name}" for name in recipes} <= names
     assert f"{dist_info}/licenses/LICENSE" in names
@@ -110,8 +132,12 @@ def test_the_archives_carry_the_recipes_the_license_and_the_metadata_a_registry_
     assert {f"recipes/{name}" for name in recipes} | {"recipes/__init__.py", "LICENSE", "README.md"} <= members
     assert metadata["License-Expression"] == "Apache-2.0" and metadata["License-File"] == "LICENSE"
     urls = dict(url.split(", ", 1) for url in metadata.get_all("Project-URL"))
-    assert urls == {"Homepage": URL, "Repository": URL, "Issues": f"{URL}/issues",
-                    "Changelog": f"{URL}/blob/main/CHANGELOG.md"}
+    assert urls == {
+        "Homepage": URL,
+        "Repository": URL,
+        "Issues": f"{URL}/issues",
+        "Changelog": f"{URL}/blob/main/CHANGELOG.md",
+    }
     classifiers = metadata.get_all("Classifier")
     assert "Topic :: Scientific/Engineering :: Image Recognition" in classifiers
     assert "Programming Language :: Python :: 3.11" in classifiers
@@ -120,18 +146,56 @@ def test_the_archives_carry_the_recipes_the_license_and_the_metadata_a_registry_
 
 
 # The smallest real run: one epoch of one-step MART on digits, 16 images scored before and after (mostly imports).
-HARDEN = ["--recipe", "mart", "--data", "digits-train", "--eval-data", "digits-test", "--epochs", "1",
-          "--batch-size", "256", "--lr", "0.01", "--set", "attack_steps=1", "--set", "monitor_n=16",
-          "--set", "monitor_steps=1", "--set", "augment=none", "--eval-n", "16", "--suite", "quick", "--eps", "0.1",
-          "--device", "cpu", "--quiet"]
+HARDEN = [
+    "--recipe",
+    "mart",
+    "--data",
+    "digits-train",
+    "--eval-data",
+    "digits-test",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "256",
+    "--lr",
+    "0.01",
+    "--set",
+    "attack_steps=1",
+    "--set",
+    "monitor_n=16",
+    "--set",
+    "monitor_steps=1",
+    "--set",
+    "augment=none",
+    "--eval-n",
+    "16",
+    "--suite",
+    "quick",
+    "--eps",
+    "0.1",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("built", ["wheel", "sdist-wheel"])
 def test_an_installed_hardenctl_lists_and_uses_its_own_recipes(archives, digits_model, built, tmp_path):
     python = make_venv(tmp_path / "venv")
-    run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", archives[built],
-        cwd=tmp_path)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "--no-deps",
+        "--no-index",
+        "-q",
+        archives[built],
+        cwd=tmp_path,
+    )
     imported = run(python, "-c", "import hardenctl; print(hardenctl.__file__)", cwd=tmp_path).stdout.strip()
     package = Path(imported).parent
     assert package.is_relative_to(tmp_path / "venv"), imported  # the venv's copy, not the checkout's editable install
@@ -159,10 +223,15 @@ def test_a_source_tree_on_pythonpath_uses_its_own_recipes(editable_finder, tmp_p
     those of the checkout an editable install maps ``hardenctl.recipe_files`` to, nor none when nothing is installed."""
     for folder in ("hardenctl", "recipes"):
         shutil.copytree(ROOT / folder, tmp_path / "tree" / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    drop = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path "
-            "if not getattr(f, '__module__', '').startswith('__editable__')]; " if editable_finder == "removed" else "")
+    drop = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path "
+        "if not getattr(f, '__module__', '').startswith('__editable__')]; "
+        if editable_finder == "removed"
+        else ""
+    )
     code = f"{drop}import hardenctl.recipes as r; print(r.RECIPE_DIR); print(len(r.recipe_names()))"
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "tree")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert out.split() == [str(tmp_path / "tree" / "recipes"), str(len(RECIPES))]

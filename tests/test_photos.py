@@ -1,5 +1,6 @@
 """Real-photo workflow end to end: a timm train.py checkpoint evaluated exactly as timm's own pipeline would,
 and a model hardened on a folder of variable-size photos written as a timm model folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,12 +12,11 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
+from testing_helpers import read_json
 
 import hardenctl
-from hardenctl.evaluate import EvalConfig, evaluate
+from hardenctl.evaluation import EvalConfig, evaluate
 from hardenctl.models import create_timm_model
-from testing_helpers import read_json
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from photo_helpers import pattern, save  # noqa: E402
@@ -43,8 +43,16 @@ def test_train_py_checkpoint_is_evaluated_exactly_as_timm_would(tmp_path):
     folder = photos(tmp_path / "val")
     torch.manual_seed(0)
     net = create_timm_model(ARCH, 3)
-    args = argparse.Namespace(model=ARCH, img_size=40, input_size=None, crop_pct=0.8, interpolation="bicubic",
-                              mean=[0.45, 0.4, 0.35], std=[0.2, 0.25, 0.3], num_classes=3)
+    args = argparse.Namespace(
+        model=ARCH,
+        img_size=40,
+        input_size=None,
+        crop_pct=0.8,
+        interpolation="bicubic",
+        mean=[0.45, 0.4, 0.35],
+        std=[0.2, 0.25, 0.3],
+        num_classes=3,
+    )
     torch.save({"arch": ARCH, "state_dict": net.state_dict(), "args": args}, tmp_path / "model_best.pth.tar")
     cfg = timm.models.get_pretrained_cfg(ARCH)
     assert (cfg.crop_pct, cfg.interpolation) != (0.8, "bicubic")  # the test means something only if they differ
@@ -54,11 +62,18 @@ def test_train_py_checkpoint_is_evaluated_exactly_as_timm_would(tmp_path):
     report = evaluate(model, data, EvalConfig(attacks=["fgsm"], large_eps_samples=0, eps=0.01))
 
     def timm_logits(crop_pct: float) -> dict[str, torch.Tensor]:
-        transform = timm.data.create_transform(input_size=(3, 40, 40), interpolation="bicubic", crop_pct=crop_pct,
-                                               mean=(0.45, 0.4, 0.35), std=(0.2, 0.25, 0.3))
+        transform = timm.data.create_transform(
+            input_size=(3, 40, 40),
+            interpolation="bicubic",
+            crop_pct=crop_pct,
+            mean=(0.45, 0.4, 0.35),
+            std=(0.2, 0.25, 0.3),
+        )
         dataset = timm.data.create_dataset("", root=str(folder), transform=transform)
         with torch.no_grad():
-            return {str(Path(dataset.filename(i, absolute=True))): net(dataset[i][0][None])[0] for i in range(len(dataset))}
+            return {
+                str(Path(dataset.filename(i, absolute=True))): net(dataset[i][0][None])[0] for i in range(len(dataset))
+            }
 
     net.eval()
     reference = timm_logits(0.8)
@@ -73,7 +88,9 @@ def test_train_py_checkpoint_is_evaluated_exactly_as_timm_would(tmp_path):
     wrong_crop = timm_logits(0.875)  # the comparison can tell a different crop apart
     assert not torch.allclose(logits, torch.stack([wrong_crop[name] for name in data.filenames]), rtol=1e-4, atol=1e-5)
     assert report.model["data_config"]["sources"]["crop_pct"] == "train.py args"
-    timm_top1 = np.mean([timm_prediction[name] == label for name, label in zip(report.samples.source_id, report.samples.label)])
+    timm_top1 = np.mean(
+        [timm_prediction[name] == label for name, label in zip(report.samples.source_id, report.samples.label)]
+    )
     assert report.clean_accuracy == pytest.approx(timm_top1)
 
 
@@ -86,24 +103,60 @@ def test_harden_on_photos_writes_a_timm_folder_that_evaluates_without_flags(cli,
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
-    cfg = {"input_size": [3, 64, 64], "interpolation": "bilinear", "crop_pct": 0.9, "mean": [0.5] * 3, "std": [0.25] * 3}
-    (folder / "config.json").write_text(json.dumps({"architecture": ARCH, "num_classes": 3, "pretrained_cfg": cfg,
-                                                    "label_names": ["cat", "dog", "emu"]}))
+    cfg = {
+        "input_size": [3, 64, 64],
+        "interpolation": "bilinear",
+        "crop_pct": 0.9,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+    }
+    (folder / "config.json").write_text(
+        json.dumps(
+            {"architecture": ARCH, "num_classes": 3, "pretrained_cfg": cfg, "label_names": ["cat", "dog", "emu"]}
+        )
+    )
     out = tmp_path / "hardened"
-    code, _, err = cli("harden", folder, "--data", train, "--eval-data", val, "--out", out, "--recipe", "pgd-at",
-                       "--epochs", "1", "--batch-size", "8", "--set", "attack_steps=1", "--set", "monitor_n=8",
-                       "--eval-n", "9", "--suite", "quick", "--workers", "0", "--quiet")
+    code, _, err = cli(
+        "harden",
+        folder,
+        "--data",
+        train,
+        "--eval-data",
+        val,
+        "--out",
+        out,
+        "--recipe",
+        "pgd-at",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--set",
+        "attack_steps=1",
+        "--set",
+        "monitor_n=8",
+        "--eval-n",
+        "9",
+        "--suite",
+        "quick",
+        "--workers",
+        "0",
+        "--quiet",
+    )
     assert code == 0, err
     config = read_json(out / "config.json")
     assert config["architecture"] == ARCH and config["label_names"] == ["cat", "dog", "emu"]
     assert config["pretrained_cfg"]["input_size"] == [3, 64, 64] and config["pretrained_cfg"]["crop_pct"] == 0.9
     report = read_json(out / "report.json")
     assert report["input"]["model"]["data_config"]["sources"]["crop_pct"] == "config.json"
-    code, stdout, err = cli("eval", out, "--data", val, "--attacks", "fgsm", "--n", "9", "--json", "--workers", "0",
-                            "--no-strict")
+    code, stdout, err = cli(
+        "eval", out, "--data", val, "--attacks", "fgsm", "--n", "9", "--json", "--workers", "0", "--no-strict"
+    )
     assert code == 0, err
     evaluated = json.loads(stdout)
-    assert evaluated["data_sha256"] == report["hardened"]["data_sha256"]  # the same pixels: same preprocessing, no flags
+    assert (
+        evaluated["data_sha256"] == report["hardened"]["data_sha256"]
+    )  # the same pixels: same preprocessing, no flags
     assert evaluated["clean_accuracy"] == report["hardened"]["clean_accuracy"]
     plain = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     ours = hardenctl.load_model(out)
@@ -119,9 +172,20 @@ def test_class_names_that_do_not_match_the_model_are_refused(cli, tmp_path):
     folder.mkdir()
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in create_timm_model(ARCH, 3).state_dict().items()}, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"architecture": ARCH, "num_classes": 3, "label_names": ["cat", "dog", "emu"],
-                                                    "pretrained_cfg": {"input_size": [3, 32, 32]}}))
+    save_file(
+        {k: v.contiguous() for k, v in create_timm_model(ARCH, 3).state_dict().items()},
+        str(folder / "model.safetensors"),
+    )
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": ARCH,
+                "num_classes": 3,
+                "label_names": ["cat", "dog", "emu"],
+                "pretrained_cfg": {"input_size": [3, 32, 32]},
+            }
+        )
+    )
     code, _, err = cli("eval", folder, "--data", val, "--attacks", "fgsm", "--quiet", "--report", tmp_path / "r.json")
     assert code == 2 and "class 2 is 'fox' in the data but 'emu' in the model" in err, err
     assert not (tmp_path / "r.json").exists()
@@ -132,8 +196,21 @@ def test_a_corrupt_photo_is_named_or_skipped_and_counted(cli, tmp_path):
     (val / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     torch.manual_seed(0)
     torch.save(create_timm_model(ARCH, 3).state_dict(), tmp_path / "m.pt")
-    args = ("eval", tmp_path / "m.pt", "--arch", ARCH, "--data", val, "--attacks", "fgsm", "--input-size", "32,32",
-            "--workers", "0", "--no-strict")
+    args = (
+        "eval",
+        tmp_path / "m.pt",
+        "--arch",
+        ARCH,
+        "--data",
+        val,
+        "--attacks",
+        "fgsm",
+        "--input-size",
+        "32,32",
+        "--workers",
+        "0",
+        "--no-strict",
+    )
     code, _, err = cli(*args, "--quiet", "--report", tmp_path / "r.json")
     assert code == 2 and "broken.jpg" in err and "--skip-unreadable" in err, err
     assert not (tmp_path / "r.json").exists()

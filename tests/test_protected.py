@@ -1,4 +1,5 @@
 """Protected classes (RECIPES.md, cost-sensitive): names resolve, metrics match a hand-computed confusion matrix."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,11 +27,15 @@ def test_protected_metrics_match_a_hand_computed_confusion_matrix():
     clean = torch.tensor([1.0, 1, 1, 1, 0, 1, 1, 0])
     m = protected_metrics(y, clean, pred, [2], 5.0, 3)
     assert m["n"] == 3
-    assert m["clean_accuracy"] == 2 / 3 and m["robust_accuracy"] == 2 / 3  # counted then divided: exact, not a float32 mean
+    assert (
+        m["clean_accuracy"] == 2 / 3 and m["robust_accuracy"] == 2 / 3
+    )  # counted then divided: exact, not a float32 mean
     assert (m["clean_correct"], m["robust_correct"]) == (2, 2)
     # cost: (0→1) 1 + (1→2) 1 + (2→0) 5 = 7 over 8 samples
     assert m["cost_weighted_robust_error"] == pytest.approx(7 / 8)
-    assert protected_metrics(y, clean, pred, [0, 1], 10.0, 3)["cost_weighted_robust_error"] == pytest.approx((10 + 10 + 1) / 8)
+    assert protected_metrics(y, clean, pred, [0, 1], 10.0, 3)["cost_weighted_robust_error"] == pytest.approx(
+        (10 + 10 + 1) / 8
+    )
 
 
 def test_a_randomised_model_s_protected_clean_count_is_whole_draws_over_draws():
@@ -43,6 +48,8 @@ def test_a_randomised_model_s_protected_clean_count_is_whole_draws_over_draws():
 def test_cost_matrix_rows():
     matrix = cost_matrix(4, [1], 10.0)
     assert torch.equal(matrix.diagonal(), torch.zeros(4))
-    assert torch.equal(matrix[1], torch.tensor([10.0, 0, 10, 10])) and torch.equal(matrix[0], torch.tensor([0.0, 1, 1, 1]))
+    assert torch.equal(matrix[1], torch.tensor([10.0, 0, 10, 10])) and torch.equal(
+        matrix[0], torch.tensor([0.0, 1, 1, 1])
+    )
     with pytest.raises(UserError, match="below the model"):
         cost_matrix(4, [4], 10.0)

@@ -4,6 +4,7 @@ Monte-Carlo checks allow a rate of at most alpha plus slack derived from the bin
 and a true rate <= alpha, P(count > binom.ppf(1 − 1e-4, M, alpha)) <= 1e-4, so a count above that bound says the
 rate exceeds alpha (and the seeded run is deterministic anyway).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,9 +18,19 @@ from scipy.stats import betabinom, binom, hypergeom
 
 from hardenctl.gates import apply_gates, drop_gates
 from hardenctl.report import Report
-from hardenctl.sequential import (DROP_TOLERANCE, BinaryWoRCS, BoundedWoRCS, beta_binomial_count_bounds,
-                                  betting_log_capital, count_cut, decide, mean_cut, plug_in_bets, round_record,
-                                  split_alpha)
+from hardenctl.sequential import (
+    DROP_TOLERANCE,
+    BinaryWoRCS,
+    BoundedWoRCS,
+    beta_binomial_count_bounds,
+    betting_log_capital,
+    count_cut,
+    decide,
+    mean_cut,
+    plug_in_bets,
+    round_record,
+    split_alpha,
+)
 from hardenctl.stats import wilson_interval
 
 ALPHA = 0.05
@@ -88,6 +99,7 @@ def ever_missed(rounds, truth: float) -> np.ndarray:
 
 
 # -- (a) coverage and early-verdict errors ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("accuracy", [0.0, 0.1, 0.45, 0.7, 1.0])
 def test_binary_cs_ever_misses_the_full_population_total_at_most_alpha(accuracy):
@@ -173,6 +185,7 @@ def test_splitting_alpha_over_five_gates_keeps_any_miss_at_most_alpha():
 
 # -- the martingales themselves, exactly ----------------------------------------------------------------------------
 
+
 def test_betting_capital_is_a_mean_one_martingale_over_all_orders():
     """Over all 720 orders of 6 values, E[K±_t(true mean)] = 1 at every t: WoR means and predictable bets."""
     values = np.array([0.0, 0.25, 1.0, 1.0, 0.5, 0.0])
@@ -199,6 +212,7 @@ def test_binary_cs_matches_a_brute_force_bayes_computation():
 
 # -- (c) exact at n = N; the cut is the fixed-n gate's --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("population", [1, 2, 37, 200])
 def test_binary_bounds_collapse_to_the_exact_total_at_n_equals_N(population):
     for total in sorted({0, 1, population // 3, population - 1, population} & set(range(population + 1))):
@@ -213,22 +227,38 @@ def test_bounded_bounds_collapse_to_the_exact_mean_at_n_equals_N():
     values = rng.choice([-1.0, -0.5, 0.0, 0.25, 1.0], 101)
     sequence = BoundedWoRCS(101, ALPHA, -1.0, 1.0)
     for start in range(0, 101, 30):
-        sequence.update(values[start:start + 30])
+        sequence.update(values[start : start + 30])
     low, high = sequence.bounds()
     assert low == pytest.approx(values.mean(), abs=1e-15) and high == pytest.approx(values.mean(), abs=1e-15)
 
 
 def fixed_gate_passes(total: int, population: int, threshold: float, basis: str) -> bool:
     """hardenctl's own fixed-n --min-robust-acc gate on a run with ``total`` robust of ``population``."""
-    report = Report(schema_version="1.0", clean_accuracy=1.0, robust_accuracy=total / population, attacks={},
-                    per_class={}, n=population, eps=0.0, norm="linf", suite="quick", seed=0, model_sha256=None,
-                    data_sha256="d", versions={}, normalization={}, seconds=0.0)
+    report = Report(
+        schema_version="1.0",
+        clean_accuracy=1.0,
+        robust_accuracy=total / population,
+        attacks={},
+        per_class={},
+        n=population,
+        eps=0.0,
+        norm="linf",
+        suite="quick",
+        seed=0,
+        model_sha256=None,
+        data_sha256="d",
+        versions={},
+        normalization={},
+        seconds=0.0,
+    )
     gates = apply_gates(report, min_robust_acc=threshold, gate_on=basis)
     return next(g for g in gates if g.name == "min_robust_acc").passed
 
 
-@pytest.mark.parametrize("population,threshold", [(1, 0.5), (10, 0.45), (200, 0.45), (1000, 0.45), (1000, 0.9),
-                                                  (997, 0.333), (50, 0.0), (50, 1.0), (50, 0.99)])
+@pytest.mark.parametrize(
+    "population,threshold",
+    [(1, 0.5), (10, 0.45), (200, 0.45), (1000, 0.45), (1000, 0.9), (997, 0.333), (50, 0.0), (50, 1.0), (50, 0.99)],
+)
 @pytest.mark.parametrize("basis", ["point", "lower"])
 def test_count_cut_agrees_with_the_fixed_n_gate_for_every_total(population, threshold, basis):
     cut = count_cut(threshold, basis, population)
@@ -257,12 +287,26 @@ def test_mean_cut_is_the_float_boundary_of_the_fixed_n_rule(threshold):
 def test_paired_drop_decision_at_n_equals_N_is_the_fixed_gates(regressed, improved):
     population, max_drop = 1000, 0.01
     d = np.zeros(population)
-    d[:regressed], d[regressed:regressed + improved] = 1.0, -1.0
+    d[:regressed], d[regressed : regressed + improved] = 1.0, -1.0
     fall = (regressed - improved) / population
     paired = {"robust": {"difference": fall}, "clean": {"difference": 0.0}}
-    report_now = Report(schema_version="1.0", clean_accuracy=1.0, robust_accuracy=0.5, attacks={}, per_class={},
-                        n=population, eps=0.0, norm="linf", suite="quick", seed=0, model_sha256=None, data_sha256="d",
-                        versions={}, normalization={}, seconds=0.0)
+    report_now = Report(
+        schema_version="1.0",
+        clean_accuracy=1.0,
+        robust_accuracy=0.5,
+        attacks={},
+        per_class={},
+        n=population,
+        eps=0.0,
+        norm="linf",
+        suite="quick",
+        seed=0,
+        model_sha256=None,
+        data_sha256="d",
+        versions={},
+        normalization={},
+        seconds=0.0,
+    )
     gates = drop_gates(report_now, report_now, max_drop, paired)
     fixed = next(g for g in gates if g.name == "max_drop_robust_accuracy")
     sequence = BoundedWoRCS(population, ALPHA, -1.0, 1.0)
@@ -272,13 +316,14 @@ def test_paired_drop_decision_at_n_equals_N_is_the_fixed_gates(regressed, improv
 
 # -- (d) determinism and resume ----------------------------------------------------------------------------------
 
+
 def test_state_is_a_function_of_the_values_in_order_not_of_the_rounds():
     """Resume: feeding the per-sample results so far in order, in any grouping, re-creates the same sequence."""
     values = fractional_population(np.random.default_rng(18), 300)
     by_round, at_once = BoundedWoRCS(300, ALPHA), BoundedWoRCS(300, ALPHA)
     start = 0
     for size in (50, 7, 33, 30):
-        by_round.update(values[start:start + size])
+        by_round.update(values[start : start + size])
         start += size
     at_once.update(values[:120])
     assert by_round.bounds() == at_once.bounds() and by_round.n == at_once.n == 120
@@ -304,6 +349,7 @@ def test_round_record_is_the_report_entry():
 
 
 # -- (e) edge cases --------------------------------------------------------------------------------------------------
+
 
 def test_all_zeros_and_all_ones_decide_early_and_correctly():
     for value, expected in ((0, "fail"), (1, "pass")):
@@ -354,8 +400,13 @@ def test_bad_input_is_refused():
             bounded.update(values)
     with pytest.raises(ValueError):
         bounded.update([0.5, 0.5], count=3)
-    for make in (lambda: BinaryWoRCS(0, ALPHA), lambda: BinaryWoRCS(10, 1.0), lambda: BoundedWoRCS(10, ALPHA, 1.0, 1.0),
-                 lambda: split_alpha(0.05, 0), lambda: count_cut(0.5, "upper", 10)):
+    for make in (
+        lambda: BinaryWoRCS(0, ALPHA),
+        lambda: BinaryWoRCS(10, 1.0),
+        lambda: BoundedWoRCS(10, ALPHA, 1.0, 1.0),
+        lambda: split_alpha(0.05, 0),
+        lambda: count_cut(0.5, "upper", 10),
+    ):
         with pytest.raises(ValueError):
             make()
     assert split_alpha(0.05, 4) == pytest.approx(0.0125)

@@ -1,4 +1,5 @@
 """Wilson intervals and the exact McNemar test, checked against independent computations."""
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,7 @@ def test_wilson_matches_the_quadratic_roots(successes, n):
 
 @pytest.mark.parametrize("n", [1, 2, 6, 9, 10, 100, 1000])  # 2, 6, 9, 10: the plain formula lands 1e-17 outside or off
 def test_wilson_edges_are_exact_and_inside_0_1(n):
-    z2 = Z95 ** 2
+    z2 = Z95**2
     low, high = wilson_interval(0.0, n)
     assert low == 0.0 and high == pytest.approx(z2 / (n + z2), abs=1e-12)  # 0/n: [0, z²/(n + z²)]
     low, high = wilson_interval(1.0, n)
@@ -63,12 +64,12 @@ def exact_mcnemar(b: int, c: int) -> float:
     m = b + c
     if m == 0:
         return 1.0
-    tail = sum(Fraction(math.comb(m, k), 2 ** m) for k in range(min(b, c) + 1))
+    tail = sum(Fraction(math.comb(m, k), 2**m) for k in range(min(b, c) + 1))
     return float(min(Fraction(1), 2 * tail))
 
 
 def test_mcnemar_8_regressed_2_improved():
-    expected = 2 * sum(math.comb(10, k) for k in range(3)) / 2 ** 10
+    expected = 2 * sum(math.comb(10, k) for k in range(3)) / 2**10
     assert expected == 0.109375
     assert mcnemar_exact(8, 2) == pytest.approx(expected, abs=1e-15)
     assert mcnemar_exact(2, 8) == mcnemar_exact(8, 2)  # two-sided: symmetric
@@ -83,7 +84,8 @@ def test_mcnemar_edges():
     assert mcnemar_exact(0, 0) == 1.0  # no discordant pair: no evidence of change
     assert mcnemar_exact(1, 0) == 1.0  # 2 · 1/2, capped
     assert mcnemar_exact(10, 0) == 2 / 1024
-    assert mcnemar_exact(5000, 4000) == pytest.approx(exact_mcnemar(5000, 4000), rel=1e-9)  # large counts: the tiny tail kept
+    assert mcnemar_exact(5000, 4000) == pytest.approx(
+        exact_mcnemar(5000, 4000), rel=1e-9
+    )  # large counts: the tiny tail kept
     with pytest.raises(ValueError):
         mcnemar_exact(-1, 3)
-

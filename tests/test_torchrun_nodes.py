@@ -7,6 +7,7 @@ built on it as it was, so a rank could read a dead process's address ("Gloo conn
 refused", exit 1: ``hardenctl.distributed.attempt_store``). Each node's ``harden`` gets its own ``--out``, as two
 machines without a shared disk would: only rank 0 writes checkpoints, and the other node resumes from rank 0's.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,23 +22,70 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from testing_helpers import timeless
 
 from hardenctl.demo import DIGITS_MEAN, DIGITS_STD
-from hardenctl.evaluate.samples import read_samples
-from hardenctl.harden import read_checkpoint_state
+from hardenctl.evaluation.samples import read_samples
 from hardenctl.models import create_timm_model, save_model, wrap_model
-from testing_helpers import timeless
+from hardenctl.training import read_checkpoint_state
 
 pytestmark = pytest.mark.slow
 
-EVAL_ARGS = ["-n", "24", "--batch-size", "4", "--eps", "0.1", "--suite", "standard", "--apgd-steps", "3",
-             "--square-queries", "10", "--device", "cpu", "--no-strict", "--quiet"]
+EVAL_ARGS = [
+    "-n",
+    "24",
+    "--batch-size",
+    "4",
+    "--eps",
+    "0.1",
+    "--suite",
+    "standard",
+    "--apgd-steps",
+    "3",
+    "--square-queries",
+    "10",
+    "--device",
+    "cpu",
+    "--no-strict",
+    "--quiet",
+]
 MAIN_STAGE = "attacks [linf eps=0.1]"
 # the DDP comparison of tests/test_harden.py: a GroupNorm model and lr 1e-4, so float summation order stays small
-HARDEN_ARGS = ["--recipe", "pgd-at", "--data", "digits-train", "--epochs", "2", "--batch-size", "128", "--lr", "0.0001",
-               "--set", "attack_steps=2", "--set", "eps=0.1", "--set", "attack_alpha=0.05", "--set", "augment=crop-flip",
-               "--set", "crop_padding=1", "--set", "monitor_n=32", "--eval-n", "16", "--suite", "quick", "--eps", "0.1",
-               "--seed", "0", "--device", "cpu", "--quiet"]
+HARDEN_ARGS = [
+    "--recipe",
+    "pgd-at",
+    "--data",
+    "digits-train",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "128",
+    "--lr",
+    "0.0001",
+    "--set",
+    "attack_steps=2",
+    "--set",
+    "eps=0.1",
+    "--set",
+    "attack_alpha=0.05",
+    "--set",
+    "augment=crop-flip",
+    "--set",
+    "crop_padding=1",
+    "--set",
+    "monitor_n=32",
+    "--eval-n",
+    "16",
+    "--suite",
+    "quick",
+    "--eps",
+    "0.1",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 # Runs the CLI with "{rank}" in its arguments replaced by the process's rank. With a trigger (a Python expression),
 # rank 1 SIGKILLs itself once it holds, once per job: the marker file keeps the restarted attempt alive.
@@ -46,7 +94,7 @@ WORKER = textwrap.dedent("""
     from pathlib import Path
     trigger, marker, rank = sys.argv[1], Path(sys.argv[2]), os.environ["RANK"]
     if trigger != "-" and rank == "1" and not marker.exists():
-        from hardenctl.evaluate.resume import batch_numbers
+        from hardenctl.evaluation.resume import batch_numbers
 
         def kill_when_due():
             while not eval(trigger):
@@ -65,15 +113,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def two_nodes(tmp: Path, args: list[str], trigger: str = "-", timeout: float = 240) -> list[subprocess.CompletedProcess]:
+def two_nodes(
+    tmp: Path, args: list[str], trigger: str = "-", timeout: float = 240
+) -> list[subprocess.CompletedProcess]:
     """Two torchrun agents, the same command each (c10d picks the node ranks), one process per node; both must end."""
     worker = tmp / "worker.py"
     worker.write_text(WORKER)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
-               f"--rdzv-endpoint=127.0.0.1:{free_port()}", f"--rdzv-id={uuid.uuid4().hex[:8]}", "--max-restarts=1",
-               "--monitor-interval=0.1", str(worker), trigger, str(tmp / "killed"), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+        f"--rdzv-id={uuid.uuid4().hex[:8]}",
+        "--max-restarts=1",
+        "--monitor-interval=0.1",
+        str(worker),
+        trigger,
+        str(tmp / "killed"),
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    agents = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    agents = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     runs = []
     for agent in agents:
         try:
@@ -95,8 +160,19 @@ def assert_ok(runs: list[subprocess.CompletedProcess]) -> None:
 # eval
 # ---------------------------------------------------------------------------------------------
 def eval_command(model: Path, data: Path, out: Path) -> list[str]:
-    return ["eval", str(model), "--data", str(data), *EVAL_ARGS, "--report", str(out / "report.json"),
-            "--samples", str(out / "samples.jsonl"), "--resume-dir", str(out / "state")]
+    return [
+        "eval",
+        str(model),
+        "--data",
+        str(data),
+        *EVAL_ARGS,
+        "--report",
+        str(out / "report.json"),
+        "--samples",
+        str(out / "samples.jsonl"),
+        "--resume-dir",
+        str(out / "state"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +185,9 @@ def one_process_eval(tmp_path_factory, digits_model_path, digits_npz) -> Path:
 
 
 def assert_same_eval(out: Path, reference: Path) -> None:
-    assert timeless(json.loads((out / "report.json").read_text())) == timeless(json.loads((reference / "report.json").read_text()))
+    assert timeless(json.loads((out / "report.json").read_text())) == timeless(
+        json.loads((reference / "report.json").read_text())
+    )
     assert read_samples(out / "samples.jsonl")[1].rows() == read_samples(reference / "samples.jsonl")[1].rows()
 
 
@@ -120,9 +198,13 @@ def test_eval_on_two_nodes_matches_one_process(one_process_eval, digits_model_pa
     assert_same_eval(tmp_path, one_process_eval)
 
 
-def test_eval_restarted_by_torchrun_after_a_kill_matches_one_process(one_process_eval, digits_model_path, digits_npz, tmp_path):
+def test_eval_restarted_by_torchrun_after_a_kill_matches_one_process(
+    one_process_eval, digits_model_path, digits_npz, tmp_path
+):
     state = tmp_path / "state" / "state-rank1-of2.pt"
-    trigger = f"os.path.exists({str(state)!r}) and len(batch_numbers(Path({str(state)!r})).get({MAIN_STAGE!r}, [])) >= 1"
+    trigger = (
+        f"os.path.exists({str(state)!r}) and len(batch_numbers(Path({str(state)!r})).get({MAIN_STAGE!r}, [])) >= 1"
+    )
     assert_ok(two_nodes(tmp_path, [*eval_command(digits_model_path, digits_npz, tmp_path), "--resume"], trigger))
     assert (tmp_path / "killed").read_text() == "0"  # killed in the first attempt; the second one finished
     assert_same_eval(tmp_path, one_process_eval)
@@ -170,7 +252,9 @@ def test_harden_restarted_by_torchrun_after_a_kill_ends_with_the_same_weights(tw
     """Rank 1 dies once rank 0 has written epoch 1's checkpoint; torchrun restarts both nodes, rank 0 resumes from its
     checkpoint and hands it to rank 1 (whose own --out is empty): bit for bit the uninterrupted two-node run."""
     trigger = f"os.path.exists({str(tmp_path / 'out0' / 'checkpoints' / 'epoch_0001.pt')!r})"
-    runs = two_nodes(tmp_path, ["harden", str(gn_model), *HARDEN_ARGS, "--resume", "--out", str(tmp_path / "out{rank}")], trigger)
+    runs = two_nodes(
+        tmp_path, ["harden", str(gn_model), *HARDEN_ARGS, "--resume", "--out", str(tmp_path / "out{rank}")], trigger
+    )
     assert_ok(runs)
     assert (tmp_path / "killed").read_text() == "0"
     out = tmp_path / "out0"

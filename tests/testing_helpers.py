@@ -1,4 +1,5 @@
 """Helpers shared by test modules (a uniquely named module: `conftest` is ambiguous across folders)."""
+
 from __future__ import annotations
 
 import json

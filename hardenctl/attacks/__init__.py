@@ -1,4 +1,5 @@
 """Attacks, one module each, and a name → class registry (``--attacks pgd,apgd-ce``)."""
+
 from __future__ import annotations
 
 from ..errors import UserError
@@ -20,4 +21,15 @@ def build_attack(name: str, eps: float, norm: str = "linf", eot_samples: int = 1
     return cls(eps=eps, norm=norm, eot_samples=eot_samples, **kwargs)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackWork", "GradientStats", "build_attack", "FGSM", "PGD", "APGDCE", "APGDT", "Square"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackWork",
+    "GradientStats",
+    "build_attack",
+    "FGSM",
+    "PGD",
+    "APGDCE",
+    "APGDT",
+    "Square",
+]

@@ -13,6 +13,7 @@ after a halving the momentum term is taken relative to the iterate before the re
 One differs: the loss-increase count of the first period compares the first step with
 the loss at the start point (as in the paper), not with zero.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -52,8 +53,16 @@ class _APGD(Attack):
         momentum: weight α of the new step; 1 − α goes to the previous displacement.
     """
 
-    def __init__(self, eps: float, norm: str = "linf", eot_samples: int = 1, steps: int = 100,
-                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75):
+    def __init__(
+        self,
+        eps: float,
+        norm: str = "linf",
+        eot_samples: int = 1,
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        momentum: float = 0.75,
+    ):
         super().__init__(eps, norm, eot_samples)
         if steps < 1:
             raise UserError(f"steps must be >= 1, got {steps}", "pass e.g. steps=100")
@@ -79,8 +88,9 @@ class _APGD(Attack):
         delta = self.eps * noise / (scale.view(flat_shape) + 1e-12)
         return self.project(x + delta, x)
 
-    def momentum_step(self, x_adv: Tensor, x_prev: Tensor, grad: Tensor, step_size: float | Tensor, x: Tensor,
-                      first: bool = False) -> Tensor:
+    def momentum_step(
+        self, x_adv: Tensor, x_prev: Tensor, grad: Tensor, step_size: float | Tensor, x: Tensor, first: bool = False
+    ) -> Tensor:
         """One APGD update, as the reference's: z = P(x_k + η·step(grad)), then
         x_{k+1} = P(x_k + α·(z − x_k) + (1 − α)·(x_k − x_{k−1})), with α = 1 at the first
         step (there is no previous displacement yet). P projects onto the ε-ball ∩ [0, 1];
@@ -90,7 +100,9 @@ class _APGD(Attack):
         a = 1.0 if first else self.momentum
         return self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, loss_for: Callable[[Tensor], LossFn], rows: Tensor | None = None):
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, loss_for: Callable[[Tensor], LossFn], rows: Tensor | None = None
+    ):
         """One APGD run. Returns (first fooling iterate, fooled mask, best-loss point, best loss).
 
         ``loss_for(positions)`` gives the loss for those rows of ``x``. A point leaves the
@@ -129,7 +141,8 @@ class _APGD(Attack):
                 pos, x_run, y_run = pos[keep], x_run[keep], y_run[keep]
                 x_adv, x_prev, grad, x_best, grad_best = (t[keep] for t in (x_adv, x_prev, grad, x_best, grad_best))
                 loss_best, loss_prev, step_size, increases, reduced_last, best_at_last = (
-                    t[keep] for t in (loss_best, loss_prev, step_size, increases, reduced_last, best_at_last))
+                    t[keep] for t in (loss_best, loss_prev, step_size, increases, reduced_last, best_at_last)
+                )
                 loss_fn = loss_for(pos)
             x_prev, x_adv = x_adv, self.momentum_step(x_adv, x_prev, grad, step_size, x_run, first=i == 0)
 
@@ -194,8 +207,17 @@ class APGDCE(_APGD):
 
     name = "apgd-ce"
 
-    def __init__(self, eps: float, norm: str = "linf", eot_samples: int = 1, steps: int = 100,
-                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75, loss: str = "ce"):
+    def __init__(
+        self,
+        eps: float,
+        norm: str = "linf",
+        eot_samples: int = 1,
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        momentum: float = 0.75,
+        loss: str = "ce",
+    ):
         super().__init__(eps, norm, eot_samples, steps, restarts, rho, momentum)
         if loss not in ("ce", "dlr"):
             raise UserError(f"unknown APGD loss {loss!r}", "use loss='ce' or loss='dlr'")
@@ -221,8 +243,17 @@ class APGDT(_APGD):
 
     name = "apgd-t"
 
-    def __init__(self, eps: float, norm: str = "linf", eot_samples: int = 1, steps: int = 100,
-                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75, n_target_classes: int = 9):
+    def __init__(
+        self,
+        eps: float,
+        norm: str = "linf",
+        eot_samples: int = 1,
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        momentum: float = 0.75,
+        n_target_classes: int = 9,
+    ):
         super().__init__(eps, norm, eot_samples, steps, restarts, rho, momentum)
         if n_target_classes < 1:
             raise UserError(f"n_target_classes must be >= 1, got {n_target_classes}", "pass e.g. 9")
@@ -238,6 +269,7 @@ class APGDT(_APGD):
             def loss_for(idx: Tensor) -> LossFn:
                 target = ranked[idx, k]
                 return lambda logits, labels: dlr_targeted(logits, labels, target)
+
             return loss_for
 
         return [make(k) for k in range(n_targets)]

@@ -7,6 +7,7 @@ the [0, 1] box, gradients are averaged over EOT draws for randomised models, and
 points whose input gradient is zero or non-finite are counted so the report can flag
 gradient masking. A subclass only writes :meth:`Attack.perturb`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -142,8 +143,13 @@ class Attack:
             broken = self._broken
         finally:
             model.train(was_training)
-        self.work.add(AttackWork(time.perf_counter() - started, attacked=x.shape[0],
-                                 broken=int(broken.sum()) if broken is not None else 0))
+        self.work.add(
+            AttackWork(
+                time.perf_counter() - started,
+                attacked=x.shape[0],
+                broken=int(broken.sum()) if broken is not None else 0,
+            )
+        )
         return x_adv.detach()
 
     def searching(self, x: Tensor) -> contextlib.AbstractContextManager:

@@ -1,4 +1,5 @@
 """FGSM (Goodfellow et al. 2015): one full-size step along the gradient sign."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn

@@ -11,6 +11,7 @@ the very images being attacked, and only when the original gives the same logits
 (a randomised model, attacked with EOT, keeps its own forward), and only when those
 passes left the model's buffers as they were.
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,8 +62,11 @@ def _checked_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     if folded.shape != first.shape or folded.dtype != first.dtype:
         return model, "copy's logits differ in shape"
     limit = RELATIVE_TOLERANCE * max(1.0, float(first.abs().max()))
-    if not torch.isfinite(folded).all() or float((folded - first).abs().max()) > limit \
-            or not torch.equal(folded.argmax(dim=1), first.argmax(dim=1)):
+    if (
+        not torch.isfinite(folded).all()
+        or float((folded - first).abs().max()) > limit
+        or not torch.equal(folded.argmax(dim=1), first.argmax(dim=1))
+    ):
         return model, "copy's logits differ"
     if frozen is None and x.shape[0] >= 3:  # not tried yet (the first call had too few images to trace on)
         frozen = _frozen(fast, x)
@@ -82,8 +86,13 @@ def _weights_key(model: nn.Module, x: Tensor) -> tuple:
     """What a built copy depends on: every parameter and buffer (storage and in-place version: an optimizer step or
     ``load_state_dict`` bumps it) and the images' kind (a trace is specific to the dimensions it saw)."""
     tensors = (*model.parameters(), *model.buffers())
-    return (tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors), x.dim(), tuple(x.shape[1:]), x.dtype,
-            x.device)
+    return (
+        tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors),
+        x.dim(),
+        tuple(x.shape[1:]),
+        x.dtype,
+        x.device,
+    )
 
 
 def _built(model: nn.Module, x: Tensor) -> "tuple[nn.Module, Any] | str":
@@ -114,8 +123,11 @@ def _agrees(frozen: nn.Module, x: Tensor, expected: Tensor, limit: float) -> boo
             got = frozen(x)
     except Exception:  # noqa: BLE001
         return False
-    return got.shape == expected.shape and float((got - expected).abs().max()) <= limit \
+    return (
+        got.shape == expected.shape
+        and float((got - expected).abs().max()) <= limit
         and torch.equal(got.argmax(dim=1), expected.argmax(dim=1))
+    )
 
 
 def _frozen(fast: nn.Module, x: Tensor) -> Any:

@@ -1,4 +1,5 @@
 """Per-sample attack losses (logits, labels) -> loss to *maximise*."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -1,4 +1,5 @@
 """PGD (Madry et al. 2018): projected gradient ascent from a random start, with restarts."""
+
 from __future__ import annotations
 
 import torch
@@ -52,7 +53,9 @@ class PGD(Attack):
             # the caller re-scores it, so only score it here when another restart may follow.
             x_best[~fooled] = x_adv[~fooled]
             if restart + 1 < self.restarts:
-                keep_misclassified(x_best, fooled, x_adv, self.misclassified(model, x_adv, self.predict(model, x_adv), y))
+                keep_misclassified(
+                    x_best, fooled, x_adv, self.misclassified(model, x_adv, self.predict(model, x_adv), y)
+                )
                 if fooled.all():
                     break
         return x_best

@@ -24,6 +24,7 @@ is attacked, and a zero margin (a tie) is not counted as fooled; for images unde
 pixels the L2 start grid is centred rather than cut off at the border; unfooled points
 get their highest-margin point across restarts rather than ``x``.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,9 @@ def window_side(p: float, h: int, w: int, norm: str) -> int:
     return min(s + (s % 2 == 0), h, w)
 
 
-def _window(n: int, h: int, w: int, s: int, device, streams: SampleStreams | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def _window(
+    n: int, h: int, w: int, s: int, device, streams: SampleStreams | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Index tensors (batch, rows, cols) for one random s×s window per image (from each image's own stream when
     ``streams`` is given).
 
@@ -114,8 +117,16 @@ class Square(Attack):
 
     name = "square"
 
-    def __init__(self, eps: float, norm: str = "linf", eot_samples: int = 1, queries: int = 5000,
-                 p_init: float = 0.8, restarts: int = 1, rescale_schedule: bool = False):
+    def __init__(
+        self,
+        eps: float,
+        norm: str = "linf",
+        eot_samples: int = 1,
+        queries: int = 5000,
+        p_init: float = 0.8,
+        restarts: int = 1,
+        rescale_schedule: bool = False,
+    ):
         super().__init__(eps, norm, eot_samples)
         if queries < 1:
             raise UserError(f"queries must be >= 1, got {queries}", "pass e.g. queries=5000")
@@ -153,7 +164,9 @@ class Square(Attack):
         self.report_broken(fooled)
         return x_out
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, streams: SampleStreams | None = None) -> tuple[Tensor, Tensor]:
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, streams: SampleStreams | None = None
+    ) -> tuple[Tensor, Tensor]:
         """One search; returns the best point per image and its margin (> 0: fooled). ``streams``: the rows' own
         random streams (``--sequential``), else the global generator."""
         n, c, h, w = x.shape
@@ -189,7 +202,7 @@ class Square(Attack):
         delta = torch.zeros_like(x)
         for i in range(rows):
             for j in range(cols):
-                sub = delta[:, :, top + i * s: top + (i + 1) * s, left + j * s: left + (j + 1) * s]
+                sub = delta[:, :, top + i * s : top + (i + 1) * s, left + j * s : left + (j + 1) * s]
                 sub += _patterns(x, s, streams)[:, None] * _signs(x, (n, c, 1, 1), streams)
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return self.eps * delta / norms.view(-1, 1, 1, 1)

@@ -8,6 +8,7 @@ image has its own counter-based stream: draw ``k`` of image ``i`` is a hash of (
 the whole batch at once with integer tensor arithmetic (no Python loop over images, no state but a draw counter per
 image). Without ``--sequential`` the attacks keep the global generator, so every other evaluation is unchanged.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,9 @@ class SampleStreams:
         """The streams of ``rows`` (positions in this view), drawing from and advancing the same counters."""
         return SampleStreams(self.seed, self.ids, self.counters, self.index[rows.cpu()])
 
-    def uniform(self, shape: tuple[int, ...], device: torch.device | str = "cpu",
-                dtype: torch.dtype = torch.float32) -> Tensor:
+    def uniform(
+        self, shape: tuple[int, ...], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Tensor:
         """U[0, 1) of shape ``(len(self), *shape)``: row r from image ``ids[index[r]]``'s stream, its next draw."""
         per_image = math.prod(shape)
         images = self.ids[self.index]
@@ -56,8 +58,9 @@ class SampleStreams:
         values = (bits >> 8).to(torch.float64) / float(1 << 24)  # 24 random bits: exact in float32
         return values.view(len(self), *shape).to(device=device, dtype=dtype)
 
-    def normal(self, shape: tuple[int, ...], device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> Tensor:
+    def normal(
+        self, shape: tuple[int, ...], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Tensor:
         """N(0, 1) by Box–Muller from two uniform draws."""
         u1 = self.uniform(shape, dtype=torch.float64).clamp_min(1e-12)
         u2 = self.uniform(shape, dtype=torch.float64)
@@ -65,5 +68,10 @@ class SampleStreams:
 
     def integers(self, high: int, shape: tuple[int, ...] = (), device: torch.device | str = "cpu") -> Tensor:
         """Uniform integers in [0, high)."""
-        return (self.uniform(shape or (1,), dtype=torch.float64) * high).floor().clamp_max(high - 1).to(
-            device=device, dtype=torch.int64).view(len(self), *shape)
+        return (
+            (self.uniform(shape or (1,), dtype=torch.float64) * high)
+            .floor()
+            .clamp_max(high - 1)
+            .to(device=device, dtype=torch.int64)
+            .view(len(self), *shape)
+        )

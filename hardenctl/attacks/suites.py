@@ -3,6 +3,7 @@
 A suite is an ordered list of attacks; the evaluator runs each on the points that
 are still robust and keeps the worst case per sample.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -28,15 +29,23 @@ class ReferenceAutoAttack(Attack):
         try:
             from pyautoattack import AutoAttack  # noqa: F401
         except ImportError:
-            raise UserError("--suite autoattack needs the reference AutoAttack package", "pip install 'hardenctl[autoattack]'") from None
+            raise UserError(
+                "--suite autoattack needs the reference AutoAttack package", "pip install 'hardenctl[autoattack]'"
+            ) from None
         self.seed = seed
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         from pyautoattack import AutoAttack
 
         version = "rand" if self.eot_samples > 1 else "standard"
-        runner = AutoAttack(model, norm="Linf" if self.norm == "linf" else "L2", eps=self.eps, version=version,
-                            device=x.device, seed=self.seed)  # seed=None would seed from the clock
+        runner = AutoAttack(
+            model,
+            norm="Linf" if self.norm == "linf" else "L2",
+            eps=self.eps,
+            version=version,
+            device=x.device,
+            seed=self.seed,
+        )  # seed=None would seed from the clock
         # pyautoattack 0.2.0's gradient check calls .view on the gradient: give it contiguous NCHW tensors.
         x_adv, _ = runner.run_standard_evaluation(x.contiguous(), y.contiguous(), batch_size=x.shape[0])
         return x_adv
@@ -62,24 +71,35 @@ def build_suite(
     if name == "quick":
         return _fast([PGD(eps, norm, eot_samples, steps=20), APGDCE(eps, norm, eot_samples, steps=apgd_steps)])
     if name == "standard":
-        return _fast([
-            APGDCE(eps, norm, eot_samples, steps=apgd_steps),
-            APGDT(eps, norm, eot_samples, steps=apgd_steps),
-            Square(eps, norm, eot_samples, queries=square_queries),
-        ])
+        return _fast(
+            [
+                APGDCE(eps, norm, eot_samples, steps=apgd_steps),
+                APGDT(eps, norm, eot_samples, steps=apgd_steps),
+                Square(eps, norm, eot_samples, queries=square_queries),
+            ]
+        )
     if name == "autoattack":
         return [ReferenceAutoAttack(eps, norm, eot_samples, seed=seed)]
     raise UserError(f"unknown suite {name!r}", f"use one of {', '.join(SUITES)}, or --attacks")
 
 
-def build_custom(names: Sequence[str], eps: float, norm: str = "linf", eot_samples: int = 1,
-                 apgd_steps: int = 100, square_queries: int = 5000) -> list[Attack]:
+def build_custom(
+    names: Sequence[str],
+    eps: float,
+    norm: str = "linf",
+    eot_samples: int = 1,
+    apgd_steps: int = 100,
+    square_queries: int = 5000,
+) -> list[Attack]:
     """Attacks from a ``--attacks`` list such as ``pgd,apgd-ce,square``."""
     from . import build_attack
 
     duplicated = sorted({name for name in names if list(names).count(name) > 1})
     if duplicated:
-        raise UserError(f"--attacks names {', '.join(duplicated)} more than once", "list each attack once (use --apgd-steps etc. for budgets)")
+        raise UserError(
+            f"--attacks names {', '.join(duplicated)} more than once",
+            "list each attack once (use --apgd-steps etc. for budgets)",
+        )
     attacks = []
     for name in names:
         kwargs: dict = {}
@@ -91,5 +111,3 @@ def build_custom(names: Sequence[str], eps: float, norm: str = "linf", eot_sampl
     if not attacks:
         raise UserError("--attacks is empty", "pass e.g. --attacks pgd,apgd-ce")
     return _fast(attacks)
-
-

@@ -6,6 +6,7 @@ one line naming it and a log file holding the traceback; ``--debug`` prints the 
 torch and timm take seconds to import, so this module imports them (through ``api``) only inside
 the commands that need them: ``--help``, ``--version``, ``recipes`` and argument errors answer at once.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,11 +16,14 @@ import typer
 from rich.console import Console
 
 from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UserError
+
 # importing the command modules registers their commands on the app, in this order in --help
-from . import evaluate  # noqa: F401, I001
-from . import harden  # noqa: F401
-from . import catalog  # noqa: F401
-from . import release  # noqa: F401
+from . import (
+    catalog,  # noqa: F401
+    evaluate,  # noqa: F401, I001
+    harden,  # noqa: F401
+    release,  # noqa: F401
+)
 from .app import app
 from .crash import debug_requested, describe, print_traceback, write_log
 
@@ -79,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     err = Console(stderr=True, highlight=False)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--"]:  # `torchrun -m hardenctl -- eval --n 100`: the `--` keeps torchrun from reading --n as its own
+    if argv[:1] == [
+        "--"
+    ]:  # `torchrun -m hardenctl -- eval --n 100`: the `--` keeps torchrun from reading --n as its own
         argv = argv[1:]
     debug, argv = debug_requested(argv)
     try:

@@ -1,4 +1,5 @@
 """``hardenctl recipes`` and ``hardenctl info``: what the recipes and a checkpoint hold, without training anything."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,16 @@ def recipes_command(
     if name is None:  # read from the YAML files and the recipe sources: no torch import, so it answers at once
         cards = {n: recipe_card(read_recipe_values(recipe_path(n))[0]) for n in recipe_names()}
         if as_json:
-            out.json(json.dumps([{"name": n, "class": c["class"], "paper": c["paper"], "improves": c["improves"]}
-                                 for n, c in cards.items()], indent=2) + "\n")
+            out.json(
+                json.dumps(
+                    [
+                        {"name": n, "class": c["class"], "paper": c["paper"], "improves": c["improves"]}
+                        for n, c in cards.items()
+                    ],
+                    indent=2,
+                )
+                + "\n"
+            )
         table = Table(title="hardenctl recipes (recipes/*.yaml)")
         for column in ("recipe", "paper", "improves"):
             table.add_column(column)
@@ -39,14 +48,36 @@ def recipes_command(
     described = describe_profiles(name)
     cls, profiles = described.cls, described.profiles
     if as_json:
-        out.json(json.dumps({"name": cls.name, "paper": cls.paper, "improves": cls.improves, "interpretation": cls.interpretation,
-                             "default_profile": described.default, "profiles": {p: described.profile_notes[p] for p in profiles},
-                             "parameters": [{"key": p.key, "default": p.value, "meaning": p.meaning, "values": p.values,
-                                             "meanings": p.meanings} for p in described.parameters]},
-                            indent=2) + "\n")
+        out.json(
+            json.dumps(
+                {
+                    "name": cls.name,
+                    "paper": cls.paper,
+                    "improves": cls.improves,
+                    "interpretation": cls.interpretation,
+                    "default_profile": described.default,
+                    "profiles": {p: described.profile_notes[p] for p in profiles},
+                    "parameters": [
+                        {
+                            "key": p.key,
+                            "default": p.value,
+                            "meaning": p.meaning,
+                            "values": p.values,
+                            "meanings": p.meanings,
+                        }
+                        for p in described.parameters
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     several = len(profiles) > 1
-    caption = (f"improves {cls.improves}; --profile {' | '.join(profiles)} (default {described.default}); override with --set key=value"
-               if several else f"improves {cls.improves}; one profile ({described.default}); override with --set key=value")
+    caption = (
+        f"improves {cls.improves}; --profile {' | '.join(profiles)} (default {described.default}); override with --set key=value"
+        if several
+        else f"improves {cls.improves}; one profile ({described.default}); override with --set key=value"
+    )
     table = Table(title=f"{cls.name}: {cls.paper}", caption=caption)
     table.add_column("parameter")
     for profile_name in profiles:
@@ -55,8 +86,12 @@ def recipes_command(
     for p in described.parameters:
         meaning = p.meaning
         if several and len(set(p.meanings.values())) > 1:  # the profiles comment the key apart: show each
-            meaning = " · ".join(f"{profile_name}: {p.meanings[profile_name]}" for profile_name in profiles if profile_name in p.meanings)
-        table.add_row(p.key, *(escape(_value_text(p.values[profile_name])) for profile_name in profiles), escape(meaning))
+            meaning = " · ".join(
+                f"{profile_name}: {p.meanings[profile_name]}" for profile_name in profiles if profile_name in p.meanings
+            )
+        table.add_row(
+            p.key, *(escape(_value_text(p.values[profile_name])) for profile_name in profiles), escape(meaning)
+        )
     out.table(table)
     if several and not as_json:
         for profile_name in profiles:

@@ -1,4 +1,5 @@
 """``hardenctl eval``: measure clean and robust accuracy, write the reports, gate on them."""
+
 from __future__ import annotations
 
 import os
@@ -10,16 +11,37 @@ import typer
 from ..errors import EXIT_GATE_FAILED, UserError
 from ..gates import GateOptions, describe_failure
 from .app import app
-from .options import (ArchOption, Checkpoint, CropModeOption, CropPctOption, InputSizeOption, InterpolationOption, MeanOption,
-                      NumClassesOption, ResizeOption, SkipUnreadableOption, StdOption, WorkersOption, api_module, require_model,
-                      check_outputs, data_options, model_options, parse_eps, word)
+from .options import (
+    ArchOption,
+    Checkpoint,
+    CropModeOption,
+    CropPctOption,
+    InputSizeOption,
+    InterpolationOption,
+    MeanOption,
+    NumClassesOption,
+    ResizeOption,
+    SkipUnreadableOption,
+    StdOption,
+    WorkersOption,
+    api_module,
+    check_outputs,
+    data_options,
+    model_options,
+    parse_eps,
+    require_model,
+    word,
+)
 from .output import Output
 
 
 @app.command("eval")
 def eval_command(
     checkpoint: Checkpoint,
-    data: Annotated[str, typer.Option(help="Data: .npz (uint8 x N×H×W×C, int y), an ImageFolder dir, a CIFAR batch dir, or 'digits'")],
+    data: Annotated[
+        str,
+        typer.Option(help="Data: .npz (uint8 x N×H×W×C, int y), an ImageFolder dir, a CIFAR batch dir, or 'digits'"),
+    ],
     arch: ArchOption = None,
     num_classes: NumClassesOption = None,
     mean: MeanOption = None,
@@ -31,16 +53,47 @@ def eval_command(
     crop_mode: CropModeOption = None,
     workers: WorkersOption = None,
     skip_unreadable: SkipUnreadableOption = False,
-    n: Annotated[int, typer.Option("--n", "-n", "--num-samples", help="Evaluate the first n samples (under torchrun spell it -n or --num-samples: torchrun reads --n as its own --nnodes)")] = 1000,
-    batch_size: Annotated[str, typer.Option(help="Batch size, or auto: the largest whose attack passes fit in memory (the fastest; the report records the choice)")] = "128",
-    eval_precision: Annotated[str, typer.Option(help="Precision of the attacks' search: auto (bf16 on a CUDA GPU, else fp32), fp32, bf16; every verdict is re-scored in fp32")] = "auto",
-    eps: Annotated[str, typer.Option(help="Perturbation radius in [0,1] pixel units; fractions like 8/255 are fine")] = "8/255",
+    n: Annotated[
+        int,
+        typer.Option(
+            "--n",
+            "-n",
+            "--num-samples",
+            help="Evaluate the first n samples (under torchrun spell it -n or --num-samples: torchrun reads --n as its own --nnodes)",
+        ),
+    ] = 1000,
+    batch_size: Annotated[
+        str,
+        typer.Option(
+            help="Batch size, or auto: the largest whose attack passes fit in memory (the fastest; the report records the choice)"
+        ),
+    ] = "128",
+    eval_precision: Annotated[
+        str,
+        typer.Option(
+            help="Precision of the attacks' search: auto (bf16 on a CUDA GPU, else fp32), fp32, bf16; every verdict is re-scored in fp32"
+        ),
+    ] = "auto",
+    eps: Annotated[
+        str, typer.Option(help="Perturbation radius in [0,1] pixel units; fractions like 8/255 are fine")
+    ] = "8/255",
     norm: Annotated[str, typer.Option(help="Threat model: linf or l2")] = "linf",
-    suite: Annotated[str, typer.Option(help="quick (PGD-20 + APGD-CE), standard (APGD-CE → APGD-T → Square), autoattack (reference package)")] = "standard",
-    attacks: Annotated[Optional[str], typer.Option(help="Custom attack list instead of a suite: fgsm,pgd,apgd-ce,apgd-t,square")] = None,
-    eot_samples: Annotated[int, typer.Option(help="EOT draws per gradient and per re-scoring, for randomised models")] = 20,
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="quick (PGD-20 + APGD-CE), standard (APGD-CE → APGD-T → Square), autoattack (reference package)"
+        ),
+    ] = "standard",
+    attacks: Annotated[
+        Optional[str], typer.Option(help="Custom attack list instead of a suite: fgsm,pgd,apgd-ce,apgd-t,square")
+    ] = None,
+    eot_samples: Annotated[
+        int, typer.Option(help="EOT draws per gradient and per re-scoring, for randomised models")
+    ] = 20,
     randomized: Annotated[bool, typer.Option(help="Treat the model as randomised (EOT) even if not detected")] = False,
-    eps_sweep: Annotated[Optional[str], typer.Option(help="Also evaluate at these radii, e.g. 0,2/255,4/255,8/255")] = None,
+    eps_sweep: Annotated[
+        Optional[str], typer.Option(help="Also evaluate at these radii, e.g. 0,2/255,4/255,8/255")
+    ] = None,
     apgd_steps: Annotated[int, typer.Option(help="APGD iterations")] = 100,
     square_queries: Annotated[int, typer.Option(help="Square attack queries per point")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed (the report repeats exactly on CPU)")] = 0,
@@ -50,29 +103,117 @@ def eval_command(
     junit: Annotated[Optional[Path], typer.Option(help="Write checks and gates as JUnit XML here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
-    min_clean_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this clean accuracy")] = None,
-    min_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy")] = None,
-    baseline: Annotated[Optional[Path], typer.Option(help="Gate: compare with an earlier report.json (same eps, norm, suite, n and data)")] = None,
-    max_drop: Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop from --baseline (default 0)")] = None,
-    baseline_samples: Annotated[Optional[Path], typer.Option(help="The --baseline's per-sample results (its --samples file) for a paired, per-sample comparison; default: the file the baseline report recorded, else BASELINE.samples.jsonl beside it")] = None,
-    gate_on: Annotated[str, typer.Option(help="--min-*-acc gates compare with the point estimate (point) or the 95% Wilson interval's lower bound (lower)")] = "point",
-    sequential: Annotated[bool, typer.Option("--sequential", help="Attack the images in a seeded random order, one batch per process and round, and stop as soon as every gate is decided by an anytime-valid confidence sequence; the chance the early verdict differs from the full --n run's is at most --alpha")] = False,
-    alpha: Annotated[Optional[float], typer.Option(help="With --sequential: the chance, at most, that an early verdict differs from the full run's, over all gates (default 0.05)")] = None,
-    samples: Annotated[Optional[Path], typer.Option(help="Write per-sample results here (JSON lines, with a header naming this report)")] = None,
-    strict: Annotated[bool, typer.Option(help="A failed sanity check fails the gate (default); --no-strict accepts every failure, recorded in the report")] = True,
-    allow_check: Annotated[Optional[list[str]], typer.Option(help="Accept this failed sanity check knowingly (repeatable); recorded in the report")] = None,
-    protected: Annotated[Optional[str], typer.Option(help="Protected classes, ids or class names, e.g. 3,5: adds their clean/robust accuracy and the cost-weighted robust error")] = None,
-    protected_cost: Annotated[float, typer.Option(help="Cost of misclassifying a protected class (others cost 1)")] = 10.0,
-    min_protected_robust_acc: Annotated[Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy on protected classes (needs --protected)")] = None,
-    fixed_mask: Annotated[bool, typer.Option(help="AToP composite: one noise and mask from --seed for every image (deterministic, for debugging; not the deployed defence)")] = False,
-    html: Annotated[Optional[Path], typer.Option(help="Write a self-contained HTML report here (tables, pictures and the eps curve embedded)")] = None,
-    pictures: Annotated[int, typer.Option(help="Adversarial examples drawn for the Markdown/HTML report, beside their clean images (0: none)")] = 8,
-    save_adversarial: Annotated[Optional[Path], typer.Option(help="Keep every sample's worst-case adversarial image in this directory (float32, lossless: one .npz per batch, named by sample index)")] = None,
-    resume_dir: Annotated[Optional[Path], typer.Option(help="Keep the evaluation's state in this directory, saved after every batch (one file per process)")] = None,
+    min_clean_acc: Annotated[
+        Optional[float], typer.Option(help="Gate: fail (exit 1) below this clean accuracy")
+    ] = None,
+    min_robust_acc: Annotated[
+        Optional[float], typer.Option(help="Gate: fail (exit 1) below this robust accuracy")
+    ] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(help="Gate: compare with an earlier report.json (same eps, norm, suite, n and data)"),
+    ] = None,
+    max_drop: Annotated[
+        Optional[float], typer.Option(help="Gate: largest allowed drop from --baseline (default 0)")
+    ] = None,
+    baseline_samples: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="The --baseline's per-sample results (its --samples file) for a paired, per-sample comparison; default: the file the baseline report recorded, else BASELINE.samples.jsonl beside it"
+        ),
+    ] = None,
+    gate_on: Annotated[
+        str,
+        typer.Option(
+            help="--min-*-acc gates compare with the point estimate (point) or the 95% Wilson interval's lower bound (lower)"
+        ),
+    ] = "point",
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            "--sequential",
+            help="Attack the images in a seeded random order, one batch per process and round, and stop as soon as every gate is decided by an anytime-valid confidence sequence; the chance the early verdict differs from the full --n run's is at most --alpha",
+        ),
+    ] = False,
+    alpha: Annotated[
+        Optional[float],
+        typer.Option(
+            help="With --sequential: the chance, at most, that an early verdict differs from the full run's, over all gates (default 0.05)"
+        ),
+    ] = None,
+    samples: Annotated[
+        Optional[Path],
+        typer.Option(help="Write per-sample results here (JSON lines, with a header naming this report)"),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="A failed sanity check fails the gate (default); --no-strict accepts every failure, recorded in the report"
+        ),
+    ] = True,
+    allow_check: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Accept this failed sanity check knowingly (repeatable); recorded in the report"),
+    ] = None,
+    protected: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Protected classes, ids or class names, e.g. 3,5: adds their clean/robust accuracy and the cost-weighted robust error"
+        ),
+    ] = None,
+    protected_cost: Annotated[
+        float, typer.Option(help="Cost of misclassifying a protected class (others cost 1)")
+    ] = 10.0,
+    min_protected_robust_acc: Annotated[
+        Optional[float],
+        typer.Option(help="Gate: fail (exit 1) below this robust accuracy on protected classes (needs --protected)"),
+    ] = None,
+    fixed_mask: Annotated[
+        bool,
+        typer.Option(
+            help="AToP composite: one noise and mask from --seed for every image (deterministic, for debugging; not the deployed defence)"
+        ),
+    ] = False,
+    html: Annotated[
+        Optional[Path],
+        typer.Option(help="Write a self-contained HTML report here (tables, pictures and the eps curve embedded)"),
+    ] = None,
+    pictures: Annotated[
+        int,
+        typer.Option(
+            help="Adversarial examples drawn for the Markdown/HTML report, beside their clean images (0: none)"
+        ),
+    ] = 8,
+    save_adversarial: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Keep every sample's worst-case adversarial image in this directory (float32, lossless: one .npz per batch, named by sample index)"
+        ),
+    ] = None,
+    resume_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Keep the evaluation's state in this directory, saved after every batch (one file per process)"
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the killed evaluation whose state is in --resume-dir")] = False,
-    robustbench_json: Annotated[Optional[Path], typer.Option(help="Also write a RobustBench-style model_info entry here (README: which fields are ours)")] = None,
-    robustbench_dataset: Annotated[Optional[str], typer.Option(help="The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's name, else left empty)")] = None,
-    additional_data: Annotated[Optional[bool], typer.Option("--additional-data/--no-additional-data", help="The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set (default: true when the model declares such data)")] = None,
+    robustbench_json: Annotated[
+        Optional[Path],
+        typer.Option(help="Also write a RobustBench-style model_info entry here (README: which fields are ours)"),
+    ] = None,
+    robustbench_dataset: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's name, else left empty)"
+        ),
+    ] = None,
+    additional_data: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--additional-data/--no-additional-data",
+            help="The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set (default: true when the model declares such data)",
+        ),
+    ] = None,
 ) -> None:
     """Measure clean and robust accuracy of a checkpoint and gate on it.
 
@@ -81,18 +222,34 @@ def eval_command(
     """
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints and writes the report
     out = Output(quiet or not main_process, as_json and main_process)
-    norm, suite, eval_precision, gate_on, device = word(norm), word(suite), word(eval_precision), word(gate_on), word(device)
+    norm, suite, eval_precision, gate_on, device = (
+        word(norm),
+        word(suite),
+        word(eval_precision),
+        word(gate_on),
+        word(device),
+    )
     if resume and resume_dir is None:
-        raise UserError("--resume needs --resume-dir (where the killed evaluation kept its state)", "pass --resume-dir DIR")
+        raise UserError(
+            "--resume needs --resume-dir (where the killed evaluation kept its state)", "pass --resume-dir DIR"
+        )
     if pictures < 0:
         raise UserError(f"--pictures must be >= 0, got {pictures}", "pass e.g. --pictures 8, or 0 for none")
     if norm not in ("linf", "l2"):
         raise UserError(f"--norm must be linf or l2, got {norm!r}", "pass --norm linf or --norm l2")
     eps_value = parse_eps(eps, norm)
     sweep = [parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None
-    gates = GateOptions(min_clean_acc=min_clean_acc, min_robust_acc=min_robust_acc, min_protected_robust_acc=min_protected_robust_acc,
-                        baseline=baseline, baseline_samples=baseline_samples, max_drop=max_drop, strict=strict,
-                        allow_check=tuple(word(name) for name in allow_check or ()), gate_on=gate_on)
+    gates = GateOptions(
+        min_clean_acc=min_clean_acc,
+        min_robust_acc=min_robust_acc,
+        min_protected_robust_acc=min_protected_robust_acc,
+        baseline=baseline,
+        baseline_samples=baseline_samples,
+        max_drop=max_drop,
+        strict=strict,
+        allow_check=tuple(word(name) for name in allow_check or ()),
+        gate_on=gate_on,
+    )
     protected_items = [p.strip() for p in protected.split(",") if p.strip()] if protected is not None else None
     if protected is not None and not protected_items:
         raise UserError(f"--protected: {protected!r} names no class", "pass ids or class names, e.g. --protected 3,5")
@@ -101,20 +258,46 @@ def eval_command(
     if protected_cost < 0:
         raise UserError(f"--protected-cost must be >= 0, got {protected_cost}", "pass e.g. --protected-cost 10")
     batch_size_value = parse_batch_size(batch_size)
-    for value, option in ((n, "--num-samples"), (eot_samples, "--eot-samples"), (apgd_steps, "--apgd-steps"), (square_queries, "--square-queries")):
+    for value, option in (
+        (n, "--num-samples"),
+        (eot_samples, "--eot-samples"),
+        (apgd_steps, "--apgd-steps"),
+        (square_queries, "--square-queries"),
+    ):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
     attack_names = parse_attack_list(attacks)
     entry_options = robustbench_options(robustbench_json, robustbench_dataset, additional_data)
-    check_outputs({"--report": report, "--markdown": markdown, "--junit": junit, "--html": html, "--samples": samples,
-                   "--robustbench-json": robustbench_json}, {"--save-adversarial": save_adversarial, "--resume-dir": resume_dir})
+    check_outputs(
+        {
+            "--report": report,
+            "--markdown": markdown,
+            "--junit": junit,
+            "--html": html,
+            "--samples": samples,
+            "--robustbench-json": robustbench_json,
+        },
+        {"--save-adversarial": save_adversarial, "--resume-dir": resume_dir},
+    )
     loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
     reading = data_options(workers, skip_unreadable)
     require_model(checkpoint)
     api = api_module()
-    config = dict(eps=eps_value, norm=norm, suite=suite, attacks=attack_names, n=n, batch_size=batch_size_value, seed=seed,
-                  eot_samples=eot_samples, eps_sweep=sweep, apgd_steps=apgd_steps, square_queries=square_queries,
-                  randomized=True if randomized else None, precision=eval_precision)
+    config = dict(
+        eps=eps_value,
+        norm=norm,
+        suite=suite,
+        attacks=attack_names,
+        n=n,
+        batch_size=batch_size_value,
+        seed=seed,
+        eot_samples=eot_samples,
+        eps_sweep=sweep,
+        apgd_steps=apgd_steps,
+        square_queries=square_queries,
+        randomized=True if randomized else None,
+        precision=eval_precision,
+    )
     eval_config = api.EvalConfig(**config)
     names = [a.name for a in eval_config.build_attacks(eps_value, 1)]  # validates suite/attack names before any loading
     base = None
@@ -122,10 +305,14 @@ def eval_command(
         base = api.load_baseline(baseline, baseline_samples)
         base.check(eps=eps_value, norm=norm, suite=eval_config.suite_name(), attacks=names)
         if base.samples is None:
-            out.note(f"no per-sample results for the baseline (looked for {', '.join(map(str, base.looked_for))}): "
-                     "the max_drop gates compare rates; pass --baseline-samples for a paired comparison")
+            out.note(
+                f"no per-sample results for the baseline (looked for {', '.join(map(str, base.looked_for))}): "
+                "the max_drop gates compare rates; pass --baseline-samples for a paired comparison"
+            )
     if alpha is not None and not sequential:
-        raise UserError("--alpha is the error allowed to --sequential's early verdicts", "pass --sequential too, or drop --alpha")
+        raise UserError(
+            "--alpha is the error allowed to --sequential's early verdicts", "pass --sequential too, or drop --alpha"
+        )
     if sequential:  # refused now, before any loading: no gate to decide, a bad alpha, an --eps-sweep
         config["sequential"] = api.sequential_plan(gates, base, 0.05 if alpha is None else alpha)
         api.EvalConfig(**config)
@@ -133,7 +320,9 @@ def eval_command(
     model = api.load_model(checkpoint, device=device, **loading)
     if fixed_mask:
         if not hasattr(model, "set_fixed_mask"):
-            raise UserError("--fixed-mask applies only to a model with a random transform (an AToP composite)", "drop --fixed-mask")
+            raise UserError(
+                "--fixed-mask applies only to a model with a random transform (an AToP composite)", "drop --fixed-mask"
+            )
         model.set_fixed_mask(seed)
     dataset = api.load_data(data, model, n=n, **reading)
     if base is not None:  # refuse before spending attack time, not after
@@ -143,8 +332,17 @@ def eval_command(
 
         config.update(protected=resolve_protected(protected_items, dataset.class_names), protected_cost=protected_cost)
     with out.progress() as progress:
-        result = api.evaluate(model, dataset, progress=progress, resume_dir=resume_dir, resume=resume,
-                              save_adversarial=save_adversarial, pictures=pictures, log=out.note, **config)
+        result = api.evaluate(
+            model,
+            dataset,
+            progress=progress,
+            resume_dir=resume_dir,
+            resume=resume,
+            save_adversarial=save_adversarial,
+            pictures=pictures,
+            log=out.note,
+            **config,
+        )
     failure = None
     try:
         api.gate(result, gates, base)
@@ -158,16 +356,28 @@ def eval_command(
         if result.failed_gates:
             raise typer.Exit(EXIT_GATE_FAILED)
         return
-    finish(result, out, report, markdown, junit, samples=samples, html=html, failure=failure, robustbench_json=robustbench_json,
-           entry_options=entry_options)
+    finish(
+        result,
+        out,
+        report,
+        markdown,
+        junit,
+        samples=samples,
+        html=html,
+        failure=failure,
+        robustbench_json=robustbench_json,
+        entry_options=entry_options,
+    )
 
 
 def robustbench_options(path: Optional[Path], dataset: Optional[str], additional: Optional[bool]) -> dict:
     """The RobustBench entry's settings, checked before any work (the flags need --robustbench-json)."""
     if path is None:
         if dataset is not None or additional is not None:
-            raise UserError("--robustbench-dataset and --additional-data describe the --robustbench-json entry",
-                            "pass --robustbench-json FILE too, or drop them")
+            raise UserError(
+                "--robustbench-dataset and --additional-data describe the --robustbench-json entry",
+                "pass --robustbench-json FILE too, or drop them",
+            )
         return {}
     from ..report.robustbench import check_dataset_key
 
@@ -180,7 +390,9 @@ def parse_attack_list(text: str | None) -> list[str] | None:
         return None
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
     if not names:
-        raise UserError(f"--attacks {text!r} names no attack", "pass e.g. --attacks apgd-ce,square, or leave it out for --suite")
+        raise UserError(
+            f"--attacks {text!r} names no attack", "pass e.g. --attacks apgd-ce,square, or leave it out for --suite"
+        )
     return names
 
 
@@ -191,15 +403,27 @@ def parse_batch_size(text: str) -> int | str:
     try:
         value = int(text)
     except ValueError:
-        raise UserError(f"--batch-size must be a whole number or auto, got {text!r}", "pass e.g. --batch-size 128 or --batch-size auto") from None
+        raise UserError(
+            f"--batch-size must be a whole number or auto, got {text!r}",
+            "pass e.g. --batch-size 128 or --batch-size auto",
+        ) from None
     if value < 1:
         raise UserError(f"--batch-size must be at least 1, got {value}", "pass a positive --batch-size, or auto")
     return value
 
 
-def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path],
-           samples: Optional[Path] = None, html: Optional[Path] = None, failure: Exception | None = None,
-           robustbench_json: Optional[Path] = None, entry_options: dict | None = None) -> None:
+def finish(
+    result,
+    out: Output,
+    report: Optional[Path],
+    markdown: Optional[Path],
+    junit: Optional[Path],
+    samples: Optional[Path] = None,
+    html: Optional[Path] = None,
+    failure: Exception | None = None,
+    robustbench_json: Optional[Path] = None,
+    entry_options: dict | None = None,
+) -> None:
     """Write outputs, print, and exit 1 when a gate failed; ``failure`` (an internal error met after the report was
     computed) is raised once every requested file is written.
 
@@ -207,7 +431,9 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
     meanwhile) is named on one more line, and the exit code stays the verdict's. Only a bug of ours while writing,
     with every gate passed, ends in exit 3.
     """
-    notes, unwritten = write_files(result, report, markdown, junit, html, samples, robustbench_json, entry_options or {})
+    notes, unwritten = write_files(
+        result, report, markdown, junit, html, samples, robustbench_json, entry_options or {}
+    )
     if failure is not None:
         raise failure
     paired = result.extra.get("paired")
@@ -215,8 +441,10 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
         from ..report.common import plural
 
         robust = paired["robust"]
-        out.note(f"paired with the baseline: {plural(robust['regressed'], 'sample')} regressed, {robust['improved']} "
-                 f"improved (exact McNemar p = {robust['mcnemar_p']:.4g})")
+        out.note(
+            f"paired with the baseline: {plural(robust['regressed'], 'sample')} regressed, {robust['improved']} "
+            f"improved (exact McNemar p = {robust['mcnemar_p']:.4g})"
+        )
     for note in notes:
         out.note(note)
     if out.as_json:
@@ -232,36 +460,47 @@ def finish(result, out: Output, report: Optional[Path], markdown: Optional[Path]
         out.warn(f"check {check.name} failed{accepted}: {check.detail}")
     failed = result.failed_gates
     for gate in failed:
-        out.err.print(describe_failure(result, gate), markup=False, soft_wrap=True)  # one line each, for CI logs and greps
+        out.err.print(
+            describe_failure(result, gate), markup=False, soft_wrap=True
+        )  # one line each, for CI logs and greps
     speak_github_actions(result, out)
     out.unwritten(unwritten, bool(failed))
     if failed:
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
-def write_files(result, report: Optional[Path], markdown: Optional[Path], junit: Optional[Path], html: Optional[Path],
-                samples: Optional[Path], robustbench_json: Optional[Path],
-                entry_options: dict) -> tuple[list[str], list[tuple[Path, BaseException]]]:
+def write_files(
+    result,
+    report: Optional[Path],
+    markdown: Optional[Path],
+    junit: Optional[Path],
+    html: Optional[Path],
+    samples: Optional[Path],
+    robustbench_json: Optional[Path],
+    entry_options: dict,
+) -> tuple[list[str], list[tuple[Path, BaseException]]]:
     """Every requested file, each on its own: (notes, the outputs that could not be written with their errors)."""
     from ..report.outputs import OutputsNotWritten
 
     notes: list[str] = []
     unwritten: list[tuple[Path, BaseException]] = []
     try:
-        notes = api_module().write_outputs(result, json=report, markdown=markdown, junit=junit, html=html, samples=samples)
+        notes = api_module().write_outputs(
+            result, json=report, markdown=markdown, junit=junit, html=html, samples=samples
+        )
     except OutputsNotWritten as exc:
         unwritten += exc.failures
     if robustbench_json is not None:
         import json
 
-        from ..report.robustbench import write_entry
-
         from ..models.provenance import read_provenance
+        from ..report.robustbench import write_entry
 
         declared = read_provenance(result.model.get("path"))  # what the model says it was trained on: additional_data
         try:
-            notes += write_entry(json.loads(result.to_json()), robustbench_json, trained_on=declared.trained_on,
-                                 **entry_options)
+            notes += write_entry(
+                json.loads(result.to_json()), robustbench_json, trained_on=declared.trained_on, **entry_options
+            )
         except Exception as exc:  # noqa: BLE001 - named after the verdict, like the other outputs
             unwritten.append((robustbench_json, exc))
     return notes, unwritten
@@ -278,10 +517,14 @@ def speak_github_actions(result, out: Output) -> None:
     try:
         summary = render_markdown(result)
     except Exception as exc:  # noqa: BLE001 - a courtesy to the run's page must not turn a verdict into a crash
-        out.err.print(f"warning: the step summary could not be made ({type(exc).__name__}: {exc}); the exit code is unchanged",
-                      markup=False, soft_wrap=True)
+        out.err.print(
+            f"warning: the step summary could not be made ({type(exc).__name__}: {exc}); the exit code is unchanged",
+            markup=False,
+            soft_wrap=True,
+        )
     else:
         append_step_summary(summary)
-    for line in gate_annotations(result.failed_gates, result.checks, result.accepted_checks,
-                                 describe=lambda gate: describe_failure(result, gate)):
+    for line in gate_annotations(
+        result.failed_gates, result.checks, result.accepted_checks, describe=lambda gate: describe_failure(result, gate)
+    ):
         out.workflow_command(line)

@@ -1,4 +1,5 @@
 """Option parsing shared by the commands: every bad value is a one-line UserError, found before torch is imported."""
+
 from __future__ import annotations
 
 import os
@@ -54,7 +55,9 @@ def parse_eps(text: str, norm: str, option: str = "--eps") -> float:
     if value < 0:
         raise UserError(f"{option} must be >= 0, got {text}", f"pass e.g. {option} 8/255")
     if norm == "linf" and value > 1:
-        raise UserError(f"{option} {text} exceeds 1, the whole [0,1] pixel range", "give eps in [0,1] pixel units, e.g. 8/255")
+        raise UserError(
+            f"{option} {text} exceeds 1, the whole [0,1] pixel range", "give eps in [0,1] pixel units, e.g. 8/255"
+        )
     return value
 
 
@@ -63,7 +66,10 @@ def parse_list(text: Optional[str], option: str, count: int | None = None) -> li
         return None
     values = [parse_number(part.strip(), option) for part in text.split(",") if part.strip()]
     if not values or (count is not None and len(values) != count):
-        raise UserError(f"{option}: expected {count or 'one or more'} comma-separated numbers, got {text!r}", f"pass e.g. {option} 0.5,0.5,0.5")
+        raise UserError(
+            f"{option}: expected {count or 'one or more'} comma-separated numbers, got {text!r}",
+            f"pass e.g. {option} 0.5,0.5,0.5",
+        )
     return values
 
 
@@ -88,19 +94,41 @@ def parse_fraction(value: Optional[float], option: str) -> Optional[float]:
     return value
 
 
-Checkpoint = Annotated[str, typer.Argument(help="Model: .safetensors, timm train.py .pth/.pth.tar, a state_dict .pt, a timm model folder (config.json + weights; also local-dir:PATH) or hf-hub:ORG/NAME")]
+Checkpoint = Annotated[
+    str,
+    typer.Argument(
+        help="Model: .safetensors, timm train.py .pth/.pth.tar, a state_dict .pt, a timm model folder (config.json + weights; also local-dir:PATH) or hf-hub:ORG/NAME"
+    ),
+]
 # Model-loading options shared by every command that reads a checkpoint.
 ArchOption = Annotated[Optional[str], typer.Option(help="timm architecture, when the checkpoint does not say")]
 NumClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes, when the checkpoint does not say")]
 MeanOption = Annotated[Optional[str], typer.Option(help="Normalisation mean r,g,b (when the checkpoint has none)")]
 StdOption = Annotated[Optional[str], typer.Option(help="Normalisation std r,g,b")]
-InputSizeOption = Annotated[Optional[str], typer.Option(help="Input size H,W: overrides the model's data config (passed to timm as img_size where needed)")]
-ResizeOption = Annotated[bool, typer.Option(help="Stretch every image to the input size (same as --crop-mode squash --crop-pct 1)")]
-CropPctOption = Annotated[Optional[str], typer.Option(help="Eval resize: short side to size/crop_pct, then centre crop, as timm does (0 < p <= 1)")]
-InterpolationOption = Annotated[Optional[str], typer.Option(help="Resize interpolation: bilinear, bicubic, nearest, lanczos, box, hamming")]
+InputSizeOption = Annotated[
+    Optional[str],
+    typer.Option(help="Input size H,W: overrides the model's data config (passed to timm as img_size where needed)"),
+]
+ResizeOption = Annotated[
+    bool, typer.Option(help="Stretch every image to the input size (same as --crop-mode squash --crop-pct 1)")
+]
+CropPctOption = Annotated[
+    Optional[str],
+    typer.Option(help="Eval resize: short side to size/crop_pct, then centre crop, as timm does (0 < p <= 1)"),
+]
+InterpolationOption = Annotated[
+    Optional[str], typer.Option(help="Resize interpolation: bilinear, bicubic, nearest, lanczos, box, hamming")
+]
 CropModeOption = Annotated[Optional[str], typer.Option(help="timm crop mode: center, squash or border")]
-WorkersOption = Annotated[Optional[int], typer.Option(help="DataLoader worker processes for image folders (default: cores available, at most 8; 0: in-process)")]
-SkipUnreadableOption = Annotated[bool, typer.Option(help="Skip corrupt or unreadable images (counted in the report) instead of stopping")]
+WorkersOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="DataLoader worker processes for image folders (default: cores available, at most 8; 0: in-process)"
+    ),
+]
+SkipUnreadableOption = Annotated[
+    bool, typer.Option(help="Skip corrupt or unreadable images (counted in the report) instead of stopping")
+]
 
 
 def model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode) -> dict:
@@ -108,13 +136,20 @@ def model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, in
     from ..models.data_config import check_crop_mode, check_crop_pct, check_interpolation
 
     if resize and (crop_pct is not None or crop_mode is not None):
-        raise UserError("--resize is --crop-mode squash --crop-pct 1; it cannot be combined with either", "give one of them")
+        raise UserError(
+            "--resize is --crop-mode squash --crop-pct 1; it cannot be combined with either", "give one of them"
+        )
     interpolation, crop_mode = word(interpolation), word(crop_mode)
-    options = dict(arch=arch, num_classes=num_classes, mean=parse_list(mean, "--mean"), std=parse_list(std, "--std"),
-                   input_size=parse_size(input_size),
-                   crop_pct=check_crop_pct(parse_number(crop_pct, "--crop-pct")) if crop_pct is not None else None,
-                   interpolation=check_interpolation(interpolation) if interpolation is not None else None,
-                   crop_mode=check_crop_mode(crop_mode) if crop_mode is not None else None)
+    options = dict(
+        arch=arch,
+        num_classes=num_classes,
+        mean=parse_list(mean, "--mean"),
+        std=parse_list(std, "--std"),
+        input_size=parse_size(input_size),
+        crop_pct=check_crop_pct(parse_number(crop_pct, "--crop-pct")) if crop_pct is not None else None,
+        interpolation=check_interpolation(interpolation) if interpolation is not None else None,
+        crop_mode=check_crop_mode(crop_mode) if crop_mode is not None else None,
+    )
     if resize:
         options.update(crop_mode="squash", crop_pct=1.0)
     return options
@@ -126,8 +161,9 @@ def data_options(workers: Optional[int], skip_unreadable: bool) -> dict:
     return dict(workers=workers, skip_unreadable=skip_unreadable)
 
 
-def check_outputs(files: dict[str, Optional[Path]], folders: dict[str, Optional[Path]] | None = None,
-                  pictures: bool = True) -> None:
+def check_outputs(
+    files: dict[str, Optional[Path]], folders: dict[str, Optional[Path]] | None = None, pictures: bool = True
+) -> None:
     """Every output a command would write (``pictures``: also the images beside ``--markdown``), checked before any
     model is loaded or report read: a path that cannot be written is a one-line error (exit 2) now, not a crash after
     the work (issue 28)."""

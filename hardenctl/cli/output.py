@@ -1,4 +1,5 @@
 """The one output sink of every command: tables and JSON to stdout, notes, warnings and progress to stderr."""
+
 from __future__ import annotations
 
 import sys
@@ -53,9 +54,14 @@ class Output:
                 from .crash import write_log
 
                 log = write_log(error, sys.argv[1:]) if not isinstance(error, (OSError, UserError)) else None
-                reason = f"{type(error).__name__}: {' '.join(str(error).split())}" + (f"; traceback in {log}" if log else "")
-            self.err.print(f"error: could not write {path} ({reason}); the verdict stands: exit {code}", markup=False,
-                           soft_wrap=True)
+                reason = f"{type(error).__name__}: {' '.join(str(error).split())}" + (
+                    f"; traceback in {log}" if log else ""
+                )
+            self.err.print(
+                f"error: could not write {path} ({reason}); the verdict stands: exit {code}",
+                markup=False,
+                soft_wrap=True,
+            )
 
     def table(self, renderable) -> None:
         if not self.quiet and not self.as_json:
@@ -80,8 +86,14 @@ class Output:
         if self.quiet or self.as_json:
             yield None
             return
-        bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=self.err, transient=True)
+        bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+        )
         tasks: dict[str, int] = {}
 
         def update(stage: str, done: int, total: int, metrics: dict | None = None) -> None:

@@ -6,6 +6,7 @@ heartbeat at least every :data:`HEARTBEAT_SECONDS` in between, so a slow job is 
 line says what runs, done/total, the time spent and the time left. Under GitHub Actions every stage is folded in a
 ``::group::`` block, and the line that ends it is printed after the block, so the folded log still reads as a summary.
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,16 @@ class LogProgress:
     """Plain progress lines for a log; see the module docstring. ``write`` prints one line; ``clock`` is injectable
     so tests need not sleep; :meth:`close` (or leaving the ``with`` block) stops the heartbeat."""
 
-    def __init__(self, write: Callable[[str], None], *, github: bool = False, interval: float = HEARTBEAT_SECONDS,
-                 describe: Describe | None = None, clock: Callable[[], float] = time.monotonic, heartbeat: bool = True):
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        *,
+        github: bool = False,
+        interval: float = HEARTBEAT_SECONDS,
+        describe: Describe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        heartbeat: bool = True,
+    ):
         self.write, self.github, self.interval, self.describe, self.clock = write, github, interval, describe, clock
         self.lock = threading.Lock()
         self.begun = self.last_line = clock()

@@ -6,6 +6,7 @@ dataset), ``readers``/``folders`` stream class folders and tars through timm's r
 builds timm's eval and train transforms from a model's data config, ``loader`` and ``training`` run
 them in DataLoader workers, ``load`` picks the source for a ``--data`` spec.
 """
+
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,32 @@ from .loader import default_workers, make_loader
 from .training import TrainDataset, sample_seed, seeded
 from .transforms import choose_augmentation, eval_transform, train_transform
 
-__all__ = ["ArrayDataset", "BUILTIN", "Dataset", "FolderDataset", "IMAGE_SUFFIXES", "TrainDataset", "choose_augmentation",
-           "default_workers", "eval_transform", "load_cifar_batches", "load_digits", "load_dataset",
-           "load_image_folder", "load_npz", "make_loader", "prepare_arrays", "sample_seed", "seeded",
-           "train_transform"]
+__all__ = [
+    "ArrayDataset",
+    "BUILTIN",
+    "Dataset",
+    "FolderDataset",
+    "IMAGE_SUFFIXES",
+    "TrainDataset",
+    "choose_augmentation",
+    "default_workers",
+    "eval_transform",
+    "load_cifar_batches",
+    "load_digits",
+    "load_dataset",
+    "load_image_folder",
+    "load_npz",
+    "make_loader",
+    "prepare_arrays",
+    "sample_seed",
+    "seeded",
+    "train_transform",
+]
 
 
-def load_image_folder(directory: str | Path, n: int | None = None, size: tuple[int, int] | None = None) -> FolderDataset:
+def load_image_folder(
+    directory: str | Path, n: int | None = None, size: tuple[int, int] | None = None
+) -> FolderDataset:
     """The old entry point: a class-folder directory, squashed to ``size`` (H, W) when given."""
     from .folders import open_folder, squash_config
 
@@ -34,7 +54,10 @@ def load_image_folder(directory: str | Path, n: int | None = None, size: tuple[i
 def __getattr__(name: str) -> Any:
     """``ImageDataset``: the old name of :class:`ArrayDataset` (deprecated: in timm it names the folder dataset)."""
     if name == "ImageDataset":
-        warnings.warn("hardenctl.data.ImageDataset is deprecated: use hardenctl.data.ArrayDataset", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "hardenctl.data.ImageDataset is deprecated: use hardenctl.data.ArrayDataset",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return ArrayDataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@ These sources are small enough (CIFAR: 30 MB) to hold whole. Images are kept as 
 possible) and turned into float [0, 1] batches one batch at a time, so memory grows with the
 dataset, never with the attacks. Folders of photos stream instead (``folders.py``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -90,7 +91,9 @@ class ArrayDataset:
         out = []
         for start in range(0, len(self), 256):
             chunk = self.pixels(start, start + 256)
-            chunk = F.interpolate(chunk, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+            chunk = F.interpolate(chunk, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).clamp_(
+                0, 1
+            )
             out.append(chunk.mul(255).round_().to(torch.uint8) if self.x.dtype == torch.uint8 else chunk)
         notes = self.notes + [f"resized from {self.image_size[0]}x{self.image_size[1]} to {size[0]}x{size[1]}"]
         return replace(self, x=torch.cat(out), notes=notes)
@@ -107,13 +110,19 @@ class ArrayDataset:
             row = row.float().mul(255).round_().clamp_(0, 255).to(torch.uint8)
         mode = pil_mode(row.shape[0], self.source)
         array = row.permute(1, 2, 0).numpy()
-        return Image.fromarray(array[..., 0], mode) if mode == "L" else Image.fromarray(np.ascontiguousarray(array), mode)
+        return (
+            Image.fromarray(array[..., 0], mode) if mode == "L" else Image.fromarray(np.ascontiguousarray(array), mode)
+        )
 
     def transformed(self, transform: Callable[[Any], Tensor], note: str) -> "ArrayDataset":
         """Every image through ``transform`` (PIL in, uint8 CHW out): arrays prepared exactly as folders are."""
         if len(self) == 0:
             return self
-        notes = self.notes + ([] if self.x.dtype == torch.uint8 else ["float images quantised to uint8 for resizing"]) + [note]
+        notes = (
+            self.notes
+            + ([] if self.x.dtype == torch.uint8 else ["float images quantised to uint8 for resizing"])
+            + [note]
+        )
         x = torch.stack([transform(self.image(i)) for i in range(len(self))])
         return replace(self, x=x, notes=notes)
 
@@ -124,21 +133,33 @@ class ArrayDataset:
         if self.channels == 1:
             notes = self.notes + [f"grey images repeated to {channels} channels"]
             return replace(self, x=self.x.repeat(1, channels, 1, 1), notes=notes)
-        raise UserError(f"the data has {self.channels} channels but the model expects {channels}", "use data that matches the model")
+        raise UserError(
+            f"the data has {self.channels} channels but the model expects {channels}", "use data that matches the model"
+        )
 
 
-def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source: str, names_known: bool | None = None,
-            names_from: str | None = None) -> ArrayDataset:
+def _finish(
+    x: np.ndarray,
+    y: np.ndarray,
+    class_names: list[str] | None,
+    source: str,
+    names_known: bool | None = None,
+    names_from: str | None = None,
+) -> ArrayDataset:
     """Validate arrays and convert to an NCHW dataset (``names_from``: the file the names came from, for errors)."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
-        raise UserError(f"{source}: images must be (N, H, W, C) or (N, H, W), got shape {x.shape}", "save x as N×H×W×C uint8")
+        raise UserError(
+            f"{source}: images must be (N, H, W, C) or (N, H, W), got shape {x.shape}", "save x as N×H×W×C uint8"
+        )
     if x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3):
         x = np.moveaxis(x, 1, -1)  # accept NCHW too
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise UserError(f"{source}: {x.shape[0]} images but labels have shape {y.shape}", "give one integer label per image")
+        raise UserError(
+            f"{source}: {x.shape[0]} images but labels have shape {y.shape}", "give one integer label per image"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             y = y.astype(np.int64)
@@ -151,9 +172,14 @@ def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source:
     elif np.issubdtype(x.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         if bad:
-            raise UserError(f"{source}: images contain {bad} NaN/inf values", "clean the data (replace or drop those images)")
+            raise UserError(
+                f"{source}: images contain {bad} NaN/inf values", "clean the data (replace or drop those images)"
+            )
         if x.size and (x.min() < 0 or x.max() > 1):
-            raise UserError(f"{source}: float images must lie in [0, 1], found [{x.min():.3g}, {x.max():.3g}]", "store uint8 0..255 or floats in [0, 1]")
+            raise UserError(
+                f"{source}: float images must lie in [0, 1], found [{x.min():.3g}, {x.max():.3g}]",
+                "store uint8 0..255 or floats in [0, 1]",
+            )
         tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x.astype(np.float32), -1, 1)))
     else:
         raise UserError(f"{source}: unsupported image dtype {x.dtype}", "store x as uint8 (0..255) or float (0..1)")
@@ -163,9 +189,13 @@ def _finish(x: np.ndarray, y: np.ndarray, class_names: list[str] | None, source:
         class_names = [str(i) for i in range(num_classes)]
     elif len(class_names) < num_classes:
         where = f" (from {names_from})" if names_from and names_from != source else ""
-        raise UserError(f"{source}: label {num_classes - 1} but only {len(class_names)} class names{where}",
-                        "fix the labels or the class list")
-    return ArrayDataset(tensor, torch.from_numpy(y.astype(np.int64)), list(class_names), source, names_known=names_known)
+        raise UserError(
+            f"{source}: label {num_classes - 1} but only {len(class_names)} class names{where}",
+            "fix the labels or the class list",
+        )
+    return ArrayDataset(
+        tensor, torch.from_numpy(y.astype(np.int64)), list(class_names), source, names_known=names_known
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,8 +231,10 @@ def _stored_names(archive: Any, path: Path) -> list[str] | None:
         return None
     stored = archive["class_names"]
     if stored.ndim != 1:
-        raise UserError(f"{path}: class_names has shape {stored.shape}, not one name per class",
-                        "save class_names=np.array(['cat', 'dog', ...])")
+        raise UserError(
+            f"{path}: class_names has shape {stored.shape}, not one name per class",
+            "save class_names=np.array(['cat', 'dog', ...])",
+        )
     items = [item if isinstance(item, (bytes, str)) else str(item) for item in stored.tolist()]  # numbers name too
     return checked_names(items, f"{path}: class_names", "save class_names=np.array(['cat', 'dog', ...])")
 
@@ -211,15 +243,22 @@ def load_npz(path: Path) -> ArrayDataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files or "y" not in archive.files:
-                raise UserError(f"{path} has arrays {archive.files}, not 'x' and 'y'", "save with np.savez(path, x=images, y=labels)")
+                raise UserError(
+                    f"{path} has arrays {archive.files}, not 'x' and 'y'",
+                    "save with np.savez(path, x=images, y=labels)",
+                )
             x, y = archive["x"], archive["y"]
             names = _stored_names(archive, path)
     except UserError:
         raise
     except ValueError as exc:
-        raise UserError(f"{path} stores pickled objects ({exc})", "save plain arrays: np.savez(path, x=uint8_images, y=int_labels)") from None
+        raise UserError(
+            f"{path} stores pickled objects ({exc})", "save plain arrays: np.savez(path, x=uint8_images, y=int_labels)"
+        ) from None
     except Exception as exc:
-        raise UserError(f"cannot read {path} ({type(exc).__name__}: {exc})", "the file is corrupt or not an .npz archive") from None
+        raise UserError(
+            f"cannot read {path} ({type(exc).__name__}: {exc})", "the file is corrupt or not an .npz archive"
+        ) from None
     names_from = str(path) if names else None
     if not names:
         names, names_from = _class_names_near(path)
@@ -238,9 +277,13 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     """CIFAR's python batches are pickles; allow numpy arrays and builtins, nothing that runs code."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
@@ -252,13 +295,18 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 def _read_cifar_pickle(path: Path, keys: tuple[bytes, ...]) -> dict:
     """A CIFAR python batch (a pickled dict holding ``keys``), read without running code."""
-    fix = ("use the original python-version CIFAR files, or save the images as an .npz: "
-           "np.savez(path, x=uint8_images, y=labels)")
+    fix = (
+        "use the original python-version CIFAR files, or save the images as an .npz: "
+        "np.savez(path, x=uint8_images, y=labels)"
+    )
     try:
         batch = _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except RefusedGlobal as exc:
-        raise UserError(f"refusing to load CIFAR batch {path}: it would import {exc.name}, and hardenctl will not "
-                        "unpickle code (it could run anything)", fix) from None
+        raise UserError(
+            f"refusing to load CIFAR batch {path}: it would import {exc.name}, and hardenctl will not "
+            "unpickle code (it could run anything)",
+            fix,
+        ) from None
     except Exception as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
         raise UserError(f"cannot read CIFAR batch {path} ({reason})", fix) from None
@@ -276,8 +324,10 @@ def _cifar_rows(batch: dict, label_key: bytes, path: Path) -> tuple[np.ndarray, 
         if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
             raise ValueError(f"data {data.shape}, labels {labels.shape}")
     except (TypeError, ValueError, OverflowError) as exc:
-        raise UserError(f"CIFAR batch {path} is not N rows of 3072 pixels with one label each ({str(exc)[:80]})",
-                        "use the original python-version CIFAR files") from None
+        raise UserError(
+            f"CIFAR batch {path} is not N rows of 3072 pixels with one label each ({str(exc)[:80]})",
+            "use the original python-version CIFAR files",
+        ) from None
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
@@ -285,8 +335,9 @@ def _cifar_names(meta: Path, names_key: bytes) -> list[str]:
     """Class names from ``batches.meta``/``meta``: UTF-8 byte strings, checked like any class name."""
     stored = _read_cifar_pickle(meta, (names_key,))[names_key]
     if not isinstance(stored, (list, tuple)):
-        raise UserError(f"{meta}: {names_key.decode()} is not a list of names",
-                        "use the original python-version CIFAR files")
+        raise UserError(
+            f"{meta}: {names_key.decode()} is not a list of names", "use the original python-version CIFAR files"
+        )
     return checked_names(list(stored), f"{meta}: {names_key.decode()}", "use the original python-version CIFAR files")
 
 
@@ -300,7 +351,10 @@ def load_cifar_batches(directory: Path, split: str) -> ArrayDataset:
     xs, ys = [], []
     for name in files:
         if not (directory / name).is_file():
-            raise UserError(f"CIFAR directory {directory} has no {name}", "point --data at the extracted cifar-*-batches-py directory")
+            raise UserError(
+                f"CIFAR directory {directory} has no {name}",
+                "point --data at the extracted cifar-*-batches-py directory",
+            )
         batch = _read_cifar_pickle(directory / name, (b"data", label_key))
         images, labels = _cifar_rows(batch, label_key, directory / name)
         xs.append(images)

@@ -4,6 +4,7 @@
 order and a digest. Writing that down as a Protocol lets in-memory arrays and streamed folders of
 photos stand in for each other without sharing a base class.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence, runtime_checkable
@@ -25,8 +26,10 @@ def pil_mode(channels: int, who: str = "the model") -> str:
     if channels not in PIL_MODES:
         from ..errors import UserError
 
-        raise UserError(f"{who} has {channels} channels; images can be read and transformed as 1 (grey) or 3 (RGB) only",
-                        "use a model (and images) with 1 or 3 channels")
+        raise UserError(
+            f"{who} has {channels} channels; images can be read and transformed as 1 (grey) or 3 (RGB) only",
+            "use a model (and images) with 1 or 3 channels",
+        )
     return PIL_MODES[channels]
 
 
@@ -39,7 +42,9 @@ def unreadable_error(description: str) -> "UserError":
     """The one-line error for an image that cannot be decoded (``description`` from :func:`describe_unreadable`)."""
     from ..errors import UserError
 
-    return UserError(f"cannot read image {description}", "remove or replace the file, or pass --skip-unreadable to skip such files")
+    return UserError(
+        f"cannot read image {description}", "remove or replace the file, or pass --skip-unreadable to skip such files"
+    )
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ never names silently dropped. The forms:
 
 In an object with ``classes`` or ``wnid_to_name`` other keys are left alone; a plain mapping is names only.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ class ClassesFile:
         mapping = self.mapping or {}
         not_ids = [key for key in mapping if not _CLASS_ID.fullmatch(key)]
         if not_ids:
-            raise UserError(f"{self.path} maps {shown(not_ids[0])} to a name, but the classes of an .npz are numbered "
-                            "0..K-1", FORMS)
+            raise UserError(
+                f"{self.path} maps {shown(not_ids[0])} to a name, but the classes of an .npz are numbered 0..K-1", FORMS
+            )
         ids = sorted(int(key) for key in mapping)
         missing = next((i for i, found in enumerate(ids) if i != found), None)
         if missing is not None:
@@ -60,10 +62,11 @@ class ClassesFile:
             return [self.mapping.get(i, i) for i in folder_ids]
         names = self.names or []
         if len(names) != len(folder_ids):
-            raise UserError(f"{self.path} lists {_count(len(names), 'name')} but {source} has "
-                            f"{_count(len(folder_ids), 'class folder')}",
-                            "give one name per folder in sorted order, or map folder names to names: "
-                            '{"n02111889": "Samoyed"}')
+            raise UserError(
+                f"{self.path} lists {_count(len(names), 'name')} but {source} has "
+                f"{_count(len(folder_ids), 'class folder')}",
+                'give one name per folder in sorted order, or map folder names to names: {"n02111889": "Samoyed"}',
+            )
         return None if names == folder_ids else list(names)
 
 
@@ -94,8 +97,9 @@ def _load(path: Path) -> Any:
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-                        "save it as UTF-8 JSON") from None
+        raise UserError(
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})", "save it as UTF-8 JSON"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

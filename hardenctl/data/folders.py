@@ -4,6 +4,7 @@ Users keep photos of every size, often ImageNet scale; holding them decoded woul
 Only the file list and labels live in memory; pixels go through timm's eval transform in
 DataLoader workers, one batch at a time, and the digest is computed as they stream.
 """
+
 from __future__ import annotations
 
 import copy
@@ -76,14 +77,26 @@ def _collate(items: list[tuple[Tensor | None, int, str]]) -> tuple[Tensor | None
 class FolderDataset:
     """A class-folder directory or tar, streamed through timm's eval transform (see :class:`~.base.Dataset`)."""
 
-    def __init__(self, reader: Any, order: np.ndarray, labels: Tensor, class_names: list[str], source: str,
-                 config: "DataConfig | None", mode: str = "RGB", workers: int | None = None, notes: list[str] | None = None,
-                 skipped: int = 0):
+    def __init__(
+        self,
+        reader: Any,
+        order: np.ndarray,
+        labels: Tensor,
+        class_names: list[str],
+        source: str,
+        config: "DataConfig | None",
+        mode: str = "RGB",
+        workers: int | None = None,
+        notes: list[str] | None = None,
+        skipped: int = 0,
+    ):
         self.reader, self.order, self._y = reader, np.asarray(order, dtype=np.int64), labels
         self.class_names, self.source, self.config, self.mode = class_names, source, config, mode
         self.workers, self.notes, self.skipped = workers, list(notes or []), skipped
         self.names_known = True  # folder names
-        self.display_names: list[str] | None = None  # from a classes.json beside the folders (shown; ids stay for matching)
+        self.display_names: list[str] | None = (
+            None  # from a classes.json beside the folders (shown; ids stay for matching)
+        )
         self._digest: str | None = None
 
     # -- what is known without decoding -------------------------------------------------------------
@@ -149,10 +162,13 @@ class FolderDataset:
         transform = eval_transform(self.config, self.channels, torch.uint8) if with_pixels else None
         return _Items(self.reader, self.order, self._y, transform, self.mode)
 
-    def _stream(self, start: int, stop: int, batch_size: int, workers: int | None) -> Iterator[tuple[int, Tensor, Tensor]]:
+    def _stream(
+        self, start: int, stop: int, batch_size: int, workers: int | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
         """uint8 batches of positions ``start:stop``, in order."""
-        loader = make_loader(self._items(), batch_size, positions=range(start, stop), workers=workers, collate_fn=_collate,
-                             device="cpu")  # not pinned: batches become float here, in this process
+        loader = make_loader(
+            self._items(), batch_size, positions=range(start, stop), workers=workers, collate_fn=_collate, device="cpu"
+        )  # not pinned: batches become float here, in this process
         position = start
         for x, y, errors in loader:
             if errors:
@@ -220,8 +236,14 @@ class FolderDataset:
         items = self._items(with_pixels=False)
         while len(keep) < wanted and scanned < len(self):
             stop = min(len(self), scanned + wanted - len(keep))
-            loader = make_loader(items, 16, positions=range(scanned, stop), workers=self.workers, collate_fn=_collate_errors,
-                                 device="cpu")
+            loader = make_loader(
+                items,
+                16,
+                positions=range(scanned, stop),
+                workers=self.workers,
+                collate_fn=_collate_errors,
+                device="cpu",
+            )
             for errors in loader:
                 for offset, error in enumerate(errors):
                     (bad.append(error) if error else keep.append(scanned + offset))
@@ -241,8 +263,13 @@ def squash_config(size: tuple[int, int]) -> "DataConfig":
     """Resize straight to ``size`` with bilinear interpolation, nothing cropped."""
     from ..models.data_config import DataConfig
 
-    return DataConfig(input_size=(int(size[0]), int(size[1])), interpolation="bilinear", crop_pct=1.0, crop_mode="squash",
-                      sources={"input_size": "--resize"})
+    return DataConfig(
+        input_size=(int(size[0]), int(size[1])),
+        interpolation="bilinear",
+        crop_pct=1.0,
+        crop_mode="squash",
+        sources={"input_size": "--resize"},
+    )
 
 
 def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataConfig | None") -> "DataConfig":
@@ -266,12 +293,17 @@ def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataCo
         raise UserError(f"no readable images in {source}", "check the --data path")
     if len(sizes) > 1 and config is not None and config.default_input_size is not None:
         # photos of many sizes and nothing declared: the architecture's own input size, named as the source
-        return replace(config, input_size=tuple(config.default_input_size),
-                       sources={**config.sources, "input_size": config.default_source})
+        return replace(
+            config,
+            input_size=tuple(config.default_input_size),
+            sources={**config.sources, "input_size": config.default_source},
+        )
     if len(sizes) > 1:
         shown = ", ".join(f"{h}x{w} ({Path(file).name})" for (h, w), file in list(sizes.items())[:3])
-        raise UserError(f"images in {source} have different sizes ({shown}, ...)",
-                        "pass --input-size H,W (with --resize) to say the size the model takes; they are resized and centre-cropped to it")
+        raise UserError(
+            f"images in {source} have different sizes ({shown}, ...)",
+            "pass --input-size H,W (with --resize) to say the size the model takes; they are resized and centre-cropped to it",
+        )
     (size,) = sizes
     if config is None:
         return DataConfig(input_size=size, sources={"input_size": "data"})
@@ -291,15 +323,22 @@ def display_names(path: Path, folder_ids: list[str]) -> list[str] | None:
     return None
 
 
-def open_folder(path: Path, config: "DataConfig | None", in_chans: int | None, n: int | None, workers: int | None,
-                skip_unreadable: bool) -> FolderDataset:
+def open_folder(
+    path: Path,
+    config: "DataConfig | None",
+    in_chans: int | None,
+    n: int | None,
+    workers: int | None,
+    skip_unreadable: bool,
+) -> FolderDataset:
     """A class-folder directory or ``.tar`` as a :class:`FolderDataset`; only the first ``n`` images are ever read."""
     mode = pil_mode(in_chans or 3)
     reader = readers.create_reader(path)
     targets, class_names = readers.labels_of(reader)
     order = readers.interleave(targets)
-    data = FolderDataset(reader, order, torch.from_numpy(targets[order]), class_names, str(path), config,
-                         mode, resolve_workers(workers))
+    data = FolderDataset(
+        reader, order, torch.from_numpy(targets[order]), class_names, str(path), config, mode, resolve_workers(workers)
+    )
     data.display_names = display_names(path, class_names)
     data = data.find_unreadable(n) if skip_unreadable else data.head(n)
     if config is None or config.input_size is None:

@@ -1,4 +1,5 @@
 """``load_dataset``: one entry point from a ``--data`` spec to a dataset prepared as the model expects."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,9 +36,17 @@ def prepare_arrays(data: ArrayDataset, config: "DataConfig | None") -> ArrayData
     return data.transformed(transform, transform.description + f" (from {data.image_size[0]}x{data.image_size[1]})")
 
 
-def load_dataset(spec: str, split: str = "test", n: int | None = None, data_config: "DataConfig | None" = None,
-                 in_chans: int | None = None, workers: int | None = None, skip_unreadable: bool = False, *,
-                 size: tuple[int, int] | None = None) -> Dataset:
+def load_dataset(
+    spec: str,
+    split: str = "test",
+    n: int | None = None,
+    data_config: "DataConfig | None" = None,
+    in_chans: int | None = None,
+    workers: int | None = None,
+    skip_unreadable: bool = False,
+    *,
+    size: tuple[int, int] | None = None,
+) -> Dataset:
     """Load ``spec``: a built-in name, an ``.npz``, a CIFAR batch directory (in memory), or a directory or
     ``.tar`` of class folders (streamed through timm's eval transform, ``workers`` decoding).
 
@@ -61,15 +70,18 @@ def load_dataset(spec: str, split: str = "test", n: int | None = None, data_conf
             return _finish_arrays(load_npz(path).head(n), data_config, in_chans, size)
         if path.suffix.lower() == ".tar":
             return open_folder(path, data_config, in_chans, n, workers, skip_unreadable)
-        raise UserError(f"unsupported data file {path}",
-                        "use an .npz (x, y), a folder or .tar of class folders, a CIFAR batch directory or 'digits'")
+        raise UserError(
+            f"unsupported data file {path}",
+            "use an .npz (x, y), a folder or .tar of class folders, a CIFAR batch directory or 'digits'",
+        )
     if (path / "batches.meta").is_file() or (path / "meta").is_file() and (path / "train").is_file():
         return _finish_arrays(load_cifar_batches(path, split).head(n), data_config, in_chans, size)
     return open_folder(path, data_config, in_chans, n, workers, skip_unreadable)
 
 
-def _finish_arrays(data: ArrayDataset, config: "DataConfig | None", in_chans: int | None,
-                   size: tuple[int, int] | None) -> ArrayDataset:
+def _finish_arrays(
+    data: ArrayDataset, config: "DataConfig | None", in_chans: int | None, size: tuple[int, int] | None
+) -> ArrayDataset:
     if size is None:  # the old ``size`` resized folders only; arrays were resized by the caller
         data = prepare_arrays(data, config)
     return data.with_channels(in_chans) if in_chans is not None else data

@@ -3,6 +3,7 @@
 Each pass builds its own loader (no persistent workers): a dataset copied into workers can never go
 stale, and a killed run restarts with nothing to restore but (seed, epoch, position).
 """
+
 from __future__ import annotations
 
 import os
@@ -51,9 +52,17 @@ def _init_worker(worker_id: int) -> None:
         forget()
 
 
-def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, *, positions: Sequence[Any], workers: int | None = None,
-                collate_fn: Callable[[list[Any]], Any] | None = None, device: torch.device | str | None = None,
-                seed: int = 0, drop_last: bool = False) -> DataLoader:
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    *,
+    positions: Sequence[Any],
+    workers: int | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
     """Batches of ``dataset[p]`` for ``p`` in ``positions``, in that order.
 
     Workers beyond the number of batches would only start and exit, so at most that many are used.
@@ -67,7 +76,15 @@ def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, *, positions
         cuda = torch.cuda.is_available()
     else:
         cuda = torch.device(device).type == "cuda"
-    return DataLoader(dataset, batch_size=batch_size, sampler=positions, num_workers=workers,
-                      collate_fn=collate_fn, pin_memory=cuda, drop_last=drop_last,
-                      worker_init_fn=_init_worker if workers else None,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=positions,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=cuda,
+        drop_last=drop_last,
+        worker_init_fn=_init_worker if workers else None,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+    )

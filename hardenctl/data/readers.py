@@ -5,6 +5,7 @@ known upfront and a model trained with timm's ``train.py`` on the same folder se
 ids (classes in timm's natural sort order; a class is the folder an image sits in). What timm
 leaves silent we refuse loudly: an empty class folder would shift every later class id.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,10 @@ def _hidden(relative: str) -> bool:
 
 def _empty_folder_error(where: str, folders: list[str]) -> UserError:
     more = f" (and {len(folders) - 1} more)" if len(folders) > 1 else ""
-    return UserError(f"class folder {where}{folders[0]} has no images{more}",
-                     f"remove it or add images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return UserError(
+        f"class folder {where}{folders[0]} has no images{more}",
+        f"remove it or add images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+    )
 
 
 def _check_split_classes(where: str, image_folders: set[str]) -> None:
@@ -41,8 +44,10 @@ def _check_split_classes(where: str, image_folders: set[str]) -> None:
     for folder in sorted(image_folders):
         other = seen.setdefault(posixpath.basename(folder), folder)
         if other != folder:
-            raise UserError(f"{where} has class folder {posixpath.basename(folder)} twice ({other} and {folder})",
-                            "point --data at one split (e.g. its val/ folder), whose sub-folders are the classes")
+            raise UserError(
+                f"{where} has class folder {posixpath.basename(folder)} twice ({other} and {folder})",
+                "point --data at one split (e.g. its val/ folder), whose sub-folders are the classes",
+            )
 
 
 def check_folder(root: Path) -> None:
@@ -53,8 +58,10 @@ def check_folder(root: Path) -> None:
     """
     loose = sorted(f for f in os.listdir(root) if (root / f).is_file() and _is_image(f))
     if loose:
-        raise UserError(f"{root} holds images outside class folders ({loose[0]})",
-                        "put each image in a sub-folder named after its class")
+        raise UserError(
+            f"{root} holds images outside class folders ({loose[0]})",
+            "put each image in a sub-folder named after its class",
+        )
     empty, image_folders = [], set()
     for folder, subdirs, files in os.walk(root, followlinks=True):
         has_image = any(_is_image(f) for f in files)
@@ -64,7 +71,9 @@ def check_folder(root: Path) -> None:
         elif folder != str(root) and not subdirs and not _hidden(relative):
             empty.append(relative)
     if not image_folders:
-        raise UserError(f"no images found in {root} (expected class sub-folders of .png/.jpg files)", "check the --data path")
+        raise UserError(
+            f"no images found in {root} (expected class sub-folders of .png/.jpg files)", "check the --data path"
+        )
     if empty:
         raise _empty_folder_error(f"{root}{os.sep}", sorted(empty))
     _check_split_classes(str(root), image_folders)
@@ -74,7 +83,11 @@ def check_tar(path: Path) -> None:
     """The same checks on a tar's member list (headers only, no image is read)."""
     try:
         with tarfile.open(path) as archive:
-            members = [(posixpath.normpath(m.name).lstrip("/"), m.isdir()) for m in archive.getmembers() if m.isdir() or m.isfile()]
+            members = [
+                (posixpath.normpath(m.name).lstrip("/"), m.isdir())
+                for m in archive.getmembers()
+                if m.isdir() or m.isfile()
+            ]
     except (tarfile.TarError, OSError) as exc:
         raise UserError(f"cannot read tar {path} ({exc})", "pass an uncompressed .tar of class folders") from None
     files = [name for name, is_dir in members if not is_dir]
@@ -85,11 +98,16 @@ def check_tar(path: Path) -> None:
 
     images = [name for name in files if is_image(name) or name.lower().endswith(".tar")]  # child tars: timm reads them
     if not images:
-        raise UserError(f"no images found in {path} (expected class folders of {'/'.join(sorted(suffixes))} files: what timm reads from tars)",
-                        "check the --data path")
+        raise UserError(
+            f"no images found in {path} (expected class folders of {'/'.join(sorted(suffixes))} files: what timm reads from tars)",
+            "check the --data path",
+        )
     loose = [name for name in images if "/" not in name and is_image(name)]  # a tar of tars names classes by child tar
     if loose:
-        raise UserError(f"{path} holds images outside class folders ({loose[0]})", "put each image in a folder named after its class")
+        raise UserError(
+            f"{path} holds images outside class folders ({loose[0]})",
+            "put each image in a folder named after its class",
+        )
     folders = {name for name, is_dir in members if is_dir and name != "."}
     folders |= {posixpath.dirname(name) for name in files if posixpath.dirname(name)}
     filled = {parent for name in images for parent in _parents(name)}

@@ -5,8 +5,9 @@ three from (seed, epoch, index) just before each sample is transformed makes an 
 after a kill and resume, whatever the number of workers or processes, and whichever worker gets
 which sample. The generators' previous states are restored afterwards, so transforming in-process
 does not disturb the caller's own random stream. The epoch's order and batches are the engine's
-(:func:`hardenctl.harden.batches.epoch_batches`).
+(:func:`hardenctl.training.batches.epoch_batches`).
 """
+
 from __future__ import annotations
 
 import random

@@ -5,6 +5,7 @@ them (resize by ``crop_pct``, centre crop, the model's interpolation), so we bui
 rather than our own. Normalisation is folded into the model, so every transform here stops at
 pixels: uint8 0..255 (what datasets keep and hash) or float [0, 1] (what the attacks see).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Literal
@@ -51,14 +52,24 @@ class EvalTransform:
         from timm.data import create_transform
 
         self.size = _size(config)
-        interpolation = "bilinear" if config.interpolation == "random" else config.interpolation  # eval is deterministic
+        interpolation = (
+            "bilinear" if config.interpolation == "random" else config.interpolation
+        )  # eval is deterministic
         self.timm = create_transform(
-            input_size=(in_chans, *self.size), is_training=False, interpolation=interpolation,
-            crop_pct=config.effective_crop_pct, crop_mode=config.crop_mode,
-            mean=_fill_mean(config, in_chans), std=(1.0,) * in_chans, normalize=False)  # uint8 out; mean only fills borders
+            input_size=(in_chans, *self.size),
+            is_training=False,
+            interpolation=interpolation,
+            crop_pct=config.effective_crop_pct,
+            crop_mode=config.crop_mode,
+            mean=_fill_mean(config, in_chans),
+            std=(1.0,) * in_chans,
+            normalize=False,
+        )  # uint8 out; mean only fills borders
         self.finish = to_float() if dtype == torch.float32 else None
-        self.description = (f"images resized with {interpolation} interpolation and crop_pct {config.effective_crop_pct:g} "
-                            f"({config.crop_mode} crop) to {self.size[0]}x{self.size[1]}")
+        self.description = (
+            f"images resized with {interpolation} interpolation and crop_pct {config.effective_crop_pct:g} "
+            f"({config.crop_mode} crop) to {self.size[0]}x{self.size[1]}"
+        )
 
     def __call__(self, image: Any) -> Tensor:
         out = self.timm(image)
@@ -75,9 +86,15 @@ def eval_transform(config: "DataConfig", in_chans: int, dtype: torch.dtype = tor
     return EvalTransform(config, in_chans, dtype)
 
 
-def train_transform(config: "DataConfig", in_chans: int, scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5,
-                    auto_augment: str | None = None, color_jitter: float | None = None,
-                    dtype: torch.dtype = torch.float32) -> Transform:
+def train_transform(
+    config: "DataConfig",
+    in_chans: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    auto_augment: str | None = None,
+    color_jitter: float | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Transform:
     """timm's training transform (RandomResizedCrop at the input size, flip, optional auto-augment such as
     ``'rand-m9-mstd0.5'``) with the model's interpolation; float [0, 1] by default, or uint8.
 
@@ -88,8 +105,16 @@ def train_transform(config: "DataConfig", in_chans: int, scale: tuple[float, flo
     from torchvision.transforms import Compose
 
     transform = transforms_imagenet_train(
-        img_size=_size(config), scale=tuple(scale), hflip=hflip, auto_augment=auto_augment, color_jitter=color_jitter,
-        interpolation=config.interpolation, mean=_fill_mean(config, in_chans), std=(1.0,) * in_chans, normalize=False)
+        img_size=_size(config),
+        scale=tuple(scale),
+        hflip=hflip,
+        auto_augment=auto_augment,
+        color_jitter=color_jitter,
+        interpolation=config.interpolation,
+        mean=_fill_mean(config, in_chans),
+        std=(1.0,) * in_chans,
+        normalize=False,
+    )
     return Compose([transform, to_float()]) if dtype == torch.float32 else transform
 
 

@@ -5,19 +5,29 @@ torch, so the CLI can check flags before importing it), ``sources`` finds files,
 ``checkpoint`` reads files without unpickling code, ``classifier`` is the [0, 1]-pixel wrapper every attack
 sees, ``load`` builds timm models and saves them. Names are imported on first use.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TORCH_SUFFIXES": "checkpoint", "read_checkpoint": "checkpoint",
-    "ImageClassifier": "classifier", "ModelInfo": "classifier", "wrap_model": "classifier",
-    "DataConfig": "data_config", "build_data_config": "data_config",
-    "create_timm_model": "load", "load_model": "load", "resolve_device": "load", "save_model": "load", "timm_cfg": "load",
+    "TORCH_SUFFIXES": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "ImageClassifier": "classifier",
+    "ModelInfo": "classifier",
+    "wrap_model": "classifier",
+    "DataConfig": "data_config",
+    "build_data_config": "data_config",
+    "create_timm_model": "load",
+    "load_model": "load",
+    "resolve_device": "load",
+    "save_model": "load",
+    "timm_cfg": "load",
     "write_config_json": "load",
     "parse_metadata": "metadata",
-    "ModelSource": "sources", "resolve_source": "sources",
+    "ModelSource": "sources",
+    "resolve_source": "sources",
 }
 __all__ = sorted(_EXPORTS)
 

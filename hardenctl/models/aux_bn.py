@@ -13,6 +13,7 @@ timm's ``BatchNormAct2d`` and anything else deriving from ``_BatchNorm``) by a
 modules back, so the state dict has exactly the original keys and the model is a plain timm
 model again.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -3,6 +3,7 @@
 Never unpickles code: ``torch.load(weights_only=True)``, with timm's stored ``argparse.Namespace`` the one
 class allowed (a plain attribute bag).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
             state = {key: fh.get_tensor(key) for key in fh.keys()}
     except Exception as exc:  # safetensors raises several types for bad headers / short files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read safetensors file {path} ({reason})", "the file is corrupt or truncated: re-export it") from None
+        raise UserError(
+            f"cannot read safetensors file {path} ({reason})", "the file is corrupt or truncated: re-export it"
+        ) from None
     return state, dict(raw_meta)
 
 
@@ -44,7 +47,9 @@ def _read_torch(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise refused_pickle(path, exc) from None
     except Exception as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path} ({reason})", "the file is corrupt or not a PyTorch checkpoint") from None
+        raise UserError(
+            f"cannot read checkpoint {path} ({reason})", "the file is corrupt or not a PyTorch checkpoint"
+        ) from None
     meta: dict[str, Any] = {}
     if isinstance(obj, dict) and ("state_dict" in obj or "state_dict_ema" in obj):
         state = obj.get("state_dict") or obj.get("state_dict_ema")
@@ -66,8 +71,10 @@ def _read_torch(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 ALLOWED = {"argparse.Namespace"}  # the one class torch.load is told it may rebuild
-RESAVE = ("re-save only the weights where the model is defined: torch.save(model.state_dict(), 'model.pt'), "
-          "or safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
+RESAVE = (
+    "re-save only the weights where the model is defined: torch.save(model.state_dict(), 'model.pt'), "
+    "or safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
+)
 
 
 def refused_globals(path: Path, exc: Exception) -> list[str]:
@@ -87,13 +94,28 @@ def refused_pickle(path: Path, exc: Exception) -> UserError:
     """The one-line refusal of a checkpoint that needs code to load: which global it would import, and how to
     re-save it as plain weights."""
     names = [(name if name.isprintable() else ascii(name)[1:-1])[:80] for name in refused_globals(path, exc)]
-    what = (f"would import {names[0]}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
-            if names else "holds pickled Python objects")
-    return UserError(f"refusing to load checkpoint {path}: it {what}, and hardenctl will not unpickle code "
-                     "(it could run anything)", RESAVE)
+    what = (
+        f"would import {names[0]}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+        if names
+        else "holds pickled Python objects"
+    )
+    return UserError(
+        f"refusing to load checkpoint {path}: it {what}, and hardenctl will not unpickle code (it could run anything)",
+        RESAVE,
+    )
 
 
-TRAIN_ARGS = ("img_size", "input_size", "crop_pct", "interpolation", "mean", "std", "in_chans", "num_classes", "crop_mode")
+TRAIN_ARGS = (
+    "img_size",
+    "input_size",
+    "crop_pct",
+    "interpolation",
+    "mean",
+    "std",
+    "in_chans",
+    "num_classes",
+    "crop_mode",
+)
 
 
 def train_args(args: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 A robust-accuracy number is only meaningful if the attack works in pixel space ([0, 1]) on exactly the
 network that ships, so normalisation is folded into the model and every setting records its source.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -64,8 +65,14 @@ class ImageClassifier(nn.Module):
 
 
 def wrap_model(
-    net: nn.Module, arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
-    in_chans: int = 3, input_size: tuple[int, int] | None = None, source: str = "python",
+    net: nn.Module,
+    arch: str,
+    num_classes: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_chans: int = 3,
+    input_size: tuple[int, int] | None = None,
+    source: str = "python",
 ) -> ImageClassifier:
     """Wrap an in-memory timm model (e.g. one just trained) like :func:`load_model` would.
 
@@ -75,7 +82,15 @@ def wrap_model(
     declared = {"mean": tuple(mean), "std": tuple(std), "input_size": tuple(input_size) if input_size else None}
     arch_cfg = getattr(net, "pretrained_cfg", None) or {}
     config = build_data_config([(source, declared)], {}, arch_cfg, arch)
-    info = ModelInfo(arch=arch, num_classes=num_classes, in_chans=in_chans, mean=tuple(mean), std=tuple(std),
-                     normalization_source=source, input_size=input_size, input_size_source=source if input_size else None,
-                     data_config=config)
+    info = ModelInfo(
+        arch=arch,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        mean=tuple(mean),
+        std=tuple(std),
+        normalization_source=source,
+        input_size=input_size,
+        input_size_source=source if input_size else None,
+        data_config=config,
+    )
     return ImageClassifier(net, mean, std, info)

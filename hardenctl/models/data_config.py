@@ -9,6 +9,7 @@ used at that size, and otherwise the architecture's timm ``pretrained_cfg`` is n
 What is not declared is filled by timm's own ``resolve_data_config`` (imported on use: the checks here
 need no torch, so the CLI can run them before importing it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,8 +37,12 @@ class DataConfig:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     sources: dict[str, str] = field(default_factory=dict)
-    default_crop_pct: float = DEFAULT_CROP_PCT  # used for photos (and arrays of another size) when crop_pct is undeclared
-    default_input_size: tuple[int, int] | None = None  # the architecture's own size: for photos of mixed sizes, undeclared
+    default_crop_pct: float = (
+        DEFAULT_CROP_PCT  # used for photos (and arrays of another size) when crop_pct is undeclared
+    )
+    default_input_size: tuple[int, int] | None = (
+        None  # the architecture's own size: for photos of mixed sizes, undeclared
+    )
     default_source: str = "timm default"  # what the two defaults are named in reports
 
     @property
@@ -50,9 +55,16 @@ class DataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """For reports and metadata: the values, the crop_pct actually used, and each value's source."""
-        return {"input_size": list(self.input_size) if self.input_size else None, "interpolation": self.interpolation,
-                "crop_pct": self.crop_pct, "crop_mode": self.crop_mode, "mean": list(self.mean), "std": list(self.std),
-                "effective_crop_pct": self.effective_crop_pct, "sources": dict(self.sources)}
+        return {
+            "input_size": list(self.input_size) if self.input_size else None,
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+            "crop_mode": self.crop_mode,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "effective_crop_pct": self.effective_crop_pct,
+            "sources": dict(self.sources),
+        }
 
     def timm_cfg(self, in_chans: int) -> tuple[dict[str, Any], list[str]]:
         """The timm ``pretrained_cfg`` keys (what ``config.json`` carries), complete: timm fills anything missing
@@ -60,8 +72,13 @@ class DataConfig:
         undeclared ``crop_pct`` or ``input_size`` is written as the value hardenctl uses and also named in the
         returned list, so that hardenctl reading the folder back keeps it undeclared (arrays at the input size
         are then still used as they are)."""
-        cfg: dict[str, Any] = {"interpolation": self.interpolation, "crop_mode": self.crop_mode,
-                               "mean": list(self.mean), "std": list(self.std), "crop_pct": self.effective_crop_pct}
+        cfg: dict[str, Any] = {
+            "interpolation": self.interpolation,
+            "crop_mode": self.crop_mode,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "crop_pct": self.effective_crop_pct,
+        }
         undeclared = [] if self.crop_declared else ["crop_pct"]
         size = self.input_size or self.default_input_size
         if size:
@@ -76,7 +93,9 @@ MIN_CROP_PCT = 0.05  # a smaller crop_pct resizes the short side past 20x the in
 
 def check_crop_pct(value: float, where: str = "--crop-pct") -> float:
     if not (MIN_CROP_PCT <= float(value) <= 1):
-        raise UserError(f"{where} must be in [{MIN_CROP_PCT}, 1], got {value}", "pass e.g. --crop-pct 0.875 (1.0: no crop)")
+        raise UserError(
+            f"{where} must be in [{MIN_CROP_PCT}, 1], got {value}", "pass e.g. --crop-pct 0.875 (1.0: no crop)"
+        )
     return float(value)
 
 
@@ -101,7 +120,9 @@ def _size(value: Any) -> tuple[int, int] | None:
     return values[-2:] if len(values) >= 2 else (values[0], values[0])
 
 
-def declared_values(declared: list[tuple[str, Mapping[str, Any]]], flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def declared_values(
+    declared: list[tuple[str, Mapping[str, Any]]], flags: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """What was declared and by whom: layers ``[(source, values), ...]`` (first wins), flags on top."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -126,8 +147,9 @@ def timm_defaults(arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return timm_resolve_data_config(pretrained_cfg=cfg)
 
 
-def build_data_config(declared: list[tuple[str, Mapping[str, Any]]], flags: Mapping[str, Any],
-                      arch_cfg: Mapping[str, Any], arch: str) -> DataConfig:
+def build_data_config(
+    declared: list[tuple[str, Mapping[str, Any]]], flags: Mapping[str, Any], arch_cfg: Mapping[str, Any], arch: str
+) -> DataConfig:
     """One data config: declared layers (``[(source, values), ...]``, first wins) and flags on top, each value's
     source recorded; the rest filled by timm's ``resolve_data_config`` from the architecture's ``pretrained_cfg``
     (:func:`timm_defaults`).
@@ -145,7 +167,9 @@ def build_data_config(declared: list[tuple[str, Mapping[str, Any]]], flags: Mapp
     return DataConfig(
         input_size=_size(values.get("input_size")),
         interpolation=check_interpolation(str(values["interpolation"]), "interpolation"),
-        crop_pct=check_crop_pct(values["crop_pct"], f"crop_pct (from {sources['crop_pct']})") if values.get("crop_pct") is not None else None,
+        crop_pct=check_crop_pct(values["crop_pct"], f"crop_pct (from {sources['crop_pct']})")
+        if values.get("crop_pct") is not None
+        else None,
         crop_mode=check_crop_mode(str(values["crop_mode"] or "center"), "crop_mode"),
         mean=tuple(float(v) for v in values["mean"]),
         std=tuple(float(v) for v in values["std"]),

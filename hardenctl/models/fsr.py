@@ -26,6 +26,7 @@ Surgery: :func:`insert_fsr` replaces the stage module ``m`` at a name from timm'
 ``layer4.fsr.*``) and the metadata from :func:`fsr_metadata` rebuilds it (:func:`restore_fsr`,
 called by :func:`hardenctl.models.load_model`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,8 +61,12 @@ def gumbel_sigmoid_mask(logits: Tensor, tau: float, stochastic: bool) -> Tensor:
 def _conv_net(channels: int, hidden: int) -> nn.Sequential:
     """Conv3×3(C→h)–BN–ReLU–Conv3×3(h→h)–BN–ReLU–Conv3×3(h→C), no conv biases."""
     return nn.Sequential(
-        nn.Conv2d(channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
-        nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
+        nn.Conv2d(channels, hidden, 3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU(),
+        nn.Conv2d(hidden, hidden, 3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU(),
         nn.Conv2d(hidden, channels, 3, padding=1, bias=False),
     )
 
@@ -92,7 +97,12 @@ class FSRModule(nn.Module):
         super().__init__()
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
-        self.channels, self.num_classes, self.hidden, self.tau = int(channels), int(num_classes), int(hidden), float(tau)
+        self.channels, self.num_classes, self.hidden, self.tau = (
+            int(channels),
+            int(num_classes),
+            int(hidden),
+            float(tau),
+        )
         self.separation = _conv_net(self.channels, self.hidden)
         self.recalibration = _conv_net(self.channels, self.hidden)
         self.head = nn.Linear(self.channels, self.num_classes)
@@ -108,8 +118,10 @@ class FSRModule(nn.Module):
     def separate(self, f: Tensor) -> FSRParts:
         """f⁺, f⁻, f̃⁻ and m for features ``f`` (N×C×H×W)."""
         if f.dim() != 4 or f.shape[1] != self.channels:
-            raise UserError(f"an FSR module built for {self.channels}-channel N×C×H×W features received shape {tuple(f.shape)}",
-                            "insert FSR at a convolutional stage whose output is N×C×H×W (see the valid stages of this model)")
+            raise UserError(
+                f"an FSR module built for {self.channels}-channel N×C×H×W features received shape {tuple(f.shape)}",
+                "insert FSR at a convolutional stage whose output is N×C×H×W (see the valid stages of this model)",
+            )
         m = self.mask(f)
         robust = m * f
         non_robust = (1 - m) * f
@@ -178,16 +190,21 @@ def resolve_stages(net: nn.Module, stages: str | Iterable[str]) -> list[str]:
     """Stage names checked against ``feature_info`` (``last`` → the last one), duplicates dropped, in network order."""
     valid = fsr_stages(net)
     if not valid:
-        raise UserError(f"{type(net).__name__} has no timm feature_info, so FSR cannot find its stages",
-                        "use a timm convolutional model (ResNet, ConvNeXt, EfficientNet, ...)")
+        raise UserError(
+            f"{type(net).__name__} has no timm feature_info, so FSR cannot find its stages",
+            "use a timm convolutional model (ResNet, ConvNeXt, EfficientNet, ...)",
+        )
     wanted = [stages] if isinstance(stages, str) else list(stages)
     if not wanted:
         raise UserError("no FSR stage given", f"set stages to one or more of: {', '.join(valid)} (or {LAST})")
     names = [valid[-1] if name == LAST else name for name in wanted]
     unknown = [name for name in names if name not in valid]
     if unknown:
-        raise UserError(f"unknown FSR stage{'s' if len(unknown) > 1 else ''} {', '.join(repr(n) for n in unknown)} "
-                        f"for {type(net).__name__}", f"valid stages: {', '.join(valid)} (or {LAST}: {valid[-1]})")
+        raise UserError(
+            f"unknown FSR stage{'s' if len(unknown) > 1 else ''} {', '.join(repr(n) for n in unknown)} "
+            f"for {type(net).__name__}",
+            f"valid stages: {', '.join(valid)} (or {LAST}: {valid[-1]})",
+        )
     return [name for name in valid if name in names]
 
 
@@ -208,8 +225,16 @@ def _placement(net: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def insert_fsr(net: nn.Module, stages: str | Iterable[str], num_classes: int, hidden: int = 64, tau: float = 0.1,
-               *, zero_init_recalibration: bool = False, seed: int = 0) -> list[str]:
+def insert_fsr(
+    net: nn.Module,
+    stages: str | Iterable[str],
+    num_classes: int,
+    hidden: int = 64,
+    tau: float = 0.1,
+    *,
+    zero_init_recalibration: bool = False,
+    seed: int = 0,
+) -> list[str]:
     """Put an :class:`FSRModule` after each named stage of a timm ``net`` (in place); returns the stage names.
 
     A stage that already has one keeps it (its ``hidden``/``tau``/classes must then match). New modules
@@ -227,17 +252,28 @@ def insert_fsr(net: nn.Module, stages: str | Iterable[str], num_classes: int, hi
     return names
 
 
-def _insert_seeded(net: nn.Module, names: list[str], channels: Mapping[str, int], num_classes: int, hidden: int, tau: float,
-                   zero_init_recalibration: bool, device: torch.device, dtype: torch.dtype) -> None:
+def _insert_seeded(
+    net: nn.Module,
+    names: list[str],
+    channels: Mapping[str, int],
+    num_classes: int,
+    hidden: int,
+    tau: float,
+    zero_init_recalibration: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> None:
     """:func:`insert_fsr`'s loop, drawing new weights from the (already seeded) global RNG."""
     for name in names:
         current = net.get_submodule(name)
         if isinstance(current, FSRStage):
             have = current.fsr
             if (have.hidden, have.tau, have.num_classes) != (int(hidden), float(tau), int(num_classes)):
-                raise UserError(f"stage {name} already has an FSR module with hidden={have.hidden}, tau={have.tau:g}, "
-                                f"{have.num_classes} classes",
-                                f"pass --set hidden={have.hidden} --set tau={have.tau:g} to keep training it")
+                raise UserError(
+                    f"stage {name} already has an FSR module with hidden={have.hidden}, tau={have.tau:g}, "
+                    f"{have.num_classes} classes",
+                    f"pass --set hidden={have.hidden} --set tau={have.tau:g} to keep training it",
+                )
             continue
         module = FSRModule(channels[name], num_classes, hidden, tau)
         if zero_init_recalibration:
@@ -254,8 +290,13 @@ def fsr_metadata(net: nn.Module) -> dict[str, Any] | None:
     if not inserted:
         return None
     first = next(iter(inserted.values()))
-    return {"format": FSR_FORMAT, "stages": list(inserted), "channels": [m.channels for m in inserted.values()],
-            "hidden": first.hidden, "tau": first.tau}
+    return {
+        "format": FSR_FORMAT,
+        "stages": list(inserted),
+        "channels": [m.channels for m in inserted.values()],
+        "hidden": first.hidden,
+        "tau": first.tau,
+    }
 
 
 def restore_fsr(net: nn.Module, meta: Any, num_classes: int) -> list[str]:
@@ -264,22 +305,50 @@ def restore_fsr(net: nn.Module, meta: Any, num_classes: int) -> list[str]:
     if not isinstance(meta, Mapping):
         raise UserError(f"the checkpoint's FSR metadata is malformed ({meta!r:.80})", fix)
     stages, hidden, tau = meta.get("stages"), meta.get("hidden"), meta.get("tau")
-    if (not isinstance(stages, list) or not stages or not all(isinstance(s, str) for s in stages)
-            or isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1
-            or isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0):
-        raise UserError(f"the checkpoint's FSR metadata is malformed (stages={stages!r:.80}, hidden={hidden!r}, tau={tau!r})", fix)
+    if (
+        not isinstance(stages, list)
+        or not stages
+        or not all(isinstance(s, str) for s in stages)
+        or isinstance(hidden, bool)
+        or not isinstance(hidden, int)
+        or hidden < 1
+        or isinstance(tau, bool)
+        or not isinstance(tau, (int, float))
+        or not tau > 0
+    ):
+        raise UserError(
+            f"the checkpoint's FSR metadata is malformed (stages={stages!r:.80}, hidden={hidden!r}, tau={tau!r})", fix
+        )
     version = meta.get("format", FSR_FORMAT)
     if not isinstance(version, int) or version > FSR_FORMAT:
-        raise UserError(f"the checkpoint's FSR metadata has format {version!r}, which this hardenctl cannot read", "upgrade hardenctl")
+        raise UserError(
+            f"the checkpoint's FSR metadata has format {version!r}, which this hardenctl cannot read",
+            "upgrade hardenctl",
+        )
     names = insert_fsr(net, stages, num_classes, hidden, float(tau))
     recorded = meta.get("channels")
     built = {name: m.channels for name, m in fsr_inserted(net).items()}
     expected = dict(zip(stages, recorded)) if isinstance(recorded, list) and len(recorded) == len(stages) else None
     if set(names) != set(stages) or (recorded is not None and expected != built):
-        raise UserError(f"the checkpoint's FSR modules (stages {stages}, channels {recorded}) do not fit this network "
-                        f"({', '.join(f'{k}: {v} channels' for k, v in built.items())})", "check the checkpoint's architecture")
+        raise UserError(
+            f"the checkpoint's FSR modules (stages {stages}, channels {recorded}) do not fit this network "
+            f"({', '.join(f'{k}: {v} channels' for k, v in built.items())})",
+            "check the checkpoint's architecture",
+        )
     return names
 
 
-__all__ = ["FSRModule", "FSRParts", "FSRStage", "LAST", "fsr_inserted", "fsr_metadata",
-           "fsr_modules", "fsr_stages", "gumbel_sigmoid_mask", "insert_fsr", "resolve_stages", "restore_fsr"]
+__all__ = [
+    "FSRModule",
+    "FSRParts",
+    "FSRStage",
+    "LAST",
+    "fsr_inserted",
+    "fsr_metadata",
+    "fsr_modules",
+    "fsr_stages",
+    "gumbel_sigmoid_mask",
+    "insert_fsr",
+    "resolve_stages",
+    "restore_fsr",
+]

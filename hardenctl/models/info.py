@@ -1,4 +1,5 @@
 """What ``hardenctl info`` shows: architecture, input and data config, normalisation, parameters, inserted modules."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,26 +25,47 @@ def describe_model(path: str | Path, **load_options: Any) -> dict[str, Any]:
     info, net = model.info, model.model
     inserted = []
     for stage, module in fsr_inserted(net).items():
-        inserted.append({
-            "kind": "fsr", "stage": stage, "channels": module.channels, "hidden": module.hidden, "tau": module.tau,
-            "parameters": _count(module),
-            "parts": {"separation": _count(module.separation), "recalibration": _count(module.recalibration),
-                      "aux_head": _count(module.head)},
-        })
+        inserted.append(
+            {
+                "kind": "fsr",
+                "stage": stage,
+                "channels": module.channels,
+                "hidden": module.hidden,
+                "tau": module.tau,
+                "parameters": _count(module),
+                "parts": {
+                    "separation": _count(module.separation),
+                    "recalibration": _count(module.recalibration),
+                    "aux_head": _count(module.head),
+                },
+            }
+        )
     purifier = getattr(model, "purifier", None)  # an AToP composite: the purifier in front of the network
     if purifier is not None:
         transform = model.transform.config.to_dict()
-        inserted.append({"kind": "atop purifier", "stage": "input (before the network)", "parameters": _count(purifier),
-                         "transform": transform, "width": purifier.width, "depth": purifier.depth})
+        inserted.append(
+            {
+                "kind": "atop purifier",
+                "stage": "input (before the network)",
+                "parameters": _count(purifier),
+                "transform": transform,
+                "width": purifier.width,
+                "depth": purifier.depth,
+            }
+        )
     added = sum(item["parameters"] for item in inserted)
     total = _count(net) + (_count(purifier) if purifier is not None else 0)
     metadata = dict(info.metadata)
     metadata.pop("fsr", None)
     metadata.pop("atop", None)
     return {
-        "path": info.path, "sha256": info.sha256,
-        "arch": info.arch, "num_classes": info.num_classes, "in_chans": info.in_chans,
-        "input_size": list(info.input_size) if info.input_size else None, "input_size_source": info.input_size_source,
+        "path": info.path,
+        "sha256": info.sha256,
+        "arch": info.arch,
+        "num_classes": info.num_classes,
+        "in_chans": info.in_chans,
+        "input_size": list(info.input_size) if info.input_size else None,
+        "input_size_source": info.input_size_source,
         "normalization": {"mean": list(info.mean), "std": list(info.std), "source": info.normalization_source},
         "data_config": info.data_config.to_dict() if info.data_config is not None else None,
         "label_names": info.label_names,
@@ -74,12 +96,16 @@ def describe_lines(description: Mapping[str, Any]) -> list[str]:
         for m in d["inserted_modules"]:
             if m["kind"] == "atop purifier":
                 t = m["transform"]
-                lines.append(f"  AToP purifier at the input: U-Net width {m['width']}, depth {m['depth']}, {m['parameters']:,} parameters; "
-                             f"random transform {', '.join(f'{k} {v}' for k, v in t.items())} (randomised: evaluated with EOT)")
+                lines.append(
+                    f"  AToP purifier at the input: U-Net width {m['width']}, depth {m['depth']}, {m['parameters']:,} parameters; "
+                    f"random transform {', '.join(f'{k} {v}' for k, v in t.items())} (randomised: evaluated with EOT)"
+                )
                 continue
             parts = ", ".join(f"{k} {v:,}" for k, v in m["parts"].items())
-            lines.append(f"  {m['kind']} after {m['stage']}: {m['channels']} channels, hidden {m['hidden']}, tau {m['tau']:g}, "
-                         f"{m['parameters']:,} parameters ({parts})")
+            lines.append(
+                f"  {m['kind']} after {m['stage']}: {m['channels']} channels, hidden {m['hidden']}, tau {m['tau']:g}, "
+                f"{m['parameters']:,} parameters ({parts})"
+            )
     else:
         lines.append("inserted modules: none")
     recipe = d.get("recipe") or {}
@@ -89,12 +115,16 @@ def describe_lines(description: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-
-
 def _data_config_lines(config: Mapping[str, Any] | None) -> list[str]:
     if not config:
         return []
     sources = config.get("sources", {})
-    crop = config["crop_pct"] if config["crop_pct"] is not None else f"undeclared (photos: {config['effective_crop_pct']}; arrays at the input size: uncropped)"
-    return [f"preprocessing: {config['interpolation']} (from {sources.get('interpolation', 'default')}), crop_pct {crop}, "
-            f"crop_mode {config['crop_mode']}"]
+    crop = (
+        config["crop_pct"]
+        if config["crop_pct"] is not None
+        else f"undeclared (photos: {config['effective_crop_pct']}; arrays at the input size: uncropped)"
+    )
+    return [
+        f"preprocessing: {config['interpolation']} (from {sources.get('interpolation', 'default')}), crop_pct {crop}, "
+        f"crop_mode {config['crop_mode']}"
+    ]

@@ -1,4 +1,5 @@
 """Building, loading and saving models: timm architecture + weights + metadata → :class:`ImageClassifier`."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from ..version import __version__
 from ..errors import UserError
 from ..files import atomic_path, sha256_file
+from ..version import __version__
 from .checkpoint import read_raw
 from .classifier import ImageClassifier, ModelInfo
 from .data_config import build_data_config
@@ -39,14 +40,21 @@ def _param_shape(state: dict[str, Tensor], module_name: str | None) -> torch.Siz
     return tensor.shape if tensor is not None else None
 
 
-def create_timm_model(arch: str, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] | None = None,
-                      model_args: Mapping[str, Any] | None = None) -> nn.Module:
+def create_timm_model(
+    arch: str,
+    num_classes: int,
+    in_chans: int = 3,
+    input_size: tuple[int, int] | None = None,
+    model_args: Mapping[str, Any] | None = None,
+) -> nn.Module:
     """``timm.create_model`` without pretrained weights; ``img_size`` only for models that take it.
 
     ``model_args`` (a model folder's, as timm's ``local-dir:`` loading passes them) build the network timm builds
     from that folder: a ViT saved at ``img_size`` 32 is rebuilt at 32 even where its ``pretrained_cfg`` names
     another input size."""
-    kwargs: dict[str, Any] = {k: v for k, v in (model_args or {}).items() if k not in ("num_classes", "in_chans", "pretrained")}
+    kwargs: dict[str, Any] = {
+        k: v for k, v in (model_args or {}).items() if k not in ("num_classes", "in_chans", "pretrained")
+    }
     kwargs.update(pretrained=False, num_classes=num_classes, in_chans=in_chans)
     if input_size is not None and "img_size" not in kwargs:
         try:
@@ -56,13 +64,18 @@ def create_timm_model(arch: str, num_classes: int, in_chans: int = 3, input_size
     try:
         return timm.create_model(arch, **kwargs)
     except TypeError as exc:
-        raise UserError(f"timm cannot build {arch!r} with the folder's model_args {sorted(model_args or {})} ({exc})"[:300],
-                        "fix model_args in config.json") from None
+        raise UserError(
+            f"timm cannot build {arch!r} with the folder's model_args {sorted(model_args or {})} ({exc})"[:300],
+            "fix model_args in config.json",
+        ) from None
 
 
 def _resolve(name: str, cli_value: Any, file_value: Any) -> Any:
     if cli_value is not None and file_value is not None and cli_value != file_value:
-        raise UserError(f"the checkpoint says {name}={file_value} but the command line says {cli_value}", f"drop --{name.replace('_', '-')}")
+        raise UserError(
+            f"the checkpoint says {name}={file_value} but the command line says {cli_value}",
+            f"drop --{name.replace('_', '-')}",
+        )
     return file_value if file_value is not None else cli_value
 
 
@@ -75,9 +88,14 @@ def _fit_channels(values: Sequence[float], in_chans: int, what: str, source: str
     if in_chans == 1:
         return (sum(values) / len(values),)
     if source == "checkpoint":
-        raise UserError(f"checkpoint metadata {what!r} has {len(values)} values but the model has {in_chans} input channels",
-                        f"re-export the file with {in_chans} {what} values (or one for all channels)")
-    raise UserError(f"{what} has {len(values)} values but the model has {in_chans} input channels", f"pass --{what} with {in_chans} values")
+        raise UserError(
+            f"checkpoint metadata {what!r} has {len(values)} values but the model has {in_chans} input channels",
+            f"re-export the file with {in_chans} {what} values (or one for all channels)",
+        )
+    raise UserError(
+        f"{what} has {len(values)} values but the model has {in_chans} input channels",
+        f"pass --{what} with {in_chans} values",
+    )
 
 
 def _first(*values: Any) -> Any:
@@ -95,9 +113,10 @@ def _label_names(meta: Mapping[str, Any], source: Any, num_classes: int) -> list
     else:
         return None
     if len(names) != num_classes:
-        raise UserError(f"{key} of {source.spec} names {len(names)} classes but the classifier has {num_classes} "
-                        "outputs",
-                        "give one name per class, in class-id order")
+        raise UserError(
+            f"{key} of {source.spec} names {len(names)} classes but the classifier has {num_classes} outputs",
+            "give one name per class, in class-id order",
+        )
     return names
 
 
@@ -129,15 +148,20 @@ def load_model(
     folder = parse_pretrained_cfg(source.declared_cfg())
     arch = _resolve("arch", arch, _first(meta.get("arch"), source.architecture))
     if not arch:
-        raise UserError(f"checkpoint {source.spec} does not name its architecture", "pass --arch NAME (a timm model name, e.g. resnet18)")
+        raise UserError(
+            f"checkpoint {source.spec} does not name its architecture",
+            "pass --arch NAME (a timm model name, e.g. resnet18)",
+        )
     cfg = timm_cfg(arch)
 
     classifier_shape = _param_shape(state, cfg.classifier if isinstance(cfg.classifier, str) else None)
     weight_classes = int(classifier_shape[0]) if classifier_shape else None
     declared_classes = _first(meta.get("num_classes"), source.num_classes, trained.get("num_classes"))
     if declared_classes is not None and weight_classes is not None and declared_classes != weight_classes:
-        raise UserError(f"checkpoint metadata 'num_classes' is {declared_classes} but the classifier weights have {weight_classes} outputs",
-                        f"re-export the file with num_classes={weight_classes}")
+        raise UserError(
+            f"checkpoint metadata 'num_classes' is {declared_classes} but the classifier weights have {weight_classes} outputs",
+            f"re-export the file with num_classes={weight_classes}",
+        )
     stored_classes = declared_classes or weight_classes
     if num_classes is not None and stored_classes is not None and int(num_classes) != int(stored_classes):
         raise UserError(
@@ -152,16 +176,27 @@ def load_model(
     conv_shape = _param_shape(state, first_conv)
     weight_chans = int(conv_shape[1]) if conv_shape is not None and len(conv_shape) == 4 else None
     if meta.get("in_chans") is not None and weight_chans is not None and meta["in_chans"] != weight_chans:
-        raise UserError(f"checkpoint metadata 'in_chans' is {meta['in_chans']} but the first convolution takes {weight_chans} channels",
-                        f"re-export the file with in_chans={weight_chans}")
+        raise UserError(
+            f"checkpoint metadata 'in_chans' is {meta['in_chans']} but the first convolution takes {weight_chans} channels",
+            f"re-export the file with in_chans={weight_chans}",
+        )
     in_chans = int(meta.get("in_chans") or weight_chans or trained.get("in_chans") or in_chans or 3)
 
     if (mean is None) != (std is None):
-        raise UserError("--mean and --std must be given together", "pass both, e.g. --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26")
-    flags = {"input_size": tuple(input_size) if input_size is not None else None, "mean": mean, "std": std,
-             "crop_pct": crop_pct, "interpolation": interpolation, "crop_mode": crop_mode}
-    data_config = build_data_config([("checkpoint", meta), ("train.py args", trained), ("config.json", folder)],
-                                      flags, cfg.to_dict(), arch)
+        raise UserError(
+            "--mean and --std must be given together", "pass both, e.g. --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26"
+        )
+    flags = {
+        "input_size": tuple(input_size) if input_size is not None else None,
+        "mean": mean,
+        "std": std,
+        "crop_pct": crop_pct,
+        "interpolation": interpolation,
+        "crop_mode": crop_mode,
+    }
+    data_config = build_data_config(
+        [("checkpoint", meta), ("train.py args", trained), ("config.json", folder)], flags, cfg.to_dict(), arch
+    )
     data_config.mean = _fit_channels(data_config.mean, in_chans, "mean", data_config.sources.get("mean", "cli"))
     data_config.std = _fit_channels(data_config.std, in_chans, "std", data_config.sources.get("std", "cli"))
     if any(s <= 0 for s in data_config.std):
@@ -226,7 +261,9 @@ def save_model(model: ImageClassifier, path: str | Path, extra: dict[str, Any] |
     if info is None:
         raise ValueError("model has no ModelInfo; build it with load_model or wrap_model")
     tensors = dict(model.model.state_dict())
-    extra_tensors = getattr(model, "extra_tensors", None)  # a composite's own modules (AToP's purifier), under their prefix
+    extra_tensors = getattr(
+        model, "extra_tensors", None
+    )  # a composite's own modules (AToP's purifier), under their prefix
     if extra_tensors is not None:
         added = extra_tensors()
         if set(added) & set(tensors):
@@ -247,7 +284,9 @@ def save_model(model: ImageClassifier, path: str | Path, extra: dict[str, Any] |
     if info.input_size:
         meta["input_size"] = list(info.input_size)
     config = info.data_config
-    if config is not None:  # what timm's eval transform needs; crop_pct only when declared (else images at size stay uncropped)
+    if (
+        config is not None
+    ):  # what timm's eval transform needs; crop_pct only when declared (else images at size stay uncropped)
         meta.update({"interpolation": config.interpolation, "crop_mode": config.crop_mode})
         if config.crop_pct is not None:
             meta["crop_pct"] = config.crop_pct
@@ -312,14 +351,21 @@ def write_config_json(model: ImageClassifier, folder: str | Path) -> Path:
     info = model.info
     if info is None:
         raise ValueError("model has no ModelInfo; build it with load_model or wrap_model")
-    config = info.data_config or build_data_config([("python", {"input_size": info.input_size, "mean": info.mean, "std": info.std})],
-                                                   {}, getattr(model.model, "pretrained_cfg", None) or {}, info.arch)
+    config = info.data_config or build_data_config(
+        [("python", {"input_size": info.input_size, "mean": info.mean, "std": info.std})],
+        {},
+        getattr(model.model, "pretrained_cfg", None) or {},
+        info.arch,
+    )
     cfg, undeclared = config.timm_cfg(info.in_chans)
     pretrained_cfg = {**cfg, "num_classes": info.num_classes}
-    content: dict[str, Any] = {"architecture": info.arch, "num_classes": info.num_classes,
-                               "num_features": getattr(model.model, "num_features", None),
-                               "pretrained_cfg": pretrained_cfg,
-                               "model_args": timm_model_args(model.model, info.in_chans, info.num_classes)}
+    content: dict[str, Any] = {
+        "architecture": info.arch,
+        "num_classes": info.num_classes,
+        "num_features": getattr(model.model, "num_features", None),
+        "pretrained_cfg": pretrained_cfg,
+        "model_args": timm_model_args(model.model, info.in_chans, info.num_classes),
+    }
     if undeclared:
         content[UNDECLARED] = {key: cfg[key] for key in undeclared}
     if info.label_names:

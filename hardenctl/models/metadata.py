@@ -4,6 +4,7 @@ safetensors header values are strings: hardenctl writes JSON, other tools write 
 "(0.5, 0.5, 0.5)" or "True". Each parser returns a checked value or raises a one-line UserError naming
 the key, its value and the fix. No torch here: parsing needs none.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ import re
 from typing import Any, Callable, Mapping
 
 from ..errors import UserError
-from .data_config import MIN_CROP_PCT
-from .data_config import CROP_MODES, FIELDS, INTERPOLATIONS
+from .data_config import CROP_MODES, FIELDS, INTERPOLATIONS, MIN_CROP_PCT
 
 # safetensors header values are strings. hardenctl writes JSON ("[0.3]", "10", "true"), but other
 # exporters write "0.485,0.456,0.406", "(0.5, 0.5, 0.5)", "[0.5 0.5 0.5]", "3.0" or "True". Each
@@ -26,16 +26,24 @@ MAX_INPUT_SIDE = 16384
 MAX_NAME_CHARS = 1000  # a class name longer than this is not a name (ImageNet's longest is under 100)
 MAX_SECTION_CHARS = 1 << 20  # the hardenctl section hardenctl writes is a few kB
 MAX_SECTION_DEPTH = 32
-SECTION_FIX = ("re-export the model with hardenctl, or drop the 'hardenctl' key "
-               "(hardenctl's record of how it made the model)")
+SECTION_FIX = (
+    "re-export the model with hardenctl, or drop the 'hardenctl' key (hardenctl's record of how it made the model)"
+)
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # control, line breaks, lone surrogates
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max, without importing torch
 FLOAT32_TINY = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny
 _EXAMPLES = {
-    "arch": "arch=resnet18 (a timm model name)", "num_classes": "num_classes=10", "in_chans": "in_chans=3",
-    "mean": "mean=0.485,0.456,0.406", "std": "std=0.229,0.224,0.225", "input_size": "input_size=3,224,224",
-    "randomized": "randomized=true (or false)", "interpolation": "interpolation=bicubic", "crop_pct": "crop_pct=0.875",
-    "crop_mode": "crop_mode=center", "label_names": 'label_names=["cat","dog"]',
+    "arch": "arch=resnet18 (a timm model name)",
+    "num_classes": "num_classes=10",
+    "in_chans": "in_chans=3",
+    "mean": "mean=0.485,0.456,0.406",
+    "std": "std=0.229,0.224,0.225",
+    "input_size": "input_size=3,224,224",
+    "randomized": "randomized=true (or false)",
+    "interpolation": "interpolation=bicubic",
+    "crop_pct": "crop_pct=0.875",
+    "crop_mode": "crop_mode=center",
+    "label_names": 'label_names=["cat","dog"]',
 }
 
 
@@ -48,8 +56,10 @@ def shown(value: Any, limit: int = 60) -> str:
 
 
 def _bad(key: str, value: Any, expected: str) -> UserError:
-    return UserError(f"checkpoint metadata {key!r} is {shown(value)}, {expected}",
-                     f"re-export the file with e.g. {_EXAMPLES.get(key, key + '=...')}")
+    return UserError(
+        f"checkpoint metadata {key!r} is {shown(value)}, {expected}",
+        f"re-export the file with e.g. {_EXAMPLES.get(key, key + '=...')}",
+    )
 
 
 def decode_value(value: Any) -> Any:
@@ -300,8 +310,11 @@ def parse_section(key: str, value: Any) -> dict[str, Any]:
     if not is_declared(value):
         return {}
     if isinstance(value, str) and len(value) > MAX_SECTION_CHARS:
-        raise UserError(f"checkpoint metadata {key!r} is {len(value):,} characters long, more than hardenctl writes "
-                        f"({MAX_SECTION_CHARS:,} at most)", SECTION_FIX)
+        raise UserError(
+            f"checkpoint metadata {key!r} is {len(value):,} characters long, more than hardenctl writes "
+            f"({MAX_SECTION_CHARS:,} at most)",
+            SECTION_FIX,
+        )
     decoded = decode_value(value)
     if not isinstance(decoded, dict):
         raise UserError(f"checkpoint metadata {key!r} is {shown(value)}, not a JSON object", SECTION_FIX)
@@ -345,8 +358,14 @@ def parse_train_args(args: Mapping[str, Any]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     size = args.get("input_size") if args.get("input_size") is not None else args.get("img_size")
     if size is not None:
-        layer["input_size"] = parse_input_size("args.input_size" if args.get("input_size") is not None else "args.img_size", size)
-    layer.update(parse_values(args, ("crop_pct", "interpolation", "crop_mode", "mean", "std", "num_classes", "in_chans"), "args."))
+        layer["input_size"] = parse_input_size(
+            "args.input_size" if args.get("input_size") is not None else "args.img_size", size
+        )
+    layer.update(
+        parse_values(
+            args, ("crop_pct", "interpolation", "crop_mode", "mean", "std", "num_classes", "in_chans"), "args."
+        )
+    )
     return layer
 
 

@@ -9,6 +9,7 @@ the model card's front matter (``license``, ``license_name``, ``license_link``, 
 ``hf_hub_id``, ``tag``). The card wins where both say something. Nothing here raises: a model that cannot be read
 declares nothing, and :attr:`Provenance.problems` says why (the card command prints it).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,22 @@ from .sources import WEIGHT_FILES
 # timm pretrained tags (``augreg2_in21k_ft_in1k``) name the data a model was trained on; these tokens (or tokens
 # starting with them) name a set, read as that set's name (``in1k`` → ``imagenet-1k``) or kept as written
 TAG_DATASETS = {"in1k": "imagenet-1k", "in12k": "imagenet-12k", "in21k": "imagenet-21k", "in22k": "imagenet-22k"}
-TAG_DATASET_PREFIXES = ("laion", "openai", "ig1b", "ig3b", "jft", "yfcc", "swsl", "ssl", "dfn", "datacomp", "lvd",
-                        "webli", "metaclip", "merged")
+TAG_DATASET_PREFIXES = (
+    "laion",
+    "openai",
+    "ig1b",
+    "ig3b",
+    "jft",
+    "yfcc",
+    "swsl",
+    "ssl",
+    "dfn",
+    "datacomp",
+    "lvd",
+    "webli",
+    "metaclip",
+    "merged",
+)
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+/-]{0,199}")  # a Hub id, a dataset name, a tag
 # a license id as the Hub and SPDX write them (apache-2.0, cc-by-nc-4.0, openrail++, other); SPDX ids are
 # case-insensitive, the Hub's are lower case, so they are compared and written lower case
@@ -61,8 +76,13 @@ class Provenance:
     def card_fields(self, derived: bool) -> dict[str, str | None]:
         """The model card fields this model hands on (``CardOptions``' names): its license, and its lineage."""
         base, relation = self.lineage(derived)
-        return {"license": self.license, "license_name": self.license_name, "license_link": self.license_link,
-                "base_model": base, "base_model_relation": relation}
+        return {
+            "license": self.license,
+            "license_name": self.license_name,
+            "license_link": self.license_link,
+            "base_model": base,
+            "base_model_relation": relation,
+        }
 
 
 def _text(value: Any) -> str | None:
@@ -118,8 +138,9 @@ def _read_config(path: Path | None, problems: list[str]) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def _from_files(spec: str, card_path: Path | None, config_path: Path | None, hub_id: str | None,
-                problems: list[str]) -> Provenance:
+def _from_files(
+    spec: str, card_path: Path | None, config_path: Path | None, hub_id: str | None, problems: list[str]
+) -> Provenance:
     card, config = _read_card(card_path, problems), _read_config(config_path, problems)
     pretrained = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
     license_id, where = _license(card.get("license")), "README.md"
@@ -129,11 +150,18 @@ def _from_files(spec: str, card_path: Path | None, config_path: Path | None, hub
     tag = _text(pretrained.get("tag")) or (hub_id.partition(".")[2] if hub_id else None)
     trained_on = _texts(card.get("datasets")) + tag_datasets(tag)
     base = _texts(card.get("base_model"))
-    return Provenance(spec=spec, hub_id=hub_id, license=license_id,
-                      license_name=_text(card.get("license_name")), license_link=_link(card.get("license_link")),
-                      license_from=where if license_id else None, base_model=base[0] if base else None,
-                      base_model_relation=_text(card.get("base_model_relation")),
-                      trained_on=tuple(dict.fromkeys(trained_on)), problems=tuple(problems))
+    return Provenance(
+        spec=spec,
+        hub_id=hub_id,
+        license=license_id,
+        license_name=_text(card.get("license_name")),
+        license_link=_link(card.get("license_link")),
+        license_from=where if license_id else None,
+        base_model=base[0] if base else None,
+        base_model_relation=_text(card.get("base_model_relation")),
+        trained_on=tuple(dict.fromkeys(trained_on)),
+        problems=tuple(problems),
+    )
 
 
 def _from_hub(spec: str, repo: str) -> Provenance:

@@ -24,6 +24,7 @@ nearest-neighbour upsampling with skip connections, no normalisation layers so t
 the same function). It outputs a correction added to t(x), unclamped: starting near the identity keeps the
 L1 loss from collapsing to a blank image (a sigmoid output did, on digits), and no clamp flattens attack gradients.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,8 +68,10 @@ class TransformConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise UserError(f"{where}: {name}={value!r} is out of range", f"{name} must be in [{low:g}, {high:g}]")
         if self.kind == "rt3" and not 0.05 <= self.missing_rate <= 0.5:
-            raise UserError(f"{where}: rt3 needs missing_rate in [0.05, 0.5], got {self.missing_rate:g}",
-                            "rt3 splits the blocks into round(1/missing_rate) disjoint masks: set missing_rate to e.g. 0.25")
+            raise UserError(
+                f"{where}: rt3 needs missing_rate in [0.05, 0.5], got {self.missing_rate:g}",
+                "rt3 splits the blocks into round(1/missing_rate) disjoint masks: set missing_rate to e.g. 0.25",
+            )
 
     @property
     def parts(self) -> int:
@@ -88,8 +91,15 @@ def masked_blocks(cells: int, missing_rate: float) -> int:
     return int(missing_rate * cells + 1e-9)
 
 
-def block_masks(n: int, size: tuple[int, int], block: int, missing_rate: float, parts: int = 1,
-                generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+def block_masks(
+    n: int,
+    size: tuple[int, int],
+    block: int,
+    missing_rate: float,
+    parts: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Random block masks, ``parts × n × 1 × H × W`` (1 = masked), an independent permutation of the blocks per image.
 
     ``parts == 1``: ⌊missing_rate·blocks⌋ blocks masked. ``parts > 1``: the blocks split into ``parts``
@@ -146,8 +156,12 @@ class RandomTransform(nn.Module):
 # the purifier
 # ---------------------------------------------------------------------------------------------
 def _convs(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
+    )
 
 
 class InpaintingPurifier(nn.Module):
@@ -156,7 +170,7 @@ class InpaintingPurifier(nn.Module):
     def __init__(self, channels: int, width: int = 32, depth: int = 2):
         super().__init__()
         self.channels, self.width, self.depth = int(channels), int(width), int(depth)
-        widths = [self.width * 2 ** level for level in range(self.depth + 1)]
+        widths = [self.width * 2**level for level in range(self.depth + 1)]
         self.stem = _convs(self.channels + 1, widths[0])
         self.down = nn.ModuleList(_convs(widths[i], widths[i + 1], stride=2) for i in range(self.depth))
         self.up = nn.ModuleList(_convs(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(self.depth)))
@@ -175,7 +189,9 @@ class InpaintingPurifier(nn.Module):
         for up in self.up:
             skip = skips.pop()
             h = up(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
-        return image + self.head(h)  # a correction of t(x): the identity is easy to learn, and no squashing flattens gradients
+        return image + self.head(
+            h
+        )  # a correction of t(x): the identity is easy to learn, and no squashing flattens gradients
 
 
 def new_purifier(channels: int, width: int, depth: int, seed: int = 0) -> InpaintingPurifier:
@@ -238,7 +254,11 @@ class PurifiedClassifier(ImageClassifier):
         """The bare classifier (shared weights, no purifier): what a classifier-only (BPDA) attack differentiates."""
         metadata = {k: v for k, v in self.info.metadata.items() if k != "atop"}
         info = dataclasses.replace(self.info, randomized=False, metadata=metadata)
-        return ImageClassifier(self.model, self.mean.flatten().tolist(), self.std.flatten().tolist(), info).to(self.mean.device).eval()
+        return (
+            ImageClassifier(self.model, self.mean.flatten().tolist(), self.std.flatten().tolist(), info)
+            .to(self.mean.device)
+            .eval()
+        )
 
     def set_fixed_mask(self, seed: int | None) -> None:
         """One noise and mask from ``seed`` for every image (deterministic, debugging only); None: random again."""
@@ -253,23 +273,33 @@ class PurifiedClassifier(ImageClassifier):
         """What an evaluation report says about this model (``evaluate`` puts it in ``extra["purifier"]``)."""
         c = self.transform.config
         fixed = self.transform.fixed_seed
-        mode = (f"FIXED noise and mask from seed {fixed} (debugging: deterministic, not the deployed defence)" if fixed is not None
-                else "a fresh random draw per image and pass, so attacks average gradients over EOT draws")
-        return {"transform": c.to_dict(), "fixed_mask_seed": fixed, "purifier": {"width": self.purifier.width, "depth": self.purifier.depth},
-                "summary": f"AToP composite f(g(t(x))): transform {c.kind} (sigma {c.sigma:g}, missing_rate {c.missing_rate:g}, "
-                           f"block {c.block}) with {mode}"}
+        mode = (
+            f"FIXED noise and mask from seed {fixed} (debugging: deterministic, not the deployed defence)"
+            if fixed is not None
+            else "a fresh random draw per image and pass, so attacks average gradients over EOT draws"
+        )
+        return {
+            "transform": c.to_dict(),
+            "fixed_mask_seed": fixed,
+            "purifier": {"width": self.purifier.width, "depth": self.purifier.depth},
+            "summary": f"AToP composite f(g(t(x))): transform {c.kind} (sigma {c.sigma:g}, missing_rate {c.missing_rate:g}, "
+            f"block {c.block}) with {mode}",
+        }
 
 
 def atop_metadata(config: TransformConfig, purifier: InpaintingPurifier) -> dict[str, Any]:
     """What :func:`restore_composite` needs (saved under ``hardenctl.atop`` in model.safetensors)."""
-    return {"format": ATOP_FORMAT, "transform": config.to_dict(),
-            "purifier": {"channels": purifier.channels, "width": purifier.width, "depth": purifier.depth}}
+    return {
+        "format": ATOP_FORMAT,
+        "transform": config.to_dict(),
+        "purifier": {"channels": purifier.channels, "width": purifier.width, "depth": purifier.depth},
+    }
 
 
 def split_tensors(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(classifier tensors, purifier tensors without their prefix) of a composite checkpoint."""
     classifier = {k: v for k, v in state.items() if not k.startswith(PURIFIER_PREFIX)}
-    purifier = {k[len(PURIFIER_PREFIX):]: v for k, v in state.items() if k.startswith(PURIFIER_PREFIX)}
+    purifier = {k[len(PURIFIER_PREFIX) :]: v for k, v in state.items() if k.startswith(PURIFIER_PREFIX)}
     return classifier, purifier
 
 
@@ -286,13 +316,21 @@ def restore_composite(classifier: ImageClassifier, meta: Any, tensors: Mapping[s
         raise UserError(f"the checkpoint's AToP metadata is malformed ({meta!r:.120})", fix)
     version = meta.get("format")
     if not _whole(version, 1) or version > ATOP_FORMAT:
-        raise UserError(f"the checkpoint's AToP metadata has format {version!r}, which this hardenctl cannot read", "upgrade hardenctl")
+        raise UserError(
+            f"the checkpoint's AToP metadata has format {version!r}, which this hardenctl cannot read",
+            "upgrade hardenctl",
+        )
     unknown = set(transform) - {f.name for f in dataclasses.fields(TransformConfig)}
     channels, width, depth = shape.get("channels"), shape.get("width"), shape.get("depth")
     if unknown or not (_whole(channels, 1) and _whole(width, 1) and _whole(depth, 0)):
-        raise UserError(f"the checkpoint's AToP metadata is malformed (transform {dict(transform)!r:.100}, purifier {dict(shape)!r:.100})", fix)
+        raise UserError(
+            f"the checkpoint's AToP metadata is malformed (transform {dict(transform)!r:.100}, purifier {dict(shape)!r:.100})",
+            fix,
+        )
     if channels != classifier.info.in_chans:
-        raise UserError(f"the checkpoint's purifier takes {channels} channels but its classifier {classifier.info.in_chans}", fix)
+        raise UserError(
+            f"the checkpoint's purifier takes {channels} channels but its classifier {classifier.info.in_chans}", fix
+        )
     try:
         config = TransformConfig(**transform)
     except (TypeError, UserError) as exc:
@@ -302,8 +340,11 @@ def restore_composite(classifier: ImageClassifier, meta: Any, tensors: Mapping[s
         purifier.load_state_dict(dict(tensors), strict=True)
     except RuntimeError as exc:
         first = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()][:1]
-        raise UserError(f"the checkpoint's purifier weights do not fit width {width}, depth {depth} "
-                        f"({first[0][:160] if first else 'key mismatch'})", fix) from None
+        raise UserError(
+            f"the checkpoint's purifier weights do not fit width {width}, depth {depth} "
+            f"({first[0][:160] if first else 'key mismatch'})",
+            fix,
+        ) from None
     return PurifiedClassifier(classifier, purifier, RandomTransform(config))
 
 

@@ -6,6 +6,7 @@ num_classes, label_names, pretrained_cfg, model_args), read by timm's own loader
 timm see one model. ``hf-hub:`` goes through huggingface_hub's cache: it reads the cache first and never
 waits on a network it does not have (offline, a missing model is a one-line error saying what to download).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,11 @@ class ModelSource:
     def declared_cfg(self) -> dict[str, Any]:
         """``pretrained_cfg`` less the values hardenctl wrote for timm without their being declared (still equal
         to what was written: an edited value counts as declared)."""
-        return {key: value for key, value in self.pretrained_cfg.items()
-                if key not in self.undeclared or _plain(value) != _plain(self.undeclared[key])}
+        return {
+            key: value
+            for key, value in self.pretrained_cfg.items()
+            if key not in self.undeclared or _plain(value) != _plain(self.undeclared[key])
+        }
 
 
 def _plain(value: Any) -> Any:
@@ -62,11 +66,15 @@ def _check_config_json(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path} ({type(exc).__name__})", "fix or re-export the model folder's config.json") from None
+        raise UserError(
+            f"cannot read {path} ({type(exc).__name__})", "fix or re-export the model folder's config.json"
+        ) from None
     if not isinstance(config, dict):
-        raise UserError(f"{path} is not a JSON object", "re-export the model folder (timm's save_for_hf writes a valid one)")
+        raise UserError(
+            f"{path} is not a JSON object", "re-export the model folder (timm's save_for_hf writes a valid one)"
+        )
     if not isinstance(config.get("architecture"), str) or not config["architecture"]:
-        raise UserError(f"{path} names no architecture", "add \"architecture\": \"<timm model name>\" to config.json")
+        raise UserError(f"{path} names no architecture", 'add "architecture": "<timm model name>" to config.json')
     for key in ("pretrained_cfg", "model_args"):
         if key in config and not isinstance(config[key], dict):
             raise UserError(f"{path}: {key} is not an object", "re-export the model folder")
@@ -82,24 +90,41 @@ def read_config_json(path: Path, spec: str, weights: Path, kind: str) -> ModelSo
     except ImportError:
         import timm
 
-        raise UserError(f"timm {timm.__version__} cannot read timm model folders ({path.parent})",
-                        "upgrade timm (pip install -U timm)") from None
+        raise UserError(
+            f"timm {timm.__version__} cannot read timm model folders ({path.parent})",
+            "upgrade timm (pip install -U timm)",
+        ) from None
     try:
         pretrained_cfg, architecture, model_args = load_model_config_from_path(path.parent)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise UserError(f"timm cannot read {path} ({type(exc).__name__}: {exc})"[:300], "re-export the model folder") from None
+        raise UserError(
+            f"timm cannot read {path} ({type(exc).__name__}: {exc})"[:300], "re-export the model folder"
+        ) from None
     marker = raw.get(UNDECLARED)
-    return ModelSource(spec, weights, kind, architecture, dict(pretrained_cfg), dict(model_args or {}),
-                       dict(marker) if isinstance(marker, dict) else {})
+    return ModelSource(
+        spec,
+        weights,
+        kind,
+        architecture,
+        dict(pretrained_cfg),
+        dict(model_args or {}),
+        dict(marker) if isinstance(marker, dict) else {},
+    )
 
 
 def _from_folder(folder: Path, spec: str, kind: str) -> ModelSource:
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise UserError(f"{folder} is a folder without config.json", "pass a checkpoint file, or a timm model folder (config.json + model.safetensors)")
+        raise UserError(
+            f"{folder} is a folder without config.json",
+            "pass a checkpoint file, or a timm model folder (config.json + model.safetensors)",
+        )
     weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
     if weights is None:
-        raise UserError(f"model folder {folder} has no weights ({' or '.join(WEIGHT_FILES[:2])})", "copy the weights file next to config.json")
+        raise UserError(
+            f"model folder {folder} has no weights ({' or '.join(WEIGHT_FILES[:2])})",
+            "copy the weights file next to config.json",
+        )
     return read_config_json(config_file, spec, weights, kind)
 
 
@@ -120,7 +145,11 @@ def _from_hub(repo: str, spec: str) -> ModelSource:
 
     def fetch(filename: str) -> Path:
         try:
-            return Path(hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=cache_dir, local_files_only=True))
+            return Path(
+                hf_hub_download(
+                    repo_id, filename, revision=revision or None, cache_dir=cache_dir, local_files_only=True
+                )
+            )
         except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError):
             if _hf_offline():
                 raise
@@ -142,10 +171,12 @@ def _from_hub(repo: str, spec: str) -> ModelSource:
         raise
     except Exception as exc:
         offline = "offline (HF_HUB_OFFLINE=1)" if _hf_offline() else "the download failed"
-        raise UserError(f"hf-hub:{repo} is not in the huggingface cache and {offline} ({type(exc).__name__})",
-                        f"download it where there is network (`hf download {repo_id}`) and copy the cache "
-                        f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}), "
-                        "or pass a local model folder") from None
+        raise UserError(
+            f"hf-hub:{repo} is not in the huggingface cache and {offline} ({type(exc).__name__})",
+            f"download it where there is network (`hf download {repo_id}`) and copy the cache "
+            f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}), "
+            "or pass a local model folder",
+        ) from None
     return read_config_json(config_path, spec, weights, "hf-hub")
 
 

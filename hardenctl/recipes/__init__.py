@@ -6,6 +6,7 @@ names the class (``recipe: mart`` → :class:`hardenctl.recipes.mart.Mart`); eve
 parameter of that class's config, validated once. The YAML comments are the parameters' documentation
 (``hardenctl recipes mart`` prints them).
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,11 +47,20 @@ RECIPE_DIR = _recipe_dir()
 # name (the YAML's `recipe:`) -> (module in this package, class). Imported on first use: recipe modules
 # import torch, which takes seconds, and `hardenctl recipes` must answer at once.
 CLASSES: dict[str, tuple[str, str]] = {
-    "mart": ("mart", "Mart"), "pgd-at": ("pgd_at", "PGDAT"), "trades": ("trades", "Trades"), "standard": ("pgd_at", "Standard"),
-    "fsr": ("fsr", "Fsr"), "cost-sensitive": ("cost_sensitive", "CostSensitive"), "advamd": ("advamd", "AdvAmd"),
+    "mart": ("mart", "Mart"),
+    "pgd-at": ("pgd_at", "PGDAT"),
+    "trades": ("trades", "Trades"),
+    "standard": ("pgd_at", "Standard"),
+    "fsr": ("fsr", "Fsr"),
+    "cost-sensitive": ("cost_sensitive", "CostSensitive"),
+    "advamd": ("advamd", "AdvAmd"),
     "atop": ("atop", "Atop"),
 }
-_EXPORTS = {cls: module for module, cls in CLASSES.values()} | {"Recipe": "base", "RecipeConfig": "base", "LossFn": "base"}
+_EXPORTS = {cls: module for module, cls in CLASSES.values()} | {
+    "Recipe": "base",
+    "RecipeConfig": "base",
+    "LossFn": "base",
+}
 
 
 class _Registry(Mapping):
@@ -84,8 +94,13 @@ def recipe_card(name: str) -> dict[str, str]:
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == cls:
             for item in node.body:
-                if (isinstance(item, ast.Assign) and len(item.targets) == 1 and isinstance(item.targets[0], ast.Name)
-                        and item.targets[0].id in ("paper", "improves") and isinstance(item.value, ast.Constant)):
+                if (
+                    isinstance(item, ast.Assign)
+                    and len(item.targets) == 1
+                    and isinstance(item.targets[0], ast.Name)
+                    and item.targets[0].id in ("paper", "improves")
+                    and isinstance(item.value, ast.Constant)
+                ):
                     card[item.targets[0].id] = str(item.value.value)
     return card
 
@@ -103,7 +118,9 @@ def recipe_path(spec: str | Path) -> Path:
     path = Path(spec)
     if path.is_file():
         return path
-    raise UserError(f"unknown recipe {str(spec)!r}", f"use one of {', '.join(recipe_names())} or a path to a recipe YAML file")
+    raise UserError(
+        f"unknown recipe {str(spec)!r}", f"use one of {', '.join(recipe_names())} or a path to a recipe YAML file"
+    )
 
 
 def read_recipe_values(path: Path) -> tuple[str, dict[str, Any]]:
@@ -114,11 +131,16 @@ def read_recipe_values(path: Path) -> tuple[str, dict[str, Any]]:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read recipe file {path} ({reason})", "fix the YAML syntax") from None
     if not isinstance(data, dict) or "recipe" not in data:
-        raise UserError(f"recipe file {path} has no 'recipe:' key", f"start it with e.g. 'recipe: mart' (one of {', '.join(CLASSES)})")
+        raise UserError(
+            f"recipe file {path} has no 'recipe:' key",
+            f"start it with e.g. 'recipe: mart' (one of {', '.join(CLASSES)})",
+        )
     values = dict(data)
     name = values.pop("recipe")
     if not isinstance(name, str) or name not in CLASSES:
-        raise UserError(f"recipe file {path}: unknown recipe class {name!r}", f"set recipe: to one of {', '.join(CLASSES)}")
+        raise UserError(
+            f"recipe file {path}: unknown recipe class {name!r}", f"set recipe: to one of {', '.join(CLASSES)}"
+        )
     return name, values
 
 
@@ -154,21 +176,31 @@ def file_profiles(values: Mapping[str, Any], path: Path) -> tuple[dict[str, Any]
     if profiles is None:
         return common, {}
     if not isinstance(profiles, dict) or not profiles or not all(isinstance(v, dict) for v in profiles.values()):
-        raise UserError(f"recipe file {path}: profiles must map a profile name to its values",
-                        "write e.g. profiles: {paper: {epochs: 90}, finetune: {epochs: 10}}")
+        raise UserError(
+            f"recipe file {path}: profiles must map a profile name to its values",
+            "write e.g. profiles: {paper: {epochs: 90}, finetune: {epochs: 10}}",
+        )
     for name, own in profiles.items():
         if name not in PROFILE_NAMES:
-            raise UserError(f"recipe file {path}: unknown profile {name!r}", f"name profiles {' or '.join(PROFILE_NAMES)}")
+            raise UserError(
+                f"recipe file {path}: unknown profile {name!r}", f"name profiles {' or '.join(PROFILE_NAMES)}"
+            )
         both = sorted(set(own) & set(common))
         if both:
-            raise UserError(f"recipe file {path}: profile {name} sets {', '.join(both)}, which the file also sets outside the profiles",
-                            "give each key once: in the common part or in every profile")
+            raise UserError(
+                f"recipe file {path}: profile {name} sets {', '.join(both)}, which the file also sets outside the profiles",
+                "give each key once: in the common part or in every profile",
+            )
         if "profile" in own:
-            raise UserError(f"recipe file {path}: profile {name} sets 'profile'", "set the default profile once, at the top")
+            raise UserError(
+                f"recipe file {path}: profile {name} sets 'profile'", "set the default profile once, at the top"
+            )
     default = common.get("profile")
     if default not in profiles:
-        raise UserError(f"recipe file {path}: profile: {default!r} is not one of its profiles",
-                        f"set profile: to one of {', '.join(profiles)} (the default when --profile is not given)")
+        raise UserError(
+            f"recipe file {path}: profile: {default!r} is not one of its profiles",
+            f"set profile: to one of {', '.join(profiles)} (the default when --profile is not given)",
+        )
     return common, {name: dict(own) for name, own in profiles.items()}
 
 
@@ -182,12 +214,16 @@ def profile_values(values: Mapping[str, Any], path: Path, profile: str | None = 
     if not profiles:
         own = common.get("profile", "custom")
         if profile is not None and profile != own:
-            raise UserError(f"recipe file {path} has one set of values (profile {own}), not a {profile} profile",
-                            "drop --profile" if own != "custom" else "drop --profile, or add a profiles: section to the file")
+            raise UserError(
+                f"recipe file {path} has one set of values (profile {own}), not a {profile} profile",
+                "drop --profile" if own != "custom" else "drop --profile, or add a profiles: section to the file",
+            )
         return common
     chosen = profile if profile is not None else common["profile"]
     if chosen not in profiles:
-        raise UserError(f"recipe file {path} has no {chosen!r} profile", f"pass --profile {' or --profile '.join(profiles)}")
+        raise UserError(
+            f"recipe file {path} has no {chosen!r} profile", f"pass --profile {' or --profile '.join(profiles)}"
+        )
     return {**common, **profiles[chosen], "profile": chosen}
 
 
@@ -206,7 +242,9 @@ def load_recipe(spec: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise UserError(f"--profile {profile!r} is not a profile", f"use one of {', '.join(PROFILE_NAMES)}")
     _, profiles = file_profiles(values, path)
     for name in profiles or [None]:
-        cls.Config.from_mapping(profile_values(values, path, name), f"recipe file {path}" + (f" (profile {name})" if name else ""))
+        cls.Config.from_mapping(
+            profile_values(values, path, name), f"recipe file {path}" + (f" (profile {name})" if name else "")
+        )
     chosen = profile_values(values, path, profile)
     cls.Config.from_mapping(overrides, f"--set for recipe {cls.name}")
     return cls(cls.Config.from_mapping({**chosen, **overrides}, f"recipe {cls.name}"), source=str(path))
@@ -285,6 +323,30 @@ def describe(spec: str | Path) -> tuple[type, list[Parameter]]:
     return description.cls, description.parameters
 
 
-__all__ = ["CostSensitive", "LossFn", "PGDAT", "REGISTRY", "RECIPE_DIR", "Mart", "Parameter", "Recipe", "RecipeConfig", "Standard", "Trades",
-           "Description", "PROFILE_NAMES", "describe", "describe_profiles", "file_profiles", "load_recipe", "profile_values", "yaml_comments", "parse_overrides", "recipe_card", "recipe_names", "recipe_path", "read_recipe_file",
-           "read_recipe_values"]
+__all__ = [
+    "CostSensitive",
+    "LossFn",
+    "PGDAT",
+    "REGISTRY",
+    "RECIPE_DIR",
+    "Mart",
+    "Parameter",
+    "Recipe",
+    "RecipeConfig",
+    "Standard",
+    "Trades",
+    "Description",
+    "PROFILE_NAMES",
+    "describe",
+    "describe_profiles",
+    "file_profiles",
+    "load_recipe",
+    "profile_values",
+    "yaml_comments",
+    "parse_overrides",
+    "recipe_card",
+    "recipe_names",
+    "recipe_path",
+    "read_recipe_file",
+    "read_recipe_values",
+]

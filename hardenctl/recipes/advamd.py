@@ -23,6 +23,7 @@ design [ours]** (RECIPES.md, "advamd"), every knob in ``recipes/advamd.yaml``:
   or ``none`` vᵢ = 1. With both weights 0 the loss is exactly a clean fine-tune's CE(x);
 * the saved epoch is the best by held-out *clean* accuracy (``selection = "clean"``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,10 +71,12 @@ class AdvAmd(Recipe):
     name = "advamd"
     paper = "Yu, Chen, Gan, Adversarial Amendment ... Transforming an Enemy into a Friend, IJCAI 2023"
     improves = "clean accuracy of a pretrained model: fine-tune with mediate samples, auxiliary BN and the AdvAmd loss"
-    interpretation = ("ours (only the abstract is known): mediate samples x + λ_k·(x_adv − x); AdvProp-style auxiliary BN for "
-                      "mediate/adversarial batches, dropped on export; L = CE(x) + Σ_k w_mediate·mean(v·CE(x_m,k)) + "
-                      "w_adv·mean(v·CE(x_adv)), learning ratio v from the attack (p_true | loss_gap | none); "
-                      "best epoch by held-out clean accuracy")
+    interpretation = (
+        "ours (only the abstract is known): mediate samples x + λ_k·(x_adv − x); AdvProp-style auxiliary BN for "
+        "mediate/adversarial batches, dropped on export; L = CE(x) + Σ_k w_mediate·mean(v·CE(x_m,k)) + "
+        "w_adv·mean(v·CE(x_adv)), learning ratio v from the attack (p_true | loss_gap | none); "
+        "best epoch by held-out clean accuracy"
+    )
     selection = "clean"
     Config = AdvAmdConfig
 
@@ -113,9 +116,15 @@ class AdvAmd(Recipe):
             bn = f"auxiliary BN on {self.aux_bn_layers} BatchNorm layers (dropped from the saved model)"
         else:
             bn = "auxiliary BN does not apply: the model has no BatchNorm layers (e.g. LayerNorm); the rest of AdvAmd ran"
-        return {"advamd": {"aux_bn_layers": self.aux_bn_layers, "learning_ratio": c.vulnerability, "levels": list(c.levels),
-                           "summary": f"AdvAmd: {bn}; mediate levels {[round(v, 4) for v in c.levels]}, "
-                                      f"learning ratio {c.vulnerability}"}}
+        return {
+            "advamd": {
+                "aux_bn_layers": self.aux_bn_layers,
+                "learning_ratio": c.vulnerability,
+                "levels": list(c.levels),
+                "summary": f"AdvAmd: {bn}; mediate levels {[round(v, 4) for v in c.levels]}, "
+                f"learning ratio {c.vulnerability}",
+            }
+        }
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
         c = self.config
@@ -129,8 +138,16 @@ class AdvAmd(Recipe):
             *mediate_logits, adv_logits = model(batch).float().split(len(x))
         ratio = learning_ratio(c.vulnerability, adv_logits, logits, y)
         for chunk in mediate_logits:
-            total = total + c.w_mediate * (ratio * F.cross_entropy(chunk, y, reduction="none", label_smoothing=c.label_smoothing)).mean()
-        return total + c.w_adv * (ratio * F.cross_entropy(adv_logits, y, reduction="none", label_smoothing=c.label_smoothing)).mean()
+            total = (
+                total
+                + c.w_mediate
+                * (ratio * F.cross_entropy(chunk, y, reduction="none", label_smoothing=c.label_smoothing)).mean()
+            )
+        return (
+            total
+            + c.w_adv
+            * (ratio * F.cross_entropy(adv_logits, y, reduction="none", label_smoothing=c.label_smoothing)).mean()
+        )
 
 
 __all__ = ["AdvAmd", "AdvAmdConfig", "VULNERABILITY", "learning_ratio", "mediate_samples"]

@@ -28,6 +28,7 @@ Deviations, named in ``interpretation``: our U-Net purifier and its pre-training
 draws one per batch); L1 on [0, 1] pixels of one output (the code sums two stages on [−1, 1]); Adam moments
 carry over from pre-training into fine-tuning (the engine has one optimiser); no GAN term yet.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -76,28 +77,48 @@ class AtopConfig(RecipeConfig):
         where = "recipe atop"
         total = self.pretrain_epochs + self.finetune_epochs
         if self.epochs not in (0, total):
-            raise UserError(f"{where}: epochs={self.epochs} cannot be set, atop derives it (pretrain_epochs + finetune_epochs = {total})",
-                            "drop --epochs / epochs and set pretrain_epochs and finetune_epochs instead")
+            raise UserError(
+                f"{where}: epochs={self.epochs} cannot be set, atop derives it (pretrain_epochs + finetune_epochs = {total})",
+                "drop --epochs / epochs and set pretrain_epochs and finetune_epochs instead",
+            )
         if total == 0:
-            raise UserError(f"{where}: pretrain_epochs and finetune_epochs are both 0", "set e.g. --set pretrain_epochs=20 --set finetune_epochs=10")
+            raise UserError(
+                f"{where}: pretrain_epochs and finetune_epochs are both 0",
+                "set e.g. --set pretrain_epochs=20 --set finetune_epochs=10",
+            )
         object.__setattr__(self, "epochs", total)
         if self.attack_steps:
-            raise UserError(f"{where}: attack_steps={self.attack_steps}, but atop runs its own attack on the classifier alone",
-                            "drop attack_steps (it must stay 0) and choose finetune_attack: fgsm or pgd")
+            raise UserError(
+                f"{where}: attack_steps={self.attack_steps}, but atop runs its own attack on the classifier alone",
+                "drop attack_steps (it must stay 0) and choose finetune_attack: fgsm or pgd",
+            )
         if self.attack != "pgd":
-            raise UserError(f"{where}: attack={self.attack}, but the engine's training attack is off for atop (it attacks the "
-                            "classifier alone itself)", "drop attack and choose finetune_attack: fgsm or pgd")
+            raise UserError(
+                f"{where}: attack={self.attack}, but the engine's training attack is off for atop (it attacks the "
+                "classifier alone itself)",
+                "drop attack and choose finetune_attack: fgsm or pgd",
+            )
         if self.reinit:
-            raise UserError(f"{where}: reinit=true, but atop keeps the input classifier frozen", "drop --reinit / reinit")
+            raise UserError(
+                f"{where}: reinit=true, but atop keeps the input classifier frozen", "drop --reinit / reinit"
+            )
         if self.gan_weight > 0:
-            raise UserError(f"{where}: gan_weight={self.gan_weight:g} is not implemented (the optional GAN term needs a discriminator "
-                            "with its own optimiser)", "set gan_weight: 0 (the L1 reconstruction and classification terms remain)")
+            raise UserError(
+                f"{where}: gan_weight={self.gan_weight:g} is not implemented (the optional GAN term needs a discriminator "
+                "with its own optimiser)",
+                "set gan_weight: 0 (the L1 reconstruction and classification terms remain)",
+            )
         if self.warmup_epochs != int(self.warmup_epochs):
-            raise UserError(f"{where}: warmup_epochs={self.warmup_epochs:g} is not a whole number of fine-tuning epochs",
-                            "give warmup_epochs as an integer, e.g. 0 or 2")
+            raise UserError(
+                f"{where}: warmup_epochs={self.warmup_epochs:g} is not a whole number of fine-tuning epochs",
+                "give warmup_epochs as an integer, e.g. 0 or 2",
+            )
         if self.finetune_epochs and self.warmup_epochs >= self.finetune_epochs:
-            raise UserError(f"{where}: warmup_epochs={int(self.warmup_epochs)} leaves none of the {self.finetune_epochs} fine-tuning "
-                            "epochs with the classification term", f"set warmup_epochs below {self.finetune_epochs}")
+            raise UserError(
+                f"{where}: warmup_epochs={int(self.warmup_epochs)} leaves none of the {self.finetune_epochs} fine-tuning "
+                "epochs with the classification term",
+                f"set warmup_epochs below {self.finetune_epochs}",
+            )
         self.transform()  # rt/sigma/missing_rate/block checked together
 
     @property
@@ -112,10 +133,14 @@ class AtopConfig(RecipeConfig):
 class Atop(Recipe):
     name = "atop"
     paper = "Lin et al., Adversarial Training on Purification (AToP), ICLR 2024"
-    improves = "robustness of a frozen classifier: random transform + purifier fine-tuned through it (classifier unchanged)"
-    interpretation = ("our small U-Net purifier pre-trained with L1 on the user's data (the paper fine-tunes a pretrained "
-                      "DeepFillv2 GAN); per-image masks; L1 on [0,1] pixels of one output; Adam moments carried from "
-                      "pre-training into fine-tuning; no GAN term; rt1/rt3 are our reading of the official notebooks")
+    improves = (
+        "robustness of a frozen classifier: random transform + purifier fine-tuned through it (classifier unchanged)"
+    )
+    interpretation = (
+        "our small U-Net purifier pre-trained with L1 on the user's data (the paper fine-tunes a pretrained "
+        "DeepFillv2 GAN); per-image masks; L1 on [0,1] pixels of one output; Adam moments carried from "
+        "pre-training into fine-tuning; no GAN term; rt1/rt3 are our reading of the official notebooks"
+    )
     Config = AtopConfig
 
     def __init__(self, config: RecipeConfig | None = None, source: str | None = None):
@@ -159,14 +184,20 @@ class Atop(Recipe):
         (the run's ``--seed``: the same seed gives the same purifier, another seed another)."""
         c = self.config
         if isinstance(model, PurifiedClassifier):
-            raise UserError("the input model already has an AToP purifier", "pass the bare classifier checkpoint to --recipe atop")
+            raise UserError(
+                "the input model already has an AToP purifier", "pass the bare classifier checkpoint to --recipe atop"
+            )
         info = getattr(model, "info", None)
         if info is None or not hasattr(model, "model"):
-            raise UserError("atop needs a classifier loaded by hardenctl (pixels in [0, 1], normalisation inside)",
-                            "load it with hardenctl.load_model")
+            raise UserError(
+                "atop needs a classifier loaded by hardenctl (pixels in [0, 1], normalisation inside)",
+                "load it with hardenctl.load_model",
+            )
         if info.input_size and c.block > min(info.input_size):
-            raise UserError(f"recipe atop: block={c.block} is larger than the {info.input_size[0]}x{info.input_size[1]} images",
-                            f"set block to at most {min(info.input_size)} (e.g. 4 for 32x32 images, 2 for 8x8)")
+            raise UserError(
+                f"recipe atop: block={c.block} is larger than the {info.input_size[0]}x{info.input_size[1]} images",
+                f"set block to at most {min(info.input_size)} (e.g. 4 for 32x32 images, 2 for 8x8)",
+            )
         purifier = new_purifier(info.in_chans, c.width, c.depth, seed=seed).to(next(model.parameters()).device)
         return PurifiedClassifier(model, purifier, RandomTransform(c.transform()))
 
@@ -201,7 +232,9 @@ class Atop(Recipe):
         else:
             recon = F.l1_loss(model(x, draw, "purified").float(), x.float())
             logits = model(x_prime, draw, "logits") if weight else None
-        return recon + weight * F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing) if weight else recon
+        return (
+            recon + weight * F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing) if weight else recon
+        )
 
     # -- the report -----------------------------------------------------------------------------
     def extra_evaluations(self, final: nn.Module) -> dict[str, dict[str, Any]]:
@@ -214,15 +247,20 @@ class Atop(Recipe):
         ours = {**dict(after.model.named_parameters()), **dict(after.model.named_buffers())}
         identical = theirs.keys() == ours.keys() and all(torch.equal(theirs[k].cpu(), ours[k].cpu()) for k in theirs)
         purifier = sum(p.numel() for p in after.purifier.parameters())
-        return {"atop": {
-            "classifier_bit_identical": identical, "purifier_parameters": purifier,
-            "transform": self.config.transform().to_dict(),
-            "summary": (f"AToP: 'input model' is the bare classifier, 'hardened' the composite f(g(t(x))) attacked end to end "
-                        f"(with EOT when randomised); the '{BPDA_LABEL}' column attacks the classifier alone and passes the "
-                        f"points through the pipeline, which overstates robustness; classifier weights and buffers "
-                        f"{'bit-identical to the input' if identical else 'CHANGED (a bug: please report it)'}; "
-                        f"purifier {purifier:,} parameters"),
-        }}
+        return {
+            "atop": {
+                "classifier_bit_identical": identical,
+                "purifier_parameters": purifier,
+                "transform": self.config.transform().to_dict(),
+                "summary": (
+                    f"AToP: 'input model' is the bare classifier, 'hardened' the composite f(g(t(x))) attacked end to end "
+                    f"(with EOT when randomised); the '{BPDA_LABEL}' column attacks the classifier alone and passes the "
+                    f"points through the pipeline, which overstates robustness; classifier weights and buffers "
+                    f"{'bit-identical to the input' if identical else 'CHANGED (a bug: please report it)'}; "
+                    f"purifier {purifier:,} parameters"
+                ),
+            }
+        }
 
 
 __all__ = ["BPDA_LABEL", "Atop", "AtopConfig"]

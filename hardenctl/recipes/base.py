@@ -2,7 +2,7 @@
 
 Why: a recipe is an algorithm box from a paper — a loss, sometimes a change to the model —
 and nothing else. The loop, the training attack, mixed precision, DDP, checkpoints and
-reports are the engine's (:mod:`hardenctl.harden`), written once. So a recipe states:
+reports are the engine's (:mod:`hardenctl.training`), written once. So a recipe states:
 
 * ``Config``: a frozen dataclass of its parameters (the engine's shared ones below plus its
   own, e.g. MART's β), validated once from ``recipes/NAME.yaml`` merged with ``--set``;
@@ -20,6 +20,7 @@ reports are the engine's (:mod:`hardenctl.harden`), written once. So a recipe st
   hardened report's ``extra``, e.g. Min-Max statistics) and ``extra_evaluations(hardened)``
   (label → EvalConfig overrides: more columns for the saved model, e.g. AToP's BPDA number).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,16 +47,47 @@ def _at_least(low: float) -> dict:
 
 
 AUTO = "auto"
-SWEEP = "sweep"  # what lr: auto resolves to: the engine measures candidates on the held-out split (hardenctl.harden.lr_sweep)
+SWEEP = "sweep"  # what lr: auto resolves to: the engine measures candidates on the held-out split (hardenctl.training.lr_sweep)
 PROFILES = ("paper", "finetune", "custom")
 ATTACKS = ("pgd", "fgsm-rs", "fgsm")
 CO_GUARDS = ("stop", "lower", "warn", "off")
 # timm families whose own training recipes use AdamW (transformers, hybrids, ConvNeXt and the MetaFormers): `optimizer:
 # auto` picks AdamW when a "_"-separated part of the architecture name starts with one of these, SGD otherwise
-ADAMW_ARCHS = ("vit", "deit", "beit", "eva", "cait", "xcit", "swin", "crossvit", "levit", "pvt", "twins", "coat", "tnt",
-               "volo", "mvitv2", "maxvit", "maxxvit", "coatnet", "mobilevit", "efficientvit", "efficientformer", "fastvit",
-               "davit", "focalnet", "gcvit", "nextvit", "hiera", "flexivit", "edgenext", "convnext", "convformer",
-               "caformer", "poolformer")
+ADAMW_ARCHS = (
+    "vit",
+    "deit",
+    "beit",
+    "eva",
+    "cait",
+    "xcit",
+    "swin",
+    "crossvit",
+    "levit",
+    "pvt",
+    "twins",
+    "coat",
+    "tnt",
+    "volo",
+    "mvitv2",
+    "maxvit",
+    "maxxvit",
+    "coatnet",
+    "mobilevit",
+    "efficientvit",
+    "efficientformer",
+    "fastvit",
+    "davit",
+    "focalnet",
+    "gcvit",
+    "nextvit",
+    "hiera",
+    "flexivit",
+    "edgenext",
+    "convnext",
+    "convformer",
+    "caformer",
+    "poolformer",
+)
 
 
 def _parse_names(value: Any, where: str) -> tuple[str, ...]:
@@ -65,15 +97,19 @@ def _parse_names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(s.strip().lower() for s in items)
 
 
-def _auto_or_number(key: str, low: float, exclusive: bool = False, words: tuple[str, ...] = (AUTO,)) -> Callable[[Any, str], Any]:
+def _auto_or_number(
+    key: str, low: float, exclusive: bool = False, words: tuple[str, ...] = (AUTO,)
+) -> Callable[[Any, str], Any]:
     """A parser for a number that may also be ``auto`` (decided by the engine once the model is known) or another of
     ``words`` (``lr``: ``sweep``, what the engine resolves ``auto`` to until the sweep has measured)."""
+
     def parse(value: Any, where: str) -> Any:
         if isinstance(value, str) and value.strip().lower() in words:
             return value.strip().lower()
         number = _number(key, value, where)
         _check_range(key, number, {"min": low, "exclusive": exclusive}, where)
         return number
+
     return parse
 
 
@@ -84,7 +120,7 @@ class RecipeConfig:
     A training recipe's file holds two profiles of them (``hardenctl.recipes.load_recipe``): ``paper``, the published
     from-scratch schedule, and ``finetune`` (the default), an adversarial fine-tuning of the input model whose
     ``optimizer``/``lr``/``weight_decay`` may be ``auto``, decided by the engine once the model is known
-    (:mod:`hardenctl.harden.resolve`). ``profile`` records which one a config came from.
+    (:mod:`hardenctl.training.resolve`). ``profile`` records which one a config came from.
     """
 
     # optimisation
@@ -142,12 +178,14 @@ class RecipeConfig:
 
     def __post_init__(self) -> None:
         if self.reinit and self.profile == "finetune":
-            raise UserError("reinit (--reinit) starts from random weights, which the finetune profile is not made for",
-                            "pass --profile paper --reinit (the papers' from-scratch schedules)")
+            raise UserError(
+                "reinit (--reinit) starts from random weights, which the finetune profile is not made for",
+                "pass --profile paper --reinit (the papers' from-scratch schedules)",
+            )
 
     @property
     def resolved(self) -> bool:
-        """Whether every ``auto`` value has been decided (:func:`hardenctl.harden.resolve.resolve_config`)."""
+        """Whether every ``auto`` value has been decided (:func:`hardenctl.training.resolve.resolve_config`)."""
         return AUTO not in (self.optimizer, self.lr, self.weight_decay)
 
     @property
@@ -185,7 +223,9 @@ def _number(key: str, value: Any, where: str) -> float:
         try:
             value = float(num) / float(den)
         except (ValueError, ZeroDivisionError):
-            raise UserError(f"{where}: {key}={value!r} is not a number", f"give {key} a number or a fraction such as 8/255") from None
+            raise UserError(
+                f"{where}: {key}={value!r} is not a number", f"give {key} a number or a fraction such as 8/255"
+            ) from None
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -245,8 +285,12 @@ def _coerce(key: str, value: Any, kind: Any, meta: Mapping[str, Any], where: str
         if meta.get("length") is not None and len(value) != meta["length"]:
             raise UserError(f"{where}: {key} has {len(value)} values", f"give {key} exactly {meta['length']} values")
         if not value and not meta.get("may_be_empty"):  # e.g. lr_sweep=[]: nothing to measure, found now, not mid-run
-            raise UserError(f"{where}: {key} is an empty list", f"give {key} at least one value, e.g. {key}: [1, 3, 10]"
-                            if key == "lr_sweep" else f"give {key} at least one value")
+            raise UserError(
+                f"{where}: {key} is an empty list",
+                f"give {key} at least one value, e.g. {key}: [1, 3, 10]"
+                if key == "lr_sweep"
+                else f"give {key} at least one value",
+            )
         numbers = tuple(_number(key, item, where) for item in value)
         for number in numbers:
             _check_range(key, number, meta, where)

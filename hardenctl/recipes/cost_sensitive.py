@@ -22,6 +22,7 @@ Only the abstract is known and there is no official code, so everything below is
 * ``protected`` takes class ids or names; ``api.harden`` turns names into ids with
   :func:`resolve_protected` and the training data's class names (the recipe never sees the dataset).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -54,15 +55,25 @@ def parse_protected(value: Any, where: str) -> tuple[int | str, ...]:
     if isinstance(items, int) and not isinstance(items, bool):
         items = [items]
     if not isinstance(items, (list, tuple)) or not items:
-        raise UserError(f"{where}: protected={value!r} is not a list of class ids or names", "give e.g. protected: [3, 5] or [cat, dog]")
+        raise UserError(
+            f"{where}: protected={value!r} is not a list of class ids or names",
+            "give e.g. protected: [3, 5] or [cat, dog]",
+        )
     parsed: list[int | str] = []
     for item in items:
         text = item.strip() if isinstance(item, str) else item
         if isinstance(text, str) and text.isdigit():
             text = int(text)
-        if isinstance(text, bool) or not isinstance(text, (int, str)) or (isinstance(text, int) and text < 0) or text == "":
-            raise UserError(f"{where}: protected={value!r} has {item!r}, not a class id or name",
-                            "give class ids (0-based integers) or the dataset's class names, e.g. protected: [3, 5]")
+        if (
+            isinstance(text, bool)
+            or not isinstance(text, (int, str))
+            or (isinstance(text, int) and text < 0)
+            or text == ""
+        ):
+            raise UserError(
+                f"{where}: protected={value!r} has {item!r}, not a class id or name",
+                "give class ids (0-based integers) or the dataset's class names, e.g. protected: [3, 5]",
+            )
         if text not in parsed:
             parsed.append(text)
     return tuple(parsed)
@@ -71,8 +82,10 @@ def parse_protected(value: Any, where: str) -> tuple[int | str, ...]:
 def protected_ids(protected: Sequence[int | str]) -> list[int]:
     """The ids of a resolved ``protected`` (names left unresolved are a bug in the caller, not the user's error)."""
     if any(not isinstance(p, int) for p in protected):
-        raise RuntimeError(f"protected classes {list(protected)} hold names: resolve them against the dataset first "
-                           "(hardenctl.api.harden does)")
+        raise RuntimeError(
+            f"protected classes {list(protected)} hold names: resolve them against the dataset first "
+            "(hardenctl.api.harden does)"
+        )
     return sorted(protected)
 
 
@@ -82,7 +95,9 @@ def class_weights(matrix: Tensor) -> Tensor:
     return matrix.mean(dim=1) / ((k - 1) / k) if k > 1 else torch.ones(k)
 
 
-def cost_sensitive_loss(per_sample: Tensor, logits_adv: Tensor, y: Tensor, matrix: Tensor, lambda_cost: float) -> Tensor:
+def cost_sensitive_loss(
+    per_sample: Tensor, logits_adv: Tensor, y: Tensor, matrix: Tensor, lambda_cost: float
+) -> Tensor:
     """mean_i C̄_{yᵢ}·ℓᵢ + λ·mean_i Σ_{k≠yᵢ} C_{yᵢ,k}·p_k(x'ᵢ) for a per-sample base loss ℓ."""
     matrix = matrix.to(per_sample.device, per_sample.dtype)
     total = (class_weights(matrix)[y] * per_sample).mean()
@@ -120,9 +135,16 @@ def minmax_stats(model: nn.Module) -> list[dict]:
         w = weight.detach().double().flatten()
         peak = float(w.abs().max())
         centred = w - w.mean()
-        var = float((centred ** 2).mean())
-        rows.append({"layer": name, "n": w.numel(), "near_zero_fraction": float((w.abs() < NEAR_ZERO * peak).double().mean()),
-                     "max_abs": peak, "kurtosis": float((centred ** 4).mean()) / var ** 2 if var > 0 else None})
+        var = float((centred**2).mean())
+        rows.append(
+            {
+                "layer": name,
+                "n": w.numel(),
+                "near_zero_fraction": float((w.abs() < NEAR_ZERO * peak).double().mean()),
+                "max_abs": peak,
+                "kurtosis": float((centred**4).mean()) / var**2 if var > 0 else None,
+            }
+        )
     return rows
 
 
@@ -130,6 +152,7 @@ def minmax_summary(before: list[dict], after: list[dict]) -> str:
     """One line: did the Min-Max property appear (median near-zero fraction AND median max|w| rose)?"""
     if not before or not after:
         return "Min-Max property: no conv layers to measure"
+
     def med(rows: list[dict], key: str) -> float:
         return statistics.median([r[key] for r in rows if r[key] is not None] or [float("nan")])
 
@@ -137,8 +160,10 @@ def minmax_summary(before: list[dict], after: list[dict]) -> str:
     m0, m1 = med(before, "max_abs"), med(after, "max_abs")
     k0, k1 = med(before, "kurtosis"), med(after, "kurtosis")
     verdict = "appeared" if z1 > z0 and m1 > m0 else "did not appear"
-    return (f"Min-Max property {verdict}: median near-zero fraction {z0:.4f} → {z1:.4f}, median max|w| {m0:.4g} → {m1:.4g}, "
-            f"median kurtosis {k0:.3g} → {k1:.3g} over {len(after)} conv layers")
+    return (
+        f"Min-Max property {verdict}: median near-zero fraction {z0:.4f} → {z1:.4f}, median max|w| {m0:.4g} → {m1:.4g}, "
+        f"median kurtosis {k0:.3g} → {k1:.3g} over {len(after)} conv layers"
+    )
 
 
 # -- the recipe ---------------------------------------------------------------------------------
@@ -158,16 +183,25 @@ class CostSensitive(Recipe):
     name = "cost-sensitive"
     paper = "Shen et al., Adversarial Learning with Cost-Sensitive Classes, arXiv 2101.12372 (IEEE 2022)"
     improves = "robustness of protected classes: cost-weighted adversarial loss, optional Min-Max weight regulariser"
-    interpretation = ("ours (only the abstract is known): cost matrix C_jk = cost for protected j else 1; loss = mean C̄_y·ℓ "
-                      "+ λ·Σ_{k≠y} C_{y,k}·p_k(x') with ℓ the per-sample pgd-at/trades/mart loss; Min-Max regulariser "
-                      "μ·Σ_{|w| < quantile_{1−q}(|w|)} |w| over conv weights")
+    interpretation = (
+        "ours (only the abstract is known): cost matrix C_jk = cost for protected j else 1; loss = mean C̄_y·ℓ "
+        "+ λ·Σ_{k≠y} C_{y,k}·p_k(x') with ℓ the per-sample pgd-at/trades/mart loss; Min-Max regulariser "
+        "μ·Σ_{|w| < quantile_{1−q}(|w|)} |w| over conv weights"
+    )
     Config = CostSensitiveConfig
 
     def report_extra(self, before: nn.Module, after: nn.Module) -> dict[str, Any]:
         """The harden report's section: Min-Max statistics of the input and the hardened model, and the one-line verdict."""
         first, last = minmax_stats(before), minmax_stats(after)
-        return {"minmax": {"before": first, "after": last, "summary": minmax_summary(first, last),
-                           "mu": self.config.minmax_mu, "top_q": self.config.minmax_top_q}}
+        return {
+            "minmax": {
+                "before": first,
+                "after": last,
+                "summary": minmax_summary(first, last),
+                "mu": self.config.minmax_mu,
+                "top_q": self.config.minmax_top_q,
+            }
+        }
 
     def attack_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> LossFn:
         return base_attack_loss(self.config.base, model, x, y)
@@ -180,7 +214,9 @@ class CostSensitive(Recipe):
             per_sample = F.cross_entropy(logits_adv, y, reduction="none", label_smoothing=c.label_smoothing)
         else:
             logits = model(x).float()
-            per_sample = (trades_per_sample if c.base == "trades" else mart_per_sample)(logits, logits_adv, y, c.beta, c.label_smoothing)
+            per_sample = (trades_per_sample if c.base == "trades" else mart_per_sample)(
+                logits, logits_adv, y, c.beta, c.label_smoothing
+            )
         matrix = cost_matrix(logits_adv.shape[1], protected_ids(c.protected), c.cost)
         total = cost_sensitive_loss(per_sample, logits_adv, y, matrix, c.lambda_cost)
         if c.minmax_mu:
@@ -188,6 +224,20 @@ class CostSensitive(Recipe):
         return total
 
 
-__all__ = ["BASES", "CostSensitive", "CostSensitiveConfig", "class_weights", "cost_matrix", "cost_sensitive_loss",
-           "mart_per_sample", "minmax_penalty", "minmax_stats", "minmax_summary", "parse_protected", "protected_ids", "protected_metrics",
-           "resolve_protected", "trades_per_sample"]
+__all__ = [
+    "BASES",
+    "CostSensitive",
+    "CostSensitiveConfig",
+    "class_weights",
+    "cost_matrix",
+    "cost_sensitive_loss",
+    "mart_per_sample",
+    "minmax_penalty",
+    "minmax_stats",
+    "minmax_summary",
+    "parse_protected",
+    "protected_ids",
+    "protected_metrics",
+    "resolve_protected",
+    "trades_per_sample",
+]

@@ -25,6 +25,7 @@ Our design [ours], configurable in ``recipes/fsr.yaml``:
 * ``zero_init_recalibration`` (default off, as the official code): zero R's last conv so a
   pretrained backbone's outputs are unchanged at the start.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,10 +47,14 @@ def parse_stages(value: Any, where: str) -> tuple[str, ...]:
     """``last``, ``layer3,layer4`` or ``[layer3, layer4]`` → a tuple of names (checked against the model later)."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) for s in items):
-        raise UserError(f"{where}: stages={value!r} is not a list of stage names", "give e.g. stages: [layer4] or stages: last")
+        raise UserError(
+            f"{where}: stages={value!r} is not a list of stage names", "give e.g. stages: [layer4] or stages: last"
+        )
     names = tuple(s.strip() for s in items)
     if not names or any(not s or any(c.isspace() for c in s) for s in names):
-        raise UserError(f"{where}: stages={value!r} has an empty or malformed name", "give e.g. stages: [layer4] or stages: last")
+        raise UserError(
+            f"{where}: stages={value!r} has an empty or malformed name", "give e.g. stages: [layer4] or stages: last"
+        )
     return names
 
 
@@ -70,8 +75,10 @@ def fsr_terms(modules: list[FSRModule], parts: list[FSRParts], y: Tensor, y_wron
     CE(h(f⁺), y) + CE(h(f⁻), y') and CE(h(f̃⁻), y)."""
     sep = rec = 0.0
     for module, p in zip(modules, parts):
-        sep = sep + (F.cross_entropy(module.aux_logits(p.robust).float(), y)
-                     + F.cross_entropy(module.aux_logits(p.non_robust).float(), y_wrong))
+        sep = sep + (
+            F.cross_entropy(module.aux_logits(p.robust).float(), y)
+            + F.cross_entropy(module.aux_logits(p.non_robust).float(), y_wrong)
+        )
         rec = rec + F.cross_entropy(module.aux_logits(p.recalibrated).float(), y)
     return sep / len(modules), rec / len(modules)
 
@@ -80,8 +87,10 @@ class Fsr(Recipe):
     name = "fsr"
     paper = "Kim et al., Feature Separation and Recalibration for Adversarial Robustness, CVPR 2023"
     improves = "robust accuracy over its base AT method: separates and recalibrates non-robust feature units"
-    interpretation = ("FSR on timm stages from feature_info (default: the last); base trades/mart replace the CE(f(x'), y) "
-                      "term by that recipe's loss (the official code has only pgd-at); optional zero init of R's last conv")
+    interpretation = (
+        "FSR on timm stages from feature_info (default: the last); base trades/mart replace the CE(f(x'), y) "
+        "term by that recipe's loss (the official code has only pgd-at); optional zero init of R's last conv"
+    )
     Config = FsrConfig
 
     def prepare(self, model: nn.Module, seed: int = 0) -> nn.Module:
@@ -93,7 +102,15 @@ class Fsr(Recipe):
         num_classes = info.num_classes if info is not None else getattr(net, "num_classes", None)
         if not num_classes:
             raise UserError("cannot tell how many classes the model has", "load it with hardenctl.load_model")
-        insert_fsr(net, c.stages, int(num_classes), c.hidden, c.tau, zero_init_recalibration=c.zero_init_recalibration, seed=seed)
+        insert_fsr(
+            net,
+            c.stages,
+            int(num_classes),
+            c.hidden,
+            c.tau,
+            zero_init_recalibration=c.zero_init_recalibration,
+            seed=seed,
+        )
         if info is not None:
             info.metadata["fsr"] = fsr_metadata(net)  # in place: the engine saves this info's metadata
         return model

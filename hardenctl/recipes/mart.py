@@ -17,6 +17,7 @@ Faithful to the official code (github.com/YisenWang/MART, ``mart.py``):
   over classes with p(x) as the target and log(p(x') + 1e-12) as the input;
 * nothing is detached: gradients flow through p(x) in the KL target *and* in the weight.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,7 +62,8 @@ def mart_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float, 
     adv_probs = F.softmax(logits_adv, dim=1)
     wrong = strongest_wrong_class(adv_probs, y)
     boosted = F.cross_entropy(logits_adv, y, reduction="none", label_smoothing=label_smoothing) - torch.log(
-        1.0001 - adv_probs.gather(1, wrong[:, None]).squeeze(1) + 1e-12)
+        1.0001 - adv_probs.gather(1, wrong[:, None]).squeeze(1) + 1e-12
+    )
     kl = F.kl_div(torch.log(adv_probs + 1e-12), F.softmax(logits, dim=1), reduction="none").sum(dim=1)
     return boosted + float(beta) * kl * misclassification_weight(logits, y)
 

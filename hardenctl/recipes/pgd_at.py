@@ -10,6 +10,7 @@ while attacking, train mode for the loss.
 ordinary empirical risk minimisation, kept as a recipe so a benchmark trains it with exactly
 the same engine, data, schedule and seed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

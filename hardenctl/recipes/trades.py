@@ -17,6 +17,7 @@ One difference, exact in value: the official code runs a third, identical train-
 pass of x for the KL target; we reuse the first. Loss and gradients are the same; BatchNorm's
 running statistics see the clean batch once per step instead of twice.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ def kl_to_clean(clean_probs: Tensor, logits_adv: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(logits_adv.float(), dim=1), clean_probs, reduction="none").sum(dim=1)
 
 
-def trades_per_sample(logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
+def trades_per_sample(
+    logits: Tensor, logits_adv: Tensor, y: Tensor, beta: float, label_smoothing: float = 0.0
+) -> Tensor:
     """TRADES per sample: CE(f(xᵢ), yᵢ) + β·KL(p(xᵢ) ‖ p(x'ᵢ)); :func:`trades_loss` is its mean.
 
     ``label_smoothing`` (the engine's option, 0 in the paper) smooths the CE term only; the KL target stays p(x).

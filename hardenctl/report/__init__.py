@@ -6,6 +6,7 @@ Layers, arrows pointing down: ``outputs`` (writes the files) → renderers (``ma
 JSON) and ``gallery`` (the images a report carries) → ``common``.
 Every renderer escapes names for its own syntax; no renderer imports the schema at run time.
 """
+
 from __future__ import annotations
 
 from .common import GATE_BASIS
@@ -20,6 +21,30 @@ from .plot import PLOT_MISSING, plot_png, write_plot
 from .reader import load_report, read_report_json, report_from_dict
 from .schema import REGRESSED_SHOWN, SCHEMA_VERSION, Check, Gate, Report, SampleResults
 
-__all__ = ["GATE_BASIS", "PICTURES", "PLOT_MISSING", "REGRESSED_SHOWN", "SCHEMA_VERSION", "Check", "Gallery", "Gate", "Report",
-           "SampleResults", "grid_note", "grid_png", "load_report", "read_report_json", "plot_png", "render_html", "render_junit", "render_markdown",
-           "render_table", "render_work_table", "report_from_dict", "write_grid", "write_html", "write_outputs", "write_plot"]
+__all__ = [
+    "GATE_BASIS",
+    "PICTURES",
+    "PLOT_MISSING",
+    "REGRESSED_SHOWN",
+    "SCHEMA_VERSION",
+    "Check",
+    "Gallery",
+    "Gate",
+    "Report",
+    "SampleResults",
+    "grid_note",
+    "grid_png",
+    "load_report",
+    "read_report_json",
+    "plot_png",
+    "render_html",
+    "render_junit",
+    "render_markdown",
+    "render_table",
+    "render_work_table",
+    "report_from_dict",
+    "write_grid",
+    "write_html",
+    "write_outputs",
+    "write_plot",
+]

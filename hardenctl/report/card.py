@@ -11,6 +11,7 @@ report (input and hardened model side by side) or an eval report (one model). A 
 every string from it is escaped for where it lands (Markdown text, a code span, a Python string literal, a shell
 word, YAML), and code fences are longer than any run of backticks inside them, so nothing closes them early.
 """
+
 from __future__ import annotations
 
 import re
@@ -73,8 +74,9 @@ def check_report(report: dict[str, Any]) -> None:
     sides = (("input.", report["input"]), ("hardened.", report["hardened"])) if harden else (("", report),)
     for where, result in sides:
         if not isinstance(result, dict):
-            raise UserError(f"the report's {where.rstrip('.')} is not an evaluation",
-                            "pass a report.json written by hardenctl")
+            raise UserError(
+                f"the report's {where.rstrip('.')} is not an evaluation", "pass a report.json written by hardenctl"
+            )
         for metric in ("clean_accuracy", "robust_accuracy"):
             checked_accuracy(result, metric, where)
         checked_threat(result, where)
@@ -106,11 +108,16 @@ def threat_model(result: dict[str, Any]) -> dict[str, Any]:
     """What a robust-accuracy number means: without these it is not comparable with any other."""
     interval = (result.get("intervals") or {}).get("robust_accuracy")
     return {
-        "norm": result.get("norm"), "eps": result.get("eps"), "eps_text": format_eps(result.get("eps")),
+        "norm": result.get("norm"),
+        "eps": result.get("eps"),
+        "eps_text": format_eps(result.get("eps")),
         "eps_levels": format_eps(result.get("eps"), decimal=False),
-        "suite": result.get("suite"), "n": result.get("n"), "seed": result.get("seed"),
+        "suite": result.get("suite"),
+        "n": result.get("n"),
+        "seed": result.get("seed"),
         "interval_95": [round(v, 6) for v in interval] if interval else None,
-        "interval_method": result.get("interval_method", "wilson"), "data_sha256": result.get("data_sha256"),
+        "interval_method": result.get("interval_method", "wilson"),
+        "data_sha256": result.get("data_sha256"),
     }
 
 
@@ -121,17 +128,27 @@ def eval_results(report: dict[str, Any], options: CardOptions) -> list[Any]:
     threat = threat_model(result)
     data = evaluated_data(report)
     clean_interval = (result.get("intervals") or {}).get("clean_accuracy")
-    common = dict(task_type="image-classification", task_name="Image Classification",
-                  dataset_type=options.dataset_id or NOT_A_HUB_DATASET, dataset_name=options.dataset_name or data.name,
-                  dataset_split=data.split, metric_type="accuracy", verified=False)
+    common = dict(
+        task_type="image-classification",
+        task_name="Image Classification",
+        dataset_type=options.dataset_id or NOT_A_HUB_DATASET,
+        dataset_name=options.dataset_name or data.name,
+        dataset_split=data.split,
+        metric_type="accuracy",
+        verified=False,
+    )
     clean_args = {"n": threat["n"], "interval_95": [round(v, 6) for v in clean_interval] if clean_interval else None}
     return [
-        EvalResult(metric_value=result["clean_accuracy"], metric_name="clean accuracy", metric_args=clean_args,
-                   **common),
-        EvalResult(metric_value=result["robust_accuracy"],
-                   metric_name=f"robust accuracy ({NORM_TEXT[threat['norm']]} ε={threat['eps_levels']}, "
-                               f"{clean_text(threat['suite'])} suite)",
-                   metric_args={k: v for k, v in threat.items() if k not in ("eps_text",)}, **common),
+        EvalResult(
+            metric_value=result["clean_accuracy"], metric_name="clean accuracy", metric_args=clean_args, **common
+        ),
+        EvalResult(
+            metric_value=result["robust_accuracy"],
+            metric_name=f"robust accuracy ({NORM_TEXT[threat['norm']]} ε={threat['eps_levels']}, "
+            f"{clean_text(threat['suite'])} suite)",
+            metric_args={k: v for k, v in threat.items() if k not in ("eps_text",)},
+            **common,
+        ),
     ]
 
 
@@ -144,10 +161,17 @@ def card_data(report: dict[str, Any], model_name: str, options: CardOptions) -> 
     relation = options.base_model_relation if options.base_model else None
     lineage = {"base_model_relation": relation} if relation else {}
     return ModelCardData(
-        library_name="timm", pipeline_tag="image-classification", tags=tags, license=options.license,
-        license_name=options.license_name, license_link=options.license_link, base_model=options.base_model,
-        datasets=[options.dataset_id] if options.dataset_id else None, model_name=clean_text(model_name),
-        eval_results=eval_results(report, options), **lineage,
+        library_name="timm",
+        pipeline_tag="image-classification",
+        tags=tags,
+        license=options.license,
+        license_name=options.license_name,
+        license_link=options.license_link,
+        base_model=options.base_model,
+        datasets=[options.dataset_id] if options.dataset_id else None,
+        model_name=clean_text(model_name),
+        eval_results=eval_results(report, options),
+        **lineage,
     )
 
 
@@ -166,9 +190,11 @@ def _what_was_evaluated(report: dict[str, Any], options: CardOptions) -> str:
     name = markdown_text(options.dataset_name or data.name)
     if data.held_out is not None:
         train = markdown_text(describe_source((report.get("data") or {}).get("train")).name)
-        return (f"Evaluated on {n} images of {name}: of the {data.held_out} images held out from the training data "
-                f"{train} (a seeded split that also selected the saved epoch; `validation` in the front matter), "
-                "not an independent test set.")
+        return (
+            f"Evaluated on {n} images of {name}: of the {data.held_out} images held out from the training data "
+            f"{train} (a seeded split that also selected the saved epoch; `validation` in the front matter), "
+            "not an independent test set."
+        )
     return f"Evaluated on the first {n} images of {name} (the `{data.split}` split in the front matter)."
 
 
@@ -183,33 +209,58 @@ def _results_table(report: dict[str, Any], options: CardOptions) -> list[str]:
         for metric, label in (("clean_accuracy", "clean accuracy"), ("robust_accuracy", "robust accuracy")):
             rows.append(f"| {label} | {_accuracy(report, metric)} |")
     suite = str(threat["suite"])
-    rows += ["", f"Threat model: {NORM_TEXT[threat['norm']]}, ε = {threat['eps_text']}; attacks: {code_span(suite)} "
-                 f"suite ({SUITE_COVERS.get(suite, 'a custom list of attacks')}); n = {markdown_text(threat['n'])} "
-                 f"images, seed {markdown_text(threat['seed'])}. Percentages are followed by the count and the 95% "
-                 "Wilson interval. A point counts as robust only if it survives every attack (worst case per image).",
-             "", _what_was_evaluated(report, options)]
+    rows += [
+        "",
+        f"Threat model: {NORM_TEXT[threat['norm']]}, ε = {threat['eps_text']}; attacks: {code_span(suite)} "
+        f"suite ({SUITE_COVERS.get(suite, 'a custom list of attacks')}); n = {markdown_text(threat['n'])} "
+        f"images, seed {markdown_text(threat['seed'])}. Percentages are followed by the count and the 95% "
+        "Wilson interval. A point counts as robust only if it survives every attack (worst case per image).",
+        "",
+        _what_was_evaluated(report, options),
+    ]
     return rows
 
 
 def _hardening(report: dict[str, Any]) -> list[str]:
     config = report.get("recipe_config") or {}
-    shown = ["epochs", "batch_size", "optimizer", "lr", "weight_decay", "eps", "attack", "attack_steps", "attack_alpha",
-             "beta", "schedule", "eps_warmup", "ema", "select"]
+    shown = [
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "eps",
+        "attack",
+        "attack_steps",
+        "attack_alpha",
+        "beta",
+        "schedule",
+        "eps_warmup",
+        "ema",
+        "select",
+    ]
     data = report.get("data") or {}
     facts = {key: markdown_text(report.get(key)) for key in ("selected_epoch", "last_epoch", "selected_by")}
-    lines = ["## How it was hardened", "",
-             f"Recipe {code_span(report['recipe'])}, profile {code_span(report.get('profile'))}, trained on "
-             f"{markdown_text(describe_source(data.get('train')).name)} ({markdown_text(data.get('train_n'))} images, "
-             f"{markdown_text(data.get('holdout_n'))} held out to select the epoch); the saved weights are epoch "
-             f"{facts['selected_epoch']} of {facts['last_epoch']} (selected by held-out {facts['selected_by']} "
-             "accuracy).",
-             "", "| parameter | value |", "|---|---|"]
+    lines = [
+        "## How it was hardened",
+        "",
+        f"Recipe {code_span(report['recipe'])}, profile {code_span(report.get('profile'))}, trained on "
+        f"{markdown_text(describe_source(data.get('train')).name)} ({markdown_text(data.get('train_n'))} images, "
+        f"{markdown_text(data.get('holdout_n'))} held out to select the epoch); the saved weights are epoch "
+        f"{facts['selected_epoch']} of {facts['last_epoch']} (selected by held-out {facts['selected_by']} "
+        "accuracy).",
+        "",
+        "| parameter | value |",
+        "|---|---|",
+    ]
     lines += [f"| `{key}` | {markdown_text(str(config[key]))} |" for key in shown if key in config]
     decisions = report.get("decisions") or []
     if decisions:
         lines += ["", "Resolved automatically: " + "; ".join(markdown_text(d) for d in decisions) + "."]
-    lines += ["", "The complete resolved recipe is `recipe.yaml` in this folder; `report.json` holds every number in "
-              "this card."]
+    lines += [
+        "",
+        "The complete resolved recipe is `recipe.yaml` in this folder; `report.json` holds every number in this card.",
+    ]
     return lines
 
 
@@ -225,27 +276,49 @@ def usage_snippets(report: dict[str, Any], repo_id: str | None) -> tuple[list[st
     literal (``repr``), every value from the report one shell word (``shlex.quote``)."""
     threat = threat_model(evaluated(report))
     load_id = f"hf-hub:{repo_id}" if repo_id else "local-dir:PATH/TO/THIS/FOLDER"
-    python = ["import timm", "import torch", "", f"model = timm.create_model({load_id!r}, pretrained=True).eval()",
-              "config = timm.data.resolve_model_data_config(model)",
-              "transform = timm.data.create_transform(**config, is_training=False)",
-              "# logits = model(transform(pil_image).unsqueeze(0))"]
-    words = ["hardenctl", "eval", f"hf-hub:{repo_id}" if repo_id else "PATH/TO/THIS/FOLDER", "--data", "YOUR_TEST_DATA",
-             "--eps", threat["eps_levels"], "--norm", threat["norm"], "--suite", threat["suite"], "--n", threat["n"],
-             "--seed", threat["seed"]]
+    python = [
+        "import timm",
+        "import torch",
+        "",
+        f"model = timm.create_model({load_id!r}, pretrained=True).eval()",
+        "config = timm.data.resolve_model_data_config(model)",
+        "transform = timm.data.create_transform(**config, is_training=False)",
+        "# logits = model(transform(pil_image).unsqueeze(0))",
+    ]
+    words = [
+        "hardenctl",
+        "eval",
+        f"hf-hub:{repo_id}" if repo_id else "PATH/TO/THIS/FOLDER",
+        "--data",
+        "YOUR_TEST_DATA",
+        "--eps",
+        threat["eps_levels"],
+        "--norm",
+        threat["norm"],
+        "--suite",
+        threat["suite"],
+        "--n",
+        threat["n"],
+        "--seed",
+        threat["seed"],
+    ]
     return python, [" ".join(shlex.quote(clean_text(word)) for word in words)]
 
 
 def _limits(threat: dict[str, Any]) -> list[str]:
     n, seed = markdown_text(threat["n"]), markdown_text(threat["seed"])
-    return ["## Limits", "",
-            f"- **Sample size.** Measured on {n} images: the robust accuracy is known to within its 95% "
-            "interval, not to the digit.",
-            f"- **One seed, one ε.** One run (seed {seed}) at {threat['norm']} ε = {threat['eps_text']}; robustness "
-            "at other radii, other norms, to patches, corruptions or distribution shift was not measured.",
-            "- **Attacks are an upper bound.** The suite finds adversarial examples; surviving it is evidence, not a "
-            "certificate. An attack adapted to this model (Tramèr et al., 2020) could lower the number.",
-            "- **Sanity checks** (gradient masking, bounds, Square vs white-box) are in `report.json`: read them "
-            "before trusting a high number."]
+    return [
+        "## Limits",
+        "",
+        f"- **Sample size.** Measured on {n} images: the robust accuracy is known to within its 95% "
+        "interval, not to the digit.",
+        f"- **One seed, one ε.** One run (seed {seed}) at {threat['norm']} ε = {threat['eps_text']}; robustness "
+        "at other radii, other norms, to patches, corruptions or distribution shift was not measured.",
+        "- **Attacks are an upper bound.** The suite finds adversarial examples; surviving it is evidence, not a "
+        "certificate. An attack adapted to this model (Tramèr et al., 2020) could lower the number.",
+        "- **Sanity checks** (gradient masking, bounds, Square vs white-box) are in `report.json`: read them "
+        "before trusting a high number.",
+    ]
 
 
 def card_markdown(report: dict[str, Any], model_name: str, options: CardOptions | None = None) -> str:
@@ -256,10 +329,15 @@ def card_markdown(report: dict[str, Any], model_name: str, options: CardOptions 
     model = result.get("model") or {}
     threat = threat_model(result)
     size = "×".join(str(v) for v in model.get("input_size") or []) or "?"
-    what = (f"A timm {code_span(model.get('arch', 'unknown'))} image classifier "
-            f"({markdown_text(model.get('num_classes'))} classes, {markdown_text(size)} px input)"
-            + (f", adversarially hardened with hardenctl's {code_span(report['recipe'])} recipe."
-               if is_harden_report(report) else ", evaluated for adversarial robustness with hardenctl."))
+    what = (
+        f"A timm {code_span(model.get('arch', 'unknown'))} image classifier "
+        f"({markdown_text(model.get('num_classes'))} classes, {markdown_text(size)} px input)"
+        + (
+            f", adversarially hardened with hardenctl's {code_span(report['recipe'])} recipe."
+            if is_harden_report(report)
+            else ", evaluated for adversarial robustness with hardenctl."
+        )
+    )
     if options.base_model:
         relation = markdown_text(options.base_model_relation or "declared")
         what += f" Base model: {markdown_text(options.base_model)} ({relation})."
@@ -267,10 +345,20 @@ def card_markdown(report: dict[str, Any], model_name: str, options: CardOptions 
     lines = [f"# {markdown_text(model_name)}", "", what, "", "## Robustness", ""] + _results_table(report, options)
     if is_harden_report(report):
         lines += [""] + _hardening(report)
-    lines += ["", "## Use it", "", *fenced("python", python), "", "## Re-evaluate it", "", *fenced("bash", shell), "",
-              "Use the same data (its sha256 is in `report.json` as `data_sha256`) to reproduce the numbers above "
-              "exactly.",
-              "", *_limits(threat)]
+    lines += [
+        "",
+        "## Use it",
+        "",
+        *fenced("python", python),
+        "",
+        "## Re-evaluate it",
+        "",
+        *fenced("bash", shell),
+        "",
+        "Use the same data (its sha256 is in `report.json` as `data_sha256`) to reproduce the numbers above exactly.",
+        "",
+        *_limits(threat),
+    ]
     return "\n".join(lines) + "\n"
 
 

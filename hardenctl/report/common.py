@@ -3,6 +3,7 @@
 This module sits below :mod:`hardenctl.report.schema` and the renderers and imports neither, so no renderer needs
 the schema at run time (and the schema's rendering methods can import the renderers without an import circle).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -11,8 +12,13 @@ from ..stats import wilson_interval
 
 # matplotlib text options for anything that may hold a name: drawn as spelled, never as mathtext ($...$) or LaTeX
 MATPLOTLIB_PLAIN = {"parse_math": False, "usetex": False}
-GATE_BASIS = {"point": "point estimate", "lower95": "95% lower bound", "paired": "paired, per sample", "rates": "rates",
-              "sequential": "anytime-valid bound (sequential)"}
+GATE_BASIS = {
+    "point": "point estimate",
+    "lower95": "95% lower bound",
+    "paired": "paired, per sample",
+    "rates": "rates",
+    "sequential": "anytime-valid bound (sequential)",
+}
 
 
 def clean_text(value: object) -> str:
@@ -102,5 +108,7 @@ def sequential_note(report: Any, gate: Any) -> str:
     if not entry or not entry.get("decided_at") or getattr(gate, "basis", None) != "sequential":
         return ""
     low, high = entry["bounds"]
-    return (f"decided after {entry['decided_at']:,} of {section['max_n']:,} images (anytime-valid bounds "
-            f"{low:.4f}–{high:.4f} on {str(entry['quantity']).replace('_', ' ')}, α {section['alpha']:g})")
+    return (
+        f"decided after {entry['decided_at']:,} of {section['max_n']:,} images (anytime-valid bounds "
+        f"{low:.4f}–{high:.4f} on {str(entry['quantity']).replace('_', ' ')}, α {section['alpha']:g})"
+    )

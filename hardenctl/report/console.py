@@ -3,6 +3,7 @@
 Text from the report (the architecture, attack names) is escaped for rich's markup, so a name like ``[bold]`` or
 ``[/x]`` is printed as spelled instead of styling the table or raising a markup error.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,10 @@ def render_table(report: Report) -> Any:
     title = f"{report.model.get('arch')} · {report.norm} ε={format_eps(report.eps, decimal=False)} · {n} · suite {report.suite}"
     captions = [f"randomised model: EOT over {report.eot_samples} draws"] if report.randomized else []
     if report.stopped_early:
-        captions.append(f"--sequential: every gate decided after {report.n:,} of {report.sequential['max_n']:,} images; "
-                        "these rates are of the images evaluated")
+        captions.append(
+            f"--sequential: every gate decided after {report.n:,} of {report.sequential['max_n']:,} images; "
+            "these rates are of the images evaluated"
+        )
     table = Table(title=escape_console(title), caption=escape_console("; ".join(captions)) if captions else None)
     table.add_column("metric")
     table.add_column("accuracy", justify="right")
@@ -39,15 +42,24 @@ def render_table(report: Report) -> Any:
     table.add_column("95% interval", justify="right")
 
     def row(metric: str, rate: str, key: str, interval: Any) -> None:
-        cells = [metric, rate] + ([correct_of(report.counts, key)] if counted else []) + [span(interval, brackets=False)]
+        cells = (
+            [metric, rate] + ([correct_of(report.counts, key)] if counted else []) + [span(interval, brackets=False)]
+        )
         table.add_row(*cells)
 
     row("clean", f"{report.clean_accuracy:.2%}", "clean", report.interval("clean_accuracy"))
     for name, acc in report.attacks.items():
         row(f"after {escape_console(name)}", f"{acc:.2%}", name, report.interval(name))
-    row("[bold]robust (worst case)[/bold]", f"[bold]{report.robust_accuracy:.2%}[/bold]", "robust", report.interval("robust_accuracy"))
+    row(
+        "[bold]robust (worst case)[/bold]",
+        f"[bold]{report.robust_accuracy:.2%}[/bold]",
+        "robust",
+        report.interval("robust_accuracy"),
+    )
     for s in report.eps_sweep:
-        table.add_row(f"ε = {format_eps(s['eps'], decimal=False)}", f"{s['robust_accuracy']:.2%}", *([""] * (2 if counted else 1)))
+        table.add_row(
+            f"ε = {format_eps(s['eps'], decimal=False)}", f"{s['robust_accuracy']:.2%}", *([""] * (2 if counted else 1))
+        )
     return table
 
 
@@ -58,10 +70,22 @@ def render_work_table(report: Report) -> Any:
     if not report.work:
         return None
     table = Table(title="work per attack (image-passes; re-scoring included)")
-    for header, justify in (("attack", "left"), ("seconds", "right"), ("forward", "right"), ("backward", "right"),
-                            ("attacked", "right"), ("broken", "right")):
+    for header, justify in (
+        ("attack", "left"),
+        ("seconds", "right"),
+        ("forward", "right"),
+        ("backward", "right"),
+        ("attacked", "right"),
+        ("broken", "right"),
+    ):
         table.add_column(header, justify=justify)
     for name, work in report.work.items():
-        table.add_row(escape_console(name), f"{work['seconds']:.1f}", f"{work['forward_passes']:,}",
-                      f"{work['backward_passes']:,}", str(work["attacked"]), str(work["broken"]))
+        table.add_row(
+            escape_console(name),
+            f"{work['seconds']:.1f}",
+            f"{work['forward_passes']:,}",
+            f"{work['backward_passes']:,}",
+            str(work["attacked"]),
+            str(work["broken"]),
+        )
     return table

@@ -6,12 +6,26 @@ left alone (a newer writer adds keys without bumping the schema version). Counts
 randomised model's clean count is a sum of fractions of draws, so a number), accuracies are numbers in [0, 1],
 intervals pairs in [0, 1] with low <= high.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from .fields import (ACCURACY, FLAG, INTERVAL, NAMES, OBJECT, TEXT, Fields, integer_in, is_integer, list_of, maybe,
-                     number_in, one_of)
+from .fields import (
+    ACCURACY,
+    FLAG,
+    INTERVAL,
+    NAMES,
+    OBJECT,
+    TEXT,
+    Fields,
+    integer_in,
+    is_integer,
+    list_of,
+    maybe,
+    number_in,
+    one_of,
+)
 
 COUNT = integer_in(0)
 SHORT_NUMBER = number_in(-1e12, 1e12, "a number")  # gate values, check statistics: finite, printable
@@ -27,8 +41,13 @@ def check_eval_report(data: dict[str, Any], name: str, where: str = "") -> None:
         fields.get(key, ACCURACY, required=True)
     norm = fields.get("norm", one_of(*NORMS), required=True)
     fields.get("eps", number_in(0, 1 if norm == "linf" else LARGEST_L2_EPS), required=True)
-    for key, kind in (("suite", TEXT), ("seed", integer_in()), ("model_sha256", maybe(TEXT)), ("data_sha256", TEXT),
-                      ("seconds", number_in(0, 1e12))):
+    for key, kind in (
+        ("suite", TEXT),
+        ("seed", integer_in()),
+        ("model_sha256", maybe(TEXT)),
+        ("data_sha256", TEXT),
+        ("seconds", number_in(0, 1e12)),
+    ):
         fields.get(key, kind, required=True)
     fields.values_of("attacks", ACCURACY, "attack names")
     fields.get("attacks", OBJECT, required=True)
@@ -36,9 +55,16 @@ def check_eval_report(data: dict[str, Any], name: str, where: str = "") -> None:
     fields.get("versions", OBJECT, required=True)
     fields.get("normalization", OBJECT, required=True)
     _per_class(fields, n)
-    for key, kind in (("attack_list", NAMES), ("randomized", FLAG), ("eot_samples", integer_in(1)), ("device", TEXT),
-                      ("accepted_checks", NAMES), ("gate_on", one_of("point", "lower")), ("samples_file", maybe(TEXT)),
-                      ("interval_method", TEXT)):
+    for key, kind in (
+        ("attack_list", NAMES),
+        ("randomized", FLAG),
+        ("eot_samples", integer_in(1)),
+        ("device", TEXT),
+        ("accepted_checks", NAMES),
+        ("gate_on", one_of("point", "lower")),
+        ("samples_file", maybe(TEXT)),
+        ("interval_method", TEXT),
+    ):
         fields.get(key, kind)
     _checks_and_gates(fields)
     _sections(fields)
@@ -89,8 +115,12 @@ def _sections(fields: Fields) -> None:
     """The model, data, normalisation, execution and work sections: the values the renderers and the card print."""
     model = fields.child("model")
     if model is not None:
-        for key, kind in (("arch", maybe(TEXT)), ("path", maybe(TEXT)), ("num_classes", maybe(integer_in(1))),
-                          ("input_size", maybe(list_of(integer_in(1), "whole numbers >= 1")))):
+        for key, kind in (
+            ("arch", maybe(TEXT)),
+            ("path", maybe(TEXT)),
+            ("num_classes", maybe(integer_in(1))),
+            ("input_size", maybe(list_of(integer_in(1), "whole numbers >= 1"))),
+        ):
             model.get(key, kind)
     data = fields.child("data")
     if data is not None:
@@ -188,13 +218,19 @@ def _paired(paired: Fields | None) -> None:
         side.get("difference", number_in(-1, 1), required=True)
         side.get("mcnemar_p", maybe(ACCURACY) if key == "clean" else ACCURACY, required=True)
     for row in paired.items("regressed_samples", "regressed samples"):
-        for key, kind in (("index", integer_in(0)), ("source_id", TEXT), ("label", integer_in()),
-                          ("adversarial_prediction", integer_in()), ("broken_by", maybe(TEXT))):
+        for key, kind in (
+            ("index", integer_in(0)),
+            ("source_id", TEXT),
+            ("label", integer_in()),
+            ("adversarial_prediction", integer_in()),
+            ("broken_by", maybe(TEXT)),
+        ):
             row.get(key, kind, required=True)
 
 
-def check_harden_report(data: dict[str, Any], name: str,
-                        migrate: Callable[[dict[str, Any], str], dict[str, Any]]) -> dict[str, Any]:
+def check_harden_report(
+    data: dict[str, Any], name: str, migrate: Callable[[dict[str, Any], str], dict[str, Any]]
+) -> dict[str, Any]:
     """A harden report: its own fields, and each evaluation in it checked as an eval report (``migrate`` brings an
     evaluation to this hardenctl's schema, given the evaluation and its path). Returns it with the evaluations
     migrated."""
@@ -208,18 +244,32 @@ def check_harden_report(data: dict[str, Any], name: str,
     evaluations = fields.entries("extra_evaluations", "label to eval report")
     if evaluations:
         data["extra_evaluations"] = {label: migrate(part.data, part.where) for label, part in evaluations}
-        for (label, part) in evaluations:
+        for label, part in evaluations:
             check_eval_report(data["extra_evaluations"][label], name, part.where)
     fields.get("recipe", TEXT, required=True)
-    for key, kind in (("profile", maybe(TEXT)), ("selected", TEXT), ("selected_by", TEXT),
-                      ("recipe_source", maybe(TEXT)), ("selected_epoch", maybe(COUNT)), ("best_epoch", maybe(COUNT)),
-                      ("last_epoch", maybe(COUNT)), ("planned_epochs", maybe(COUNT)), ("decisions", NAMES),
-                      ("notes", NAMES), ("collapses", NAMES), ("recipe_config", OBJECT)):
+    for key, kind in (
+        ("profile", maybe(TEXT)),
+        ("selected", TEXT),
+        ("selected_by", TEXT),
+        ("recipe_source", maybe(TEXT)),
+        ("selected_epoch", maybe(COUNT)),
+        ("best_epoch", maybe(COUNT)),
+        ("last_epoch", maybe(COUNT)),
+        ("planned_epochs", maybe(COUNT)),
+        ("decisions", NAMES),
+        ("notes", NAMES),
+        ("collapses", NAMES),
+        ("recipe_config", OBJECT),
+    ):
         fields.get(key, kind)
     source = fields.child("data")
     if source is not None:
-        for key, kind in (("train", maybe(TEXT)), ("eval", maybe(TEXT)), ("train_n", maybe(COUNT)),
-                          ("holdout_n", maybe(COUNT))):
+        for key, kind in (
+            ("train", maybe(TEXT)),
+            ("eval", maybe(TEXT)),
+            ("train_n", maybe(COUNT)),
+            ("holdout_n", maybe(COUNT)),
+        ):
             source.get(key, kind)
     fields.items("history", "epoch records")
     return data

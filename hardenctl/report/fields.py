@@ -4,10 +4,11 @@ A report is data from anywhere (a CI artefact, a colleague's upload, a file edit
 reads is checked before it is used, and a wrong one is a one-line :class:`~hardenctl.errors.UserError` such as
 ``old.json: robust_accuracy is "abc", not a number in [0, 1]``, never a TypeError three calls later or ``nan%`` in
 a model card. :mod:`hardenctl.report.reader` applies these checks; the per-sample reader
-(:mod:`hardenctl.evaluate.samples`) uses the same kinds and the same way of showing a value.
+(:mod:`hardenctl.evaluation.samples`) uses the same kinds and the same way of showing a value.
 
 A kind is a test and the words that say what the value must be; :func:`maybe` lets null through as well.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,13 @@ from typing import Any, Callable, NoReturn
 from ..errors import UserError
 from .common import clean_text
 
-REPORT_FIX = ("pass a report.json written by `hardenctl eval --report` or `hardenctl harden --out` (re-run it if the "
-              "file was edited)")
+REPORT_FIX = (
+    "pass a report.json written by `hardenctl eval --report` or `hardenctl harden --out` (re-run it if the "
+    "file was edited)"
+)
 # no number a report holds comes near these: anything larger is damage, and would overflow a float on the way to a table
 LARGEST_NUMBER = 1e15
-LARGEST_INTEGER = 2 ** 63
+LARGEST_INTEGER = 2**63
 LONGEST_TEXT = 10_000  # names, paths, hashes, details: a longer string is damage and would flood a table or a card
 SHOWN_CHARS = 40  # of a wrong value, in the error line
 
@@ -58,22 +61,34 @@ def is_text(value: Any) -> bool:
 
 def number_in(low: float | None = None, high: float | None = None, words: str | None = None) -> Kind:
     """A finite number in [low, high] (either end open when None)."""
+
     def test(value: Any) -> bool:
         return is_number(value) and (low is None or value >= low) and (high is None or value <= high)
 
     if words is None:
-        words = (f"a number in [{low:g}, {high:g}]" if low is not None and high is not None
-                 else f"a number >= {low:g}" if low is not None else "a number")
+        words = (
+            f"a number in [{low:g}, {high:g}]"
+            if low is not None and high is not None
+            else f"a number >= {low:g}"
+            if low is not None
+            else "a number"
+        )
     return test, words
 
 
 def integer_in(low: int | None = None, high: int | None = None) -> Kind:
     """A whole number in [low, high]: 60.0 is refused, as hardenctl never writes a count as a float."""
+
     def test(value: Any) -> bool:
         return is_integer(value) and (low is None or value >= low) and (high is None or value <= high)
 
-    words = (f"a whole number in [{low}, {high}]" if low is not None and high is not None
-             else f"a whole number >= {low}" if low is not None else "a whole number")
+    words = (
+        f"a whole number in [{low}, {high}]"
+        if low is not None and high is not None
+        else f"a whole number >= {low}"
+        if low is not None
+        else "a whole number"
+    )
     return test, words
 
 
@@ -94,8 +109,7 @@ def list_of(kind: Kind, words: str) -> Kind:
 
 
 def _interval(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 2 and all(ACCURACY[0](v) for v in value)
-            and value[0] <= value[1])
+    return isinstance(value, list) and len(value) == 2 and all(ACCURACY[0](v) for v in value) and value[0] <= value[1]
 
 
 ACCURACY = number_in(0, 1)
@@ -116,14 +130,14 @@ def shown(value: Any) -> str:
         return value.token
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= LARGEST_INTEGER:
         return "a number with more digits than any report holds"
-    text = json.dumps(value[:SHOWN_CHARS + 1] if isinstance(value, str) else value)
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
+    text = json.dumps(value[: SHOWN_CHARS + 1] if isinstance(value, str) else value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 
 def key_text(key: Any) -> str:
     """A key from the file as part of a field's path: printable, short."""
     text = clean_text(key)
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 
 class Fields:
@@ -190,5 +204,24 @@ class Fields:
         return mapping
 
 
-__all__ = ["ACCURACY", "FLAG", "Fields", "INTERVAL", "Kind", "NAMES", "NonFinite", "OBJECT", "REPORT_FIX", "TEXT",
-           "integer_in", "is_integer", "is_number", "is_text", "list_of", "maybe", "number_in", "one_of", "shown"]
+__all__ = [
+    "ACCURACY",
+    "FLAG",
+    "Fields",
+    "INTERVAL",
+    "Kind",
+    "NAMES",
+    "NonFinite",
+    "OBJECT",
+    "REPORT_FIX",
+    "TEXT",
+    "integer_in",
+    "is_integer",
+    "is_number",
+    "is_text",
+    "list_of",
+    "maybe",
+    "number_in",
+    "one_of",
+    "shown",
+]

@@ -6,6 +6,7 @@ picture asks for installed fonts that have the missing glyphs (matplotlib falls 
 character by character); where no installed font has them, the boxes are drawn and only that warning is silenced
 (:func:`quiet_missing_glyphs`): it is about the machine's fonts, not the report, and says nothing the picture does not.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,9 +46,10 @@ def fonts_for(texts: Iterable[str]) -> dict[str, Any]:
     needed -= _charmap(default)
     if not needed:
         return {}
-    candidates = sorted((entry for entry in font_manager.fontManager.ttflist
-                         if not entry.name.startswith(PLACEHOLDER_FONTS)),
-                        key=lambda entry: (entry.style != "normal", abs(_weight(entry) - 400), entry.name))
+    candidates = sorted(
+        (entry for entry in font_manager.fontManager.ttflist if not entry.name.startswith(PLACEHOLDER_FONTS)),
+        key=lambda entry: (entry.style != "normal", abs(_weight(entry) - 400), entry.name),
+    )
     families: list[str] = []
     for entry in candidates:
         covered = needed & _charmap(entry.fname)

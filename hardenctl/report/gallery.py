@@ -5,6 +5,7 @@ lowest-index samples an attack broke, then the lowest-index ones that stayed rob
 any attack has no adversarial version). It is data the report carries (``Report.pictures``), so it lives at the
 bottom of the package with the schema; :mod:`hardenctl.report.pictures` draws it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,13 +22,24 @@ class Gallery:
     """Candidates for the pictures: clean image, the point it was last scored at, labels and predictions."""
 
     size: int = PICTURES
-    entries: list[dict[str, Any]] = field(default_factory=list)  # index, clean, adversarial, label, clean/adversarial_prediction, broken
+    entries: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # index, clean, adversarial, label, clean/adversarial_prediction, broken
     class_names: list[str] = field(default_factory=list)
     eps: float = 0.0
     norm: str = "linf"
 
-    def offer(self, start: int | Sequence[int], x: Tensor, worst: Tensor, y: Tensor, clean_prediction: Tensor,
-              adversarial_prediction: Tensor, attacked: Tensor, broken: Tensor) -> None:
+    def offer(
+        self,
+        start: int | Sequence[int],
+        x: Tensor,
+        worst: Tensor,
+        y: Tensor,
+        clean_prediction: Tensor,
+        adversarial_prediction: Tensor,
+        attacked: Tensor,
+        broken: Tensor,
+    ) -> None:
         """One batch's samples (rows ``start..``, or each row's index when ``start`` lists them: a sequential run's
         batches hold images in a random order); only attacked samples are candidates, and only the lowest-index
         ``size`` of each kind (broken, robust) are kept, so the choice does not depend on the order batches come in."""
@@ -40,16 +52,23 @@ class Gallery:
             if len(kept[kind]) >= self.size and indices[row] > max(kept[kind]):
                 continue
             kept[kind].append(indices[row])
-            self.entries.append({"index": indices[row], "clean": x[row].detach().float().cpu().clone(),
-                                 "adversarial": worst[row].detach().float().cpu().clone(), "label": int(y[row]),
-                                 "clean_prediction": int(clean_prediction[row]),
-                                 "adversarial_prediction": int(adversarial_prediction[row]), "broken": kind})
+            self.entries.append(
+                {
+                    "index": indices[row],
+                    "clean": x[row].detach().float().cpu().clone(),
+                    "adversarial": worst[row].detach().float().cpu().clone(),
+                    "label": int(y[row]),
+                    "clean_prediction": int(clean_prediction[row]),
+                    "adversarial_prediction": int(adversarial_prediction[row]),
+                    "broken": kind,
+                }
+            )
         self._prune()
 
     def _prune(self) -> None:
         unique = {e["index"]: e for e in self.entries}
-        broken = sorted((e for e in unique.values() if e["broken"]), key=lambda e: e["index"])[:self.size]
-        robust = sorted((e for e in unique.values() if not e["broken"]), key=lambda e: e["index"])[:self.size]
+        broken = sorted((e for e in unique.values() if e["broken"]), key=lambda e: e["index"])[: self.size]
+        robust = sorted((e for e in unique.values() if not e["broken"]), key=lambda e: e["index"])[: self.size]
         self.entries = broken + robust
 
     def merge(self, others: Iterable["Gallery" | dict[str, Any]]) -> "Gallery":
@@ -61,7 +80,7 @@ class Gallery:
 
     def chosen(self) -> list[dict[str, Any]]:
         """The samples shown: broken ones first, then robust ones, at most ``size``."""
-        return (self.entries[: self.size] if self.size > 0 else [])
+        return self.entries[: self.size] if self.size > 0 else []
 
     def to_state(self) -> dict[str, Any]:
         """The candidates as a few stacked tensors (a resume state saves them after every batch)."""
@@ -84,5 +103,11 @@ def _unpack(state: dict[str, Any]) -> list[dict[str, Any]]:
     if not state:
         return []
     numbers = {key: state[key].tolist() for key in _NUMBERS}
-    return [{"clean": state["clean"][i].clone(), "adversarial": state["adversarial"][i].clone(),
-             **{key: numbers[key][i] for key in _NUMBERS}} for i in range(len(numbers["index"]))]
+    return [
+        {
+            "clean": state["clean"][i].clone(),
+            "adversarial": state["adversarial"][i].clone(),
+            **{key: numbers[key][i] for key in _NUMBERS},
+        }
+        for i in range(len(numbers["index"]))
+    ]

@@ -5,6 +5,7 @@ Workflow commands (``::error title=...::message``) are how a step tells the Acti
 summary (the file named by ``$GITHUB_STEP_SUMMARY``) is Markdown shown on the run's page. Both are plain text
 conventions, so this is a few lines of our own rather than a dependency.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,12 @@ def command(level: str, title: str, message: str) -> str:
     return f"::{level} title={_property(title)}::{_data(message)}"
 
 
-def gate_annotations(gates: Iterable[Any], checks: Iterable[Any], accepted_checks: Iterable[str] = (),
-                     describe: Callable[[Any], str] | None = None) -> list[str]:
+def gate_annotations(
+    gates: Iterable[Any],
+    checks: Iterable[Any],
+    accepted_checks: Iterable[str] = (),
+    describe: Callable[[Any], str] | None = None,
+) -> list[str]:
     """``::error`` for each failed gate, naming the gate, the value and the threshold (``describe(gate)``, e.g. the
     CLI's one-line failure, or a plain ``value vs threshold``); for each failed sanity check ``::error`` when it fails
     the gate (strict, the default) or ``::warning`` when it was accepted."""
@@ -47,7 +52,9 @@ def gate_annotations(gates: Iterable[Any], checks: Iterable[Any], accepted_check
         if gate.passed or gate.name == "sanity_checks":  # its checks are annotated one by one below
             continue
         basis = f" ({gate.basis})" if gate.basis else ""
-        message = describe(gate) if describe else f"{gate.name}{basis}: {gate.value:.4f} vs threshold {gate.threshold:.4f}"
+        message = (
+            describe(gate) if describe else f"{gate.name}{basis}: {gate.value:.4f} vs threshold {gate.threshold:.4f}"
+        )
         lines.append(command("error", f"hardenctl gate failed: {gate.name}", message))
     for check in checks:
         if check.passed:
@@ -58,8 +65,9 @@ def gate_annotations(gates: Iterable[Any], checks: Iterable[Any], accepted_check
     return lines
 
 
-def append_step_summary(markdown: str, environ: dict[str, str] | None = None,
-                        stderr: TextIO | None = None) -> Path | None:
+def append_step_summary(
+    markdown: str, environ: dict[str, str] | None = None, stderr: TextIO | None = None
+) -> Path | None:
     """Append to ``$GITHUB_STEP_SUMMARY`` (several steps may write to it, so append, never replace).
 
     The summary is a courtesy to the reader of the run's page: a path that cannot be written (a folder, a file on
@@ -72,8 +80,10 @@ def append_step_summary(markdown: str, environ: dict[str, str] | None = None,
             handle.write(markdown.rstrip("\n") + "\n\n")
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        (stderr or sys.stderr).write(f"warning: could not append to the step summary GITHUB_STEP_SUMMARY={target!r} "
-                                     f"({reason}); the exit code is unchanged\n")
+        (stderr or sys.stderr).write(
+            f"warning: could not append to the step summary GITHUB_STEP_SUMMARY={target!r} "
+            f"({reason}); the exit code is unchanged\n"
+        )
         return None
     return Path(target)
 
@@ -101,13 +111,19 @@ def failure_summary(exit_code: int, command_name: str, message: str, log: Path |
     heading = f"### {escape_markdown(command_name)}: {FAILURE_KINDS[exit_code]} (exit {exit_code})"
     lines = [heading, "", _fenced(message), ""]
     if exit_code == 2:
-        lines.append("Exit code 2: the input or the options are wrong, which is not a failed gate. "
-                     "Fix what the line says and run the step again.")
+        lines.append(
+            "Exit code 2: the input or the options are wrong, which is not a failed gate. "
+            "Fix what the line says and run the step again."
+        )
     else:
         where = "The traceback could not be written to a log file"
         if log is not None:
-            where = (f"The traceback is in {code_span(log)} on the runner (set `HARDENCTL_LOG_DIR` to a folder the "
-                     "workflow uploads to keep it)")
-        lines.append("Exit code 3: hardenctl, torch or the system crashed, which is not a failed gate. "
-                     f"{where}; `--debug` prints it in the step's log.")
+            where = (
+                f"The traceback is in {code_span(log)} on the runner (set `HARDENCTL_LOG_DIR` to a folder the "
+                "workflow uploads to keep it)"
+            )
+        lines.append(
+            "Exit code 3: hardenctl, torch or the system crashed, which is not a failed gate. "
+            f"{where}; `--debug` prints it in the step's log."
+        )
     return "\n".join(lines)

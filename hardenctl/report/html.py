@@ -5,6 +5,7 @@ match row for row; all text is HTML-escaped, so a class named ``<script>`` is sh
 as PNG bytes drawn once by :func:`hardenctl.report.outputs.write_outputs` (the Markdown's files are the same
 drawings); without them the page says why (``notes``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,7 +26,8 @@ COLUMNS = 16  # a table's box marks its number columns num-0 … num-15 (Table.n
 # screen; a table too wide scrolls sideways in its box, which shows a shadow at an edge with more table behind it: two
 # "local" white covers scroll with the table and hide the two fixed shadows wherever the table ends, so a table that
 # fits shows none (no script: the page runs none).
-STYLE = """
+STYLE = (
+    """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em; color: #1d1d1f; }
 h1 { line-height: 1.2; }
 .table-wrap { overflow-x: auto; margin: 0.6em 0 1.2em; background-color: #fff;
@@ -40,10 +42,16 @@ table { border-collapse: collapse; }
 th, td { border: 1px solid #d0d0d7; padding: 0.3em 0.7em; text-align: left; vertical-align: top;
   overflow-wrap: break-word; }
 th { background: #f2f2f6; }
-""" + ", ".join(f".num-{i} td:nth-child({i + 1})" for i in range(COLUMNS)) + """ {
+"""
+    + ", ".join(f".num-{i} td:nth-child({i + 1})" for i in range(COLUMNS))
+    + """ {
   white-space: nowrap; font-variant-numeric: tabular-nums; }
-@media (min-width: 50em) { """ + ", ".join(f".name-{i} td:nth-child({i + 1})" for i in range(COLUMNS)) + """ {
-  white-space: nowrap; } """ + ", ".join(f".name-{i} td:nth-child({i + 1}) wbr" for i in range(COLUMNS)) + """ {
+@media (min-width: 50em) { """
+    + ", ".join(f".name-{i} td:nth-child({i + 1})" for i in range(COLUMNS))
+    + """ {
+  white-space: nowrap; } """
+    + ", ".join(f".name-{i} td:nth-child({i + 1}) wbr" for i in range(COLUMNS))
+    + """ {
   display: none; } }
 code { font-size: 0.9em; background: #f2f2f6; padding: 0 0.25em; border-radius: 3px; overflow-wrap: anywhere; }
 code.word { white-space: nowrap; }
@@ -71,6 +79,7 @@ img { max-width: 100%; height: auto; }
   th { background: #eee; }
 }
 """
+)
 LONG_TOKEN = 20  # characters: a longer run without spaces (a path, a check name) may break after / \\ _
 SHORT_CODE = 32  # characters: shorter code (an architecture, a suite) is never split across lines
 
@@ -83,8 +92,10 @@ def escape_html(value: object) -> str:
 def _breakable(value: object) -> str:
     """Literal text as HTML, with a ``<wbr>`` after each ``/``, ``\\`` and ``_`` of a long token: a path or a
     check name then wraps at its parts rather than overflowing or breaking mid-word."""
-    return "".join(re.sub(r"([/\\_])", r"\1<wbr>", part) if len(part) > LONG_TOKEN else part
-                   for part in re.split(r"(\s+)", escape_html(value)))
+    return "".join(
+        re.sub(r"([/\\_])", r"\1<wbr>", part) if len(part) > LONG_TOKEN else part
+        for part in re.split(r"(\s+)", escape_html(value))
+    )
 
 
 def _inline(spans: tuple[Span, ...]) -> str:
@@ -92,8 +103,11 @@ def _inline(spans: tuple[Span, ...]) -> str:
     for part in spans:
         if part.style == "code":
             short = len(part.text) <= SHORT_CODE
-            out.append(f'<code class="word">{escape_html(part.text)}</code>' if short
-                       else f"<code>{_breakable(part.text)}</code>")
+            out.append(
+                f'<code class="word">{escape_html(part.text)}</code>'
+                if short
+                else f"<code>{_breakable(part.text)}</code>"
+            )
         elif part.style == "bold":
             out.append(f"<strong>{_breakable(part.text)}</strong>")
         else:
@@ -116,14 +130,21 @@ def _table(block: Table) -> str:
 def _verdict(block: Verdict) -> str:
     """The banner: outcome and summary, a line per deciding gate, then the key numbers as label/value pairs."""
     lines = "".join(f"<p>{_breakable(line)}</p>" for line in block.details)
-    figures = "".join(f'<div><div class="figure-label">{escape_html(label)}</div>'
-                      f'<div class="figure-value">{escape_html(value)}</div></div>' for label, value in block.figures)
+    figures = "".join(
+        f'<div><div class="figure-label">{escape_html(label)}</div>'
+        f'<div class="figure-value">{escape_html(value)}</div></div>'
+        for label, value in block.figures
+    )
     head = f"<strong>{escape_html(block.label)}</strong> {_breakable(block.summary)}"
-    return (f'<div class="verdict verdict-{escape_html(block.outcome)}"><p class="verdict-head">{head}</p>{lines}'
-            f'<div class="figures">{figures}</div></div>')
+    return (
+        f'<div class="verdict verdict-{escape_html(block.outcome)}"><p class="verdict-head">{head}</p>{lines}'
+        f'<div class="figures">{figures}</div></div>'
+    )
 
 
-def render_page(blocks, title: str, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()) -> str:
+def render_page(
+    blocks, title: str, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()
+) -> str:
     """Document blocks (:mod:`hardenctl.report.document`) as one self-contained HTML page."""
     images = images or {}
     body = []
@@ -137,12 +158,17 @@ def render_page(blocks, title: str, images: dict[str, bytes] | None = None, note
         elif isinstance(block, Verdict):
             body.append(_verdict(block))
         elif isinstance(block, Image) and block.target in images:
-            body.append(f'<figure><img alt="{escape_html(block.alt)}" src="{_data_uri(images[block.target])}"></figure>')
+            body.append(
+                f'<figure><img alt="{escape_html(block.alt)}" src="{_data_uri(images[block.target])}"></figure>'
+            )
     body += [f'<p class="note">{escape_html(note)}</p>' for note in notes]
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{escape_html(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body)
-            + "\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape_html(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
 
 
 def render_html(report: Report, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()) -> str:
@@ -153,7 +179,8 @@ def render_html(report: Report, images: dict[str, bytes] | None = None, notes: l
     return render_page(build(report, plot="plot" in images, pictures="pictures" in images), title, images, notes)
 
 
-def write_html(report: Report, path: str | Path, images: dict[str, bytes] | None = None,
-               notes: list[str] | tuple[str, ...] = ()) -> None:
+def write_html(
+    report: Report, path: str | Path, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()
+) -> None:
     """Write :func:`render_html` atomically."""
     atomic_write(path, render_html(report, images, notes))

@@ -3,6 +3,7 @@
 All text is escaped, so a class folder named ``a | b``, ``**x**``, ``<script>`` or ``a $\\frac$ b`` shows as spelled:
 a pipe cannot split a table row, asterisks do not make bold, ``<`` starts no HTML and ``$`` no math on GitHub.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,7 +45,11 @@ def code_span(value: object) -> str:
         return escape_markdown(text)
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") or (text.startswith(" ") and text.endswith(" ") and text.strip()) else ""
+    pad = (
+        " "
+        if text.startswith("`") or text.endswith("`") or (text.startswith(" ") and text.endswith(" ") and text.strip())
+        else ""
+    )
     return f"{fence}{pad}{text}{pad}{fence}"
 
 

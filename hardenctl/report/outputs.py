@@ -5,6 +5,7 @@ is written first, every other output is still tried, and only then is the first 
 reports an internal error instead of a failed gate. The pictures and the accuracy-vs-ε curve are drawn once and
 shared: the Markdown gets them as PNG files beside it, the HTML embedded.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,6 @@ class OutputsNotWritten(Exception):
     def __init__(self, failures: list[tuple[Path, BaseException]]):
         self.failures = failures
         super().__init__("; ".join(f"{path}: {type(error).__name__}: {error}" for path, error in failures))
-
 
 
 def write_outputs(report: Report, json_path=None, markdown_path=None, junit_path=None, html_path=None) -> list[str]:

@@ -5,6 +5,7 @@ with the true, clean and adversarial class names. Class names are data (a folder
 every text is drawn as plain text: no mathtext, no LaTeX, in fonts that have its glyphs where any installed font has
 them (:mod:`.fonts`). Without matplotlib (the ``plot`` extra) nothing is drawn and :func:`grid_note` says why.
 """
+
 from __future__ import annotations
 
 import io
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import atomic_write
-from .common import MATPLOTLIB_PLAIN as PLAIN, clean_text
+from .common import MATPLOTLIB_PLAIN as PLAIN
+from .common import clean_text
 from .fonts import fonts_for, quiet_missing_glyphs
 
 if TYPE_CHECKING:
@@ -34,9 +36,11 @@ def _titles(gallery: Gallery, entry: dict[str, Any]) -> tuple[str, str, str]:
     keys = ("label", "clean_prediction", "adversarial_prediction")
     true, before, after = (clean_text(gallery.name(entry[key])) for key in keys)
     largest = float((entry["adversarial"] - entry["clean"]).abs().max())
-    return (f"#{entry['index']} true: {true}\nclean: {before}",
-            f"adversarial: {after}\n{'broken' if entry['broken'] else 'still robust'}",
-            f"×{0.5 / largest:.3g} (L∞ {largest:.3g})" if largest > 0 else "no change")
+    return (
+        f"#{entry['index']} true: {true}\nclean: {before}",
+        f"adversarial: {after}\n{'broken' if entry['broken'] else 'still robust'}",
+        f"×{0.5 / largest:.3g} (L∞ {largest:.3g})" if largest > 0 else "no change",
+    )
 
 
 def grid_png(gallery: Gallery | None) -> bytes | None:

@@ -3,6 +3,7 @@
 The title names the model's architecture, which is data: it is drawn as plain text (no mathtext, no LaTeX), in fonts
 that have its glyphs where any installed font has them (:mod:`.fonts`).
 """
+
 from __future__ import annotations
 
 import io
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import atomic_write
-from .common import MATPLOTLIB_PLAIN as PLAIN, clean_text
+from .common import MATPLOTLIB_PLAIN as PLAIN
+from .common import clean_text
 from .fonts import fonts_for, quiet_missing_glyphs
 
 if TYPE_CHECKING:

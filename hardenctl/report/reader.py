@@ -12,6 +12,7 @@ naming the file, the field and the fix:
    "upgrade hardenctl", an unknown one is named;
 4. every field a command reads, its type and range (:mod:`hardenctl.report.eval_fields`).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,9 @@ from .schema import SCHEMA_VERSION, Check, Gate, Report
 # evaluations under 2 MB, a 21k-class harden report with two evaluations about 14 MB. Reading and checking 31 MB took
 # 3.8 s and 290 MB of memory on a 2-core machine; a larger file (or /dev/zero named report.json) is refused before it
 # is read, so no file can take more.
-MAX_REPORT_BYTES = 32 * 2 ** 20
+MAX_REPORT_BYTES = 32 * 2**20
 MAX_DEPTH = 32  # levels of nesting: hardenctl writes fewer than 8 (harden → hardened → model → data_config → ...)
-HARDEN_SCHEMA_VERSION = "harden-1.0"  # hardenctl.harden.report writes it (that package sits above this one)
+HARDEN_SCHEMA_VERSION = "harden-1.0"  # hardenctl.training.report writes it (that package sits above this one)
 
 # An older schema_version this hardenctl can still read -> a function returning the report at the next version.
 # None yet: "1.0" is the first. When a change removes or renames a key (and bumps SCHEMA_VERSION), the function that
@@ -92,22 +93,29 @@ def read_json_file(path: str | Path) -> Any:
     path = Path(path)
     name = clean_text(path)
     if path.is_dir():
-        raise UserError(f"{name} is a folder, not a report file",
-                        f"pass the report.json inside it, e.g. {name}/report.json")
+        raise UserError(
+            f"{name} is a folder, not a report file", f"pass the report.json inside it, e.g. {name}/report.json"
+        )
     if not path.exists():
-        raise UserError(f"report {name} does not exist",
-                        "pass the report.json that `hardenctl eval --report` or `harden --out` wrote")
+        raise UserError(
+            f"report {name} does not exist",
+            "pass the report.json that `hardenctl eval --report` or `harden --out` wrote",
+        )
     if not path.is_file():
         raise UserError(f"{name} is not a regular file (a device, a pipe or a socket)", REPORT_FIX)
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_REPORT_BYTES + 1)  # never more, whatever the file claims to be
     except OSError as exc:
-        raise UserError(f"cannot read {name}: {exc.strerror or type(exc).__name__}",
-                        "check the path and its permissions") from None
+        raise UserError(
+            f"cannot read {name}: {exc.strerror or type(exc).__name__}", "check the path and its permissions"
+        ) from None
     if len(raw) > MAX_REPORT_BYTES:
-        raise UserError(f"{name} is larger than {MAX_REPORT_BYTES // 2 ** 20} MB, more than any hardenctl report "
-                        "(per-sample results go to their own file)", REPORT_FIX)
+        raise UserError(
+            f"{name} is larger than {MAX_REPORT_BYTES // 2**20} MB, more than any hardenctl report "
+            "(per-sample results go to their own file)",
+            REPORT_FIX,
+        )
     try:
         data = parse_json(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
@@ -150,10 +158,14 @@ def migrated(data: dict[str, Any], name: str, where: str, current: str) -> dict[
         raise UserError(f"{field} is {shown(version)}, not a version such as {json.dumps(current)}", REPORT_FIX)
     found, ours = _VERSION.fullmatch(version), _VERSION.fullmatch(current)
     if found and ours and found.group(1) == ours.group(1) and _numbers(found) > _numbers(ours):
-        raise UserError(f"{field} is {shown(version)}: it was written by a newer hardenctl (this one reads "
-                        f"{json.dumps(current)})", "upgrade hardenctl (pip install -U hardenctl) to read it")
-    raise UserError(f"{field} is {shown(version)}, a version this hardenctl does not know (it reads "
-                    f"{json.dumps(current)})", REPORT_FIX)
+        raise UserError(
+            f"{field} is {shown(version)}: it was written by a newer hardenctl (this one reads {json.dumps(current)})",
+            "upgrade hardenctl (pip install -U hardenctl) to read it",
+        )
+    raise UserError(
+        f"{field} is {shown(version)}, a version this hardenctl does not know (it reads {json.dumps(current)})",
+        REPORT_FIX,
+    )
 
 
 def _numbers(match: re.Match) -> tuple[int, int]:
@@ -170,8 +182,9 @@ def checked_report_data(data: Any, name: str) -> dict[str, Any]:
         data = migrated(data, name, "", HARDEN_SCHEMA_VERSION)
         return check_harden_report(data, name, lambda part, where: migrated(part, name, where, SCHEMA_VERSION))
     if not {"schema_version", "clean_accuracy", "robust_accuracy"} & set(data):
-        raise UserError(f"{name} is not a hardenctl report (no schema_version, clean_accuracy or robust_accuracy)",
-                        REPORT_FIX)
+        raise UserError(
+            f"{name} is not a hardenctl report (no schema_version, clean_accuracy or robust_accuracy)", REPORT_FIX
+        )
     data = migrated(data, name, "", SCHEMA_VERSION)
     check_eval_report(data, name)
     return data
@@ -188,16 +201,20 @@ def load_report(path: str | Path) -> Report:
     data = read_json_file(path)
     name = clean_text(path)
     if isinstance(data, dict) and is_harden_data(data):
-        raise UserError(f"{name} is a harden report (an input and a hardened model)",
-                        "pass the report.json of one evaluation (`hardenctl eval --report`)")
+        raise UserError(
+            f"{name} is a harden report (an input and a hardened model)",
+            "pass the report.json of one evaluation (`hardenctl eval --report`)",
+        )
     return build_report(checked_report_data(data, name))
 
 
 def report_from_dict(data: Any, name: str = "the report") -> Report:
     """Rebuild an eval report from its JSON form (parsed), checked first; ``name`` says where it came from."""
     if isinstance(data, dict) and is_harden_data(data):
-        raise UserError(f"{clean_text(name)} is a harden report (an input and a hardened model)",
-                        "pass one evaluation's report (a harden report's input or hardened section)")
+        raise UserError(
+            f"{clean_text(name)} is a harden report (an input and a hardened model)",
+            "pass one evaluation's report (a harden report's input or hardened section)",
+        )
     _refuse_damage(data, clean_text(name))
     return build_report(checked_report_data(data, clean_text(name)))
 
@@ -212,6 +229,17 @@ def build_report(data: dict[str, Any]) -> Report:
     return Report(**{k: v for k, v in data.items() if k in known})
 
 
-__all__ = ["HARDEN_SCHEMA_VERSION", "MAX_DEPTH", "MAX_REPORT_BYTES", "MIGRATIONS", "build_report",
-           "checked_report_data", "find_damage", "load_report", "parse_json", "read_json_file", "read_report_json",
-           "report_from_dict"]
+__all__ = [
+    "HARDEN_SCHEMA_VERSION",
+    "MAX_DEPTH",
+    "MAX_REPORT_BYTES",
+    "MIGRATIONS",
+    "build_report",
+    "checked_report_data",
+    "find_damage",
+    "load_report",
+    "parse_json",
+    "read_json_file",
+    "read_report_json",
+    "report_from_dict",
+]

@@ -8,6 +8,7 @@ used ``--suite autoattack``: the footnote and the ``hardenctl`` section say whic
 The file belongs in the RobustBench repository at ``model_info/<dataset>/<threat model>/<Name>.json``
 (:func:`destination`); :func:`robustbench_entry` returns the notes that say so and which fields are the user's.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,27 @@ from ..files import atomic_write
 from .card_inputs import checked_accuracy, checked_threat, describe_source
 from .common import format_eps
 
-SUITES = {"standard": "hardenctl's standard suite (APGD-CE, APGD-T, Square: AutoAttack's standard attacks, hardenctl's "
-                      "implementation), not the reference autoattack package",
-          "autoattack": "the reference autoattack package (standard version)",
-          "quick": "hardenctl's quick suite (PGD-20 + APGD-CE): weaker than AutoAttack, not comparable with the leaderboard"}
+SUITES = {
+    "standard": "hardenctl's standard suite (APGD-CE, APGD-T, Square: AutoAttack's standard attacks, hardenctl's "
+    "implementation), not the reference autoattack package",
+    "autoattack": "the reference autoattack package (standard version)",
+    "quick": "hardenctl's quick suite (PGD-20 + APGD-CE): weaker than AutoAttack, not comparable with the leaderboard",
+}
 # RobustBench's dataset keys and the names their data goes by (a file or folder name, a Hub dataset id); a name
 # matches only as a whole (after dropping a split suffix such as -test or _val): imagenette2 is not imagenet
 DATASET_SPELLINGS = {
     "cifar10": ("cifar10", "cifar-10", "cifar_10", "cifar-10-batches-py", "cifar-10-python", "uoft-cs/cifar10"),
     "cifar100": ("cifar100", "cifar-100", "cifar_100", "cifar-100-python", "uoft-cs/cifar100"),
-    "imagenet": ("imagenet", "imagenet-1k", "imagenet1k", "imagenet_1k", "ilsvrc2012", "ilsvrc-2012",
-                 "ilsvrc2012_img_val", "ilsvrc/imagenet-1k"),
+    "imagenet": (
+        "imagenet",
+        "imagenet-1k",
+        "imagenet1k",
+        "imagenet_1k",
+        "ilsvrc2012",
+        "ilsvrc-2012",
+        "ilsvrc2012_img_val",
+        "ilsvrc/imagenet-1k",
+    ),
 }
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}  # RobustBench's third, corruptions, is not what hardenctl measures
 FIELDS_TO_FILL = "link, name, authors, venue and reported"
@@ -51,8 +62,10 @@ def check_dataset_key(value: str) -> str:
     """A ``--robustbench-dataset`` value: one of RobustBench's keys (or a known spelling of one)."""
     key = value if value in DATASET_SPELLINGS else robustbench_dataset(value)
     if key is None:
-        raise UserError(f"--robustbench-dataset {value!r} is not one of RobustBench's datasets",
-                        f"pass one of {', '.join(DATASET_SPELLINGS)}")
+        raise UserError(
+            f"--robustbench-dataset {value!r} is not one of RobustBench's datasets",
+            f"pass one of {', '.join(DATASET_SPELLINGS)}",
+        )
     return key
 
 
@@ -61,8 +74,9 @@ def destination(dataset: str, norm: str | None) -> str:
     return f"model_info/{dataset or '<dataset>'}/{THREAT_MODELS.get(str(norm), '<threat model>')}/<Name>.json"
 
 
-def additional_data(trained_on: Sequence[str], dataset: str | None, hub_dataset: str | None = None,
-                    train_source: Any = None) -> tuple[bool, str]:
+def additional_data(
+    trained_on: Sequence[str], dataset: str | None, hub_dataset: str | None = None, train_source: Any = None
+) -> tuple[bool, str]:
     """Whether the model saw data besides the evaluated set, as RobustBench's ``additional_data`` means it, and why.
 
     The rule: true when the model declares training data (its card's ``datasets:`` or a timm pretrained tag such as
@@ -73,8 +87,11 @@ def additional_data(trained_on: Sequence[str], dataset: str | None, hub_dataset:
     cannot see pre-training nobody wrote down, so the note says to pass ``--additional-data`` then.
     """
     evaluated = set(DATASET_SPELLINGS.get(dataset or "", ())) | ({hub_dataset.lower()} if hub_dataset else set())
-    other = [name for name in trained_on
-             if name.lower() not in evaluated and (not dataset or robustbench_dataset(name) != dataset)]
+    other = [
+        name
+        for name in trained_on
+        if name.lower() not in evaluated and (not dataset or robustbench_dataset(name) != dataset)
+    ]
     if other:
         return True, f"the model declares training data besides the evaluated set: {', '.join(other)}"
     trained = robustbench_dataset(describe_source(train_source).stem) if train_source is not None else None
@@ -83,9 +100,15 @@ def additional_data(trained_on: Sequence[str], dataset: str | None, hub_dataset:
     return False, "the model declares no training data besides the evaluated set"
 
 
-def robustbench_entry(report: dict[str, Any], name: str | None = None, *, dataset: str | None = None,
-                      additional: bool | None = None, trained_on: Sequence[str] = (),
-                      hub_dataset: str | None = None) -> tuple[dict[str, Any], list[str]]:
+def robustbench_entry(
+    report: dict[str, Any],
+    name: str | None = None,
+    *,
+    dataset: str | None = None,
+    additional: bool | None = None,
+    trained_on: Sequence[str] = (),
+    hub_dataset: str | None = None,
+) -> tuple[dict[str, Any], list[str]]:
     """The entry for an eval report, or for the hardened model of a harden report, and the notes to print.
 
     ``dataset``: RobustBench's key (default: recognised from the data source's name, else from ``hub_dataset``, else
@@ -110,28 +133,54 @@ def robustbench_entry(report: dict[str, Any], name: str | None = None, *, datase
     checks = [c for c in result.get("checks") or [] if isinstance(c, dict)]
     failed = [str(c.get("name")) for c in checks if not c.get("passed", True)]
     entry = {
-        "link": "", "name": name or f"{model.get('arch', 'model')} (hardenctl)", "authors": "",
-        "additional_data": additional, "number_forward_passes": 1, "dataset": key or "",
-        "venue": "", "architecture": model.get("arch", ""), "eps": format_eps(result.get("eps"), decimal=False),
-        "clean_acc": f"{100 * clean:.2f}", "reported": "", "autoattack_acc": f"{100 * robust:.2f}",
-        "footnote": (f"Robust accuracy from {SUITES.get(suite, 'a custom attack list: ' + suite)}, on the first "
-                     f"{result.get('n')} images (RobustBench evaluates the full test set), seed {result.get('seed')}."
-                     + (f" Failed sanity checks: {', '.join(failed)}." if failed else "")),
+        "link": "",
+        "name": name or f"{model.get('arch', 'model')} (hardenctl)",
+        "authors": "",
+        "additional_data": additional,
+        "number_forward_passes": 1,
+        "dataset": key or "",
+        "venue": "",
+        "architecture": model.get("arch", ""),
+        "eps": format_eps(result.get("eps"), decimal=False),
+        "clean_acc": f"{100 * clean:.2f}",
+        "reported": "",
+        "autoattack_acc": f"{100 * robust:.2f}",
+        "footnote": (
+            f"Robust accuracy from {SUITES.get(suite, 'a custom attack list: ' + suite)}, on the first "
+            f"{result.get('n')} images (RobustBench evaluates the full test set), seed {result.get('seed')}."
+            + (f" Failed sanity checks: {', '.join(failed)}." if failed else "")
+        ),
         "unreliable": bool(failed),
-        "hardenctl": {"suite": suite, "norm": result.get("norm"), "eps": result.get("eps"), "n": result.get("n"),
-                      "seed": result.get("seed"), "intervals": result.get("intervals"), "counts": result.get("counts"),
-                      "model_sha256": result.get("model_sha256"), "data_sha256": result.get("data_sha256"),
-                      "randomized": result.get("randomized", False), "eot_samples": result.get("eot_samples", 1),
-                      "failed_checks": failed, "version": (result.get("versions") or {}).get("hardenctl")},
+        "hardenctl": {
+            "suite": suite,
+            "norm": result.get("norm"),
+            "eps": result.get("eps"),
+            "n": result.get("n"),
+            "seed": result.get("seed"),
+            "intervals": result.get("intervals"),
+            "counts": result.get("counts"),
+            "model_sha256": result.get("model_sha256"),
+            "data_sha256": result.get("data_sha256"),
+            "randomized": result.get("randomized", False),
+            "eot_samples": result.get("eot_samples", 1),
+            "failed_checks": failed,
+            "version": (result.get("versions") or {}).get("hardenctl"),
+        },
     }
-    notes = [f"RobustBench entry: additional_data is {str(additional).lower()} ({why}); "
-             "pass --additional-data or --no-additional-data to state it"]
+    notes = [
+        f"RobustBench entry: additional_data is {str(additional).lower()} ({why}); "
+        "pass --additional-data or --no-additional-data to state it"
+    ]
     if not key:
-        notes.append(f"RobustBench entry: dataset left empty: the data {source.name!r} is not recognisably one of "
-                     f"{', '.join(DATASET_SPELLINGS)}; pass --robustbench-dataset if it is")
+        notes.append(
+            f"RobustBench entry: dataset left empty: the data {source.name!r} is not recognisably one of "
+            f"{', '.join(DATASET_SPELLINGS)}; pass --robustbench-dataset if it is"
+        )
     where_to = destination(key or "", result.get("norm"))
-    notes.append(f"RobustBench entry: it goes in the RobustBench repository as {where_to} "
-                 f"(<Name>: the model's leaderboard id, e.g. Smith2024Robust); fill {FIELDS_TO_FILL} by hand")
+    notes.append(
+        f"RobustBench entry: it goes in the RobustBench repository as {where_to} "
+        f"(<Name>: the model's leaderboard id, e.g. Smith2024Robust); fill {FIELDS_TO_FILL} by hand"
+    )
     return entry, notes
 
 
@@ -140,9 +189,11 @@ def entry_json(entry: dict[str, Any]) -> str:
     try:
         return json.dumps(entry, indent=2, allow_nan=False) + "\n"
     except ValueError:
-        raise UserError("the report holds a number that is not finite (NaN or infinity) among the values the "
-                        "RobustBench entry copies (intervals, counts, eps)",
-                        "pass a report.json written by hardenctl eval or harden") from None
+        raise UserError(
+            "the report holds a number that is not finite (NaN or infinity) among the values the "
+            "RobustBench entry copies (intervals, counts, eps)",
+            "pass a report.json written by hardenctl eval or harden",
+        ) from None
 
 
 def write_entry(report: dict[str, Any], path: str | Path, name: str | None = None, **options: Any) -> list[str]:

@@ -6,6 +6,7 @@ reader that checks every report read back before use). The other outputs (Markdo
 plot) are renderers in their own modules above this one; the ``to_markdown``/``to_junit``/``rich_table`` methods
 import them when called, and they never import this module at run time, so there is no import circle.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,7 +68,10 @@ class SampleResults:
         return len(self.index)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.__dataclass_fields__, values)) for values in zip(*(getattr(self, f) for f in self.__dataclass_fields__))]
+        return [
+            dict(zip(self.__dataclass_fields__, values))
+            for values in zip(*(getattr(self, f) for f in self.__dataclass_fields__))
+        ]
 
 
 @dataclass
@@ -128,14 +132,17 @@ class Report:
             value, n = getattr(self, metric), self.n
         elif metric.startswith("protected_"):
             section = self.extra.get("protected") or {}
-            value, n = section.get(metric[len("protected_"):]), section.get("n", 0)
+            value, n = section.get(metric[len("protected_") :]), section.get("n", 0)
         else:
             value, n = self.attacks.get(metric), self.n
         return None if value is None else wilson_interval(min(1.0, max(0.0, float(value))), int(n))
 
     def intervals(self) -> dict[str, Any]:
-        return {"clean_accuracy": pair(self.interval("clean_accuracy")), "robust_accuracy": pair(self.interval("robust_accuracy")),
-                "attacks": {name: pair(self.interval(name)) for name in self.attacks}}
+        return {
+            "clean_accuracy": pair(self.interval("clean_accuracy")),
+            "robust_accuracy": pair(self.interval("robust_accuracy")),
+            "attacks": {name: pair(self.interval(name)) for name in self.attacks},
+        }
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -148,11 +155,14 @@ class Report:
             data.pop("sequential")
         data["interval_method"], data["intervals"] = "wilson", self.intervals()  # 95%; see hardenctl.stats
         for entry in data["per_class"].values():
-            entry["clean_interval"], entry["robust_interval"] = (class_interval(entry, key) for key in ("clean_accuracy", "robust_accuracy"))
+            entry["clean_interval"], entry["robust_interval"] = (
+                class_interval(entry, key) for key in ("clean_accuracy", "robust_accuracy")
+            )
         protected = data["extra"].get("protected")
         if isinstance(protected, dict) and "n" in protected:
             protected["clean_interval"], protected["robust_interval"] = (
-                pair(self.interval(f"protected_{key}")) for key in ("clean_accuracy", "robust_accuracy"))
+                pair(self.interval(f"protected_{key}")) for key in ("clean_accuracy", "robust_accuracy")
+            )
         return data
 
     def to_json(self) -> str:

@@ -1,4 +1,5 @@
 """Tiny models and synthetic data for the attack tests (CPU, a few seconds in all)."""
+
 from __future__ import annotations
 
 import copy

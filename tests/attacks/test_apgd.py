@@ -1,4 +1,5 @@
 """APGD-CE / APGD-T: the momentum update, strength against PGD, DLR vs saturated softmax, hygiene."""
+
 from __future__ import annotations
 
 import math
@@ -149,13 +150,15 @@ def test_momentum_step_linf_by_hand():
     x_prev = torch.tensor([0.45, 0.5, 0.52, 0.05, 0.5]).view_as(x)
     x_k = torch.tensor([0.55, 0.58, 0.48, 0.0, 0.54]).view_as(x)
     grad = torch.tensor([-1.0, 2.0, 0.3, -1.0, 0.0]).view_as(x)
-    expected = torch.tensor([
-        0.55 + 0.75 * (0.50 - 0.55) + 0.25 * (0.55 - 0.45),  # 0.5375: momentum pulls back up
-        0.6,  # 0.58 + 0.75·0.02 + 0.25·0.08 = 0.615, clipped to x + ε
-        0.48 + 0.75 * (0.53 - 0.48) + 0.25 * (0.48 - 0.52),  # 0.5075
-        0.0,  # z = 0 (box); 0 + 0.25·(−0.05) < 0, clipped to the box
-        0.54 + 0.25 * (0.54 - 0.50),  # zero gradient: z = x_k, only momentum moves it: 0.55
-    ]).view_as(x)
+    expected = torch.tensor(
+        [
+            0.55 + 0.75 * (0.50 - 0.55) + 0.25 * (0.55 - 0.45),  # 0.5375: momentum pulls back up
+            0.6,  # 0.58 + 0.75·0.02 + 0.25·0.08 = 0.615, clipped to x + ε
+            0.48 + 0.75 * (0.53 - 0.48) + 0.25 * (0.48 - 0.52),  # 0.5075
+            0.0,  # z = 0 (box); 0 + 0.25·(−0.05) < 0, clipped to the box
+            0.54 + 0.25 * (0.54 - 0.50),  # zero gradient: z = x_k, only momentum moves it: 0.55
+        ]
+    ).view_as(x)
     attack = APGDCE(0.1)
     assert attack.momentum == 0.75  # the reference's fixed value
     got = attack.momentum_step(x_k, x_prev, grad, torch.tensor([0.05]), x)

@@ -1,4 +1,5 @@
 """Every attack, both norms: the result lies in the ε-ball around x and in the [0, 1] box."""
+
 from __future__ import annotations
 
 import pytest

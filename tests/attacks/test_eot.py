@@ -1,4 +1,5 @@
 """EOT: on a randomised model whose single draws mislead, averaging draws is what makes attacks work."""
+
 from __future__ import annotations
 
 import pytest
@@ -53,8 +54,11 @@ def test_eot_gradient_is_the_expected_gradient():
     assert torch.allclose(mean_logits, model.logits(x, 1.0), atol=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda k: PGD(0.1, eot_samples=k, steps=20, random_start=False),
-                                  lambda k: APGDCE(0.1, eot_samples=k, steps=20)], ids=["pgd", "apgd-ce"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda k: PGD(0.1, eot_samples=k, steps=20, random_start=False), lambda k: APGDCE(0.1, eot_samples=k, steps=20)],
+    ids=["pgd", "apgd-ce"],
+)
 def test_only_the_eot_attack_fools_the_model_in_expectation(make):
     """Cross-entropy on class 0: every draw's gradient has the sign of r, and the average over
     a cycle points up. A point is fooled in expectation once mean(x) − c > m = 0.05, which

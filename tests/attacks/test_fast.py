@@ -1,6 +1,7 @@
 """Speed at equal strength: the work accounting, dropping fooled points inside APGD, and the
 BN-folded inference copy. Every speed-up must break at least the points the plain attack
 breaks on the same seed, and must do less counted work."""
+
 from __future__ import annotations
 
 import copy
@@ -190,7 +191,9 @@ def test_work_counts_every_image_pass(model, test_data):
         assert 0 < square.work.broken == int((model(x_adv).argmax(1) != y).sum()) < len(x)
     assert square.work.attacked == len(x) and square.work.seconds > 0
 
-    pgd = PGD(0.03, steps=4)  # PGD does not score its last iterate, and no pass is spent on it (the evaluation re-scores)
+    pgd = PGD(
+        0.03, steps=4
+    )  # PGD does not score its last iterate, and no pass is spent on it (the evaluation re-scores)
     counted.batch_sizes.clear()
     pgd(counted, x, y)
     assert pgd.work.forward == sum(counted.batch_sizes) == 4 * len(x) and pgd.work.backward == 4 * len(x)
@@ -201,16 +204,21 @@ def test_work_counts_every_image_pass(model, test_data):
 
 def test_the_evaluation_records_its_verdict_and_the_re_scoring_as_each_attack_s_work(model, test_data):
     from hardenctl.data import ArrayDataset
-    from hardenctl.evaluate import EvalConfig, evaluate
+    from hardenctl.evaluation import EvalConfig, evaluate
 
     x, y = test_data
     data = ArrayDataset(x[:24], y[:24], [str(i) for i in range(5)], "synthetic")
-    report = evaluate(model, data, EvalConfig(attacks=["pgd", "square"], eps=0.05, n=24, batch_size=8, square_queries=20,
-                                                   large_eps_samples=0))
+    report = evaluate(
+        model,
+        data,
+        EvalConfig(attacks=["pgd", "square"], eps=0.05, n=24, batch_size=8, square_queries=20, large_eps_samples=0),
+    )
     pgd, square = report.work["pgd"], report.work["square"]
     clean_correct = report.counts["clean_correct"]
     assert pgd["attacked"] == clean_correct and pgd["broken"] == clean_correct - report.counts["attacks"]["pgd"]
-    assert pgd["forward_passes"] == 21 * pgd["attacked"] and pgd["backward_passes"] == 20 * pgd["attacked"]  # PGD-20 + verdict
+    assert (
+        pgd["forward_passes"] == 21 * pgd["attacked"] and pgd["backward_passes"] == 20 * pgd["attacked"]
+    )  # PGD-20 + verdict
     assert square["attacked"] == report.counts["attacks"]["pgd"] and square["backward_passes"] == 0
     assert square["broken"] == report.counts["attacks"]["pgd"] - report.counts["attacks"]["square"]
 

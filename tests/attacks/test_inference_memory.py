@@ -4,6 +4,7 @@ Every torch.jit trace and freeze registers compiled code that torch never frees 
 so building the copy per attack call grew RSS by the model's size per batch and attack (issue 20 item 6: +664 MB
 from n = 250 to 2,500 at 320 px). Counting the builds is the cheap, deterministic stand-in for an RSS measurement.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,7 @@ def test_the_copy_is_traced_once_however_many_batches_are_attacked(model, test_d
     attack = FGSM(0.03)
     attack.fast = True
     for start in range(0, len(x), 16):  # four batches, as an evaluation feeds them
-        attack(model, x[start:start + 16], y[start:start + 16])
+        attack(model, x[start : start + 16], y[start : start + 16])
         assert attack.fast_fallback == ""
     other = FGSM(0.05)  # another attack of the suite on the same model shares the copy
     other.fast = True
@@ -80,6 +81,6 @@ def test_a_model_fx_cannot_trace_is_tried_once_not_per_batch(model, test_data, m
     x, y = test_data
     branchy = Branchy(model).eval()
     for start in range(0, len(x), 16):
-        target, why = inference_copy(branchy, x[start:start + 16])
+        target, why = inference_copy(branchy, x[start : start + 16])
         assert target is branchy and why.startswith("not traceable")
     assert len(tries) == 1

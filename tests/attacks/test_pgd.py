@@ -1,4 +1,5 @@
 """PGD and FGSM against closed-form optima on a linear model, plus bounds and restarts."""
+
 from __future__ import annotations
 
 import pytest

@@ -3,6 +3,7 @@
 The model below is correct in fp32 by a margin that bf16 rounding reverses, so a bf16 search that trusted its own
 logits would call every point broken at once (and stop attacking it); the attacks must confirm each "fooled" in fp32.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,8 @@ import torch
 from torch import nn
 
 from hardenctl.attacks import APGDCE, APGDT, PGD, Square
-from hardenctl.evaluate import EvalConfig, evaluate
 from hardenctl.data import ArrayDataset
+from hardenctl.evaluation import EvalConfig, evaluate
 
 
 class RoundingFooled(nn.Module):
@@ -49,9 +50,16 @@ def test_the_model_is_correct_in_fp32_and_fooled_by_bf16_rounding():
         assert (model(x).argmax(1) != y).all()
 
 
-@pytest.mark.parametrize("make", [lambda: APGDCE(8 / 255, steps=6), lambda: APGDT(8 / 255, steps=4, n_target_classes=2),
-                                  lambda: PGD(8 / 255, steps=4), lambda: Square(8 / 255, queries=30)],
-                         ids=["apgd-ce", "apgd-t", "pgd", "square"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: APGDCE(8 / 255, steps=6),
+        lambda: APGDT(8 / 255, steps=4, n_target_classes=2),
+        lambda: PGD(8 / 255, steps=4),
+        lambda: Square(8 / 255, queries=30),
+    ],
+    ids=["apgd-ce", "apgd-t", "pgd", "square"],
+)
 def test_a_bf16_search_confirms_every_fooled_in_fp32_and_keeps_attacking(make):
     model, (x, y) = RoundingFooled(), data()
     attack = make()
@@ -84,7 +92,9 @@ def test_a_bf16_search_breaks_honest_points_as_fp32_does(model, big_test_data):
         with torch.no_grad():
             wrong[dtype] = model(x_adv).argmax(1) != y
         assert 0 < attack.work.broken <= int(wrong[dtype].sum()) < len(x)
-    assert abs(int(wrong[torch.bfloat16].sum()) - int(wrong[None].sum())) <= 3, {k: int(v.sum()) for k, v in wrong.items()}
+    assert abs(int(wrong[torch.bfloat16].sum()) - int(wrong[None].sum())) <= 3, {
+        k: int(v.sum()) for k, v in wrong.items()
+    }
 
 
 def test_evaluate_records_the_search_precision_and_its_verdict_is_fp32():

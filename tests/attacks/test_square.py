@@ -1,5 +1,6 @@
 """Square Attack: strength without gradients, query budget, restarts, and the reference's
 window schedule and L2 update (``autoattack/square.py`` as AutoAttack runs it)."""
+
 from __future__ import annotations
 
 import math
@@ -152,8 +153,25 @@ def test_linf_windows_follow_autoattack_schedule_over_5000_queries(monkeypatch):
     Square(8 / 255, queries=5000)(NeverFooled(), x, y)
     assert len(sides) == 4999  # one proposal per query after the first
     # Hand-computed from the reference's p_selection and s = round(sqrt(p · 32 · 32)).
-    expected = {0: 29, 10: 29, 11: 20, 50: 20, 51: 14, 200: 14, 201: 10, 500: 10, 501: 7, 1000: 7,
-                1001: 5, 2000: 5, 2001: 4, 4000: 4, 4001: 3, 4500: 3, 4998: 3}
+    expected = {
+        0: 29,
+        10: 29,
+        11: 20,
+        50: 20,
+        51: 14,
+        200: 14,
+        201: 10,
+        500: 10,
+        501: 7,
+        1000: 7,
+        1001: 5,
+        2000: 5,
+        2001: 4,
+        4000: 4,
+        4001: 3,
+        4500: 3,
+        4998: 3,
+    }
     assert {it: sides[it] for it in expected} == expected
 
 

@@ -1,5 +1,6 @@
 """Per-image random streams (``--sequential``): an image's draws depend on the seed, its index and how many draws it
 has had, never on which images share its batch."""
+
 from __future__ import annotations
 
 import torch
@@ -21,12 +22,16 @@ def test_a_subset_advances_only_its_own_streams():
     second = streams.uniform((5,))
     fresh = SampleStreams(0, torch.tensor([10, 12]))
     fresh.uniform((5,))
-    assert torch.equal(second[[0, 2]], fresh.uniform((5,)))  # 10 and 12: their second draws, unaffected by 11's extra one
+    assert torch.equal(
+        second[[0, 2]], fresh.uniform((5,))
+    )  # 10 and 12: their second draws, unaffected by 11's extra one
     assert not torch.equal(first, second)
 
 
 def test_the_seed_changes_every_stream():
-    assert not torch.equal(SampleStreams(0, torch.arange(4)).uniform((8,)), SampleStreams(1, torch.arange(4)).uniform((8,)))
+    assert not torch.equal(
+        SampleStreams(0, torch.arange(4)).uniform((8,)), SampleStreams(1, torch.arange(4)).uniform((8,))
+    )
 
 
 def test_the_numbers_look_uniform_and_normal():

@@ -1,10 +1,11 @@
 """Suites: our `standard` against the reference AutoAttack package (skipped without the extra)."""
+
 from __future__ import annotations
 
 import pytest
 
 import hardenctl
-from hardenctl.evaluate import EvalConfig, evaluate
+from hardenctl.evaluation import EvalConfig, evaluate
 
 
 def test_standard_suite_is_at_least_as_strong_as_reference_autoattack(digits_model_path):

@@ -1,5 +1,6 @@
 """Progress in a CI log: plain lines at every stage and attack boundary, a heartbeat at least every 30 s, GitHub
 groups, and silence with --quiet. The line logic runs on a fake clock; the CLI runs with a pipe as stderr."""
+
 from __future__ import annotations
 
 import os
@@ -35,9 +36,11 @@ def test_a_stage_prints_its_start_its_end_and_a_status_line_once_30_seconds_pass
     progress("attacks", 256, 1000)  # 35 s since the last line: a status line with done/total, elapsed and time left
     clock.now += 65
     progress("attacks", 1000, 1000)
-    assert lines == ["attacks: started, 0/1000",
-                     "attacks: 256/1000 (26%), 35s elapsed, about 1m42s left",
-                     "attacks: 1000/1000 done in 1m40s"]
+    assert lines == [
+        "attacks: started, 0/1000",
+        "attacks: 256/1000 (26%), 35s elapsed, about 1m42s left",
+        "attacks: 1000/1000 done in 1m40s",
+    ]
 
 
 def test_every_attack_boundary_gets_a_line():
@@ -85,14 +88,24 @@ def test_what_runs_after_a_stage_is_said_until_its_summary_comes():
 
 
 def test_github_actions_folds_each_stage_and_prints_its_end_after_the_fold():
-    progress, lines, clock = lines_of(github=True, describe=lambda m: f"held-out {m['robust']}" if "robust" in m else None)
+    progress, lines, clock = lines_of(
+        github=True, describe=lambda m: f"held-out {m['robust']}" if "robust" in m else None
+    )
     progress("epoch 1/2", 1, 2, {"loss": 0.5})
     progress("epoch 1/2", 2, 2, {"loss": 0.4})
     progress("epoch 1/2", 2, 2, {"loss": 0.4, "robust": "40%"})
     progress("attacks", 0, 8)
     progress.close()
-    assert lines == ["::group::epoch 1/2", "epoch 1/2: started, 0/2", "::endgroup::", "epoch 1/2: 2/2 done in 0s",
-                     "epoch 1/2: held-out 40%", "::group::attacks", "attacks: started, 0/8", "::endgroup::"]
+    assert lines == [
+        "::group::epoch 1/2",
+        "epoch 1/2: started, 0/2",
+        "::endgroup::",
+        "epoch 1/2: 2/2 done in 0s",
+        "epoch 1/2: held-out 40%",
+        "::group::attacks",
+        "attacks: started, 0/8",
+        "::endgroup::",
+    ]
 
 
 def test_a_stage_run_again_under_the_same_name_starts_anew():
@@ -111,8 +124,13 @@ def test_durations_read_short(seconds, text):
 def run_piped(args: list[str], **env: str) -> subprocess.CompletedProcess:
     """The CLI as a CI job runs it: stdout and stderr are pipes, not a terminal."""
     environ = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")}
-    return subprocess.run([sys.executable, "-m", "hardenctl", *args], capture_output=True, text=True, timeout=300,
-                          env={**environ, "OMP_NUM_THREADS": "1", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "hardenctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**environ, "OMP_NUM_THREADS": "1", **env},
+    )
 
 
 EVAL = ["--data", "digits-test", "--n", "24", "--batch-size", "12", "--attacks", "fgsm,pgd", "--eps", "0.1"]
@@ -130,12 +148,14 @@ def test_eval_in_a_log_prints_plain_lines_at_every_attack_boundary(digits_model_
 
 
 def test_eval_under_github_actions_folds_the_stages(digits_model_path, tmp_path):
-    result = run_piped(["eval", str(digits_model_path), *EVAL], GITHUB_ACTIONS="true",
-                       GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"))
+    result = run_piped(
+        ["eval", str(digits_model_path), *EVAL], GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md")
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert lines.count("::group::attacks") == 1 and lines.count("::endgroup::") == lines.count("::group::attacks") + sum(
-        line.startswith("::group::eps") for line in lines)
+    assert lines.count("::group::attacks") == 1 and lines.count("::endgroup::") == lines.count(
+        "::group::attacks"
+    ) + sum(line.startswith("::group::eps") for line in lines)
     assert lines.index("::group::attacks") < lines.index("attacks: started, 0/24") < lines.index("::endgroup::")
 
 
@@ -145,9 +165,34 @@ def test_quiet_stays_silent_in_a_log(digits_model_path):
 
 
 def test_harden_in_a_log_prints_each_epoch_and_each_evaluation(digits_model_path, tmp_path):
-    result = run_piped(["harden", str(digits_model_path), "--recipe", "pgd-at", "--data", "digits-train", "--epochs", "2",
-                        "--eval-data", "digits-test", "--eval-n", "12", "--suite", "quick", "--eps", "0.1", "--lr", "0.01",
-                        "--set", "attack_steps=1", "--set", "monitor_n=32", "--out", str(tmp_path / "out")])
+    result = run_piped(
+        [
+            "harden",
+            str(digits_model_path),
+            "--recipe",
+            "pgd-at",
+            "--data",
+            "digits-train",
+            "--epochs",
+            "2",
+            "--eval-data",
+            "digits-test",
+            "--eval-n",
+            "12",
+            "--suite",
+            "quick",
+            "--eps",
+            "0.1",
+            "--lr",
+            "0.01",
+            "--set",
+            "attack_steps=1",
+            "--set",
+            "monitor_n=32",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     for epoch in (1, 2):

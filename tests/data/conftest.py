@@ -1,4 +1,5 @@
 """Folders of small random-pattern photos of mixed sizes and formats, made on the fly (no network)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,9 @@ def make_photos(tmp_path) -> Callable[..., Path]:
     """``make_photos({"cat": 3, "dog": 2}, sizes=[(h, w), ...])`` → a class-folder directory of ``imgNN`` files,
     by NN % 4: .jpg, greyscale .jpg, .png, .JPEG; sizes cycle over all images."""
 
-    def make(classes: dict[str, int], sizes: list[tuple[int, int]] | None = None, root: Path | None = None, seed: int = 0) -> Path:
+    def make(
+        classes: dict[str, int], sizes: list[tuple[int, int]] | None = None, root: Path | None = None, seed: int = 0
+    ) -> Path:
         rng = np.random.default_rng(seed)
         root = root or tmp_path / "photos"
         sizes = sizes or [(37, 53), (64, 48), (90, 70), (48, 48), (33, 80), (71, 29)]

@@ -1,4 +1,5 @@
 """Photo-making helpers for tests/data (a uniquely named module: `conftest` is ambiguous across folders)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGEWOOF = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagewoof"  # tests/data → tests → repo → its parent
+IMAGEWOOF = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "imagewoof"
+)  # tests/data → tests → repo → its parent
 
 
 def pattern(rng: np.random.Generator, height: int, width: int, channels: int = 3) -> np.ndarray:

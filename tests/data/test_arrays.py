@@ -1,4 +1,5 @@
 """In-memory sources (npz, CIFAR python batches, built-in digits) and their preparation like folders."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from photo_helpers import CIFAR_DIR, pattern, save
+
 from hardenctl.data import ArrayDataset, Dataset, load_dataset
 from hardenctl.errors import UserError
 from hardenctl.models.data_config import DataConfig
@@ -31,7 +32,9 @@ def test_npz_accepts_nchw_and_grey(tmp_path):
 
 def test_names_are_known_only_when_the_data_brings_them(tmp_path):
     np.savez(tmp_path / "plain.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.arange(2))
-    np.savez(tmp_path / "named.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.arange(2), class_names=np.array(["cat", "dog"]))
+    np.savez(
+        tmp_path / "named.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.arange(2), class_names=np.array(["cat", "dog"])
+    )
     plain, named = load_dataset(str(tmp_path / "plain.npz")), load_dataset(str(tmp_path / "named.npz"))
     assert not plain.names_known and plain.class_names == ["0", "1"]
     assert named.names_known and named.head(1).names_known and named.take([1]).with_channels(3).names_known
@@ -43,7 +46,9 @@ def test_cifar10_python_batches(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
     (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"plane", b"car"]}))
-    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": data, b"labels": [0, 1, 1, 0], b"batch_label": b"test"}))
+    (tmp_path / "test_batch").write_bytes(
+        pickle.dumps({b"data": data, b"labels": [0, 1, 1, 0], b"batch_label": b"test"})
+    )
     loaded = load_dataset(str(tmp_path), split="test")
     assert loaded.class_names == ["plane", "car"] and loaded.y.tolist() == [0, 1, 1, 0] and loaded.names_known
     assert loaded.x.shape == (4, 3, 32, 32)
@@ -109,7 +114,9 @@ def test_image_dataset_is_the_deprecated_name_of_array_dataset():
 
 def test_arrays_of_other_channel_counts_cannot_be_transformed():
     data = ArrayDataset(torch.zeros(2, 2, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], "two-channel")
-    with pytest.raises(UserError, match="two-channel has 2 channels; images can be read and transformed as 1 .grey. or 3"):
+    with pytest.raises(
+        UserError, match="two-channel has 2 channels; images can be read and transformed as 1 .grey. or 3"
+    ):
         data.image(0)
 
 
@@ -124,13 +131,16 @@ def npz_with_names_file(tmp_path, content: bytes | str, labels=(0, 1, 2, 0)):
     return folder / "d.npz"
 
 
-@pytest.mark.parametrize("content", [
-    '["cat", "dog", "emu"]',
-    '{"classes": ["cat", "dog", "emu"], "label_to_name": {"0": "cat"}, "source": [1, 2]}',  # as the shared CIFAR file
-    '{"2": "emu", "0": "cat", "1": "dog"}',  # ids to names
-    b'\xef\xbb\xbf["cat", "dog", "emu"]',  # a UTF-8 byte-order mark, as some editors write
-    '["cat", "dog", "emu", "yak"]',  # more names than labels: the data need not hold every class
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '["cat", "dog", "emu"]',
+        '{"classes": ["cat", "dog", "emu"], "label_to_name": {"0": "cat"}, "source": [1, 2]}',  # as the shared CIFAR file
+        '{"2": "emu", "0": "cat", "1": "dog"}',  # ids to names
+        b'\xef\xbb\xbf["cat", "dog", "emu"]',  # a UTF-8 byte-order mark, as some editors write
+        '["cat", "dog", "emu", "yak"]',  # more names than labels: the data need not hold every class
+    ],
+)
 def test_classes_json_forms_beside_an_npz(tmp_path, content):
     data = load_dataset(str(npz_with_names_file(tmp_path, content)))
     assert data.class_names[:3] == ["cat", "dog", "emu"] and data.names_known
@@ -194,11 +204,14 @@ def test_an_npz_with_its_own_names_never_reads_a_classes_json(tmp_path):
     assert load_dataset(str(path)).class_names == ["cat", "dog"]  # bytes decoded, not "b'cat'"
 
 
-@pytest.mark.parametrize("names,expect", [
-    (np.array([["cat", "dog"]]), "class_names has shape (1, 2), not one name per class"),
-    (np.array([b"cat", b"\xff"]), "class_names entry 1 (b'\\xff') is not UTF-8 text"),
-    (np.array(["cat", "d\nog"]), "class_names entry 1 ('d\\nog') holds the character '\\n'"),
-])
+@pytest.mark.parametrize(
+    "names,expect",
+    [
+        (np.array([["cat", "dog"]]), "class_names has shape (1, 2), not one name per class"),
+        (np.array([b"cat", b"\xff"]), "class_names entry 1 (b'\\xff') is not UTF-8 text"),
+        (np.array(["cat", "d\nog"]), "class_names entry 1 ('d\\nog') holds the character '\\n'"),
+    ],
+)
 def test_bad_class_names_in_an_npz(tmp_path, names, expect):
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.arange(2), class_names=names)
     with pytest.raises(UserError) as caught:
@@ -231,17 +244,23 @@ def test_a_cifar_pickle_that_would_run_code_is_refused_by_name(tmp_path):
 RGB_ROWS = np.zeros((2, 3072), np.uint8)
 
 
-@pytest.mark.parametrize("batch,meta,expect", [
-    ({b"labels": [0, 1]}, None, "has no data"),
-    ([RGB_ROWS, [0, 1]], None, "has no data, labels"),
-    ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, None, "is not N rows of 3072 pixels"),
-    ({b"data": RGB_ROWS, b"labels": [0]}, None, "is not N rows of 3072 pixels"),
-    ({b"data": RGB_ROWS, b"labels": ["a", "b"]}, None, "is not N rows of 3072 pixels"),
-    ({b"data": RGB_ROWS, b"labels": [0, 1]}, {b"other": []}, "batches.meta has no label_names"),
-    ({b"data": RGB_ROWS, b"labels": [0, 1]}, {b"label_names": [b"plane", b"\xff"]},
-     "label_names entry 1 (b'\\xff') is not UTF-8"),
-    ({b"data": RGB_ROWS, b"labels": [0, 1]}, {b"label_names": 5}, "label_names is not a list of names"),
-])
+@pytest.mark.parametrize(
+    "batch,meta,expect",
+    [
+        ({b"labels": [0, 1]}, None, "has no data"),
+        ([RGB_ROWS, [0, 1]], None, "has no data, labels"),
+        ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, None, "is not N rows of 3072 pixels"),
+        ({b"data": RGB_ROWS, b"labels": [0]}, None, "is not N rows of 3072 pixels"),
+        ({b"data": RGB_ROWS, b"labels": ["a", "b"]}, None, "is not N rows of 3072 pixels"),
+        ({b"data": RGB_ROWS, b"labels": [0, 1]}, {b"other": []}, "batches.meta has no label_names"),
+        (
+            {b"data": RGB_ROWS, b"labels": [0, 1]},
+            {b"label_names": [b"plane", b"\xff"]},
+            "label_names entry 1 (b'\\xff') is not UTF-8",
+        ),
+        ({b"data": RGB_ROWS, b"labels": [0, 1]}, {b"label_names": 5}, "label_names is not a list of names"),
+    ],
+)
 def test_a_malformed_cifar_batch_is_a_one_line_error(tmp_path, batch, meta, expect):
     with pytest.raises(UserError) as caught:
         load_dataset(str(cifar_folder(tmp_path, batch, meta)), split="test")

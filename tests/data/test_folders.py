@@ -1,4 +1,5 @@
 """Class folders and tars, streamed through timm's readers and eval transform."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,15 @@ def timm_tensors(root, config: DataConfig, mean=(0.0, 0.0, 0.0)) -> dict[str, tu
     from timm.data import ImageDataset as TimmImageDataset
     from timm.data import create_transform
 
-    transform = create_transform(config.input_size, is_training=False, interpolation=config.interpolation,
-                                 crop_pct=config.crop_pct, crop_mode=config.crop_mode, mean=mean, std=(1, 1, 1))
+    transform = create_transform(
+        config.input_size,
+        is_training=False,
+        interpolation=config.interpolation,
+        crop_pct=config.crop_pct,
+        crop_mode=config.crop_mode,
+        mean=mean,
+        std=(1, 1, 1),
+    )
     dataset = TimmImageDataset(str(root), transform=transform)
     return {dataset.filename(i, absolute=True): dataset[i] for i in range(len(dataset))}
 
@@ -32,12 +40,18 @@ def ours(data: FolderDataset, batch_size: int = 4) -> tuple[torch.Tensor, torch.
     return torch.cat([x for _, x, _ in parts]), torch.cat([y for _, _, y in parts])
 
 
-@pytest.mark.parametrize("config", [
-    DataConfig(input_size=(48, 48), interpolation="bicubic", crop_pct=0.875),
-    DataConfig(input_size=(40, 56), interpolation="bilinear", crop_pct=0.95, crop_mode="center"),
-    DataConfig(input_size=(48, 40), interpolation="bilinear", crop_pct=1.0, crop_mode="squash"),
-    DataConfig(input_size=(48, 48), interpolation="bicubic", crop_pct=0.9, crop_mode="border", mean=(0.0, 0.0, 0.0)),
-], ids=["center-bicubic", "center-nonsquare", "squash", "border"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        DataConfig(input_size=(48, 48), interpolation="bicubic", crop_pct=0.875),
+        DataConfig(input_size=(40, 56), interpolation="bilinear", crop_pct=0.95, crop_mode="center"),
+        DataConfig(input_size=(48, 40), interpolation="bilinear", crop_pct=1.0, crop_mode="squash"),
+        DataConfig(
+            input_size=(48, 48), interpolation="bicubic", crop_pct=0.9, crop_mode="border", mean=(0.0, 0.0, 0.0)
+        ),
+    ],
+    ids=["center-bicubic", "center-nonsquare", "squash", "border"],
+)
 def test_eval_pixels_match_timm_image_for_image(make_photos, config):
     root = make_photos({"cat": 4, "dog": 4, "emu": 3})
     data = load_dataset(str(root), data_config=config, workers=0)
@@ -100,7 +114,9 @@ def test_a_tar_is_read_as_timm_reads_it(make_photos, tmp_path):
 def test_photos_are_read_as_grey_or_rgb_only(make_photos):
     data = load_dataset(str(make_photos({"a": 1, "b": 1})), data_config=DataConfig(input_size=(32, 32)), workers=0)
     for attempt in (lambda: data.with_channels(2), lambda: load_dataset(str(data.source), in_chans=4, workers=0)):
-        with pytest.raises(UserError, match="the model has [24] channels; images can be read and transformed as 1 .grey. or 3"):
+        with pytest.raises(
+            UserError, match="the model has [24] channels; images can be read and transformed as 1 .grey. or 3"
+        ):
             attempt()
 
 
@@ -210,8 +226,12 @@ def test_undeclared_size_uses_the_folder_s_own(tmp_path, make_photos):
     data = load_dataset(str(tmp_path / "same"), workers=0)
     assert data.image_size == (20, 24) and data.config.sources["input_size"] == "data"
     reference = timm_tensors(tmp_path / "same", DataConfig(input_size=(20, 24), crop_pct=0.875))
-    assert torch.equal(data.pixels(0, 4), torch.stack([reference[f][0] for f in data.filenames]))  # resized and cropped too
-    partial = load_dataset(str(tmp_path / "same"), data_config=DataConfig(interpolation="bicubic", crop_pct=0.9), workers=0)
+    assert torch.equal(
+        data.pixels(0, 4), torch.stack([reference[f][0] for f in data.filenames])
+    )  # resized and cropped too
+    partial = load_dataset(
+        str(tmp_path / "same"), data_config=DataConfig(interpolation="bicubic", crop_pct=0.9), workers=0
+    )
     assert partial.image_size == (20, 24) and partial.config.interpolation == "bicubic"  # a config without a size
     with pytest.raises(UserError, match="--input-size"):
         load_dataset(str(make_photos({"a": 2, "b": 2})))
@@ -227,7 +247,9 @@ def test_photos_at_the_input_size_get_timm_s_eval_transform_but_arrays_pass(tmp_
     np.savez(tmp_path / "same.npz", x=np.stack(arrays), y=np.array([0, 1, 0, 1]))
     config = DataConfig(input_size=(32, 32), interpolation="bicubic", default_crop_pct=0.95)  # crop_pct undeclared
     folder = load_dataset(str(tmp_path / "photos"), data_config=config, workers=0)
-    reference = timm_tensors(tmp_path / "photos", DataConfig(input_size=(32, 32), interpolation="bicubic", crop_pct=0.95))
+    reference = timm_tensors(
+        tmp_path / "photos", DataConfig(input_size=(32, 32), interpolation="bicubic", crop_pct=0.95)
+    )
     assert torch.equal(folder.pixels(0, 4), torch.stack([reference[f][0] for f in folder.filenames]))
     in_memory = load_dataset(str(tmp_path / "same.npz"), data_config=config)
     as_stored = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
@@ -237,14 +259,15 @@ def test_photos_at_the_input_size_get_timm_s_eval_transform_but_arrays_pass(tmp_
 def test_streaming_dataset_satisfies_what_evaluate_uses(make_photos):
     import timm
 
-    from hardenctl.evaluate import EvalConfig, evaluate
+    from hardenctl.evaluation import EvalConfig, evaluate
     from hardenctl.models import wrap_model
 
     data = load_dataset(str(make_photos({"a": 4, "b": 4})), data_config=DataConfig(input_size=(32, 32)), workers=0)
     assert isinstance(data, Dataset) and isinstance(data.head(3), Dataset)
     torch.manual_seed(0)
-    model = wrap_model(timm.create_model("test_resnet", num_classes=2), "test_resnet", 2, (0.5,) * 3, (0.5,) * 3,
-                       input_size=(32, 32))
+    model = wrap_model(
+        timm.create_model("test_resnet", num_classes=2), "test_resnet", 2, (0.5,) * 3, (0.5,) * 3, input_size=(32, 32)
+    )
     report = evaluate(model, data, EvalConfig(attacks=["fgsm"], eps=2 / 255, n=6, batch_size=4, large_eps_samples=0))
     assert report.n == 6 and report.data_sha256 == data.head(6).sha256()
     assert report.data["image_size"] == [32, 32] and report.data["notes"] == data.notes
@@ -279,54 +302,68 @@ def test_a_classes_json_beside_the_folders_names_the_classes_for_people_and_the_
 
     import timm
 
-    from hardenctl.evaluate import EvalConfig, evaluate
+    from hardenctl.evaluation import EvalConfig, evaluate
     from hardenctl.models import wrap_model
     from hardenctl.report import render_markdown
 
     root = tmp_path / "woof"
     make_photos({"n02111889": 3, "n02115641": 3}, root=root / "val")
-    (root / "classes.json").write_text(json.dumps({"wnid_to_name": {"n02111889": "Samoyed", "n02115641": "dingo | wild"}}))
+    (root / "classes.json").write_text(
+        json.dumps({"wnid_to_name": {"n02111889": "Samoyed", "n02115641": "dingo | wild"}})
+    )
     data = load_dataset(str(root / "val"), data_config=DataConfig(input_size=(32, 32)), workers=0)
     assert data.class_names == ["n02111889", "n02115641"] and data.display_names == ["Samoyed", "dingo | wild"]
     torch.manual_seed(0)
-    model = wrap_model(timm.create_model("test_resnet", num_classes=2), "test_resnet", 2, (0.5,) * 3, (0.5,) * 3,
-                       input_size=(32, 32))
+    model = wrap_model(
+        timm.create_model("test_resnet", num_classes=2), "test_resnet", 2, (0.5,) * 3, (0.5,) * 3, input_size=(32, 32)
+    )
     report = evaluate(model, data, EvalConfig(attacks=["fgsm"], eps=2 / 255, n=6, batch_size=4, large_eps_samples=0))
     assert report.per_class["0"]["name"] == "n02111889" and report.per_class["0"]["display_name"] == "Samoyed"
     assert report.pictures.class_names == ["Samoyed", "dingo | wild"]
     markdown = render_markdown(report)
     assert "| 0 Samoyed (n02111889) |" in markdown and "1 dingo \\| wild (n02115641)" in markdown
-    assert load_dataset(str(make_photos({"a": 2, "b": 2})), data_config=DataConfig(input_size=(32, 32))).display_names is None
+    assert (
+        load_dataset(str(make_photos({"a": 2, "b": 2})), data_config=DataConfig(input_size=(32, 32))).display_names
+        is None
+    )
 
 
-@pytest.mark.parametrize("content,expect", [
-    ('{"wnid_to_name": {"a": "Apple", "b": "Banana"}, "imagenet1k_index": {"a": 1}}', ["Apple", "Banana"]),
-    ('{"a": "Apple"}', ["Apple", "b"]),  # a folder it does not name keeps its id
-    ('["Apple", "Banana"]', ["Apple", "Banana"]),  # one name per folder, in sorted order
-    ('{"classes": ["Apple", "Banana"], "label_to_name": {"0": "Apple"}}', ["Apple", "Banana"]),
-    ('{"x": "Xylophone"}', None),  # names none of the folders: another set's file
-    ('["a", "b"]', None),  # the ids themselves: nothing to show
-    ('{"wnid_to_name": {"a": "猫", "b": "犬"}}', ["猫", "犬"]),
-])
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        ('{"wnid_to_name": {"a": "Apple", "b": "Banana"}, "imagenet1k_index": {"a": 1}}', ["Apple", "Banana"]),
+        ('{"a": "Apple"}', ["Apple", "b"]),  # a folder it does not name keeps its id
+        ('["Apple", "Banana"]', ["Apple", "Banana"]),  # one name per folder, in sorted order
+        ('{"classes": ["Apple", "Banana"], "label_to_name": {"0": "Apple"}}', ["Apple", "Banana"]),
+        ('{"x": "Xylophone"}', None),  # names none of the folders: another set's file
+        ('["a", "b"]', None),  # the ids themselves: nothing to show
+        ('{"wnid_to_name": {"a": "猫", "b": "犬"}}', ["猫", "犬"]),
+    ],
+)
 def test_classes_json_forms_for_folders(make_photos, tmp_path, content, expect):
     root = make_photos({"a": 1, "b": 1})
     (root / "classes.json").write_text(content, encoding="utf-8")
     assert load_dataset(str(root), data_config=DataConfig(input_size=(32, 32)), workers=0).display_names == expect
 
 
-@pytest.mark.parametrize("content,expect", [
-    (b'{"wnid_to_name": {"a": "\xe9t\xe9"}}', "is not UTF-8 text (byte 0xe9 at offset 24)"),
-    (b'{"wnid_to_name": {"a": "Apple"',
-     "is not valid JSON (Expecting ',' delimiter at line 1 column 31, where the file ends"),
-    pytest.param(b"[" * 50_000, "nested too deeply", id="50000 brackets"),
-    (b'{"wnid_to_name": {"a": 1, "b": "Banana"}}', "the name of 'a' (1) is not a string"),
-    (b'{"wnid_to_name": "a=Apple"}', "'wnid_to_name' is 'a=Apple', not an object of ids to names"),
-    (b'{"a": ["Apple"]}', "the name of 'a' (a list of 1 item) is not a string"),
-    (b'["Apple"]', "lists 1 name but"),
-    (b'["Apple", "Banana", "Cherry"]', "lists 3 names but"),
-    (b"true", "holds True, not a list of class names nor an object"),
-    (b'{"a": "Ap\\u0007ple"}', "holds the character '\\x07'"),
-])
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        (b'{"wnid_to_name": {"a": "\xe9t\xe9"}}', "is not UTF-8 text (byte 0xe9 at offset 24)"),
+        (
+            b'{"wnid_to_name": {"a": "Apple"',
+            "is not valid JSON (Expecting ',' delimiter at line 1 column 31, where the file ends",
+        ),
+        pytest.param(b"[" * 50_000, "nested too deeply", id="50000 brackets"),
+        (b'{"wnid_to_name": {"a": 1, "b": "Banana"}}', "the name of 'a' (1) is not a string"),
+        (b'{"wnid_to_name": "a=Apple"}', "'wnid_to_name' is 'a=Apple', not an object of ids to names"),
+        (b'{"a": ["Apple"]}', "the name of 'a' (a list of 1 item) is not a string"),
+        (b'["Apple"]', "lists 1 name but"),
+        (b'["Apple", "Banana", "Cherry"]', "lists 3 names but"),
+        (b"true", "holds True, not a list of class names nor an object"),
+        (b'{"a": "Ap\\u0007ple"}', "holds the character '\\x07'"),
+    ],
+)
 def test_a_bad_classes_json_beside_folders_is_a_one_line_error(make_photos, tmp_path, content, expect):
     """Non-UTF-8 or deeply nested files crashed (exit 3); truncated ones and wrong types were ignored without a word."""
     root = tmp_path / "set"
@@ -342,8 +379,21 @@ def test_cli_a_truncated_classes_json_is_exit_2_and_writes_nothing(cli, make_pho
     root = make_photos({"a": 2, "b": 2})
     (root / "classes.json").write_text('{"wnid_to_name": {"a": "Apple", "b": "Ban')
     out = tmp_path / "out"
-    code, _, err = cli("eval", digits_model_path, "--data", root, "--n", "4", "--attacks", "fgsm",
-                       "--input-size", "8,8", "--quiet", "--report", out / "report.json")
+    code, _, err = cli(
+        "eval",
+        digits_model_path,
+        "--data",
+        root,
+        "--n",
+        "4",
+        "--attacks",
+        "fgsm",
+        "--input-size",
+        "8,8",
+        "--quiet",
+        "--report",
+        out / "report.json",
+    )
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     assert "classes.json is not valid JSON" in err, err
     assert not out.exists()

@@ -1,4 +1,5 @@
 """Loader worker defaults."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,10 @@ from hardenctl.data import default_workers
 from hardenctl.data.loader import MAX_WORKERS
 
 
-@pytest.mark.parametrize("cores, local_ranks, expected", [(16, None, 8), (16, "1", 8), (16, "4", 4), (16, "8", 2), (16, "32", 1),
-                                                         (2, "2", 1), (4, "bad", 4)])
+@pytest.mark.parametrize(
+    "cores, local_ranks, expected",
+    [(16, None, 8), (16, "1", 8), (16, "4", 4), (16, "8", 2), (16, "32", 1), (2, "2", 1), (4, "bad", 4)],
+)
 def test_torchrun_ranks_share_the_node_s_cores(monkeypatch, cores, local_ranks, expected):
     """Each local rank starts its own loader: N ranks × all cores would oversubscribe the node N times."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)

@@ -1,4 +1,5 @@
 """timm's eval and train transforms, from a model's DataConfig, on [0, 1] pixels; seeded training samples."""
+
 from __future__ import annotations
 
 import random
@@ -16,8 +17,15 @@ from hardenctl.models.data_config import DataConfig
 def timm_eval(size, crop_pct, interpolation="bilinear", crop_mode="center"):
     from timm.data import create_transform
 
-    return create_transform(size, is_training=False, interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode,
-                            mean=(0, 0, 0), std=(1, 1, 1))
+    return create_transform(
+        size,
+        is_training=False,
+        interpolation=interpolation,
+        crop_pct=crop_pct,
+        crop_mode=crop_mode,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
 
 
 @pytest.fixture
@@ -62,8 +70,16 @@ def test_train_transform_is_timm_s_under_the_same_seed(photo):
 
     config = DataConfig(input_size=(24, 24), interpolation="bicubic")
     ours = train_transform(config, 3, scale=(0.3, 1.0), hflip=0.5)
-    theirs = create_transform((24, 24), is_training=True, scale=(0.3, 1.0), hflip=0.5, interpolation="bicubic",
-                              color_jitter=None, mean=(0, 0, 0), std=(1, 1, 1))
+    theirs = create_transform(
+        (24, 24),
+        is_training=True,
+        scale=(0.3, 1.0),
+        hflip=0.5,
+        interpolation="bicubic",
+        color_jitter=None,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
     outputs = []
     for seed in range(4):
         with seeded(seed):
@@ -92,15 +108,21 @@ def test_seeded_restores_the_caller_s_random_streams():
 def train_set(make_photos):
     root = make_photos({"a": 4, "b": 4, "c": 4})
     source = load_dataset(str(root), data_config=DataConfig(input_size=(24, 24)), workers=0)
-    return TrainDataset(source, train_transform(DataConfig(input_size=(24, 24)), 3, auto_augment="rand-m9-mstd0.5"), seed=7)
+    return TrainDataset(
+        source, train_transform(DataConfig(input_size=(24, 24)), 3, auto_augment="rand-m9-mstd0.5"), seed=7
+    )
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index(train_set):
-    """The epoch's batches are harden's (tests/harden/test_batches.py): here, one sample at a time."""
+    """The epoch's batches are harden's (tests/training/test_batches.py): here, one sample at a time."""
     first = train_set[(0, 5)][0]
-    assert torch.equal(first, train_set[(0, 5)][0]) and first.shape == (3, 24, 24) and 0 <= first.min() <= first.max() <= 1
+    assert (
+        torch.equal(first, train_set[(0, 5)][0]) and first.shape == (3, 24, 24) and 0 <= first.min() <= first.max() <= 1
+    )
     assert not torch.equal(first, train_set[(1, 5)][0])  # another epoch, another draw
-    assert not torch.equal(first, TrainDataset(train_set.source, train_set.transform, seed=8)[(0, 5)][0])  # another seed
+    assert not torch.equal(
+        first, TrainDataset(train_set.source, train_set.transform, seed=8)[(0, 5)][0]
+    )  # another seed
     train_set.epoch = 1
     assert torch.equal(train_set[5][0], train_set[(1, 5)][0])  # a bare index is taken at the dataset's epoch
 

@@ -18,6 +18,7 @@ job: variables come from ``env:``, sourced files are not there, placeholders are
 A missing tool skips with the command that installs it, and fails instead under ``HARDENCTL_REQUIRE_TOOLS=1``
 (`.ci/run` sets it), so CI cannot pass without having linted anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -136,8 +137,11 @@ def test_shellcheck_catches_a_broken_run_block(tmp_path: Path):
     broken = tmp_path / "broken.yml"
     text = CPU_WORKFLOW.read_text()
     assert 'hardenctl eval "$MODEL"' in text
-    broken.write_text(text.replace('hardenctl eval "$MODEL"', "hardenctl eval $MODEL")
-                      .replace("cp out/report.json", "cp `ls out/report.json`"))
+    broken.write_text(
+        text.replace('hardenctl eval "$MODEL"', "hardenctl eval $MODEL").replace(
+            "cp out/report.json", "cp `ls out/report.json`"
+        )
+    )
     model, *backticks = shellcheck(broken)
     assert "SC2086" in model and "Evaluate the candidate" in model and "hardenctl eval $MODEL" in model
     assert sorted(finding.split(": SC")[1][:4] for finding in backticks) == ["2006", "2046"]
@@ -148,10 +152,12 @@ def test_expressions_become_placeholders_as_actionlint_makes_them(tmp_path: Path
     """A ``${{ }}`` expression is not shell (unreplaced, shellcheck would read ``${{`` as a bad expansion), and
     its placeholder is one word: quoting around it is still checked."""
     workflow = tmp_path / "expr.yml"
-    workflow.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
-                        "      - run: echo \"${{ github.sha }}\" > \"$RUNNER_TEMP/sha\"\n"
-                        "      - run: cd ${{ github.workspace }}\n        shell: sh\n"
-                        "      - run: print('${{ github.sha }}')\n        shell: python\n")
+    workflow.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        '      - run: echo "${{ github.sha }}" > "$RUNNER_TEMP/sha"\n'
+        "      - run: cd ${{ github.workspace }}\n        shell: sh\n"
+        "      - run: print('${{ github.sha }}')\n        shell: python\n"
+    )
     assert [block[1] for block in run_blocks(yaml.safe_load(workflow.read_text()))] == ["bash", "sh", "python"]
     assert shellcheck(workflow) == []  # a placeholder is a plain word; `cd` under `set -e` needs no `|| exit`
     workflow.write_text(workflow.read_text().replace('> "$RUNNER_TEMP/sha"', "> $RUNNER_TEMP/sha"))

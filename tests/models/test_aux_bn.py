@@ -1,12 +1,13 @@
 """Auxiliary batch norm (AdvAmd, RECIPES.md): main-BN mode is the original model, statistics stay apart, export restores it."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from hardenctl.models.aux_bn import DualBatchNorm, add_aux_bn, bn_route, dual_bn_layers, remove_aux_bn
 from hardenctl.models import create_timm_model
+from hardenctl.models.aux_bn import DualBatchNorm, add_aux_bn, bn_route, dual_bn_layers, remove_aux_bn
 
 
 def timm_net(arch: str) -> nn.Module:
@@ -18,8 +19,11 @@ def sync_bn_net() -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(timm_net("test_resnet"))
 
 
-NETS = {"BatchNorm2d": lambda: timm_net("test_resnet"), "BatchNormAct2d": lambda: timm_net("test_efficientnet"),
-        "SyncBatchNorm": sync_bn_net}
+NETS = {
+    "BatchNorm2d": lambda: timm_net("test_resnet"),
+    "BatchNormAct2d": lambda: timm_net("test_efficientnet"),
+    "SyncBatchNorm": sync_bn_net,
+}
 
 
 def bn_kinds(net: nn.Module) -> set[str]:

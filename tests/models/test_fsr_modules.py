@@ -1,4 +1,5 @@
 """FSR surgery on timm families: shapes, parameter counts, save → load, `info`, evaluation through the module."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import hardenctl
 from hardenctl.attacks import PGD
 from hardenctl.data import load_dataset
 from hardenctl.errors import UserError
+from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
 from hardenctl.models.fsr import FSRModule, FSRStage, fsr_modules, fsr_stages
 from hardenctl.models.info import describe_lines, describe_model
-from hardenctl.models import create_timm_model, load_model, save_model, wrap_model
 from hardenctl.recipes import load_recipe
 
 # (arch, its feature_info stages, channels of the last one)
@@ -57,7 +58,13 @@ def test_insertion_keeps_logits_only_the_output_shape_and_adds_the_expected_para
     model, _ = fsr_model(arch)
     assert fsr_stages(model.model) == stages
     assert isinstance(model.model.get_submodule(stages[-1]), FSRStage)  # default: the last feature stage
-    assert model.info.metadata["fsr"] == {"format": 1, "stages": [stages[-1]], "channels": [channels], "hidden": HIDDEN, "tau": 0.1}
+    assert model.info.metadata["fsr"] == {
+        "format": 1,
+        "stages": [stages[-1]],
+        "channels": [channels],
+        "hidden": HIDDEN,
+        "tau": 0.1,
+    }
     (module,) = fsr_modules(model)
     assert count(module) == fsr_parameters(channels)
     assert count(model) == n_before + fsr_parameters(channels)
@@ -120,7 +127,9 @@ def test_prepare_draws_the_modules_from_the_seed_and_leaves_the_global_rng_alone
         recipe = load_recipe("fsr", {"hidden": HIDDEN, "stages": ["layer3", "layer4"]})
         torch.manual_seed(1)
         prepared = recipe.prepare(model, seed=seed)
-        assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(1)))  # global RNG untouched
+        assert torch.equal(
+            torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(1))
+        )  # global RNG untouched
         return {k: v for k, v in prepared.state_dict().items() if ".fsr." in k}
 
     first, again, other = modules(5), modules(5), modules(6)
@@ -131,18 +140,23 @@ def test_prepare_draws_the_modules_from_the_seed_and_leaves_the_global_rng_alone
 
 
 def test_a_network_without_feature_info_is_a_clear_error():
-    model = wrap_model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()), "custom", CLASSES, (0.5,), (0.5,))
+    model = wrap_model(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()), "custom", CLASSES, (0.5,), (0.5,)
+    )
     with pytest.raises(UserError, match="has no timm feature_info"):
         load_recipe("fsr").prepare(model)
 
 
-@pytest.mark.parametrize("fsr_meta, named", [
-    ({"stages": ["layer9"], "hidden": 16, "tau": 0.1}, "unknown FSR stage 'layer9'"),
-    ({"stages": "layer4", "hidden": 16, "tau": 0.1}, "FSR metadata is malformed"),
-    ({"stages": ["layer4"], "hidden": 16, "tau": -1}, "FSR metadata is malformed"),
-    ({"stages": ["layer4"], "channels": [512], "hidden": 16, "tau": 0.1}, "do not fit this network"),
-    ({"format": 9, "stages": ["layer4"], "hidden": 16, "tau": 0.1}, "format 9"),
-])
+@pytest.mark.parametrize(
+    "fsr_meta, named",
+    [
+        ({"stages": ["layer9"], "hidden": 16, "tau": 0.1}, "unknown FSR stage 'layer9'"),
+        ({"stages": "layer4", "hidden": 16, "tau": 0.1}, "FSR metadata is malformed"),
+        ({"stages": ["layer4"], "hidden": 16, "tau": -1}, "FSR metadata is malformed"),
+        ({"stages": ["layer4"], "channels": [512], "hidden": 16, "tau": 0.1}, "do not fit this network"),
+        ({"format": 9, "stages": ["layer4"], "hidden": 16, "tau": 0.1}, "format 9"),
+    ],
+)
 def test_bad_fsr_metadata_is_a_one_line_error_on_load(tmp_path, fsr_meta, named):
     model, _ = fsr_model("test_resnet")
     model.info.metadata["fsr"] = fsr_meta
@@ -158,7 +172,9 @@ def test_input_gradient_flows_through_the_module_in_eval_mode():
     seen = {}
 
     def keep_gradient(_module, inputs, output):
-        output.register_hook(lambda grad: seen.__setitem__("out", grad))  # (a hook returning a tensor would replace the gradient)
+        output.register_hook(
+            lambda grad: seen.__setitem__("out", grad)
+        )  # (a hook returning a tensor would replace the gradient)
         inputs[0].register_hook(lambda grad: seen.__setitem__("in", grad))
 
     module.register_forward_hook(keep_gradient)
@@ -197,7 +213,9 @@ def test_describe_model_shows_the_architecture_the_modules_and_their_parameters(
     assert (d["arch"], d["num_classes"], d["in_chans"], d["input_size"]) == ("test_resnet", CLASSES, 3, [32, 32])
     assert d["normalization"]["mean"] == [0.49, 0.48, 0.45] and d["normalization"]["source"] == "checkpoint"
     assert [(m["stage"], m["channels"], m["parameters"]) for m in d["inserted_modules"]] == [
-        ("layer3", 192, fsr_parameters(192)), ("layer4", 96, fsr_parameters(96))]
+        ("layer3", 192, fsr_parameters(192)),
+        ("layer4", 96, fsr_parameters(96)),
+    ]
     assert d["inserted_modules"][0]["parts"]["aux_head"] == 192 * CLASSES + CLASSES
     assert d["parameters"]["inserted"] == fsr_parameters(192) + fsr_parameters(96)
     assert d["parameters"]["total"] == d["parameters"]["backbone"] + d["parameters"]["inserted"] == count(model)
@@ -213,19 +231,41 @@ def test_harden_with_fsr_writes_a_model_that_eval_loads_without_flags(tmp_path, 
     """`harden --recipe fsr` end to end (tiny: 1 epoch on 256 digits), then `hardenctl eval` on the result."""
     torch.manual_seed(0)
     net = create_timm_model("test_resnet", num_classes=10, in_chans=1)
-    source = save_model(wrap_model(net, "test_resnet", 10, (0.5,), (0.5,), in_chans=1, input_size=(8, 8)), tmp_path / "in.safetensors")
+    source = save_model(
+        wrap_model(net, "test_resnet", 10, (0.5,), (0.5,), in_chans=1, input_size=(8, 8)), tmp_path / "in.safetensors"
+    )
     result = hardenctl.api.harden(
-        source, data=load_dataset("digits-train").head(256), eval_data=load_dataset("digits-test").head(48), out=tmp_path / "out",
-        recipe="fsr", overrides={"epochs": 1, "batch_size": 64, "attack_steps": 2, "eps": 0.1, "attack_alpha": 0.05,
-                                 "monitor_n": 32, "augment": "none", "lr": 0.02, "stages": ["layer3", "layer4"]},
-        eval_n=48, suite="quick", eps=0.1, device="cpu", eval_options={"apgd_steps": 5, "large_eps_samples": 16})
+        source,
+        data=load_dataset("digits-train").head(256),
+        eval_data=load_dataset("digits-test").head(48),
+        out=tmp_path / "out",
+        recipe="fsr",
+        overrides={
+            "epochs": 1,
+            "batch_size": 64,
+            "attack_steps": 2,
+            "eps": 0.1,
+            "attack_alpha": 0.05,
+            "monitor_n": 32,
+            "augment": "none",
+            "lr": 0.02,
+            "stages": ["layer3", "layer4"],
+        },
+        eval_n=48,
+        suite="quick",
+        eps=0.1,
+        device="cpu",
+        eval_options={"apgd_steps": 5, "large_eps_samples": 16},
+    )
     with safe_open(str(result.model_path), framework="pt") as fh:
         extra = json.loads(fh.metadata()["hardenctl"])
     assert extra["recipe"] == "fsr" and extra["fsr"]["stages"] == ["layer3", "layer4"]
     assert result.report.hardened.randomized is False  # the eval mask is deterministic: no EOT needed
     loaded = hardenctl.load_model(result.model_path)
     assert len(fsr_modules(loaded)) == 2 and all(isinstance(m, FSRModule) for m in fsr_modules(loaded))
-    code, stdout, _ = cli("eval", result.model_path, "--data", "digits-test", "--n", "24", "--attacks", "fgsm", "--eps", "0.1", "--json")
+    code, stdout, _ = cli(
+        "eval", result.model_path, "--data", "digits-test", "--n", "24", "--attacks", "fgsm", "--eps", "0.1", "--json"
+    )
     assert code == 0 and json.loads(stdout)["n"] == 24
     code, stdout, _ = cli("info", result.model_path)
     assert code == 0 and "fsr after layer3" in stdout and "fsr after layer4" in stdout

@@ -1,4 +1,5 @@
 """Checkpoint I/O: safetensors metadata round trip, plain timm loading, normalisation, input size."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ def test_a_wrapped_model_prepares_images_as_it_will_after_a_save_and_load(tmp_pa
     model = wrap_model(create_timm_model(arch, 10, 1), arch, 10, (0.3,), (0.4,), in_chans=1, input_size=(32, 32))
     again = hardenctl.load_model(save_model(model, tmp_path / "m.safetensors"))
     fields = ("input_size", "interpolation", "crop_mode", "effective_crop_pct", "mean", "std")
-    assert {f: getattr(model.info.data_config, f) for f in fields} == {f: getattr(again.info.data_config, f) for f in fields}
+    assert {f: getattr(model.info.data_config, f) for f in fields} == {
+        f: getattr(again.info.data_config, f) for f in fields
+    }
     pretrained = timm.create_model(arch).pretrained_cfg
     assert model.info.data_config.effective_crop_pct == pretrained["crop_pct"]
     assert model.info.data_config.interpolation == pretrained["interpolation"]
@@ -79,10 +82,14 @@ def test_a_pickled_model_is_refused_naming_the_global_and_the_resave(tmp_path, z
         hardenctl.load_model(path, arch="test_resnet")
     message = str(caught.value)
     assert "\n" not in message and len(message) < 400, message
-    assert f"refusing to load checkpoint {path}: it would import {__name__}.PickledModel, and hardenctl will not " \
-           "unpickle code (it could run anything); re-save only the weights" in message, message
-    assert message.endswith("torch.save(model.state_dict(), 'model.pt'), "
-                            "or safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"), message
+    assert (
+        f"refusing to load checkpoint {path}: it would import {__name__}.PickledModel, and hardenctl will not "
+        "unpickle code (it could run anything); re-save only the weights" in message
+    ), message
+    assert message.endswith(
+        "torch.save(model.state_dict(), 'model.pt'), "
+        "or safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
+    ), message
 
 
 def test_a_refused_checkpoint_with_nothing_to_name_still_says_how_to_resave(tmp_path):
@@ -101,18 +108,24 @@ def test_a_refused_checkpoint_with_nothing_to_name_still_says_how_to_resave(tmp_
 def model_folder(folder, label_names):
     folder.mkdir()
     torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in create_timm_model("test_resnet", 3).state_dict().items()},
-              str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"architecture": "test_resnet", "num_classes": 3,
-                                                    "label_names": label_names}))
+    save_file(
+        {k: v.contiguous() for k, v in create_timm_model("test_resnet", 3).state_dict().items()},
+        str(folder / "model.safetensors"),
+    )
+    (folder / "config.json").write_text(
+        json.dumps({"architecture": "test_resnet", "num_classes": 3, "label_names": label_names})
+    )
     return folder
 
 
-@pytest.mark.parametrize("names,expect", [
-    ([0, 1, 2], "'config.json label_names' is [0, 1, 2], not a list of class names (name 0 (0) is not a string)"),
-    (["a", "b\nc", "d"], "name 1 ('b\\nc') holds the character '\\n'"),
-    (["a", "b"], "config.json's label_names of"),
-])
+@pytest.mark.parametrize(
+    "names,expect",
+    [
+        ([0, 1, 2], "'config.json label_names' is [0, 1, 2], not a list of class names (name 0 (0) is not a string)"),
+        (["a", "b\nc", "d"], "name 1 ('b\\nc') holds the character '\\n'"),
+        (["a", "b"], "config.json's label_names of"),
+    ],
+)
 def test_config_json_label_names_are_checked(tmp_path, names, expect):
     with pytest.raises(UserError) as caught:
         hardenctl.load_model(model_folder(tmp_path / "m", names))

@@ -4,6 +4,7 @@ one-line UserError naming the key (exit 2 at the CLI), never a traceback.
 Header values are strings; hardenctl writes JSON, other exporters write "0.485,0.456,0.406",
 "(0.5, 0.5, 0.5)", "3.0", "True" ...
 """
+
 from __future__ import annotations
 
 import json
@@ -101,8 +102,18 @@ SIZE_FORMS = [
 ]
 NUM_CLASSES_FORMS = ["10", "10.0", "1e1", " 10 ", '"10"', "+10"]
 IN_CHANS_FORMS = ["3", "3.0", "3e0", " 3", '"3"']
-RANDOMIZED_FORMS = [("true", True), ("false", False), ("True", True), ("False", False), ("TRUE", True),
-                    ("1", True), ("0", False), (" false ", False), ('"true"', True), ('"0"', False)]
+RANDOMIZED_FORMS = [
+    ("true", True),
+    ("false", False),
+    ("True", True),
+    ("False", False),
+    ("TRUE", True),
+    ("1", True),
+    ("0", False),
+    (" false ", False),
+    ('"true"', True),
+    ('"0"', False),
+]
 ARCH_FORMS = [ARCH, f'"{ARCH}"', f" {ARCH} "]
 
 
@@ -152,7 +163,7 @@ def test_arch_spellings(tmp_path, rgb_state, text):
 @pytest.mark.parametrize("key", ["num_classes", "in_chans", "mean", "std", "input_size", "randomized"])
 @pytest.mark.parametrize("text", ["", "  ", "null", "None"])
 def test_empty_null_and_none_mean_not_declared(tmp_path, rgb_state, key, text):
-    """"", "null" and Python's str(None) say "not set": the weights, timm or defaults decide."""
+    """ "", "null" and Python's str(None) say "not set": the weights, timm or defaults decide."""
     model = load_with(tmp_path, rgb_state, **{key: text})
     info = model.info
     assert (info.num_classes, info.in_chans, info.input_size, info.randomized) == (10, 3, None, False)
@@ -160,12 +171,31 @@ def test_empty_null_and_none_mean_not_declared(tmp_path, rgb_state, key, text):
 
 
 def test_all_foreign_keys_together_match_the_hardenctl_json(tmp_path, rgb_state):
-    foreign = load_with(tmp_path, rgb_state, num_classes="10.0", in_chans="3", mean="0.485,0.456,0.406",
-                        std="(0.229, 0.224, 0.225)", input_size="3,32,32", randomized="False")
+    foreign = load_with(
+        tmp_path,
+        rgb_state,
+        num_classes="10.0",
+        in_chans="3",
+        mean="0.485,0.456,0.406",
+        std="(0.229, 0.224, 0.225)",
+        input_size="3,32,32",
+        randomized="False",
+    )
     (tmp_path / "json").mkdir()
-    native = load_with(tmp_path / "json", rgb_state, num_classes="10", in_chans="3", mean=json.dumps(RGB),
-                       std="[0.229, 0.224, 0.225]", input_size="[32, 32]", randomized="false")
-    assert foreign.info.to_dict() | {"path": None, "sha256": None} == native.info.to_dict() | {"path": None, "sha256": None}
+    native = load_with(
+        tmp_path / "json",
+        rgb_state,
+        num_classes="10",
+        in_chans="3",
+        mean=json.dumps(RGB),
+        std="[0.229, 0.224, 0.225]",
+        input_size="[32, 32]",
+        randomized="false",
+    )
+    assert foreign.info.to_dict() | {"path": None, "sha256": None} == native.info.to_dict() | {
+        "path": None,
+        "sha256": None,
+    }
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(foreign(x), native(x))
@@ -173,8 +203,19 @@ def test_all_foreign_keys_together_match_the_hardenctl_json(tmp_path, rgb_state)
 
 @pytest.mark.parametrize("section", ["null", "", "None", "{}"])
 def test_unknown_keys_and_an_empty_hardenctl_section_are_ignored(tmp_path, rgb_state, section):
-    model = load_with(tmp_path, rgb_state, format="pt", license="mit", foo="[[[", bar="9" * 5000,
-                      nested="[" * 5000, train_args="{", hardenctl=section, mean="0.5,0.5,0.5", std="0.5,0.5,0.5")
+    model = load_with(
+        tmp_path,
+        rgb_state,
+        format="pt",
+        license="mit",
+        foo="[[[",
+        bar="9" * 5000,
+        nested="[" * 5000,
+        train_args="{",
+        hardenctl=section,
+        mean="0.5,0.5,0.5",
+        std="0.5,0.5,0.5",
+    )
     assert model.info.metadata == {} and model.info.mean == (0.5, 0.5, 0.5)
 
 
@@ -185,12 +226,18 @@ def test_the_hardenctl_section_keeps_what_it_records(tmp_path, rgb_state):
 
 
 FSR = {"format": 1, "stages": ["layers.3"], "channels": [64], "hidden": 64, "tau": 0.1}
-ATOP = {"format": 1, "transform": {"kind": "rt2", "sigma": 0.25, "missing_rate": 0.25, "block": 4},
-        "purifier": {"channels": 3, "width": 32, "depth": 2}}
+ATOP = {
+    "format": 1,
+    "transform": {"kind": "rt2", "sigma": 0.25, "missing_rate": 0.25, "block": 4},
+    "purifier": {"channels": 3, "width": 32, "depth": 2},
+}
 BAD_SECTIONS = [  # (the section, the key the error names, what it says)
-    ("garbage", "'hardenctl'", "not a JSON object"), ("[1, 2]", "'hardenctl'", "not a JSON object"),
-    ("5", "'hardenctl'", "not a JSON object"), ("{", "'hardenctl'", "not a JSON object"),
-    ("true", "'hardenctl'", "not a JSON object"), ('"text"', "'hardenctl'", "not a JSON object"),
+    ("garbage", "'hardenctl'", "not a JSON object"),
+    ("[1, 2]", "'hardenctl'", "not a JSON object"),
+    ("5", "'hardenctl'", "not a JSON object"),
+    ("{", "'hardenctl'", "not a JSON object"),
+    ("true", "'hardenctl'", "not a JSON object"),
+    ('"text"', "'hardenctl'", "not a JSON object"),
     ('{"a": ' + "[" * 40 + "]" * 40 + "}", "'hardenctl'", "nested deeper than 32"),
     ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", "'hardenctl'", "not a JSON object"),
     ('{"recipe_config": {"eps": NaN}}', "'hardenctl'", "NaN or infinity"),
@@ -211,22 +258,39 @@ BAD_SECTIONS = [  # (the section, the key the error names, what it says)
     (json.dumps({"fsr": {**FSR, "format": "1"}}), "'hardenctl.fsr.format'", "whole number"),
     (json.dumps({"atop": 5}), "'hardenctl.atop'", "'transform' and 'purifier'"),
     (json.dumps({"atop": {**ATOP, "purifier": [3, 32, 2]}}), "'hardenctl.atop'", "'transform' and 'purifier'"),
-    (json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 10**6, "depth": 2}}}),
-     "'hardenctl.atop.purifier'", "at most 16384"),
-    (json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 64, "depth": 9}}}), "'hardenctl.atop.purifier'",
-     "depth at most 8"),
-    (json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 2048, "depth": 4}}}),
-     "'hardenctl.atop.purifier'", "at most 16384"),
-    (json.dumps({"atop": {**ATOP, "purifier": {"channels": 0, "width": 32, "depth": 2}}}), "'hardenctl.atop.purifier'",
-     "whole channels"),
-    (json.dumps({"atop": {**ATOP, "transform": {**ATOP["transform"], "block": 10**9}}}),
-     "'hardenctl.atop.transform.block'", "whole number of pixels"),
+    (
+        json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 10**6, "depth": 2}}}),
+        "'hardenctl.atop.purifier'",
+        "at most 16384",
+    ),
+    (
+        json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 64, "depth": 9}}}),
+        "'hardenctl.atop.purifier'",
+        "depth at most 8",
+    ),
+    (
+        json.dumps({"atop": {**ATOP, "purifier": {"channels": 3, "width": 2048, "depth": 4}}}),
+        "'hardenctl.atop.purifier'",
+        "at most 16384",
+    ),
+    (
+        json.dumps({"atop": {**ATOP, "purifier": {"channels": 0, "width": 32, "depth": 2}}}),
+        "'hardenctl.atop.purifier'",
+        "whole channels",
+    ),
+    (
+        json.dumps({"atop": {**ATOP, "transform": {**ATOP["transform"], "block": 10**9}}}),
+        "'hardenctl.atop.transform.block'",
+        "whole number of pixels",
+    ),
 ]
 
 
-@pytest.mark.parametrize("section,key,expect", BAD_SECTIONS,
-                         ids=[text if len(text) <= 60 else f"{text[:50]}...({len(text)} chars)"
-                              for text, _, _ in BAD_SECTIONS])
+@pytest.mark.parametrize(
+    "section,key,expect",
+    BAD_SECTIONS,
+    ids=[text if len(text) <= 60 else f"{text[:50]}...({len(text)} chars)" for text, _, _ in BAD_SECTIONS],
+)
 def test_a_malformed_hardenctl_section_is_an_error_naming_the_key(tmp_path, rgb_state, section, key, expect):
     """The section builds modules (FSR, AToP's purifier) and is copied into every model hardened from this one: a
     malformed one was skipped silently, or allocated terabytes (hidden=1e12), or crashed a later save (depth, NaN)."""
@@ -246,7 +310,8 @@ LABEL_NAMES_REJECTED = [
     (r'["\ud800", "b", "c", "d", "e", "f", "g", "h", "i", "j"]', r"holds the character '\ud800'"),
     (r'["a\u2028b", "b", "c", "d", "e", "f", "g", "h", "i", "j"]', r"holds the character '\u2028'"),
     (json.dumps(["x" * 1001] + list("bcdefghij")), "longer than 1000 characters"),
-    ("[]", "not a list of class names"), ('{"0": "cat"}', "not a list of class names"),
+    ("[]", "not a list of class names"),
+    ('{"0": "cat"}', "not a list of class names"),
     ("7", "not a list of class names"),
     ("a,,c", "is blank"),
 ]
@@ -263,20 +328,29 @@ def test_label_names_must_be_names(tmp_path, rgb_state, text, expect):
 def test_label_names_must_name_every_output(tmp_path, rgb_state, text):
     with pytest.raises(UserError) as caught:
         load_with(tmp_path, rgb_state, label_names=text)
-    assert_one_line_error(caught.value, "checkpoint metadata 'label_names'",
-                          "classes but the classifier has 10 outputs")
+    assert_one_line_error(
+        caught.value, "checkpoint metadata 'label_names'", "classes but the classifier has 10 outputs"
+    )
 
 
-@pytest.mark.parametrize("text", [json.dumps(list("abcdefghij")), "a,b,c,d,e,f,g,h,i,j", " a , b,c,d,e,f,g,h,i,j",
-                                  json.dumps(["猫", "犬", "Ωmega", "naïve", "a b", "c-d", "e|f", "g", "h", "ñ"])])
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(list("abcdefghij")),
+        "a,b,c,d,e,f,g,h,i,j",
+        " a , b,c,d,e,f,g,h,i,j",
+        json.dumps(["猫", "犬", "Ωmega", "naïve", "a b", "c-d", "e|f", "g", "h", "ñ"]),
+    ],
+)
 def test_label_name_spellings(tmp_path, rgb_state, text):
     names = load_with(tmp_path, rgb_state, label_names=text).info.label_names
     assert len(names) == 10 and names[0] in ("a", "猫") and all(name == name.strip() for name in names)
 
 
 def test_read_checkpoint_survives_odd_header_values(tmp_path, rgb_state):
-    path = write_safetensors(tmp_path / "m.safetensors", rgb_state,
-                             {"huge": "9" * 5000, "deep": "[" * 100_000, "mean": "0.5,0.5", "n": "10"})
+    path = write_safetensors(
+        tmp_path / "m.safetensors", rgb_state, {"huge": "9" * 5000, "deep": "[" * 100_000, "mean": "0.5,0.5", "n": "10"}
+    )
     _, meta = read_checkpoint(path)
     assert meta == {"huge": "9" * 5000, "deep": "[" * 100_000, "mean": "0.5,0.5", "n": 10}
 
@@ -285,14 +359,56 @@ def test_read_checkpoint_survives_odd_header_values(tmp_path, rgb_state):
 # rejected values: a UserError that names the key and shows the value
 # ---------------------------------------------------------------------------------------------
 REJECTED = [
-    *[("mean", t) for t in ["abc", "0.485;0.456;0.406", "1,,2", "0.5, 0.5 0.5", "[]", "()", "[[0.5]]", '{"r": 0.5}',
-                            "true", "NaN", "nan,0.5,0.5", "inf", "-Infinity", "1e999", "[1e999]", "[" + "9" * 400 + "]",
-                            "0.5,0.5,x", '"abc"', "[" * 2000, "1e39"]],
+    *[
+        ("mean", t)
+        for t in [
+            "abc",
+            "0.485;0.456;0.406",
+            "1,,2",
+            "0.5, 0.5 0.5",
+            "[]",
+            "()",
+            "[[0.5]]",
+            '{"r": 0.5}',
+            "true",
+            "NaN",
+            "nan,0.5,0.5",
+            "inf",
+            "-Infinity",
+            "1e999",
+            "[1e999]",
+            "[" + "9" * 400 + "]",
+            "0.5,0.5,x",
+            '"abc"',
+            "[" * 2000,
+            "1e39",
+        ]
+    ],
     *[("std", t) for t in ["abc", "0,0.2,0.2", "-0.2", "0", "[0.2, -0.2, 0.2]", "NaN", "inf", "[]", "1e-320", "1e-39"]],
-    *[("input_size", t) for t in ["abc", "0", "0,32", "-3,32,32", "32.5", "1,2,3,4", "[]", "[3, [32, 32]]", "1e9",
-                                  "NaN", "true", '{"h": 32}', "32x", "3,32,inf", "9" * 5000]],
-    *[("num_classes", t) for t in ["ten", "10.5", "0", "-1", "true", "[10]", "1e999", "NaN", "9" * 5000, "2000000",
-                                   '{"n": 10}', "0x0a"]],
+    *[
+        ("input_size", t)
+        for t in [
+            "abc",
+            "0",
+            "0,32",
+            "-3,32,32",
+            "32.5",
+            "1,2,3,4",
+            "[]",
+            "[3, [32, 32]]",
+            "1e9",
+            "NaN",
+            "true",
+            '{"h": 32}',
+            "32x",
+            "3,32,inf",
+            "9" * 5000,
+        ]
+    ],
+    *[
+        ("num_classes", t)
+        for t in ["ten", "10.5", "0", "-1", "true", "[10]", "1e999", "NaN", "9" * 5000, "2000000", '{"n": 10}', "0x0a"]
+    ],
     *[("in_chans", t) for t in ["three", "1.5", "0", "-3", "false", "5000", "[3]"]],
     *[("randomized", t) for t in ["yes", "maybe", "2", "-1", "0.5", "[true]", '{"a": 1}', "truee"]],
     *[("arch", t) for t in ["5", "[1]", '{"name": "resnet18"}', "true", "res net18", "res\nnet", "x" * 500, "1.5"]],
@@ -310,13 +426,16 @@ def test_rejected_values_name_the_key(tmp_path, rgb_state, key, text):
         assert f"{key!r} is {text!r}" in str(caught.value)
 
 
-@pytest.mark.parametrize("key,text,expect", [
-    ("mean", "0.5,0.5", "has 2 values but the model has 3 input channels"),
-    ("mean", "0.1,0.2,0.3,0.4", "has 4 values"),
-    ("std", "0.2,0.2", "has 2 values"),
-    ("num_classes", "7", "is 7 but the classifier weights have 10 outputs; re-export the file with num_classes=10"),
-    ("in_chans", "1", "is 1 but the first convolution takes 3 channels; re-export the file with in_chans=3"),
-])
+@pytest.mark.parametrize(
+    "key,text,expect",
+    [
+        ("mean", "0.5,0.5", "has 2 values but the model has 3 input channels"),
+        ("mean", "0.1,0.2,0.3,0.4", "has 4 values"),
+        ("std", "0.2,0.2", "has 2 values"),
+        ("num_classes", "7", "is 7 but the classifier weights have 10 outputs; re-export the file with num_classes=10"),
+        ("in_chans", "1", "is 1 but the first convolution takes 3 channels; re-export the file with in_chans=3"),
+    ],
+)
 def test_metadata_contradicting_the_weights(tmp_path, rgb_state, key, text, expect):
     with pytest.raises(UserError) as caught:
         load_with(tmp_path, rgb_state, **{"mean": "0.5", "std": "0.5", key: text})
@@ -326,8 +445,10 @@ def test_metadata_contradicting_the_weights(tmp_path, rgb_state, key, text, expe
 def test_garbage_mean_message_is_the_documented_one(tmp_path, rgb_state):
     with pytest.raises(UserError) as caught:
         load_with(tmp_path, rgb_state, mean="abc", std="0.5")
-    assert str(caught.value) == ("checkpoint metadata 'mean' is 'abc', not a list of numbers; "
-                                 "re-export the file with e.g. mean=0.485,0.456,0.406")
+    assert str(caught.value) == (
+        "checkpoint metadata 'mean' is 'abc', not a list of numbers; "
+        "re-export the file with e.g. mean=0.485,0.456,0.406"
+    )
 
 
 def test_long_values_are_truncated_in_the_message(tmp_path, rgb_state):
@@ -349,8 +470,16 @@ EVAL = ("--data", "digits-test", "--n", "16", "--attacks", "fgsm", "--eps", "0.1
 
 def test_cli_evaluates_comma_separated_metadata(cli, tmp_path, digits_model_path):
     """The reported defect: mean "0.3,0.3,0.3" used to die in _fit_channels with a ValueError."""
-    foreign = foreign_copy(digits_model_path, tmp_path / "foreign.safetensors", num_classes="10", in_chans="1",
-                           mean="0.3,0.3,0.3", std="(0.4, 0.4, 0.4)", input_size="1,8,8", randomized="False")
+    foreign = foreign_copy(
+        digits_model_path,
+        tmp_path / "foreign.safetensors",
+        num_classes="10",
+        in_chans="1",
+        mean="0.3,0.3,0.3",
+        std="(0.4, 0.4, 0.4)",
+        input_size="1,8,8",
+        randomized="False",
+    )
     code, _, err = cli("eval", foreign, *EVAL, "--report", tmp_path / "foreign.json")
     assert code == 0, err
     code, _, err = cli("eval", digits_model_path, *EVAL, "--report", tmp_path / "native.json")
@@ -358,7 +487,9 @@ def test_cli_evaluates_comma_separated_metadata(cli, tmp_path, digits_model_path
     got, want = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("foreign", "native"))
     for report in (got, want):
         assert report["normalization"]["source"] == "checkpoint"
-        assert report["normalization"]["mean"] == [pytest.approx(0.3)] and report["normalization"]["std"] == [pytest.approx(0.4)]
+        assert report["normalization"]["mean"] == [pytest.approx(0.3)] and report["normalization"]["std"] == [
+            pytest.approx(0.4)
+        ]
     assert got["model"]["input_size"] == [8, 8] and got["model"]["input_size_source"] == "checkpoint"
     assert got["randomized"] is False
     assert (got["clean_accuracy"], got["robust_accuracy"]) == (want["clean_accuracy"], want["robust_accuracy"])
@@ -385,14 +516,76 @@ def test_cli_garbage_mean_is_exit_2_and_one_line(cli, tmp_path, digits_model_pat
 # ---------------------------------------------------------------------------------------------
 KEYS = ["mean", "std", "input_size", "num_classes", "in_chans", "randomized", "arch", "hardenctl"]
 NAMED = {"mean", "std", "input_size", "num_classes", "in_chans", "randomized"}  # errors from these name the key
-NASTY = ["", " ", "\n", "null", "None", "NaN", "nan", "Infinity", "-Infinity", "1e999", "-1e999", "1e-320", "9" * 5000,
-         "-" + "9" * 400, "[" * 3000, "{" * 3000, "[" * 100 + "]" * 100, "true", "false", "0", "-0", "-1", "1", "3", "10",
-         "3.5", "0x10", "1_0", "[]", "{}", "()", "(,)", ",", ",,,", '""', '"null"', "[null]", "[NaN]", "[1e999, 1]",
-         "[true, 1]", "\u0663", "\u00e9t\u00e9", "\U0001F600", "\x00", "\u2028", "\u200b1", "1\u00a02", "\ufeff1",
-         "0.5\t0.5\t0.5", "[0.5,]", "[,0.5]", "1,2,3,4,5,6,7,8", "32x32", "0x0", "3,-8,8", "1,8,8", "8", "test_resnet",
-         "resnet18", "*", "[", "hf-hub:x/y", '{"fsr": 1}', '{"atop": {}}', '{"fsr": {"stages": ["layer1"]}}',
-         '{"atop": null, "fsr": null}', '{"recipe": {"name": 5}}']
-ALPHABET = "0123456789.,-+eE []()\"{}:xnaINfl\\ \t\u00e9\u0663\u2028\x00\U0001F600"
+NASTY = [
+    "",
+    " ",
+    "\n",
+    "null",
+    "None",
+    "NaN",
+    "nan",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-1e999",
+    "1e-320",
+    "9" * 5000,
+    "-" + "9" * 400,
+    "[" * 3000,
+    "{" * 3000,
+    "[" * 100 + "]" * 100,
+    "true",
+    "false",
+    "0",
+    "-0",
+    "-1",
+    "1",
+    "3",
+    "10",
+    "3.5",
+    "0x10",
+    "1_0",
+    "[]",
+    "{}",
+    "()",
+    "(,)",
+    ",",
+    ",,,",
+    '""',
+    '"null"',
+    "[null]",
+    "[NaN]",
+    "[1e999, 1]",
+    "[true, 1]",
+    "\u0663",
+    "\u00e9t\u00e9",
+    "\U0001f600",
+    "\x00",
+    "\u2028",
+    "\u200b1",
+    "1\u00a02",
+    "\ufeff1",
+    "0.5\t0.5\t0.5",
+    "[0.5,]",
+    "[,0.5]",
+    "1,2,3,4,5,6,7,8",
+    "32x32",
+    "0x0",
+    "3,-8,8",
+    "1,8,8",
+    "8",
+    "test_resnet",
+    "resnet18",
+    "*",
+    "[",
+    "hf-hub:x/y",
+    '{"fsr": 1}',
+    '{"atop": {}}',
+    '{"fsr": {"stages": ["layer1"]}}',
+    '{"atop": null, "fsr": null}',
+    '{"recipe": {"name": 5}}',
+]
+ALPHABET = '0123456789.,-+eE []()"{}:xnaINfl\\ \t\u00e9\u0663\u2028\x00\U0001f600'
 
 
 def random_json(rng: random.Random, depth: int = 0):
@@ -407,7 +600,9 @@ def random_json(rng: random.Random, depth: int = 0):
         return float(rng.choice(["nan", "inf", "-inf"]))
     if kind in (4, 5):
         return [random_json(rng, depth + 1) for _ in range(rng.randrange(5))]
-    return {rng.choice(["fsr", "atop", "a", "stages", "0"]): random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+    return {
+        rng.choice(["fsr", "atop", "a", "stages", "0"]): random_json(rng, depth + 1) for _ in range(rng.randrange(4))
+    }
 
 
 def random_value(rng: random.Random) -> str:
@@ -415,8 +610,10 @@ def random_value(rng: random.Random) -> str:
     if kind == 0:
         return rng.choice(NASTY)
     if kind == 1:  # almost a number list
-        numbers = [rng.choice(["0.5", "0", "-1", "1e999", "nan", "3", "8", "10", "1", "0.25", "1e40", "x", ""])
-                   for _ in range(rng.randrange(6))]
+        numbers = [
+            rng.choice(["0.5", "0", "-1", "1e999", "nan", "3", "8", "10", "1", "0.25", "1e40", "x", ""])
+            for _ in range(rng.randrange(6))
+        ]
         text = rng.choice([",", ", ", " ", ";", ",,"]).join(numbers)
         opening, closing = rng.choice([("", ""), ("[", "]"), ("(", ")"), ("[", ")"), ("{", "}")])
         return opening + text + closing
@@ -452,7 +649,9 @@ def check_outcome(model_or_error, fuzzed):
     assert info.num_classes == 10 and info.in_chans == 1 and isinstance(info.randomized, bool)
     assert len(info.mean) == len(info.std) == 1 and all(math.isfinite(v) for v in info.mean + info.std)
     assert min(info.std) > 0
-    assert info.input_size is None or (len(info.input_size) == 2 and all(type(s) is int and s >= 1 for s in info.input_size))
+    assert info.input_size is None or (
+        len(info.input_size) == 2 and all(type(s) is int and s >= 1 for s in info.input_size)
+    )
     return "ok"
 
 
@@ -482,8 +681,22 @@ def test_fuzzed_metadata_through_the_cli(cli, tmp_path, digits_model_path):
     cases = list(fuzz_cases(seed=7, count=40))[::8]  # a handful
     cases.append((["mean"], {"arch": ARCH, "mean": "[" * 3000, "std": "9" * 5000}))
     cases.append((["num_classes"], {"arch": ARCH, "num_classes": "1e999", "hardenctl": "{"}))
-    cases.append((["mean"], {"arch": ARCH, "mean": "[0.3 0.3 0.3]", "std": "(0.4,)", "input_size": "8", "randomized": "0",
-                             "num_classes": "1e1", "in_chans": "1.0", "hardenctl": "[garbage", "\u00e9": "\x00"}))
+    cases.append(
+        (
+            ["mean"],
+            {
+                "arch": ARCH,
+                "mean": "[0.3 0.3 0.3]",
+                "std": "(0.4,)",
+                "input_size": "8",
+                "randomized": "0",
+                "num_classes": "1e1",
+                "in_chans": "1.0",
+                "hardenctl": "[garbage",
+                "\u00e9": "\x00",
+            },
+        )
+    )
     cases.append((["std"], {"arch": ARCH, "mean": "0.3", "std": "\u0663", "input_size": "None", "foo": "{" * 3000}))
     codes = []
     for index, (fuzzed, header) in enumerate(cases):

@@ -1,5 +1,6 @@
 """AToP's front-end: the random transforms (noise σ and masked fraction exact), the composite f(g(t(x))),
 its randomness (seeded, or fixed), gradients, save → load, and EOT evaluation of a randomised model."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from hardenctl.data import load_dataset
 from hardenctl.errors import UserError
-from hardenctl.evaluate import EvalConfig, evaluate
+from hardenctl.evaluation import EvalConfig, evaluate
 from hardenctl.models import ImageClassifier, create_timm_model, load_model, save_model, wrap_model
 from hardenctl.models.purifier import (
     PURIFIER_PREFIX,
@@ -27,7 +28,9 @@ from hardenctl.models.purifier import (
 def classifier(channels: int = 3, size: int = 16) -> ImageClassifier:
     torch.manual_seed(0)
     net = create_timm_model("test_resnet", num_classes=10, in_chans=channels)
-    return wrap_model(net, "test_resnet", 10, (0.5,) * channels, (0.25,) * channels, in_chans=channels, input_size=(size, size)).eval()
+    return wrap_model(
+        net, "test_resnet", 10, (0.5,) * channels, (0.25,) * channels, in_chans=channels, input_size=(size, size)
+    ).eval()
 
 
 def composite(kind: str = "rt2", block: int = 4, channels: int = 3, size: int = 16, **transform) -> PurifiedClassifier:
@@ -57,8 +60,10 @@ def test_rt2_noise_is_exactly_sigma_times_a_normal_draw_then_clipped_then_masked
     assert torch.all(out[masks[0].expand_as(out) == 1] == 0)
 
 
-@pytest.mark.parametrize("size, block, rate, blocks_masked, cells", [
-    (32, 4, 0.25, 16, 64), (32, 4, 0.1, 6, 64), (32, 8, 0.5, 8, 16), (8, 2, 0.25, 4, 16), (10, 4, 0.25, 2, 9)])
+@pytest.mark.parametrize(
+    "size, block, rate, blocks_masked, cells",
+    [(32, 4, 0.25, 16, 64), (32, 4, 0.1, 6, 64), (32, 8, 0.5, 8, 16), (8, 2, 0.25, 4, 16), (10, 4, 0.25, 2, 9)],
+)
 def test_the_masked_count_is_exact_per_image_and_whole_blocks_are_masked(size, block, rate, blocks_masked, cells):
     masks = block_masks(50, (size, size), block, rate, generator=torch.Generator().manual_seed(1))
     assert masks.shape == (1, 50, 1, size, size) and set(masks.unique().tolist()) <= {0.0, 1.0}
@@ -92,10 +97,16 @@ def test_rt3_takes_every_pixel_from_the_pass_that_masked_it():
     torch.testing.assert_close(out, torch.where(masks[0].bool(), passes[0], passes[1]))
 
 
-@pytest.mark.parametrize("values, named", [
-    ({"kind": "rt9"}, "rt='rt9' is not a transform"), ({"sigma": -0.1}, "sigma=-0.1 is out of range"),
-    ({"missing_rate": 1.0}, "missing_rate=1.0 is out of range"), ({"block": 0}, "block=0"),
-    ({"kind": "rt3", "missing_rate": 0.75}, "rt3 needs missing_rate in [0.05, 0.5]")])
+@pytest.mark.parametrize(
+    "values, named",
+    [
+        ({"kind": "rt9"}, "rt='rt9' is not a transform"),
+        ({"sigma": -0.1}, "sigma=-0.1 is out of range"),
+        ({"missing_rate": 1.0}, "missing_rate=1.0 is out of range"),
+        ({"block": 0}, "block=0"),
+        ({"kind": "rt3", "missing_rate": 0.75}, "rt3 needs missing_rate in [0.05, 0.5]"),
+    ],
+)
 def test_bad_transform_settings_are_one_line_errors(values, named):
     with pytest.raises(UserError) as err:
         TransformConfig(**values)
@@ -180,7 +191,12 @@ def test_save_then_load_gives_identical_outputs_under_a_fixed_seed(tmp_path):
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
     assert json.loads(meta["randomized"]) is True
-    assert json.loads(meta["hardenctl"])["atop"]["transform"] == {"kind": "rt3", "sigma": 0.25, "missing_rate": 0.5, "block": 4}
+    assert json.loads(meta["hardenctl"])["atop"]["transform"] == {
+        "kind": "rt3",
+        "sigma": 0.25,
+        "missing_rate": 0.5,
+        "block": 4,
+    }
 
 
 def _rewrite(path, tmp_path, edit_meta=None, drop=None):
@@ -196,14 +212,17 @@ def _rewrite(path, tmp_path, edit_meta=None, drop=None):
     return out
 
 
-@pytest.mark.parametrize("edit, drop, named", [
-    (lambda m: m["transform"].update(kind="rt9"), None, "AToP transform is invalid"),
-    (lambda m: m["transform"].update(colour="red"), None, "AToP metadata is malformed"),
-    (lambda m: m["purifier"].update(width="wide"), None, "AToP metadata is malformed"),
-    (lambda m: m.update(format=99), None, "format 99"),
-    (lambda m: m.pop("purifier"), None, "AToP metadata is malformed"),
-    (None, PURIFIER_PREFIX + "head", "purifier weights do not fit"),
-])
+@pytest.mark.parametrize(
+    "edit, drop, named",
+    [
+        (lambda m: m["transform"].update(kind="rt9"), None, "AToP transform is invalid"),
+        (lambda m: m["transform"].update(colour="red"), None, "AToP metadata is malformed"),
+        (lambda m: m["purifier"].update(width="wide"), None, "AToP metadata is malformed"),
+        (lambda m: m.update(format=99), None, "format 99"),
+        (lambda m: m.pop("purifier"), None, "AToP metadata is malformed"),
+        (None, PURIFIER_PREFIX + "head", "purifier weights do not fit"),
+    ],
+)
 def test_malformed_composite_checkpoints_are_one_line_errors(tmp_path, edit, drop, named):
     path = save_model(composite(), tmp_path / "model.safetensors")
     with pytest.raises(UserError) as err:
@@ -246,11 +265,19 @@ def test_eot_evaluation_differs_from_a_single_draw_and_is_what_the_report_uses()
     assert "randomised" in default.to_markdown() and "20 EOT draws" in default.to_markdown()
     # the composite declares itself randomised: EOT without detection, and the report says what it is
     purified = composite("rt2", block=2, channels=1, size=8)
-    report = evaluate(purified, data.head(8), EvalConfig(attacks=["fgsm"], eps=0.05, n=8, eot_samples=3, large_eps_samples=0,
-                                                         randomized=None))
+    report = evaluate(
+        purified,
+        data.head(8),
+        EvalConfig(attacks=["fgsm"], eps=0.05, n=8, eot_samples=3, large_eps_samples=0, randomized=None),
+    )
     assert report.randomized and report.eot_samples == 3 and "AToP composite" in report.extra["purifier"]["summary"]
-    again = evaluate(purified, data.head(8), EvalConfig(attacks=["fgsm"], eps=0.05, n=8, eot_samples=3, large_eps_samples=0))
-    assert (again.clean_accuracy, again.robust_accuracy) == (report.clean_accuracy, report.robust_accuracy)  # the seed repeats it
+    again = evaluate(
+        purified, data.head(8), EvalConfig(attacks=["fgsm"], eps=0.05, n=8, eot_samples=3, large_eps_samples=0)
+    )
+    assert (again.clean_accuracy, again.robust_accuracy) == (
+        report.clean_accuracy,
+        report.robust_accuracy,
+    )  # the seed repeats it
 
 
 def test_the_purifier_accepts_any_size_and_a_broadcast_mask():

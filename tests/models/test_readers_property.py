@@ -5,6 +5,7 @@ result, or a one-line :class:`UserError` (exit 2, exactly one line on stderr, no
 traceback. Small oracles keep the properties honest: an untouched file must load, a file that is not JSON must be
 refused (it used to be ignored without a word).
 """
+
 from __future__ import annotations
 
 import collections
@@ -43,11 +44,17 @@ def workspace(tmp_path_factory):
     path = save_model(model, root / "model.safetensors")
     raw = path.read_bytes()
     (size,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + size])
+    header = json.loads(raw[8 : 8 + size])
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
     np.savez(root / "data.npz", x=images, y=np.array([0, 1, 2, 0]))
-    return {"root": root, "model": path, "metadata": header.pop("__metadata__"), "tensors": header,
-            "data": raw[8 + size:], "images": images}
+    return {
+        "root": root,
+        "model": path,
+        "metadata": header.pop("__metadata__"),
+        "tensors": header,
+        "data": raw[8 + size :],
+        "images": images,
+    }
 
 
 def one_line_error(message: str) -> None:
@@ -64,12 +71,41 @@ def folder_in(root: Path):
 # ---------------------------------------------------------------------------------------------
 # generated values
 # ---------------------------------------------------------------------------------------------
-NASTY_TEXT = ["", " ", "\n", "a\nb", "\x00", "\x7f", "\u2028", "\ud800", "\udfff", "x" * 2000, "猫", "\ufeff", "null",
-              "NaN", "[", "{", "9" * 5000, "1e999", "-0", "a,,b"]
-json_leaf = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-             | st.text(max_size=8) | st.sampled_from(NASTY_TEXT))
-json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4)
-                          | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12)
+NASTY_TEXT = [
+    "",
+    " ",
+    "\n",
+    "a\nb",
+    "\x00",
+    "\x7f",
+    "\u2028",
+    "\ud800",
+    "\udfff",
+    "x" * 2000,
+    "猫",
+    "\ufeff",
+    "null",
+    "NaN",
+    "[",
+    "{",
+    "9" * 5000,
+    "1e999",
+    "-0",
+    "a,,b",
+]
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(NASTY_TEXT)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def dumped(value, ascii_only: bool) -> bytes:
@@ -100,8 +136,12 @@ def byte_damage(draw, text: bytes) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # classes.json
 # ---------------------------------------------------------------------------------------------
-VALID_CLASSES = [NAMES, {"classes": NAMES, "label_to_name": {"0": "cat"}}, {"0": "cat", "1": "dog", "2": "emu"},
-                 {"wnid_to_name": {"0": "cat", "1": "dog", "2": "emu"}, "extra": [1, 2]}]
+VALID_CLASSES = [
+    NAMES,
+    {"classes": NAMES, "label_to_name": {"0": "cat"}},
+    {"0": "cat", "1": "dog", "2": "emu"},
+    {"wnid_to_name": {"0": "cat", "1": "dog", "2": "emu"}, "extra": [1, 2]},
+]
 
 
 @st.composite
@@ -110,8 +150,11 @@ def classes_json(draw) -> tuple[bytes, object]:
     document = json.loads(json.dumps(draw(st.sampled_from(VALID_CLASSES))))
     edit = draw(st.sampled_from(["none", "none", "name", "name", "whole", "names_list"]))
     if edit == "name":  # one name (or the list/mapping holding them) replaced by any JSON value
-        holder = (document if isinstance(document, list)
-                  else document.get("classes") or document.get("wnid_to_name") or document)
+        holder = (
+            document
+            if isinstance(document, list)
+            else document.get("classes") or document.get("wnid_to_name") or document
+        )
         key = draw(st.sampled_from(range(len(holder)) if isinstance(holder, list) else sorted(holder)))
         holder[key] = draw(json_value)
     elif edit == "whole":
@@ -140,8 +183,10 @@ def test_generated_classes_json_gives_names_or_a_one_line_error(workspace):
         with folder_in(workspace["root"]) as folder:
             (folder / "classes.json").write_bytes(text)
             np.savez(folder / "d.npz", x=workspace["images"], y=np.array([0, 1, 2, 0]))
-            for read in (lambda: load_dataset(str(folder / "d.npz")).class_names,
-                         lambda: display_names(folder / "val", ["0", "1", "2"])):
+            for read in (
+                lambda: load_dataset(str(folder / "d.npz")).class_names,
+                lambda: display_names(folder / "val", ["0", "1", "2"]),
+            ):
                 try:
                     names = read()
                 except UserError as exc:
@@ -197,11 +242,26 @@ def test_generated_classes_json_through_the_cli(workspace, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # safetensors header metadata
 # ---------------------------------------------------------------------------------------------
-READ_KEYS = ["arch", "num_classes", "in_chans", "mean", "std", "input_size", "interpolation", "crop_pct", "crop_mode",
-             "label_names", "randomized", "hardenctl"]
+READ_KEYS = [
+    "arch",
+    "num_classes",
+    "in_chans",
+    "mean",
+    "std",
+    "input_size",
+    "interpolation",
+    "crop_pct",
+    "crop_mode",
+    "label_names",
+    "randomized",
+    "hardenctl",
+]
 FSR = {"format": 1, "stages": ["layers.3"], "channels": [64], "hidden": 16, "tau": 0.1}
-ATOP = {"format": 1, "transform": {"kind": "rt2", "sigma": 0.25, "missing_rate": 0.25, "block": 4},
-        "purifier": {"channels": 1, "width": 8, "depth": 1}}
+ATOP = {
+    "format": 1,
+    "transform": {"kind": "rt2", "sigma": 0.25, "missing_rate": 0.25, "block": 4},
+    "purifier": {"channels": 1, "width": 8, "depth": 1},
+}
 
 
 @st.composite

@@ -3,6 +3,7 @@
 safetensors' writer keeps the header metadata in a Rust hash map, whose order changes from one save to the next and
 from one process to the next; hardenctl rewrites the header with its keys sorted.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,15 +31,18 @@ def small_model():
     torch.manual_seed(0)
     model = wrap_model(create_timm_model(ARCH, 10, 1), ARCH, 10, (0.3,), (0.4,), in_chans=1, input_size=(8, 8))
     model.info.label_names = [f"class {i}" for i in range(10)]
-    model.info.metadata = {"recipe": "mart", "recipe_config": {"eps": 0.1, "beta": 6.0, "stages": ["layer4"]},
-                           "epoch": 3}
+    model.info.metadata = {
+        "recipe": "mart",
+        "recipe_config": {"eps": 0.1, "beta": 6.0, "stages": ["layer4"]},
+        "epoch": 3,
+    }
     return model
 
 
 def header(path) -> tuple[int, dict]:
     raw = path.read_bytes()
     (size,) = struct.unpack("<Q", raw[:8])
-    return size, json.loads(raw[8:8 + size])
+    return size, json.loads(raw[8 : 8 + size])
 
 
 def test_saving_twice_gives_the_same_bytes(tmp_path):
@@ -61,9 +65,21 @@ SAVE_IN_A_FRESH_PROCESS = textwrap.dedent("""
 def test_two_fresh_processes_write_the_same_bytes(tmp_path):
     """Hash-map order differs between processes (Rust seeds it at random; PYTHONHASHSEED set apart too)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runs = [subprocess.Popen([sys.executable, "-c", SAVE_IN_A_FRESH_PROCESS, str(tmp_path / f"{seed}.safetensors"),
-                              os.path.dirname(__file__)], env={**env, "PYTHONHASHSEED": str(seed)},
-                             stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SAVE_IN_A_FRESH_PROCESS,
+                str(tmp_path / f"{seed}.safetensors"),
+                os.path.dirname(__file__),
+            ],
+            env={**env, "PYTHONHASHSEED": str(seed)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
     for run in runs:
         assert run.wait(timeout=300) == 0, run.stderr.read()
     digests = {hashlib.sha256((tmp_path / f"{seed}.safetensors").read_bytes()).hexdigest() for seed in (1, 2)}
@@ -100,7 +116,7 @@ def test_a_header_of_another_length_is_rewritten_in_front_of_the_same_data(tmp_p
     spread = json.dumps(content, indent=indent).encode()
     spread += b" " * (-len(spread) % 8)
     odd = tmp_path / "odd.safetensors"
-    odd.write_bytes(struct.pack("<Q", len(spread)) + spread + canonical[8 + size:])
+    odd.write_bytes(struct.pack("<Q", len(spread)) + spread + canonical[8 + size :])
     assert load_file(str(odd)).keys() == load_file(str(tmp_path / "canonical.safetensors")).keys()  # valid as it is
     sort_safetensors_header(odd)
     assert odd.read_bytes() == canonical and not list(tmp_path.glob("*.sorting"))
@@ -117,10 +133,41 @@ def test_unsorted_files_from_other_writers_still_load(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the reported defect: two identical `hardenctl harden` runs wrote model files with other bytes
 # ---------------------------------------------------------------------------------------------
-TINY_HARDEN = ["--recipe", "pgd-at", "--data", "digits-train", "--epochs", "1", "--batch-size", "128", "--lr", "0.02",
-               "--set", "eps=0.1", "--set", "attack_alpha=0.05", "--set", "attack_steps=2", "--set", "augment=none",
-               "--set", "monitor_n=32", "--seed", "0", "--device", "cpu", "--eval-data", "digits-test",
-               "--suite", "quick", "--eps", "0.1", "--eval-n", "8", "--quiet"]
+TINY_HARDEN = [
+    "--recipe",
+    "pgd-at",
+    "--data",
+    "digits-train",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "128",
+    "--lr",
+    "0.02",
+    "--set",
+    "eps=0.1",
+    "--set",
+    "attack_alpha=0.05",
+    "--set",
+    "attack_steps=2",
+    "--set",
+    "augment=none",
+    "--set",
+    "monitor_n=32",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--eval-data",
+    "digits-test",
+    "--suite",
+    "quick",
+    "--eps",
+    "0.1",
+    "--eval-n",
+    "8",
+    "--quiet",
+]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Models as timm keeps them: model folders, local-dir:, hf-hub: through the cache, train.py args, and the
 one data config per model with each value's source."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,14 @@ def timm_folder(folder: Path, pretrained_cfg: dict, label_names: list[str] | Non
     return folder
 
 
-CFG = {"input_size": [3, 48, 40], "interpolation": "bicubic", "crop_pct": 0.9, "crop_mode": "center",
-       "mean": [0.4, 0.4, 0.4], "std": [0.2, 0.2, 0.2]}
+CFG = {
+    "input_size": [3, 48, 40],
+    "interpolation": "bicubic",
+    "crop_pct": 0.9,
+    "crop_mode": "center",
+    "mean": [0.4, 0.4, 0.4],
+    "std": [0.2, 0.2, 0.2],
+}
 
 
 @pytest.mark.parametrize("prefix", ["", "local-dir:"])
@@ -57,20 +64,32 @@ def test_undeclared_values_come_from_the_architecture_named_as_such(tmp_path):
     torch.save(create_timm_model(ARCH, 3).state_dict(), tmp_path / "bare.pt")
     config = load_model(tmp_path / "bare.pt", arch=ARCH).info.data_config
     assert config.input_size is None and config.crop_pct is None  # decided with the data (or timm's default)
-    assert config.sources["mean"] == f"timm pretrained_cfg of {ARCH}" and config.sources["interpolation"].startswith("timm")
+    assert config.sources["mean"] == f"timm pretrained_cfg of {ARCH}" and config.sources["interpolation"].startswith(
+        "timm"
+    )
 
 
 def test_train_py_args_are_used_and_hardenctl_metadata_wins_over_them(tmp_path):
     torch.manual_seed(0)
     net = create_timm_model(ARCH, 3)
-    args = argparse.Namespace(model=ARCH, img_size=56, input_size=None, crop_pct=0.95, interpolation="bicubic",
-                              mean=[0.3, 0.3, 0.3], std=[0.3, 0.3, 0.3], num_classes=3)
+    args = argparse.Namespace(
+        model=ARCH,
+        img_size=56,
+        input_size=None,
+        crop_pct=0.95,
+        interpolation="bicubic",
+        mean=[0.3, 0.3, 0.3],
+        std=[0.3, 0.3, 0.3],
+        num_classes=3,
+    )
     torch.save({"arch": ARCH, "state_dict": net.state_dict(), "args": args, "epoch": 3}, tmp_path / "last.pth.tar")
     config = load_model(tmp_path / "last.pth.tar").info.data_config
     assert (config.input_size, config.crop_pct, config.interpolation) == ((56, 56), 0.95, "bicubic")
     assert config.mean == (0.3, 0.3, 0.3) and config.sources["crop_pct"] == "train.py args"
     # the architecture's own pretrained_cfg says 224 / 0.875 / bilinear: the stored args differ and win
-    ours = save_model(wrap_model(net, ARCH, 3, (0.1,) * 3, (0.2,) * 3, input_size=(40, 40)), tmp_path / "ours.safetensors")
+    ours = save_model(
+        wrap_model(net, ARCH, 3, (0.1,) * 3, (0.2,) * 3, input_size=(40, 40)), tmp_path / "ours.safetensors"
+    )
     assert load_model(ours).info.data_config.sources["mean"] == "checkpoint"
 
 
@@ -115,10 +134,15 @@ def test_hf_hub_models_load_from_the_cache_offline(tmp_path, monkeypatch):
         load_model("hf-hub:someone/absent")
 
 
-@pytest.mark.parametrize("config,named", [({"architecture": "no_such_net_v9", "pretrained_cfg": {}}, "unknown timm architecture"),
-                                          ({"pretrained_cfg": {}}, "names no architecture"),
-                                          ({"architecture": ARCH, "pretrained_cfg": {"crop_pct": 2}}, "crop_pct"),
-                                          ({"architecture": ARCH, "pretrained_cfg": {"interpolation": "cubic"}}, "interpolation")])
+@pytest.mark.parametrize(
+    "config,named",
+    [
+        ({"architecture": "no_such_net_v9", "pretrained_cfg": {}}, "unknown timm architecture"),
+        ({"pretrained_cfg": {}}, "names no architecture"),
+        ({"architecture": ARCH, "pretrained_cfg": {"crop_pct": 2}}, "crop_pct"),
+        ({"architecture": ARCH, "pretrained_cfg": {"interpolation": "cubic"}}, "interpolation"),
+    ],
+)
 def test_bad_config_json_is_a_one_line_error(tmp_path, config, named):
     folder = timm_folder(tmp_path / "m", {})
     (folder / "config.json").write_text(json.dumps(config))
@@ -147,7 +171,10 @@ def test_photos_of_mixed_sizes_with_nothing_declared_use_the_architecture_size(t
     model = hardenctl.load_model(tmp_path / "bare.pt", arch="resnet10t")
     data = hardenctl.load_data(str(tmp_path / "photos"), model, workers=0)
     assert data.image_size == (176, 176)  # resnet10t's pretrained_cfg input size
-    assert model.info.input_size == (176, 176) and model.info.data_config.sources["input_size"] == "timm pretrained_cfg of resnet10t"
+    assert (
+        model.info.input_size == (176, 176)
+        and model.info.data_config.sources["input_size"] == "timm pretrained_cfg of resnet10t"
+    )
 
 
 def test_an_undeclared_crop_stays_undeclared_in_config_json(tmp_path):
@@ -156,5 +183,7 @@ def test_an_undeclared_crop_stays_undeclared_in_config_json(tmp_path):
     model = wrap_model(create_timm_model(ARCH, 3), ARCH, 3, (0.5,) * 3, (0.25,) * 3, input_size=(32, 32))
     save_model(model, tmp_path / "model.safetensors")
     config = json.loads(write_config_json(model, tmp_path).read_text())
-    assert config["pretrained_cfg"]["crop_pct"] == 0.95 == config["hardenctl_undeclared"]["crop_pct"]  # for timm: test_resnet's own
+    assert (
+        config["pretrained_cfg"]["crop_pct"] == 0.95 == config["hardenctl_undeclared"]["crop_pct"]
+    )  # for timm: test_resnet's own
     assert load_model(tmp_path).info.data_config.crop_pct is None

@@ -1,6 +1,7 @@
 """A folder hardenctl writes is one model to timm and to hardenctl: plain timm (``create_model('local-dir:DIR')``
 + ``resolve_model_data_config`` + ``create_transform``) and hardenctl's loading and folder data path give the same
 logits on the same photo files, for a conv net and a ViT, at the architecture's size and at another one."""
+
 from __future__ import annotations
 
 import json
@@ -73,10 +74,15 @@ def test_values_written_only_for_timm_stay_undeclared_for_hardenctl(tmp_path):
     save_model(model, tmp_path / "model.safetensors")
     config = json.loads(write_config_json(model, tmp_path).read_text())
     cfg = timm.models.get_pretrained_cfg("test_resnet")
-    assert config["pretrained_cfg"]["crop_pct"] == cfg.crop_pct and config["pretrained_cfg"]["input_size"] == list(cfg.input_size)
+    assert config["pretrained_cfg"]["crop_pct"] == cfg.crop_pct and config["pretrained_cfg"]["input_size"] == list(
+        cfg.input_size
+    )
     again = load_model(tmp_path).info.data_config
     assert again.crop_pct is None and again.input_size is None and again.effective_crop_pct == cfg.crop_pct
-    edited = {**config, "pretrained_cfg": {**config["pretrained_cfg"], "crop_pct": 0.8}}  # a value someone changed is declared
+    edited = {
+        **config,
+        "pretrained_cfg": {**config["pretrained_cfg"], "crop_pct": 0.8},
+    }  # a value someone changed is declared
     (tmp_path / "config.json").write_text(json.dumps(edited))
     assert load_model(tmp_path).info.data_config.crop_pct == 0.8
 
@@ -111,7 +117,9 @@ def test_a_folder_timm_itself_saved_is_the_model_timm_loads(tmp_path):
         assert torch.allclose(plain((x - 0.5) / 0.5), ours(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("arch_cfg", [timm.models.get_pretrained_cfg("resnet10t").to_dict(), {}], ids=["resnet10t", "none"])
+@pytest.mark.parametrize(
+    "arch_cfg", [timm.models.get_pretrained_cfg("resnet10t").to_dict(), {}], ids=["resnet10t", "none"]
+)
 def test_what_nobody_declared_is_what_timm_resolves(arch_cfg):
     """Undeclared values come from timm's resolve_data_config (for a network without a pretrained_cfg: timm's own
     defaults, bicubic and 0.875 at 224 px, where hardenctl once said bilinear)."""
@@ -121,6 +129,10 @@ def test_what_nobody_declared_is_what_timm_resolves(arch_cfg):
 
     config = build_data_config([("python", {"mean": (0.5,) * 3, "std": (0.5,) * 3})], {}, arch_cfg, "net")
     expected = timm.data.resolve_data_config(pretrained_cfg=arch_cfg or PretrainedCfg().to_dict())
-    assert (config.interpolation, config.crop_mode, config.effective_crop_pct, config.default_input_size) == \
-        (expected["interpolation"], expected["crop_mode"], expected["crop_pct"], tuple(expected["input_size"][1:]))
+    assert (config.interpolation, config.crop_mode, config.effective_crop_pct, config.default_input_size) == (
+        expected["interpolation"],
+        expected["crop_mode"],
+        expected["crop_pct"],
+        tuple(expected["input_size"][1:]),
+    )
     assert config.crop_pct is None and config.input_size is None and config.mean == (0.5,) * 3

@@ -1,4 +1,5 @@
 """AdvAmd (our design, RECIPES.md): mediate samples, learning ratio, auxiliary-BN routing, zero weights, export."""
+
 from __future__ import annotations
 
 import copy
@@ -12,10 +13,9 @@ from safetensors import safe_open
 from torch import nn
 
 from hardenctl import api
-from hardenctl.models.aux_bn import bn_route, dual_bn_layers
-from hardenctl.data import load_dataset
 from hardenctl.errors import UserError
 from hardenctl.models import create_timm_model
+from hardenctl.models.aux_bn import bn_route, dual_bn_layers
 from hardenctl.recipes import load_recipe
 from hardenctl.recipes.advamd import AdvAmd, AdvAmdConfig, learning_ratio, mediate_samples
 
@@ -51,12 +51,16 @@ def test_learning_ratio_forms():
     y = torch.tensor([0, 1, 2, 0, 1])
     assert torch.allclose(learning_ratio("p_true", logits_adv, logits, y), F.softmax(logits_adv, 1)[torch.arange(5), y])
     gap = learning_ratio("loss_gap", logits_adv, logits, y)
-    expected = torch.exp(-(F.cross_entropy(logits_adv, y, reduction="none") - F.cross_entropy(logits, y, reduction="none")).clamp(min=0))
+    expected = torch.exp(
+        -(F.cross_entropy(logits_adv, y, reduction="none") - F.cross_entropy(logits, y, reduction="none")).clamp(min=0)
+    )
     assert torch.allclose(gap, expected)
     # by hand: p_y falls from 1/3 to 1/6 (logit log 0.4 against two 0s), so the CE gap is log 2 and the ratio 1/2
     halved = learning_ratio("loss_gap", torch.tensor([[math.log(0.4), 0.0, 0.0]]), torch.zeros(1, 3), torch.tensor([0]))
     assert halved.item() == pytest.approx(0.5, rel=1e-6)
-    assert torch.equal(learning_ratio("loss_gap", logits, logits, y), torch.ones(5))  # the attack changed nothing: full ratio
+    assert torch.equal(
+        learning_ratio("loss_gap", logits, logits, y), torch.ones(5)
+    )  # the attack changed nothing: full ratio
     assert torch.equal(learning_ratio("none", logits_adv, logits, y), torch.ones(5))
     logits_adv.requires_grad_(True)
     assert not learning_ratio("p_true", logits_adv, logits, y).requires_grad  # a weight, not a training signal
@@ -98,10 +102,15 @@ def test_the_loss_routes_benign_through_main_and_amendment_batches_through_aux_b
         r2.prepare(check)
         logits = check(x)
         with bn_route(check, "aux"):
-            *mediate, adv = check(torch.cat([mediate_samples(x, x_adv, lv) for lv in (1 / 3, 2 / 3)] + [x_adv])).split(len(x))
+            *mediate, adv = check(torch.cat([mediate_samples(x, x_adv, lv) for lv in (1 / 3, 2 / 3)] + [x_adv])).split(
+                len(x)
+            )
         v = F.softmax(adv, 1)[torch.arange(len(x)), y]
-        expected = F.cross_entropy(logits, y) + sum(0.5 * (v * F.cross_entropy(m, y, reduction="none")).mean() for m in mediate) \
+        expected = (
+            F.cross_entropy(logits, y)
+            + sum(0.5 * (v * F.cross_entropy(m, y, reduction="none")).mean() for m in mediate)
             + 0.5 * (v * F.cross_entropy(adv, y, reduction="none")).mean()
+        )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -138,11 +147,35 @@ def test_bad_parameters_are_one_line_errors():
             load_recipe("advamd", values)
 
 
-def test_harden_with_advamd_exports_the_input_architecture_and_reports_clean_accuracy_first(tmp_path, digits_model_path, cli):
+def test_harden_with_advamd_exports_the_input_architecture_and_reports_clean_accuracy_first(
+    tmp_path, digits_model_path, cli
+):
     out = tmp_path / "out"
-    code, stdout, _ = cli("harden", digits_model_path, "--recipe", "advamd", "--data", "digits-train", "--eval-data", "digits-test",
-                          "--out", out, "--epochs", "1", "--eval-n", "32", "--suite", "quick", "--eps", "0.1",
-                          "--set", "batch_size=64", "--set", "monitor_n=64", "--quiet")
+    code, stdout, _ = cli(
+        "harden",
+        digits_model_path,
+        "--recipe",
+        "advamd",
+        "--data",
+        "digits-train",
+        "--eval-data",
+        "digits-test",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--eval-n",
+        "32",
+        "--suite",
+        "quick",
+        "--eps",
+        "0.1",
+        "--set",
+        "batch_size=64",
+        "--set",
+        "monitor_n=64",
+        "--quiet",
+    )
     assert code == 0
     with safe_open(str(out / "model.safetensors"), "pt") as fh, safe_open(str(digits_model_path), "pt") as ref:
         assert sorted(fh.keys()) == sorted(ref.keys())  # no auxiliary BN left
@@ -154,6 +187,7 @@ def test_harden_with_advamd_exports_the_input_architecture_and_reports_clean_acc
     data = api.load_model(out / "model.safetensors")
     assert not dual_bn_layers(data)
     import json
+
     saved = json.loads((out / "report.json").read_text())
     assert saved["selected_by"] == "clean" and "auxiliary BN on" in saved["hardened"]["extra"]["advamd"]["summary"]
     assert saved["hardened"]["robust_accuracy"] is not None and saved["interpretation"].startswith("ours")
@@ -167,12 +201,35 @@ def test_a_vit_without_batchnorm_hardens_and_the_cli_says_aux_bn_does_not_apply(
     torch.manual_seed(0)
     vit = create_timm_model("test_vit", num_classes=4, in_chans=3, input_size=(32, 32))
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in vit.modules())
-    path = save_model(wrap_model(vit, "test_vit", 4, (0.5,) * 3, (0.5,) * 3, input_size=(32, 32)), tmp_path / "vit.safetensors")
+    path = save_model(
+        wrap_model(vit, "test_vit", 4, (0.5,) * 3, (0.5,) * 3, input_size=(32, 32)), tmp_path / "vit.safetensors"
+    )
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", x=rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8), y=np.arange(96) % 4)
-    code, _, err = cli("harden", path, "--recipe", "advamd", "--data", tmp_path / "data.npz", "--eval-data", tmp_path / "data.npz",
-                       "--out", tmp_path / "out", "--epochs", "1", "--eval-n", "8", "--suite", "quick",
-                       "--set", "batch_size=32", "--set", "monitor_n=8", "--set", "attack_steps=1")
+    code, _, err = cli(
+        "harden",
+        path,
+        "--recipe",
+        "advamd",
+        "--data",
+        tmp_path / "data.npz",
+        "--eval-data",
+        tmp_path / "data.npz",
+        "--out",
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--eval-n",
+        "8",
+        "--suite",
+        "quick",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "monitor_n=8",
+        "--set",
+        "attack_steps=1",
+    )
     assert code == 0
     lines = [line for line in err.splitlines() if "auxiliary BN does not apply" in line]
     assert len(lines) == 1

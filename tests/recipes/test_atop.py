@@ -1,5 +1,6 @@
 """AToP: the config (derived epochs, one-line errors), the phases, the loss (λ = 0 → pre-training loss, the formula),
 a frozen bit-identical classifier, and `hardenctl harden --recipe atop` → `hardenctl eval` end to end on digits."""
+
 from __future__ import annotations
 
 import copy
@@ -14,11 +15,11 @@ import torch.nn.functional as F
 from hardenctl.attacks import FGSM
 from hardenctl.data import load_dataset
 from hardenctl.errors import UserError
-from hardenctl.harden import Distributed, RunOptions, learning_rate, train
 from hardenctl.models import create_timm_model, load_model, wrap_model
 from hardenctl.models.purifier import PurifiedClassifier
 from hardenctl.recipes import REGISTRY, describe, load_recipe, recipe_path
 from hardenctl.recipes.atop import BPDA_LABEL, Atop
+from hardenctl.training import Distributed, RunOptions, learning_rate, train
 
 SMALL = {"block": 2, "width": 8, "depth": 1, "eps": 0.1, "pretrain_epochs": 2, "finetune_epochs": 2}
 
@@ -50,23 +51,39 @@ def test_the_yaml_documents_every_parameter_and_the_defaults_are_the_papers():
         assert re.search(rf"^{f.name}:", text, re.MULTILINE), f"atop.yaml lacks {f.name}"
     assert all(p.meaning for p in parameters), [p.key for p in parameters if not p.meaning]
     c = load_recipe("atop").config
-    assert (c.rt, c.sigma, c.missing_rate, c.lambda_cls, c.finetune_lr, c.adam_betas) == ("rt2", 0.25, 0.25, 0.05, 1e-4, (0.5, 0.999))
-    assert (c.finetune_attack, c.recon_target, c.optimizer, c.weight_decay, c.attack_steps) == ("fgsm", "clean", "adamw", 0.0, 0)
+    assert (c.rt, c.sigma, c.missing_rate, c.lambda_cls, c.finetune_lr, c.adam_betas) == (
+        "rt2",
+        0.25,
+        0.25,
+        0.05,
+        1e-4,
+        (0.5, 0.999),
+    )
+    assert (c.finetune_attack, c.recon_target, c.optimizer, c.weight_decay, c.attack_steps) == (
+        "fgsm",
+        "clean",
+        "adamw",
+        0.0,
+        0,
+    )
     assert c.epochs == c.pretrain_epochs + c.finetune_epochs and c.lr_warmup_epochs == 0
 
 
-@pytest.mark.parametrize("values, named", [
-    ({"epochs": 3}, ["epochs=3 cannot be set", "set pretrain_epochs and finetune_epochs"]),
-    ({"pretrain_epochs": 0, "finetune_epochs": 0}, ["both 0"]),
-    ({"attack_steps": 5}, ["attack_steps=5", "finetune_attack"]),
-    ({"gan_weight": 0.1}, ["gan_weight=0.1 is not implemented", "set gan_weight: 0"]),
-    ({"finetune_epochs": 2, "warmup_epochs": 2}, ["warmup_epochs=2 leaves none of the 2", "below 2"]),
-    ({"warmup_epochs": 0.5}, ["warmup_epochs=0.5 is not a whole number"]),
-    ({"rt": "rt4"}, ["rt='rt4'", "rt1, rt2, rt3"]),
-    ({"rt": "rt3", "missing_rate": 0.8}, ["rt3 needs missing_rate"]),
-    ({"recon_target": "noisy"}, ["recon_target='noisy'", "clean, adversarial"]),
-    ({"finetune_lr": 0}, ["finetune_lr=0 is out of range"]),
-])
+@pytest.mark.parametrize(
+    "values, named",
+    [
+        ({"epochs": 3}, ["epochs=3 cannot be set", "set pretrain_epochs and finetune_epochs"]),
+        ({"pretrain_epochs": 0, "finetune_epochs": 0}, ["both 0"]),
+        ({"attack_steps": 5}, ["attack_steps=5", "finetune_attack"]),
+        ({"gan_weight": 0.1}, ["gan_weight=0.1 is not implemented", "set gan_weight: 0"]),
+        ({"finetune_epochs": 2, "warmup_epochs": 2}, ["warmup_epochs=2 leaves none of the 2", "below 2"]),
+        ({"warmup_epochs": 0.5}, ["warmup_epochs=0.5 is not a whole number"]),
+        ({"rt": "rt4"}, ["rt='rt4'", "rt1, rt2, rt3"]),
+        ({"rt": "rt3", "missing_rate": 0.8}, ["rt3 needs missing_rate"]),
+        ({"recon_target": "noisy"}, ["recon_target='noisy'", "clean, adversarial"]),
+        ({"finetune_lr": 0}, ["finetune_lr=0 is out of range"]),
+    ],
+)
 def test_bad_parameters_are_one_line_errors(values, named):
     with pytest.raises(UserError) as err:
         load_recipe("atop", values)
@@ -96,11 +113,15 @@ def test_prepare_refuses_blocks_larger_than_the_image_and_a_composite_input():
 # phases and the loss
 # ---------------------------------------------------------------------------------------------
 def test_phases_switch_the_learning_rate_and_the_classification_term():
-    recipe = load_recipe("atop", {"pretrain_epochs": 3, "finetune_epochs": 4, "warmup_epochs": 2, "lr": 1e-3, "finetune_lr": 1e-4})
+    recipe = load_recipe(
+        "atop", {"pretrain_epochs": 3, "finetune_epochs": 4, "warmup_epochs": 2, "lr": 1e-3, "finetune_lr": 1e-4}
+    )
     c = recipe.config
     assert [recipe.cls_weight(e) for e in range(7)] == [0, 0, 0, 0, 0, 0.05, 0.05]
     rates = [learning_rate(c, e, 0, 10) * recipe.lr_factor(e) for e in range(7)]
-    assert rates[:3] == [1e-3] * 3 and rates[3:] == pytest.approx([1e-4] * 4)  # no lr warm-up: warmup_epochs means the CE term
+    assert rates[:3] == [1e-3] * 3 and rates[3:] == pytest.approx(
+        [1e-4] * 4
+    )  # no lr warm-up: warmup_epochs means the CE term
 
 
 def test_with_lambda_zero_the_finetuning_loss_is_the_pretraining_loss():
@@ -146,14 +167,26 @@ def test_the_pgd_finetuning_attack_stays_in_the_ball():
 
 
 def test_the_classifier_is_bit_identical_after_finetuning_and_only_the_purifier_learns(tmp_path):
-    recipe = load_recipe("atop", {**SMALL, "pretrain_epochs": 1, "finetune_epochs": 1, "batch_size": 32, "monitor_n": 16,
-                                  "augment": "none", "lambda_cls": 1.0})
+    recipe = load_recipe(
+        "atop",
+        {
+            **SMALL,
+            "pretrain_epochs": 1,
+            "finetune_epochs": 1,
+            "batch_size": 32,
+            "monitor_n": 16,
+            "augment": "none",
+            "lambda_cls": 1.0,
+        },
+    )
     classifier = digits_classifier()
     before = copy.deepcopy(classifier.model.state_dict())  # parameters and BatchNorm buffers (running stats, counts)
     model = recipe.prepare(classifier)
     purifier_before = copy.deepcopy(model.purifier.state_dict())
     data = load_dataset("digits-train").head(96)
-    result = train(model, recipe, data, data.head(16), RunOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {})
+    result = train(
+        model, recipe, data, data.head(16), RunOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {}
+    )
     assert [h["epoch"] for h in result.history] == [1, 2] and recipe.finetuning() and recipe.cls_weight() == 1.0
     after = model.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -163,7 +196,7 @@ def test_the_classifier_is_bit_identical_after_finetuning_and_only_the_purifier_
 @pytest.mark.parametrize("warmup, expected_best, selectable", [(0, 3, [3, 4]), (1, 4, [4])])
 def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(tmp_path, warmup, expected_best, selectable):
     """A pre-training epoch with the highest held-out score must not ship (before: epoch 1 did, scored with one draw)."""
-    from hardenctl.harden import Monitor
+    from hardenctl.training import Monitor
 
     held_out_robust = iter([0.9, 0.8, 0.5, 0.3])  # epochs 1-2 pre-training (scored highest), 3-4 fine-tuning
     draws_seen = []
@@ -173,14 +206,25 @@ def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(tmp_p
             draws_seen.append(self.draws)  # calls alternate: training images, then held-out images
             return (0.5, 0.5) if len(draws_seen) % 2 else (0.5, next(held_out_robust))
 
-    recipe = load_recipe("atop", {**SMALL, "warmup_epochs": warmup, "batch_size": 32, "monitor_n": 16, "augment": "none"})
+    recipe = load_recipe(
+        "atop", {**SMALL, "warmup_epochs": warmup, "batch_size": 32, "monitor_n": 16, "augment": "none"}
+    )
     scripted = Scripted.for_recipe(recipe, 0, Distributed())
     assert list(recipe.selectable_epochs()[0]) == selectable and recipe.monitor_eot() == 4
     model = recipe.prepare(digits_classifier())
     data = load_dataset("digits-train").head(96)
     # baseline given (the engine measures the input model before prepare): every monitor call below is an epoch's
-    result = train(model, recipe, data.head(80), data.take(torch.arange(80, 96)), RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
-                   Distributed(), {}, baseline=(None, None), monitor=scripted)
+    result = train(
+        model,
+        recipe,
+        data.head(80),
+        data.take(torch.arange(80, 96)),
+        RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
+        Distributed(),
+        {},
+        baseline=(None, None),
+        monitor=scripted,
+    )
     assert result.best_epoch == expected_best and result.last_epoch == 4
     assert draws_seen == [4] * 8  # train and held-out monitors, every epoch, with EOT over monitor_eot draws
 
@@ -203,9 +247,38 @@ def test_prepare_draws_the_purifier_from_the_seed():
 # ---------------------------------------------------------------------------------------------
 # end to end: harden → report → eval
 # ---------------------------------------------------------------------------------------------
-ATOP_ARGS = ["--recipe", "atop", "--data", "digits-train", "--eval-data", "digits-test", "--set", "pretrain_epochs=1",
-             "--set", "finetune_epochs=1", "--set", "block=2", "--set", "width=8", "--set", "eps=0.1", "--set", "augment=none",
-             "--set", "monitor_n=32", "--suite", "quick", "--eps", "0.1", "--eval-n", "16", "--device", "cpu", "--seed", "0"]
+ATOP_ARGS = [
+    "--recipe",
+    "atop",
+    "--data",
+    "digits-train",
+    "--eval-data",
+    "digits-test",
+    "--set",
+    "pretrain_epochs=1",
+    "--set",
+    "finetune_epochs=1",
+    "--set",
+    "block=2",
+    "--set",
+    "width=8",
+    "--set",
+    "eps=0.1",
+    "--set",
+    "augment=none",
+    "--set",
+    "monitor_n=32",
+    "--suite",
+    "quick",
+    "--eps",
+    "0.1",
+    "--eval-n",
+    "16",
+    "--device",
+    "cpu",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -240,27 +313,50 @@ def test_harden_writes_one_composite_and_reports_classifier_composite_and_bpda(a
 
 
 def test_eval_uses_eot_on_the_composite_and_fixed_mask_makes_it_deterministic(atop_run, cli):
-    args = ["eval", atop_run / "model.safetensors", "--data", "digits-test", "--n", "16", "--attacks", "fgsm", "--eps", "0.1",
-            "--eot-samples", "4", "--json"]
+    args = [
+        "eval",
+        atop_run / "model.safetensors",
+        "--data",
+        "digits-test",
+        "--n",
+        "16",
+        "--attacks",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--eot-samples",
+        "4",
+        "--json",
+    ]
     code, stdout, _ = cli(*args)
     report = json.loads(stdout)
     assert code == 0 and report["randomized"] and report["eot_samples"] == 4
     assert "fresh random draw" in report["extra"]["purifier"]["summary"]
     code, stdout, _ = cli(*args, "--fixed-mask")
     fixed = json.loads(stdout)
-    assert code == 0 and not fixed["randomized"] and fixed["eot_samples"] == 1 and fixed["extra"]["purifier"]["fixed_mask_seed"] == 0
+    assert (
+        code == 0
+        and not fixed["randomized"]
+        and fixed["eot_samples"] == 1
+        and fixed["extra"]["purifier"]["fixed_mask_seed"] == 0
+    )
     assert "FIXED noise and mask" in fixed["extra"]["purifier"]["summary"]
 
 
-@pytest.mark.parametrize("extra, named", [
-    (["--epochs", "2"], ["epochs=2 cannot be set", "pretrain_epochs and finetune_epochs"]),
-    (["--set", "gan_weight=1"], ["gan_weight=1 is not implemented"]),
-    (["--set", "attack_steps=3"], ["attack_steps=3"]),
-    (["--set", "block=9"], ["block=9 is larger than the 8x8 images"]),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--epochs", "2"], ["epochs=2 cannot be set", "pretrain_epochs and finetune_epochs"]),
+        (["--set", "gan_weight=1"], ["gan_weight=1 is not implemented"]),
+        (["--set", "attack_steps=3"], ["attack_steps=3"]),
+        (["--set", "block=9"], ["block=9 is larger than the 8x8 images"]),
+    ],
+)
 def test_bad_atop_input_is_one_line_exit_2_and_writes_nothing(cli, digits_model_path, tmp_path, extra, named):
     out = tmp_path / "out"
-    code, stdout, err = cli("harden", digits_model_path, "--recipe", "atop", "--data", "digits-train", "--out", out, *extra)
+    code, stdout, err = cli(
+        "harden", digits_model_path, "--recipe", "atop", "--data", "digits-train", "--out", out, *extra
+    )
     assert code == 2 and stdout == "" and err.strip().count("\n") == 0 and "Traceback" not in err, err
     assert all(fragment in err for fragment in named), err
     assert not out.exists()

@@ -1,4 +1,5 @@
 """cost-sensitive (our design, RECIPES.md): cost-weighted loss, gradient share, Min-Max statistics, protected metrics."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,11 +49,14 @@ def test_cost_matrix_and_row_weights():
     assert torch.allclose(class_weights(c), torch.tensor([1.0, 10, 1, 1]))
 
 
-@pytest.mark.parametrize("base, reference", [
-    ("pgd-at", lambda m, x, y, xa: F.cross_entropy(m(xa), y)),
-    ("trades", lambda m, x, y, xa: trades_loss(m(x), m(xa), y, 6.0)),
-    ("mart", lambda m, x, y, xa: mart_loss(m(x), m(xa), y, 6.0)),
-])
+@pytest.mark.parametrize(
+    "base, reference",
+    [
+        ("pgd-at", lambda m, x, y, xa: F.cross_entropy(m(xa), y)),
+        ("trades", lambda m, x, y, xa: trades_loss(m(x), m(xa), y, 6.0)),
+        ("mart", lambda m, x, y, xa: mart_loss(m(x), m(xa), y, 6.0)),
+    ],
+)
 def test_equal_costs_reduce_to_the_base_loss(base, reference):
     model, (x, y, x_adv) = tiny_model(), batch()
     loss = recipe(protected=[3, 5], cost=1, lambda_cost=0, base=base).loss(model, x, y, x_adv)
@@ -87,7 +91,9 @@ def gradient_norms(cost: float, lambda_cost: float) -> tuple[float, float]:
     protected_logits[[0, 3]] = base[[3, 0]]  # the same logits, with the label's logit moved to class 3
     logits = torch.stack([protected_logits, base]).requires_grad_(True)
     y = torch.tensor([3, 0])
-    loss = cost_sensitive_loss(F.cross_entropy(logits, y, reduction="none"), logits, y, cost_matrix(K, [3], cost), lambda_cost)
+    loss = cost_sensitive_loss(
+        F.cross_entropy(logits, y, reduction="none"), logits, y, cost_matrix(K, [3], cost), lambda_cost
+    )
     (grad,) = torch.autograd.grad(loss, logits)
     return float(grad[0].norm()), float(grad[1].norm())
 
@@ -139,7 +145,9 @@ def test_the_loss_adds_the_minmax_penalty_when_on():
     magnitude = model[0].weight.detach().abs().flatten()
     assert len(magnitude) == 12 and len(magnitude.unique()) == 12
     expected = 5e-4 * (magnitude.sum() - magnitude.max()).item()
-    assert (on - off).item() == pytest.approx(expected, abs=1e-6) and expected > 1e-4  # float32 losses of ≈ 2: ≈ 1e-7 noise
+    assert (on - off).item() == pytest.approx(
+        expected, abs=1e-6
+    ) and expected > 1e-4  # float32 losses of ≈ 2: ≈ 1e-7 noise
 
 
 def test_minmax_summary_says_whether_the_property_appeared():
@@ -155,8 +163,13 @@ def test_yaml_loads_and_bad_values_are_user_errors():
     assert r.config.protected == (3, 5) and r.config.cost == 10 and r.config.base == "pgd-at" and r.interpretation
     r = load_recipe("cost-sensitive", parse_overrides(["protected=[1,2]", "base=mart", "minmax_mu=5e-4"]))
     assert r.config.protected == (1, 2) and r.config.base == "mart" and r.config.minmax_mu == 5e-4
-    for bad, named in ((["costt=3"], "'costt'"), (["protected=[-1]"], "protected"), (["protected=[]"], "protected"), (["base=awp"], "base='awp'"),
-                       (["minmax_top_q=2"], "minmax_top_q")):
+    for bad, named in (
+        (["costt=3"], "'costt'"),
+        (["protected=[-1]"], "protected"),
+        (["protected=[]"], "protected"),
+        (["base=awp"], "base='awp'"),
+        (["minmax_top_q=2"], "minmax_top_q"),
+    ):
         with pytest.raises(UserError, match=named):
             load_recipe("cost-sensitive", parse_overrides(bad))
     with pytest.raises(UserError, match="below the model's"):
@@ -179,8 +192,10 @@ def test_report_extra_has_minmax_before_and_after_computed_by_hand():
     assert (b_after["layer"], b_after["n"], b_after["near_zero_fraction"], b_after["max_abs"]) == ("b", 4, 0.75, 8.0)
     assert b_after["kurtosis"] == pytest.approx(7 / 3, abs=1e-12)
     # medians over the two layers: near-zero [0.5, 0] → 0.25 and [0.5, 0.75] → 0.625; max|w| 3 → 5; kurtosis 1.82 → 13/6
-    assert section["summary"] == ("Min-Max property appeared: median near-zero fraction 0.2500 → 0.6250, median max|w| 3 → 5, "
-                                  "median kurtosis 1.82 → 2.17 over 2 conv layers")
+    assert section["summary"] == (
+        "Min-Max property appeared: median near-zero fraction 0.2500 → 0.6250, median max|w| 3 → 5, "
+        "median kurtosis 1.82 → 2.17 over 2 conv layers"
+    )
     assert section["mu"] == 5e-4 and section["top_q"] == 0.1
 
 
@@ -190,17 +205,54 @@ def test_harden_report_carries_the_minmax_section(digits_model_path, tmp_path):
     from hardenctl.cli import main
 
     out = tmp_path / "run"
-    args = ["harden", str(digits_model_path), "--recipe", "cost-sensitive", "--data", "digits-train", "--epochs", "1",
-            "--lr", "0.02", "--set", "eps=0.1", "--set", "attack_alpha=0.05", "--set", "attack_steps=2", "--set", "augment=none",
-            "--set", "minmax_mu=5e-4", "--set", "protected=[3]", "--set", "monitor_n=32", "--eval-data", "digits-test",
-            "--suite", "quick", "--eps", "0.1", "--eval-n", "32", "--device", "cpu", "--out", str(out), "--quiet"]
+    args = [
+        "harden",
+        str(digits_model_path),
+        "--recipe",
+        "cost-sensitive",
+        "--data",
+        "digits-train",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.02",
+        "--set",
+        "eps=0.1",
+        "--set",
+        "attack_alpha=0.05",
+        "--set",
+        "attack_steps=2",
+        "--set",
+        "augment=none",
+        "--set",
+        "minmax_mu=5e-4",
+        "--set",
+        "protected=[3]",
+        "--set",
+        "monitor_n=32",
+        "--eval-data",
+        "digits-test",
+        "--suite",
+        "quick",
+        "--eps",
+        "0.1",
+        "--eval-n",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     minmax = report["hardened"]["extra"]["minmax"]
     from hardenctl.models import load_model
 
     convs = [name for name, m in load_model(digits_model_path).named_modules() if isinstance(m, nn.Conv2d)]
-    assert [r["layer"] for r in minmax["before"]] == [r["layer"] for r in minmax["after"]] == convs  # every conv layer, in order
+    assert (
+        [r["layer"] for r in minmax["before"]] == [r["layer"] for r in minmax["after"]] == convs
+    )  # every conv layer, in order
     assert minmax["summary"].startswith("Min-Max property")
     assert report["interpretation"].startswith("ours") and minmax["summary"] in (out / "report.md").read_text()
     for side in ("input", "hardened"):
@@ -217,6 +269,7 @@ def test_every_parameter_is_documented_and_ours_is_marked():
         assert "[ours]" in next(p.meaning for p in parameters if p.key == key)
     assert "OUR design" in text
     import hardenctl.recipes.cost_sensitive as module
+
     assert "[ours]" in module.__doc__ and "ours" in CostSensitive.interpretation
 
 
@@ -227,14 +280,28 @@ def test_harden_resolves_protected_class_names_against_the_training_data(digits_
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     digits = load_dataset("digits-train").head(256)
     named = ArrayDataset(digits.x, digits.y, words, "named digits")
-    settings = dict(data=named, eval_data=load_dataset("digits-test").head(32), epochs=1, suite="quick", eps=0.1, eval_n=32,
-                    device="cpu")
+    settings = dict(
+        data=named,
+        eval_data=load_dataset("digits-test").head(32),
+        epochs=1,
+        suite="quick",
+        eps=0.1,
+        eval_n=32,
+        device="cpu",
+    )
     overrides = {"protected": ["three", 5], "attack_steps": 1, "batch_size": 64, "monitor_n": 32, "eps": 0.1}
-    result = api.harden(digits_model_path, recipe="cost-sensitive", out=tmp_path / "ok", overrides=overrides, **settings)
+    result = api.harden(
+        digits_model_path, recipe="cost-sensitive", out=tmp_path / "ok", overrides=overrides, **settings
+    )
     assert result.report.recipe_config["protected"] == [3, 5]
     assert result.report.hardened.extra["protected"]["classes"] == [3, 5]
     assert "protected:\n- 3\n- 5" in (tmp_path / "ok" / "recipe.yaml").read_text()
     with pytest.raises(UserError, match="unknown protected class 'tiger'"):
-        api.harden(digits_model_path, recipe="cost-sensitive", out=tmp_path / "bad", overrides={**overrides, "protected": ["tiger"]},
-                   **settings)
+        api.harden(
+            digits_model_path,
+            recipe="cost-sensitive",
+            out=tmp_path / "bad",
+            overrides={**overrides, "protected": ["tiger"]},
+            **settings,
+        )
     assert not (tmp_path / "bad").exists()

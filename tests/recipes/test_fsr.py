@@ -1,4 +1,5 @@
 """FSR: the module's properties RECIPES.md lists, the loss (formula, y' ≠ y, λ = 0 → base loss), the config."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from hardenctl.errors import UserError
-from hardenctl.models.fsr import FSRModule, gumbel_sigmoid_mask
-from hardenctl.harden import TrainingPGD, training_step
 from hardenctl.models import create_timm_model, wrap_model
+from hardenctl.models.fsr import FSRModule, gumbel_sigmoid_mask
 from hardenctl.recipes import REGISTRY, describe, load_recipe, recipe_path, yaml_comments
 from hardenctl.recipes.fsr import Fsr
 from hardenctl.recipes.mart import Mart, strongest_wrong_class
 from hardenctl.recipes.pgd_at import PGDAT
 from hardenctl.recipes.trades import Trades
+from hardenctl.training import TrainingPGD, training_step
 
 C, K, HIDDEN = 12, 7, 16
 
@@ -80,7 +81,7 @@ def test_eval_mask_is_deterministic_and_equals_the_closed_form():
     m1, m2 = module.mask(f), module.mask(f)
     assert torch.equal(m1, m2)
     s = torch.sigmoid(module.separation(f).double())
-    closed = s ** 10 / (s ** 10 + (1 - s) ** 10)  # s^{1/τ} / (s^{1/τ} + (1−s)^{1/τ})
+    closed = s**10 / (s**10 + (1 - s) ** 10)  # s^{1/τ} / (s^{1/τ} + (1−s)^{1/τ})
     torch.testing.assert_close(m1.double(), closed, rtol=1e-5, atol=1e-6)
     out1, out2 = module(f), module(f)
     assert torch.equal(out1, out2) and module.pop_parts() is None  # eval passes keep nothing
@@ -158,9 +159,11 @@ def test_loss_is_the_papers_formula_with_y_prime_the_strongest_wrong_class():
     def head(f):  # the one shared auxiliary head, after global average pooling
         return module.head(f.mean(dim=(2, 3)))
 
-    expected = (F.cross_entropy(logits_adv, y)
-                + 0.5 * (F.cross_entropy(head(parts.robust), y) + F.cross_entropy(head(parts.non_robust), y_wrong))
-                + 2.0 * F.cross_entropy(head(parts.recalibrated), y))
+    expected = (
+        F.cross_entropy(logits_adv, y)
+        + 0.5 * (F.cross_entropy(head(parts.robust), y) + F.cross_entropy(head(parts.non_robust), y_wrong))
+        + 2.0 * F.cross_entropy(head(parts.recalibrated), y)
+    )
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -213,7 +216,9 @@ def test_trades_base_attacks_the_kl():
         assert loss_fn(model(x_adv), y).sum() > 0
     _, pgd_recipe = fsr_model("pgd-at")
     with torch.no_grad():
-        torch.testing.assert_close(pgd_recipe.attack_loss(model, x, y)(model(x), y), F.cross_entropy(model(x), y, reduction="none"))
+        torch.testing.assert_close(
+            pgd_recipe.attack_loss(model, x, y)(model(x), y), F.cross_entropy(model(x), y, reduction="none")
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,35 +230,52 @@ def test_the_recipe_file_documents_every_key_and_has_the_papers_defaults():
     text = recipe_path("fsr").read_text()
     sections = yaml_comments(recipe_path("fsr"))  # common keys, then the paper and finetune profiles
     for field in dataclasses.fields(cls.Config):
-        assert field.name in sections[""] or all(field.name in sections[p] for p in ("paper", "finetune")), f"fsr.yaml lacks {field.name}"
+        assert field.name in sections[""] or all(field.name in sections[p] for p in ("paper", "finetune")), (
+            f"fsr.yaml lacks {field.name}"
+        )
     assert all(p.meaning for p in parameters), [p.key for p in parameters if not p.meaning]
     c = load_recipe("fsr", {"profile": "paper"}).config
     assert (c.stages, c.tau, c.lambda_sep, c.lambda_rec, c.base, c.hidden) == (("last",), 0.1, 1.0, 1.0, "pgd-at", 64)
     assert c.eps == pytest.approx(8 / 255) and c.attack_alpha == pytest.approx(2 / 255)
-    assert (c.attack_steps, c.attack_start, c.augment, c.crop_padding) == (10, "uniform", "auto", 4)  # auto: crop-flip at 32 px, as the paper
+    assert (c.attack_steps, c.attack_start, c.augment, c.crop_padding) == (
+        10,
+        "uniform",
+        "auto",
+        4,
+    )  # auto: crop-flip at 32 px, as the paper
     assert (c.lr, c.momentum, c.weight_decay, c.epochs, c.batch_size) == (0.1, 0.9, 5e-4, 100, 128)
     assert [max(1, round(m * c.epochs)) + 1 for m in c.milestones] == [75, 90]  # 1-based epochs of the lr drops
     assert "[ours]" in text and Fsr.interpretation
 
 
-@pytest.mark.parametrize("value, expected", [("layer4", ("layer4",)), ("layer3, layer4", ("layer3", "layer4")),
-                                             (["layer3", "layer4"], ("layer3", "layer4")), ("last", ("last",))])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("layer4", ("layer4",)),
+        ("layer3, layer4", ("layer3", "layer4")),
+        (["layer3", "layer4"], ("layer3", "layer4")),
+        ("last", ("last",)),
+    ],
+)
 def test_stages_accept_a_list_or_a_comma_separated_string(value, expected):
     config = load_recipe("fsr", {"stages": value}).config
     assert config.stages == expected
     assert load_recipe("fsr", {"stages": list(expected)}).config.to_dict()["stages"] == list(expected)
 
 
-@pytest.mark.parametrize("overrides, named", [
-    ({"stages": [4]}, "stages=[4] is not a list of stage names"),
-    ({"stages": []}, "empty or malformed"),
-    ({"stages": "layer3,,layer4"}, "empty or malformed"),
-    ({"base": "fgsm"}, "base='fgsm' is not a valid choice; use one of pgd-at, trades, mart"),
-    ({"tau": 0}, "tau=0 is out of range; tau must be > 0"),
-    ({"hidden": 0}, "hidden=0 is out of range"),
-    ({"lambda_sep": -1}, "lambda_sep=-1 is out of range"),
-    ({"stage": "layer4"}, "unknown parameter 'stage'"),
-])
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"stages": [4]}, "stages=[4] is not a list of stage names"),
+        ({"stages": []}, "empty or malformed"),
+        ({"stages": "layer3,,layer4"}, "empty or malformed"),
+        ({"base": "fgsm"}, "base='fgsm' is not a valid choice; use one of pgd-at, trades, mart"),
+        ({"tau": 0}, "tau=0 is out of range; tau must be > 0"),
+        ({"hidden": 0}, "hidden=0 is out of range"),
+        ({"lambda_sep": -1}, "lambda_sep=-1 is out of range"),
+        ({"stage": "layer4"}, "unknown parameter 'stage'"),
+    ],
+)
 def test_bad_values_are_one_line_errors(overrides, named):
     with pytest.raises(UserError) as err:
         load_recipe("fsr", overrides)

@@ -1,4 +1,5 @@
 """MART's loss: the properties RECIPES.md lists, and equality with the official code's formula."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,8 @@ def official_mart_loss(logits, logits_adv, y, beta):
     nat_probs = F.softmax(logits, dim=1)
     true_probs = torch.gather(nat_probs, 1, (y.unsqueeze(1)).long()).squeeze()
     loss_robust = (1.0 / batch_size) * torch.sum(
-        torch.sum(kl(torch.log(adv_probs + 1e-12), nat_probs), dim=1) * (1.0000001 - true_probs))
+        torch.sum(kl(torch.log(adv_probs + 1e-12), nat_probs), dim=1) * (1.0000001 - true_probs)
+    )
     return loss_adv + float(beta) * loss_robust
 
 
@@ -69,7 +71,9 @@ def test_weight_is_one_minus_p_true_in_unit_interval():
     p_true = F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
     torch.testing.assert_close(weight, 1 - p_true, rtol=0, atol=2e-7)
     confident = torch.tensor([[30.0, 0, 0], [0, 30.0, 0]])  # right with p ≈ 1, wrong with p_y ≈ 0
-    torch.testing.assert_close(misclassification_weight(confident, torch.tensor([0, 0])), torch.tensor([0.0, 1.0]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        misclassification_weight(confident, torch.tensor([0, 0])), torch.tensor([0.0, 1.0]), rtol=0, atol=1e-6
+    )
     wrong = logits.argmax(1) != y
     assert weight[wrong].mean() > weight[~wrong].mean()  # misclassified examples weigh more
 
@@ -105,8 +109,10 @@ def test_gradient_reaches_theta_through_the_weight_and_the_kl_target():
         return torch.autograd.grad(loss, model.weight)[0]
 
     logits, logits_adv = model(x), model(x_adv)
-    full = torch.autograd.grad(mart_loss(logits, logits_adv, y, 6.0) - mart_loss(logits, logits_adv, y, 0.0)
-                               + F.cross_entropy(logits_adv, y), model.weight)[0]
+    full = torch.autograd.grad(
+        mart_loss(logits, logits_adv, y, 6.0) - mart_loss(logits, logits_adv, y, 0.0) + F.cross_entropy(logits_adv, y),
+        model.weight,
+    )[0]
     torch.testing.assert_close(full, grad_of(False, False), rtol=1e-5, atol=1e-7)
     assert (full - grad_of(True, False)).abs().max() > 1e-4 * full.abs().max()
     assert (full - grad_of(False, True)).abs().max() > 1e-4 * full.abs().max()
@@ -127,5 +133,11 @@ def test_recipe_runs_clean_then_adversarial_forward_and_uses_beta():
 def test_official_defaults_in_the_yaml():
     c = load_recipe("mart", {"profile": "paper"}).config
     assert (c.beta, c.lr, c.weight_decay, c.momentum, c.epochs, c.batch_size) == (6.0, 0.1, 7e-4, 0.9, 90, 128)
-    assert (c.eps, c.attack_steps, c.attack_alpha, c.attack_start, c.attack_start_std) == (0.031, 10, 0.007, "normal", 0.001)
+    assert (c.eps, c.attack_steps, c.attack_alpha, c.attack_start, c.attack_start_std) == (
+        0.031,
+        10,
+        0.007,
+        "normal",
+        0.001,
+    )
     assert [round(m * c.epochs) for m in c.milestones] == [74, 89]  # 1-based epochs 75 and 90

@@ -1,4 +1,5 @@
 """PGD-AT is CE on the adversarial example; standard is the same loss without an attack."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Recipe files: names resolve, every key is documented, and bad files or --set values are clear errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,16 @@ import re
 import pytest
 
 from hardenctl.errors import UserError
-from hardenctl.recipes import REGISTRY, describe, load_recipe, parse_overrides, read_recipe_file, recipe_names, recipe_path, yaml_comments
+from hardenctl.recipes import (
+    REGISTRY,
+    describe,
+    load_recipe,
+    parse_overrides,
+    read_recipe_file,
+    recipe_names,
+    recipe_path,
+    yaml_comments,
+)
 
 
 def test_builtin_names_resolve_to_the_repository_yaml_and_their_class():
@@ -35,7 +45,9 @@ def test_every_parameter_is_in_the_yaml_with_a_comment(name):
         else:
             assert profiles, f"{name}.yaml lacks {field.name}"
             for profile in profiles:
-                assert sections[profile].get(field.name), f"{name}.yaml: profile {profile} lacks {field.name} or its comment"
+                assert sections[profile].get(field.name), (
+                    f"{name}.yaml: profile {profile} lacks {field.name} or its comment"
+                )
     for profile in profiles:
         assert sections[profile]["__doc__"], f"{name}.yaml: profile {profile} has no comment saying what it is"
     assert all(p.meaning for p in parameters), [p.key for p in parameters if not p.meaning]
@@ -58,18 +70,21 @@ def test_a_path_works_and_the_resolved_yaml_round_trips(tmp_path):
     assert recipe.config.lr == recipe.Config().lr  # keys a file leaves out take the class defaults
 
 
-@pytest.mark.parametrize("text, named", [
-    ("recipe: mart\nbetta: 5\n", ["'betta'", "valid parameters:", "beta", "attack_steps"]),
-    ("recipe: mart\nbeta: -1\n", ["beta=-1", "beta must be >= 0"]),
-    ("recipe: mart\nschedule: linear\n", ["schedule='linear'", "step, cosine, onecycle, constant"]),
-    ("recipe: mart\nepochs: 2.5\n", ["epochs=2.5", "integer"]),
-    ("recipe: mart\nnesterov: maybe\n", ["nesterov='maybe'", "true"]),
-    ("recipe: mart\nmilestones: 0.5\n", ["milestones=0.5", "list"]),
-    ("recipe: mart\neps: 8/0\n", ["eps='8/0'"]),
-    ("recipe: mystery\n", ["unknown recipe class 'mystery'", "mart"]),
-    ("beta: 5\n", ["no 'recipe:' key"]),
-    ("recipe: [unclosed\n", ["cannot read recipe file"]),
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("recipe: mart\nbetta: 5\n", ["'betta'", "valid parameters:", "beta", "attack_steps"]),
+        ("recipe: mart\nbeta: -1\n", ["beta=-1", "beta must be >= 0"]),
+        ("recipe: mart\nschedule: linear\n", ["schedule='linear'", "step, cosine, onecycle, constant"]),
+        ("recipe: mart\nepochs: 2.5\n", ["epochs=2.5", "integer"]),
+        ("recipe: mart\nnesterov: maybe\n", ["nesterov='maybe'", "true"]),
+        ("recipe: mart\nmilestones: 0.5\n", ["milestones=0.5", "list"]),
+        ("recipe: mart\neps: 8/0\n", ["eps='8/0'"]),
+        ("recipe: mystery\n", ["unknown recipe class 'mystery'", "mart"]),
+        ("beta: 5\n", ["no 'recipe:' key"]),
+        ("recipe: [unclosed\n", ["cannot read recipe file"]),
+    ],
+)
 def test_bad_recipe_files_name_the_key_and_the_fix(tmp_path, text, named):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

@@ -1,4 +1,5 @@
 """TRADES: β = 0 is clean CE, the attack maximises KL(p(x)‖p(x')), the official formula."""
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,9 @@ def test_equals_the_official_formula_in_value_and_gradient():
     ours = recipe.loss(model, x, y, x_adv)
     theirs = official_trades_loss(model(x), model(x_adv), y, 6.0)
     torch.testing.assert_close(ours, theirs)
-    for got, want in zip(torch.autograd.grad(ours, list(model.parameters())),
-                         torch.autograd.grad(theirs, list(model.parameters()))):
+    for got, want in zip(
+        torch.autograd.grad(ours, list(model.parameters())), torch.autograd.grad(theirs, list(model.parameters()))
+    ):
         torch.testing.assert_close(got, want)
 
 
@@ -63,5 +65,13 @@ def test_attack_loss_is_kl_to_the_clean_prediction():
 
 def test_official_defaults_in_the_yaml():
     c = load_recipe("trades", {"profile": "paper"}).config
-    assert (c.beta, c.lr, c.weight_decay, c.epochs, c.eps, c.attack_steps, c.attack_alpha) == (6.0, 0.1, 2e-4, 76, 0.031, 10, 0.007)
+    assert (c.beta, c.lr, c.weight_decay, c.epochs, c.eps, c.attack_steps, c.attack_alpha) == (
+        6.0,
+        0.1,
+        2e-4,
+        76,
+        0.031,
+        10,
+        0.007,
+    )
     assert c.attack_start == "normal" and [round(m * c.epochs) for m in c.milestones] == [74]  # 1-based epoch 75

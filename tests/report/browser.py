@@ -2,6 +2,7 @@
 
 Without Chromium or Playwright the browser tests skip, saying how to install them; with ``HARDENCTL_REQUIRE_TOOLS=1``
 (CI sets it) they fail instead, so a CI image that lost a tool cannot pass by skipping."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PHONE = (390, 844)  # CSS pixels of a common phone held upright
 DESKTOP = (1280, 800)
 
@@ -71,8 +79,10 @@ def chromium() -> str:
     missing = []
     path = os.environ.get("HARDENCTL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None or not os.access(path, os.X_OK):
-        missing.append("Chromium (Debian: `apt-get install chromium`, as .ci/run does; or set HARDENCTL_CHROMIUM "
-                       f"to a Chromium binary{f', not {path}' if path else ''})")
+        missing.append(
+            "Chromium (Debian: `apt-get install chromium`, as .ci/run does; or set HARDENCTL_CHROMIUM "
+            f"to a Chromium binary{f', not {path}' if path else ''})"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -106,8 +116,14 @@ def _measure_shadows(page, boxes: list[dict]) -> None:
             box[right] = shade(png, box["x"] + box["width"] - 7, box["y"], box["height"])
 
 
-def view(page_path: Path, screenshot: Path | None = None, width: int = 1100, media: str = "screen",
-         phone: bool = False, height: int = 900) -> PageView:
+def view(
+    page_path: Path,
+    screenshot: Path | None = None,
+    width: int = 1100,
+    media: str = "screen",
+    phone: bool = False,
+    height: int = 900,
+) -> PageView:
     """Load ``page_path`` (file://, offline: any request to the network is recorded as a failure) and read it back.
     ``phone``: a mobile browser, which lays a page out 980 px wide unless the page declares a viewport."""
     from playwright.sync_api import sync_playwright
@@ -119,8 +135,10 @@ def view(page_path: Path, screenshot: Path | None = None, width: int = 1100, med
             page = browser.new_page(viewport={"width": width, "height": height}, is_mobile=phone, has_touch=phone)
             page.on("console", lambda m: result.console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: result.console_errors.append(str(e)))
-            page.on("request", lambda r: result.failed_requests.append(r.url)
-                    if not r.url.startswith(("file:", "data:")) else None)
+            page.on(
+                "request",
+                lambda r: result.failed_requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None,
+            )
             page.emulate_media(media=media)
             page.goto(page_path.resolve().as_uri(), wait_until="load")
             result.images = page.evaluate("""Array.from(document.images).map(i => ({src: i.src.slice(0, 30),
@@ -132,7 +150,9 @@ def view(page_path: Path, screenshot: Path | None = None, width: int = 1100, med
                 result.console_errors.append(f"{undecodable} image(s) failed to decode")
             result.tables = page.evaluate("""Array.from(document.querySelectorAll('table')).map(t =>
                 Array.from(t.rows).map(r => Array.from(r.cells).map(c => c.innerText.trim())))""")
-            result.overflows = page.evaluate(f"window.innerWidth > {width} || document.documentElement.scrollWidth > window.innerWidth + 1")
+            result.overflows = page.evaluate(
+                f"window.innerWidth > {width} || document.documentElement.scrollWidth > window.innerWidth + 1"
+            )
             result.text = page.inner_text("body")
             measured = page.evaluate(MEASURE)
             result.numeric_cells, result.code_words = measured["numeric"], measured["words"]

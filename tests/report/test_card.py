@@ -1,25 +1,44 @@
 """The model card parses with huggingface_hub as the Hub reads it, and its numbers are the report's."""
+
 from __future__ import annotations
 
 import json
 
 from huggingface_hub import ModelCard
+from report_helpers import hostile_report
 
 from hardenctl.report.card import model_card
-from report_helpers import hostile_report
 
 
 def harden_like(eps: float = 4 / 255) -> dict:
     """A harden report.json's shape: the input and the hardened model's eval reports side by side."""
     before, after = hostile_report().to_dict(), hostile_report().to_dict()
     before["counts"] = {**before["counts"], "robust_correct": 6}
-    before.update(eps=eps, robust_accuracy=0.1, clean_accuracy=0.95, model={"arch": "resnet10t", "num_classes": 6, "input_size": [32, 32]})
-    after.update(eps=eps, robust_accuracy=0.5, clean_accuracy=0.9, suite="standard",
-                 model={"arch": "resnet10t", "num_classes": 6, "input_size": [32, 32]})
-    return {"recipe": "mart", "profile": "finetune", "recipe_config": {"epochs": 3, "lr": 0.005, "eps": eps, "beta": 6.0},
-            "selected_epoch": 2, "last_epoch": 3, "selected_by": "robust", "decisions": ["lr auto → 0.005"],
-            "data": {"train": "train | **photos**", "train_n": 90, "holdout_n": 10, "eval": "cifar10-test"},
-            "input": before, "hardened": after}
+    before.update(
+        eps=eps,
+        robust_accuracy=0.1,
+        clean_accuracy=0.95,
+        model={"arch": "resnet10t", "num_classes": 6, "input_size": [32, 32]},
+    )
+    after.update(
+        eps=eps,
+        robust_accuracy=0.5,
+        clean_accuracy=0.9,
+        suite="standard",
+        model={"arch": "resnet10t", "num_classes": 6, "input_size": [32, 32]},
+    )
+    return {
+        "recipe": "mart",
+        "profile": "finetune",
+        "recipe_config": {"epochs": 3, "lr": 0.005, "eps": eps, "beta": 6.0},
+        "selected_epoch": 2,
+        "last_epoch": 3,
+        "selected_by": "robust",
+        "decisions": ["lr auto → 0.005"],
+        "data": {"train": "train | **photos**", "train_n": 90, "holdout_n": 10, "eval": "cifar10-test"},
+        "input": before,
+        "hardened": after,
+    }
 
 
 def test_the_card_parses_and_lists_the_reports_accuracies(tmp_path):
@@ -75,8 +94,12 @@ def hostile_harden() -> dict:
         report[side]["model"] = {"arch": HOSTILE_ARCH, "num_classes": "<b>6</b>", "input_size": [32, "```"]}
         report[side]["suite"] = HOSTILE_SUITE
     report["recipe"], report["profile"] = "mart\n```\n<script>x</script>", "`$(id)`"
-    report["data"] = {"train": "/home/alice/```\n<img src=x onerror=alert(1)>/train", "train_n": "<i>9</i>",
-                      "holdout_n": 1, "eval": "/home/alice/$(id)\n```/test"}
+    report["data"] = {
+        "train": "/home/alice/```\n<img src=x onerror=alert(1)>/train",
+        "train_n": "<i>9</i>",
+        "holdout_n": 1,
+        "eval": "/home/alice/$(id)\n```/test",
+    }
     return report
 
 
@@ -106,9 +129,23 @@ def test_a_hostile_report_injects_no_code_no_fence_break_and_no_html():
     assert [(ast.unparse(c.func), c.args[0].value) for c in literal_calls] == [("timm.create_model", "hf-hub:org/x")]
     assert not any(isinstance(n, ast.Name) and n.id == "os" for n in ast.walk(tree))
     assert {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names} == {"timm", "torch"}
-    assert shlex.split(bash.content) == ["hardenctl", "eval", "hf-hub:org/x", "--data", "YOUR_TEST_DATA", "--eps", "4/255",
-                                         "--norm", "linf", "--suite", HOSTILE_SUITE.replace("\n", "\\n"), "--n", "60",
-                                         "--seed", "0"]
+    assert shlex.split(bash.content) == [
+        "hardenctl",
+        "eval",
+        "hf-hub:org/x",
+        "--data",
+        "YOUR_TEST_DATA",
+        "--eps",
+        "4/255",
+        "--norm",
+        "linf",
+        "--suite",
+        HOSTILE_SUITE.replace("\n", "\\n"),
+        "--n",
+        "60",
+        "--seed",
+        "0",
+    ]
     assert "/home/alice" not in card.text  # data sources are named by their last component only
     loaded = ModelCard(str(card))  # the front matter still parses as the Hub reads it
     assert {"mart\\n```\\n<script>x</script>"} <= set(loaded.data.tags)
@@ -150,7 +187,12 @@ def test_a_nan_accuracy_is_refused_naming_the_field():
 
 def test_the_data_is_named_without_its_path_with_the_split_evaluated():
     report = hostile_report().to_dict()
-    report["model"] = {"arch": "resnet10t", "num_classes": 10, "input_size": [32, 32], "path": "/home/alice/m.safetensors"}
+    report["model"] = {
+        "arch": "resnet10t",
+        "num_classes": 10,
+        "input_size": [32, 32],
+        "path": "/home/alice/m.safetensors",
+    }
     report["data"] = {"source": "/home/alice/data/cifar-10-batches-py (test)"}
     card = model_card(report)
     result = card.data.eval_results[0]
@@ -169,13 +211,17 @@ def test_the_data_is_named_without_its_path_with_the_split_evaluated():
 def test_license_and_base_model_are_written_as_the_hub_reads_them(tmp_path):
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
-    card = model_card(harden_like(), license="apache-2.0", base_model="timm/resnet10t.c3_in1k",
-                      base_model_relation="finetune")
+    card = model_card(
+        harden_like(), license="apache-2.0", base_model="timm/resnet10t.c3_in1k", base_model_relation="finetune"
+    )
     path = tmp_path / "README.md"
     path.write_text(str(card))
     loaded = ModelCard.load(path)
     assert (loaded.data.license, loaded.data.base_model, loaded.data.base_model_relation) == (
-        "apache-2.0", "timm/resnet10t.c3_in1k", "finetune")
+        "apache-2.0",
+        "timm/resnet10t.c3_in1k",
+        "finetune",
+    )
     name, results = model_index_to_eval_results(loaded.data.to_dict()["model-index"])
     assert name == "resnet10t-hardened" and [r.dataset_split for r in results] == ["test", "test"]
 

@@ -1,5 +1,6 @@
 """Counts beside rates (issue 19, item 8): every output says what a rate was divided from, the JSON keeps the counts,
 and reports written before counts existed still load and render as they did."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,24 @@ COUNTS = {"n": 24, "clean_correct": 23, "robust_correct": 11, "attacks": {"fgsm"
 
 
 def make_report(**changes) -> Report:
-    values = dict(schema_version="1.0", clean_accuracy=23 / 24, robust_accuracy=11 / 24, attacks={"fgsm": 15 / 24, "pgd": 11 / 24},
-                  per_class={}, n=24, eps=0.1, norm="linf", suite="quick", seed=0, model_sha256="m", data_sha256="d",
-                  versions={}, normalization={}, seconds=1.0, counts=COUNTS)
+    values = dict(
+        schema_version="1.0",
+        clean_accuracy=23 / 24,
+        robust_accuracy=11 / 24,
+        attacks={"fgsm": 15 / 24, "pgd": 11 / 24},
+        per_class={},
+        n=24,
+        eps=0.1,
+        norm="linf",
+        suite="quick",
+        seed=0,
+        model_sha256="m",
+        data_sha256="d",
+        versions={},
+        normalization={},
+        seconds=1.0,
+        counts=COUNTS,
+    )
     values.update(changes)
     return Report(**values)
 
@@ -29,7 +45,10 @@ def test_counts_stand_beside_the_rates_in_every_output():
     report = make_report()
     markdown = report.to_markdown()
     assert "| metric | accuracy (95% interval) | correct / n |" in markdown
-    assert "| clean | 95.83% (79.8–99.3) | 23/24 |" in markdown and "| after fgsm | 62.50% (42.7–78.8) | 15/24 |" in markdown
+    assert (
+        "| clean | 95.83% (79.8–99.3) | 23/24 |" in markdown
+        and "| after fgsm | 62.50% (42.7–78.8) | 15/24 |" in markdown
+    )
     assert "| **robust (worst case)** | **45.83%** (27.9–64.9) | 11/24 |" in markdown
     page = render_html(report)
     assert "<td>95.83% (79.8–99.3)</td><td>23/24</td>" in page and "<th>correct / n</th>" in page

@@ -1,5 +1,6 @@
 """Names are data: a class folder called ``a $\\frac$ b``, ``x | y``, ``**x**``, ``<script>`` or ``[bold]`` shows as
 spelled in every output, and breaks none of them (issue 19, item 4)."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ from html.parser import HTMLParser
 
 import pytest
 from markdown_it import MarkdownIt
+from report_helpers import NAMES, SHOWN, hostile_gallery, hostile_report
 from rich.console import Console
 
 from hardenctl.report import grid_png, plot_png, render_html, write_outputs
-from report_helpers import NAMES, SHOWN, hostile_gallery, hostile_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -75,7 +76,9 @@ def per_class_cells(page: Page) -> list[str]:
 def test_markdown_shows_names_as_spelled_and_keeps_its_tables():
     markdown = hostile_report().to_markdown("r.eps_sweep.png", "r.pictures.png")
     page = markdown_page(markdown)
-    assert all(len(set(rows)) == 1 for rows in cells_per_row(markdown)) and len(cells_per_row(markdown)) == 6  # no pipe split a row
+    assert (
+        all(len(set(rows)) == 1 for rows in cells_per_row(markdown)) and len(cells_per_row(markdown)) == 6
+    )  # no pipe split a row
     assert per_class_cells(page) == [f"{i} {name}" for i, name in enumerate(SHOWN)]
     assert "script" not in page.tags and "b" not in page.tags and "del" not in page.tags
     text = "".join(page.text)
@@ -88,8 +91,30 @@ def test_html_shows_names_as_spelled_and_injects_no_tags():
     report = hostile_report()
     document = render_html(report, {"pictures": grid_png(report.pictures)})
     page = Page(document)
-    assert set(page.tags) <= {"html", "head", "meta", "div", "title", "style", "body", "h1", "h2", "h3", "p", "table",
-                              "thead", "tbody", "tr", "th", "td", "strong", "code", "figure", "img", "wbr"}
+    assert set(page.tags) <= {
+        "html",
+        "head",
+        "meta",
+        "div",
+        "title",
+        "style",
+        "body",
+        "h1",
+        "h2",
+        "h3",
+        "p",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "strong",
+        "code",
+        "figure",
+        "img",
+        "wbr",
+    }
     assert all(len(row) == len(table[0]) for table in page.tables for row in table)
     assert per_class_cells(page) == [f"{i} {name}" for i, name in enumerate(SHOWN)]
     assert "class **x** | <b>" in "".join(page.text)
@@ -97,7 +122,9 @@ def test_html_shows_names_as_spelled_and_injects_no_tags():
 
 def test_junit_parses_and_names_the_checks_as_spelled():
     suite = ET.fromstring(hostile_report().to_junit())
-    messages = [case.find("failure").get("message") for case in suite.iter("testcase") if case.get("name").startswith("check.")]
+    messages = [
+        case.find("failure").get("message") for case in suite.iter("testcase") if case.get("name").startswith("check.")
+    ]
     assert messages == [f"class {name} is odd" for name in SHOWN]
 
 
@@ -117,9 +144,22 @@ def test_pictures_and_plot_draw_names_with_math_and_markup():
 
 def test_every_output_is_written_for_hostile_names(tmp_path):
     pytest.importorskip("matplotlib")
-    paths = {"json_path": tmp_path / "r.json", "markdown_path": tmp_path / "r.md", "junit_path": tmp_path / "r.xml",
-             "html_path": tmp_path / "r.html"}
+    paths = {
+        "json_path": tmp_path / "r.json",
+        "markdown_path": tmp_path / "r.md",
+        "junit_path": tmp_path / "r.xml",
+        "html_path": tmp_path / "r.html",
+    }
     assert write_outputs(hostile_report(), **paths) == []
-    assert {p.name for p in tmp_path.iterdir()} == {"r.json", "r.md", "r.xml", "r.html", "r.pictures.png", "r.eps_sweep.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "r.json",
+        "r.md",
+        "r.xml",
+        "r.html",
+        "r.pictures.png",
+        "r.eps_sweep.png",
+    }
     assert [c["name"] for c in json.loads(paths["json_path"].read_text())["per_class"].values()] == NAMES
-    assert per_class_cells(markdown_page(paths["markdown_path"].read_text())) == [f"{i} {name}" for i, name in enumerate(SHOWN)]
+    assert per_class_cells(markdown_page(paths["markdown_path"].read_text())) == [
+        f"{i} {name}" for i, name in enumerate(SHOWN)
+    ]

@@ -1,4 +1,5 @@
 """GitHub Actions workflow commands and the step summary, as the runner parses them."""
+
 from __future__ import annotations
 
 import io
@@ -7,22 +8,36 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 from hardenctl.report import Check, Gate
-from hardenctl.report.github import (append_step_summary, command, failure_annotation, failure_summary,
-                                     gate_annotations, in_github_actions)
+from hardenctl.report.github import (
+    append_step_summary,
+    command,
+    failure_annotation,
+    failure_summary,
+    gate_annotations,
+    in_github_actions,
+)
 
 HOSTILE = "bad ```x``` <script>alert(1)</script> $x$ **b**\n::warning::forged 100%"
 
 
 def test_a_failed_gate_is_an_error_naming_the_gate_value_and_threshold():
-    gates = [Gate("min_robust_acc", 0.45, 0.41, False, "point"), Gate("min_clean_acc", 0.5, 0.9, True, "point"),
-             Gate("sanity_checks", 0.0, 0.0, False)]
+    gates = [
+        Gate("min_robust_acc", 0.45, 0.41, False, "point"),
+        Gate("min_clean_acc", 0.5, 0.9, True, "point"),
+        Gate("sanity_checks", 0.0, 0.0, False),
+    ]
     lines = gate_annotations(gates, [])
-    assert lines == ["::error title=hardenctl gate failed%3A min_robust_acc::min_robust_acc (point): 0.4100 vs threshold 0.4500"]
+    assert lines == [
+        "::error title=hardenctl gate failed%3A min_robust_acc::min_robust_acc (point): 0.4100 vs threshold 0.4500"
+    ]
 
 
 def test_a_failed_check_is_an_error_unless_accepted_then_a_warning():
-    checks = [Check("square_not_stronger_than_whitebox", False, "Square lowered accuracy by 5 points"),
-              Check("perturbations_in_bounds", True, "fine"), Check("input_gradients_nonzero", False, "flat margins")]
+    checks = [
+        Check("square_not_stronger_than_whitebox", False, "Square lowered accuracy by 5 points"),
+        Check("perturbations_in_bounds", True, "fine"),
+        Check("input_gradients_nonzero", False, "flat margins"),
+    ]
     lines = gate_annotations([], checks, accepted_checks=["input_gradients_nonzero"])
     assert lines[0].startswith("::error title=hardenctl sanity check failed%3A square_not_stronger_than_whitebox::")
     assert lines[1].startswith("::warning title=hardenctl sanity check failed%3A input_gradients_nonzero::")
@@ -57,8 +72,9 @@ def test_a_summary_that_cannot_be_written_warns_on_one_line_and_raises_nothing(t
 
 def test_a_failure_annotation_names_the_command_and_exit_code_and_cannot_be_forged():
     line = failure_annotation(2, "hardenctl eval", "error: checkpoint not found: m.pt; check the path")
-    assert line == ("::error title=hardenctl eval%3A bad input (exit 2)::"
-                    "error: checkpoint not found: m.pt; check the path")
+    assert line == (
+        "::error title=hardenctl eval%3A bad input (exit 2)::error: checkpoint not found: m.pt; check the path"
+    )
     forged = failure_annotation(3, "hardenctl eval", HOSTILE)
     assert forged.startswith("::error title=hardenctl eval%3A internal error (exit 3)::bad ")
     assert "\n" not in forged and forged.endswith("%0A::warning::forged 100%25")

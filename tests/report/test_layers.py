@@ -1,5 +1,6 @@
 """The report package's imports point down only: no circle (report.py and report_html.py imported each other), no
 renderer importing another or the schema at run time, nothing imported from the layers above (evaluate, cli...)."""
+
 from __future__ import annotations
 
 import ast
@@ -35,9 +36,13 @@ def run_time_imports(path: Path) -> set[str]:
 def test_imports_point_down_without_a_circle():
     graph = {f"report.{p.stem}": run_time_imports(p) for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     for name, imports in graph.items():
-        assert not any(i.split(".")[0] in {"evaluate", "cli", "harden", "gates", "api", "attacks", "recipes"} for i in imports), (name, imports)
+        assert not any(
+            i.split(".")[0] in {"evaluate", "cli", "harden", "gates", "api", "attacks", "recipes"} for i in imports
+        ), (name, imports)
         if name.split(".")[1] in RENDERERS:
-            assert not {i for i in imports if i.startswith("report.")} & ({f"report.{r}" for r in RENDERERS} | {"report.schema"}), (name, imports)
+            assert not {i for i in imports if i.startswith("report.")} & (
+                {f"report.{r}" for r in RENDERERS} | {"report.schema"}
+            ), (name, imports)
 
     def reaches(start: str, seen: tuple[str, ...]) -> None:
         for target in graph.get(start, ()):

@@ -1,4 +1,5 @@
 """Pictures in the reports (the Markdown grid, the self-contained HTML) and the saved adversarial images."""
+
 from __future__ import annotations
 
 import re
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import hardenctl
-from hardenctl.evaluate import EvalConfig, evaluate
+from hardenctl.evaluation import EvalConfig, evaluate
 from hardenctl.report import Gallery, write_outputs
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -21,8 +22,19 @@ def table_rows(markdown: str) -> list[str]:
 
 
 def test_markdown_grid_and_a_self_contained_html(cli, digits_model_path, tmp_path):
-    code, _, err = cli("eval", digits_model_path, "--data", "digits-test", *SMALL, "--eps-sweep", "0.05,0.1",
-                       "--markdown", tmp_path / "report.md", "--html", tmp_path / "report.html")
+    code, _, err = cli(
+        "eval",
+        digits_model_path,
+        "--data",
+        "digits-test",
+        *SMALL,
+        "--eps-sweep",
+        "0.05,0.1",
+        "--markdown",
+        tmp_path / "report.md",
+        "--html",
+        tmp_path / "report.html",
+    )
     assert code == 0, err
     grid = tmp_path / "report.pictures.png"
     assert grid.read_bytes().startswith(PNG)
@@ -40,10 +52,24 @@ def test_markdown_grid_and_a_self_contained_html(cli, digits_model_path, tmp_pat
 
 
 def test_no_pictures_asked_for(cli, digits_model_path, tmp_path):
-    code, _, err = cli("eval", digits_model_path, "--data", "digits-test", *SMALL, "--pictures", "0",
-                       "--markdown", tmp_path / "report.md", "--html", tmp_path / "report.html")
+    code, _, err = cli(
+        "eval",
+        digits_model_path,
+        "--data",
+        "digits-test",
+        *SMALL,
+        "--pictures",
+        "0",
+        "--markdown",
+        tmp_path / "report.md",
+        "--html",
+        tmp_path / "report.html",
+    )
     assert code == 0, err
-    assert not (tmp_path / "report.pictures.png").exists() and "Adversarial examples" not in (tmp_path / "report.md").read_text()
+    assert (
+        not (tmp_path / "report.pictures.png").exists()
+        and "Adversarial examples" not in (tmp_path / "report.md").read_text()
+    )
     assert "<img" not in (tmp_path / "report.html").read_text()
 
 
@@ -51,8 +77,11 @@ def test_no_pictures_asked_for(cli, digits_model_path, tmp_path):
 def small_report(digits_model_path):
     model = hardenctl.load_model(digits_model_path)
     data = hardenctl.load_data("digits-test", model, n=24)
-    return evaluate(model, data, EvalConfig(n=24, batch_size=8, eps=0.1, attacks=["fgsm", "pgd"], large_eps_samples=0,
-                                            eps_sweep=[0.05, 0.1]))
+    return evaluate(
+        model,
+        data,
+        EvalConfig(n=24, batch_size=8, eps=0.1, attacks=["fgsm", "pgd"], large_eps_samples=0, eps_sweep=[0.05, 0.1]),
+    )
 
 
 def test_without_matplotlib_the_reports_say_so(small_report, tmp_path, monkeypatch):
@@ -83,7 +112,16 @@ def test_pictures_choose_broken_samples_first_whatever_the_batch_order():
     def offer(gallery: Gallery, numbers) -> Gallery:
         for b in numbers:
             rows = slice(b * size, (b + 1) * size)
-            gallery.offer(b * size, x[rows], worst[rows], y[rows], predictions[0][rows], predictions[1][rows], attacked[rows], broken[rows])
+            gallery.offer(
+                b * size,
+                x[rows],
+                worst[rows],
+                y[rows],
+                predictions[0][rows],
+                predictions[1][rows],
+                attacked[rows],
+                broken[rows],
+            )
         return gallery
 
     forward = offer(Gallery(6), range(5))
@@ -91,7 +129,12 @@ def test_pictures_choose_broken_samples_first_whatever_the_batch_order():
     sharded = Gallery(6).merge([offer(Gallery(6), [0, 2, 4]).to_state(), offer(Gallery(6), [1, 3])])
     want_broken = broken.nonzero().squeeze(1).tolist()[:6]
     want_robust = (attacked & ~broken).nonzero().squeeze(1).tolist()[: 6 - len(want_broken)]
-    assert entries(forward) == entries(backward) == entries(sharded) == [(i, True) for i in want_broken] + [(i, False) for i in want_robust]
+    assert (
+        entries(forward)
+        == entries(backward)
+        == entries(sharded)
+        == [(i, True) for i in want_broken] + [(i, False) for i in want_robust]
+    )
     assert all(e["adversarial"].equal(worst[e["index"]]) for e in forward.chosen())
 
 
@@ -99,8 +142,12 @@ def test_saved_adversarial_images_are_exactly_the_scored_points(digits_model_pat
     model = hardenctl.load_model(digits_model_path)
     data = hardenctl.load_data("digits-test", model, n=21)
     eps = 0.1
-    report = evaluate(model, data, EvalConfig(n=21, batch_size=8, eps=eps, attacks=["fgsm", "pgd"], large_eps_samples=0),
-                      save_adversarial=tmp_path)
+    report = evaluate(
+        model,
+        data,
+        EvalConfig(n=21, batch_size=8, eps=eps, attacks=["fgsm", "pgd"], large_eps_samples=0),
+        save_adversarial=tmp_path,
+    )
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["adv_000000-000007.npz", "adv_000008-000015.npz", "adv_000016-000020.npz"]  # named by sample index
     samples = report.samples
@@ -110,7 +157,11 @@ def test_saved_adversarial_images_are_exactly_the_scored_points(digits_model_pat
             images = torch.from_numpy(saved["adversarial"])
             assert images.dtype == torch.float32 and images.shape == (len(index), 1, 8, 8)
             clean = data.pixels(int(index[0]), int(index[-1]) + 1)
-            assert float((images - clean).abs().max()) <= eps + 1e-6 and 0 <= float(images.min()) and float(images.max()) <= 1
+            assert (
+                float((images - clean).abs().max()) <= eps + 1e-6
+                and 0 <= float(images.min())
+                and float(images.max()) <= 1
+            )
             with torch.no_grad():
                 assert model(images).argmax(1).tolist() == saved["adversarial_prediction"].tolist()
             rows = index.tolist()
@@ -136,8 +187,17 @@ def test_cjk_class_names_draw_pictures_and_plot_with_a_clean_stderr(cli, digits_
     (tmp_path / "classes.json").write_text(json.dumps(CJK_NAMES, ensure_ascii=False), encoding="utf-8")
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        code, out, err = cli("eval", digits_model_path, "--data", tmp_path / "digits.npz", *SMALL,
-                             "--eps-sweep", "0.05,0.1", "--markdown", tmp_path / "report.md")
+        code, out, err = cli(
+            "eval",
+            digits_model_path,
+            "--data",
+            tmp_path / "digits.npz",
+            *SMALL,
+            "--eps-sweep",
+            "0.05,0.1",
+            "--markdown",
+            tmp_path / "report.md",
+        )
     assert code == 0, err
     assert (tmp_path / "report.pictures.png").read_bytes().startswith(PNG)
     assert (tmp_path / "report.eps_sweep.png").read_bytes().startswith(PNG)
@@ -189,7 +249,7 @@ def test_a_name_the_default_font_cannot_draw_gets_an_installed_font_that_can(mon
 def test_a_name_no_installed_font_can_draw_is_drawn_without_a_warning_per_glyph():
     from hardenctl.report.pictures import grid_png
 
-    assert glyph_warnings(lambda: grid_png(tiny_gallery(["\U000F0000 猫", "\U000F0001"]))) == []  # private use: no font
+    assert glyph_warnings(lambda: grid_png(tiny_gallery(["\U000f0000 猫", "\U000f0001"]))) == []  # private use: no font
 
 
 def test_the_eps_plot_draws_a_name_in_any_script_without_a_warning(small_report):
@@ -197,5 +257,5 @@ def test_the_eps_plot_draws_a_name_in_any_script_without_a_warning(small_report)
 
     from hardenctl.report.plot import plot_png
 
-    renamed = dataclasses.replace(small_report, model={**small_report.model, "arch": "猫net-\U000F0000"})
+    renamed = dataclasses.replace(small_report, model={**small_report.model, "arch": "猫net-\U000f0000"})
     assert glyph_warnings(lambda: plot_png(renamed)) == []

@@ -1,5 +1,6 @@
 """The one validating reader for reports read back (`compare`, `card`, `eval --baseline`): every damaged, foreign or
 hostile report is one line naming the file and the field (UserError, exit 2), never a traceback or a wrong number."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hardenctl.errors import UserError
-from hardenctl.report import load_report, read_report_json, report_from_dict
-from hardenctl.report import reader
+from hardenctl.report import load_report, read_report_json, reader, report_from_dict
 
 
 def refused(path: Path, read=load_report) -> str:
@@ -110,14 +110,17 @@ def test_a_harden_report_names_the_evaluation_the_field_is_in(tmp_path, field):
     assert message.startswith(f"{tmp_path / 'h.json'}: {field} is "), message
 
 
-@pytest.mark.parametrize("text, says", [
-    ("[" * 5000 + "]" * 5000, "is not a JSON report (nested more than 32 levels deep)"),
-    ('{"extra": ' + '{"a": ' * 40 + "1" + "}" * 41, "extra" + ".a" * 31 + " is nested more than 32 levels deep"),
-    ('{"n": ' + "9" * 5000 + "}", "is not a JSON report (it holds a number with thousands of digits)"),
-    ("not json", "is not a JSON report (not JSON: Expecting value at line 1, column 1)"),
-    ("[1, 2]", "is not a hardenctl report (its JSON is a list)"),
-    ('{"a": 1}', "is not a hardenctl report (no schema_version, clean_accuracy or robust_accuracy)"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("[" * 5000 + "]" * 5000, "is not a JSON report (nested more than 32 levels deep)"),
+        ('{"extra": ' + '{"a": ' * 40 + "1" + "}" * 41, "extra" + ".a" * 31 + " is nested more than 32 levels deep"),
+        ('{"n": ' + "9" * 5000 + "}", "is not a JSON report (it holds a number with thousands of digits)"),
+        ("not json", "is not a JSON report (not JSON: Expecting value at line 1, column 1)"),
+        ("[1, 2]", "is not a hardenctl report (its JSON is a list)"),
+        ('{"a": 1}', "is not a hardenctl report (no schema_version, clean_accuracy or robust_accuracy)"),
+    ],
+)
 def test_deep_huge_or_foreign_json_is_refused_without_a_recursion_error(tmp_path, text, says):
     (tmp_path / "r.json").write_text(text)
     assert says in refused(tmp_path / "r.json")
@@ -142,14 +145,20 @@ def test_paths_that_are_not_report_files(tmp_path):
     assert "two\\nlines.json" in refused(odd)  # the file's name is data too: one line, escaped
 
 
-@pytest.mark.parametrize("version, says", [
-    ("2.0", ': schema_version is "2.0": it was written by a newer hardenctl (this one reads "1.0"); upgrade hardenctl'),
-    ("1.1", ': schema_version is "1.1": it was written by a newer hardenctl'),
-    ("0.1", ': schema_version is "0.1", a version this hardenctl does not know (it reads "1.0")'),
-    ("harden-1.0", " is a harden report"),  # a harden report's version: not an evaluation to compare with
-    (1.0, ': schema_version is 1.0, not a version such as "1.0"'),
-    (DELETE, ": schema_version is missing"),
-])
+@pytest.mark.parametrize(
+    "version, says",
+    [
+        (
+            "2.0",
+            ': schema_version is "2.0": it was written by a newer hardenctl (this one reads "1.0"); upgrade hardenctl',
+        ),
+        ("1.1", ': schema_version is "1.1": it was written by a newer hardenctl'),
+        ("0.1", ': schema_version is "0.1", a version this hardenctl does not know (it reads "1.0")'),
+        ("harden-1.0", " is a harden report"),  # a harden report's version: not an evaluation to compare with
+        (1.0, ': schema_version is 1.0, not a version such as "1.0"'),
+        (DELETE, ": schema_version is missing"),
+    ],
+)
 def test_schema_versions_other_than_this_hardenctl_s_are_named(tmp_path, version, says):
     path = write_report(tmp_path / "r.json", set_path(eval_dict(), "schema_version", version))
     assert refused(path).startswith(f"{path}{says}")
@@ -162,13 +171,14 @@ def test_harden_report_versions_are_checked_too(tmp_path):
     inner["hardened"]["schema_version"] = "3.0"
     message = refused(write_report(tmp_path / "i.json", inner), read_report_json)
     assert 'hardened.schema_version is "3.0": it was written by a newer hardenctl' in message
-    from hardenctl.harden.report import SCHEMA_VERSION
+    from hardenctl.training.report import SCHEMA_VERSION
 
-    assert reader.HARDEN_SCHEMA_VERSION == SCHEMA_VERSION  # the reader's copy (report/ may not import harden/)
+    assert reader.HARDEN_SCHEMA_VERSION == SCHEMA_VERSION  # the reader's copy (report/ may not import training/)
 
 
 def test_an_older_version_is_migrated_before_it_is_checked(tmp_path, monkeypatch):
     """The migration hook, with a made-up version 0.9 that called robust_accuracy "adversarial_accuracy"."""
+
     def from_0_9(data: dict) -> dict:
         data = dict(data, schema_version="1.0")
         data["robust_accuracy"] = data.pop("adversarial_accuracy")

@@ -1,0 +1,62 @@
+"""How a run executes (not what it learns): run options, the DDP process group (``hardenctl.distributed``), mixed precision, seeds."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..distributed import Distributed  # noqa: F401  (re-exported: it lives below both harden and evaluate)
+from ..errors import UserError
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+TrainProgress = Callable[..., None]  # (stage, done, total, metrics: dict | None = None)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    """How to run (not what to learn: that is the recipe's config)."""
+
+    out_dir: Path
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # auto: bf16 on CUDA, off on CPU
+    channels_last: bool = False
+    resume: bool = False
+    overwrite: bool = (
+        False  # write into a non-empty --out (replacing hardenctl's files there; an earlier run's checkpoints go)
+    )
+    eval_n: int | None = 1000
+    eval_options: dict[str, Any] = field(default_factory=dict)  # EvalConfig fields: suite, eps, apgd_steps, ...
+    input_report: Any = None  # an earlier Report of the input model, reused when it was made with the same settings
+    workers: int | None = None  # DataLoader workers for streamed (folder/tar) training data; None: cores, at most 8
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on ``device`` (None: full precision)."""
+    if amp not in AMP_MODES:
+        raise UserError(
+            f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}", "pass --amp bf16, --amp fp16 or --amp off"
+        )
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if amp != "off" and device.type != "cuda":
+        # measured with torch 2.14: CPU bf16 autocast gives run-to-run different, sometimes NaN, conv weight gradients
+        raise UserError(f"--amp {amp} needs a CUDA device (CPU autocast is not deterministic)", "use --amp off on CPU")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def amp_label(dtype: torch.dtype | None) -> str:
+    return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, epoch, step, ...), the same on every platform."""
+    digest = hashlib.blake2b(repr(tuple(int(p) for p in parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
