@@ -187,23 +187,20 @@ def engine_training(
         torch.save(timm.create_model(arch, num_classes=10).state_dict(), checkpoint)
     out = work / f"harden-{tag}"
     started = time.perf_counter()
-    result = api.harden(
-        str(checkpoint),
-        arch=arch,
-        data=train_npz,
-        out=out,
+    options = api.HardenOptions(
+        out_dir=out,
         recipe="pgd-at",
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,
         device=str(device),
         eval_n=8 if tiny else 64,
-        suite="quick",
+        eval_options={"suite": "quick", "eps": 8 / 255},
         amp=amp,
         channels_last=channels_last,
         overrides={"augment": "none", "attack_steps": steps},
-        eps=8 / 255,
     )
+    result = api.harden(str(checkpoint), train_npz, options, loading=api.ModelOptions(arch=arch))
     wall = time.perf_counter() - started
     report = result.report.to_dict() if hasattr(result.report, "to_dict") else {}
     runtime, data = report.get("runtime", {}), report.get("data", {})
@@ -240,7 +237,7 @@ def our_suite(
     model = api.load_model(model_path, device=str(device))
     synchronize(device)
     started = time.perf_counter()
-    report = api.evaluate(model, test_npz, pictures=0, **options)
+    report = api.evaluate(model, test_npz, run=api.EvalRun(pictures=0), **options)
     synchronize(device)
     return {
         "seconds": time.perf_counter() - started,

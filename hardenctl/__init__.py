@@ -22,6 +22,10 @@ _LAZY = {
     "EvalConfig": "evaluation",
     "GateOptions": "gates",
     "Report": "report",
+    "DataOptions": "options",
+    "EvalRun": "options",
+    "HardenOptions": "options",
+    "ModelOptions": "options",
 }
 
 __all__ = [
@@ -35,6 +39,10 @@ __all__ = [
     "EvalConfig",
     "GateOptions",
     "Report",
+    "DataOptions",
+    "EvalRun",
+    "HardenOptions",
+    "ModelOptions",
 ]
 
 

@@ -97,20 +97,15 @@ def harden_demo_model(path: Path, out_dir: Path, seed: int = 0, n: int = 200, pr
 
     ``resume=True``: running the demo again with the same seed reuses the finished training.
     """
-    return api.harden(
-        path,
-        data="digits-train",
-        eval_data="digits-test",
-        out=out_dir,
+    options = api.HardenOptions(
+        out_dir=out_dir,
         recipe="mart",
         overrides=DEMO_MART,
         seed=seed,
         device="cpu",
         resume=True,
+        eval_data="digits-test",
         eval_n=n,
-        suite="standard",
-        eps=DEMO_EPS,
-        eval_options={"square_queries": 1000},
-        progress=progress,
-        log=log,
+        eval_options={"suite": "standard", "eps": DEMO_EPS, "square_queries": 1000},
     )
+    return api.harden(path, "digits-train", options, progress=progress, log=log)

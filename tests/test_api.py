@@ -11,6 +11,7 @@ import hardenctl
 from hardenctl.errors import UserError
 from hardenctl.evaluation.adversarial import read_adversarial
 from hardenctl.evaluation.resume import state_files
+from hardenctl.options import EvalRun
 
 SETTINGS = dict(n=16, batch_size=8, attacks=["fgsm"], eps=0.1, large_eps_samples=0)
 
@@ -24,9 +25,7 @@ def test_evaluate_gate_and_write_like_the_cli(digits_model_path, tmp_path):
     report = hardenctl.evaluate(
         digits_model_path,
         "digits-test",
-        resume_dir=tmp_path / "state",
-        save_adversarial=tmp_path / "adversarial",
-        pictures=2,
+        run=EvalRun(resume_dir=tmp_path / "state", save_adversarial=tmp_path / "adversarial", pictures=2),
         **SETTINGS,
     )
     assert [p.name for p in state_files(tmp_path / "state")] == ["state-rank0-of1.pt"]
@@ -36,9 +35,7 @@ def test_evaluate_gate_and_write_like_the_cli(digits_model_path, tmp_path):
     again = hardenctl.evaluate(
         digits_model_path,
         "digits-test",
-        resume_dir=tmp_path / "state",
-        resume=True,
-        save_adversarial=tmp_path / "adversarial",
+        run=EvalRun(resume_dir=tmp_path / "state", resume=True, save_adversarial=tmp_path / "adversarial"),
         log=notes.append,
         **SETTINGS,
     )

@@ -10,6 +10,7 @@ import json
 import pytest
 
 import hardenctl.api
+import hardenctl.api.eval_request
 import hardenctl.demo
 import hardenctl.report.outputs
 from hardenctl.errors import EXIT_INTERNAL
@@ -48,7 +49,7 @@ def assert_one_line_and_a_log(err: str, log_dir) -> str:
 def test_a_crash_in_eval_exits_3_with_one_line_and_the_traceback_in_a_log(
     cli, log_dir, digits_model_path, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(hardenctl.api, "evaluate", broken)
+    monkeypatch.setattr(hardenctl.api.eval_request, "evaluate", broken)
     code, out, err = cli(
         "eval", digits_model_path, *QUICK, "--report", tmp_path / "report.json", "--min-robust-acc", "0.9"
     )
@@ -59,7 +60,7 @@ def test_a_crash_in_eval_exits_3_with_one_line_and_the_traceback_in_a_log(
 
 
 def test_debug_prints_the_traceback_too(cli, log_dir, digits_model_path, monkeypatch):
-    monkeypatch.setattr(hardenctl.api, "evaluate", broken)
+    monkeypatch.setattr(hardenctl.api.eval_request, "evaluate", broken)
     code, _, err = cli("eval", digits_model_path, *QUICK, "--debug")
     assert code == 3 and "Traceback (most recent call last)" in err and "in broken" in err
     assert err.strip().splitlines()[-1].startswith("internal error: RuntimeError")
@@ -116,7 +117,7 @@ def test_an_error_writing_the_markdown_still_writes_json_junit_and_samples_and_t
 
 
 def test_a_crash_while_gating_still_writes_the_computed_report(cli, log_dir, digits_model_path, tmp_path, monkeypatch):
-    monkeypatch.setattr(hardenctl.api, "gate", broken)
+    monkeypatch.setattr(hardenctl.api.eval_request, "gate", broken)
     code, _, err = cli("eval", digits_model_path, *QUICK, "--report", tmp_path / "report.json")
     assert code == 3
     assert_one_line_and_a_log(err, log_dir)

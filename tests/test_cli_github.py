@@ -17,10 +17,10 @@ import pytest
 # the same internal error test_cli_crash.py provokes in-process (api.evaluate replaced by a function that raises),
 # here in the child process before the real `python -m hardenctl` entry point runs
 CRASHING = (
-    "import runpy, hardenctl.api\n"
+    "import runpy, hardenctl.api.eval_request\n"
     "def broken(*args, **kwargs):\n"
     "    raise RuntimeError('something inside broke')\n"
-    "hardenctl.api.evaluate = broken\n"
+    "hardenctl.api.eval_request.evaluate = broken\n"
     "runpy.run_module('hardenctl', run_name='__main__', alter_sys=True)\n"
 )
 QUICK = ("--data", "digits-test", "--attacks", "fgsm", "--eps", "0.1", "--n", "16", "--batch-size", "16", "--quiet")

@@ -114,13 +114,13 @@ def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_th
     worker.write_text(
         textwrap.dedent(f"""
         import sys
-        import hardenctl.api
+        import hardenctl.api.eval_request
         from hardenctl.cli import main
 
         def broken(*args, **kwargs):
             raise RuntimeError("gating broke")
 
-        hardenctl.api.gate = broken
+        hardenctl.api.eval_request.gate = broken
         sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8", "--batch-size", "4",
                        "--attacks", "fgsm", "--eps", "0.1", "--device", "cpu", "--quiet", "--report", {str(tmp_path / "report.json")!r}]))
     """)

@@ -25,7 +25,7 @@ from hardenctl.models import create_timm_model, load_model, save_model, wrap_mod
 from hardenctl.recipes import load_recipe
 from hardenctl.training import (
     Distributed,
-    RunOptions,
+    HardenOptions,
     TrainingPGD,
     augment,
     learning_rate,
@@ -219,7 +219,7 @@ def test_adamw_onecycle_clipping_and_channels_last_train(tmp_path):
     )
     data = load_dataset("digits-train").head(128)
     model = digits_model().to(memory_format=torch.channels_last)
-    options = RunOptions(out_dir=tmp_path, device="cpu", amp="off", channels_last=True)
+    options = HardenOptions(out_dir=tmp_path, device="cpu", amp="off", channels_last=True)
     result = train(model, recipe, data, data.head(16), options, Distributed(), {})
     assert result.history[0]["loss"] > 0 and result.best_epoch == 1
     assert (tmp_path / "checkpoints" / "epoch_0001.pt").exists() and (tmp_path / "train_log.jsonl").exists()
@@ -700,7 +700,7 @@ def initial_state(name: str, seed: int, tmp_path) -> dict[str, torch.Tensor]:
             recipe,
             load_dataset("digits-train").head(256),
             None,
-            RunOptions(out_dir=out, seed=seed, device="cpu", amp="off"),
+            HardenOptions(out_dir=out, seed=seed, device="cpu", amp="off"),
         )
     assert not out.exists()
     return seen

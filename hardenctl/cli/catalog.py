@@ -113,9 +113,10 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
 ) -> None:
     """Show a checkpoint's architecture, input, normalisation, inserted modules (e.g. FSR) and parameter counts."""
+    from .. import ModelOptions
     from ..models.info import describe_lines, describe_model
 
-    description = describe_model(checkpoint, arch=arch, num_classes=num_classes)
+    description = describe_model(checkpoint, ModelOptions(arch=arch, num_classes=num_classes))
     out = Output(False, as_json)
     if as_json:
         out.json(json.dumps(description, indent=2, default=str) + "\n")

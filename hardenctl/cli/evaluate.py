@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import EXIT_GATE_FAILED, UserError
-from ..gates import GateOptions, describe_failure
+from ..gates import describe_failure
 from .app import app
 from .options import (
     ArchOption,
@@ -26,7 +26,6 @@ from .options import (
     WorkersOption,
     api_module,
     check_outputs,
-    data_options,
     model_options,
     parse_eps,
     require_model,
@@ -222,149 +221,76 @@ def eval_command(
     """
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints and writes the report
     out = Output(quiet or not main_process, as_json and main_process)
-    norm, suite, eval_precision, gate_on, device = (
-        word(norm),
-        word(suite),
-        word(eval_precision),
-        word(gate_on),
-        word(device),
-    )
-    if resume and resume_dir is None:
-        raise UserError(
-            "--resume needs --resume-dir (where the killed evaluation kept its state)", "pass --resume-dir DIR"
-        )
-    if pictures < 0:
-        raise UserError(f"--pictures must be >= 0, got {pictures}", "pass e.g. --pictures 8, or 0 for none")
-    if norm not in ("linf", "l2"):
-        raise UserError(f"--norm must be linf or l2, got {norm!r}", "pass --norm linf or --norm l2")
-    eps_value = parse_eps(eps, norm)
-    sweep = [parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None
-    gates = GateOptions(
-        min_clean_acc=min_clean_acc,
-        min_robust_acc=min_robust_acc,
-        min_protected_robust_acc=min_protected_robust_acc,
-        baseline=baseline,
-        baseline_samples=baseline_samples,
-        max_drop=max_drop,
-        strict=strict,
-        allow_check=tuple(word(name) for name in allow_check or ()),
-        gate_on=gate_on,
-    )
-    protected_items = [p.strip() for p in protected.split(",") if p.strip()] if protected is not None else None
-    if protected is not None and not protected_items:
-        raise UserError(f"--protected: {protected!r} names no class", "pass ids or class names, e.g. --protected 3,5")
-    if min_protected_robust_acc is not None and protected_items is None:
-        raise UserError("--min-protected-robust-acc needs --protected", "pass e.g. --protected 3,5")
-    if protected_cost < 0:
-        raise UserError(f"--protected-cost must be >= 0, got {protected_cost}", "pass e.g. --protected-cost 10")
-    batch_size_value = parse_batch_size(batch_size)
-    for value, option in (
-        (n, "--num-samples"),
-        (eot_samples, "--eot-samples"),
-        (apgd_steps, "--apgd-steps"),
-        (square_queries, "--square-queries"),
-    ):
-        if value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
-    attack_names = parse_attack_list(attacks)
     entry_options = robustbench_options(robustbench_json, robustbench_dataset, additional_data)
-    check_outputs(
-        {
-            "--report": report,
-            "--markdown": markdown,
-            "--junit": junit,
-            "--html": html,
-            "--samples": samples,
-            "--robustbench-json": robustbench_json,
-        },
-        {"--save-adversarial": save_adversarial, "--resume-dir": resume_dir},
-    )
-    loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
-    reading = data_options(workers, skip_unreadable)
-    require_model(checkpoint)
+    outputs = {
+        "--report": report,
+        "--markdown": markdown,
+        "--junit": junit,
+        "--html": html,
+        "--samples": samples,
+        "--robustbench-json": robustbench_json,
+    }
+    check_outputs(outputs, {"--save-adversarial": save_adversarial, "--resume-dir": resume_dir})
+    require_model(checkpoint)  # a mistyped path answers before torch is imported
     api = api_module()
-    config = dict(
-        eps=eps_value,
-        norm=norm,
-        suite=suite,
-        attacks=attack_names,
-        n=n,
-        batch_size=batch_size_value,
-        seed=seed,
-        eot_samples=eot_samples,
-        eps_sweep=sweep,
-        apgd_steps=apgd_steps,
-        square_queries=square_queries,
-        randomized=True if randomized else None,
-        precision=eval_precision,
+    norm = word(norm)
+    request = api.EvalRequest(
+        model=checkpoint,
+        data=data,
+        config=api.EvalConfig(
+            eps=parse_eps(eps, norm),
+            norm=norm,
+            suite=suite,
+            attacks=parse_attack_list(attacks),
+            n=n,
+            batch_size=parse_batch_size(batch_size),
+            seed=seed,
+            eot_samples=eot_samples,
+            eps_sweep=[parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None,
+            apgd_steps=apgd_steps,
+            square_queries=square_queries,
+            randomized=True if randomized else None,
+            precision=eval_precision,
+        ),
+        run=api.EvalRun(resume_dir=resume_dir, resume=resume, save_adversarial=save_adversarial, pictures=pictures),
+        gates=api.GateOptions(
+            min_clean_acc=min_clean_acc,
+            min_robust_acc=min_robust_acc,
+            min_protected_robust_acc=min_protected_robust_acc,
+            baseline=baseline,
+            baseline_samples=baseline_samples,
+            max_drop=max_drop,
+            strict=strict,
+            allow_check=tuple(word(name) for name in allow_check or ()),
+            gate_on=word(gate_on),
+        ),
+        loading=model_options(
+            arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode, device
+        ),
+        reading=api.DataOptions(workers, skip_unreadable),
+        protected=tuple(p.strip() for p in protected.split(",") if p.strip()) if protected is not None else None,
+        protected_cost=protected_cost,
+        sequential=sequential,
+        alpha=alpha,
+        fixed_mask=fixed_mask,
     )
-    eval_config = api.EvalConfig(**config)
-    names = [a.name for a in eval_config.build_attacks(eps_value, 1)]  # validates suite/attack names before any loading
-    base = None
-    if baseline is not None:
-        base = api.load_baseline(baseline, baseline_samples)
-        base.check(eps=eps_value, norm=norm, suite=eval_config.suite_name(), attacks=names)
-        if base.samples is None:
-            out.note(
-                f"no per-sample results for the baseline (looked for {', '.join(map(str, base.looked_for))}): "
-                "the max_drop gates compare rates; pass --baseline-samples for a paired comparison"
-            )
-    if alpha is not None and not sequential:
-        raise UserError(
-            "--alpha is the error allowed to --sequential's early verdicts", "pass --sequential too, or drop --alpha"
-        )
-    if sequential:  # refused now, before any loading: no gate to decide, a bad alpha, an --eps-sweep
-        config["sequential"] = api.sequential_plan(gates, base, 0.05 if alpha is None else alpha)
-        api.EvalConfig(**config)
-
-    model = api.load_model(checkpoint, device=device, **loading)
-    if fixed_mask:
-        if not hasattr(model, "set_fixed_mask"):
-            raise UserError(
-                "--fixed-mask applies only to a model with a random transform (an AToP composite)", "drop --fixed-mask"
-            )
-        model.set_fixed_mask(seed)
-    dataset = api.load_data(data, model, n=n, **reading)
-    if base is not None:  # refuse before spending attack time, not after
-        base.check(n=len(dataset), data_sha256=dataset.sha256())
-    if protected_items is not None:
-        from ..protected import resolve_protected
-
-        config.update(protected=resolve_protected(protected_items, dataset.class_names), protected_cost=protected_cost)
     with out.progress() as progress:
-        result = api.evaluate(
-            model,
-            dataset,
-            progress=progress,
-            resume_dir=resume_dir,
-            resume=resume,
-            save_adversarial=save_adversarial,
-            pictures=pictures,
-            log=out.note,
-            **config,
-        )
-    failure = None
-    try:
-        api.gate(result, gates, base)
-    except UserError:
-        raise
-    except Exception as exc:  # a crash while gating: the computed report is still written, then the error is raised
-        failure = exc
+        outcome = api.run_evaluation(request, progress, out.note)
     if not main_process:  # every process holds the whole report; rank 0 writes it, the others only share its exit code
-        if failure is not None:
-            raise failure
-        if result.failed_gates:
+        if outcome.gate_error is not None:
+            raise outcome.gate_error
+        if outcome.report.failed_gates:
             raise typer.Exit(EXIT_GATE_FAILED)
         return
     finish(
-        result,
+        outcome.report,
         out,
         report,
         markdown,
         junit,
         samples=samples,
         html=html,
-        failure=failure,
+        failure=outcome.gate_error,
         robustbench_json=robustbench_json,
         entry_options=entry_options,
     )

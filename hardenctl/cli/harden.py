@@ -25,7 +25,6 @@ from .options import (
     StdOption,
     WorkersOption,
     api_module,
-    data_options,
     model_options,
     parse_eps,
     parse_number,
@@ -234,51 +233,33 @@ def harden_command(
 
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints
     out = Output(quiet or not main_process, as_json and main_process)
-    profile, suite, amp, device = word(profile), word(suite), word(amp), word(device)
-    if not recipe.lower().endswith((".yaml", ".yml")) and "/" not in recipe and os.sep not in recipe:
-        recipe = word(recipe)  # a built-in name, in any case; a path keeps its spelling
-    for value, option in ((epochs, "--epochs"), (batch_size, "--batch-size"), (eval_n, "--eval-n")):
-        if value is not None and value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
-    loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
-    reading = data_options(workers, skip_unreadable)
-    from ..out_folder import check_out_dir
+    from .. import DataOptions, HardenOptions
 
-    check_out_dir(
-        out_dir, resume, overwrite
-    )  # before the model is even looked for: a run that cannot be written never starts
-    require_model(checkpoint)
-    overrides = list(set_values or [])
-    for value, key in ((profile, "profile"), (True if reinit else None, "reinit")):
-        if value is None:
-            continue
-        if any(item.partition("=")[0].strip() == key for item in overrides):
-            raise UserError(f"--{key} and --set {key}=... both given", "give it once")
-        overrides.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
-    with training_progress(out) as progress:
+    options = HardenOptions(
+        out_dir=out_dir,
+        recipe=recipe,
+        overrides=tuple(set_values or ()),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=parse_lr(lr),
+        profile=profile,
+        reinit=reinit,
+        seed=seed,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        resume=resume,
+        overwrite=overwrite,
+        eval_data=eval_data,
+        eval_n=eval_n,
+        eval_options={"suite": word(suite), "eps": parse_eps(eps, "linf")},
+        reading=DataOptions(workers, skip_unreadable),
+    )
+    loading = model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode)
+    require_model(checkpoint)  # a mistyped path answers before torch is imported
+    with training_progress(out) as progress:  # api.harden checks --out before it loads anything
         result = api_module().harden(
-            checkpoint,
-            data=data,
-            out=out_dir,
-            recipe=recipe,
-            eval_data=eval_data,
-            overrides=overrides,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=parse_lr(lr),
-            seed=seed,
-            device=device,
-            resume=resume,
-            overwrite=overwrite,
-            eval_n=eval_n,
-            suite=suite,
-            eps=parse_eps(eps, "linf"),
-            amp=amp,
-            channels_last=channels_last,
-            progress=progress,
-            log=(log := NoteLog(out)),
-            **loading,
-            **reading,
+            checkpoint, data, options, loading=loading, progress=progress, log=(log := NoteLog(out))
         )
     if result is not None:
         harden_outputs(result, out, log.printed)

@@ -88,12 +88,6 @@ def parse_size(text: Optional[str]) -> tuple[int, int] | None:
     return size  # type: ignore[return-value]
 
 
-def parse_fraction(value: Optional[float], option: str) -> Optional[float]:
-    if value is not None and not 0 <= value <= 1:
-        raise UserError(f"{option} is a fraction in [0,1], got {value}", f"pass e.g. {option} 0.45")
-    return value
-
-
 Checkpoint = Annotated[
     str,
     typer.Argument(
@@ -131,34 +125,26 @@ SkipUnreadableOption = Annotated[
 ]
 
 
-def model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode) -> dict:
-    """The model-loading and data-config flags shared by every command that reads a model, parsed and checked."""
-    from ..models.data_config import check_crop_mode, check_crop_pct, check_interpolation
+def model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode, device="auto"):
+    """The :class:`~hardenctl.options.ModelOptions` the model-loading flags ask for, parsed (the object checks its
+    values); ``--resize`` is ``--crop-mode squash --crop-pct 1``."""
+    from .. import ModelOptions
 
     if resize and (crop_pct is not None or crop_mode is not None):
         raise UserError(
             "--resize is --crop-mode squash --crop-pct 1; it cannot be combined with either", "give one of them"
         )
-    interpolation, crop_mode = word(interpolation), word(crop_mode)
-    options = dict(
+    return ModelOptions(
         arch=arch,
         num_classes=num_classes,
         mean=parse_list(mean, "--mean"),
         std=parse_list(std, "--std"),
         input_size=parse_size(input_size),
-        crop_pct=check_crop_pct(parse_number(crop_pct, "--crop-pct")) if crop_pct is not None else None,
-        interpolation=check_interpolation(interpolation) if interpolation is not None else None,
-        crop_mode=check_crop_mode(crop_mode) if crop_mode is not None else None,
+        crop_pct=1.0 if resize else parse_number(crop_pct, "--crop-pct") if crop_pct is not None else None,
+        interpolation=interpolation,
+        crop_mode="squash" if resize else crop_mode,
+        device=device,
     )
-    if resize:
-        options.update(crop_mode="squash", crop_pct=1.0)
-    return options
-
-
-def data_options(workers: Optional[int], skip_unreadable: bool) -> dict:
-    if workers is not None and workers < 0:
-        raise UserError(f"--workers must be >= 0, got {workers}", "pass e.g. --workers 4 (0: read in the main process)")
-    return dict(workers=workers, skip_unreadable=skip_unreadable)
 
 
 def check_outputs(

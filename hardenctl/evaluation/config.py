@@ -66,6 +66,16 @@ class EvalConfig:
                     "--sequential stops when the gates are decided; an --eps-sweep needs every image at every ε",
                     "drop --eps-sweep, or run it without --sequential",
                 )
+        if self.norm not in ("linf", "l2"):
+            raise UserError(f"--norm must be linf or l2, got {self.norm!r}", "pass --norm linf or --norm l2")
+        for value, option in (
+            (self.n, "--num-samples"),
+            (self.eot_samples, "--eot-samples"),
+            (self.apgd_steps, "--apgd-steps"),
+            (self.square_queries, "--square-queries"),
+        ):
+            if value is not None and value < 1:
+                raise UserError(f"{option} must be at least 1, got {value}", f"pass a positive {option}")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown --eval-precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):

@@ -12,7 +12,6 @@ import dataclasses
 import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import timm
@@ -23,7 +22,8 @@ from ..data import ArrayDataset
 from ..distributed import Distributed
 from ..errors import UserError
 from ..files import FolderLock
-from ..report import PICTURES, SCHEMA_VERSION, Report
+from ..options import EvalRun
+from ..report import SCHEMA_VERSION, Report
 from ..version import __version__
 from .adversarial import AdversarialWriter
 from .batching import auto_batch_size
@@ -45,37 +45,31 @@ def evaluate(
     config: EvalConfig | None = None,
     progress: Progress | None = None,
     *,
+    run: EvalRun | None = None,
     dist: Distributed | None = None,
-    resume_dir: str | Path | None = None,
-    resume: bool = False,
-    save_adversarial: str | Path | None = None,
-    pictures: int = PICTURES,
     log: Callable[[str], None] | None = None,
 ) -> Report:
     """Evaluate ``model`` ([0, 1] pixels → logits) on ``data`` and return the :class:`Report`.
 
-    ``dist`` (e.g. ``Distributed.from_env()`` under torchrun) shards the batches over the processes, every one of
-    which returns the same, complete report; ``resume_dir`` keeps the state after every batch (``resume=True``
-    continues a killed run from it); ``save_adversarial`` keeps every worst-case point in that directory;
-    ``pictures`` is how many examples the report draws; ``log`` hears what is worth a note (a resumed state, a
-    sequential round's decisions).
+    Args:
+        model: the model, in any mode (attacked in eval mode, given back in the mode it came in).
+        data: the data, prepared for the model; its first ``config.n`` samples are evaluated.
+        config: what to measure (attacks, ε, n, seed, ..., ``sequential`` gates).
+        progress: ``(stage, done, total, metrics=None)`` after every batch and attack.
+        run: how it runs (:class:`~hardenctl.options.EvalRun`): ``resume_dir`` keeps the state after every batch
+            (``resume`` continues a killed run from it), ``save_adversarial`` keeps every worst-case point,
+            ``pictures`` is how many examples the report draws.
+        dist: the torchrun process group to shard the batches over (e.g. ``Distributed.from_env()``); every process
+            returns the same, complete report.
+        log: hears what is worth a note (a resumed state, a sequential round's decisions).
     """
-    config = config or EvalConfig()
-    if resume and resume_dir is None:
-        raise UserError(
-            "--resume needs --resume-dir (where the killed evaluation kept its state)",
-            "pass --resume-dir DIR, the directory of the killed run",
-        )
-    if pictures < 0:
-        raise UserError(f"--pictures must be >= 0, got {pictures}", "pass e.g. --pictures 8, or 0 for none")
+    config, run = config or EvalConfig(), run or EvalRun()
     started = time.perf_counter()
     data = _checked_data(model, data.head(config.n))
     was_training = model.training
     model.eval()
     try:  # the model leaves as it came, also when an attack raises
-        return _evaluate(
-            model, data, config, progress, dist, resume_dir, resume, save_adversarial, pictures, log, started
-        )
+        return _evaluate(model, data, config, progress, dist, run, log, started)
     finally:
         model.train(was_training)
 
@@ -96,7 +90,14 @@ def _checked_data(model: nn.Module, data: ArrayDataset) -> ArrayDataset:
 
 
 def _evaluate(
-    model, data, config, progress, dist, resume_dir, resume, save_adversarial, pictures, log, started
+    model: nn.Module,
+    data: ArrayDataset,
+    config: EvalConfig,
+    progress: Progress | None,
+    dist: Distributed | None,
+    run: EvalRun,
+    log: Callable[[str], None] | None,
+    started: float,
 ) -> Report:
     device = next(model.parameters()).device
     watch = BufferWatch(model, snapshot_buffers(model))
@@ -114,16 +115,16 @@ def _evaluate(
     shown_names = (
         getattr(data, "display_names", None) or data.class_names
     )  # people's names in pictures, ids for matching
-    gallery = PictureKeeper(pictures, main_stage, shown_names, config.eps, config.norm)
+    gallery = PictureKeeper(run.pictures, main_stage, shown_names, config.eps, config.norm)
     keepers = [gallery]
-    if save_adversarial is not None:
-        writer = AdversarialWriter(save_adversarial, main_stage, [a.name for a in attacks])
-        writer.check(resume)
+    if run.save_adversarial is not None:
+        writer = AdversarialWriter(run.save_adversarial, main_stage, [a.name for a in attacks])
+        writer.check(run.resume)
         keepers.append(writer)
     keepers.append(watch)
     with shards.joined(device), contextlib.ExitStack() as locks:
         if shards.dist.rank == 0:  # one run per state or image folder: a second one is refused, naming the first
-            for folder, option in ((resume_dir, "--resume-dir"), (save_adversarial, "--save-adversarial")):
+            for folder, option in ((run.resume_dir, "--resume-dir"), (run.save_adversarial, "--save-adversarial")):
                 if folder is not None:
                     locks.enter_context(FolderLock(folder, option))
         config, batch_choice = _batch_size(model, probe, data, config, device, shards, log)
@@ -135,12 +136,12 @@ def _evaluate(
             "batch_size_auto": batch_choice,
         }
         state = None
-        if resume_dir is not None:
-            key = resume_key(model, data, config, attacks, draws, device, save_adversarial is not None)
-            state = EvalState.open(resume_dir, key, resume, shards.dist.rank, shards.dist.world_size)
+        if run.resume_dir is not None:
+            key = resume_key(model, data, config, attacks, draws, device, run.save_adversarial is not None)
+            state = EvalState.open(run.resume_dir, key, run.resume, shards.dist.rank, shards.dist.world_size)
             if state.resumed_batches and log is not None:
-                log(f"resumed from {resume_dir}: {state.resumed_batches} batches were finished before")
-        if resume_dir is not None or save_adversarial is not None:
+                log(f"resumed from {run.resume_dir}: {state.resumed_batches} batches were finished before")
+        if run.resume_dir is not None or run.save_adversarial is not None:
             shards.barrier()  # every process looks at the directories before any writes there (a fresh run must not see a sibling's file)
         stages = Stages(
             model,

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from ..options import ModelOptions
 from .fsr import fsr_inserted, fsr_stages
 from .load import load_model
 
@@ -15,13 +16,14 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def describe_model(path: str | Path, **load_options: Any) -> dict[str, Any]:
+def describe_model(path: str | Path, options: ModelOptions | None = None) -> dict[str, Any]:
     """What ``hardenctl info`` shows: architecture, input, normalisation, parameters, inserted modules, recipe.
 
-    ``load_options`` go to :func:`hardenctl.models.load_model` (``arch``, ``num_classes`` … for
-    checkpoints that do not declare them).
+    Args:
+        path: the model (any form :func:`hardenctl.models.load_model` reads).
+        options: what the file may not say (``arch``, ``num_classes``, ...).
     """
-    model = load_model(path, **load_options)
+    model = load_model(path, options)
     info, net = model.info, model.model
     inserted = []
     for stage, module in fsr_inserted(net).items():

@@ -15,10 +15,11 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..files import atomic_path, sha256_file
+from ..options import ModelOptions
 from ..version import __version__
 from .checkpoint import read_raw
 from .classifier import ImageClassifier, ModelInfo
-from .data_config import build_data_config
+from .data_config import DataConfig, build_data_config
 from .metadata import is_declared, parse_label_names, parse_metadata, parse_pretrained_cfg, parse_train_args, shown
 from .sources import UNDECLARED, resolve_source
 from .surgery import check_surgery
@@ -121,112 +122,54 @@ def _label_names(meta: Mapping[str, Any], source: Any, num_classes: int) -> list
 
 
 def load_model(
-    path: str | Path,
-    arch: str | None = None,
-    num_classes: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    input_size: tuple[int, int] | None = None,
-    in_chans: int | None = None,
-    device: str | torch.device = "cpu",
-    crop_pct: float | None = None,
-    interpolation: str | None = None,
-    crop_mode: str | None = None,
+    path: str | Path, options: ModelOptions | None = None, device: str | torch.device = "cpu"
 ) -> ImageClassifier:
     """Load a model into an :class:`ImageClassifier` in eval mode, with its data config resolved.
 
-    ``path``: hardenctl/timm ``.safetensors`` (metadata in the header), a timm ``train.py`` checkpoint, a bare
-    state_dict, a timm model folder (``config.json`` + weights; also ``local-dir:PATH``) or ``hf-hub:ORG/NAME``.
-    The architecture and class count the file declares win (a contradicting argument is an error); the data
-    config follows :func:`hardenctl.models.data_config.build_data_config`, where an argument overrides.
+    Args:
+        path: hardenctl/timm ``.safetensors`` (metadata in the header), a timm ``train.py`` checkpoint, a bare
+            state_dict, a timm model folder (``config.json`` + weights; also ``local-dir:PATH``) or ``hf-hub:ORG/NAME``.
+        options: what the file may not say and data-config overrides (:class:`~hardenctl.options.ModelOptions`); the
+            architecture and class count the file declares win (a contradicting option is an error), the data config
+            follows :func:`hardenctl.models.data_config.build_data_config`, where an option overrides.
+        device: where the model goes (resolved already: ``options.device`` is the caller's business).
     """
+    options = options or ModelOptions()
     source = resolve_source(path)
     state, raw_meta = read_raw(source.weights)
     meta = parse_metadata(raw_meta)  # only checked values from here on; a bad one was a one-line UserError
     stored_args = raw_meta.get("train_args")  # a dict only from a timm train.py checkpoint; a header string is unknown
     trained = parse_train_args(stored_args) if isinstance(stored_args, Mapping) else {}
-    folder = parse_pretrained_cfg(source.declared_cfg())
-    arch = _resolve("arch", arch, _first(meta.get("arch"), source.architecture))
+    arch = _resolve("arch", options.arch, _first(meta.get("arch"), source.architecture))
     if not arch:
         raise UserError(
             f"checkpoint {source.spec} does not name its architecture",
             "pass --arch NAME (a timm model name, e.g. resnet18)",
         )
     cfg = timm_cfg(arch)
-
-    classifier_shape = _param_shape(state, cfg.classifier if isinstance(cfg.classifier, str) else None)
-    weight_classes = int(classifier_shape[0]) if classifier_shape else None
-    declared_classes = _first(meta.get("num_classes"), source.num_classes, trained.get("num_classes"))
-    if declared_classes is not None and weight_classes is not None and declared_classes != weight_classes:
-        raise UserError(
-            f"checkpoint metadata 'num_classes' is {declared_classes} but the classifier weights have {weight_classes} outputs",
-            f"re-export the file with num_classes={weight_classes}",
-        )
-    stored_classes = declared_classes or weight_classes
-    if num_classes is not None and stored_classes is not None and int(num_classes) != int(stored_classes):
-        raise UserError(
-            f"--num-classes is {num_classes} but the checkpoint's classifier has {stored_classes} outputs",
-            f"pass --num-classes {stored_classes}",
-        )
-    num_classes = stored_classes if stored_classes is not None else num_classes
-    if num_classes is None:
-        raise UserError(f"cannot tell how many classes checkpoint {source.spec} has", "pass --num-classes N")
-
-    first_conv = cfg.first_conv if isinstance(cfg.first_conv, str) else None
-    conv_shape = _param_shape(state, first_conv)
-    weight_chans = int(conv_shape[1]) if conv_shape is not None and len(conv_shape) == 4 else None
-    if meta.get("in_chans") is not None and weight_chans is not None and meta["in_chans"] != weight_chans:
-        raise UserError(
-            f"checkpoint metadata 'in_chans' is {meta['in_chans']} but the first convolution takes {weight_chans} channels",
-            f"re-export the file with in_chans={weight_chans}",
-        )
-    in_chans = int(meta.get("in_chans") or weight_chans or trained.get("in_chans") or in_chans or 3)
-
-    if (mean is None) != (std is None):
-        raise UserError(
-            "--mean and --std must be given together", "pass both, e.g. --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26"
-        )
-    flags = {
-        "input_size": tuple(input_size) if input_size is not None else None,
-        "mean": mean,
-        "std": std,
-        "crop_pct": crop_pct,
-        "interpolation": interpolation,
-        "crop_mode": crop_mode,
-    }
-    data_config = build_data_config(
-        [("checkpoint", meta), ("train.py args", trained), ("config.json", folder)], flags, cfg.to_dict(), arch
-    )
-    data_config.mean = _fit_channels(data_config.mean, in_chans, "mean", data_config.sources.get("mean", "cli"))
-    data_config.std = _fit_channels(data_config.std, in_chans, "std", data_config.sources.get("std", "cli"))
-    if any(s <= 0 for s in data_config.std):
-        raise UserError(f"std must be positive, got {data_config.std}", "pass --std with positive values")
-
-    net = create_timm_model(arch, int(num_classes), in_chans, data_config.input_size, source.model_args)
+    num_classes = _class_count(state, cfg, meta, source, trained, options.num_classes)
+    in_chans = _channels(state, cfg, meta, trained)
+    sources = [
+        ("checkpoint", meta),
+        ("train.py args", trained),
+        ("config.json", parse_pretrained_cfg(source.declared_cfg())),
+    ]
+    data_config = _data_config(options, sources, cfg, arch, in_chans)
+    net = create_timm_model(arch, num_classes, in_chans, data_config.input_size, source.model_args)
     recorded = meta.get("hardenctl", {})  # what hardenctl wrote: recipe, surgery ({} when absent)
-    check_surgery(recorded)  # sizes of the modules it rebuilds, before any is built
-    atop = recorded.get("atop")
-    if atop is not None:  # an AToP composite: the purifier's tensors are rebuilt separately (hardenctl.purifier)
-        from .purifier import split_tensors
-
-        state, purifier_state = split_tensors(state)
-    if recorded.get("fsr"):  # FSR modules must exist before their weights load
-        from .fsr import restore_fsr
-
-        restore_fsr(net, recorded["fsr"], int(num_classes))
+    state, purifier_state = _restore_surgery(net, state, recorded, num_classes)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()][:1]
         raise UserError(
-            f"weights in {source.spec} do not fit timm {arch!r} with {num_classes} classes ({first[0][:200] if first else 'key mismatch'})",
+            f"weights in {source.spec} do not fit timm {arch!r} with {num_classes} classes "
+            f"({first[0][:200] if first else 'key mismatch'})",
             "check --arch and --num-classes (and --input-size for models whose weights depend on it)",
         ) from None
-
-    label_names = _label_names(meta, source, int(num_classes))
     info = ModelInfo(
         arch=arch,
-        num_classes=int(num_classes),
+        num_classes=num_classes,
         in_chans=in_chans,
         mean=data_config.mean,
         std=data_config.std,
@@ -238,14 +181,96 @@ def load_model(
         sha256=sha256_file(source.weights),
         metadata=recorded,
         data_config=data_config,
-        label_names=label_names,
+        label_names=_label_names(meta, source, num_classes),
     )
     model = ImageClassifier(net, data_config.mean, data_config.std, info)
-    if atop is not None:
+    if recorded.get("atop") is not None:
         from .purifier import restore_composite
 
-        model = restore_composite(model, atop, purifier_state)
+        model = restore_composite(model, recorded["atop"], purifier_state)
     return model.to(device).eval()
+
+
+def _class_count(
+    state: Mapping[str, Tensor],
+    cfg: Any,
+    meta: Mapping[str, Any],
+    source: Any,
+    trained: Mapping[str, Any],
+    asked: int | None,
+) -> int:
+    """The class count: what the classifier weights have, which metadata and ``--num-classes`` must agree with."""
+    classifier_shape = _param_shape(state, cfg.classifier if isinstance(cfg.classifier, str) else None)
+    weight_classes = int(classifier_shape[0]) if classifier_shape else None
+    declared = _first(meta.get("num_classes"), source.num_classes, trained.get("num_classes"))
+    if declared is not None and weight_classes is not None and declared != weight_classes:
+        raise UserError(
+            f"checkpoint metadata 'num_classes' is {declared} but the classifier weights have {weight_classes} outputs",
+            f"re-export the file with num_classes={weight_classes}",
+        )
+    stored = declared or weight_classes
+    if asked is not None and stored is not None and int(asked) != int(stored):
+        raise UserError(
+            f"--num-classes is {asked} but the checkpoint's classifier has {stored} outputs",
+            f"pass --num-classes {stored}",
+        )
+    count = stored if stored is not None else asked
+    if count is None:
+        raise UserError(f"cannot tell how many classes checkpoint {source.spec} has", "pass --num-classes N")
+    return int(count)
+
+
+def _channels(state: Mapping[str, Tensor], cfg: Any, meta: Mapping[str, Any], trained: Mapping[str, Any]) -> int:
+    """Input channels: what the first convolution takes, which metadata must agree with (3 when nothing says)."""
+    first_conv = cfg.first_conv if isinstance(cfg.first_conv, str) else None
+    conv_shape = _param_shape(state, first_conv)
+    weight_chans = int(conv_shape[1]) if conv_shape is not None and len(conv_shape) == 4 else None
+    if meta.get("in_chans") is not None and weight_chans is not None and meta["in_chans"] != weight_chans:
+        raise UserError(
+            f"checkpoint metadata 'in_chans' is {meta['in_chans']} but the first convolution takes "
+            f"{weight_chans} channels",
+            f"re-export the file with in_chans={weight_chans}",
+        )
+    return int(meta.get("in_chans") or weight_chans or trained.get("in_chans") or 3)
+
+
+def _data_config(options: ModelOptions, sources: list, cfg: Any, arch: str, in_chans: int) -> DataConfig:
+    """The data config from what the file declares, with the options on top (:func:`build_data_config`)."""
+    if (options.mean is None) != (options.std is None):
+        raise UserError(
+            "--mean and --std must be given together", "pass both, e.g. --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26"
+        )
+    flags = {
+        "input_size": options.input_size,
+        "mean": options.mean,
+        "std": options.std,
+        "crop_pct": options.crop_pct,
+        "interpolation": options.interpolation,
+        "crop_mode": options.crop_mode,
+    }
+    data_config = build_data_config(sources, flags, cfg.to_dict(), arch)
+    data_config.mean = _fit_channels(data_config.mean, in_chans, "mean", data_config.sources.get("mean", "cli"))
+    data_config.std = _fit_channels(data_config.std, in_chans, "std", data_config.sources.get("std", "cli"))
+    if any(s <= 0 for s in data_config.std):
+        raise UserError(f"std must be positive, got {data_config.std}", "pass --std with positive values")
+    return data_config
+
+
+def _restore_surgery(
+    net: nn.Module, state: dict[str, Tensor], recorded: Mapping[str, Any], num_classes: int
+) -> tuple[dict[str, Tensor], Any]:
+    """Modules hardenctl added, rebuilt before the weights load: FSR's, and an AToP purifier's tensors set apart."""
+    check_surgery(recorded)  # sizes of the modules it rebuilds, before any is built
+    purifier_state = None
+    if recorded.get("atop") is not None:  # an AToP composite: the purifier's tensors are rebuilt separately
+        from .purifier import split_tensors
+
+        state, purifier_state = split_tensors(state)
+    if recorded.get("fsr"):  # FSR modules must exist before their weights load
+        from .fsr import restore_fsr
+
+        restore_fsr(net, recorded["fsr"], num_classes)
+    return state, purifier_state
 
 
 def save_model(model: ImageClassifier, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -15,7 +15,7 @@ from .gallery import PICTURES, Gallery
 from .html import render_html, write_html
 from .junit import render_junit
 from .markdown import render_markdown
-from .outputs import write_outputs
+from .outputs import write_report_files
 from .pictures import grid_note, grid_png, write_grid
 from .plot import PLOT_MISSING, plot_png, write_plot
 from .reader import load_report, read_report_json, report_from_dict
@@ -45,6 +45,6 @@ __all__ = [
     "report_from_dict",
     "write_grid",
     "write_html",
-    "write_outputs",
+    "write_report_files",
     "write_plot",
 ]

@@ -1,4 +1,4 @@
-"""``write_outputs``: every file the user asked for, each written on its own.
+"""``write_report_files``: every report file the user asked for, each written on its own.
 
 A failure in one renderer (a bug, a name no escaping foresaw) must not cost the others: the JSON a CI gate reads
 is written first, every other output is still tried, and only then is the first error raised again, so the CLI
@@ -31,7 +31,9 @@ class OutputsNotWritten(Exception):
         super().__init__("; ".join(f"{path}: {type(error).__name__}: {error}" for path, error in failures))
 
 
-def write_outputs(report: Report, json_path=None, markdown_path=None, junit_path=None, html_path=None) -> list[str]:
+def write_report_files(
+    report: Report, json_path=None, markdown_path=None, junit_path=None, html_path=None
+) -> list[str]:
     """Write the requested files atomically; returns notes (e.g. plot skipped). Raises :class:`OutputsNotWritten`,
     naming every output that failed, once every output that could be written has been."""
     notes: list[str] = []

@@ -30,7 +30,7 @@ from .monitoring import Monitor, measure_input
 from .outputs import HardenResult, same_evaluation
 from .report import HardenReport, describe_epoch, percent
 from .resolve import reinitialise, resolve_config, resolve_recipe, training_eps, wants_adamw
-from .runtime import Distributed, RunOptions, resolve_amp, step_seed
+from .runtime import Distributed, HardenOptions, resolve_amp, step_seed
 from .schedule import build_optimizer, learning_rate
 from .selection import SavedEpoch, choose_saved_epoch, healthy_epochs, select_best
 from .steps import TrainingPGD, fgsm_accuracy, monitor, training_attack, training_step
@@ -41,7 +41,7 @@ __all__ = [
     "HardenReport",
     "HardenResult",
     "Monitor",
-    "RunOptions",
+    "HardenOptions",
     "SavedEpoch",
     "TrainResult",
     "TrainingPGD",

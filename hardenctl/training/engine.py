@@ -24,7 +24,7 @@ from .loop import train
 from .monitoring import Monitor, measure_input
 from .outputs import HardenResult, RunFacts, evaluate_and_write
 from .resolve import reinitialise, resolve_recipe
-from .runtime import Distributed, Log, RunOptions, TrainProgress, amp_label, resolve_amp
+from .runtime import Distributed, HardenOptions, Log, TrainProgress, amp_label, resolve_amp
 
 
 def harden(
@@ -32,7 +32,7 @@ def harden(
     recipe: Recipe,
     train_data: Dataset,
     eval_data: Dataset | None,
-    options: RunOptions,
+    options: HardenOptions,
     progress: TrainProgress | None = None,
     log: Log | None = None,
 ) -> HardenResult | None:
@@ -90,7 +90,7 @@ def _run(
     recipe: Recipe,
     train_data: Dataset,
     eval_data: Dataset | None,
-    options: RunOptions,
+    options: HardenOptions,
     progress: TrainProgress | None,
     log: Log | None,
     decisions: list[str],
@@ -192,7 +192,7 @@ def _input_baseline(
     input_model: ImageClassifier | None,
     recipe: Recipe,
     holdout: Dataset | None,
-    options: RunOptions,
+    options: HardenOptions,
     dist: Distributed,
     device: torch.device,
 ) -> tuple:

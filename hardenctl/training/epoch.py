@@ -21,7 +21,7 @@ from ..recipes import Recipe
 from .batches import augmentation_mode, epoch_batches
 from .data_prep import augment
 from .resolve import training_eps
-from .runtime import Distributed, RunOptions, TrainProgress, step_seed
+from .runtime import Distributed, HardenOptions, TrainProgress, step_seed
 from .schedule import build_optimizer, learning_rate
 from .steps import TrainingPGD, training_step
 
@@ -101,7 +101,7 @@ def run_epoch(
     attack: TrainingPGD | None,
     order: torch.Tensor,
     plan: EpochPlan,
-    options: RunOptions,
+    options: HardenOptions,
     dist: Distributed,
     eps_scale: float = 1.0,
     lr_scale: float = 1.0,
@@ -126,7 +126,7 @@ def run_epoch(
         plan.data_config,
         plan.channels,
         options.seed,
-        options.workers,
+        options.reading.workers,
     )
     for step, (x, y) in enumerate(batches):
         lr = learning_rate(config, epoch, step, plan.steps) * recipe.lr_factor(epoch) * lr_scale

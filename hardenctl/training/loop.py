@@ -29,7 +29,7 @@ from .epoch import EpochPlan, EpochResult, TrainState, run_epoch
 from .lr_sweep import sweep_lr
 from .monitoring import Baseline, Monitor, Scorer, measure_input, monitor_sets
 from .resolve import linear_scaling_lr, resolve_recipe
-from .runtime import Distributed, Log, RunOptions, TrainProgress, resolve_amp
+from .runtime import Distributed, HardenOptions, Log, TrainProgress, resolve_amp
 from .selection import healthy_epochs, select_best
 from .steps import training_attack
 
@@ -77,7 +77,7 @@ def train(
     recipe: Recipe,
     train_set: Dataset,
     holdout: Dataset | None,
-    options: RunOptions,
+    options: HardenOptions,
     dist: Distributed,
     run_key: dict[str, Any],
     progress: TrainProgress | None = None,

@@ -29,7 +29,7 @@ from torch import nn
 from ..data import Dataset
 from ..recipes import Recipe, RecipeConfig
 from .epoch import EpochPlan, TrainState, run_epoch
-from .runtime import Distributed, RunOptions
+from .runtime import Distributed, HardenOptions
 from .steps import training_attack
 
 MIN_STEPS = 4  # fewer steps per candidate than this measure nothing: the run then uses the linear-scaling lr
@@ -113,7 +113,7 @@ def sweep_lr(
     base_lr: float,
     train_set: Dataset,
     holdout: Dataset | None,
-    options: RunOptions,
+    options: HardenOptions,
     dist: Distributed,
     plan: EpochPlan,
     scorer: Any,

@@ -27,7 +27,7 @@ from ..version import __version__
 from .checkpoints import TrainResult, checkpoint_path, read_checkpoint_state, write_train_log
 from .guard import guard_active
 from .report import HardenReport
-from .runtime import Log, RunOptions, TrainProgress
+from .runtime import HardenOptions, Log, TrainProgress
 from .selection import SavedEpoch, choose_saved_epoch
 
 
@@ -124,7 +124,7 @@ def evaluate_and_write(
     facts: RunFacts,
     eval_set: Dataset,
     eval_config: EvalConfig,
-    options: RunOptions,
+    options: HardenOptions,
     progress: TrainProgress | None = None,
     log: Log | None = None,
 ) -> HardenResult:

@@ -1,41 +1,20 @@
-"""How a run executes (not what it learns): run options, the DDP process group (``hardenctl.distributed``), mixed precision, seeds."""
+"""How a run executes (not what it learns): the DDP process group (``hardenctl.distributed``), mixed precision,
+seeds; the run's options are :class:`hardenctl.options.HardenOptions`."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from ..distributed import Distributed  # noqa: F401  (re-exported: it lives below both harden and evaluate)
 from ..errors import UserError
-
-AMP_MODES = ("auto", "off", "bf16", "fp16")
+from ..options import AMP_MODES, HardenOptions  # noqa: F401  (HardenOptions re-exported for the engine's modules)
 
 TrainProgress = Callable[..., None]  # (stage, done, total, metrics: dict | None = None)
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class RunOptions:
-    """How to run (not what to learn: that is the recipe's config)."""
-
-    out_dir: Path
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # auto: bf16 on CUDA, off on CPU
-    channels_last: bool = False
-    resume: bool = False
-    overwrite: bool = (
-        False  # write into a non-empty --out (replacing hardenctl's files there; an earlier run's checkpoints go)
-    )
-    eval_n: int | None = 1000
-    eval_options: dict[str, Any] = field(default_factory=dict)  # EvalConfig fields: suite, eps, apgd_steps, ...
-    input_report: Any = None  # an earlier Report of the input model, reused when it was made with the same settings
-    workers: int | None = None  # DataLoader workers for streamed (folder/tar) training data; None: cores, at most 8
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:

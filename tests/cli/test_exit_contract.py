@@ -247,13 +247,13 @@ def test_recipe_words_are_case_insensitive(cli, digits_model_path, tmp_path):
         ("out-is-a-file", "is a file"),
     ],
 )
-def test_harden_refuses_an_unwritable_out_before_loading_anything(cli, tmp_path, a_file, layout, named):
+def test_harden_refuses_an_unwritable_out_before_loading_anything(
+    cli, digits_model_path, tmp_path, a_file, layout, named
+):
     out = {"under-a-file": a_file / "out", "readme-is-a-folder": tmp_path / "out", "out-is-a-file": a_file}[layout]
     if layout == "readme-is-a-folder":
         (out / "README.md").mkdir(parents=True)
-    code, _, err = cli(
-        *tiny_harden(tmp_path / "missing.safetensors", out)
-    )  # refused before the model is even looked for
+    code, _, err = cli(*tiny_harden(digits_model_path, out))  # refused before the model is loaded
     one_line_error(code, err, "--out", named)
 
 
@@ -313,7 +313,10 @@ def test_two_concurrent_harden_runs_into_one_folder_one_is_refused(digits_model_
     out = tmp_path / "same"
     args = [sys.executable, "-m", "hardenctl", *tiny_harden(digits_model_path, out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    # the first run trains long enough (seconds) for the second to start and find the folder held
+    first = subprocess.Popen(
+        args + ["--epochs", "6", "--set", "attack_steps=5"], stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.monotonic() + 120
     while not (out / LOCK_NAME).exists() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.05)

@@ -24,6 +24,7 @@ from hardenctl.evaluation.adversarial import read_adversarial
 from hardenctl.evaluation.resume import EvalState, batch_numbers, finished_batches, state_files
 from hardenctl.evaluation.samples import read_samples
 from hardenctl.evaluation.suite import BatchResult
+from hardenctl.options import EvalRun
 
 # 32 samples in batches of 4: 8 batches of the standard suite, then 8 of the ε = 0.5 check
 N, BATCHES = 32, 8
@@ -276,7 +277,7 @@ def test_interrupted_in_any_stage_resumes_to_the_same_result(small_run, tmp_path
     model, data, want = small_run
     config = SMALL
     with pytest.raises(Interrupt):
-        evaluate(model, data, config, interrupted_after(stage, samples), resume_dir=tmp_path)
+        evaluate(model, data, config, interrupted_after(stage, samples), run=EvalRun(resume_dir=tmp_path))
     (tmp_path / ".state-rank0-of1.pt.x1y2.tmp").write_bytes(b"half a file")  # what a kill during a write leaves
     first: dict[str, int] = {}
     got = evaluate(
@@ -284,8 +285,7 @@ def test_interrupted_in_any_stage_resumes_to_the_same_result(small_run, tmp_path
         data,
         config,
         lambda name, done, total, metrics=None: first.setdefault(name, done),
-        resume_dir=tmp_path,
-        resume=True,
+        run=EvalRun(resume_dir=tmp_path, resume=True),
     )
     # it continued from the last finished batch: finished stages are not run again, the interrupted one carries its batches
     assert {name: first.get(name) for name in resumed_first} == resumed_first
@@ -299,11 +299,11 @@ def test_a_buffer_change_seen_before_the_kill_still_fails_the_check(digits_model
     killed = BufferWriter(hardenctl.load_model(digits_model_path), only_attacked=True)
     data = hardenctl.load_data("digits-test", killed, n=16)
     with pytest.raises(Interrupt):  # after the last batch: the resumed run has nothing left to attack
-        evaluate(killed, data, config, interrupted_after("attacks", 16), resume_dir=tmp_path)
+        evaluate(killed, data, config, interrupted_after("attacks", 16), run=EvalRun(resume_dir=tmp_path))
     fresh = BufferWriter(
         hardenctl.load_model(digits_model_path), only_attacked=True
     )  # a new process reloads the model from its file
-    report = evaluate(fresh, data, config, resume_dir=tmp_path, resume=True)
+    report = evaluate(fresh, data, config, run=EvalRun(resume_dir=tmp_path, resume=True))
     check = {c.name: c for c in report.checks}["eval_mode_and_buffers_unchanged"]
     assert not check.passed and "calls" in check.detail
 

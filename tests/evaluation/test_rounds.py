@@ -13,6 +13,7 @@ import hardenctl
 from hardenctl.evaluation import EvalConfig, evaluate
 from hardenctl.evaluation.rounds import evaluation_order
 from hardenctl.gates import GateOptions
+from hardenctl.options import EvalRun
 from hardenctl.sequential_gates import sequential_plan
 
 N, BATCH = 240, 24
@@ -104,8 +105,8 @@ def test_a_killed_sequential_run_resumes_and_stops_at_the_same_round(digits, tmp
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        evaluate(model, data, config, kill_after_round_two, resume_dir=tmp_path)
-    got = evaluate(model, data, config, resume_dir=tmp_path, resume=True)
+        evaluate(model, data, config, kill_after_round_two, run=EvalRun(resume_dir=tmp_path))
+    got = evaluate(model, data, config, run=EvalRun(resume_dir=tmp_path, resume=True))
     strip = lambda report: {k: v for k, v in json.loads(report.to_json()).items() if k not in ("seconds", "work")}  # noqa: E731
     assert strip(got) == strip(want) and got.sequential["rounds"] == want.sequential["rounds"]
     assert got.samples.rows() == want.samples.rows()

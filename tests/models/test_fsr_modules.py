@@ -238,7 +238,7 @@ def test_harden_with_fsr_writes_a_model_that_eval_loads_without_flags(tmp_path, 
         source,
         data=load_dataset("digits-train").head(256),
         eval_data=load_dataset("digits-test").head(48),
-        out=tmp_path / "out",
+        out_dir=tmp_path / "out",
         recipe="fsr",
         overrides={
             "epochs": 1,
@@ -252,10 +252,8 @@ def test_harden_with_fsr_writes_a_model_that_eval_loads_without_flags(tmp_path, 
             "stages": ["layer3", "layer4"],
         },
         eval_n=48,
-        suite="quick",
-        eps=0.1,
         device="cpu",
-        eval_options={"apgd_steps": 5, "large_eps_samples": 16},
+        eval_options={"suite": "quick", "eps": 0.1, "apgd_steps": 5, "large_eps_samples": 16},
     )
     with safe_open(str(result.model_path), framework="pt") as fh:
         extra = json.loads(fh.metadata()["hardenctl"])

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import hardenctl
 from hardenctl.errors import UserError
 from hardenctl.models import create_timm_model, load_model, save_model, wrap_model, write_config_json
 
@@ -53,7 +54,7 @@ def test_a_timm_model_folder_gives_architecture_classes_labels_and_data_config(t
 
 def test_flags_override_and_the_source_says_so(tmp_path):
     folder = timm_folder(tmp_path / "m", CFG)
-    model = load_model(folder, crop_pct=1.0, interpolation="bilinear", input_size=(32, 32))
+    model = hardenctl.load_model(folder, crop_pct=1.0, interpolation="bilinear", input_size=(32, 32))
     config = model.info.data_config
     assert (config.crop_pct, config.interpolation, config.input_size) == (1.0, "bilinear", (32, 32))
     assert config.sources["crop_pct"] == "cli (overrides config.json)" and config.sources["crop_mode"] == "config.json"
@@ -62,7 +63,7 @@ def test_flags_override_and_the_source_says_so(tmp_path):
 def test_undeclared_values_come_from_the_architecture_named_as_such(tmp_path):
     torch.manual_seed(0)
     torch.save(create_timm_model(ARCH, 3).state_dict(), tmp_path / "bare.pt")
-    config = load_model(tmp_path / "bare.pt", arch=ARCH).info.data_config
+    config = hardenctl.load_model(tmp_path / "bare.pt", arch=ARCH).info.data_config
     assert config.input_size is None and config.crop_pct is None  # decided with the data (or timm's default)
     assert config.sources["mean"] == f"timm pretrained_cfg of {ARCH}" and config.sources["interpolation"].startswith(
         "timm"

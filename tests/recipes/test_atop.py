@@ -19,7 +19,7 @@ from hardenctl.models import create_timm_model, load_model, wrap_model
 from hardenctl.models.purifier import PurifiedClassifier
 from hardenctl.recipes import REGISTRY, describe, load_recipe, recipe_path
 from hardenctl.recipes.atop import BPDA_LABEL, Atop
-from hardenctl.training import Distributed, RunOptions, learning_rate, train
+from hardenctl.training import Distributed, HardenOptions, learning_rate, train
 
 SMALL = {"block": 2, "width": 8, "depth": 1, "eps": 0.1, "pretrain_epochs": 2, "finetune_epochs": 2}
 
@@ -185,7 +185,7 @@ def test_the_classifier_is_bit_identical_after_finetuning_and_only_the_purifier_
     purifier_before = copy.deepcopy(model.purifier.state_dict())
     data = load_dataset("digits-train").head(96)
     result = train(
-        model, recipe, data, data.head(16), RunOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {}
+        model, recipe, data, data.head(16), HardenOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {}
     )
     assert [h["epoch"] for h in result.history] == [1, 2] and recipe.finetuning() and recipe.cls_weight() == 1.0
     after = model.model.state_dict()
@@ -219,7 +219,7 @@ def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(tmp_p
         recipe,
         data.head(80),
         data.take(torch.arange(80, 96)),
-        RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
+        HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
         baseline=(None, None),

@@ -284,14 +284,13 @@ def test_harden_resolves_protected_class_names_against_the_training_data(digits_
         data=named,
         eval_data=load_dataset("digits-test").head(32),
         epochs=1,
-        suite="quick",
-        eps=0.1,
+        eval_options={"suite": "quick", "eps": 0.1},
         eval_n=32,
         device="cpu",
     )
     overrides = {"protected": ["three", 5], "attack_steps": 1, "batch_size": 64, "monitor_n": 32, "eps": 0.1}
     result = api.harden(
-        digits_model_path, recipe="cost-sensitive", out=tmp_path / "ok", overrides=overrides, **settings
+        digits_model_path, recipe="cost-sensitive", out_dir=tmp_path / "ok", overrides=overrides, **settings
     )
     assert result.report.recipe_config["protected"] == [3, 5]
     assert result.report.hardened.extra["protected"]["classes"] == [3, 5]
@@ -300,7 +299,7 @@ def test_harden_resolves_protected_class_names_against_the_training_data(digits_
         api.harden(
             digits_model_path,
             recipe="cost-sensitive",
-            out=tmp_path / "bad",
+            out_dir=tmp_path / "bad",
             overrides={**overrides, "protected": ["tiger"]},
             **settings,
         )

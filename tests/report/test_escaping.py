@@ -13,7 +13,7 @@ from markdown_it import MarkdownIt
 from report_helpers import NAMES, SHOWN, hostile_gallery, hostile_report
 from rich.console import Console
 
-from hardenctl.report import grid_png, plot_png, render_html, write_outputs
+from hardenctl.report import grid_png, plot_png, render_html, write_report_files
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -150,7 +150,7 @@ def test_every_output_is_written_for_hostile_names(tmp_path):
         "junit_path": tmp_path / "r.xml",
         "html_path": tmp_path / "r.html",
     }
-    assert write_outputs(hostile_report(), **paths) == []
+    assert write_report_files(hostile_report(), **paths) == []
     assert {p.name for p in tmp_path.iterdir()} == {
         "r.json",
         "r.md",

@@ -1,4 +1,4 @@
-"""``write_outputs`` writes each requested file on its own: one renderer's failure costs only its own output, and the
+"""``write_report_files`` writes each requested file on its own: one renderer's failure costs only its own output, and the
 error still reaches the caller (so the CLI reports an internal error, not a failed gate)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from report_helpers import hostile_report
 
 import hardenctl.report.outputs as outputs
-from hardenctl.report import write_outputs
+from hardenctl.report import write_report_files
 from hardenctl.report.outputs import OutputsNotWritten
 
 RENDERERS = ["grid_png", "plot_png", "render_markdown", "render_junit", "render_html"]
@@ -37,7 +37,7 @@ def test_one_failing_renderer_costs_only_its_own_output(renderer, tmp_path, monk
     pytest.importorskip("matplotlib")
     monkeypatch.setattr(outputs, renderer, fail(renderer))
     with pytest.raises(OutputsNotWritten, match=f"{renderer} broke") as failed:
-        write_outputs(hostile_report(), **paths(tmp_path))
+        write_report_files(hostile_report(), **paths(tmp_path))
     assert len(failed.value.failures) == 1 and isinstance(failed.value.failures[0][1], RuntimeError)
     if renderer != "render_html":  # a drawing that raised is a bug, not a missing [plot] extra
         assert "install the [plot] extra" not in (tmp_path / "r.html").read_text()
@@ -57,7 +57,7 @@ def test_every_failed_output_is_named_when_several_renderers_fail(tmp_path, monk
     monkeypatch.setattr(outputs, "render_junit", fail("render_junit"))
     monkeypatch.setattr(outputs, "render_markdown", fail("render_markdown"))
     with pytest.raises(OutputsNotWritten) as failed:
-        write_outputs(hostile_report(), **paths(tmp_path))
+        write_report_files(hostile_report(), **paths(tmp_path))
     assert [(path.name, str(error)) for path, error in failed.value.failures] == [
         ("r.md", "render_markdown broke"),
         ("r.xml", "render_junit broke"),

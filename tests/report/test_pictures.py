@@ -11,7 +11,8 @@ import torch
 
 import hardenctl
 from hardenctl.evaluation import EvalConfig, evaluate
-from hardenctl.report import Gallery, write_outputs
+from hardenctl.options import EvalRun
+from hardenctl.report import Gallery, write_report_files
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = ["--n", "24", "--batch-size", "8", "--eps", "0.1", "--attacks", "fgsm,pgd", "--quiet", "--no-strict"]
@@ -86,14 +87,14 @@ def small_report(digits_model_path):
 
 def test_without_matplotlib_the_reports_say_so(small_report, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    notes = write_outputs(small_report, markdown_path=tmp_path / "report.md", html_path=tmp_path / "report.html")
+    notes = write_report_files(small_report, markdown_path=tmp_path / "report.md", html_path=tmp_path / "report.html")
     assert any("pictures skipped" in n and "[plot]" in n for n in notes) and any("plot skipped" in n for n in notes)
     assert len(notes) == len(set(notes))
     assert not list(tmp_path.glob("*.png")) and "![" not in (tmp_path / "report.md").read_text()
     page = (tmp_path / "report.html").read_text()
     assert "<img" not in page and "<table>" in page
     assert "pictures skipped: install the [plot] extra" in page and "plot skipped: install the [plot] extra" in page
-    notes = write_outputs(small_report, html_path=tmp_path / "alone.html")  # the HTML alone says so too
+    notes = write_report_files(small_report, html_path=tmp_path / "alone.html")  # the HTML alone says so too
     assert any("pictures skipped" in n for n in notes) and any("plot skipped" in n for n in notes)
 
 
@@ -146,7 +147,7 @@ def test_saved_adversarial_images_are_exactly_the_scored_points(digits_model_pat
         model,
         data,
         EvalConfig(n=21, batch_size=8, eps=eps, attacks=["fgsm", "pgd"], large_eps_samples=0),
-        save_adversarial=tmp_path,
+        run=EvalRun(save_adversarial=tmp_path),
     )
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["adv_000000-000007.npz", "adv_000008-000015.npz", "adv_000016-000020.npz"]  # named by sample index

@@ -16,7 +16,7 @@ from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
 from hardenctl.training import (
     Distributed,
-    RunOptions,
+    HardenOptions,
     TrainingPGD,
     harden,
     monitor,
@@ -60,7 +60,7 @@ def test_the_loop_attacks_at_the_warmed_up_eps_with_the_step_in_proportion(monke
         recipe,
         data,
         None,
-        RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
+        HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
         baseline=(None, None),
@@ -150,7 +150,7 @@ def test_the_guard_watches_a_real_fgsm_rs_run_and_stays_quiet_when_it_is_healthy
         recipe,
         load_dataset("digits-train"),
         load_dataset("digits-test"),
-        RunOptions(
+        HardenOptions(
             out_dir=tmp_path, device="cpu", amp="off", eval_n=32, eval_options={"attacks": ["fgsm"], "eps": 0.1}
         ),
     )
@@ -167,7 +167,7 @@ def test_the_guard_watches_a_real_fgsm_rs_run_and_stays_quiet_when_it_is_healthy
             pgd,
             load_dataset("digits-train").head(256),
             None,
-            RunOptions(out_dir=tmp_path / "pgd", device="cpu", amp="off"),
+            HardenOptions(out_dir=tmp_path / "pgd", device="cpu", amp="off"),
             Distributed(),
             {},
             baseline=(None, None),
@@ -207,7 +207,7 @@ def one_step_run(path, out, attack, epochs):
         recipe,
         load_dataset("digits-train", data_config=config),
         load_dataset("digits-test", data_config=config),
-        RunOptions(out_dir=out, device="cpu", amp="off", eval_n=16, eval_options={"attacks": ["fgsm"], "eps": 0.2}),
+        HardenOptions(out_dir=out, device="cpu", amp="off", eval_n=16, eval_options={"attacks": ["fgsm"], "eps": 0.2}),
     )
 
 
@@ -249,7 +249,7 @@ def test_with_ema_the_ema_weights_are_monitored_selected_and_exported(tmp_path, 
         recipe,
         load_dataset("digits-train"),
         load_dataset("digits-test"),
-        RunOptions(
+        HardenOptions(
             out_dir=tmp_path, device="cpu", amp="off", eval_n=32, eval_options={"attacks": ["fgsm"], "eps": 0.1}
         ),
     )
@@ -289,7 +289,7 @@ def test_a_resumed_ema_run_ends_with_the_same_weights(tmp_path, digits_model_pat
         recipe(),
         data,
         None,
-        RunOptions(out_dir=whole, device="cpu", amp="off"),
+        HardenOptions(out_dir=whole, device="cpu", amp="off"),
         Distributed(),
         {},
         baseline=(None, None),
@@ -302,7 +302,7 @@ def test_a_resumed_ema_run_ends_with_the_same_weights(tmp_path, digits_model_pat
         recipe(),
         data,
         None,
-        RunOptions(out_dir=resumed, device="cpu", amp="off", resume=True),
+        HardenOptions(out_dir=resumed, device="cpu", amp="off", resume=True),
         Distributed(),
         {},
     )

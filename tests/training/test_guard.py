@@ -19,7 +19,7 @@ from hardenctl.data import load_dataset
 from hardenctl.evaluation import EvalConfig
 from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
-from hardenctl.training import RunOptions, choose_saved_epoch, decide, outputs, read_checkpoint_state, verdict
+from hardenctl.training import HardenOptions, choose_saved_epoch, decide, outputs, read_checkpoint_state, verdict
 
 
 def config(guard: str, **extra):
@@ -120,7 +120,7 @@ def write(run_dir, digits_model_path, result, recipe, no_holdout: bool):
         no_holdout=no_holdout,
         eval_is_holdout=False,
     )
-    options = RunOptions(out_dir=run_dir, device="cpu", amp="off", eval_n=16)
+    options = HardenOptions(out_dir=run_dir, device="cpu", amp="off", eval_n=16)
     return outputs.evaluate_and_write(
         copy.deepcopy(model),
         model,
@@ -195,7 +195,7 @@ def test_lower_without_a_healthy_epoch_logs_what_it_did(tmp_path, digits_model_p
         recipe,
         train_set,
         held_out,
-        RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
+        HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
         log=lines.append,

@@ -172,7 +172,7 @@ def test_the_sweep_spends_its_share_of_the_runs_forward_passes(digits_model_path
     """Counted, not modelled: images through the candidates' copies vs through the run's model (monitoring included)."""
     from hardenctl.data import load_dataset
     from hardenctl.models import load_model
-    from hardenctl.training import Distributed, RunOptions, split_holdout, train
+    from hardenctl.training import Distributed, HardenOptions, split_holdout, train
 
     model = load_model(digits_model_path)
     images: dict[int, int] = {}
@@ -189,7 +189,7 @@ def test_the_sweep_spends_its_share_of_the_runs_forward_passes(digits_model_path
     )
     train_set, holdout = split_holdout(load_dataset("digits-train"), 0.1, 0)
     result = train(
-        model, recipe, train_set, holdout, RunOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {}
+        model, recipe, train_set, holdout, HardenOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {}
     )
     assert len(result.lr_sweep.candidates) == 3 and result.lr_sweep.steps >= 4
     run = images.pop(id(model))

@@ -19,7 +19,7 @@ from hardenctl.errors import UserError
 from hardenctl.models import load_model
 from hardenctl.recipes import RecipeConfig, describe_profiles, load_recipe, recipe_path
 from hardenctl.recipes.base import ADAMW_ARCHS, SWEEP
-from hardenctl.training import RunOptions, harden, reinitialise, resolve_config, wants_adamw
+from hardenctl.training import HardenOptions, harden, reinitialise, resolve_config, wants_adamw
 from hardenctl.training.resolve import linear_scaling_lr
 
 TRAINING_RECIPES = ["pgd-at", "trades", "mart", "fsr", "cost-sensitive"]
@@ -116,7 +116,7 @@ def one_epoch(digits_model_path, tmp_path_factory):
                 recipe,
                 load_dataset("digits-train"),
                 load_dataset("digits-test"),
-                RunOptions(
+                HardenOptions(
                     out_dir=out, device="cpu", amp="off", eval_n=64, eval_options={"attacks": ["fgsm"], "eps": 0.1}
                 ),
             )
@@ -160,7 +160,7 @@ def test_the_paper_profile_wrecks_the_same_model_in_one_epoch(digits_model_path,
         recipe,
         train_set,
         holdout,
-        RunOptions(out_dir=tmp_path, device="cpu", amp="off"),
+        HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
     )
@@ -324,7 +324,7 @@ def test_harden_trains_from_timm_s_init_with_reinit_and_reports_the_input_model_
         recipe,
         load_dataset("digits-train").head(256),
         None,
-        RunOptions(
+        HardenOptions(
             out_dir=tmp_path, seed=3, device="cpu", amp="off", eval_n=16, eval_options={"attacks": ["fgsm"], "eps": 0.1}
         ),
     )
