@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 import hardenctl
 from hardenctl.models import create_timm_model, save_model, wrap_model
-from hardenctl.models.load import sort_safetensors_header
+from hardenctl.models.save import sort_safetensors_header
 
 ARCH = "test_resnet"
 
