@@ -11,6 +11,7 @@ with its per-sample results found as ``--baseline`` finds them (:func:`load_base
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -193,70 +194,87 @@ def drop_gates(report: Report, baseline: Report, max_drop: float, paired: dict[s
 
 
 def apply_gates(
-    report: Report,
-    min_clean_acc: float | None = None,
-    min_robust_acc: float | None = None,
-    baseline: Report | None = None,
-    max_drop: float | None = None,
-    strict: bool = True,
-    min_protected_robust_acc: float | None = None,
-    allowed_checks: Sequence[str] = (),
-    gate_on: str = "point",
-    baseline_samples: SampleResults | None = None,
-    baseline_name: str = "the baseline",
-    baseline_samples_name: str | None = None,
+    report: Report, options: GateOptions | None = None, baseline: Baseline | Report | None = None, **fields: Any
 ) -> list[Gate]:
     """Append the requested gates (and the sanity-check gate) to ``report.gates`` and return them.
 
-    ``gate_on="lower"`` compares the ``min_*`` thresholds with the 95% Wilson lower bound instead of the point
-    estimate. With ``baseline_samples`` (the baseline's per-sample results) the ``max_drop_*`` gates are paired,
-    sample by sample, and ``extra.paired`` holds the comparison; without, they compare the two reports' rates.
+    Args:
+        report: the evaluation's report (its gates are appended).
+        options: the thresholds (:class:`GateOptions`); ``gate_on="lower"`` compares the ``min_*`` thresholds with the
+            95% Wilson lower bound instead of the point estimate.
+        baseline: an earlier report (:class:`Baseline`, or a Report); with its per-sample results the ``max_drop_*``
+            gates are paired, sample by sample, and ``extra.paired`` holds the comparison; without, they compare the
+            two reports' rates.
+        **fields: GateOptions fields, instead of (or on top of) ``options``.
     """
-    if gate_on not in GATE_ON:
-        raise UserError(f"--gate-on must be point or lower, got {gate_on!r}", "pass --gate-on point or --gate-on lower")
-    report.gate_on = gate_on
+    options = dataclasses.replace(options or GateOptions(), **fields) if fields else options or GateOptions()
+    if isinstance(baseline, Report):
+        baseline = Baseline(baseline)
+    if options.max_drop is not None and baseline is None:
+        raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
+    report.gate_on = options.gate_on
     if report.stopped_early:  # --sequential decided every gate early: its verdicts, with the bounds that decided them
-        from .sequential_gates import decided_gates, paired_on_evaluated
+        return _sequential_gates(report, options, baseline)
+    gates = _minimum_gates(report, options)
+    if baseline is not None:
+        check_comparable(report, baseline.report, baseline.name)
+        drop = 0.0 if options.max_drop is None else options.max_drop
+        paired = None
+        if baseline.samples is not None:
+            samples_name = str(baseline.samples_path) if baseline.samples_path else None
+            paired = paired_comparison(report, baseline.samples, baseline.name, samples_name)
+            report.extra["paired"] = paired
+        gates += drop_gates(report, baseline.report, drop, paired)
+    gates.append(check_gate(report, options.strict, options.allow_check))
+    report.gates.extend(gates)
+    return gates
 
-        if baseline is not None:
-            check_comparable(report, baseline, baseline_name)
-            if baseline_samples is not None:
-                report.extra["paired"] = paired_on_evaluated(report, baseline_samples)
-        gates = decided_gates(report, baseline) + [check_gate(report, strict, allowed_checks)]
-        report.gates.extend(gates)
-        return gates
+
+def _minimum_gates(report: Report, options: GateOptions) -> list[Gate]:
+    """``--min-clean-acc``, ``--min-robust-acc``, ``--min-protected-robust-acc``, as set."""
     gates = []
-    if min_clean_acc is not None:
+    if options.min_clean_acc is not None:
         gates.append(
-            _minimum_gate(report, "min_clean_acc", min_clean_acc, "clean_accuracy", report.clean_accuracy, gate_on)
+            _minimum_gate(
+                report, "min_clean_acc", options.min_clean_acc, "clean_accuracy", report.clean_accuracy, options.gate_on
+            )
         )
-    if min_robust_acc is not None:
+    if options.min_robust_acc is not None:
         gates.append(
-            _minimum_gate(report, "min_robust_acc", min_robust_acc, "robust_accuracy", report.robust_accuracy, gate_on)
+            _minimum_gate(
+                report,
+                "min_robust_acc",
+                options.min_robust_acc,
+                "robust_accuracy",
+                report.robust_accuracy,
+                options.gate_on,
+            )
         )
-    if min_protected_robust_acc is not None:
-        value = (report.extra.get("protected") or {}).get(
-            "robust_accuracy"
-        )  # None: no protected sample, nothing shown robust
+    if options.min_protected_robust_acc is not None:
+        value = (report.extra.get("protected") or {}).get("robust_accuracy")  # None: no protected sample
         gates.append(
             _minimum_gate(
                 report,
                 "min_protected_robust_acc",
-                min_protected_robust_acc,
+                options.min_protected_robust_acc,
                 "protected_robust_accuracy",
                 value,
-                gate_on,
+                options.gate_on,
             )
         )
+    return gates
+
+
+def _sequential_gates(report: Report, options: GateOptions, baseline: Baseline | None) -> list[Gate]:
+    """A sequential run that stopped early: each gate as its confidence sequence decided it."""
+    from .sequential_gates import decided_gates, paired_on_evaluated
+
     if baseline is not None:
-        check_comparable(report, baseline, baseline_name)
-        drop = 0.0 if max_drop is None else max_drop
-        paired = None
-        if baseline_samples is not None:
-            paired = paired_comparison(report, baseline_samples, baseline_name, baseline_samples_name)
-            report.extra["paired"] = paired
-        gates += drop_gates(report, baseline, drop, paired)
-    gates.append(check_gate(report, strict, allowed_checks))
+        check_comparable(report, baseline.report, baseline.name)
+        if baseline.samples is not None:
+            report.extra["paired"] = paired_on_evaluated(report, baseline.samples)
+    gates = decided_gates(report, baseline.report if baseline else None)
+    gates.append(check_gate(report, options.strict, options.allow_check))
     report.gates.extend(gates)
     return gates
 
@@ -290,8 +308,9 @@ def describe_failure(report: Report, gate: Gate, baseline_name: str = "the basel
 class GateOptions:
     """The gates of one evaluation, checked when made (a mistyped option is refused before any attack runs).
 
-    ``min_*`` are fractions in [0, 1]; ``max_drop`` (default 0 with a baseline) needs ``baseline``, an earlier
-    report's path; ``baseline_samples`` its per-sample results (default: found beside it, see :func:`load_baseline`);
+    ``min_*`` are fractions in [0, 1]; ``max_drop`` (default 0 with a baseline) is applied against ``baseline``, an
+    earlier report's path; ``baseline_samples`` its per-sample results (default: found beside it, see
+    :func:`load_baseline`); a loaded baseline may instead be given to :func:`gate`/:func:`apply_gates`;
     ``strict=False`` or ``allow_check`` accept failed sanity checks knowingly; ``gate_on`` is point or lower.
     """
 
@@ -314,10 +333,6 @@ class GateOptions:
         ):
             if value is not None and not 0 <= value <= 1:
                 raise UserError(f"{option} is a fraction in [0,1], got {value}", f"pass e.g. {option} 0.45")
-        if self.max_drop is not None and self.baseline is None:
-            raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
-        if self.baseline_samples is not None and self.baseline is None:
-            raise UserError("--baseline-samples needs --baseline", "pass --baseline old_report.json too")
         if self.gate_on not in GATE_ON:
             raise UserError(
                 f"--gate-on must be point or lower, got {self.gate_on!r}", "pass --gate-on point or --gate-on lower"
@@ -374,24 +389,11 @@ def gate(
     >>> gates = hardenctl.gate(report, min_robust_acc=0.4, baseline="old.json", max_drop=0.02)
     >>> [g.name for g in gates if not g.passed]
     """
-    options = options or GateOptions(**gate_options)
+    options = (
+        dataclasses.replace(options or GateOptions(), **gate_options) if gate_options else options or GateOptions()
+    )
     if baseline is None and options.baseline is not None:
         baseline = load_baseline(options.baseline, options.baseline_samples)
     elif isinstance(baseline, (str, Path)):
         baseline = load_baseline(baseline, options.baseline_samples)
-    elif isinstance(baseline, Report):
-        baseline = Baseline(baseline)
-    return apply_gates(
-        report,
-        options.min_clean_acc,
-        options.min_robust_acc,
-        baseline.report if baseline else None,
-        options.max_drop,
-        options.strict,
-        options.min_protected_robust_acc,
-        allowed_checks=options.allow_check,
-        gate_on=options.gate_on,
-        baseline_samples=baseline.samples if baseline else None,
-        baseline_name=baseline.name if baseline else "the baseline",
-        baseline_samples_name=str(baseline.samples_path) if baseline and baseline.samples_path else None,
-    )
+    return apply_gates(report, options, baseline)

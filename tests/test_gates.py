@@ -7,7 +7,7 @@ import torch
 from testing_helpers import read_json
 
 from hardenctl.errors import UserError
-from hardenctl.gates import CHECK_NAMES, apply_gates, check_comparable
+from hardenctl.gates import CHECK_NAMES, Baseline, apply_gates, check_comparable
 from hardenctl.models import load_model, save_model
 from hardenctl.report import Check, Report
 
@@ -51,10 +51,10 @@ def test_a_failed_check_fails_the_gate_by_default():
 
 def test_allow_check_and_no_strict_accept_knowingly_and_are_recorded():
     allowed = make_report()
-    apply_gates(allowed, allowed_checks=["input_gradients_nonzero"])
+    apply_gates(allowed, allow_check=("input_gradients_nonzero",))
     assert gate(allowed).passed and allowed.accepted_checks == ["input_gradients_nonzero"]
     other = make_report()
-    apply_gates(other, allowed_checks=["square_not_stronger_than_whitebox"])
+    apply_gates(other, allow_check=("square_not_stronger_than_whitebox",))
     assert not gate(other).passed  # accepting another check accepts nothing here
     lax = make_report()
     apply_gates(lax, strict=False)
@@ -159,8 +159,9 @@ def test_cli_refuses_an_incomparable_baseline_before_attacking(cli, digits_model
 
 
 # -- intervals, --gate-on lower, paired regression gates (issue 14) ---------------------------------------------------
-import json  # noqa: E402
+import json
 import math  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from hardenctl.evaluation.samples import read_samples, write_samples  # noqa: E402
 from hardenctl.gates import describe_failure, paired_comparison  # noqa: E402
@@ -308,11 +309,8 @@ def test_paired_gate_counts_regressed_and_improved_on_constructed_files(tmp_path
     current = report_of(samples_of(now))
     apply_gates(
         current,
-        baseline=baseline,
+        baseline=Baseline(baseline, "old.json", baseline_samples, Path("old.samples.jsonl")),
         max_drop=0.05,
-        baseline_samples=baseline_samples,
-        baseline_name="old.json",
-        baseline_samples_name="old.samples.jsonl",
     )
     paired = current.extra["paired"]
     assert (
@@ -343,7 +341,7 @@ def test_paired_regressed_list_is_capped_with_a_count():
     n = 80
     baseline = report_of(samples_of([True] * n))
     current = report_of(samples_of([i >= 70 for i in range(n)]))  # 70 regressed
-    apply_gates(current, baseline=baseline, max_drop=1.0, baseline_samples=baseline.samples)
+    apply_gates(current, baseline=Baseline(baseline, samples=baseline.samples), max_drop=1.0)
     paired = current.extra["paired"]
     assert paired["robust"]["regressed"] == 70 and len(paired["regressed_samples"]) == 50
     assert "… and 20 more (70 regressed in all" in current.to_markdown()
@@ -352,7 +350,7 @@ def test_paired_regressed_list_is_capped_with_a_count():
 def test_paired_clean_with_fractions_of_draws_has_no_mcnemar():
     baseline = report_of(samples_of([False] * 4, clean=[1.0, 0.5, 0.25, 0.0]))
     current = report_of(samples_of([False] * 4, clean=[0.75, 0.5, 0.5, 0.0]))
-    apply_gates(current, baseline=baseline, baseline_samples=baseline.samples)
+    apply_gates(current, baseline=Baseline(baseline, samples=baseline.samples))
     clean = current.extra["paired"]["clean"]
     assert clean == {"regressed": 1, "improved": 1, "difference": 0.0, "mcnemar_p": None}
 
@@ -375,7 +373,7 @@ def test_paired_comparison_refuses_other_samples():
         )
     with pytest.raises(UserError, match="with ε"):  # the reports themselves must still be comparable
         apply_gates(
-            report_of(samples_of([True] * 10), eps=4 / 255), baseline=baseline, baseline_samples=baseline.samples
+            report_of(samples_of([True] * 10), eps=4 / 255), baseline=Baseline(baseline, samples=baseline.samples)
         )
     with pytest.raises(UserError, match="no per-sample results"):
-        apply_gates(make_report(n=10), baseline=baseline, baseline_samples=baseline.samples)
+        apply_gates(make_report(n=10), baseline=Baseline(baseline, samples=baseline.samples))

@@ -51,6 +51,10 @@ class EvalRequest:
     fixed_mask: bool = False
 
     def __post_init__(self) -> None:
+        if self.gates.max_drop is not None and self.gates.baseline is None:
+            raise UserError("--max-drop needs --baseline", "pass --baseline old_report.json")
+        if self.gates.baseline_samples is not None and self.gates.baseline is None:
+            raise UserError("--baseline-samples needs --baseline", "pass --baseline old_report.json too")
         if self.protected is not None and not self.protected:
             raise UserError("--protected names no class", "pass ids or class names, e.g. --protected 3,5")
         if self.gates.min_protected_robust_acc is not None and self.protected is None:
