@@ -10,7 +10,7 @@ and :func:`write_outputs` (JSON, Markdown, JUnit, HTML and the per-sample result
 from __future__ import annotations
 
 from ..evaluation import EvalConfig
-from ..gates import Baseline, GateOptions
+from ..gates import Baseline, GateOptions, describe_failure
 from ..options import DataOptions, EvalRun, HardenOptions, ModelOptions
 from .eval_request import EvalOutcome, EvalRequest, run_evaluation
 from .evaluation import (
@@ -37,6 +37,7 @@ __all__ = [
     "HardenOptions",
     "ModelOptions",
     "check_label_names",
+    "describe_failure",
     "evaluate",
     "gate",
     "harden",

@@ -8,9 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import EXIT_GATE_FAILED, UserError
-from ..gates import describe_failure
 from .app import app
+from .eval_outputs import EvalFiles, finish
 from .options import (
     ArchOption,
     Checkpoint,
@@ -27,8 +26,12 @@ from .options import (
     api_module,
     check_outputs,
     model_options,
+    parse_attack_list,
+    parse_batch_size,
     parse_eps,
+    parse_names,
     require_model,
+    robustbench_options,
     word,
 )
 from .output import Output
@@ -222,53 +225,48 @@ def eval_command(
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints and writes the report
     out = Output(quiet or not main_process, as_json and main_process)
     entry_options = robustbench_options(robustbench_json, robustbench_dataset, additional_data)
-    outputs = {
-        "--report": report,
-        "--markdown": markdown,
-        "--junit": junit,
-        "--html": html,
-        "--samples": samples,
-        "--robustbench-json": robustbench_json,
-    }
-    check_outputs(outputs, {"--save-adversarial": save_adversarial, "--resume-dir": resume_dir})
+    files = EvalFiles(report, markdown, junit, html, samples, robustbench_json)
+    check_outputs(files.by_option(), {"--save-adversarial": save_adversarial, "--resume-dir": resume_dir})
     require_model(checkpoint)  # a mistyped path answers before torch is imported
     api = api_module()
     norm = word(norm)
+    config = api.EvalConfig(
+        eps=parse_eps(eps, norm),
+        norm=norm,
+        suite=suite,
+        attacks=parse_attack_list(attacks),
+        n=n,
+        batch_size=parse_batch_size(batch_size),
+        seed=seed,
+        eot_samples=eot_samples,
+        eps_sweep=[parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None,
+        apgd_steps=apgd_steps,
+        square_queries=square_queries,
+        randomized=True if randomized else None,
+        precision=eval_precision,
+    )
+    gates = api.GateOptions(
+        min_clean_acc=min_clean_acc,
+        min_robust_acc=min_robust_acc,
+        min_protected_robust_acc=min_protected_robust_acc,
+        baseline=baseline,
+        baseline_samples=baseline_samples,
+        max_drop=max_drop,
+        strict=strict,
+        allow_check=tuple(word(name) for name in allow_check or ()),
+        gate_on=word(gate_on),
+    )
     request = api.EvalRequest(
         model=checkpoint,
         data=data,
-        config=api.EvalConfig(
-            eps=parse_eps(eps, norm),
-            norm=norm,
-            suite=suite,
-            attacks=parse_attack_list(attacks),
-            n=n,
-            batch_size=parse_batch_size(batch_size),
-            seed=seed,
-            eot_samples=eot_samples,
-            eps_sweep=[parse_eps(part, norm, "--eps-sweep") for part in eps_sweep.split(",")] if eps_sweep else None,
-            apgd_steps=apgd_steps,
-            square_queries=square_queries,
-            randomized=True if randomized else None,
-            precision=eval_precision,
-        ),
+        config=config,
         run=api.EvalRun(resume_dir=resume_dir, resume=resume, save_adversarial=save_adversarial, pictures=pictures),
-        gates=api.GateOptions(
-            min_clean_acc=min_clean_acc,
-            min_robust_acc=min_robust_acc,
-            min_protected_robust_acc=min_protected_robust_acc,
-            baseline=baseline,
-            baseline_samples=baseline_samples,
-            max_drop=max_drop,
-            strict=strict,
-            allow_check=tuple(word(name) for name in allow_check or ()),
-            gate_on=word(gate_on),
-        ),
+        gates=gates,
         loading=model_options(
             arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode, device
         ),
         reading=api.DataOptions(workers, skip_unreadable),
-        protected=tuple(p.strip() for p in protected.split(",") if p.strip()) if protected is not None else None,
+        protected=parse_names(protected),
         protected_cost=protected_cost,
         sequential=sequential,
         alpha=alpha,
@@ -276,181 +274,4 @@ def eval_command(
     )
     with out.progress() as progress:
         outcome = api.run_evaluation(request, progress, out.note)
-    if not main_process:  # every process holds the whole report; rank 0 writes it, the others only share its exit code
-        if outcome.gate_error is not None:
-            raise outcome.gate_error
-        if outcome.report.failed_gates:
-            raise typer.Exit(EXIT_GATE_FAILED)
-        return
-    finish(
-        outcome.report,
-        out,
-        report,
-        markdown,
-        junit,
-        samples=samples,
-        html=html,
-        failure=outcome.gate_error,
-        robustbench_json=robustbench_json,
-        entry_options=entry_options,
-    )
-
-
-def robustbench_options(path: Optional[Path], dataset: Optional[str], additional: Optional[bool]) -> dict:
-    """The RobustBench entry's settings, checked before any work (the flags need --robustbench-json)."""
-    if path is None:
-        if dataset is not None or additional is not None:
-            raise UserError(
-                "--robustbench-dataset and --additional-data describe the --robustbench-json entry",
-                "pass --robustbench-json FILE too, or drop them",
-            )
-        return {}
-    from ..report.robustbench import check_dataset_key
-
-    return {"dataset": check_dataset_key(dataset) if dataset is not None else None, "additional": additional}
-
-
-def parse_attack_list(text: str | None) -> list[str] | None:
-    """``--attacks fgsm,pgd``: the names in order; a list naming nothing is an error, not the whole standard suite."""
-    if text is None:
-        return None
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UserError(
-            f"--attacks {text!r} names no attack", "pass e.g. --attacks apgd-ce,square, or leave it out for --suite"
-        )
-    return names
-
-
-def parse_batch_size(text: str) -> int | str:
-    """``--batch-size``: a positive whole number, or ``auto``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(
-            f"--batch-size must be a whole number or auto, got {text!r}",
-            "pass e.g. --batch-size 128 or --batch-size auto",
-        ) from None
-    if value < 1:
-        raise UserError(f"--batch-size must be at least 1, got {value}", "pass a positive --batch-size, or auto")
-    return value
-
-
-def finish(
-    result,
-    out: Output,
-    report: Optional[Path],
-    markdown: Optional[Path],
-    junit: Optional[Path],
-    samples: Optional[Path] = None,
-    html: Optional[Path] = None,
-    failure: Exception | None = None,
-    robustbench_json: Optional[Path] = None,
-    entry_options: dict | None = None,
-) -> None:
-    """Write outputs, print, and exit 1 when a gate failed; ``failure`` (an internal error met after the report was
-    computed) is raised once every requested file is written.
-
-    The verdict outranks the files: an output that fails after the evaluation (a full disk, a folder removed
-    meanwhile) is named on one more line, and the exit code stays the verdict's. Only a bug of ours while writing,
-    with every gate passed, ends in exit 3.
-    """
-    notes, unwritten = write_files(
-        result, report, markdown, junit, html, samples, robustbench_json, entry_options or {}
-    )
-    if failure is not None:
-        raise failure
-    paired = result.extra.get("paired")
-    if paired:
-        from ..report.common import plural
-
-        robust = paired["robust"]
-        out.note(
-            f"paired with the baseline: {plural(robust['regressed'], 'sample')} regressed, {robust['improved']} "
-            f"improved (exact McNemar p = {robust['mcnemar_p']:.4g})"
-        )
-    for note in notes:
-        out.note(note)
-    if out.as_json:
-        out.json(result.to_json())
-    out.table(result.rich_table())
-    from ..report import render_work_table
-
-    work = render_work_table(result)
-    if work is not None:
-        out.table(work)
-    for check in result.failed_checks:
-        accepted = " (accepted)" if check.name in result.accepted_checks else ""
-        out.warn(f"check {check.name} failed{accepted}: {check.detail}")
-    failed = result.failed_gates
-    for gate in failed:
-        out.err.print(
-            describe_failure(result, gate), markup=False, soft_wrap=True
-        )  # one line each, for CI logs and greps
-    speak_github_actions(result, out)
-    out.unwritten(unwritten, bool(failed))
-    if failed:
-        raise typer.Exit(EXIT_GATE_FAILED)
-
-
-def write_files(
-    result,
-    report: Optional[Path],
-    markdown: Optional[Path],
-    junit: Optional[Path],
-    html: Optional[Path],
-    samples: Optional[Path],
-    robustbench_json: Optional[Path],
-    entry_options: dict,
-) -> tuple[list[str], list[tuple[Path, BaseException]]]:
-    """Every requested file, each on its own: (notes, the outputs that could not be written with their errors)."""
-    from ..report.outputs import OutputsNotWritten
-
-    notes: list[str] = []
-    unwritten: list[tuple[Path, BaseException]] = []
-    try:
-        notes = api_module().write_outputs(
-            result, json=report, markdown=markdown, junit=junit, html=html, samples=samples
-        )
-    except OutputsNotWritten as exc:
-        unwritten += exc.failures
-    if robustbench_json is not None:
-        import json
-
-        from ..models.provenance import read_provenance
-        from ..report.robustbench import write_entry
-
-        declared = read_provenance(result.model.get("path"))  # what the model says it was trained on: additional_data
-        try:
-            notes += write_entry(
-                json.loads(result.to_json()), robustbench_json, trained_on=declared.trained_on, **entry_options
-            )
-        except Exception as exc:  # noqa: BLE001 - named after the verdict, like the other outputs
-            unwritten.append((robustbench_json, exc))
-    return notes, unwritten
-
-
-def speak_github_actions(result, out: Output) -> None:
-    """Under GitHub Actions: the Markdown report on the run's summary page, and an annotation for each failed gate
-    (``::error``) and sanity check (``::error`` when it fails the gate, ``::warning`` when accepted)."""
-    from ..report import render_markdown
-    from ..report.github import append_step_summary, gate_annotations, in_github_actions
-
-    if not in_github_actions():
-        return
-    try:
-        summary = render_markdown(result)
-    except Exception as exc:  # noqa: BLE001 - a courtesy to the run's page must not turn a verdict into a crash
-        out.err.print(
-            f"warning: the step summary could not be made ({type(exc).__name__}: {exc}); the exit code is unchanged",
-            markup=False,
-            soft_wrap=True,
-        )
-    else:
-        append_step_summary(summary)
-    for line in gate_annotations(
-        result.failed_gates, result.checks, result.accepted_checks, describe=lambda gate: describe_failure(result, gate)
-    ):
-        out.workflow_command(line)
+    finish(outcome, out, files, main_process, entry_options)

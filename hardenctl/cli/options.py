@@ -176,3 +176,50 @@ def check_outputs(
     for option, path in (folders or {}).items():
         if path is not None:
             check_output_dir(path, option)
+
+
+def robustbench_options(path: Optional[Path], dataset: Optional[str], additional: Optional[bool]) -> dict:
+    """The RobustBench entry's settings, checked before any work (the flags need --robustbench-json)."""
+    if path is None:
+        if dataset is not None or additional is not None:
+            raise UserError(
+                "--robustbench-dataset and --additional-data describe the --robustbench-json entry",
+                "pass --robustbench-json FILE too, or drop them",
+            )
+        return {}
+    from ..report.robustbench import check_dataset_key
+
+    return {"dataset": check_dataset_key(dataset) if dataset is not None else None, "additional": additional}
+
+
+def parse_attack_list(text: str | None) -> list[str] | None:
+    """``--attacks fgsm,pgd``: the names in order; a list naming nothing is an error, not the whole standard suite."""
+    if text is None:
+        return None
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UserError(
+            f"--attacks {text!r} names no attack", "pass e.g. --attacks apgd-ce,square, or leave it out for --suite"
+        )
+    return names
+
+
+def parse_batch_size(text: str) -> int | str:
+    """``--batch-size``: a positive whole number, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(
+            f"--batch-size must be a whole number or auto, got {text!r}",
+            "pass e.g. --batch-size 128 or --batch-size auto",
+        ) from None
+    if value < 1:
+        raise UserError(f"--batch-size must be at least 1, got {value}", "pass a positive --batch-size, or auto")
+    return value
+
+
+def parse_names(text: Optional[str]) -> tuple[str, ...] | None:
+    """``--protected 3,5`` / ``cat,dog``: the names or ids as given (an empty list is the request's error to name)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip()) if text is not None else None
