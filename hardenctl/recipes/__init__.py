@@ -188,7 +188,8 @@ def file_profiles(values: Mapping[str, Any], path: Path) -> tuple[dict[str, Any]
         both = sorted(set(own) & set(common))
         if both:
             raise UserError(
-                f"recipe file {path}: profile {name} sets {', '.join(both)}, which the file also sets outside the profiles",
+                f"recipe file {path}: profile {name} sets {', '.join(both)}, which the file also sets outside the "
+                "profiles",
                 "give each key once: in the common part or in every profile",
             )
         if "profile" in own:
@@ -205,10 +206,11 @@ def file_profiles(values: Mapping[str, Any], path: Path) -> tuple[dict[str, Any]
 
 
 def profile_values(values: Mapping[str, Any], path: Path, profile: str | None = None) -> dict[str, Any]:
-    """The flat values of one profile of a recipe file: its common values, then that profile's (default: the file's ``profile``).
+    """The flat values of one profile of a recipe file: its common values, then that profile's (default: the
+    file's ``profile``).
 
-    A flat file (no ``profiles:``) has one set of values, named by its ``profile`` key (``custom`` when it has none): asking
-    for another is an error rather than a silent fallback.
+    A flat file (no ``profiles:``) has one set of values, named by its ``profile`` key (``custom`` when it has
+    none): asking for another is an error rather than a silent fallback.
     """
     common, profiles = file_profiles(values, path)
     if not profiles:
@@ -263,7 +265,8 @@ _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*)\s*:(?P<value>[^
 
 
 def yaml_comments(path: Path) -> dict[str, dict[str, str]]:
-    """Section → key → comment of a recipe file: ``""`` the common keys, then one section per profile (``__doc__``: its own line)."""
+    """Section → key → comment of a recipe file: ``""`` the common keys, then one section per profile (``__doc__``:
+    its own line)."""
     sections: dict[str, dict[str, str]] = {"": {}}
     current = ""
     in_profiles = False

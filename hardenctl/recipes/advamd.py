@@ -115,7 +115,10 @@ class AdvAmd(Recipe):
         elif self.aux_bn_layers:
             bn = f"auxiliary BN on {self.aux_bn_layers} BatchNorm layers (dropped from the saved model)"
         else:
-            bn = "auxiliary BN does not apply: the model has no BatchNorm layers (e.g. LayerNorm); the rest of AdvAmd ran"
+            bn = (
+                "auxiliary BN does not apply: the model has no BatchNorm layers (e.g. LayerNorm); "
+                "the rest of AdvAmd ran"
+            )
         return {
             "advamd": {
                 "aux_bn_layers": self.aux_bn_layers,

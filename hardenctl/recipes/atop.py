@@ -78,7 +78,8 @@ class AtopConfig(RecipeConfig):
         total = self.pretrain_epochs + self.finetune_epochs
         if self.epochs not in (0, total):
             raise UserError(
-                f"{where}: epochs={self.epochs} cannot be set, atop derives it (pretrain_epochs + finetune_epochs = {total})",
+                f"{where}: epochs={self.epochs} cannot be set, atop derives it (pretrain_epochs + finetune_epochs = "
+                f"{total})",
                 "drop --epochs / epochs and set pretrain_epochs and finetune_epochs instead",
             )
         if total == 0:
@@ -104,7 +105,8 @@ class AtopConfig(RecipeConfig):
             )
         if self.gan_weight > 0:
             raise UserError(
-                f"{where}: gan_weight={self.gan_weight:g} is not implemented (the optional GAN term needs a discriminator "
+                f"{where}: gan_weight={self.gan_weight:g} is not implemented (the optional GAN term needs a "
+                "discriminator "
                 "with its own optimiser)",
                 "set gan_weight: 0 (the L1 reconstruction and classification terms remain)",
             )
@@ -115,7 +117,8 @@ class AtopConfig(RecipeConfig):
             )
         if self.finetune_epochs and self.warmup_epochs >= self.finetune_epochs:
             raise UserError(
-                f"{where}: warmup_epochs={int(self.warmup_epochs)} leaves none of the {self.finetune_epochs} fine-tuning "
+                f"{where}: warmup_epochs={int(self.warmup_epochs)} leaves none of the {self.finetune_epochs} "
+                "fine-tuning "
                 "epochs with the classification term",
                 f"set warmup_epochs below {self.finetune_epochs}",
             )
@@ -175,7 +178,8 @@ class Atop(Recipe):
         return range(first, c.epochs + 1), f"AToP fine-tuning epochs only; {excluded} epochs excluded"
 
     def monitor_eot(self) -> int:
-        """The composite is randomised: the monitor averages PGD gradients and scores over ``monitor_eot`` draws of t."""
+        """The composite is randomised: the monitor averages PGD gradients and scores over ``monitor_eot`` draws of
+        t."""
         return self.config.monitor_eot
 
     # -- model surgery --------------------------------------------------------------------------
@@ -253,8 +257,10 @@ class Atop(Recipe):
                 "purifier_parameters": purifier,
                 "transform": self.config.transform().to_dict(),
                 "summary": (
-                    f"AToP: 'input model' is the bare classifier, 'hardened' the composite f(g(t(x))) attacked end to end "
-                    f"(with EOT when randomised); the '{BPDA_LABEL}' column attacks the classifier alone and passes the "
+                    "AToP: 'input model' is the bare classifier, 'hardened' the composite f(g(t(x))) attacked end to "
+                    "end "
+                    f"(with EOT when randomised); the '{BPDA_LABEL}' column attacks the classifier alone and passes "
+                    "the "
                     f"points through the pipeline, which overstates robustness; classifier weights and buffers "
                     f"{'bit-identical to the input' if identical else 'CHANGED (a bug: please report it)'}; "
                     f"purifier {purifier:,} parameters"

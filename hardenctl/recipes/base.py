@@ -47,7 +47,8 @@ def _at_least(low: float) -> dict:
 
 
 AUTO = "auto"
-SWEEP = "sweep"  # what lr: auto resolves to: the engine measures candidates on the held-out split (hardenctl.training.lr_sweep)
+# what lr: auto resolves to: the engine measures candidates on the held-out split (hardenctl.training.lr_sweep)
+SWEEP = "sweep"
 PROFILES = ("paper", "finetune", "custom")
 ATTACKS = ("pgd", "fgsm-rs", "fgsm")
 CO_GUARDS = ("stop", "lower", "warn", "off")

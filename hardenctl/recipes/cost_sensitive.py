@@ -129,7 +129,8 @@ def minmax_penalty(model: nn.Module, mu: float, top_q: float) -> Tensor:
 
 
 def minmax_stats(model: nn.Module) -> list[dict]:
-    """Per conv layer: fraction of |w| < 1e-3·max|w|, max|w|, Pearson kurtosis E[(w−μ)⁴]/σ⁴ (population σ; None when σ = 0)."""
+    """Per conv layer: fraction of |w| < 1e-3·max|w|, max|w|, Pearson kurtosis E[(w−μ)⁴]/σ⁴ (population σ; None
+    when σ = 0)."""
     rows = []
     for name, weight in conv_weights(model):
         w = weight.detach().double().flatten()
@@ -161,7 +162,8 @@ def minmax_summary(before: list[dict], after: list[dict]) -> str:
     k0, k1 = med(before, "kurtosis"), med(after, "kurtosis")
     verdict = "appeared" if z1 > z0 and m1 > m0 else "did not appear"
     return (
-        f"Min-Max property {verdict}: median near-zero fraction {z0:.4f} → {z1:.4f}, median max|w| {m0:.4g} → {m1:.4g}, "
+        f"Min-Max property {verdict}: median near-zero fraction {z0:.4f} → {z1:.4f}, median max|w| {m0:.4g} → "
+        f"{m1:.4g}, "
         f"median kurtosis {k0:.3g} → {k1:.3g} over {len(after)} conv layers"
     )
 
@@ -191,7 +193,8 @@ class CostSensitive(Recipe):
     Config = CostSensitiveConfig
 
     def report_extra(self, before: nn.Module, after: nn.Module) -> dict[str, Any]:
-        """The harden report's section: Min-Max statistics of the input and the hardened model, and the one-line verdict."""
+        """The harden report's section: Min-Max statistics of the input and the hardened model, and the one-line
+        verdict."""
         first, last = minmax_stats(before), minmax_stats(after)
         return {
             "minmax": {

@@ -40,13 +40,6 @@ def strongest_wrong_class(probs: Tensor, y: Tensor) -> Tensor:
     return torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
 
 
-def boosted_cross_entropy(logits_adv: Tensor, y: Tensor) -> Tensor:
-    """BCE(p(x'), y) = CE(f(x'), y) − log(1.0001 − p_ŷ(x') + 1e-12), batch mean."""
-    adv_probs = F.softmax(logits_adv, dim=1)
-    wrong = strongest_wrong_class(adv_probs, y)
-    return F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), wrong)
-
-
 def misclassification_weight(logits: Tensor, y: Tensor) -> Tensor:
     """1 − p_y(x) (with the official 1.0000001 guard): near 1 for misclassified x, near 0 for confident ones."""
     return 1.0000001 - F.softmax(logits, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)

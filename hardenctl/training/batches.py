@@ -20,10 +20,16 @@ from torch import Tensor
 
 from ..data import ArrayDataset, TrainDataset, choose_augmentation, eval_transform, make_loader, train_transform
 from ..recipes import RecipeConfig
+from .plan import EpochPlan
 
 
 def augmentation_mode(config: RecipeConfig, data_config: Any) -> str:
-    """``auto`` → ``timm`` for inputs of 64 px and more, else CIFAR's ``crop-flip``; other values as given."""
+    """``auto`` → ``timm`` for inputs of 64 px and more, else CIFAR's ``crop-flip``; other values as given.
+
+    Args:
+        config: the recipe config (``augment``).
+        data_config: the model's data config (its input size decides ``auto``); None: unknown, small images.
+    """
     if config.augment != "auto":
         return config.augment
     if data_config is None or data_config.input_size is None:
@@ -32,19 +38,20 @@ def augmentation_mode(config: RecipeConfig, data_config: Any) -> str:
 
 
 def epoch_batches(
-    train_set: Any,
-    order: Tensor,
-    batch_size: int,
-    steps: int,
-    epoch: int,
-    config: RecipeConfig,
-    data_config: Any,
-    channels: int,
-    seed: int,
-    workers: int | None,
+    plan: EpochPlan, order: Tensor, epoch: int, config: RecipeConfig, seed: int, workers: int | None
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """``steps`` batches ``(x float [0, 1], y)`` of this process's ``order``; in ``timm`` mode they come augmented."""
-    mode = augmentation_mode(config, data_config)
+    """``plan.steps`` batches ``(x float [0, 1], y)`` of this process's ``order``; in ``timm`` mode they come augmented.
+
+    Args:
+        plan: the epochs' plan (training images, this process's batch size, steps, data config, channels).
+        order: this process's image positions for the epoch.
+        epoch: the epoch (0-based; seeds the per-sample augmentation).
+        config: the recipe config (augmentation settings).
+        seed: the run's seed.
+        workers: DataLoader workers for decoded images (None: the default).
+    """
+    train_set, batch_size, steps = plan.train_set, plan.local_batch, plan.steps
+    mode = augmentation_mode(config, plan.data_config)
     if mode != "timm" and isinstance(train_set, ArrayDataset):  # small in-memory images: index the tensor, no workers
         for step in range(steps):
             index = order[step * batch_size : (step + 1) * batch_size]
@@ -53,10 +60,10 @@ def epoch_batches(
         return
     if mode == "timm":
         transform = train_transform(
-            data_config, channels, scale=tuple(config.rrc_scale), auto_augment=config.auto_augment or None
+            plan.data_config, plan.channels, scale=tuple(config.rrc_scale), auto_augment=config.auto_augment or None
         )
     else:  # streamed small images: decode at the input size; the batch augmentation follows in the loop
-        transform = eval_transform(data_config, channels)
+        transform = eval_transform(plan.data_config, plan.channels)
     samples = TrainDataset(train_set, transform, seed=seed)
     keys = [(epoch, int(i)) for i in order[: steps * batch_size]]
     yield from make_loader(samples, batch_size, positions=keys, workers=workers, seed=seed + epoch, drop_last=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -13,7 +15,12 @@ from .runtime import step_seed
 
 
 def holdout_count(n: int, fraction: float) -> int:
-    """Images held out of ``n`` at ``fraction`` (rounded; 0 for fraction 0)."""
+    """Images held out of ``n`` at ``fraction`` (rounded; 0 for fraction 0).
+
+    Args:
+        n: the training images.
+        fraction: the recipe's ``holdout_fraction``.
+    """
     return int(round(fraction * n)) if fraction > 0 else 0
 
 
@@ -22,6 +29,11 @@ def check_data(train_data: Dataset, eval_data: Dataset | None, fraction: float) 
 
     A held-out split that rounds to 0 images would silently turn ``select: best`` into ``last``, so it is refused
     rather than skipped: the user asked for one (holdout_fraction > 0).
+
+    Args:
+        train_data: the training data.
+        eval_data: ``--eval-data`` (None: the report uses the held-out split).
+        fraction: the recipe's ``holdout_fraction``.
     """
     n = len(train_data)
     if n == 0:
@@ -47,18 +59,31 @@ def check_data(train_data: Dataset, eval_data: Dataset | None, fraction: float) 
         )
 
 
-def split_holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
-    """(training part, held-out part) from a seeded permutation; no held-out part for fraction 0.
+@dataclass(frozen=True)
+class DataSplit:
+    """The images a run trains on and the held-out ones that pick its epoch (None: ``holdout_fraction`` 0)."""
+
+    train: Dataset
+    holdout: Dataset | None = None
+
+
+def split_holdout(data: Dataset, fraction: float, seed: int) -> DataSplit:
+    """The training part and the held-out part of ``data``, from a seeded permutation; no held-out part for fraction 0.
 
     A fraction that rounds to 0 images also gives none: :func:`check_data` refuses that case first.
+
+    Args:
+        data: the training data as given.
+        fraction: the share held out (the recipe's ``holdout_fraction``).
+        seed: the run's seed (the same split on every platform).
     """
     count = holdout_count(len(data), fraction)
     if count == 0:
-        return data, None
+        return DataSplit(data, None)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(step_seed(seed, 0x401D)))
     holdout = data.take(order[:count])
     holdout.source = f"{data.source} (held-out {count})"
-    return data.take(order[count:]), holdout
+    return DataSplit(data.take(order[count:]), holdout)
 
 
 def augment(
@@ -74,6 +99,14 @@ def augment(
     The random parameters are drawn for the whole global batch (``len(x) * world_size``) and
     this process takes its share (positions ``rank::world_size``, as ``DistributedSampler`` lays
     batches out), so a run's augmentation does not depend on the number of processes.
+
+    Args:
+        x: this process's batch, [0, 1] pixels.
+        config: the recipe config (``augment``, ``crop_padding``).
+        generator: the step's seeded generator.
+        rank: this process.
+        world_size: the processes.
+        mode: what ``augment: auto`` resolved to (:func:`~.batches.augmentation_mode`; None: ``config.augment``).
     """
     mode = mode or config.augment  # what `augment: auto` resolved to (harden.batches.augmentation_mode)
     if mode == "auto":  # batch augmentation is the small-image branch of auto

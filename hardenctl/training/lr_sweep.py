@@ -28,9 +28,9 @@ from torch import nn
 
 from ..data import Dataset
 from ..recipes import Recipe, RecipeConfig
-from .epoch import EpochPlan, TrainState, run_epoch
-from .runtime import Distributed, HardenOptions
-from .steps import training_attack
+from .epoch import TrainState, run_epoch
+from .plan import RunContext, epoch_order
+from .resolve import linear_scaling_lr
 
 MIN_STEPS = 4  # fewer steps per candidate than this measure nothing: the run then uses the linear-scaling lr
 MIN_SCORED = 100  # held-out images per candidate below which a score is noise (±5 points at 50%)
@@ -49,17 +49,22 @@ class SweepResult:
     why: str = ""
 
     def note(self) -> str:
+        """The sweep in one line, for the log and the report's decisions."""
         if not self.candidates:
             return f"lr auto → {self.chosen:.4g} (not measured: {self.why})"
         tried = ", ".join(f"{c['lr']:.4g} (clean {c['clean']:.1%}, robust {c['robust']:.1%})" for c in self.candidates)
         return (
-            f"lr auto → {self.chosen:.4g}, measured: {tried}; {self.steps} steps each, scored on {self.scored_n} held-out "
-            f"images; {self.why}; {self.seconds:.0f} s"
+            f"lr auto → {self.chosen:.4g}, measured: {tried}; {self.steps} steps each, scored on {self.scored_n} "
+            f"held-out images; {self.why}; {self.seconds:.0f} s"
         )
 
 
 def attack_passes(config: RecipeConfig) -> int:
-    """Forward-backward passes of one training image per step: the attack's steps and the training step itself."""
+    """Forward-backward passes of one training image per step: the attack's steps and the training step itself.
+
+    Args:
+        config: the recipe config (``attack``, ``attack_steps``).
+    """
     steps = 0 if config.attack_steps == 0 else (1 if config.attack in ("fgsm", "fgsm-rs") else config.attack_steps)
     return steps + 1
 
@@ -67,11 +72,20 @@ def attack_passes(config: RecipeConfig) -> int:
 def sweep_plan(
     config: RecipeConfig, steps_per_epoch: int, batch_size: int, train_n: int, holdout_n: int
 ) -> tuple[int, int]:
-    """(training steps per candidate, held-out images scored per candidate) within ``lr_sweep_budget`` of the run's work.
+    """(training steps per candidate, held-out images scored per candidate) within ``lr_sweep_budget`` of the run's
+    work.
 
-    The run's work: every epoch's steps (``batch_size`` images × :func:`attack_passes`) and its monitoring (``monitor_n``
-    training and held-out images, clean + PGD-``monitor_steps``). Scoring gets :data:`SCORING_SHARE` of the budget, but
-    never fewer than :data:`MIN_SCORED` images nor more than ``monitor_n`` or the held-out split; the steps get the rest.
+    The run's work: every epoch's steps (``batch_size`` images × :func:`attack_passes`) and its monitoring
+    (``monitor_n`` training and held-out images, clean + PGD-``monitor_steps``). Scoring gets :data:`SCORING_SHARE` of
+    the budget, but never fewer than :data:`MIN_SCORED` images nor more than ``monitor_n`` or the held-out split; the
+    steps get the rest.
+
+    Args:
+        config: the recipe config (epochs, budget, candidates, monitor).
+        steps_per_epoch: the run's global batches per epoch.
+        batch_size: the global batch.
+        train_n: the training images.
+        holdout_n: the held-out images.
     """
     candidates = max(len(config.lr_sweep), 1)
     per_scored = config.monitor_steps + 1
@@ -84,7 +98,14 @@ def sweep_plan(
 
 
 def epochs_to_measure(config: RecipeConfig, steps_per_epoch: int, train_n: int, holdout_n: int) -> str:
-    """The hint of a run too short to measure: the fewest epochs that would be long enough ('' past 1,000 epochs)."""
+    """The hint of a run too short to measure: the fewest epochs that would be long enough ('' past 1,000 epochs).
+
+    Args:
+        config: the recipe config.
+        steps_per_epoch: the run's global batches per epoch.
+        train_n: the training images.
+        holdout_n: the held-out images.
+    """
     for epochs in range(config.epochs + 1, 1001):
         longer = dataclasses.replace(config, epochs=epochs)
         if sweep_plan(longer, steps_per_epoch, config.batch_size, train_n, holdout_n)[0] >= MIN_STEPS:
@@ -92,8 +113,13 @@ def epochs_to_measure(config: RecipeConfig, steps_per_epoch: int, train_n: int, 
     return ""
 
 
-def choose(candidates: list[dict[str, Any]], scored_n: int) -> tuple[float, str]:
-    """The chosen lr and why: the best robust accuracy, ties (one standard error) to the best clean accuracy."""
+def chosen_lr(candidates: list[dict[str, Any]], scored_n: int) -> tuple[float, str]:
+    """The chosen lr and why: the best robust accuracy, ties (one standard error) to the best clean accuracy.
+
+    Args:
+        candidates: one row per candidate: ``lr``, held-out ``clean`` and ``robust`` accuracy.
+        scored_n: the held-out images each was scored on (sets the noise).
+    """
     best = max(c["robust"] for c in candidates)
     noise = math.sqrt(max(best * (1 - best), 1 / max(scored_n, 1)) / max(scored_n, 1))
     tied = [c for c in candidates if c["robust"] >= best - noise]
@@ -101,92 +127,85 @@ def choose(candidates: list[dict[str, Any]], scored_n: int) -> tuple[float, str]
     why = (
         f"best held-out robust accuracy {best:.1%}"
         if len(tied) == 1
-        else f"{len(tied)} candidates within one standard error ({noise:.1%}) of the best robust accuracy {best:.1%}: the "
-        "highest clean accuracy among them"
+        else f"{len(tied)} candidates within one standard error ({noise:.1%}) of the best robust accuracy {best:.1%}: "
+        "the highest clean accuracy among them"
     )
     return float(pick["lr"]), why
 
 
 def sweep_lr(
-    model: nn.Module,
-    recipe: Recipe,
-    base_lr: float,
-    train_set: Dataset,
-    holdout: Dataset | None,
-    options: HardenOptions,
-    dist: Distributed,
-    plan: EpochPlan,
-    scorer: Any,
-    amp_dtype: torch.dtype | None = None,
-    progress: Any = None,
+    model: nn.Module, recipe: Recipe, holdout: Dataset | None, run: RunContext, scorer: Any, progress: Any = None
 ) -> SweepResult:
-    """Try each ``base_lr × lr_sweep`` candidate on a copy of ``model`` and return the choice (``model`` is unchanged)."""
-    config = recipe.config
-    rates = sorted({base_lr * factor for factor in config.lr_sweep})
+    """Try each ``lr_sweep`` multiple of the linear-scaling lr on a copy of ``model``; the choice (``model`` is
+    unchanged).
+
+    Args:
+        model: the model about to train (on the run's device).
+        recipe: the resolved recipe (its ``lr_sweep`` factors and budget).
+        holdout: the held-out split the candidates are scored on (None: nothing to measure).
+        run: the run (options, processes, the epochs' plan; candidates train on ``run.plan.train_set``).
+        scorer: the per-epoch monitor (:class:`~.monitoring.Monitor`).
+        progress: shows each candidate's steps.
+    """
+    config, plan = recipe.config, run.plan
+    base_lr = linear_scaling_lr(config, config.optimizer)
     if holdout is None:
         return SweepResult(
             base_lr, why="no held-out split to score candidates on (holdout_fraction is 0); the linear-scaling lr"
         )
-    steps, scored_n = sweep_plan(config, plan.steps, config.batch_size, len(train_set), len(holdout))
+    steps, scored_n = sweep_plan(config, plan.steps, config.batch_size, len(plan.train_set), len(holdout))
     if steps < MIN_STEPS:
-        enough = epochs_to_measure(config, plan.steps, len(train_set), len(holdout))
+        enough = epochs_to_measure(config, plan.steps, len(plan.train_set), len(holdout))
         return SweepResult(
             base_lr,
             why=f"the run is too short to measure within lr_sweep_budget {config.lr_sweep_budget:g}: "
             f"{steps} steps per candidate (at least {MIN_STEPS} needed){enough}; the linear-scaling lr",
         )
-    from torch.utils.data.distributed import DistributedSampler
-
     started = time.perf_counter()
-    sampler = DistributedSampler(
-        train_set,
-        num_replicas=dist.world_size,
-        rank=dist.rank,
-        shuffle=True,  # type: ignore[arg-type]
-        seed=options.seed,
-        drop_last=False,
-    )
-    order = torch.tensor(list(sampler), dtype=torch.long)[: steps * plan.local_batch]  # the first epoch's first images
+    order = epoch_order(run, 0)[: steps * plan.local_batch]  # the first epoch's first images
     scored = holdout.head(scored_n)
-    short_plan = dataclasses.replace(plan, steps=steps)
+    short = dataclasses.replace(run, plan=dataclasses.replace(plan, steps=steps))
+    rates = sorted({base_lr * factor for factor in config.lr_sweep})
     candidates = []
     for number, lr in enumerate(rates, 1):
-        began = time.perf_counter()
         stage = f"lr auto: candidate {number}/{len(rates)} (lr {lr:.4g})"
         shown = (
             None
             if progress is None
             else lambda _, done, total, metrics=None, stage=stage: progress(stage, done, total, metrics)
         )
-        trial = copy.copy(recipe)
-        trial.config = dataclasses.replace(
-            config, lr=lr, epochs=1, ema=0.0
-        )  # the run's schedule, compressed into the steps
-        candidate = copy.deepcopy(model)
-        net: nn.Module = candidate
-        if dist.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(
-                candidate, device_ids=[plan.device.index] if plan.device.type == "cuda" else None
-            )
-        state = TrainState(candidate, trial, amp_dtype)
-        run_epoch(
-            0,
-            net,
-            state,
-            trial,
-            training_attack(trial, dist.rank, dist.world_size),
-            order,
-            short_plan,
-            options,
-            dist,
-            progress=shown,
-        )
-        clean, robust = scorer.score(candidate, scored)
-        candidates.append(
-            {"lr": lr, "clean": float(clean), "robust": float(robust), "seconds": time.perf_counter() - began}
-        )
-        del net, candidate, state
-    chosen, why = choose(candidates, len(scored))
+        candidates.append(try_candidate(model, recipe, lr, order, short, scorer, scored, shown))
+    chosen, why = chosen_lr(candidates, len(scored))
     return SweepResult(chosen, candidates, steps, len(scored), time.perf_counter() - started, why)
+
+
+def try_candidate(
+    model: nn.Module,
+    recipe: Recipe,
+    lr: float,
+    order: torch.Tensor,
+    run: RunContext,
+    scorer: Any,
+    scored: Dataset,
+    progress: Any,
+) -> dict[str, Any]:
+    """One candidate's row: a copy of ``model`` fine-tuned at ``lr`` for the sweep's steps, then scored.
+
+    Args:
+        model: the model about to train (copied; left unchanged).
+        recipe: the resolved recipe.
+        lr: the candidate's peak lr.
+        order: the images of its steps (the first epoch's first ones).
+        run: the run with the sweep's steps as its plan's ``steps``.
+        scorer: the per-epoch monitor.
+        scored: the held-out images it is scored on.
+        progress: shows its steps.
+    """
+    began = time.perf_counter()
+    trial = copy.copy(recipe)
+    trial.config = dataclasses.replace(recipe.config, lr=lr, epochs=1, ema=0.0)  # the run's schedule, compressed
+    candidate = copy.deepcopy(model)
+    state = TrainState(candidate, trial, run)
+    run_epoch(0, state, trial, order, run, progress=progress)
+    clean, robust = scorer.score(candidate, scored)
+    return {"lr": lr, "clean": float(clean), "robust": float(robust), "seconds": time.perf_counter() - began}

@@ -19,26 +19,39 @@ from ..recipes import Recipe, RecipeConfig
 from ..recipes.base import AUTO, SWEEP
 from .runtime import step_seed
 
-LR_REFERENCE_BATCH = (
-    256  # lr: auto = base_lr_<optimizer> × batch_size / 256 (the linear scaling rule, Goyal et al. 2017)
-)
+# lr: auto = base_lr_<optimizer> × batch_size / 256 (the linear scaling rule, Goyal et al. 2017)
+LR_REFERENCE_BATCH = 256
 
 
 def model_arch(model: nn.Module) -> str:
-    """The timm architecture name of a hardenctl model ('' when unknown)."""
+    """The timm architecture name of a hardenctl model ('' when unknown).
+
+    Args:
+        model: the model (its ``info.arch``).
+    """
     info = getattr(model, "info", None)
     return str(getattr(info, "arch", "") or "")
 
 
 def wants_adamw(arch: str, families: tuple[str, ...] | list[str]) -> bool:
     """Whether a "_"-separated part of ``arch`` (lower case, ``hf-hub:``/``timm/`` prefixes and ``.tag`` dropped) starts
-    with one of ``families``: ``vit_small_patch16_224`` → vit, ``deit3_base`` → deit, ``resnet50`` → none."""
+    with one of ``families``: ``vit_small_patch16_224`` → vit, ``deit3_base`` → deit, ``resnet50`` → none.
+
+    Args:
+        arch: a timm architecture name.
+        families: name prefixes that train with AdamW (the recipe's ``adamw_archs``).
+    """
     name = arch.lower().split(":")[-1].split("/")[-1].split(".")[0]
     return any(part.startswith(tuple(families)) for part in re.split(r"[_\-]", name) if part)
 
 
 def resolve_config(config: RecipeConfig, model: nn.Module) -> tuple[RecipeConfig, list[str]]:
-    """``config`` with every ``auto`` decided for ``model``, and one line per decision (empty when nothing was auto)."""
+    """``config`` with every ``auto`` decided for ``model``, and one line per decision (empty when nothing was auto).
+
+    Args:
+        config: the recipe config as read.
+        model: the model it will train (its architecture picks the optimizer).
+    """
     notes: list[str] = []
     changes: dict = {}
     optimizer = config.optimizer
@@ -65,13 +78,24 @@ def resolve_config(config: RecipeConfig, model: nn.Module) -> tuple[RecipeConfig
 
 
 def linear_scaling_lr(config: RecipeConfig, optimizer: str) -> float:
-    """``base_lr_<optimizer> × batch_size / 256``: what ``lr: auto``'s candidates multiply, and its lr when the run is too short to measure."""
+    """``base_lr_<optimizer> × batch_size / 256``: what ``lr: auto``'s candidates multiply, and its lr when the run
+    is too short to measure.
+
+    Args:
+        config: the recipe config (``base_lr_*``, ``batch_size``).
+        optimizer: ``sgd`` or ``adamw``.
+    """
     base = config.base_lr_adamw if optimizer == "adamw" else config.base_lr_sgd
     return base * config.batch_size / LR_REFERENCE_BATCH
 
 
 def resolve_recipe(recipe: Recipe, model: nn.Module) -> list[str]:
-    """Resolve ``recipe.config`` in place for ``model`` (a no-op when already resolved); the decisions made."""
+    """Resolve ``recipe.config`` in place for ``model`` (a no-op when already resolved); the decisions made.
+
+    Args:
+        recipe: the recipe (its config is replaced).
+        model: the model it will train.
+    """
     config, notes = resolve_config(recipe.config, model)
     recipe.config = config
     return notes
@@ -83,6 +107,10 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     Builds a fresh ``timm.create_model(arch, ...)`` (no pretrained weights) with the model's class count, channels and
     input size, and loads its state into the model; the global RNG is left as it was. The normalisation wrapper, the
     data config and the label names stay.
+
+    Args:
+        model: a model loaded by hardenctl (a known timm architecture).
+        seed: the run's seed.
     """
     from ..models import create_timm_model
 
@@ -103,17 +131,25 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
         net.load_state_dict(fresh.state_dict())
     except RuntimeError as exc:
         raise UserError(
-            f"--reinit: a fresh timm {info.arch} does not match the checkpoint's layers ({str(exc).splitlines()[0][:120]})",
+            f"--reinit: a fresh timm {info.arch} does not match the checkpoint's layers "
+            f"({str(exc).splitlines()[0][:120]})",
             "drop --reinit",
         ) from None
     return model
 
 
 def training_eps(config: RecipeConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """The training attack's ε at a step: linear from 0 to ``eps`` over the first ``eps_warmup`` of all steps, then ``eps``.
+    """The training attack's ε at a step: linear from 0 to ``eps`` over the first ``eps_warmup`` of all steps, then
+    ``eps``.
 
-    Step ``s`` (0-based, over the whole run) trains at eps × min(1, (s + 1) / W), W = round(eps_warmup × total steps): the
-    first step already attacks (at eps / W) and step W − 1 is the first at the full ε.
+    Step ``s`` (0-based, over the whole run) trains at eps × min(1, (s + 1) / W), W = round(eps_warmup × total steps):
+    the first step already attacks (at eps / W) and step W − 1 is the first at the full ε.
+
+    Args:
+        config: the recipe config (``eps``, ``eps_warmup``, ``epochs``).
+        epoch: the epoch (0-based).
+        step: the step within it (0-based).
+        steps_per_epoch: global batches per epoch.
     """
     total = config.epochs * steps_per_epoch
     warmup = round(config.eps_warmup * total)

@@ -11,6 +11,12 @@ from ..recipes import RecipeConfig
 
 
 def build_optimizer(model: nn.Module, config: RecipeConfig) -> torch.optim.Optimizer:
+    """The recipe's optimiser (SGD or AdamW) over ``model``'s trainable parameters, at the peak lr.
+
+    Args:
+        model: the model that trains.
+        config: the resolved recipe config (no ``auto`` left).
+    """
     if not config.resolved:  # a bug, not a user error: the engine decides `auto` values first (harden.resolve)
         raise ValueError(
             "optimizer, lr or weight_decay is still 'auto': resolve the config for the model first (resolve_config)"
@@ -35,6 +41,12 @@ def learning_rate(config: RecipeConfig, epoch: int, step: int, steps_per_epoch: 
     ``cosine``: half cosine from lr to 0 after the warm-up. ``onecycle``: linear up to lr at
     ``warmup_epochs``, then linear down to 0 (a triangle, as in fast adversarial training).
     (``config.lr_warmup_epochs`` is ``warmup_epochs`` unless a recipe gives that name another meaning.)
+
+    Args:
+        config: the recipe config (``lr``, ``schedule`` and its settings).
+        epoch: the epoch (0-based).
+        step: the step within it (0-based).
+        steps_per_epoch: global batches per epoch.
     """
     position = epoch + step / steps_per_epoch  # epochs done, fractional
     warmup = config.lr_warmup_epochs

@@ -12,7 +12,11 @@ from typing import Any, Iterable
 
 
 def healthy_epochs(history: list[dict[str, Any]]) -> list[int]:
-    """The epochs (1-based) not marked collapsed: the only candidates for the saved epoch."""
+    """The epochs (1-based) not marked collapsed: the only candidates for the saved epoch.
+
+    Args:
+        history: the epoch records.
+    """
     return [h["epoch"] for h in history if not h.get("collapsed")]
 
 
@@ -21,6 +25,11 @@ def select_best(history: list[dict[str, Any]], by: str = "robust", epochs: Itera
 
     Only ``epochs`` (default: all) compete (:meth:`Recipe.selectable_epochs`); with none of them scored (no held-out
     split), the last of them; with none given at all, the last epoch.
+
+    Args:
+        history: the epoch records.
+        by: the held-out accuracy that ranks them (``robust`` or ``clean``).
+        epochs: the epochs that compete (None: all).
     """
     other = "clean" if by == "robust" else "robust"
     allowed = sorted(set(epochs)) if epochs is not None else None
@@ -49,7 +58,15 @@ def choose_saved_epoch(
     history: list[dict[str, Any]], select: str, by: str, selectable: Iterable[int], has_holdout: bool
 ) -> SavedEpoch:
     """The saved epoch: ``select: best`` → the best healthy selectable epoch by held-out ``by`` accuracy; ``select:
-    last`` (or no held-out split) → the last healthy epoch. Every epoch collapsed: the last one, said so."""
+    last`` (or no held-out split) → the last healthy epoch. Every epoch collapsed: the last one, said so.
+
+    Args:
+        history: the epoch records.
+        select: the recipe's ``select`` (``best`` or ``last``).
+        by: the held-out accuracy that ranks epochs (``robust`` or ``clean``).
+        selectable: the epochs ``best`` may pick (:meth:`Recipe.selectable_epochs`).
+        has_holdout: whether a held-out split scored the epochs.
+    """
     last = history[-1]["epoch"]
     healthy = healthy_epochs(history)
     selected = "best" if select == "best" and has_holdout else "last"

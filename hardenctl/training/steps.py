@@ -52,6 +52,13 @@ class TrainingPGD(Attack):
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, rank: int = 0, world_size: int = 1) -> "TrainingPGD":
+        """The recipe's training attack: PGD as configured, or one FGSM step (``fgsm``, ``fgsm-rs``).
+
+        Args:
+            recipe: the recipe (its attack settings and ``attack_loss``).
+            rank: this process.
+            world_size: the processes (the start is drawn for the global batch).
+        """
         c = recipe.config
         if c.attack == "pgd":
             return cls(
@@ -68,11 +75,20 @@ class TrainingPGD(Attack):
         return cls(c.eps, 1, c.fgsm_step * c.eps, start, c.attack_start_std, recipe.attack_loss, rank, world_size)
 
     def set_eps(self, eps: float) -> None:
-        """Attack at radius ``eps`` from now on, the step size scaled alike (α·eps/ε of the recipe)."""
+        """Attack at radius ``eps`` from now on, the step size scaled alike (α·eps/ε of the recipe).
+
+        Args:
+            eps: the new radius.
+        """
         self.eps = float(eps)
         self.alpha = self.target_alpha * self.eps / self.target_eps if self.target_eps > 0 else 0.0
 
     def start_point(self, x: Tensor) -> Tensor:
+        """Where the attack starts: ``x``, a uniform point of the ball, or x + σ·N(0, I), drawn for the global batch.
+
+        Args:
+            x: this process's clean batch.
+        """
         if self.start == "none":
             return x.clone()
         shape = (x.shape[0] * self.world_size, *x.shape[1:])
@@ -83,6 +99,13 @@ class TrainingPGD(Attack):
         return self.project(x + self.eps * (2 * noise - 1), x)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The last iterate of the attack on ``x`` (``x`` itself at ε 0).
+
+        Args:
+            model: the bare model (eval mode: :class:`Attack` switches it).
+            x: the clean batch.
+            y: its labels.
+        """
         if self.eps == 0:  # the first steps of an ε warm-up: nothing to attack, and no draw to take
             return x.clone()
         loss_fn = self.attack_loss(model, x, y)
@@ -97,7 +120,13 @@ class TrainingPGD(Attack):
 
 
 def training_attack(recipe: Recipe, rank: int = 0, world_size: int = 1) -> TrainingPGD | None:
-    """The recipe's training attack, or None when it trains on clean inputs (``pgd`` with 0 steps)."""
+    """The recipe's training attack, or None when it trains on clean inputs (``pgd`` with 0 steps).
+
+    Args:
+        recipe: the recipe.
+        rank: this process.
+        world_size: the processes.
+    """
     c = recipe.config
     if c.attack == "pgd" and c.attack_steps == 0:
         return None
@@ -117,6 +146,15 @@ def training_step(
 
     ``net`` is ``model`` itself, or its DDP wrapper (the attack runs on the bare module so that
     its input-gradient passes never touch DDP's gradient synchronisation).
+
+    Args:
+        net: what the loss runs through (the model or its DDP wrapper).
+        model: the bare model the attack runs on.
+        recipe: the recipe (its ``loss`` and ``attack_context``).
+        attack: the training attack (None: clean inputs).
+        x: the batch, on the device.
+        y: its labels.
+        autocast: a fresh autocast context per call (``contextlib.nullcontext`` at full precision).
     """
     with autocast():
         with recipe.attack_context(model):
@@ -124,7 +162,7 @@ def training_step(
         return recipe.loss(net, x, y, x_adv)
 
 
-def monitor(
+def clean_and_pgd_accuracy(
     model: nn.Module,
     data: Dataset | None,
     config: RecipeConfig,
@@ -137,6 +175,15 @@ def monitor(
 
     ``draws`` > 1 (a randomised model): PGD gradients are averaged over that many draws, clean accuracy is the
     mean over draws and a point is robust only if correct on every re-scoring draw, as in ``hardenctl eval``.
+
+    Args:
+        model: the model scored (its train/eval mode is restored after).
+        data: the images (None or empty: (None, None)).
+        config: the recipe config (``eps``, ``monitor_steps``).
+        seed: the run's seed.
+        dist: the processes the images are split over.
+        batch_size: images per batch on each process.
+        draws: EOT draws of a randomised model.
     """
     if data is None or len(data) == 0:
         return None, None
@@ -164,8 +211,18 @@ def fgsm_accuracy(
 ) -> float | None:
     """Accuracy under FGSM (one step of ε, no random start) at the recipe's ε, eval mode, split over the processes.
 
-    Next to :func:`monitor`'s PGD accuracy it shows catastrophic overfitting: a model that has learnt to defeat the
-    one-step attack only keeps a high FGSM accuracy while its PGD accuracy collapses (Wong et al., ICLR 2020).
+    Next to :func:`clean_and_pgd_accuracy`'s PGD accuracy it shows catastrophic overfitting: a model that has learnt
+    to defeat the one-step attack only keeps a high FGSM accuracy while its PGD accuracy collapses (Wong et al., ICLR
+    2020).
+
+    Args:
+        model: the model scored (its train/eval mode is restored after).
+        data: the images (None or empty: None).
+        config: the recipe config (``eps``).
+        seed: the run's seed.
+        dist: the processes the images are split over.
+        batch_size: images per batch on each process.
+        draws: EOT draws of a randomised model.
     """
     if data is None or len(data) == 0:
         return None

@@ -17,6 +17,10 @@ def rising_at_the_end(history: Sequence[dict[str, Any]], scored_n: int) -> tuple
 
     Rising: the last epoch is the best so far and beats the one before by more than one binomial standard error of
     the monitor (``scored_n`` held-out images), so a flat curve's noise does not count as progress.
+
+    Args:
+        history: the epoch records.
+        scored_n: the held-out images the monitor scored.
     """
     robust = [h.get("holdout_robust_accuracy") for h in history]
     if len(robust) < 2 or any(r is None for r in robust[-2:]):
@@ -39,7 +43,15 @@ def trade(
     input_report: Any, hardened_report: Any, history: Sequence[dict[str, Any]], scored_n: int, epochs: int
 ) -> dict[str, Any]:
     """The trade as numbers (``report.json``'s ``trade``): accuracies before/after with intervals, points gained and
-    paid, robust points per clean point, and the under-training verdict with its evidence."""
+    paid, robust points per clean point, and the under-training verdict with its evidence.
+
+    Args:
+        input_report: the input model's evaluation.
+        hardened_report: the saved model's evaluation.
+        history: the epoch records.
+        scored_n: the held-out images the monitor scored.
+        epochs: the planned epochs (the suggestion doubles them).
+    """
     clean_change = 100 * (hardened_report.clean_accuracy - input_report.clean_accuracy)
     robust_change = 100 * (hardened_report.robust_accuracy - input_report.robust_accuracy)
     per_point = robust_change / -clean_change if clean_change < 0 else None
@@ -74,13 +86,18 @@ def _span(interval: Sequence[float]) -> str:
 
 
 def trade_lines(numbers: dict[str, Any]) -> list[str]:
-    """The trade in words, one statement per line (Markdown-safe: numbers and fixed words only)."""
+    """The trade in words, one statement per line (Markdown-safe: numbers and fixed words only).
+
+    Args:
+        numbers: what :func:`trade` returned.
+    """
     clean, robust = numbers["clean"], numbers["robust"]
     lines = [
         f"Robust accuracy {robust['before']:.1%} {_span(robust['before_interval'])} → {robust['after']:.1%} "
-        f"{_span(robust['after_interval'])} ({robust['change_points']:+.1f} points); clean accuracy {clean['before']:.1%} "
-        f"{_span(clean['before_interval'])} → {clean['after']:.1%} {_span(clean['after_interval'])} "
-        f"({clean['change_points']:+.1f} points), on the same n = {numbers['n']} samples (95% intervals)."
+        f"{_span(robust['after_interval'])} ({robust['change_points']:+.1f} points); clean accuracy "
+        f"{clean['before']:.1%} {_span(clean['before_interval'])} → {clean['after']:.1%} "
+        f"{_span(clean['after_interval'])} ({clean['change_points']:+.1f} points), on the same n = {numbers['n']} "
+        "samples (95% intervals)."
     ]
     per_point = numbers["robust_points_per_clean_point"]
     if per_point is not None:

@@ -19,7 +19,7 @@ from hardenctl.models import create_timm_model, load_model, wrap_model
 from hardenctl.models.purifier import PurifiedClassifier
 from hardenctl.recipes import REGISTRY, describe, load_recipe, recipe_path
 from hardenctl.recipes.atop import BPDA_LABEL, Atop
-from hardenctl.training import Distributed, HardenOptions, learning_rate, train
+from hardenctl.training import DataSplit, Distributed, HardenOptions, learning_rate, train
 
 SMALL = {"block": 2, "width": 8, "depth": 1, "eps": 0.1, "pretrain_epochs": 2, "finetune_epochs": 2}
 
@@ -184,9 +184,8 @@ def test_the_classifier_is_bit_identical_after_finetuning_and_only_the_purifier_
     model = recipe.prepare(classifier)
     purifier_before = copy.deepcopy(model.purifier.state_dict())
     data = load_dataset("digits-train").head(96)
-    result = train(
-        model, recipe, data, data.head(16), HardenOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {}
-    )
+    options = HardenOptions(out_dir=tmp_path, device="cpu", amp="off")
+    result = train(model, recipe, DataSplit(data, data.head(16)), options, Distributed(), {})
     assert [h["epoch"] for h in result.history] == [1, 2] and recipe.finetuning() and recipe.cls_weight() == 1.0
     after = model.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -195,8 +194,9 @@ def test_the_classifier_is_bit_identical_after_finetuning_and_only_the_purifier_
 
 @pytest.mark.parametrize("warmup, expected_best, selectable", [(0, 3, [3, 4]), (1, 4, [4])])
 def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(tmp_path, warmup, expected_best, selectable):
-    """A pre-training epoch with the highest held-out score must not ship (before: epoch 1 did, scored with one draw)."""
-    from hardenctl.training import Monitor
+    """A pre-training epoch with the highest held-out score must not ship (before: epoch 1 did, scored with one
+    draw)."""
+    from hardenctl.training import Monitor, Monitoring
 
     held_out_robust = iter([0.9, 0.8, 0.5, 0.3])  # epochs 1-2 pre-training (scored highest), 3-4 fine-tuning
     draws_seen = []
@@ -213,17 +213,15 @@ def test_best_is_chosen_among_the_finetuning_epochs_only_by_an_eot_monitor(tmp_p
     assert list(recipe.selectable_epochs()[0]) == selectable and recipe.monitor_eot() == 4
     model = recipe.prepare(digits_classifier())
     data = load_dataset("digits-train").head(96)
-    # baseline given (the engine measures the input model before prepare): every monitor call below is an epoch's
+    # input scores given (the engine measures the input model before prepare): every monitor call below is an epoch's
     result = train(
         model,
         recipe,
-        data.head(80),
-        data.take(torch.arange(80, 96)),
+        DataSplit(data.head(80), data.take(torch.arange(80, 96))),
         HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
-        baseline=(None, None),
-        monitor=scripted,
+        monitoring=Monitoring(scorer=scripted, input_scores=(None, None)),
     )
     assert result.best_epoch == expected_best and result.last_epoch == 4
     assert draws_seen == [4] * 8  # train and held-out monitors, every epoch, with EOT over monitor_eot draws
@@ -295,7 +293,9 @@ def test_harden_writes_one_composite_and_reports_classifier_composite_and_bpda(a
     before, after = report["input"], report["hardened"]
     assert not before["randomized"] and before["eot_samples"] == 1  # the bare classifier
     assert after["randomized"] and after["eot_samples"] == 20  # the composite, attacked end to end with EOT
-    assert before["attack_list"] == after["attack_list"] and before["n"] == after["n"] == 16
+    # the same attacks with the same settings, but for the EOT draws the composite's are averaged over
+    assert [a.replace("eot_samples=20", "eot_samples=1") for a in after["attack_list"]] == before["attack_list"]
+    assert all("eot_samples=20" in a for a in after["attack_list"]) and before["n"] == after["n"] == 16
     bpda = report["extra_evaluations"][BPDA_LABEL]
     assert "transferred" in bpda["attack_list"][0] and "optimistic" in bpda["extra"]["transferred"]["summary"]
     assert bpda["clean_accuracy"] == after["clean_accuracy"]  # same model, same seed: only the attacks differ

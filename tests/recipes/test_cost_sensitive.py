@@ -1,4 +1,5 @@
-"""cost-sensitive (our design, RECIPES.md): cost-weighted loss, gradient share, Min-Max statistics, protected metrics."""
+"""cost-sensitive (our design, RECIPES.md): cost-weighted loss, gradient share, Min-Max statistics, protected
+metrics."""
 
 from __future__ import annotations
 

@@ -108,7 +108,8 @@ def test_bad_set_values_and_names_are_errors():
 
 
 def test_recipe_cards_read_without_importing_match_the_classes():
-    """`hardenctl recipes` lists paper and improves from the sources (no torch import): they must be the classes' own."""
+    """`hardenctl recipes` lists paper and improves from the sources (no torch import): they must be the classes'
+    own."""
     from hardenctl.recipes import recipe_card
 
     for name, cls in REGISTRY.items():

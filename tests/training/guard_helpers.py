@@ -5,7 +5,7 @@ from __future__ import annotations
 from hardenctl.data import load_dataset
 from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
-from hardenctl.training import Distributed, HardenOptions, split_holdout, train
+from hardenctl.training import Distributed, HardenOptions, Monitoring, split_holdout, train
 
 DIGITS = {"eps": 0.1, "attack_alpha": 0.025, "augment": "none", "monitor_n": 128}
 
@@ -53,16 +53,14 @@ def guarded_run(tmp_path, digits_model_path, guard, scripted, epochs=4, holdout=
             **extra,
         },
     )
-    train_set, held_out = split_holdout(load_dataset("digits-train").head(320), holdout, 0)
     return train(
         load_model(digits_model_path),
         recipe,
-        train_set,
-        held_out,
+        split_holdout(load_dataset("digits-train").head(320), holdout, 0),
         HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
-        monitor=scripted,
+        monitoring=Monitoring(scorer=scripted),
     )
 
 

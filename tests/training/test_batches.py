@@ -12,6 +12,7 @@ from PIL import Image
 from hardenctl.data import load_dataset
 from hardenctl.models.data_config import DataConfig
 from hardenctl.recipes import load_recipe
+from hardenctl.training import EpochPlan
 from hardenctl.training.batches import augmentation_mode, epoch_batches
 
 DATA_CONFIG = DataConfig(input_size=(24, 24))
@@ -33,9 +34,8 @@ CONFIG = load_recipe("pgd-at", {"augment": "timm", "auto_augment": "rand-m9-mstd
 
 
 def epoch(data, order, batch, steps, number, seed=7, workers=0):
-    return list(
-        epoch_batches(data, torch.as_tensor(order), batch, steps, number, CONFIG, DATA_CONFIG, 3, seed, workers)
-    )
+    plan = EpochPlan(data, batch, steps, DATA_CONFIG, 3)
+    return list(epoch_batches(plan, torch.as_tensor(order), number, CONFIG, seed, workers))
 
 
 def test_batches_are_augmented_per_sample_from_seed_epoch_and_index(photos):

@@ -15,11 +15,13 @@ from hardenctl.demo import make_demo_model
 from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
 from hardenctl.training import (
+    DataSplit,
     Distributed,
     HardenOptions,
+    Monitoring,
     TrainingPGD,
+    clean_and_pgd_accuracy,
     harden,
-    monitor,
     read_checkpoint_state,
     split_holdout,
     train,
@@ -58,12 +60,11 @@ def test_the_loop_attacks_at_the_warmed_up_eps_with_the_step_in_proportion(monke
     result = train(
         load_model(digits_model_path),
         recipe,
-        data,
-        None,
+        DataSplit(data),
         HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
-        baseline=(None, None),
+        monitoring=Monitoring(input_scores=(None, None)),
     )
     eps = [e for e, _ in seen]
     assert len(seen) == 20 and eps[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1]) and eps[4:] == [0.1] * 16
@@ -165,12 +166,11 @@ def test_the_guard_watches_a_real_fgsm_rs_run_and_stays_quiet_when_it_is_healthy
         not in train(
             load_model(digits_model_path),
             pgd,
-            load_dataset("digits-train").head(256),
-            None,
+            DataSplit(load_dataset("digits-train").head(256)),
             HardenOptions(out_dir=tmp_path / "pgd", device="cpu", amp="off"),
             Distributed(),
             {},
-            baseline=(None, None),
+            monitoring=Monitoring(input_scores=(None, None)),
         ).history[0]
     )
 
@@ -182,7 +182,8 @@ def digits32_model_path(tmp_path_factory):
 
 
 def one_step_run(path, out, attack, epochs):
-    """Wong et al.'s failure made small: FGSM at ε = 0.2 on digits at 32 px, SGD at a constant lr 0.2, guard ``stop``."""
+    """Wong et al.'s failure made small: FGSM at ε = 0.2 on digits at 32 px, SGD at a constant lr 0.2, guard
+    ``stop``."""
     model = load_model(path)
     config = model.info.data_config
     recipe = load_recipe(
@@ -267,8 +268,10 @@ def test_with_ema_the_ema_weights_are_monitored_selected_and_exported(tmp_path, 
     )
     # the monitor scored the EMA weights: re-scoring them reproduces the logged held-out accuracy
     model = load_model(tmp_path / "model.safetensors")
-    _, holdout = split_holdout(load_dataset("digits-train"), 0.1, 0)
-    clean, robust = monitor(model, holdout.head(128), result.report and recipe.config, 0, Distributed(), 128)
+    holdout = split_holdout(load_dataset("digits-train"), 0.1, 0).holdout
+    clean, robust = clean_and_pgd_accuracy(
+        model, holdout.head(128), result.report and recipe.config, 0, Distributed(), 128
+    )
     assert (clean, robust) == (
         result.report.history[-1]["holdout_clean_accuracy"],
         result.report.history[-1]["holdout_robust_accuracy"],
@@ -278,7 +281,8 @@ def test_with_ema_the_ema_weights_are_monitored_selected_and_exported(tmp_path, 
 
 
 def test_a_resumed_ema_run_ends_with_the_same_weights(tmp_path, digits_model_path):
-    """The EMA state and its warm-up step travel in the checkpoint: resuming after epoch 1 repeats the uninterrupted run."""
+    """The EMA state and its warm-up step travel in the checkpoint: resuming after epoch 1 repeats the uninterrupted
+    run."""
     import shutil
 
     recipe = lambda: load_recipe("pgd-at", {**DIGITS, "epochs": 2, "ema": 0.99, "attack_steps": 1, "batch_size": 64})  # noqa: E731
@@ -287,12 +291,11 @@ def test_a_resumed_ema_run_ends_with_the_same_weights(tmp_path, digits_model_pat
     train(
         load_model(digits_model_path),
         recipe(),
-        data,
-        None,
+        DataSplit(data),
         HardenOptions(out_dir=whole, device="cpu", amp="off"),
         Distributed(),
         {},
-        baseline=(None, None),
+        monitoring=Monitoring(input_scores=(None, None)),
     )
     resumed = tmp_path / "resumed"
     (resumed / "checkpoints").mkdir(parents=True)
@@ -300,8 +303,7 @@ def test_a_resumed_ema_run_ends_with_the_same_weights(tmp_path, digits_model_pat
     train(
         load_model(digits_model_path),
         recipe(),
-        data,
-        None,
+        DataSplit(data),
         HardenOptions(out_dir=resumed, device="cpu", amp="off", resume=True),
         Distributed(),
         {},

@@ -1,8 +1,9 @@
-"""The overfitting guard decides what ships, whatever ``select`` says, and the report says what really happened (issue 19).
+"""The overfitting guard decides what ships, whatever ``select`` says, and the report says what really happened
+(issue 19).
 
-The guard's decisions are pure functions of the epoch records (:func:`decide`, :func:`verdict`, :func:`choose_saved_epoch`),
-tested on records made by hand; the whole path (train → what ``model.safetensors`` holds → the report) runs with a
-scripted monitor handed to ``train``.
+The guard's decisions are pure functions of the epoch records (:func:`decide`, :func:`verdict`,
+:func:`choose_saved_epoch`), tested on records made by hand; the whole path (train → what ``model.safetensors`` holds →
+the report) runs with a scripted monitor handed to ``train``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from hardenctl.data import load_dataset
 from hardenctl.evaluation import EvalConfig
 from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
-from hardenctl.training import HardenOptions, choose_saved_epoch, decide, outputs, read_checkpoint_state, verdict
+from hardenctl.training import (
+    FinalEvaluation,
+    HardenOptions,
+    choose_saved_epoch,
+    decide,
+    outputs,
+    read_checkpoint_state,
+    verdict,
+)
 
 
 def config(guard: str, **extra):
@@ -59,15 +68,15 @@ def test_decide_reads_only_the_records():
 def test_lower_without_a_healthy_epoch_goes_back_nowhere_and_says_so():
     """Before: the line said 'training goes on from the best healthy epoch' while nothing was reloaded."""
     first = record(1, 0.05, 0.75)
-    baseline = (0.9, 0.60, 0.70)  # the input model: 60% PGD, 70% FGSM on the held-out images
-    fields = verdict(config("lower"), first, [], baseline)
+    input_scores = (0.9, 0.60, 0.70)  # the input model: 60% PGD, 70% FGSM on the held-out images
+    fields = verdict(config("lower"), first, [], input_scores)
     assert fields["collapsed"] and "(the input model)" in fields["guard"]
     assert "no healthy epoch to go back to: training goes on from these collapsed weights" in fields["guard"]
     assert "from the best healthy epoch" not in fields["guard"]
     assert decide(config("lower"), [{**first, **fields}]).back_to is None
-    stop = verdict(config("stop"), first, [], baseline)["guard"]
+    stop = verdict(config("stop"), first, [], input_scores)["guard"]
     assert "no epoch before it was healthy, so the saved model is this collapsed one" in stop
-    assert "chosen among the healthy epochs" in verdict(config("stop"), HISTORY[2], HISTORY[:2], baseline)["guard"]
+    assert "chosen among the healthy epochs" in verdict(config("stop"), HISTORY[2], HISTORY[:2], input_scores)["guard"]
 
 
 def test_without_a_held_out_split_the_guard_reads_the_training_monitor_and_has_no_input_reference():
@@ -77,7 +86,8 @@ def test_without_a_held_out_split_the_guard_reads_the_training_monitor_and_has_n
     ]  # epoch 1: nothing to compare with
     fields = verdict(config("stop"), record(3, 0.05, 0.75, holdout=False), history, (None, None, None))
     assert fields["collapsed"] and "training-monitor PGD accuracy fell to 5.0% from 55.0% (epoch 2)" in fields["guard"]
-    # lower goes back to the last healthy epoch: nothing ranks them without held-out numbers (before: to the collapsed one)
+    # lower goes back to the last healthy epoch: nothing ranks them without held-out numbers (before: to the collapsed
+    # one)
     assert decide(config("lower"), history + [{**record(3, 0.05, 0.75, holdout=False), **fields}]).back_to == 2
 
 
@@ -118,18 +128,10 @@ def write(run_dir, digits_model_path, result, recipe, no_holdout: bool):
         data={"train": "digits-train", "train_n": 256, "holdout_n": 64},
         runtime={"device": "cpu", "world_size": 1, "amp": "off", "channels_last": False, "train_seconds": 0.0},
         no_holdout=no_holdout,
-        eval_is_holdout=False,
     )
     options = HardenOptions(out_dir=run_dir, device="cpu", amp="off", eval_n=16)
-    return outputs.evaluate_and_write(
-        copy.deepcopy(model),
-        model,
-        recipe,
-        facts,
-        load_dataset("digits-test").head(16),
-        EvalConfig(n=16, attacks=["fgsm"], eps=0.1),
-        options,
-    )
+    evaluation = FinalEvaluation(load_dataset("digits-test").head(16), EvalConfig(n=16, attacks=["fgsm"], eps=0.1))
+    return outputs.evaluate_and_write(copy.deepcopy(model), model, recipe, facts, evaluation, options)
 
 
 def saved_weights_are(run_dir, epoch: int) -> bool:
@@ -150,7 +152,8 @@ def saved_weights_are(run_dir, epoch: int) -> bool:
 def test_the_saved_model_is_the_healthy_epoch_and_the_report_says_why(
     tmp_path, digits_model_path, guard, select, holdout, epochs, collapsed
 ):
-    """select: last or holdout_fraction 0 used to save the collapsed last epoch under a line saying it chose a healthy one."""
+    """select: last or holdout_fraction 0 used to save the collapsed last epoch under a line saying it chose a healthy
+    one."""
     scripted = Scripted(**OVERFIT, holdout=holdout > 0)
     result = guarded_run(tmp_path, digits_model_path, guard, scripted, holdout=holdout, select=select)
     assert [h["epoch"] for h in result.history] == epochs
@@ -187,19 +190,17 @@ def test_lower_without_a_healthy_epoch_logs_what_it_did(tmp_path, digits_model_p
     lines: list[str] = []
     scripted = Scripted(pgd=[0.05, 0.50], fgsm=[0.75, 0.70], input_pgd=0.60, input_fgsm=0.70)
     recipe = load_recipe("pgd-at", {**DIGITS, "epochs": 2, "attack": "fgsm", "co_guard": "lower", "batch_size": 64})
-    from hardenctl.training import Distributed, split_holdout, train
+    from hardenctl.training import Distributed, Feedback, Monitoring, split_holdout, train
 
-    train_set, held_out = split_holdout(load_dataset("digits-train").head(320), 0.2, 0)
     result = train(
         load_model(digits_model_path),
         recipe,
-        train_set,
-        held_out,
+        split_holdout(load_dataset("digits-train").head(320), 0.2, 0),
         HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
-        log=lines.append,
-        monitor=scripted,
+        Feedback(log=lines.append),
+        Monitoring(scorer=scripted),
     )
     assert [h["collapsed"] for h in result.history] == [True, False]
     assert not any("back to the weights" in line for line in lines)

@@ -1,4 +1,5 @@
-"""``lr: auto``: candidates measured on the held-out split, the clear winner kept, the run unchanged by the trials, the cost bounded."""
+"""``lr: auto``: candidates measured on the held-out split, the clear winner kept, the run unchanged by the trials,
+the cost bounded."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from hardenctl.recipes import load_recipe
-from hardenctl.training.lr_sweep import MIN_SCORED, attack_passes, choose, sweep_plan
+from hardenctl.training.lr_sweep import MIN_SCORED, attack_passes, chosen_lr, sweep_plan
 
 DIGITS = (
     "--recipe",
@@ -42,11 +43,11 @@ def test_the_best_robust_accuracy_wins_and_noise_ties_go_to_clean_accuracy():
         {"lr": 0.01, "clean": 0.93, "robust": 0.45},
         {"lr": 1.0, "clean": 0.10, "robust": 0.10},
     ]
-    assert choose(clear, 500)[0] == 0.01
+    assert chosen_lr(clear, 500)[0] == 0.01
     tied = [{"lr": 0.01, "clean": 0.90, "robust": 0.44}, {"lr": 0.04, "clean": 0.80, "robust": 0.45}]
-    chosen, why = choose(tied, 144)  # one point apart with ~4 points of noise: the clean accuracy decides
+    chosen, why = chosen_lr(tied, 144)  # one point apart with ~4 points of noise: the clean accuracy decides
     assert chosen == 0.01 and "within one standard error" in why
-    assert choose(tied, 1_000_000)[0] == 0.04  # with a million images one point is real
+    assert chosen_lr(tied, 1_000_000)[0] == 0.04  # with a million images one point is real
 
 
 def sweep_work(config, steps: int, scored: int, batch: int) -> float:
@@ -187,10 +188,8 @@ def test_the_sweep_spends_its_share_of_the_runs_forward_passes(digits_model_path
     recipe = load_recipe(
         "pgd-at", {"epochs": 3, "eps": 0.1, "attack_alpha": 0.025, "augment": "none", "lr_sweep_budget": 0.5}
     )
-    train_set, holdout = split_holdout(load_dataset("digits-train"), 0.1, 0)
-    result = train(
-        model, recipe, train_set, holdout, HardenOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {}
-    )
+    split = split_holdout(load_dataset("digits-train"), 0.1, 0)
+    result = train(model, recipe, split, HardenOptions(out_dir=tmp_path, device="cpu", amp="off"), Distributed(), {})
     assert len(result.lr_sweep.candidates) == 3 and result.lr_sweep.steps >= 4
     run = images.pop(id(model))
     assert len(images) == 3  # one copy per candidate

@@ -1,7 +1,8 @@
-"""Recipe profiles (issue 13): `finetune` hardens a trained model without wrecking it, `paper` is the published schedule.
+"""Recipe profiles (issue 13): `finetune` hardens a trained model without wrecking it, `paper` is the published
+schedule.
 
-The digits model of ``conftest.digits_model_path`` stands in for a user's pretrained model (≈98.6% held-out clean accuracy,
-≈32% PGD-10 at ε = 0.1). Numbers quoted in comments were measured on CPU with one thread.
+The digits model of ``conftest.digits_model_path`` stands in for a user's pretrained model (≈98.6% held-out clean
+accuracy, ≈32% PGD-10 at ε = 0.1). Numbers quoted in comments were measured on CPU with one thread.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from hardenctl.training import HardenOptions, harden, reinitialise, resolve_conf
 from hardenctl.training.resolve import linear_scaling_lr
 
 TRAINING_RECIPES = ["pgd-at", "trades", "mart", "fsr", "cost-sensitive"]
-# recipes/*.yaml as they held the papers' values as flat files, before profiles existed (commit 6d2dfb7, issue 13), kept as
-# test data: the comparison runs in any checkout (before, it needed that commit and skipped in a shallow clone)
+# recipes/*.yaml as they held the papers' values as flat files, before profiles existed (commit 6d2dfb7, issue 13),
+# kept as test data: the comparison runs in any checkout (before, it needed that commit and skipped in a shallow clone)
 PUBLISHED = Path(__file__).resolve().parent / "published_recipes"
 # keys that did not exist before profiles, and the value under which the paper profile behaves as before
 NEUTRAL = {"attack": "pgd", "eps_warmup": 0.0, "ema": 0.0, "label_smoothing": 0.0, "reinit": False, "profile": "paper"}
@@ -61,7 +62,8 @@ def test_finetune_is_the_default_profile_with_the_documented_schedule(name):
 
 
 def test_auto_values_follow_the_architecture_and_the_batch_size():
-    """lr auto is measured around base_lr × batch / 256 (linear scaling); AdamW and its own decay for transformer-style families."""
+    """lr auto is measured around base_lr × batch / 256 (linear scaling); AdamW and its own decay for
+    transformer-style families."""
 
     class Stub(torch.nn.Module):
         def __init__(self, arch):
@@ -126,10 +128,10 @@ def one_epoch(digits_model_path, tmp_path_factory):
     return run
 
 
-# held-out clean accuracy may fall by at most this many points in one epoch of finetune (measured, points of clean / PGD-10:
-# pgd-at 0.0 / +24.3, mart −1.4 / +23.7, trades −5.5 / +13.9, fsr 0.0 / +23.0, cost-sensitive (cost 2) −0.7 / +23.0; the paper
-# profile on the same epoch: −27.1, −85.4, −75.0, −27.1, −38.2 points clean). TRADES gives clean accuracy for smoothness by
-# design (β = 6), hence its wider margin.
+# held-out clean accuracy may fall by at most this many points in one epoch of finetune (measured, points of clean /
+# PGD-10: pgd-at 0.0 / +24.3, mart −1.4 / +23.7, trades −5.5 / +13.9, fsr 0.0 / +23.0, cost-sensitive (cost 2) −0.7 /
+# +23.0; the paper profile on the same epoch: −27.1, −85.4, −75.0, −27.1, −38.2 points clean). TRADES gives clean
+# accuracy for smoothness by design (β = 6), hence its wider margin.
 CLEAN_MARGIN = {"pgd-at": 3.0, "mart": 3.0, "fsr": 3.0, "trades": 8.0, "cost-sensitive": 3.0}
 
 
@@ -154,12 +156,10 @@ def test_the_paper_profile_wrecks_the_same_model_in_one_epoch(digits_model_path,
     )
     from hardenctl.training import Distributed, split_holdout, train
 
-    train_set, holdout = split_holdout(load_dataset("digits-train"), 0.1, 0)
     result = train(
         load_model(digits_model_path),
         recipe,
-        train_set,
-        holdout,
+        split_holdout(load_dataset("digits-train"), 0.1, 0),
         HardenOptions(out_dir=tmp_path, device="cpu", amp="off"),
         Distributed(),
         {},
@@ -190,7 +190,8 @@ def test_recipe_yaml_records_the_profile_and_every_resolved_value(one_epoch):
 
 
 def test_every_epoch_line_shows_the_input_model(one_epoch, digits_model_path):
-    """train_log.jsonl, the progress line and the report carry the input model's held-out accuracy next to each epoch."""
+    """train_log.jsonl, the progress line and the report carry the input model's held-out accuracy next to each
+    epoch."""
     from hardenctl.training import describe_epoch
 
     report = one_epoch("pgd-at")
@@ -296,8 +297,8 @@ def test_reinit_draws_timm_init_from_the_seed(digits_model_path):
 def test_harden_trains_from_timm_s_init_with_reinit_and_reports_the_input_model_alike(
     digits_model_path, tmp_path, reinit
 ):
-    """--reinit through harden(): the first step sees timm's init drawn from --seed, not the input's weights; the report's
-    input column is still the input model."""
+    """--reinit through harden(): the first step sees timm's init drawn from --seed, not the input's weights; the
+    report's input column is still the input model."""
     recipe = load_recipe(
         "pgd-at",
         {
