@@ -116,7 +116,8 @@ LOCK_NAME = ".hardenctl.lock"
 
 
 class FolderLock:
-    """One writer per output folder: an exclusive ``flock`` on ``FOLDER/.hardenctl.lock``, held while a run writes there.
+    """One writer per output folder: an exclusive ``flock`` on ``FOLDER/.hardenctl.lock``, held while a run writes
+    there.
 
     The kernel releases it when the process ends, however it ends, so a lock left by a ``kill -9`` is never stale. The
     file names the holder (pid, host, start time), so a second run refused with exit 2 can say which run has the folder.

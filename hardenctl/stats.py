@@ -32,7 +32,8 @@ INTERVAL_METHOD = "wilson"
 
 
 def wilson_interval(proportion: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval (default 95%) for an observed ``proportion`` (successes / n, or a mean of fractions) over ``n``.
+    """Wilson score interval (default 95%) for an observed ``proportion`` (successes / n, or a mean of fractions)
+    over ``n``.
 
     n = 0 gives (0, 1): nothing was measured, so nothing is known.
     """

@@ -13,7 +13,15 @@ ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, APGDCE,
 
 
 def build_attack(name: str, eps: float, norm: str = "linf", eot_samples: int = 1, **kwargs) -> Attack:
-    """Instantiate an attack by its registry name."""
+    """Instantiate an attack by its registry name.
+
+    Args:
+        name: a key of :data:`ATTACKS` (``fgsm``, ``pgd``, ``apgd-ce``, ``apgd-t``, ``square``).
+        eps: radius of the threat model, in [0, 1] pixel units.
+        norm: ``linf`` or ``l2``.
+        eot_samples: forward passes each gradient or score is averaged over (1 for a deterministic model).
+        **kwargs: the attack's own settings (``steps``, ``queries``, ...), passed to its constructor.
+    """
     try:
         cls = ATTACKS[name]
     except KeyError:

@@ -16,7 +16,7 @@ the loss at the start point (as in the paper), not with zero.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,9 @@ def checkpoints(steps: int) -> list[int]:
 
     p0 = 0, p1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06), rounded down to
     whole iterations as the reference does: 22, 41, 57, 70, 80, 87, 93, 99 for 100 steps.
+
+    Args:
+        steps: the run's iteration budget (N_iter).
     """
     first, shrink, shortest = (max(int(f * steps), 1) for f in (0.22, 0.03, 0.06))
     out, at, period = [], 0, first
@@ -71,6 +74,15 @@ class _APGD(Attack):
         self.rho = float(rho)
         self.momentum = float(momentum)
         self.drop_fooled = True  # False: keep fooled points in the batch to the end (the reference's way; for tests)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "steps": self.steps,
+            "restarts": self.restarts,
+            "rho": self.rho,
+            "momentum": self.momentum,
+        }
 
     def _start(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         """The reference's start: a random point *on* the sphere of the norm, then boxed.
@@ -223,6 +235,9 @@ class APGDCE(_APGD):
             raise UserError(f"unknown APGD loss {loss!r}", "use loss='ce' or loss='dlr'")
         self.loss = loss
 
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "loss": self.loss}
+
     def _losses(self, clean_logits: Tensor, y: Tensor) -> list[Callable[[Tensor], LossFn]]:
         if self.loss == "dlr":
             _need_classes(clean_logits, 3, "untargeted DLR")
@@ -258,6 +273,9 @@ class APGDT(_APGD):
         if n_target_classes < 1:
             raise UserError(f"n_target_classes must be >= 1, got {n_target_classes}", "pass e.g. 9")
         self.n_target_classes = int(n_target_classes)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "n_target_classes": self.n_target_classes}
 
     def _losses(self, clean_logits: Tensor, y: Tensor) -> list[Callable[[Tensor], LossFn]]:
         _need_classes(clean_logits, 4, "targeted DLR")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -177,8 +177,17 @@ class Attack:
         """Called by an attack that knows which of its returned points are misclassified (saves a pass)."""
         self._broken = fooled
 
+    def settings(self) -> dict[str, Any]:
+        """Every setting given when the attack was made, by its constructor's names (a subclass adds its own): what
+        :meth:`__repr__` shows and a report's ``attack_list`` records, so two reports name the same attack only if it
+        ran the same way. How the evaluation runs it (``fast``, ``search_dtype``, ``streams``) is not a setting."""
+        return {"eps": self.eps, "norm": self.norm, "eot_samples": self.eot_samples}
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(eps={self.eps:.5g}, norm={self.norm})"
+        """``PGD(eps=0.031373, norm=linf, eot_samples=1, steps=20, ...)``: every setting (torchattacks' habit); eps and
+        norm first and written as they always were."""
+        shown = ", ".join(f"{name}={_shown(value)}" for name, value in self.settings().items())
+        return f"{type(self).__name__}({shown})"
 
     # -- helpers shared by all attacks --------------------------------------------------
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
@@ -288,6 +297,15 @@ class Attack:
         return logits.float().clone()
 
 
+def _shown(value: Any) -> str:
+    """A setting as :meth:`Attack.__repr__` writes it: numbers to 5 significant digits, a loss function by its name."""
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    if callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    return str(value)
+
+
 def _margin_gradient_is_zero(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Per point: is the gradient of the logit margin (true logit minus the best other) exactly zero?
 
@@ -308,6 +326,12 @@ def keep_misclassified(x_best: Tensor, fooled: Tensor, x_new: Tensor, wrong: Ten
 
     Attacks return the first iterate that fools the model rather than the last one,
     which may have drifted back to the correct class.
+
+    Args:
+        x_best: the first fooling iterate of each point so far; updated in place.
+        fooled: per point: fooled already; updated in place.
+        x_new: this iterate.
+        wrong: per point: misclassified at ``x_new``.
     """
     newly = wrong & ~fooled
     if newly.any():

@@ -34,6 +34,10 @@ def inference_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     forked random streams: a randomised model draws noise in them, and how many draws depends on whether a copy was
     already built in this process, which would make a batch's attack depend on what ran before it (shards and resumed
     runs would then differ from one process).
+
+    Args:
+        model: the attacked model, in ``eval()`` mode.
+        x: the call's images: the copy must give the model's logits on them.
     """
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
         return _checked_copy(model, x)
@@ -76,9 +80,10 @@ def _checked_copy(model: nn.Module, x: Tensor) -> tuple[nn.Module, str]:
     return GradOrFrozen(fast, frozen), ""
 
 
-# model -> (weights key, folded copy or why there is none, frozen copy: None before it was tried, False when tracing failed). Why a cache: every
-# torch.jit trace and freeze registers a new compiled type that torch never frees (the frozen one holds a copy of
-# every weight), so building them per attack call leaked the model's size per batch and attack: RSS grew with n.
+# model -> (weights key, folded copy or why there is none, frozen copy: None before it was tried, False when tracing
+# failed). Why a cache: every torch.jit trace and freeze registers a new compiled type that torch never frees (the
+# frozen one holds a copy of every weight), so building them per attack call leaked the model's size per batch and
+# attack: RSS grew with n.
 _COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module, Any]]" = weakref.WeakKeyDictionary()
 
 
@@ -96,7 +101,8 @@ def _weights_key(model: nn.Module, x: Tensor) -> tuple:
 
 
 def _built(model: nn.Module, x: Tensor) -> "tuple[nn.Module, Any] | str":
-    """``(folded copy, frozen copy or None or False)`` for ``model``'s current weights, built on first use; or why none."""
+    """``(folded copy, frozen copy or None or False)`` for ``model``'s current weights, built on first use; or why
+    there is none."""
     from torch.fx.experimental.optimization import fuse
 
     key = _weights_key(model, x)

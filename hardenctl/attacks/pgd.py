@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -39,6 +41,16 @@ class PGD(Attack):
         self.restarts = max(1, int(restarts))
         self.use_random_start = bool(random_start)  # not `random_start`: that would shadow the method
         self.loss = loss
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "steps": self.steps,
+            "alpha": self.alpha,
+            "restarts": self.restarts,
+            "random_start": self.use_random_start,
+            "loss": self.loss,
+        }
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x_best = x.clone()

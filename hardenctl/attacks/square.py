@@ -28,6 +28,7 @@ get their highest-margin point across restarts rather than ``x``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,12 @@ def square_fraction(p_init: float, it: int, queries: int, rescale: bool = False)
 
     Without ``rescale`` (AutoAttack's setting) the breakpoints are absolute iteration
     counts; with it they are read as fractions of a 10 000-query budget.
+
+    Args:
+        p_init: the fraction at the start (0.8 in AutoAttack).
+        it: the iteration, 0-based, counted after the first query.
+        queries: the run's query budget (only read with ``rescale``).
+        rescale: read the breakpoints as fractions of a 10 000-query budget.
     """
     t = int(it / queries * 10000) if rescale else it
     return p_init / 2 ** sum(t > m for m in _SCHEDULE)
@@ -54,6 +61,12 @@ def window_side(p: float, h: int, w: int, norm: str) -> int:
     """Side of the square covering a fraction ``p`` of an h×w image, rounded as the reference.
 
     L2 windows are at least 3 and odd, so the two-centre pattern has a middle row.
+
+    Args:
+        p: fraction of the image's pixels the window covers.
+        h: image height.
+        w: image width.
+        norm: ``linf`` or ``l2`` (L2 windows are at least 3 and odd).
     """
     s = int(round(math.sqrt(p * h * w)))
     if norm == "linf":
@@ -136,6 +149,15 @@ class Square(Attack):
         self.p_init = float(p_init)
         self.restarts = max(1, int(restarts))
         self.rescale_schedule = bool(rescale_schedule)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "queries": self.queries,
+            "p_init": self.p_init,
+            "restarts": self.restarts,
+            "rescale_schedule": self.rescale_schedule,
+        }
 
     def _margin(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Margins; under a reduced-precision search a claimed success (> 0) is re-measured in full precision."""

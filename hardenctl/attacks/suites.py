@@ -6,7 +6,7 @@ are still robust and keeps the worst case per sample.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from torch import Tensor, nn
 
@@ -33,6 +33,9 @@ class ReferenceAutoAttack(Attack):
                 "--suite autoattack needs the reference AutoAttack package", "pip install 'hardenctl[autoattack]'"
             ) from None
         self.seed = seed
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "seed": self.seed}
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         from pyautoattack import AutoAttack
@@ -67,7 +70,17 @@ def build_suite(
     apgd_steps: int = 100,
     square_queries: int = 5000,
 ) -> list[Attack]:
-    """The attacks of a named suite, in run order."""
+    """The attacks of a named suite, in run order.
+
+    Args:
+        name: ``quick``, ``standard`` or ``autoattack``.
+        eps: radius of the threat model.
+        norm: ``linf`` or ``l2``.
+        eot_samples: EOT draws per gradient and score (1 for a deterministic model).
+        seed: the reference AutoAttack's seed (``autoattack`` only; the others use torch's generator).
+        apgd_steps: iterations of each APGD attack.
+        square_queries: Square's query budget per point.
+    """
     if name == "quick":
         return _fast([PGD(eps, norm, eot_samples, steps=20), APGDCE(eps, norm, eot_samples, steps=apgd_steps)])
     if name == "standard":
@@ -91,7 +104,16 @@ def build_custom(
     apgd_steps: int = 100,
     square_queries: int = 5000,
 ) -> list[Attack]:
-    """Attacks from a ``--attacks`` list such as ``pgd,apgd-ce,square``."""
+    """Attacks from a ``--attacks`` list such as ``pgd,apgd-ce,square``.
+
+    Args:
+        names: registry names in run order, each at most once.
+        eps: radius of the threat model.
+        norm: ``linf`` or ``l2``.
+        eot_samples: EOT draws per gradient and score.
+        apgd_steps: iterations of APGD-CE and APGD-T.
+        square_queries: Square's query budget per point.
+    """
     from . import build_attack
 
     duplicated = sorted({name for name in names if list(names).count(name) > 1})

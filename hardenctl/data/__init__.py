@@ -8,7 +8,6 @@ them in DataLoader workers, ``load`` picks the source for a ``--data`` spec.
 """
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 from .arrays import BUILTIN, ArrayDataset, load_cifar_batches, load_digits, load_npz
@@ -32,7 +31,6 @@ __all__ = [
     "load_cifar_batches",
     "load_digits",
     "load_dataset",
-    "load_image_folder",
     "load_npz",
     "make_loader",
     "prepare_arrays",
@@ -40,15 +38,6 @@ __all__ = [
     "seeded",
     "train_transform",
 ]
-
-
-def load_image_folder(
-    directory: str | Path, n: int | None = None, size: tuple[int, int] | None = None
-) -> FolderDataset:
-    """The old entry point: a class-folder directory, squashed to ``size`` (H, W) when given."""
-    from .folders import open_folder, squash_config
-
-    return open_folder(Path(directory), squash_config(size) if size else None, None, n, None, False)
 
 
 def __getattr__(name: str) -> Any:

@@ -204,6 +204,9 @@ def load_digits(split: str = "all") -> ArrayDataset:
 
     ``digits-train``/``digits-test`` are a fixed 80/20 split of a seeded permutation,
     so a model can be trained on one and evaluated on the other.
+
+    Args:
+        split: ``all`` (1797 images), ``train`` (the first 80 % of the permutation) or ``test`` (the rest).
     """
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -240,6 +243,12 @@ def _stored_names(archive: Any, path: Path) -> list[str] | None:
 
 
 def load_npz(path: Path) -> ArrayDataset:
+    """An ``.npz`` of images ``x`` (N×H×W×C, N×H×W or N×C×H×W; uint8 or [0, 1] floats) and labels ``y``, read
+    without unpickling anything; class names from its ``class_names`` array or a ``classes.json`` beside it.
+
+    Args:
+        path: the ``.npz`` file.
+    """
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files or "y" not in archive.files:
@@ -342,7 +351,12 @@ def _cifar_names(meta: Path, names_key: bytes) -> list[str]:
 
 
 def load_cifar_batches(directory: Path, split: str) -> ArrayDataset:
-    """CIFAR-10 (``data_batch_1..5``/``test_batch``) or CIFAR-100 (``train``/``test``) python batches."""
+    """CIFAR-10 (``data_batch_1..5``/``test_batch``) or CIFAR-100 (``train``/``test``) python batches.
+
+    Args:
+        directory: the extracted ``cifar-10-batches-py`` or ``cifar-100-python`` directory.
+        split: ``train`` or ``test``.
+    """
     if (directory / "batches.meta").is_file():
         files = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
         meta, label_key, names_key = directory / "batches.meta", b"labels", b"label_names"

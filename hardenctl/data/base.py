@@ -22,7 +22,12 @@ PIL_MODES = {1: "L", 3: "RGB"}  # the channel counts an image can be decoded to 
 
 
 def pil_mode(channels: int, who: str = "the model") -> str:
-    """The PIL mode for ``channels``; any other count is the one-line error every data source raises."""
+    """The PIL mode for ``channels``; any other count is the one-line error every data source raises.
+
+    Args:
+        channels: 1 (grey, ``L``) or 3 (``RGB``).
+        who: what has that many channels, as the error names it.
+    """
     if channels not in PIL_MODES:
         from ..errors import UserError
 
@@ -34,12 +39,21 @@ def pil_mode(channels: int, who: str = "the model") -> str:
 
 
 def describe_unreadable(name: str, exc: BaseException) -> str:
-    """``name (Type: message)`` on one line, whatever PIL says: what a worker sends back for an unreadable image."""
+    """``name (Type: message)`` on one line, whatever PIL says: what a worker sends back for an unreadable image.
+
+    Args:
+        name: the file, as the user can find it.
+        exc: what decoding raised.
+    """
     return f"{name} ({' '.join(f'{type(exc).__name__}: {exc}'.split())})"
 
 
 def unreadable_error(description: str) -> "UserError":
-    """The one-line error for an image that cannot be decoded (``description`` from :func:`describe_unreadable`)."""
+    """The one-line error for an image that cannot be decoded (``description`` from :func:`describe_unreadable`).
+
+    Args:
+        description: the file and what went wrong, on one line.
+    """
     from ..errors import UserError
 
     return UserError(
@@ -102,7 +116,12 @@ class Dataset(Protocol):
 
 
 def check_head(n: int | None, length: int) -> bool:
-    """True when ``head(n)`` must cut; a count below one is the user's mistake."""
+    """True when ``head(n)`` must cut; a count below one is the user's mistake.
+
+    Args:
+        n: the images asked for (``--n``); None: all of them.
+        length: the images the dataset holds.
+    """
     if n is None or n >= length:
         return False
     if n < 1:

@@ -71,7 +71,11 @@ class ClassesFile:
 
 
 def read_classes_json(path: Path) -> ClassesFile | None:
-    """The checked contents of ``path``; None when there is no such file."""
+    """The checked contents of ``path``; None when there is no such file.
+
+    Args:
+        path: where a ``classes.json`` may be.
+    """
     if not path.is_file():
         return None
     data = _load(path)
@@ -136,7 +140,13 @@ def _mapping(path: Path, value: Any, what: str) -> dict[str, str]:
 
 def checked_names(items: list[Any], where: str, fix: str) -> list[str]:
     """Class names stored as text or UTF-8 bytes, each checked as a ``classes.json`` name is (``where``: what to say
-    they are in an error)."""
+    they are in an error).
+
+    Args:
+        items: the stored names, ``str`` or ``bytes``.
+        where: what the error calls the list (a file and key).
+        fix: the error's second half: how to store the names instead.
+    """
     names = []
     for index, item in enumerate(items):
         try:

@@ -33,7 +33,13 @@ HEADER_CHECK = 32  # images whose size is read to find a folder's own size when 
 
 
 def decode(reader: Any, index: int, mode: str) -> "PIL.Image.Image":
-    """One image as timm's ImageDataset reads it: PIL, converted to ``mode`` (which decodes the pixels)."""
+    """One image as timm's ImageDataset reads it: PIL, converted to ``mode`` (which decodes the pixels).
+
+    Args:
+        reader: timm's folder or tar reader.
+        index: the reader's sample index.
+        mode: PIL mode to convert to (``RGB`` or ``L``).
+    """
     from PIL import Image
 
     fileobj, _ = reader[index]
@@ -87,16 +93,27 @@ class FolderDataset:
         config: "DataConfig | None",
         mode: str = "RGB",
         workers: int | None = None,
-        notes: list[str] | None = None,
-        skipped: int = 0,
     ):
+        """A folder as first opened: nothing skipped or noted yet (:meth:`find_unreadable`, :meth:`resized` and
+        :meth:`with_channels` add to ``skipped`` and ``notes`` on their copies).
+
+        Args:
+            reader: timm's folder or tar reader; sample ``i`` of the reader is file ``i``.
+            order: the reader indices evaluated, in order.
+            labels: the class index of each position of ``order``.
+            class_names: class id per index (the folder names).
+            source: the path, as reports name it.
+            config: how images are resized and cropped (None until :func:`open_folder` finds the folder's own size).
+            mode: PIL mode the images are decoded to (``RGB`` or ``L``).
+            workers: DataLoader processes that decode (0: in this process).
+        """
         self.reader, self.order, self._y = reader, np.asarray(order, dtype=np.int64), labels
         self.class_names, self.source, self.config, self.mode = class_names, source, config, mode
-        self.workers, self.notes, self.skipped = workers, list(notes or []), skipped
+        self.workers = workers
+        self.notes: list[str] = []  # what was done on the way (resized, converted, unreadable images skipped)
+        self.skipped = 0  # unreadable images dropped
         self.names_known = True  # folder names
-        self.display_names: list[str] | None = (
-            None  # from a classes.json beside the folders (shown; ids stay for matching)
-        )
+        self.display_names: list[str] | None = None  # from a classes.json beside the folders (shown; ids match)
         self._digest: str | None = None
 
     # -- what is known without decoding -------------------------------------------------------------
@@ -228,7 +245,8 @@ class FolderDataset:
 
     def find_unreadable(self, n: int | None) -> "FolderDataset":
         """Drop unreadable images (decoding each once, in workers) until ``n`` readable ones are found; the
-        count goes to ``skipped`` and ``notes``. Labels must be known before evaluation, so this is a pass of its own."""
+        count goes to ``skipped`` and ``notes``. Labels must be known before evaluation, so this is a pass of its
+        own."""
         wanted = len(self) if n is None else min(n, len(self))
         keep: list[int] = []
         bad: list[str] = []
@@ -260,7 +278,11 @@ def _collate_errors(items: list[tuple[Tensor | None, int, str]]) -> list[str]:
 
 
 def squash_config(size: tuple[int, int]) -> "DataConfig":
-    """Resize straight to ``size`` with bilinear interpolation, nothing cropped."""
+    """Resize straight to ``size`` with bilinear interpolation, nothing cropped.
+
+    Args:
+        size: (H, W) the images are resized to.
+    """
     from ..models.data_config import DataConfig
 
     return DataConfig(
@@ -274,7 +296,14 @@ def squash_config(size: tuple[int, int]) -> "DataConfig":
 
 def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataConfig | None") -> "DataConfig":
     """With no size declared, a folder whose first images share one size is used at that size (the rest of
-    ``config``, if any, kept: every photo still goes through the eval transform, as timm's validate.py does)."""
+    ``config``, if any, kept: every photo still goes through the eval transform, as timm's validate.py does).
+
+    Args:
+        reader: timm's folder or tar reader.
+        order: the reader indices evaluated; the sizes of the first :data:`HEADER_CHECK` are read.
+        source: the folder's path, as errors name it.
+        config: the model's data config, if any (its crop, interpolation and default size are kept).
+    """
     from dataclasses import replace
 
     from PIL import Image
@@ -302,7 +331,8 @@ def own_size_config(reader: Any, order: np.ndarray, source: str, config: "DataCo
         shown = ", ".join(f"{h}x{w} ({Path(file).name})" for (h, w), file in list(sizes.items())[:3])
         raise UserError(
             f"images in {source} have different sizes ({shown}, ...)",
-            "pass --input-size H,W (with --resize) to say the size the model takes; they are resized and centre-cropped to it",
+            "pass --input-size H,W (with --resize) to say the size the model takes; "
+            "they are resized and centre-cropped to it",
         )
     (size,) = sizes
     if config is None:
@@ -315,7 +345,12 @@ def display_names(path: Path, folder_ids: list[str]) -> list[str] | None:
     it (the first found): ``{"wnid_to_name": {id: name}}`` (as ImageNet subsets ship it), a plain ``{id: name}``, or a
     list of one name per folder in sorted order. Shown in reports; the ids stay the class names that models and
     baselines are matched on. None when there is no such file or it names none of the folders; a file that is not
-    one of these forms is a one-line error (see :mod:`.classes_json`)."""
+    one of these forms is a one-line error (see :mod:`.classes_json`).
+
+    Args:
+        path: the class-folder directory or tar.
+        folder_ids: the class folders' names, in class-index order.
+    """
     for candidate in (path / "classes.json", path.parent / "classes.json"):
         found = read_classes_json(candidate)
         if found is not None:
@@ -331,7 +366,16 @@ def open_folder(
     workers: int | None,
     skip_unreadable: bool,
 ) -> FolderDataset:
-    """A class-folder directory or ``.tar`` as a :class:`FolderDataset`; only the first ``n`` images are ever read."""
+    """A class-folder directory or ``.tar`` as a :class:`FolderDataset`; only the first ``n`` images are ever read.
+
+    Args:
+        path: the directory or tar of class folders.
+        config: how images are resized and cropped; None (or no input size): the folder's own size.
+        in_chans: 1 decodes grey, 3 (or None) RGB.
+        n: keep only the first ``n`` images of the class-interleaved order (None: all).
+        workers: DataLoader processes that decode (None: this process's share of the cores, 0: in-process).
+        skip_unreadable: drop images that cannot be decoded (counted in ``skipped``) instead of refusing them.
+    """
     mode = pil_mode(in_chans or 3)
     reader = readers.create_reader(path)
     targets, class_names = readers.labels_of(reader)

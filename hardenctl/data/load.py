@@ -21,7 +21,12 @@ def prepare_arrays(data: ArrayDataset, config: "DataConfig | None") -> ArrayData
     """In-memory images through the same eval transform as folders when their size differs from the
     config's (or a crop is declared). Arrays at the input size with no crop declared are used as they are:
     every image of an array has one size, and RobustBench evaluates CIFAR's 32×32 arrays uncropped (photos
-    in folders always get the eval transform, as timm's ``validate.py`` prepares them)."""
+    in folders always get the eval transform, as timm's ``validate.py`` prepares them).
+
+    Args:
+        data: in-memory images (uint8).
+        config: the model's data config; None: the arrays as they are.
+    """
     if config is None or len(data) == 0 or data.channels not in (1, 3):
         return data
     if config.input_size is not None and tuple(config.input_size) == data.image_size and not config.crop_declared:
@@ -50,12 +55,18 @@ def load_dataset(
     """Load ``spec``: a built-in name, an ``.npz``, a CIFAR batch directory (in memory), or a directory or
     ``.tar`` of class folders (streamed through timm's eval transform, ``workers`` decoding).
 
-    ``split`` picks train/test files where a source has both (CIFAR batches); ``n`` trims early, so a
-    huge folder is never read past its first ``n`` images; ``data_config`` says how images are resized
-    and cropped (None: folders at their own size, which their first images must share); ``in_chans``
-    reads photos as grey (1) or RGB (3, the default) and repeats grey arrays to 3 channels (None keeps
-    arrays as stored); ``skip_unreadable`` drops corrupt images (counted in ``notes`` and ``skipped``)
-    instead of refusing them. ``size`` is the old ``--resize`` for folders: a bilinear squash to (H, W).
+    Args:
+        spec: ``digits``/``digits-train``/``digits-test``, an ``.npz``, a CIFAR batch directory, or a directory
+            or ``.tar`` of class folders.
+        split: ``train`` or ``test``, where a source has both (CIFAR batches).
+        n: trims early, so a huge folder is never read past its first ``n`` images (None: all).
+        data_config: how images are resized and cropped (None: folders at their own size, which their first
+            images must share).
+        in_chans: reads photos as grey (1) or RGB (3, the default) and repeats grey arrays to 3 channels (None
+            keeps arrays as stored).
+        workers: DataLoader processes decoding a folder (None: this process's share of the cores).
+        skip_unreadable: drop corrupt images (counted in ``notes`` and ``skipped``) instead of refusing them.
+        size: the old ``--resize`` for folders: a bilinear squash to (H, W).
     """
     if size is not None and data_config is None:
         data_config = squash_config(size)

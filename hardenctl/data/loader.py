@@ -15,16 +15,17 @@ from torch.utils.data import DataLoader
 MAX_WORKERS = 8  # decoding scales to about here; more mostly costs memory
 
 
-def default_workers() -> int:
+def default_workers(cores: int | None = None) -> int:
     """This process's share of the cores, at most :data:`MAX_WORKERS`.
 
     Under torchrun every local rank starts its own workers, so each takes cores / LOCAL_WORLD_SIZE: N ranks with
     one loader of all the node's cores each would start N times as many decoding processes as there are cores.
+
+    Args:
+        cores: the cores this node's ranks share; None: those this process may run on (its CPU affinity).
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
+    if cores is None:
+        cores = available_cores()
     try:
         local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
@@ -32,8 +33,20 @@ def default_workers() -> int:
     return max(1, min(cores // local_ranks, MAX_WORKERS))
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one, else every core)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def resolve_workers(workers: int | None) -> int:
-    """``None`` → :func:`default_workers`; 0 decodes in this process."""
+    """``None`` → :func:`default_workers`; 0 decodes in this process.
+
+    Args:
+        workers: ``--workers``: a count, or None for :func:`default_workers`.
+    """
     if workers is None:
         return default_workers()
     if workers < 0:
@@ -66,9 +79,18 @@ def make_loader(
     """Batches of ``dataset[p]`` for ``p`` in ``positions``, in that order.
 
     Workers beyond the number of batches would only start and exit, so at most that many are used.
-    ``seed`` fixes the workers' base seeds (torch seeds ``random``, numpy and torch in each worker
-    from it); samples that need randomness seed themselves (see ``TrainDataset``), so results never
-    depend on the worker count. Batches are pinned when they are headed for CUDA.
+    Samples that need randomness seed themselves (see ``TrainDataset``), so results never depend on the
+    worker count. Batches are pinned when they are headed for CUDA.
+
+    Args:
+        dataset: a map-style dataset.
+        batch_size: samples per batch.
+        positions: the indices of ``dataset`` to load, in order.
+        workers: DataLoader processes (None: :func:`default_workers`; 0: in this process).
+        collate_fn: makes a batch of a list of samples (None: torch's default).
+        device: where batches go (pinned for CUDA); None: CUDA when there is one.
+        seed: the workers' base seed (torch seeds ``random``, numpy and torch in each worker from it).
+        drop_last: drop a last, short batch.
     """
     batches = -(-len(positions) // batch_size) if len(positions) else 0
     workers = min(resolve_workers(workers), batches)

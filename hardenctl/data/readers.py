@@ -55,6 +55,9 @@ def check_folder(root: Path) -> None:
 
     Walks the tree as timm does (every file with an image suffix counts, hidden or not); a class is
     the folder an image sits in, so an empty leaf folder is an empty class.
+
+    Args:
+        root: the directory of class folders.
     """
     loose = sorted(f for f in os.listdir(root) if (root / f).is_file() and _is_image(f))
     if loose:
@@ -80,7 +83,11 @@ def check_folder(root: Path) -> None:
 
 
 def check_tar(path: Path) -> None:
-    """The same checks on a tar's member list (headers only, no image is read)."""
+    """The same checks on a tar's member list (headers only, no image is read).
+
+    Args:
+        path: the tar of class folders.
+    """
     try:
         with tarfile.open(path) as archive:
             members = [
@@ -99,7 +106,8 @@ def check_tar(path: Path) -> None:
     images = [name for name in files if is_image(name) or name.lower().endswith(".tar")]  # child tars: timm reads them
     if not images:
         raise UserError(
-            f"no images found in {path} (expected class folders of {'/'.join(sorted(suffixes))} files: what timm reads from tars)",
+            f"no images found in {path} (expected class folders of {'/'.join(sorted(suffixes))} files: "
+            "what timm reads from tars)",
             "check the --data path",
         )
     loose = [name for name in images if "/" not in name and is_image(name)]  # a tar of tars names classes by child tar
@@ -124,7 +132,12 @@ def _parents(name: str) -> list[str]:
 
 
 def create_reader(path: Path) -> Any:
-    """timm's folder reader, or its tar reader, scanning our image suffixes and never writing a cache beside the data."""
+    """timm's folder reader, or its tar reader, scanning our image suffixes and never writing a cache beside the
+    data.
+
+    Args:
+        path: a directory or ``.tar`` of class folders (already checked).
+    """
     from timm.data.readers.reader_image_folder import ReaderImageFolder
 
     if path.is_file():
@@ -150,7 +163,11 @@ def tar_suffixes() -> set[str]:
 
 
 def labels_of(reader: Any) -> tuple[np.ndarray, list[str]]:
-    """Every sample's label and the class names, from the file list alone."""
+    """Every sample's label and the class names, from the file list alone.
+
+    Args:
+        reader: timm's folder or tar reader.
+    """
     if hasattr(reader, "class_to_idx"):  # folder
         targets = np.fromiter((t for _, t in reader.samples), dtype=np.int64, count=len(reader.samples))
         mapping = reader.class_to_idx
@@ -162,7 +179,11 @@ def labels_of(reader: Any) -> tuple[np.ndarray, list[str]]:
 
 def interleave(targets: np.ndarray) -> np.ndarray:
     """Reader indices in class-interleaved order (1st image of every class, then the 2nd, ...), so every
-    prefix ``--n`` is class-balanced instead of all of class 0."""
+    prefix ``--n`` is class-balanced instead of all of class 0.
+
+    Args:
+        targets: each reader index's class.
+    """
     order = np.argsort(targets, kind="stable")  # by class, reader (file name) order within
     sorted_targets = targets[order]
     starts = np.searchsorted(sorted_targets, sorted_targets, side="left")
@@ -171,7 +192,12 @@ def interleave(targets: np.ndarray) -> np.ndarray:
 
 
 def filename(reader: Any, index: int) -> str:
-    """The file a sample comes from, as the user can find it (``photos.tar:cat/1.jpg`` inside a tar)."""
+    """The file a sample comes from, as the user can find it (``photos.tar:cat/1.jpg`` inside a tar).
+
+    Args:
+        reader: timm's folder or tar reader.
+        index: the reader's sample index.
+    """
     if hasattr(reader, "class_to_idx"):
         return str(reader.filename(index, absolute=True))
     member, _, child = reader.samples[index]
@@ -179,7 +205,11 @@ def filename(reader: Any, index: int) -> str:
 
 
 def forget_open_tars(reader: Any) -> None:
-    """Drop the tar handles timm caches, so a forked worker opens its own instead of sharing a file offset."""
+    """Drop the tar handles timm caches, so a forked worker opens its own instead of sharing a file offset.
+
+    Args:
+        reader: timm's folder or tar reader (a folder reader has none).
+    """
     state = getattr(reader, "tar_state", None)
     states = list(state.values()) if isinstance(state, dict) else [state] if state is not None else []
     for tar_state in states:

@@ -20,7 +20,13 @@ from torch import Tensor
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 64-bit seed mixing the three (numpy's SeedSequence: nearby triples give unrelated seeds)."""
+    """A 64-bit seed mixing the three (numpy's SeedSequence: nearby triples give unrelated seeds).
+
+    Args:
+        seed: the run's seed (up to 64 bits).
+        epoch: the epoch.
+        index: the sample's index in the dataset.
+    """
     words = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch, index]).generate_state(2)
     return int(words[0]) << 32 | int(words[1])
 
@@ -30,7 +36,11 @@ def seeded(seed: int) -> Iterator[None]:
     """Seed python ``random``, numpy and torch's CPU generator; restore their states on exit.
 
     torch's own :func:`torch.random.fork_rng` saves and restores torch's streams (CPU only here: the caller's CUDA
-    streams stay untouched); timm's transforms also draw from ``random`` and numpy, which it does not cover."""
+    streams stay untouched); timm's transforms also draw from ``random`` and numpy, which it does not cover.
+
+    Args:
+        seed: the seed for all three generators (numpy gets its low 32 bits).
+    """
     saved = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)

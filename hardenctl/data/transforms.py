@@ -80,7 +80,13 @@ class EvalTransform:
 
 
 def eval_transform(config: "DataConfig", in_chans: int, dtype: torch.dtype = torch.float32) -> EvalTransform:
-    """PIL image → (in_chans, H, W) tensor as timm evaluates; float [0, 1] by default, or uint8."""
+    """PIL image → (in_chans, H, W) tensor as timm evaluates; float [0, 1] by default, or uint8.
+
+    Args:
+        config: the model's data config (input size, crop, interpolation, mean for borders).
+        in_chans: channels of the output (1 or 3).
+        dtype: ``torch.float32`` ([0, 1]) or ``torch.uint8`` (0..255).
+    """
     if dtype not in (torch.float32, torch.uint8):
         raise ValueError(f"dtype must be float32 or uint8, got {dtype}")
     return EvalTransform(config, in_chans, dtype)
@@ -100,6 +106,15 @@ def train_transform(
 
     Colour jitter is off unless asked for: adversarial-training recipes specify crop and flip only.
     Its randomness comes from python ``random``, numpy and torch: see :class:`~.training.TrainDataset`.
+
+    Args:
+        config: the model's data config (input size, interpolation, mean for borders).
+        in_chans: channels of the output (1 or 3).
+        scale: RandomResizedCrop's range of the area kept.
+        hflip: probability of a horizontal flip.
+        auto_augment: timm's auto-augment spec (``rand-m9-mstd0.5``, ...), or None.
+        color_jitter: timm's colour-jitter strength, or None for none.
+        dtype: ``torch.float32`` ([0, 1]) or ``torch.uint8`` (0..255).
     """
     from timm.data.transforms_factory import transforms_imagenet_train
     from torchvision.transforms import Compose
@@ -120,5 +135,9 @@ def train_transform(
 
 def choose_augmentation(config: "DataConfig") -> Literal["timm", "crop-flip"]:
     """``augment: auto``: timm's train transform from 64 px up, the CIFAR crop-flip below (where zooming
-    into a random 8 % of a 32 px image leaves nothing to learn from)."""
+    into a random 8 % of a 32 px image leaves nothing to learn from).
+
+    Args:
+        config: the model's data config (its input size decides).
+    """
     return "timm" if min(_size(config)) >= TIMM_AUGMENT_MIN_SIZE else "crop-flip"

@@ -55,20 +55,6 @@ def write_adversarial(
     return path
 
 
-def read_adversarial(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every saved sample: (indices, images) in index order, from the ``.npz`` files of ``directory``."""
-    indices, images = [], []
-    for path in sorted(Path(directory).glob("adv_*.npz")):
-        with np.load(path) as data:
-            indices.append(data["index"])
-            images.append(data["adversarial"])
-    if not indices:
-        return np.zeros(0, dtype=np.int64), np.zeros((0,), dtype=np.float32)
-    index, image = np.concatenate(indices), np.concatenate(images)
-    order = np.argsort(index, kind="stable")
-    return index[order], image[order]
-
-
 class AdversarialWriter(Keeper):
     """Writes the main stage's batches into ``directory`` as they finish (a keeper of :class:`EvalRunner`)."""
 

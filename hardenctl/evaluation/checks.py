@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..attacks import PGD, Attack, GradientStats
-from ..data import ArrayDataset
+from ..data import Dataset
 from ..report import Check
 from .config import EvalConfig, Progress, Transferred
 from .suite import BatchRunner, SuiteResult, SuiteRun, run_suite
@@ -111,7 +111,7 @@ def sweep_check(sweep: list[dict], n: int) -> Check:
 
 def large_eps_check(
     model: nn.Module,
-    subset: ArrayDataset,
+    subset: Dataset,
     config: EvalConfig,
     draws: int,
     device: torch.device,

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data import ArrayDataset
+from ..data import Dataset
 from ..distributed import Distributed
 from ..errors import UserError
 from ..files import FolderLock
@@ -36,7 +36,7 @@ from .watch import BufferWatch, snapshot_buffers
 
 def evaluate(
     model: nn.Module,
-    data: ArrayDataset,
+    data: Dataset,
     config: EvalConfig | None = None,
     progress: Progress | None = None,
     *,
@@ -69,7 +69,7 @@ def evaluate(
         model.train(was_training)
 
 
-def _checked_data(model: nn.Module, data: ArrayDataset) -> ArrayDataset:
+def _checked_data(model: nn.Module, data: Dataset) -> Dataset:
     if len(data) == 0:
         raise UserError(
             f"no samples to evaluate in {data.source}",
@@ -86,7 +86,7 @@ def _checked_data(model: nn.Module, data: ArrayDataset) -> ArrayDataset:
 
 def _evaluate(
     model: nn.Module,
-    data: ArrayDataset,
+    data: Dataset,
     config: EvalConfig,
     progress: Progress | None,
     dist: Distributed | None,
@@ -137,7 +137,8 @@ def _evaluate(
             if state.resumed_batches and log is not None:
                 log(f"resumed from {run.resume_dir}: {state.resumed_batches} batches were finished before")
         if run.resume_dir is not None or run.save_adversarial is not None:
-            shards.barrier()  # every process looks at the directories before any writes there (a fresh run must not see a sibling's file)
+            # every process looks at the directories before any writes there (a fresh run must not see a sibling's file)
+            shards.barrier()
         stages = Stages(
             model,
             data,
@@ -156,7 +157,7 @@ def _evaluate(
 def _batch_size(
     model: nn.Module,
     probe: torch.Tensor,
-    data: ArrayDataset,
+    data: Dataset,
     config: EvalConfig,
     device: torch.device,
     shards: Shards,
@@ -178,14 +179,15 @@ def _batch_size(
 
 def resume_key(
     model: nn.Module,
-    data: ArrayDataset,
+    data: Dataset,
     config: EvalConfig,
     attacks: list,
     draws: int,
     device: torch.device,
     save_adversarial: bool,
 ) -> dict:
-    """What a saved evaluation state must have been made with to be resumed: everything that decides a batch's result."""
+    """What a saved evaluation state must have been made with to be resumed: everything that decides a batch's
+    result."""
     info = getattr(model, "info", None)
     source = config.attack_model
     key = {

@@ -139,7 +139,8 @@ def read_state(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a hardenctl evaluation state", "remove it, or pass another --resume-dir")
     if state.get("version") != STATE_VERSION:
         raise UserError(
-            f"{path} is a version {state.get('version')} evaluation state; this hardenctl reads version {STATE_VERSION}",
+            f"{path} is a version {state.get('version')} evaluation state; "
+            f"this hardenctl reads version {STATE_VERSION}",
             "rerun without --resume into an empty --resume-dir",
         )
     return state
@@ -221,12 +222,3 @@ def batch_numbers(path: str | Path) -> dict[str, list[int]]:
         stage: packed["number"].tolist() if packed else []
         for stage, packed in read_state(path).get("stages", {}).items()
     }
-
-
-def finished_batches(directory: str | Path) -> dict[str, int]:
-    """Finished batches per stage over every state file of ``directory`` (for progress, and tests that poll it)."""
-    counts: dict[str, set[int]] = {}
-    for path in state_files(directory):
-        for stage, numbers in batch_numbers(path).items():
-            counts.setdefault(stage, set()).update(numbers)
-    return {stage: len(numbers) for stage, numbers in counts.items()}

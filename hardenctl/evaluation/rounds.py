@@ -89,7 +89,8 @@ class Tracker:
         return cs.mean_cut(decision.threshold, basis, sequence.population)
 
     def update(self, ids: Tensor, clean: Tensor, robust: Tensor) -> None:
-        """One round: the images ``ids`` (evaluated-set indices, in evaluation order) and their clean and robust results."""
+        """One round: the images ``ids`` (evaluated-set indices, in evaluation order) and their clean and robust
+        results."""
         for quantity, sequence in self.sequences.items():
             values = self._values(quantity, ids, clean, robust)
             if isinstance(sequence, cs.BinaryWoRCS):

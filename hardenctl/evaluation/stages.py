@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from ..data import ArrayDataset
+from ..data import Dataset
 from ..report import SCHEMA_VERSION, Report
 from ..version import __version__
 from .checks import buffers_check, large_eps_check, suite_checks, sweep_check
@@ -33,7 +33,7 @@ class Stages:
     notes go, the batch runner, the main suite's run and whether the model is randomised."""
 
     model: nn.Module
-    data: ArrayDataset
+    data: Dataset
     config: EvalConfig
     progress: Progress | None
     runner: EvalRunner
@@ -42,7 +42,7 @@ class Stages:
     log: Callable[[str], None] | None = None
 
 
-def _main_stage(stages: Stages) -> tuple[SuiteResult, ArrayDataset, list[int] | None, dict | None]:
+def _main_stage(stages: Stages) -> tuple[SuiteResult, Dataset, list[int] | None, dict | None]:
     """The suite on every image, or (``--sequential``) round by round until every gate is decided. Returns the result
     and the images it covers in index order, their indices in the data (None: all) and the sequential section."""
     st, plan = stages, stages.config.sequential
@@ -54,7 +54,7 @@ def _main_stage(stages: Stages) -> tuple[SuiteResult, ArrayDataset, list[int] | 
         if hasattr(keeper, "sample_ids"):
             keeper.sample_ids = order
 
-    def prefix(images: ArrayDataset, ids: torch.Tensor, label: str) -> SuiteResult:
+    def prefix(images: Dataset, ids: torch.Tensor, label: str) -> SuiteResult:
         return run_suite(st.model, images, st.suite, st.progress, "attacks", st.runner, sample_ids=ids, label=label)
 
     round_size = st.suite.batch_size * st.runner.shards.dist.world_size  # one batch per process and round
@@ -112,7 +112,7 @@ def _sweep(st: Stages, main: SuiteResult, robust_accuracy: float, n: int) -> lis
     return sweep
 
 
-def _extra(st: Stages, main: SuiteResult, evaluated: ArrayDataset) -> dict:
+def _extra(st: Stages, main: SuiteResult, evaluated: Dataset) -> dict:
     """Sections beside the numbers: a composite model's own, the transfer note, the protected classes'."""
     config, extra = st.config, {}
     describe = getattr(st.model, "report_section", None)  # e.g. AToP's composite: its transform, and fixed or random
@@ -146,7 +146,7 @@ def _extra(st: Stages, main: SuiteResult, evaluated: ArrayDataset) -> dict:
 
 
 def _report(
-    st: Stages, main: SuiteResult, evaluated: ArrayDataset, index: list[int] | None, counts: dict, checks: list
+    st: Stages, main: SuiteResult, evaluated: Dataset, index: list[int] | None, counts: dict, checks: list
 ) -> Report:
     """The Report of the images evaluated (all of them, or a sequential run's), described by the whole data's digest."""
     config, n = st.config, len(evaluated)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..attacks import PGD, Attack, AttackWork, GradientStats
 from ..attacks.streams import SampleStreams
-from ..data import ArrayDataset
+from ..data import Dataset
 from ..heap import release_free_memory
 from .config import Progress
 
@@ -133,7 +133,8 @@ class BatchRunner:
         return list(range(batches)), []
 
     def finished(self, stage: str, result: BatchResult, x: Tensor, y: Tensor, worst: Tensor) -> None:
-        """After each batch run here: ``x``, ``y`` the clean batch, ``worst`` the point each sample was last scored at."""
+        """After each batch run here: ``x``, ``y`` the clean batch, ``worst`` the point each sample was last scored
+        at."""
 
     def merge(self, stage: str, results: list[BatchResult]) -> list[BatchResult]:
         """Every batch of the run, this process's ``results`` included."""
@@ -183,7 +184,8 @@ def _check_bounds(x_adv: Tensor, x: Tensor, eps: float, norm: str, result: Batch
 @dataclass(frozen=True)
 class SuiteRun:
     """How one suite runs: ``attacks`` at one ``eps`` and ``norm``, in batches of ``batch_size`` seeded from ``seed``,
-    re-scored with ``draws`` EOT draws, on ``device``."""
+    re-scored with ``draws`` EOT draws, on ``device``. ``release_memory`` gives the C heap's free pages back before
+    and after every batch (:func:`~hardenctl.heap.release_free_memory`; passed in so a test can see where)."""
 
     attacks: Sequence[Attack]
     eps: float
@@ -192,11 +194,12 @@ class SuiteRun:
     seed: int = 0
     draws: int = 1
     device: torch.device = torch.device("cpu")
+    release_memory: Callable[[], object] = release_free_memory
 
 
 def run_suite(
     model: nn.Module,
-    data: ArrayDataset,
+    data: Dataset,
     run: SuiteRun,
     progress: Progress | None = None,
     stage: str = "attack",
@@ -208,9 +211,9 @@ def run_suite(
     """Clean and worst-case robust correctness per sample for one ε; ``runner`` says which batches run here and
     what is kept after each (None: every batch here, nothing kept).
 
-    ``sample_ids`` (``--sequential``): each row's index in the evaluated set; the attacks then draw from each image's own
-    random stream (:mod:`hardenctl.attacks.streams`), so an image's outcome does not depend on its batch. ``label``:
-    what progress calls the stage (default ``stage``, which also names the batches in a saved state).
+    ``sample_ids`` (``--sequential``): each row's index in the evaluated set; the attacks then draw from each image's
+    own random stream (:mod:`hardenctl.attacks.streams`), so an image's outcome does not depend on its batch.
+    ``label``: what progress calls the stage (default ``stage``, which also names the batches in a saved state).
     """
     n, size = len(data), run.batch_size
     runner, shown = runner or BatchRunner(), label or stage
@@ -223,7 +226,7 @@ def run_suite(
     if progress and todo:
         progress(shown, finished, total)  # the stage starts now (a log prints it; its clock starts here)
     for number, x, y in _batches(data, size, todo):
-        release_free_memory()  # the heap pages decoding this batch freed (see hardenctl/heap.py: peak memory flat in n)
+        run.release_memory()  # the heap pages decoding this batch freed (see hardenctl/heap.py: peak memory flat in n)
 
         def attack_done(
             name: str, robust: int, finished: int = finished, number: int = number, count: int = len(y)
@@ -242,7 +245,7 @@ def run_suite(
         runner.finished(key, batch, x, y, worst)
         done.append(batch)
         del x, y, worst  # freed before the next batch is decoded, not after
-        release_free_memory()  # and those the attacks freed
+        run.release_memory()  # and those the attacks freed
         finished += len(batch)
         if progress:
             progress(shown, finished, total)
@@ -253,7 +256,7 @@ def run_suite(
     return result
 
 
-def _batches(data: ArrayDataset, batch_size: int, numbers: Sequence[int]) -> Iterator[tuple[int, Tensor, Tensor]]:
+def _batches(data: Dataset, batch_size: int, numbers: Sequence[int]) -> Iterator[tuple[int, Tensor, Tensor]]:
     """``(batch number, x, y)`` for the given batch numbers (increasing), decoding only those."""
     if not numbers:
         return

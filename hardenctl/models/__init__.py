@@ -1,9 +1,10 @@
 """Models: checkpoint I/O, the data config that travels with a model, and the normalised classifier.
 
-``metadata`` parses what exporters write, ``data_config`` resolves how images are prepared (both without
-torch, so the CLI can check flags before importing it), ``sources`` finds files, folders and hf-hub models,
-``checkpoint`` reads files without unpickling code, ``classifier`` is the [0, 1]-pixel wrapper every attack
-sees, ``load`` builds timm models and saves them. Names are imported on first use.
+``metadata`` parses what exporters write (``declared`` says which parser reads which key), ``data_config``
+resolves how images are prepared (all without torch, so the CLI can check flags before importing it),
+``sources`` finds files, folders and hf-hub models, ``checkpoint`` reads files without unpickling code,
+``classifier`` is the [0, 1]-pixel wrapper every attack sees, ``load`` builds timm models and saves them. Names are
+imported on first use.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 _EXPORTS = {
     "TORCH_SUFFIXES": "checkpoint",
-    "read_checkpoint": "checkpoint",
     "ImageClassifier": "classifier",
     "ModelInfo": "classifier",
     "wrap_model": "classifier",
@@ -25,7 +25,7 @@ _EXPORTS = {
     "save_model": "save",
     "timm_cfg": "load",
     "write_config_json": "save",
-    "parse_metadata": "metadata",
+    "parse_metadata": "declared",
     "ModelSource": "sources",
     "resolve_source": "sources",
 }

@@ -57,25 +57,43 @@ def _replace(parent: nn.Module, wrap: bool) -> int:
 
 
 def add_aux_bn(model: nn.Module) -> int:
-    """Give every BatchNorm an auxiliary twin (in place); returns how many. 0 for BN-free models (e.g. ViTs)."""
+    """Give every BatchNorm an auxiliary twin (in place); returns how many. 0 for BN-free models (e.g. ViTs).
+
+    Args:
+        model: the network whose BatchNorm layers get twins.
+    """
     if any(isinstance(m, DualBatchNorm) for m in model.modules()):
         return 0  # already converted (e.g. prepare called twice)
     return _replace(model, wrap=True)
 
 
 def remove_aux_bn(model: nn.Module) -> nn.Module:
-    """Drop the auxiliary twins (in place), leaving the original modules and state-dict keys."""
+    """Drop the auxiliary twins (in place), leaving the original modules and state-dict keys.
+
+    Args:
+        model: a network :func:`add_aux_bn` changed.
+    """
     _replace(model, wrap=False)
     return model
 
 
 def dual_bn_layers(model: nn.Module) -> list[DualBatchNorm]:
+    """The :class:`DualBatchNorm` layers of ``model``, in module order.
+
+    Args:
+        model: any network.
+    """
     return [m for m in model.modules() if isinstance(m, DualBatchNorm)]
 
 
 @contextlib.contextmanager
 def bn_route(model: nn.Module, route: str) -> Iterator[None]:
-    """Route every twin in ``model`` to ``main`` or ``aux`` inside the block, then restore."""
+    """Route every twin in ``model`` to ``main`` or ``aux`` inside the block, then restore.
+
+    Args:
+        model: a network with twins (none: nothing to route).
+        route: ``main`` or ``aux``.
+    """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     layers = dual_bn_layers(model)

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError, missing_file
-from .metadata import decode_value
 
 TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".ckpt")
 
@@ -79,7 +78,12 @@ RESAVE = (
 
 def refused_globals(path: Path, exc: Exception) -> list[str]:
     """The ``module.name`` globals a pickled checkpoint would import, as far as they can be told without running it:
-    the one torch refused (named in its message), else torch's own scan of the file."""
+    the one torch refused (named in its message), else torch's own scan of the file.
+
+    Args:
+        path: the checkpoint.
+        exc: what ``torch.load(weights_only=True)`` raised.
+    """
     named = re.findall(r"GLOBAL (\S+) was not an allowed global", str(exc))
     if named:
         return named
@@ -92,7 +96,12 @@ def refused_globals(path: Path, exc: Exception) -> list[str]:
 
 def refused_pickle(path: Path, exc: Exception) -> UserError:
     """The one-line refusal of a checkpoint that needs code to load: which global it would import, and how to
-    re-save it as plain weights."""
+    re-save it as plain weights.
+
+    Args:
+        path: the checkpoint.
+        exc: what ``torch.load(weights_only=True)`` raised.
+    """
     names = [(name if name.isprintable() else ascii(name)[1:-1])[:80] for name in refused_globals(path, exc)]
     what = (
         f"would import {names[0]}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
@@ -122,26 +131,23 @@ def train_args(args: Any) -> dict[str, Any]:
     """The preprocessing settings a timm ``train.py`` checkpoint stores in its ``args`` (a Namespace or dict).
 
     Unset values (None, '') are dropped, so only what the training run declared is used.
+
+    Args:
+        args: the checkpoint's ``args`` entry.
     """
     values = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
     return {key: values[key] for key in TRAIN_ARGS if values.get(key) not in (None, "", [], ())}
 
 
 def read_raw(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Weights (wrapper prefixes removed) and the metadata exactly as the file stores it."""
+    """Weights (wrapper prefixes removed) and the metadata exactly as the file stores it.
+
+    Args:
+        path: a ``.safetensors`` file or a torch checkpoint (never unpickled).
+    """
     if not path.is_file():
         raise missing_file(path, "checkpoint")
     state, meta = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
     from timm.models import clean_state_dict  # timm's own rule for DDP's module. and torch.compile's _orig_mod.
 
     return clean_state_dict(state) if state else state, meta
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Weights and metadata of a checkpoint, prefixes from DDP/compile wrappers removed.
-
-    Metadata values that are JSON are decoded, the rest stay strings; nothing is validated
-    here (:func:`parse_metadata` does that for the keys hardenctl uses).
-    """
-    state, raw = read_raw(Path(path))
-    return state, {key: decode_value(value) for key, value in raw.items()}

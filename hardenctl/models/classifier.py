@@ -78,6 +78,16 @@ def wrap_model(
 
     The data config is resolved as loading does, the architecture's timm ``pretrained_cfg`` filling crop_pct,
     interpolation and crop mode, so the model prepares images the same way before and after a save.
+
+    Args:
+        net: the timm network (taking normalised input).
+        arch: its timm architecture name.
+        num_classes: classes of its head.
+        mean: normalisation mean, one value per channel.
+        std: normalisation std, one value per channel.
+        in_chans: input channels.
+        input_size: (H, W) the model was trained at, if declared.
+        source: what the data config records as where the declared values came from.
     """
     declared = {"mean": tuple(mean), "std": tuple(std), "input_size": tuple(input_size) if input_size else None}
     arch_cfg = getattr(net, "pretrained_cfg", None) or {}

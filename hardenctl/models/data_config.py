@@ -26,9 +26,9 @@ DEFAULT_CROP_PCT = 0.875  # timm's DEFAULT_CROP_PCT: what timm uses when nothing
 @dataclass
 class DataConfig:
     """``input_size`` is (H, W); ``crop_pct`` None means "not declared": photos get the architecture's default
-    (what timm's ``validate.py`` uses), in-memory arrays already at the input size are used as they are. ``sources`` maps each field to where it
-    came from: ``checkpoint``, ``train.py args``, ``config.json``, ``cli``, ``cli (overrides <source>)``,
-    ``data``, ``timm pretrained_cfg of <arch>``."""
+    (what timm's ``validate.py`` uses), in-memory arrays already at the input size are used as they are.
+    ``sources`` maps each field to where it came from: ``checkpoint``, ``train.py args``, ``config.json``, ``cli``,
+    ``cli (overrides <source>)``, ``data``, ``timm pretrained_cfg of <arch>``."""
 
     input_size: tuple[int, int] | None = None
     interpolation: str = "bilinear"
@@ -92,6 +92,12 @@ MIN_CROP_PCT = 0.05  # a smaller crop_pct resizes the short side past 20x the in
 
 
 def check_crop_pct(value: float, where: str = "--crop-pct") -> float:
+    """``value`` as a float when it is a usable ``crop_pct``, else a one-line error.
+
+    Args:
+        value: the fraction of the resized image the centre crop keeps.
+        where: the flag or key, as the error names it.
+    """
     if not (MIN_CROP_PCT <= float(value) <= 1):
         raise UserError(
             f"{where} must be in [{MIN_CROP_PCT}, 1], got {value}", "pass e.g. --crop-pct 0.875 (1.0: no crop)"
@@ -100,12 +106,24 @@ def check_crop_pct(value: float, where: str = "--crop-pct") -> float:
 
 
 def check_interpolation(value: str, where: str = "--interpolation") -> str:
+    """``value`` when it is one of timm's interpolations, else a one-line error.
+
+    Args:
+        value: ``bilinear``, ``bicubic``, ... (see :data:`INTERPOLATIONS`).
+        where: the flag or key, as the error names it.
+    """
     if value not in INTERPOLATIONS:
         raise UserError(f"{where}: unknown interpolation {value!r}", f"use one of {', '.join(INTERPOLATIONS)}")
     return value
 
 
 def check_crop_mode(value: str, where: str = "--crop-mode") -> str:
+    """``value`` when it is one of timm's crop modes, else a one-line error.
+
+    Args:
+        value: ``center``, ``squash`` or ``border``.
+        where: the flag or key, as the error names it.
+    """
     if value not in CROP_MODES:
         raise UserError(f"{where}: unknown crop mode {value!r}", f"use one of {', '.join(CROP_MODES)}")
     return value
@@ -123,7 +141,12 @@ def _size(value: Any) -> tuple[int, int] | None:
 def declared_values(
     declared: list[tuple[str, Mapping[str, Any]]], flags: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """What was declared and by whom: layers ``[(source, values), ...]`` (first wins), flags on top."""
+    """What was declared and by whom: layers ``[(source, values), ...]`` (first wins), flags on top.
+
+    Args:
+        declared: ``[(source, values), ...]``, the first layer that sets a field wins.
+        flags: values given on the command line (None: not given).
+    """
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, layer in declared:
@@ -139,7 +162,11 @@ def declared_values(
 
 def timm_defaults(arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What timm's own ``resolve_data_config`` makes of the architecture's ``pretrained_cfg`` with nothing
-    declared: the values everything undeclared falls back to (timm's rules and defaults, not a copy of them)."""
+    declared: the values everything undeclared falls back to (timm's rules and defaults, not a copy of them).
+
+    Args:
+        arch_cfg: the architecture's ``pretrained_cfg`` (empty: timm's defaults).
+    """
     from timm.data import resolve_data_config as timm_resolve_data_config
     from timm.models import PretrainedCfg
 
@@ -156,6 +183,12 @@ def build_data_config(
 
     ``input_size`` and ``crop_pct`` stay None when nobody declared them (timm's values are kept as the
     defaults): the caller decides with the data (arrays at one shared size are used as they are).
+
+    Args:
+        declared: ``[(source, values), ...]``, the first layer that sets a field wins.
+        flags: values given on the command line (None: not given).
+        arch_cfg: the architecture's ``pretrained_cfg`` (empty: timm's defaults).
+        arch: the architecture's name, as the sources record it.
     """
     values, sources = declared_values(declared, flags)
     defaults = timm_defaults(arch_cfg)

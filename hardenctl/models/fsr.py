@@ -48,6 +48,11 @@ def gumbel_sigmoid_mask(logits: Tensor, tau: float, stochastic: bool) -> Tensor:
     """Soft mask from S's output (the logit of s): σ((logit + g₁ − g₂)/τ), noise only when ``stochastic``.
 
     Without noise this is s^{1/τ} / (s^{1/τ} + (1−s)^{1/τ}) with s = σ(logit). Computed in float32.
+
+    Args:
+        logits: S's output.
+        tau: the temperature τ.
+        stochastic: add the Gumbel noise (training) or not (evaluation).
     """
     logits = logits.float()
     if stochastic:
@@ -174,7 +179,11 @@ def _feature_dicts(net: nn.Module) -> list[dict[str, Any]]:
 
 
 def fsr_stages(net: nn.Module) -> list[str]:
-    """Names of the stages FSR can follow: the modules of timm's ``feature_info``, in order."""
+    """Names of the stages FSR can follow: the modules of timm's ``feature_info``, in order.
+
+    Args:
+        net: a timm network.
+    """
     names: list[str] = []
     for d in _feature_dicts(net):
         if d["module"] not in names:
@@ -187,7 +196,12 @@ def _stage_channels(net: nn.Module) -> dict[str, int]:
 
 
 def resolve_stages(net: nn.Module, stages: str | Iterable[str]) -> list[str]:
-    """Stage names checked against ``feature_info`` (``last`` → the last one), duplicates dropped, in network order."""
+    """Stage names checked against ``feature_info`` (``last`` → the last one), duplicates dropped, in network order.
+
+    Args:
+        net: a timm network.
+        stages: stage names (or ``last``), one or several.
+    """
     valid = fsr_stages(net)
     if not valid:
         raise UserError(
@@ -209,12 +223,20 @@ def resolve_stages(net: nn.Module, stages: str | Iterable[str]) -> list[str]:
 
 
 def fsr_modules(model: nn.Module) -> list[FSRModule]:
-    """The FSR modules of ``model`` (any wrapper: ImageClassifier, DDP, the bare net), in order."""
+    """The FSR modules of ``model`` (any wrapper: ImageClassifier, DDP, the bare net), in order.
+
+    Args:
+        model: any model.
+    """
     return [m for m in model.modules() if isinstance(m, FSRModule)]
 
 
 def fsr_inserted(net: nn.Module) -> dict[str, FSRModule]:
-    """Stage name → FSR module for every :class:`FSRStage` in ``net``."""
+    """Stage name → FSR module for every :class:`FSRStage` in ``net``.
+
+    Args:
+        net: a timm network.
+    """
     return {name: m.fsr for name, m in net.named_modules() if isinstance(m, FSRStage)}
 
 
@@ -238,17 +260,25 @@ def insert_fsr(
     """Put an :class:`FSRModule` after each named stage of a timm ``net`` (in place); returns the stage names.
 
     A stage that already has one keeps it (its ``hidden``/``tau``/classes must then match). New modules
-    are initialised in network order from one generator seeded with ``seed`` (the harden run's ``--seed``:
-    the same seed gives the same modules, another seed others, and the global RNG is left alone), placed
-    on the network's device and dtype, and follow its train/eval mode. ``zero_init_recalibration`` zeroes R's last conv:
-    the module then starts as the identity (our option for pretrained backbones; the paper trains from scratch).
+    are initialised in network order from one seeded generator, placed on the network's device and dtype,
+    and follow its train/eval mode.
+
+    Args:
+        net: a timm network with ``feature_info``.
+        stages: stage names (or ``last``), one or several.
+        num_classes: classes of the network's head (the modules' auxiliary head has as many).
+        hidden: channels of the hidden layers of S and R.
+        tau: the Gumbel-sigmoid temperature.
+        zero_init_recalibration: zero R's last conv, so the module starts as the identity (our option for
+            pretrained backbones; the paper trains from scratch).
+        seed: the harden run's ``--seed``: the same seed gives the same modules, another seed others, and the
+            global RNG is left alone.
     """
     names = resolve_stages(net, stages)
     channels = _stage_channels(net)
-    device, dtype = _placement(net)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        _insert_seeded(net, names, channels, num_classes, hidden, tau, zero_init_recalibration, device, dtype)
+        _insert_seeded(net, names, channels, num_classes, hidden, tau, zero_init_recalibration, _placement(net))
     return names
 
 
@@ -260,10 +290,11 @@ def _insert_seeded(
     hidden: int,
     tau: float,
     zero_init_recalibration: bool,
-    device: torch.device,
-    dtype: torch.dtype,
+    placement: tuple[torch.device, torch.dtype],
 ) -> None:
-    """:func:`insert_fsr`'s loop, drawing new weights from the (already seeded) global RNG."""
+    """:func:`insert_fsr`'s loop, drawing new weights from the (already seeded) global RNG; new modules go to
+    ``placement`` (the network's device and dtype)."""
+    device, dtype = placement
     for name in names:
         current = net.get_submodule(name)
         if isinstance(current, FSRStage):
@@ -285,7 +316,11 @@ def _insert_seeded(
 
 
 def fsr_metadata(net: nn.Module) -> dict[str, Any] | None:
-    """What :func:`restore_fsr` needs to rebuild the inserted modules (saved under ``hardenctl.fsr``)."""
+    """What :func:`restore_fsr` needs to rebuild the inserted modules (saved under ``hardenctl.fsr``).
+
+    Args:
+        net: a timm network, FSR modules inserted or not.
+    """
     inserted = fsr_inserted(net)
     if not inserted:
         return None
@@ -300,7 +335,13 @@ def fsr_metadata(net: nn.Module) -> dict[str, Any] | None:
 
 
 def restore_fsr(net: nn.Module, meta: Any, num_classes: int) -> list[str]:
-    """Insert the FSR modules a checkpoint's metadata names, before its weights are loaded."""
+    """Insert the FSR modules a checkpoint's metadata names, before its weights are loaded.
+
+    Args:
+        net: the timm network the checkpoint's weights are for.
+        meta: the checkpoint's ``hardenctl.fsr`` metadata (checked here).
+        num_classes: classes of the network's head.
+    """
     fix = "re-export the model with hardenctl harden --recipe fsr"
     if not isinstance(meta, Mapping):
         raise UserError(f"the checkpoint's FSR metadata is malformed ({meta!r:.80})", fix)

@@ -80,7 +80,11 @@ def describe_model(path: str | Path, options: ModelOptions | None = None) -> dic
 
 
 def describe_lines(description: Mapping[str, Any]) -> list[str]:
-    """:func:`describe_model`'s dict as plain text lines (for the CLI's console output)."""
+    """:func:`describe_model`'s dict as plain text lines (for the CLI's console output).
+
+    Args:
+        description: what :func:`describe_model` returned.
+    """
     d = description
     params = d["parameters"]
     size = "x".join(str(v) for v in d["input_size"]) if d["input_size"] else "not declared"
@@ -99,7 +103,8 @@ def describe_lines(description: Mapping[str, Any]) -> list[str]:
             if m["kind"] == "atop purifier":
                 t = m["transform"]
                 lines.append(
-                    f"  AToP purifier at the input: U-Net width {m['width']}, depth {m['depth']}, {m['parameters']:,} parameters; "
+                    f"  AToP purifier at the input: U-Net width {m['width']}, depth {m['depth']}, "
+                    f"{m['parameters']:,} parameters; "
                     f"random transform {', '.join(f'{k} {v}' for k, v in t.items())} (randomised: evaluated with EOT)"
                 )
                 continue

@@ -15,13 +15,18 @@ from ..options import ModelOptions
 from .checkpoint import read_raw
 from .classifier import ImageClassifier, ModelInfo
 from .data_config import DataConfig, build_data_config
-from .metadata import is_declared, parse_label_names, parse_metadata, parse_pretrained_cfg, parse_train_args, shown
+from .declared import parse_metadata, parse_pretrained_cfg, parse_train_args
+from .metadata import is_declared, parse_label_names, shown
 from .sources import resolve_source
 from .surgery import check_surgery
 
 
 def timm_cfg(arch: str):
-    """timm's pretrained config for ``arch`` (classifier/first-conv names, mean, std)."""
+    """timm's pretrained config for ``arch`` (classifier/first-conv names, mean, std).
+
+    Args:
+        arch: a timm architecture name.
+    """
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch}*")[:5]
         hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
@@ -45,9 +50,15 @@ def create_timm_model(
 ) -> nn.Module:
     """``timm.create_model`` without pretrained weights; ``img_size`` only for models that take it.
 
-    ``model_args`` (a model folder's, as timm's ``local-dir:`` loading passes them) build the network timm builds
-    from that folder: a ViT saved at ``img_size`` 32 is rebuilt at 32 even where its ``pretrained_cfg`` names
-    another input size."""
+    Args:
+        arch: a timm architecture name.
+        num_classes: classes of the head.
+        in_chans: input channels.
+        input_size: (H, W) passed as ``img_size`` to models that take one (ViTs); None: the architecture's own.
+        model_args: a model folder's, as timm's ``local-dir:`` loading passes them: they build the network timm
+            builds from that folder (a ViT saved at ``img_size`` 32 is rebuilt at 32 even where its
+            ``pretrained_cfg`` names another input size).
+    """
     kwargs: dict[str, Any] = {
         k: v for k, v in (model_args or {}).items() if k not in ("num_classes", "in_chans", "pretrained")
     }
@@ -269,7 +280,11 @@ def _restore_surgery(
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → first CUDA device if present, else CPU; a CUDA request without CUDA is an error."""
+    """``auto`` → first CUDA device if present, else CPU; a CUDA request without CUDA is an error.
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -282,5 +297,3 @@ def resolve_device(name: str = "auto") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"device {name} does not exist ({torch.cuda.device_count()} GPUs)", "pick a smaller index")
     return device
-
-

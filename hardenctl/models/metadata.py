@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import UserError
-from .data_config import CROP_MODES, FIELDS, INTERPOLATIONS, MIN_CROP_PCT
+from .data_config import MIN_CROP_PCT
 
 # safetensors header values are strings. hardenctl writes JSON ("[0.3]", "10", "true"), but other
 # exporters write "0.485,0.456,0.406", "(0.5, 0.5, 0.5)", "[0.5 0.5 0.5]", "3.0" or "True". Each
@@ -48,7 +48,12 @@ _EXAMPLES = {
 
 
 def shown(value: Any, limit: int = 60) -> str:
-    """``repr`` of a value, cut to ``limit`` characters: an error stays one readable line."""
+    """``repr`` of a value, cut to ``limit`` characters: an error stays one readable line.
+
+    Args:
+        value: anything.
+        limit: characters kept.
+    """
     text = repr(value)
     if len(text) > limit:  # keep a string's closing quote: '9999...'
         text = text[: limit - 4] + "..." + (text[-1] if isinstance(value, str) else "")
@@ -67,6 +72,9 @@ def decode_value(value: Any) -> Any:
 
     Never raises: a huge integer (ValueError past Python's digit limit) or a deeply nested
     array (RecursionError) is just "not JSON" here, for the parsers to reject.
+
+    Args:
+        value: a header value (a string, or already decoded).
     """
     if not isinstance(value, str):
         return value
@@ -77,7 +85,11 @@ def decode_value(value: Any) -> Any:
 
 
 def is_declared(value: Any) -> bool:
-    """False for the ways exporters write "not set": absent, "", "null", "None" (Python's str(None))."""
+    """False for the ways exporters write "not set": absent, "", "null", "None" (Python's str(None)).
+
+    Args:
+        value: a metadata value.
+    """
     if value is None:
         return False
     return not (isinstance(value, str) and value.strip().lower() in ("", "null", "none"))
@@ -159,6 +171,11 @@ def parse_float_list(key: str, value: Any, positive: bool = False) -> tuple[floa
 
     Finite values only, also once stored as float32 (the model's buffers: 1e39 would become inf),
     and for ``std`` strictly positive there too (1e-320 would become 0): normalising divides by it.
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
+        positive: refuse zero and negative values (``std``).
     """
     numbers = _numbers(value)
     if numbers is None:
@@ -175,6 +192,11 @@ def parse_int(key: str, value: Any, maximum: int) -> int:
 
     Exporters stringify ints through floats; a fractional, non-finite or absurd value is an error
     rather than a model built with the wrong head.
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
+        maximum: the largest value accepted.
     """
     number = _whole(decode_value(value))
     if number is None or not 1 <= number <= maximum:
@@ -187,6 +209,10 @@ def parse_input_size(key: str, value: Any) -> tuple[int, int]:
     "HxW" as ``--input-size`` takes it.
 
     Only the spatial size matters to hardenctl (channels come from ``in_chans`` and the weights).
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
     """
     text = value
     if isinstance(value, str) and re.fullmatch(r"\s*\d+(\s*[xX]\s*\d+){1,2}\s*", value):
@@ -205,6 +231,10 @@ def parse_bool(key: str, value: Any) -> bool:
     """``randomized``: JSON true/false, or the strings true/false/1/0 in any case ("True" from Python).
 
     ``bool("false")`` is True, so a string is never just cast.
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
     """
     decoded = decode_value(value)
     if isinstance(decoded, bool):
@@ -220,6 +250,10 @@ def parse_arch(key: str, value: Any) -> str:
     """``arch``: a timm model name, a plain or JSON-quoted string; whether timm knows it is checked later.
 
     Anything else (a number, a list, text with spaces or control characters) cannot name a model.
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
     """
     decoded = decode_value(value)
     if isinstance(decoded, str):
@@ -230,7 +264,13 @@ def parse_arch(key: str, value: Any) -> str:
 
 
 def parse_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
-    """``interpolation`` / ``crop_mode``: one of timm's names, plain or JSON-quoted."""
+    """``interpolation`` / ``crop_mode``: one of timm's names, plain or JSON-quoted.
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
+        choices: the names accepted.
+    """
     decoded = decode_value(value)
     if isinstance(decoded, str) and decoded.strip().lower() in choices:
         return decoded.strip().lower()
@@ -242,6 +282,10 @@ def parse_crop_pct(key: str, value: Any) -> float:
 
     Images are resized to ``size / crop_pct`` first: 1e-300 asked for a resize past any integer (a crash), and
     no model is trained on a crop of less than a twentieth of its image.
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
     """
     numbers = _numbers(value)
     if numbers is None or len(numbers) != 1 or not (MIN_CROP_PCT <= numbers[0] <= 1):
@@ -254,6 +298,9 @@ def name_problem(name: Any) -> str | None:
 
     Names are printed on one line in every report and written to UTF-8 files: a string, not blank, of reasonable
     length, without control characters, line breaks or lone surrogates (which no UTF-8 file can hold).
+
+    Args:
+        name: a would-be class name (any value).
     """
     if not isinstance(name, str):
         return "is not a string"
@@ -269,6 +316,10 @@ def parse_label_names(key: str, value: Any) -> list[str]:
     """``label_names``: a JSON list of strings (what hardenctl and timm write) or comma-separated names.
 
     A JSON number is not a name: a list of ids instead of names is an exporter's mistake, said rather than guessed.
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
     """
     decoded = decode_value(value)
     if isinstance(decoded, str):
@@ -306,6 +357,10 @@ def parse_section(key: str, value: Any) -> dict[str, Any]:
     reads. The section is copied into models hardened from this one and shown by ``hardenctl info``, so it must stay
     JSON (finite numbers, bounded depth and size). The modules its ``fsr`` and ``atop`` parts rebuild are checked by
     :func:`hardenctl.models.surgery.check_surgery`; other keys in it are kept, unread.
+
+    Args:
+        key: the metadata key, as errors name it.
+        value: what the file stores: a JSON-decoded value or the raw header string.
     """
     if not is_declared(value):
         return {}
@@ -322,53 +377,3 @@ def parse_section(key: str, value: Any) -> dict[str, Any]:
     if problem is not None:
         raise UserError(f"checkpoint metadata {key!r} is a JSON object {problem}", SECTION_FIX)
     return decoded
-
-
-PARSERS: dict[str, Callable[[str, Any], Any]] = {  # the one table: header metadata, train.py args, config.json
-    "arch": parse_arch,
-    "num_classes": lambda key, value: parse_int(key, value, MAX_NUM_CLASSES),
-    "in_chans": lambda key, value: parse_int(key, value, MAX_IN_CHANS),
-    "input_size": parse_input_size,
-    "mean": parse_float_list,
-    "std": lambda key, value: parse_float_list(key, value, positive=True),
-    "randomized": parse_bool,
-    "interpolation": lambda key, value: parse_choice(key, value, INTERPOLATIONS),
-    "crop_mode": lambda key, value: parse_choice(key, value, CROP_MODES),
-    "crop_pct": parse_crop_pct,
-    "label_names": parse_label_names,
-}
-
-
-def parse_values(raw: Mapping[str, Any], keys: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
-    """``keys`` that ``raw`` declares, each through its parser (named ``prefix + key`` in errors)."""
-    return {key: PARSERS[key](prefix + key, raw[key]) for key in keys if key in raw and is_declared(raw[key])}
-
-
-def parse_metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings a checkpoint declares, checked: only declared keys, unknown keys dropped."""
-    meta = parse_values(raw, tuple(PARSERS))
-    if "hardenctl" in raw:
-        meta["hardenctl"] = parse_section("hardenctl", raw["hardenctl"])
-    return meta
-
-
-def parse_train_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """A timm ``train.py`` run's stored preprocessing (``img_size``/``input_size``, ``crop_pct``, ``interpolation``,
-    ``mean``, ``std``) as data-config values, each checked like header metadata (named ``args.KEY`` in errors)."""
-    layer: dict[str, Any] = {}
-    size = args.get("input_size") if args.get("input_size") is not None else args.get("img_size")
-    if size is not None:
-        layer["input_size"] = parse_input_size(
-            "args.input_size" if args.get("input_size") is not None else "args.img_size", size
-        )
-    layer.update(
-        parse_values(
-            args, ("crop_pct", "interpolation", "crop_mode", "mean", "std", "num_classes", "in_chans"), "args."
-        )
-    )
-    return layer
-
-
-def parse_pretrained_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A model folder's ``pretrained_cfg`` as data-config values, checked like header metadata."""
-    return parse_values(cfg, FIELDS, "config.json pretrained_cfg.")

@@ -105,7 +105,11 @@ def _texts(value: Any) -> list[str]:
 
 
 def tag_datasets(tag: str | None) -> list[str]:
-    """The training sets a timm pretrained tag names: ``augreg2_in21k_ft_in1k`` → imagenet-21k, imagenet-1k."""
+    """The training sets a timm pretrained tag names: ``augreg2_in21k_ft_in1k`` → imagenet-21k, imagenet-1k.
+
+    Args:
+        tag: timm's pretrained tag (the part after the dot); None: none.
+    """
     found = []
     for token in re.split(r"[_.-]", (tag or "").lower()):
         if token in TAG_DATASETS:
@@ -185,7 +189,11 @@ def _from_hub(spec: str, repo: str) -> Provenance:
 
 
 def read_provenance(spec: str | os.PathLike | None) -> Provenance:
-    """What the model at ``spec`` (as a report records ``model.path``) declares; nothing when it cannot be read."""
+    """What the model at ``spec`` (as a report records ``model.path``) declares; nothing when it cannot be read.
+
+    Args:
+        spec: the model's path, ``local-dir:`` or ``hf-hub:`` spec; None: none recorded.
+    """
     if spec is None or not str(spec):
         return Provenance(problems=("the report records no model path",))
     text = str(spec)

@@ -87,7 +87,12 @@ class TransformConfig:
 
 
 def masked_blocks(cells: int, missing_rate: float) -> int:
-    """⌊missing_rate·cells⌋ (the official count), with a guard against 0.25·64 = 15.999…"""
+    """⌊missing_rate·cells⌋ (the official count), with a guard against 0.25·64 = 15.999…
+
+    Args:
+        cells: blocks in the image.
+        missing_rate: fraction of them masked.
+    """
     return int(missing_rate * cells + 1e-9)
 
 
@@ -105,6 +110,15 @@ def block_masks(
     ``parts == 1``: ⌊missing_rate·blocks⌋ blocks masked. ``parts > 1``: the blocks split into ``parts``
     disjoint groups whose sizes differ by at most one (together they cover every pixel once).
     A partial block at the right/bottom edge (H or W not divisible by ``block``) is cropped.
+
+    Args:
+        n: images.
+        size: (H, W) of each image.
+        block: side of a square block, in pixels.
+        missing_rate: fraction of the blocks masked (``parts == 1``).
+        parts: 1: one mask per image; more: disjoint groups covering the image.
+        generator: where the permutations come from (None: torch's global generator).
+        device: where the masks are made.
     """
     height, width = size
     rows, cols = math.ceil(height / block), math.ceil(width / block)
@@ -195,7 +209,14 @@ class InpaintingPurifier(nn.Module):
 
 
 def new_purifier(channels: int, width: int, depth: int, seed: int = 0) -> InpaintingPurifier:
-    """A purifier initialised from ``seed`` (the harden run's ``--seed``), leaving the global RNG as it was."""
+    """A purifier initialised from ``seed`` (the harden run's ``--seed``), leaving the global RNG as it was.
+
+    Args:
+        channels: image channels.
+        width: channels of the U-Net's first level.
+        depth: down-sampling levels.
+        seed: seeds the initial weights.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return InpaintingPurifier(channels, width, depth)
@@ -254,11 +275,8 @@ class PurifiedClassifier(ImageClassifier):
         """The bare classifier (shared weights, no purifier): what a classifier-only (BPDA) attack differentiates."""
         metadata = {k: v for k, v in self.info.metadata.items() if k != "atop"}
         info = dataclasses.replace(self.info, randomized=False, metadata=metadata)
-        return (
-            ImageClassifier(self.model, self.mean.flatten().tolist(), self.std.flatten().tolist(), info)
-            .to(self.mean.device)
-            .eval()
-        )
+        bare = ImageClassifier(self.model, self.mean.flatten().tolist(), self.std.flatten().tolist(), info)
+        return bare.to(self.mean.device).eval()
 
     def set_fixed_mask(self, seed: int | None) -> None:
         """One noise and mask from ``seed`` for every image (deterministic, debugging only); None: random again."""
@@ -282,13 +300,18 @@ class PurifiedClassifier(ImageClassifier):
             "transform": c.to_dict(),
             "fixed_mask_seed": fixed,
             "purifier": {"width": self.purifier.width, "depth": self.purifier.depth},
-            "summary": f"AToP composite f(g(t(x))): transform {c.kind} (sigma {c.sigma:g}, missing_rate {c.missing_rate:g}, "
-            f"block {c.block}) with {mode}",
+            "summary": f"AToP composite f(g(t(x))): transform {c.kind} (sigma {c.sigma:g}, "
+            f"missing_rate {c.missing_rate:g}, block {c.block}) with {mode}",
         }
 
 
 def atop_metadata(config: TransformConfig, purifier: InpaintingPurifier) -> dict[str, Any]:
-    """What :func:`restore_composite` needs (saved under ``hardenctl.atop`` in model.safetensors)."""
+    """What :func:`restore_composite` needs (saved under ``hardenctl.atop`` in model.safetensors).
+
+    Args:
+        config: the random transform t's settings.
+        purifier: the purifier g.
+    """
     return {
         "format": ATOP_FORMAT,
         "transform": config.to_dict(),
@@ -297,7 +320,11 @@ def atop_metadata(config: TransformConfig, purifier: InpaintingPurifier) -> dict
 
 
 def split_tensors(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(classifier tensors, purifier tensors without their prefix) of a composite checkpoint."""
+    """(classifier tensors, purifier tensors without their prefix) of a composite checkpoint.
+
+    Args:
+        state: every tensor of the checkpoint.
+    """
     classifier = {k: v for k, v in state.items() if not k.startswith(PURIFIER_PREFIX)}
     purifier = {k[len(PURIFIER_PREFIX) :]: v for k, v in state.items() if k.startswith(PURIFIER_PREFIX)}
     return classifier, purifier
@@ -308,7 +335,13 @@ def _whole(value: Any, low: int) -> bool:
 
 
 def restore_composite(classifier: ImageClassifier, meta: Any, tensors: Mapping[str, Tensor]) -> PurifiedClassifier:
-    """Rebuild the composite a checkpoint's ``hardenctl.atop`` metadata describes around ``classifier``."""
+    """Rebuild the composite a checkpoint's ``hardenctl.atop`` metadata describes around ``classifier``.
+
+    Args:
+        classifier: the loaded classifier f.
+        meta: the checkpoint's ``hardenctl.atop`` metadata (checked here).
+        tensors: the purifier's tensors, prefix removed (:func:`split_tensors`).
+    """
     fix = "re-export the model with hardenctl harden --recipe atop"
     transform = meta.get("transform") if isinstance(meta, Mapping) else None
     shape = meta.get("purifier") if isinstance(meta, Mapping) else None
@@ -324,7 +357,8 @@ def restore_composite(classifier: ImageClassifier, meta: Any, tensors: Mapping[s
     channels, width, depth = shape.get("channels"), shape.get("width"), shape.get("depth")
     if unknown or not (_whole(channels, 1) and _whole(width, 1) and _whole(depth, 0)):
         raise UserError(
-            f"the checkpoint's AToP metadata is malformed (transform {dict(transform)!r:.100}, purifier {dict(shape)!r:.100})",
+            f"the checkpoint's AToP metadata is malformed (transform {dict(transform)!r:.100}, "
+            f"purifier {dict(shape)!r:.100})",
             fix,
         )
     if channels != classifier.info.in_chans:

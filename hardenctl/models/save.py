@@ -26,6 +26,11 @@ def save_model(model: ImageClassifier, path: str | Path, extra: dict[str, Any] |
     Keys are the bare timm keys, so ``timm.create_model(arch, num_classes=N,
     checkpoint_path=path)`` loads the file as well as ``hardenctl eval`` does. A composite
     (AToP's purifier in front of the network) adds its own tensors under their own prefix.
+
+    Args:
+        model: the wrapped classifier (its :class:`ModelInfo` becomes the metadata).
+        path: the ``.safetensors`` file to write.
+        extra: entries added to the ``hardenctl`` metadata section (recipe, settings, ...).
     """
     from safetensors.torch import save_file
 
@@ -80,6 +85,9 @@ def sort_safetensors_header(path: Path) -> None:
     header is written again sorted and compact, padded with spaces to a multiple of 8 bytes as safetensors pads it;
     tensor offsets count from the end of the header, so they stay valid. Same length (the usual case): rewritten in
     place; otherwise the data is copied behind the new header.
+
+    Args:
+        path: the file, rewritten in place or copied behind a new header.
     """
     with open(path, "r+b") as fh:
         (size,) = struct.unpack("<Q", fh.read(8))
@@ -100,7 +108,13 @@ def sort_safetensors_header(path: Path) -> None:
 
 def timm_model_args(net: nn.Module, in_chans: int, num_classes: int) -> dict[str, Any]:
     """What timm's constructor needs to rebuild ``net`` (``config.json``'s ``model_args``): timm's own record of the
-    arguments it was built with (``img_size`` for a ViT built at another size), kept where JSON can carry it."""
+    arguments it was built with (``img_size`` for a ViT built at another size), kept where JSON can carry it.
+
+    Args:
+        net: the timm network.
+        in_chans: its input channels.
+        num_classes: classes of its head.
+    """
     recorded = getattr(timm.models, "get_model_args", None)
     args = dict(recorded(net)) if recorded is not None else {}
     args.update(in_chans=in_chans, num_classes=num_classes)
@@ -119,7 +133,12 @@ def write_config_json(model: ImageClassifier, folder: str | Path) -> Path:
     builds the same network and prepares photos as ``hardenctl eval DIR`` does, when the architecture is
     unchanged. Everything timm would otherwise fill with its own defaults is written out (``model_args`` with
     ``img_size``, the ``crop_pct`` and ``input_size`` hardenctl uses); values written only for timm are listed
-    under ``hardenctl_undeclared`` so hardenctl keeps treating them as undeclared."""
+    under ``hardenctl_undeclared`` so hardenctl keeps treating them as undeclared.
+
+    Args:
+        model: the wrapped classifier.
+        folder: the folder holding (or about to hold) ``model.safetensors``.
+    """
     info = model.info
     if info is None:
         raise ValueError("model has no ModelInfo; build it with load_model or wrap_model")

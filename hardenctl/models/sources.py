@@ -83,7 +83,14 @@ def _check_config_json(path: Path) -> dict[str, Any]:
 
 def read_config_json(path: Path, spec: str, weights: Path, kind: str) -> ModelSource:
     """A model folder's ``config.json`` read by timm's own loader (the one ``create_model('local-dir:…')`` uses),
-    so hardenctl sees the folder as timm builds it; checked first, so a bad file is a one-line error."""
+    so hardenctl sees the folder as timm builds it; checked first, so a bad file is a one-line error.
+
+    Args:
+        path: the folder's ``config.json``.
+        spec: what the user passed, as reports name the model.
+        weights: the weights file beside it.
+        kind: ``folder`` or ``hf-hub``.
+    """
     raw = _check_config_json(path)
     try:
         from timm.models._hub import load_model_config_from_path  # timm re-exports only the hf-hub variant
@@ -181,7 +188,11 @@ def _from_hub(repo: str, spec: str) -> ModelSource:
 
 
 def resolve_source(spec: str | Path) -> ModelSource:
-    """A checkpoint file, a timm model folder (as a path or ``local-dir:PATH``), or ``hf-hub:ORG/NAME[@rev]``."""
+    """A checkpoint file, a timm model folder (as a path or ``local-dir:PATH``), or ``hf-hub:ORG/NAME[@rev]``.
+
+    Args:
+        spec: the model argument, as the user gave it.
+    """
     text = str(spec)
     if text.startswith(("hf-hub:", "hf_hub:")):
         return _from_hub(text.split(":", 1)[1], text)

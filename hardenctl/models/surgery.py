@@ -25,7 +25,12 @@ FSR_EXPECTED = {
 
 
 def check_surgery(section: Mapping[str, Any], key: str = "hardenctl") -> None:
-    """Check the ``fsr`` and ``atop`` parts of a parsed ``hardenctl`` section (absent or null: nothing to rebuild)."""
+    """Check the ``fsr`` and ``atop`` parts of a parsed ``hardenctl`` section (absent or null: nothing to rebuild).
+
+    Args:
+        section: the parsed ``hardenctl`` metadata section.
+        key: its name, as errors name it.
+    """
     if section.get("fsr") is not None:
         check_fsr(f"{key}.fsr", section["fsr"])
     if section.get("atop") is not None:
@@ -37,7 +42,12 @@ def _whole_in(value: Any, low: int, high: int) -> bool:
 
 
 def check_fsr(key: str, fsr: Any) -> None:
-    """``hardenctl.fsr``: what rebuilds FSR modules before their weights load, so every size is bounded first."""
+    """``hardenctl.fsr``: what rebuilds FSR modules before their weights load, so every size is bounded first.
+
+    Args:
+        key: the part's name, as errors name it.
+        fsr: the stored ``fsr`` value.
+    """
     if not isinstance(fsr, dict):
         raise UserError(
             f"the checkpoint's FSR metadata is malformed: {key!r} is {shown(fsr)}, not an object", SECTION_FIX
@@ -71,7 +81,12 @@ def check_fsr(key: str, fsr: Any) -> None:
 
 def check_atop(key: str, atop: Any) -> None:
     """``hardenctl.atop``: the purifier's shape is built before its weights load, so it is bounded first (the
-    transform's values are checked by :class:`~hardenctl.models.purifier.TransformConfig` when it is rebuilt)."""
+    transform's values are checked by :class:`~hardenctl.models.purifier.TransformConfig` when it is rebuilt).
+
+    Args:
+        key: the part's name, as errors name it.
+        atop: the stored ``atop`` value.
+    """
     transform = atop.get("transform") if isinstance(atop, dict) else None
     shape = atop.get("purifier") if isinstance(atop, dict) else None
     if not isinstance(transform, dict) or not isinstance(shape, dict):

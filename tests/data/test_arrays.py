@@ -135,7 +135,8 @@ def npz_with_names_file(tmp_path, content: bytes | str, labels=(0, 1, 2, 0)):
     "content",
     [
         '["cat", "dog", "emu"]',
-        '{"classes": ["cat", "dog", "emu"], "label_to_name": {"0": "cat"}, "source": [1, 2]}',  # as the shared CIFAR file
+        # as the shared CIFAR file
+        '{"classes": ["cat", "dog", "emu"], "label_to_name": {"0": "cat"}, "source": [1, 2]}',
         '{"2": "emu", "0": "cat", "1": "dog"}',  # ids to names
         b'\xef\xbb\xbf["cat", "dog", "emu"]',  # a UTF-8 byte-order mark, as some editors write
         '["cat", "dog", "emu", "yak"]',  # more names than labels: the data need not hold every class

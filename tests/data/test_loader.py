@@ -16,9 +16,14 @@ from hardenctl.data.loader import MAX_WORKERS
 )
 def test_torchrun_ranks_share_the_node_s_cores(monkeypatch, cores, local_ranks, expected):
     """Each local rank starts its own loader: N ranks × all cores would oversubscribe the node N times."""
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     if local_ranks is None:
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     else:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
-    assert default_workers() == expected <= MAX_WORKERS
+    assert default_workers(cores) == expected <= MAX_WORKERS
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux's")
+def test_without_a_count_the_share_is_of_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))

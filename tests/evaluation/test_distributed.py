@@ -22,7 +22,6 @@ from hardenctl.attacks.suites import build_suite
 from hardenctl.data import load_dataset
 from hardenctl.distributed import Distributed, rank_device
 from hardenctl.evaluation import EvalConfig, SuiteRun, evaluate, run_suite
-from hardenctl.evaluation.adversarial import read_adversarial
 from hardenctl.evaluation.samples import read_samples
 from hardenctl.evaluation.sharding import owned_batches
 from hardenctl.evaluation.suite import BatchResult, BatchRunner, SuiteResult
@@ -249,6 +248,8 @@ def test_two_gloo_processes_match_one_process_per_sample(torchrun_eval, cli, tmp
     assert sharded["robust_accuracy"] < sharded["clean_accuracy"] and len(sharded["eps_sweep"]) == 2
     assert read_samples(out / "rank0" / "samples.jsonl")[1].rows() == read_samples(tmp_path / "samples.jsonl")[1].rows()
     # the worst-case points, written by the process that ran each batch, are the single run's to the bit
+    from testing_helpers import read_adversarial  # here: torchrun workers import this module from its own folder
+
     index, images = read_adversarial(out / "adversarial")
     single_index, single_images = read_adversarial(tmp_path / "adversarial")
     assert index.tolist() == list(range(37)) and (index == single_index).all() and (images == single_images).all()
@@ -332,9 +333,10 @@ def test_sharded_cuda_run_merges_correctly(tmp_path, digits_model_path, digits_n
         from hardenctl.cli import main
         world, rank = os.environ["WORLD_SIZE"], os.environ["RANK"]
         mine = os.path.join({str(tmp_path)!r}, "world" + world + ("" if rank == "0" else "-rank" + rank))
-        sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", {str(digits_npz)!r}, "--n", "37", "--batch-size", "8",
-                       "--eps", "0.1", "--suite", "standard", "--apgd-steps", "5", "--square-queries", "20", "--device", "cuda",
-                       "--no-strict", "--quiet", "--report", mine + "/report.json", "--samples", mine + "/samples.jsonl"]))
+        sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", {str(digits_npz)!r}, "--n", "37",
+                       "--batch-size", "8", "--eps", "0.1", "--suite", "standard", "--apgd-steps", "5",
+                       "--square-queries", "20", "--device", "cuda", "--no-strict", "--quiet",
+                       "--report", mine + "/report.json", "--samples", mine + "/samples.jsonl"]))
     """)
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from testing_helpers import BufferWriter, timeless
+from testing_helpers import BufferWriter, finished_batches, read_adversarial, timeless
 
 import hardenctl
 from hardenctl.attacks import GradientStats
 from hardenctl.errors import UserError
 from hardenctl.evaluation import EvalConfig, evaluate
-from hardenctl.evaluation.adversarial import read_adversarial
-from hardenctl.evaluation.resume import EvalState, batch_numbers, finished_batches, state_files
+from hardenctl.evaluation.resume import EvalState, batch_numbers, state_files
 from hardenctl.evaluation.samples import read_samples
 from hardenctl.evaluation.suite import BatchResult
 from hardenctl.options import EvalRun
@@ -259,9 +258,9 @@ def small_run(digits_model_path):
     return model, data, evaluate(model, data, SMALL)
 
 
-# (stage, samples after which it is interrupted, the first progress of each stage when resumed: None = nothing left to run)
-# 36 samples in batches of 8 (the ε = 0.5 check: 20): a stage resumed after k batches first reports k * 8 done (its start,
-# with the carried batches counted)
+# (stage, samples after which it is interrupted, the first progress of each stage when resumed: None = nothing left
+# to run). 36 samples in batches of 8 (the ε = 0.5 check: 20): a stage resumed after k batches first reports k * 8
+# done (its start, with the carried batches counted)
 INTERRUPTIONS = [
     ("attacks", 8, {"attacks": 8, "eps 0.05": 0}),
     ("eps 0.05", 20, {"attacks": None, "eps 0.05": 24, "eps 0.5 check": 0}),
@@ -287,7 +286,8 @@ def test_interrupted_in_any_stage_resumes_to_the_same_result(small_run, tmp_path
         lambda name, done, total, metrics=None: first.setdefault(name, done),
         run=EvalRun(resume_dir=tmp_path, resume=True),
     )
-    # it continued from the last finished batch: finished stages are not run again, the interrupted one carries its batches
+    # it continued from the last finished batch: finished stages are not run again, the interrupted one carries its
+    # batches
     assert {name: first.get(name) for name in resumed_first} == resumed_first
     assert without_seconds(json.loads(got.to_json())) == without_seconds(json.loads(want.to_json()))
     assert got.samples.rows() == want.samples.rows()

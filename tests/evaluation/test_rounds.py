@@ -12,9 +12,8 @@ import torch
 import hardenctl
 from hardenctl.evaluation import EvalConfig, evaluate
 from hardenctl.evaluation.rounds import evaluation_order
-from hardenctl.gates import GateOptions
+from hardenctl.gates import GateOptions, sequential_plan
 from hardenctl.options import EvalRun
-from hardenctl.sequential_gates import sequential_plan
 
 N, BATCH = 240, 24
 FGSM = dict(

@@ -1,4 +1,5 @@
-"""Auxiliary batch norm (AdvAmd, RECIPES.md): main-BN mode is the original model, statistics stay apart, export restores it."""
+"""Auxiliary batch norm (AdvAmd, RECIPES.md): main-BN mode is the original model, statistics stay apart, export
+restores it."""
 
 from __future__ import annotations
 

@@ -14,9 +14,10 @@ import random
 import pytest
 import torch
 from safetensors.torch import save_file
+from testing_helpers import read_checkpoint
 
 from hardenctl.errors import UserError
-from hardenctl.models import create_timm_model, load_model, read_checkpoint
+from hardenctl.models import create_timm_model, load_model
 
 ARCH = "test_resnet"
 

@@ -23,6 +23,7 @@ from hardenctl.models.purifier import (
     block_masks,
     new_purifier,
 )
+from hardenctl.report import render_markdown
 
 
 def classifier(channels: int = 3, size: int = 16) -> ImageClassifier:
@@ -262,7 +263,7 @@ def test_eot_evaluation_differs_from_a_single_draw_and_is_what_the_report_uses()
     assert eot.robust_accuracy < single.robust_accuracy - 0.05, (single.robust_accuracy, eot.robust_accuracy)
     default = evaluate(model, data, EvalConfig(**options))  # nobody asked for EOT: detected and used anyway
     assert default.randomized and default.eot_samples == EvalConfig().eot_samples > 1
-    assert "randomised" in default.to_markdown() and "20 EOT draws" in default.to_markdown()
+    assert "randomised" in render_markdown(default) and "20 EOT draws" in render_markdown(default)
     # the composite declares itself randomised: EOT without detection, and the report says what it is
     purified = composite("rt2", block=2, channels=1, size=8)
     report = evaluate(

@@ -20,7 +20,8 @@ from hardenctl.models import create_timm_model, load_model, save_model, wrap_mod
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 from photo_helpers import pattern, save  # noqa: E402
 
-# other sizes, one exactly 32×32 and one exactly 160×160 (the architectures' own size): those too are resized and cropped
+# other sizes, one exactly 32×32 and one exactly 160×160 (the architectures' own size): those too are resized and
+# cropped
 SIZES = [(37, 53), (32, 32), (90, 70), (160, 160), (48, 33), (200, 120)]
 
 
