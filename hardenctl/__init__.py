@@ -26,6 +26,10 @@ _LAZY = {
     "EvalRun": "options",
     "HardenOptions": "options",
     "ModelOptions": "options",
+    "DEMO_EPS": "demo",
+    "DEMO_MART": "demo",
+    "harden_demo_model": "demo",
+    "make_demo_model": "demo",
 }
 
 __all__ = [
@@ -43,6 +47,10 @@ __all__ = [
     "EvalRun",
     "HardenOptions",
     "ModelOptions",
+    "DEMO_EPS",
+    "DEMO_MART",
+    "harden_demo_model",
+    "make_demo_model",
 ]
 
 

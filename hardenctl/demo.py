@@ -93,7 +93,8 @@ DEMO_MART = {
 
 
 def harden_demo_model(path: Path, out_dir: Path, seed: int = 0, n: int = 200, progress=None, log=None):
-    """MART-harden the demo model (finetune profile) into ``out_dir`` and evaluate before vs after (standard suite, ε = 0.1).
+    """MART-harden the demo model (finetune profile) into ``out_dir`` and evaluate before vs after (standard suite,
+    ε = 0.1).
 
     ``resume=True``: running the demo again with the same seed reuses the finished training.
     """

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from testing_helpers import timeless
+from testing_helpers import read_adversarial, timeless
 
 import hardenctl
 from hardenctl.errors import UserError
-from hardenctl.evaluation.adversarial import read_adversarial
 from hardenctl.evaluation.resume import state_files
 from hardenctl.options import EvalRun
 

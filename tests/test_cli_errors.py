@@ -7,8 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
-from hardenctl.models import read_checkpoint
+from testing_helpers import read_checkpoint
 
 
 class NotAWeight:  # pickled by reference: loading it would import and run code from this module

@@ -8,9 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
-from testing_helpers import read_json, timeless
-
-from hardenctl.models import read_checkpoint
+from testing_helpers import read_checkpoint, read_json, timeless
 
 FAST = ("--suite", "quick", "--apgd-steps", "10", "--n", "48", "--batch-size", "32", "--quiet")
 REPORT_KEYS = {

@@ -1,4 +1,5 @@
-"""What a release pipeline reads: `compare`, `card`, the RobustBench entry and GitHub Actions' annotations and summary."""
+"""What a release pipeline reads: `compare`, `card`, the RobustBench entry and GitHub Actions' annotations and
+summary."""
 
 from __future__ import annotations
 
@@ -423,3 +424,63 @@ def test_bad_outputs_and_nan_reports_are_refused_before_anything_is_written(two_
         err
     )  # the reader may say NaN
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+# -- the release API (hardenctl.api.release) and the commands' imports (issue 30) --------------------------------------
+PUBLIC = {"", "api", "errors", "version", "report"}  # hardenctl's root, its API, errors, version and report types
+
+
+def hardenctl_imports(path: Path) -> set[str]:
+    """The hardenctl modules a CLI module imports, in functions too (``""``: hardenctl's root); cli's own modules
+    are left out."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 2:
+            found.add(node.module or "")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("hardenctl"):
+            found.add((node.module or "").removeprefix("hardenctl").removeprefix("."))
+    return found
+
+
+CLI_MODULES = sorted(p.stem for p in (Path(__file__).parents[1] / "hardenctl" / "cli").glob("*.py"))
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_every_cli_module_imports_only_the_public_api(module):
+    """Issue 30: the CLI is a client of the API like a notebook; what it needs, a notebook can import too."""
+    import hardenctl.cli
+
+    imports = hardenctl_imports(Path(hardenctl.cli.__file__).parent / f"{module}.py")
+    assert {i for i in imports if i not in PUBLIC and not i.startswith("api.")} == set(), imports
+
+
+def test_the_release_api_imports_no_torch():
+    """`recipes`, `compare` and `card` read files: importing the API they call must not cost torch's seconds."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, hardenctl.api as api; names = [r['name'] for r in api.recipes()]; api.compare, api.write_card; "
+        "assert 'trades' in names, names; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_write_comparison_writes_every_file_it_can_and_returns_the_others(tmp_path):
+    from hostile_reports import eval_dict
+
+    from hardenctl import api
+
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(eval_dict(samples_file=None)))
+    new.write_text(json.dumps(eval_dict(robust_accuracy=0.4, samples_file=None)))
+    result = api.compare(old, new, max_drop=0.01)
+    (tmp_path / "file").write_text("x")
+    failures = api.write_comparison(result, tmp_path / "file" / "c.md", tmp_path / "c.html", tmp_path / "c.json")
+    assert [path for path, _ in failures] == [tmp_path / "file" / "c.md"]
+    gates = json.loads((tmp_path / "c.json").read_text())["gates"]
+    assert [g["name"] for g in gates if not g["passed"]] == ["max_drop_robust_accuracy"]
+    assert "hardenctl comparison" in (tmp_path / "c.html").read_text()

@@ -121,8 +121,9 @@ def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_th
             raise RuntimeError("gating broke")
 
         hardenctl.api.eval_request.gate = broken
-        sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8", "--batch-size", "4",
-                       "--attacks", "fgsm", "--eps", "0.1", "--device", "cpu", "--quiet", "--report", {str(tmp_path / "report.json")!r}]))
+        sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8",
+                       "--batch-size", "4", "--attacks", "fgsm", "--eps", "0.1", "--device", "cpu", "--quiet",
+                       "--report", {str(tmp_path / "report.json")!r}]))
     """)
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HARDENCTL_LOG_DIR": str(tmp_path / "logs")}
@@ -163,8 +164,9 @@ def test_batch_size_auto_under_torchrun_cuts_the_same_batches_on_every_rank(digi
             return size, {{"bytes_per_image": 1, "free_bytes": size, "fits": size, "chosen": size}}
 
         engine.auto_batch_size = measured
-        sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8", "--batch-size", "auto",
-                       "--attacks", "pgd", "--eps", "0.1", "--device", "cpu", "--quiet", "--no-strict",
+        sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8",
+                       "--batch-size", "auto", "--attacks", "pgd", "--eps", "0.1", "--device", "cpu", "--quiet",
+                       "--no-strict",
                        "--report", {str(tmp_path / "auto.json")!r}]))
     """)
     )

@@ -13,6 +13,7 @@ import hardenctl
 from hardenctl.attacks import Attack
 from hardenctl.data import ArrayDataset, load_dataset
 from hardenctl.evaluation import EvalConfig, SuiteRun, evaluate, is_randomized, run_suite
+from hardenctl.report import render_markdown
 
 
 def checks_of(report):
@@ -221,7 +222,7 @@ def test_randomised_model_gets_eot_and_all_draws_scoring(digits_model, digits_te
     data = digits_test.head(32)
     report = evaluate(noisy, data, EvalConfig(attacks=["pgd"], eot_samples=4, eps=0.05, large_eps_samples=0))
     assert report.randomized and report.eot_samples == 4
-    assert any("EOT" in line or "eot" in line.lower() for line in report.to_markdown().splitlines())
+    assert any("EOT" in line or "eot" in line.lower() for line in render_markdown(report).splitlines())
     # Clean accuracy is the mean over draws; a robust point must be right on every draw.
     assert 0 < report.clean_accuracy < 1
     assert report.robust_accuracy < report.clean_accuracy  # eps 0.05 under EOT-PGD breaks some points

@@ -9,10 +9,9 @@ from typing import Callable
 
 from ..errors import UserError
 from ..evaluation import EvalConfig, Progress
-from ..gates import Baseline, GateOptions, gate, load_baseline
+from ..gates import DEFAULT_ALPHA, Baseline, GateOptions, gate, load_baseline, sequential_plan
 from ..options import DataOptions, EvalRun, ModelOptions
 from ..report import Report
-from ..sequential_gates import DEFAULT_ALPHA, sequential_plan
 from .evaluation import evaluate, load_data, load_model
 
 __all__ = ["EvalOutcome", "EvalRequest", "run_evaluation"]

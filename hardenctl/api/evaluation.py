@@ -19,11 +19,10 @@ from ..distributed import Distributed, rank_device
 from ..errors import UserError
 from ..evaluation import EvalConfig, Progress
 from ..evaluation import evaluate as evaluate_model
-from ..gates import GateOptions, gate, load_baseline
+from ..gates import GateOptions, gate, load_baseline, sequential_plan
 from ..models import ImageClassifier
 from ..options import DataOptions, EvalRun, ModelOptions
 from ..report import Report, write_report_files
-from ..sequential_gates import sequential_plan
 
 __all__ = [
     "check_label_names",

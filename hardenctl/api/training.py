@@ -15,11 +15,11 @@ from ..options import HardenOptions, ModelOptions
 from ..out_folder import check_out_dir
 from ..recipes import Recipe, load_recipe, parse_overrides
 from ..recipes.base import RecipeConfig
-from ..training import HardenResult
+from ..training import HardenResult, describe_epoch, percent
 from ..training import harden as train_and_write
 from .evaluation import load_data, load_model
 
-__all__ = ["harden", "recipe_for"]
+__all__ = ["describe_epoch", "harden", "percent", "recipe_for"]
 
 
 def harden(

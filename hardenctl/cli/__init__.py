@@ -66,7 +66,7 @@ def _failure(exc: Exception, argv: list[str], debug: bool) -> tuple[int, str, Pa
 def _tell_github_actions(code: int, message: str, command_name: str, log: Path | None, argv: list[str]) -> None:
     """Under GitHub Actions, exit 2 and 3 are named on the run's page too: an ``::error`` annotation with the one
     line, and a few lines in the step summary (a summary that cannot be written warns on stderr, nothing more)."""
-    from ..report.github import append_step_summary, failure_annotation, failure_summary, in_github_actions
+    from ..report import append_step_summary, failure_annotation, failure_summary, in_github_actions
 
     if not in_github_actions():
         return

@@ -40,7 +40,7 @@ def log_path() -> Path:
 
 def write_log(exc: BaseException, argv: list[str]) -> Path | None:
     """The traceback, the command line and the versions in a new log file; None when it cannot be written."""
-    from ..files import atomic_write
+    from ..api import atomic_write
 
     text = (
         f"hardenctl {__version__}, python {platform.python_version()} on {platform.platform()}\n"

@@ -40,9 +40,9 @@ class EvalFiles:
 def finish(
     outcome, out: Output, files: EvalFiles, main_process: bool = True, entry_options: dict | None = None
 ) -> None:
-    """Write the files, print, and exit 1 when a gate failed; an internal error met while gating (``outcome.gate_error``)
-    is raised once every requested file is written. Under torchrun every process holds the whole report: rank 0 writes
-    and prints it, the others only share its exit code.
+    """Write the files, print, and exit 1 when a gate failed; an internal error met while gating
+    (``outcome.gate_error``) is raised once every requested file is written. Under torchrun every process holds the
+    whole report: rank 0 writes and prints it, the others only share its exit code.
 
     The verdict outranks the files: an output that fails after the evaluation (a full disk, a folder removed
     meanwhile) is named on one more line, and the exit code stays the verdict's. Only a bug of ours while writing,
@@ -72,7 +72,7 @@ def print_result(result, out: Output, notes: list[str]) -> None:
     """The notes, the JSON (``--json``), the tables and the failed sanity checks."""
     paired = result.extra.get("paired")
     if paired:
-        from ..report.common import plural
+        from ..report import plural
 
         robust = paired["robust"]
         out.note(
@@ -96,7 +96,7 @@ def print_result(result, out: Output, notes: list[str]) -> None:
 
 def write_files(result, files: EvalFiles, entry_options: dict) -> tuple[list[str], list[tuple[Path, BaseException]]]:
     """Every requested file, each on its own: (notes, the outputs that could not be written with their errors)."""
-    from ..report.outputs import OutputsNotWritten
+    from ..report import OutputsNotWritten
 
     notes: list[str] = []
     unwritten: list[tuple[Path, BaseException]] = []
@@ -114,13 +114,9 @@ def write_files(result, files: EvalFiles, entry_options: dict) -> tuple[list[str
     if files.robustbench_json is not None:
         import json
 
-        from ..models.provenance import read_provenance
-        from ..report.robustbench import write_entry
-
-        declared = read_provenance(result.model.get("path"))  # what the model says it was trained on: additional_data
         try:
-            notes += write_entry(
-                json.loads(result.to_json()), files.robustbench_json, trained_on=declared.trained_on, **entry_options
+            notes += api_module().write_robustbench_entry(
+                json.loads(result.to_json()), files.robustbench_json, **entry_options
             )
         except Exception as exc:  # noqa: BLE001 - named after the verdict, like the other outputs
             unwritten.append((files.robustbench_json, exc))
@@ -130,8 +126,7 @@ def write_files(result, files: EvalFiles, entry_options: dict) -> tuple[list[str
 def speak_github_actions(result, out: Output) -> None:
     """Under GitHub Actions: the Markdown report on the run's summary page, and an annotation for each failed gate
     (``::error``) and sanity check (``::error`` when it fails the gate, ``::warning`` when accepted)."""
-    from ..report import render_markdown
-    from ..report.github import append_step_summary, gate_annotations, in_github_actions
+    from ..report import append_step_summary, gate_annotations, in_github_actions, render_markdown
 
     if not in_github_actions():
         return

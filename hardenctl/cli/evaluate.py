@@ -61,19 +61,28 @@ def eval_command(
             "--n",
             "-n",
             "--num-samples",
-            help="Evaluate the first n samples (under torchrun spell it -n or --num-samples: torchrun reads --n as its own --nnodes)",
+            help=(
+                "Evaluate the first n samples (under torchrun spell it -n or --num-samples: torchrun reads --n as its "
+                "own --nnodes)"
+            ),
         ),
     ] = 1000,
     batch_size: Annotated[
         str,
         typer.Option(
-            help="Batch size, or auto: the largest whose attack passes fit in memory (the fastest; the report records the choice)"
+            help=(
+                "Batch size, or auto: the largest whose attack passes fit in memory (the fastest; the report records "
+                "the choice)"
+            )
         ),
     ] = "128",
     eval_precision: Annotated[
         str,
         typer.Option(
-            help="Precision of the attacks' search: auto (bf16 on a CUDA GPU, else fp32), fp32, bf16; every verdict is re-scored in fp32"
+            help=(
+                "Precision of the attacks' search: auto (bf16 on a CUDA GPU, else fp32), fp32, bf16; every verdict "
+                "is re-scored in fp32"
+            )
         ),
     ] = "auto",
     eps: Annotated[
@@ -121,26 +130,41 @@ def eval_command(
     baseline_samples: Annotated[
         Optional[Path],
         typer.Option(
-            help="The --baseline's per-sample results (its --samples file) for a paired, per-sample comparison; default: the file the baseline report recorded, else BASELINE.samples.jsonl beside it"
+            help=(
+                "The --baseline's per-sample results (its --samples file) for a paired, per-sample comparison; "
+                "default: "
+                "the file the baseline report recorded, else BASELINE.samples.jsonl beside it"
+            )
         ),
     ] = None,
     gate_on: Annotated[
         str,
         typer.Option(
-            help="--min-*-acc gates compare with the point estimate (point) or the 95% Wilson interval's lower bound (lower)"
+            help=(
+                "--min-*-acc gates compare with the point estimate (point) or the 95% Wilson interval's lower bound "
+                "(lower)"
+            )
         ),
     ] = "point",
     sequential: Annotated[
         bool,
         typer.Option(
             "--sequential",
-            help="Attack the images in a seeded random order, one batch per process and round, and stop as soon as every gate is decided by an anytime-valid confidence sequence; the chance the early verdict differs from the full --n run's is at most --alpha",
+            help=(
+                "Attack the images in a seeded random order, one batch per process and round, and stop as soon as "
+                "every "
+                "gate is decided by an anytime-valid confidence sequence; the chance the early verdict differs from "
+                "the full --n run's is at most --alpha"
+            ),
         ),
     ] = False,
     alpha: Annotated[
         Optional[float],
         typer.Option(
-            help="With --sequential: the chance, at most, that an early verdict differs from the full run's, over all gates (default 0.05)"
+            help=(
+                "With --sequential: the chance, at most, that an early verdict differs from the full run's, over all "
+                "gates (default 0.05)"
+            )
         ),
     ] = None,
     samples: Annotated[
@@ -150,7 +174,10 @@ def eval_command(
     strict: Annotated[
         bool,
         typer.Option(
-            help="A failed sanity check fails the gate (default); --no-strict accepts every failure, recorded in the report"
+            help=(
+                "A failed sanity check fails the gate (default); --no-strict accepts every failure, recorded in the "
+                "report"
+            )
         ),
     ] = True,
     allow_check: Annotated[
@@ -160,7 +187,11 @@ def eval_command(
     protected: Annotated[
         Optional[str],
         typer.Option(
-            help="Protected classes, ids or class names, e.g. 3,5: adds their clean/robust accuracy and the cost-weighted robust error"
+            help=(
+                "Protected classes, ids or class names, e.g. 3,5: adds their clean/robust accuracy and the "
+                "cost-weighted "
+                "robust error"
+            )
         ),
     ] = None,
     protected_cost: Annotated[
@@ -173,7 +204,10 @@ def eval_command(
     fixed_mask: Annotated[
         bool,
         typer.Option(
-            help="AToP composite: one noise and mask from --seed for every image (deterministic, for debugging; not the deployed defence)"
+            help=(
+                "AToP composite: one noise and mask from --seed for every image (deterministic, for debugging; not "
+                "the deployed defence)"
+            )
         ),
     ] = False,
     html: Annotated[
@@ -189,7 +223,10 @@ def eval_command(
     save_adversarial: Annotated[
         Optional[Path],
         typer.Option(
-            help="Keep every sample's worst-case adversarial image in this directory (float32, lossless: one .npz per batch, named by sample index)"
+            help=(
+                "Keep every sample's worst-case adversarial image in this directory (float32, lossless: one .npz per "
+                "batch, named by sample index)"
+            )
         ),
     ] = None,
     resume_dir: Annotated[
@@ -206,14 +243,20 @@ def eval_command(
     robustbench_dataset: Annotated[
         Optional[str],
         typer.Option(
-            help="The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's name, else left empty)"
+            help=(
+                "The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's "
+                "name, else left empty)"
+            )
         ),
     ] = None,
     additional_data: Annotated[
         Optional[bool],
         typer.Option(
             "--additional-data/--no-additional-data",
-            help="The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set (default: true when the model declares such data)",
+            help=(
+                "The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set "
+                "(default: true when the model declares such data)"
+            ),
         ),
     ] = None,
 ) -> None:

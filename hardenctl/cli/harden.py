@@ -41,7 +41,7 @@ def training_progress(out: Output) -> Iterator:
     The callback is ``(stage, done, total, metrics=None)``; evaluation stages get transient bars. Without a terminal
     (or with --json) it prints plain lines instead (:class:`~hardenctl.cli.progress.LogProgress`); --quiet prints none.
     """
-    from ..training import describe_epoch, percent
+    from ..api import describe_epoch, percent
 
     def metrics_text(metrics: dict) -> str:
         """Compact, for the bar: loss while the epoch runs, then clean/robust accuracy."""
@@ -103,7 +103,8 @@ class NoteLog:
 
 
 def harden_outputs(result, out: Output, printed: set[str] = frozenset()) -> None:
-    """Print the before/after table (or the JSON report), any failed sanity checks, and the decisions not yet printed."""
+    """Print the before/after table (or the JSON report), any failed sanity checks, and the decisions not yet
+    printed."""
     report = result.report
     if out.as_json:
         out.json(report.to_json())
@@ -160,7 +161,10 @@ def harden_command(
     profile: Annotated[
         Optional[str],
         typer.Option(
-            help="finetune (default: adversarially fine-tune the input model: short, lr and eps warm-up) or paper (the paper's from-scratch schedule, as published); `hardenctl recipes NAME` shows both"
+            help=(
+                "finetune (default: adversarially fine-tune the input model: short, lr and eps warm-up) or paper (the "
+                "paper's from-scratch schedule, as published); `hardenctl recipes NAME` shows both"
+            )
         ),
     ] = None,
     reinit: Annotated[
@@ -180,7 +184,12 @@ def harden_command(
     lr: Annotated[
         Optional[str],
         typer.Option(
-            help="Peak learning rate (the recipe's `lr`): a number, or auto: measure lr_sweep × the linear-scaling lr (base_lr × batch / 256) for a few steps each on the held-out split and keep the best, within lr_sweep_budget of the run's work (the linear-scaling lr when the run is too short)"
+            help=(
+                "Peak learning rate (the recipe's `lr`): a number, or auto: measure lr_sweep × the linear-scaling lr "
+                "(base_lr × batch / 256) for a few steps each on the held-out split and keep the best, within "
+                "lr_sweep_budget "
+                "of the run's work (the linear-scaling lr when the run is too short)"
+            )
         ),
     ] = None,
     set_values: Annotated[
@@ -195,7 +204,10 @@ def harden_command(
     overwrite: Annotated[
         bool,
         typer.Option(
-            help="Write into a non-empty --out: replace an earlier run there, or add to a folder holding other files (hardenctl's files of the same names are replaced)"
+            help=(
+                "Write into a non-empty --out: replace an earlier run there, or add to a folder holding other files "
+                "(hardenctl's files of the same names are replaced)"
+            )
         ),
     ] = False,
     eval_n: Annotated[int, typer.Option(help="Evaluate input and hardened models on the first n samples")] = 1000,
@@ -275,23 +287,27 @@ def demo_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON before/after report on stdout")] = False,
 ) -> None:
-    """Train a small timm model on real handwritten digits, harden it with MART, report before vs after (no files needed)."""
-    from ..demo import DEMO_EPS, DEMO_MART, harden_demo_model, make_demo_model
-    from ..files import check_output_dir
+    """Train a small timm model on real handwritten digits, harden it with MART, report before vs after (no files
+    needed)."""
+    from .. import DEMO_EPS, DEMO_MART, harden_demo_model, make_demo_model
+    from ..api import check_output_dir
 
     check_output_dir(out_dir, "--out")  # before the first model is trained, not after
     out = Output(quiet, as_json)
     out.note(
-        f"1/2 training timm test_resnet on scikit-learn digits (1,438 real 8x8 images) → {out_dir}/input/model.safetensors"
+        "1/2 training timm test_resnet on scikit-learn digits (1,438 real 8x8 images) → "
+        f"{out_dir}/input/model.safetensors"
     )
     path = make_demo_model(
         out_dir / "input", seed=seed, on_epoch=lambda e, loss: out.note(f"  epoch {e + 1}: loss {loss:.3f}")
     )
     out.note(
         f"2/2 hardening it with MART for {DEMO_MART['epochs']} epochs (lr {DEMO_MART['lr']}) → {out_dir}/hardened/, "
-        f"then attacking both models on the first {min(n, 359)} of the 359 test digits (digits-test) with the standard suite (APGD-CE, "
+        f"then attacking both models on the first {min(n, 359)} of the 359 test digits (digits-test) with the standard "
+        "suite (APGD-CE, "
         f"APGD-T, Square) at L∞ ε = {DEMO_EPS} (8/255 is below one grey level of these 8x8 digits). That suite is "
-        "stronger than the PGD monitor of the epoch lines, on other images: expect lower robust accuracy in the final table"
+        "stronger than the PGD monitor of the epoch lines, on other images: expect lower robust accuracy in the final "
+        "table"
     )
     with training_progress(out) as progress:
         result = harden_demo_model(
@@ -299,5 +315,6 @@ def demo_command(
         )
     harden_outputs(result, out, log.printed)
     out.note(
-        f"next: hardenctl eval {result.model_path} --data digits-test --eps {DEMO_EPS} --suite quick --min-robust-acc 0.5"
+        f"next: hardenctl eval {result.model_path} --data digits-test --eps {DEMO_EPS} --suite quick --min-robust-acc "
+        "0.5"
     )

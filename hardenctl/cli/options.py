@@ -91,7 +91,10 @@ def parse_size(text: Optional[str]) -> tuple[int, int] | None:
 Checkpoint = Annotated[
     str,
     typer.Argument(
-        help="Model: .safetensors, timm train.py .pth/.pth.tar, a state_dict .pt, a timm model folder (config.json + weights; also local-dir:PATH) or hf-hub:ORG/NAME"
+        help=(
+            "Model: .safetensors, timm train.py .pth/.pth.tar, a state_dict .pt, a timm model folder (config.json + "
+            "weights; also local-dir:PATH) or hf-hub:ORG/NAME"
+        )
     ),
 ]
 # Model-loading options shared by every command that reads a checkpoint.
@@ -153,8 +156,8 @@ def check_outputs(
     """Every output a command would write (``pictures``: also the images beside ``--markdown``), checked before any
     model is loaded or report read: a path that cannot be written is a one-line error (exit 2) now, not a crash after
     the work (issue 28)."""
-    from ..files import check_output_dir, check_output_file
-    from ..report.github import in_github_actions
+    from ..api import check_output_dir, check_output_file
+    from ..report import in_github_actions
 
     given = {option: Path(path) for option, path in files.items() if path is not None}
     for option, path in given.items():
@@ -187,7 +190,7 @@ def robustbench_options(path: Optional[Path], dataset: Optional[str], additional
                 "pass --robustbench-json FILE too, or drop them",
             )
         return {}
-    from ..report.robustbench import check_dataset_key
+    from ..report import check_dataset_key
 
     return {"dataset": check_dataset_key(dataset) if dataset is not None else None, "additional": additional}
 

@@ -43,7 +43,7 @@ class Output:
 
         bugs = [(path, error) for path, error in failures if not isinstance(error, (OSError, UserError))]
         if bugs and not gate_failed:
-            from ..report.outputs import OutputsNotWritten
+            from ..report import OutputsNotWritten
 
             raise OutputsNotWritten(bugs)
         code = EXIT_GATE_FAILED if gate_failed else 0
@@ -106,7 +106,7 @@ class Output:
 
     def log_progress(self, describe=None):
         """Plain progress lines on stderr, folded in ``::group::`` blocks under GitHub Actions."""
-        from ..report.github import in_github_actions
+        from ..report import in_github_actions
         from .progress import LogProgress
 
         def write(line: str) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 from ..errors import UserError
 from .card_inputs import DataSource, checked_accuracy, checked_threat, describe_source
 from .common import clean_text, correct_of, format_eps, span
-from .markdown import code_span
-from .markdown import escape_markdown as markdown_text
+from .text import code_span
+from .text import escape_markdown as markdown_text
 
 ROBUSTNESS_TAGS = ["image-classification", "timm", "adversarial-robustness", "hardenctl"]
 SUITE_COVERS = {

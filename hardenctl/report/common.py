@@ -1,7 +1,7 @@
 """What the report's schema and every renderer share: interval helpers, the words for a gate's basis, printable text.
 
-This module sits below :mod:`hardenctl.report.schema` and the renderers and imports neither, so no renderer needs
-the schema at run time (and the schema's rendering methods can import the renderers without an import circle).
+This module sits below :mod:`hardenctl.report.schema`, the content and the renderers and imports none of them, so no
+renderer needs the schema at run time.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""What ``hardenctl compare`` shows: two reports side by side, as document blocks (rendered to Markdown and HTML by
-the same renderers as a report, so the tables match and names are escaped the same way) and a console table."""
+"""What ``hardenctl compare`` says: two reports side by side, as document blocks (:mod:`.blocks`).
+
+The Markdown and the HTML renderer spell these blocks as they spell a report's, so the tables match and names are
+escaped the same way; the console renderer prints :func:`metric_rows` as its table.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .common import GATE_BASIS, class_interval, correct_of, format_eps, format_points, plural, span
-from .document import Block, Heading, Verdict, bold, class_label, code, gates_verdict, paired_blocks, paragraph, table
-from .html import render_page
-from .markdown import render_blocks
+from .blocks import Block, Heading, Verdict, bold, code, paragraph, table
+from .common import class_interval, correct_of, format_eps, format_points, plural, span
+from .document import class_label, gates_table
+from .paired_section import paired_blocks
+from .verdict import failing_checks, gates_verdict
 
 if TYPE_CHECKING:
     from ..compare import Comparison
@@ -30,7 +34,11 @@ def _change(old: float | None, new: float | None) -> Any:
 
 
 def metric_rows(comparison: Comparison) -> list[list[Any]]:
-    """clean, after each attack, robust: old, new (rate, interval, count) and the change in points."""
+    """clean, after each attack, robust: old, new (rate, interval, count) and the change in points.
+
+    Args:
+        comparison: the two reports.
+    """
     old, new = comparison.old, comparison.new
     rows = [
         [
@@ -61,7 +69,11 @@ def metric_rows(comparison: Comparison) -> list[list[Any]]:
 
 
 def comparison_verdict(comparison: Comparison) -> Verdict:
-    """The banner: the --max-drop gates' outcome, else the headline change, and the numbers a reviewer wants first."""
+    """The banner: the --max-drop gates' outcome, else the headline change, and the numbers a reviewer wants first.
+
+    Args:
+        comparison: the two reports and their gates.
+    """
     old, new, paired = comparison.old, comparison.new, comparison.paired
     figures = []
     for label, key in (("robust", "robust_accuracy"), ("clean", "clean_accuracy")):
@@ -80,7 +92,7 @@ def comparison_verdict(comparison: Comparison) -> Verdict:
         ]
     notes = tuple(
         f"{name}: sanity checks failed: {', '.join(failed)}"
-        for name, failed in ((comparison.old_name, _failing_checks(old)), (comparison.new_name, _failing_checks(new)))
+        for name, failed in ((comparison.old_name, failing_checks(old)), (comparison.new_name, failing_checks(new)))
         if failed
     )
     headline = (
@@ -90,76 +102,69 @@ def comparison_verdict(comparison: Comparison) -> Verdict:
     return gates_verdict(comparison.gates, [], tuple(figures), headline, notes)
 
 
-def _failing_checks(report: Any) -> list[str]:
-    return list(dict.fromkeys(c.name for c in report.failed_checks if c.name not in report.accepted_checks))
-
-
 def build_comparison(comparison: Comparison) -> list[Block]:
-    old, new = comparison.old, comparison.new
+    """The compare page's content, in the order it is read.
+
+    Args:
+        comparison: the two reports, their paired comparison and gates.
+    """
     blocks: list[Block] = [
         Heading(1, "hardenctl comparison"),
         comparison_verdict(comparison),
-        paragraph(
-            "Old ",
-            code(comparison.old_name),
-            " (model ",
-            code(old.model.get("arch")),
-            ", sha256 ",
-            code(str(old.model_sha256)[:12]),
-            ") and new ",
-            code(comparison.new_name),
-            " (model ",
-            code(new.model.get("arch")),
-            ", sha256 ",
-            code(str(new.model_sha256)[:12]),
-            f"): the same {plural(new.n, 'sample')} of ",
-            code(new.data.get("source")),
-            f", {new.norm} ε = {format_eps(new.eps)}, suite ",
-            code(new.suite),
-            ".",
-        ),
+        _sides(comparison),
         Heading(2, "Accuracy"),
         table(["metric", "old", "new", "change"], metric_rows(comparison), numeric=(1, 2, 3), names=(0,)),
         paragraph("Each rate with its 95% Wilson interval and [correct / n]; a fall is in bold."),
     ]
     if comparison.gates:
-        blocks += [
-            Heading(2, "Gates"),
-            table(
-                ["gate", "max drop", "drop", "compared", "result"],
-                [
-                    [
-                        g.name,
-                        f"{g.threshold:.4f}",
-                        f"{g.value:.4f}",
-                        GATE_BASIS.get(g.basis, g.basis or ""),
-                        "pass" if g.passed else bold("FAIL"),
-                    ]
-                    for g in comparison.gates
-                ],
-                numeric=(1, 2),
-                names=(0, 3, 4),
-            ),
-        ]
+        blocks += [Heading(2, "Gates"), gates_table(comparison.gates, "max drop", "drop")]
     blocks += paired_blocks(comparison.paired)
     blocks += [paragraph(f"Note: {note}.") for note in comparison.notes]
+    return blocks + _per_class(comparison)
+
+
+def _sides(comparison: Comparison) -> Block:
+    """Which two files, which models, and the evaluation both are of."""
+    old, new = comparison.old, comparison.new
+    return paragraph(
+        "Old ",
+        code(comparison.old_name),
+        " (model ",
+        code(old.model.get("arch")),
+        ", sha256 ",
+        code(str(old.model_sha256)[:12]),
+        ") and new ",
+        code(comparison.new_name),
+        " (model ",
+        code(new.model.get("arch")),
+        ", sha256 ",
+        code(str(new.model_sha256)[:12]),
+        f"): the same {plural(new.n, 'sample')} of ",
+        code(new.data.get("source")),
+        f", {new.norm} ε = {format_eps(new.eps)}, suite ",
+        code(new.suite),
+        ".",
+    )
+
+
+def _per_class(comparison: Comparison) -> list[Block]:
+    """Each class of the new report beside the old one's, and the change in its robust accuracy."""
     rows = []
-    for key, entry in new.per_class.items():
-        before = old.per_class.get(key) or {}
+    for key, entry in comparison.new.per_class.items():
+        before = comparison.old.per_class.get(key) or {}
+        old_robust = f"{before.get('robust_accuracy', 0):.2%} {span(class_interval(before, 'robust_accuracy'))}"
         rows.append(
             [
                 class_label(key, entry),
                 entry["n"],
                 f"{before.get('clean_accuracy', 0):.2%}" if before else "–",
                 f"{entry['clean_accuracy']:.2%}",
-                f"{before.get('robust_accuracy', 0):.2%} {span(class_interval(before, 'robust_accuracy'))}"
-                if before
-                else "–",
+                old_robust if before else "–",
                 f"{entry['robust_accuracy']:.2%} {span(class_interval(entry, 'robust_accuracy'))}",
                 _change(before.get("robust_accuracy"), entry["robust_accuracy"]),
             ]
         )
-    blocks += [
+    return [
         Heading(2, "Per class"),
         table(
             ["class", "n", "clean (old)", "clean (new)", "robust (old)", "robust (new)", "robust change"],
@@ -167,35 +172,3 @@ def build_comparison(comparison: Comparison) -> list[Block]:
             numeric=(1, 2, 3, 4, 5, 6),
         ),
     ]
-    return blocks
-
-
-def comparison_markdown(comparison: Comparison) -> str:
-    return render_blocks(build_comparison(comparison))
-
-
-def comparison_html(comparison: Comparison) -> str:
-    return render_page(
-        build_comparison(comparison), f"hardenctl comparison: {comparison.old_name} vs {comparison.new_name}"
-    )
-
-
-def comparison_table(comparison: Comparison) -> Any:
-    """The console table (rich), names escaped as the report's console table escapes them."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .common import clean_text
-
-    def plain(cell: Any) -> str:
-        return escape(clean_text(getattr(cell, "text", cell)))
-
-    new = comparison.new
-    table_ = Table(
-        title=escape(clean_text(f"{new.norm} ε={format_eps(new.eps, decimal=False)} · n={new.n} · suite {new.suite}"))
-    )
-    for header in ("metric", "old", "new", "change"):
-        table_.add_column(escape(clean_text(header)), justify="left" if header == "metric" else "right")
-    for row in metric_rows(comparison):
-        table_.add_row(*(plain(cell) for cell in row))
-    return table_

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from .common import clean_text
+from .text import code_span, escape_markdown
+
 # what each exit code that is not a gate's verdict means, for the annotation's title and the step summary
 FAILURE_KINDS = {2: "bad input", 3: "internal error"}
 
@@ -96,8 +99,6 @@ def failure_annotation(exit_code: int, command_name: str, message: str) -> str:
 
 def _fenced(text: str) -> str:
     """``text`` as a fenced code block, fenced by more backticks than any run inside it: nothing in it is Markdown."""
-    from .common import clean_text
-
     line = clean_text(text)
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", line)), default=0))
     return f"{fence}text\n{line}\n{fence}"
@@ -105,9 +106,14 @@ def _fenced(text: str) -> str:
 
 def failure_summary(exit_code: int, command_name: str, message: str, log: Path | None = None) -> str:
     """A few lines of Markdown for the step summary: what failed, the exit code and its meaning, the line itself,
-    and for a crash where its traceback is."""
-    from .markdown import code_span, escape_markdown
+    and for a crash where its traceback is.
 
+    Args:
+        exit_code: 2 (bad input) or 3 (an internal error).
+        command_name: the command, e.g. ``hardenctl eval``.
+        message: the one line printed on stderr.
+        log: the log file holding a crash's traceback; None when it could not be written.
+    """
     heading = f"### {escape_markdown(command_name)}: {FAILURE_KINDS[exit_code]} (exit {exit_code})"
     lines = [heading, "", _fenced(message), ""]
     if exit_code == 2:

@@ -1,9 +1,9 @@
-"""The HTML renderer: one self-contained file, the pictures and the accuracy-vs-ε curve embedded as data URIs.
+"""The HTML renderer: one self-contained page, the pictures and the accuracy-vs-ε curve embedded as data URIs.
 
-It spells the same content as the Markdown report (:mod:`hardenctl.report.document`), so the two reports' tables
-match row for row; all text is HTML-escaped, so a class named ``<script>`` is shown, never run. The images come in
-as PNG bytes drawn once by :func:`hardenctl.report.outputs.write_outputs` (the Markdown's files are the same
-drawings); without them the page says why (``notes``).
+It spells the same content as the Markdown renderer (a report's :mod:`.document`, a comparison's :mod:`.comparison`),
+so the two outputs' tables match row for row; all text is HTML-escaped, so a class named ``<script>`` is shown, never
+run. The images come in as PNG bytes drawn once by :func:`hardenctl.report.outputs.write_report_files` (the
+Markdown's files are the same drawings); without them the page says why (``notes``).
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from __future__ import annotations
 import base64
 import html
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..files import atomic_write
+from .blocks import Block, Heading, Image, Paragraph, Span, Table, Verdict
 from .common import clean_text, format_eps
-from .document import Heading, Image, Paragraph, Span, Table, Verdict, build
+from .comparison import build_comparison
+from .document import build
 
 if TYPE_CHECKING:
+    from ..compare import Comparison
     from .schema import Report
 
 COLUMNS = 16  # a table's box marks its number columns num-0 … num-15 (Table.numeric), its name columns name-*
@@ -28,7 +29,8 @@ COLUMNS = 16  # a table's box marks its number columns num-0 … num-15 (Table.n
 # fits shows none (no script: the page runs none).
 STYLE = (
     """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em; color: #1d1d1f; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 60em; margin: 2em auto; \
+padding: 0 1em; color: #1d1d1f; }
 h1 { line-height: 1.2; }
 .table-wrap { overflow-x: auto; margin: 0.6em 0 1.2em; background-color: #fff;
   background-image: linear-gradient(to right, #fff 40%, rgba(255, 255, 255, 0)),
@@ -58,7 +60,8 @@ code.word { white-space: nowrap; }
 figure { margin: 1em 0; }
 img { max-width: 100%; height: auto; }
 .note { color: #6b6b70; }
-.verdict { border: 1px solid; border-left-width: 0.4em; border-radius: 6px; padding: 0.5em 0.9em; margin: 1em 0 1.3em; }
+.verdict { border: 1px solid; border-left-width: 0.4em; border-radius: 6px; padding: 0.5em 0.9em; \
+margin: 1em 0 1.3em; }
 .verdict p { margin: 0.25em 0; }
 .verdict-head { font-size: 1.15em; }
 .verdict-head strong { letter-spacing: 0.04em; margin-right: 0.15em; }
@@ -143,9 +146,16 @@ def _verdict(block: Verdict) -> str:
 
 
 def render_page(
-    blocks, title: str, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()
+    blocks: list[Block], title: str, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()
 ) -> str:
-    """Document blocks (:mod:`hardenctl.report.document`) as one self-contained HTML page."""
+    """Document blocks as one self-contained HTML page.
+
+    Args:
+        blocks: the content (:mod:`.blocks`).
+        title: the page's title.
+        images: PNG bytes by target ("plot", "pictures"); an image without them is left out.
+        notes: lines shown at the end (why an image is missing).
+    """
     images = images or {}
     body = []
     for block in blocks:
@@ -172,15 +182,24 @@ def render_page(
 
 
 def render_html(report: Report, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()) -> str:
-    """The HTML document. ``images``: PNG bytes by target ("plot", "pictures"), each shown where the Markdown shows
-    its file; ``notes``: why an image is missing, shown at the end."""
+    """The HTML report.
+
+    Args:
+        report: the report.
+        images: PNG bytes by target ("plot", "pictures"), each shown where the Markdown shows its file.
+        notes: why an image is missing, shown at the end.
+    """
     images = images or {}
-    title = f"hardenctl robustness report: {report.model.get('arch')}, {report.norm} eps {format_eps(report.eps, decimal=False)}"
+    threat = f"{report.norm} eps {format_eps(report.eps, decimal=False)}"
+    title = f"hardenctl robustness report: {report.model.get('arch')}, {threat}"
     return render_page(build(report, plot="plot" in images, pictures="pictures" in images), title, images, notes)
 
 
-def write_html(
-    report: Report, path: str | Path, images: dict[str, bytes] | None = None, notes: list[str] | tuple[str, ...] = ()
-) -> None:
-    """Write :func:`render_html` atomically."""
-    atomic_write(path, render_html(report, images, notes))
+def comparison_html(comparison: Comparison) -> str:
+    """The comparison as a self-contained HTML page (what ``compare --html`` writes).
+
+    Args:
+        comparison: the two reports, their paired comparison and gates.
+    """
+    title = f"hardenctl comparison: {comparison.old_name} vs {comparison.new_name}"
+    return render_page(build_comparison(comparison), title)

@@ -1,56 +1,27 @@
-"""The Markdown renderer: the report's content (:mod:`hardenctl.report.document`) in GitHub-flavoured Markdown.
+"""The Markdown renderer: a report's or a comparison's content (:mod:`.document`, :mod:`.comparison`) in
+GitHub-flavoured Markdown.
 
-All text is escaped, so a class folder named ``a | b``, ``**x**``, ``<script>`` or ``a $\\frac$ b`` shows as spelled:
-a pipe cannot split a table row, asterisks do not make bold, ``<`` starts no HTML and ``$`` no math on GitHub.
+All text is escaped (:mod:`.text`), so a class folder named ``a | b``, ``**x**``, ``<script>`` or ``a $\\frac$ b``
+shows as spelled: a pipe cannot split a table row, asterisks do not make bold, ``<`` starts no HTML and ``$`` no math
+on GitHub.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
+from .blocks import Block, Heading, Image, Paragraph, Span, Table, Verdict
 from .common import clean_text
-from .document import Heading, Image, Paragraph, Span, Table, Verdict, build
+from .comparison import build_comparison
+from .document import build
+from .text import code_span, escape_markdown
 
 if TYPE_CHECKING:
+    from ..compare import Comparison
     from .schema import Report
 
-# characters with a meaning in CommonMark/GFM inline text wherever they stand ($: GitHub math); "_" only matters
-# at a word's edge (an underscore between two letters or digits can neither open nor close emphasis), so
-# check_names_like_this stay readable in the raw file
-_SPECIAL = re.compile(r"[\\`*\[\]<>|$~&]|_")
 _LINK_UNSAFE = re.compile(r"[\s()<>\\]")
-
-
-def escape_markdown(value: object) -> str:
-    """Literal text as Markdown (inline, in a paragraph or a table cell)."""
-    text = clean_text(value)
-
-    def escaped(match: re.Match[str]) -> str:
-        char, at = match.group(), match.start()
-        if char == "_" and 0 < at < len(text) - 1 and text[at - 1].isalnum() and text[at + 1].isalnum():
-            return char
-        return "\\" + char
-
-    return _SPECIAL.sub(escaped, text)
-
-
-def code_span(value: object) -> str:
-    """Literal text as a Markdown code span: fenced by more backticks than any run inside it (no escapes apply
-    there), padded when it starts or ends with a backtick. For paragraphs only: in a GFM table a pipe would still
-    split the cell, so the document puts no code in tables. Text with a ``$`` is escaped plain text instead: a
-    code span cannot escape it, and whether GitHub's math skips code spans is not something to rely on."""
-    text = clean_text(value)
-    if "$" in text:
-        return escape_markdown(text)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = (
-        " "
-        if text.startswith("`") or text.endswith("`") or (text.startswith(" ") and text.endswith(" ") and text.strip())
-        else ""
-    )
-    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _inline(spans: tuple[Span, ...]) -> str:
@@ -65,7 +36,7 @@ def _inline(spans: tuple[Span, ...]) -> str:
     return "".join(out)
 
 
-def _row(cells) -> str:
+def _row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
@@ -82,8 +53,13 @@ def _verdict(block: Verdict) -> str:
     return " · ".join([f"**{escape_markdown(block.label)}**", *(escape_markdown(part) for part in parts)])
 
 
-def render_blocks(blocks, names: dict[str, str | None] | None = None) -> str:
-    """Document blocks (:mod:`hardenctl.report.document`) as Markdown; ``names``: the image files by target."""
+def render_blocks(blocks: list[Block], names: dict[str, str | None] | None = None) -> str:
+    """Document blocks as Markdown.
+
+    Args:
+        blocks: the content (:mod:`.blocks`).
+        names: the image files by target ("plot", "pictures"); an image without one is left out.
+    """
     names = names or {}
     parts = []
     for block in blocks:
@@ -103,6 +79,21 @@ def render_blocks(blocks, names: dict[str, str | None] | None = None) -> str:
 
 
 def render_markdown(report: Report, plot_name: str | None = None, pictures_name: str | None = None) -> str:
-    """The Markdown report; ``plot_name``/``pictures_name``: the PNG files beside it, None to leave them out."""
+    """The Markdown report.
+
+    Args:
+        report: the report.
+        plot_name: the accuracy-vs-ε PNG file beside it (a link relative to the Markdown); None to leave it out.
+        pictures_name: the adversarial examples' PNG file beside it; None to leave them out.
+    """
     names = {"plot": plot_name, "pictures": pictures_name}
     return render_blocks(build(report, plot=plot_name is not None, pictures=pictures_name is not None), names)
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    """The comparison as Markdown (what ``compare --markdown`` writes and the step summary shows).
+
+    Args:
+        comparison: the two reports, their paired comparison and gates.
+    """
+    return render_blocks(build_comparison(comparison))

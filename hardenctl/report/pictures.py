@@ -9,10 +9,8 @@ them (:mod:`.fonts`). Without matplotlib (the ``plot`` extra) nothing is drawn a
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..files import atomic_write
 from .common import MATPLOTLIB_PLAIN as PLAIN
 from .common import clean_text
 from .fonts import fonts_for, quiet_missing_glyphs
@@ -84,15 +82,6 @@ def grid_png(gallery: Gallery | None) -> bytes | None:
     finally:  # a figure left open on an error would pile up in pyplot's registry
         plt.close(fig)
     return buffer.getvalue()
-
-
-def write_grid(gallery: Gallery | None, path: str | Path) -> bool:
-    """Write :func:`grid_png` to ``path`` atomically; False when there is nothing to draw or no matplotlib."""
-    png = grid_png(gallery)
-    if png is None:
-        return False
-    atomic_write(path, png)
-    return True
 
 
 def grid_note(gallery: Gallery | None) -> str | None:

@@ -7,10 +7,8 @@ that have its glyphs where any installed font has them (:mod:`.fonts`).
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..files import atomic_write
 from .common import MATPLOTLIB_PLAIN as PLAIN
 from .common import clean_text
 from .fonts import fonts_for, quiet_missing_glyphs
@@ -50,12 +48,3 @@ def plot_png(report: Report) -> bytes | None:
     finally:
         plt.close(fig)
     return buffer.getvalue()
-
-
-def write_plot(report: Report, path: str | Path) -> bool:
-    """Accuracy-vs-ε PNG written atomically; False when there is no sweep or matplotlib (the ``[plot]`` extra) is missing."""
-    png = plot_png(report)
-    if png is None:
-        return False
-    atomic_write(path, png)
-    return True

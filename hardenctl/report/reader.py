@@ -33,7 +33,8 @@ from .schema import SCHEMA_VERSION, Check, Gate, Report
 # 3.8 s and 290 MB of memory on a 2-core machine; a larger file (or /dev/zero named report.json) is refused before it
 # is read, so no file can take more.
 MAX_REPORT_BYTES = 32 * 2**20
-MAX_DEPTH = 32  # levels of nesting: hardenctl writes fewer than 8 (harden → hardened → model → data_config → ...)
+# levels of nesting: hardenctl writes fewer than 8 (harden → hardened → model → data_config → ...)
+MAX_DEPTH = 32
 HARDEN_SCHEMA_VERSION = "harden-1.0"  # hardenctl.training.report writes it (that package sits above this one)
 
 # An older schema_version this hardenctl can still read -> a function returning the report at the next version.

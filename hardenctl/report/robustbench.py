@@ -111,9 +111,15 @@ def robustbench_entry(
 ) -> tuple[dict[str, Any], list[str]]:
     """The entry for an eval report, or for the hardened model of a harden report, and the notes to print.
 
-    ``dataset``: RobustBench's key (default: recognised from the data source's name, else from ``hub_dataset``, else
-    empty); ``additional``: ``additional_data`` as the user states it (default: :func:`additional_data`'s rule on
-    ``trained_on``, what the model declares it was trained on).
+    Args:
+        report: the report as ``report.json`` holds it (an eval or a harden report).
+        name: the entry's ``name`` (default: the architecture, "(hardenctl)").
+        dataset: RobustBench's key (default: recognised from the data source's name, else from ``hub_dataset``,
+            else empty).
+        additional: ``additional_data`` as the user states it (default: :func:`additional_data`'s rule on
+            ``trained_on``).
+        trained_on: what the model declares it was trained on (its card's ``datasets:``, a timm pretrained tag).
+        hub_dataset: the Hub id of the evaluation data (``--dataset``).
     """
     harden = "hardened" in report and "input" in report
     result = report["hardened"] if harden else report
@@ -129,9 +135,7 @@ def robustbench_entry(
     else:
         why = "as you stated it"
     model = result.get("model") or {}
-    suite = str(result.get("suite"))
-    checks = [c for c in result.get("checks") or [] if isinstance(c, dict)]
-    failed = [str(c.get("name")) for c in checks if not c.get("passed", True)]
+    failed = _failed_checks(result)
     entry = {
         "link": "",
         "name": name or f"{model.get('arch', 'model')} (hardenctl)",
@@ -145,43 +149,63 @@ def robustbench_entry(
         "clean_acc": f"{100 * clean:.2f}",
         "reported": "",
         "autoattack_acc": f"{100 * robust:.2f}",
-        "footnote": (
-            f"Robust accuracy from {SUITES.get(suite, 'a custom attack list: ' + suite)}, on the first "
-            f"{result.get('n')} images (RobustBench evaluates the full test set), seed {result.get('seed')}."
-            + (f" Failed sanity checks: {', '.join(failed)}." if failed else "")
-        ),
+        "footnote": _footnote(result, failed),
         "unreliable": bool(failed),
-        "hardenctl": {
-            "suite": suite,
-            "norm": result.get("norm"),
-            "eps": result.get("eps"),
-            "n": result.get("n"),
-            "seed": result.get("seed"),
-            "intervals": result.get("intervals"),
-            "counts": result.get("counts"),
-            "model_sha256": result.get("model_sha256"),
-            "data_sha256": result.get("data_sha256"),
-            "randomized": result.get("randomized", False),
-            "eot_samples": result.get("eot_samples", 1),
-            "failed_checks": failed,
-            "version": (result.get("versions") or {}).get("hardenctl"),
-        },
+        "hardenctl": _hardenctl_section(result, failed),
     }
+    return entry, _notes(additional, why, key, source.name, result.get("norm"))
+
+
+def _failed_checks(result: dict[str, Any]) -> list[str]:
+    checks = [c for c in result.get("checks") or [] if isinstance(c, dict)]
+    return [str(c.get("name")) for c in checks if not c.get("passed", True)]
+
+
+def _footnote(result: dict[str, Any], failed: list[str]) -> str:
+    """Which attacks the robust accuracy comes from, on how many images, and the failed sanity checks."""
+    suite = str(result.get("suite"))
+    return (
+        f"Robust accuracy from {SUITES.get(suite, 'a custom attack list: ' + suite)}, on the first "
+        f"{result.get('n')} images (RobustBench evaluates the full test set), seed {result.get('seed')}."
+        + (f" Failed sanity checks: {', '.join(failed)}." if failed else "")
+    )
+
+
+def _hardenctl_section(result: dict[str, Any], failed: list[str]) -> dict[str, Any]:
+    """What a reader needs to redo or weigh the evaluation: the threat model, n, seed, intervals, counts, hashes."""
+    return {
+        "suite": str(result.get("suite")),
+        "norm": result.get("norm"),
+        "eps": result.get("eps"),
+        "n": result.get("n"),
+        "seed": result.get("seed"),
+        "intervals": result.get("intervals"),
+        "counts": result.get("counts"),
+        "model_sha256": result.get("model_sha256"),
+        "data_sha256": result.get("data_sha256"),
+        "randomized": result.get("randomized", False),
+        "eot_samples": result.get("eot_samples", 1),
+        "failed_checks": failed,
+        "version": (result.get("versions") or {}).get("hardenctl"),
+    }
+
+
+def _notes(additional: bool, why: str, key: str | None, source_name: str, norm: Any) -> list[str]:
+    """What the user should know: how additional_data was decided, an unrecognised dataset, where the file goes."""
     notes = [
         f"RobustBench entry: additional_data is {str(additional).lower()} ({why}); "
         "pass --additional-data or --no-additional-data to state it"
     ]
     if not key:
         notes.append(
-            f"RobustBench entry: dataset left empty: the data {source.name!r} is not recognisably one of "
+            f"RobustBench entry: dataset left empty: the data {source_name!r} is not recognisably one of "
             f"{', '.join(DATASET_SPELLINGS)}; pass --robustbench-dataset if it is"
         )
-    where_to = destination(key or "", result.get("norm"))
     notes.append(
-        f"RobustBench entry: it goes in the RobustBench repository as {where_to} "
+        f"RobustBench entry: it goes in the RobustBench repository as {destination(key or '', norm)} "
         f"(<Name>: the model's leaderboard id, e.g. Smith2024Robust); fill {FIELDS_TO_FILL} by hand"
     )
-    return entry, notes
+    return notes
 
 
 def entry_json(entry: dict[str, Any]) -> str:

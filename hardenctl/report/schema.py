@@ -3,8 +3,9 @@
 JSON is the contract CI gates read, so its keys only ever get added to; a change that
 removes or renames one bumps :data:`SCHEMA_VERSION` (and adds a migration to :mod:`hardenctl.report.reader`, the one
 reader that checks every report read back before use). The other outputs (Markdown, HTML, JUnit, console, pictures,
-plot) are renderers in their own modules above this one; the ``to_markdown``/``to_junit``/``rich_table`` methods
-import them when called, and they never import this module at run time, so there is no import circle.
+plot) are renderers in their own modules above this one, each a function that takes a Report
+(:func:`hardenctl.report.render_markdown`, :func:`~hardenctl.report.render_junit`,
+:func:`~hardenctl.report.render_table`, ...); they never import this module at run time, and it imports none of them.
 """
 
 from __future__ import annotations
@@ -175,25 +176,6 @@ class Report:
     @property
     def failed_gates(self) -> list[Gate]:
         return [g for g in self.gates if not g.passed]
-
-    # -- renderings (each in its own module above this one; imported when asked for) ------------------------
-    def to_markdown(self, plot_name: str | None = None, pictures_name: str | None = None) -> str:
-        """The Markdown report; ``plot_name``/``pictures_name``: the PNG files it shows, None to leave them out."""
-        from .markdown import render_markdown
-
-        return render_markdown(self, plot_name, pictures_name)
-
-    def to_junit(self) -> str:
-        """Gates and checks as JUnit XML test cases, for CI test-report viewers."""
-        from .junit import render_junit
-
-        return render_junit(self)
-
-    def rich_table(self):
-        """The console summary as a rich Table."""
-        from .console import render_table
-
-        return render_table(self)
 
 
 REGRESSED_SHOWN = 50  # regressed samples listed in a report; the count is always complete

@@ -13,9 +13,7 @@ from browser import DESKTOP, PHONE, chromium, view
 
 from hardenctl.compare import Comparison
 from hardenctl.gates import drop_gates
-from hardenctl.report import Check, Gate, Report
-from hardenctl.report.comparison import comparison_html
-from hardenctl.report.html import write_html
+from hardenctl.report import Check, Gate, Report, comparison_html, render_html
 
 pytestmark = pytest.mark.slow
 
@@ -219,7 +217,7 @@ def wide_report(robust: float) -> Report:
 def wide_pages(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wide")
     old, new = wide_report(0.412), wide_report(0.387)
-    write_html(new, out / "report.html")
+    (out / "report.html").write_text(render_html(new))
     comparison = Comparison(
         old,
         new,

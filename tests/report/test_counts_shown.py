@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from hardenctl.report import Report, render_html, report_from_dict
+from hardenctl.report import Report, render_html, render_markdown, render_table, report_from_dict
 
 COUNTS = {"n": 24, "clean_correct": 23, "robust_correct": 11, "attacks": {"fgsm": 15, "pgd": 11}}
 
@@ -37,13 +37,13 @@ def make_report(**changes) -> Report:
 
 def console_text(report: Report) -> str:
     console = Console(record=True, width=200, color_system=None)
-    console.print(report.rich_table())
+    console.print(render_table(report))
     return console.export_text()
 
 
 def test_counts_stand_beside_the_rates_in_every_output():
     report = make_report()
-    markdown = report.to_markdown()
+    markdown = render_markdown(report)
     assert "| metric | accuracy (95% interval) | correct / n |" in markdown
     assert (
         "| clean | 95.83% (79.8–99.3) | 23/24 |" in markdown
@@ -58,7 +58,7 @@ def test_counts_stand_beside_the_rates_in_every_output():
 
 def test_a_randomised_models_clean_count_is_a_sum_of_fractions():
     report = make_report(clean_accuracy=22.5 / 24, randomized=True, counts={**COUNTS, "clean_correct": 22.5})
-    assert "| clean | 93.75% (" in report.to_markdown() and "| 22.50/24 |" in report.to_markdown()
+    assert "| clean | 93.75% (" in render_markdown(report) and "| 22.50/24 |" in render_markdown(report)
 
 
 def test_the_json_keeps_the_counts():
@@ -73,6 +73,6 @@ def test_a_report_without_counts_loads_and_renders_as_before():
     del data["counts"]
     old = report_from_dict(data)
     assert old.counts == {}
-    markdown = old.to_markdown()
+    markdown = render_markdown(old)
     assert "correct" not in markdown and "| clean | 95.83% (79.8–99.3) |\n" in markdown
     assert "correct" not in console_text(old) and "correct" not in render_html(old)

@@ -9,10 +9,11 @@ import pytest
 
 from hardenctl.compare import Comparison
 from hardenctl.gates import drop_gates
-from hardenctl.report import Check, Gate, Report, render_html
+from hardenctl.report import Check, Gate, Report, comparison_html, comparison_markdown, render_html, render_markdown
+from hardenctl.report.blocks import Heading, Table, Verdict
 from hardenctl.report.common import format_points, plural
-from hardenctl.report.comparison import build_comparison, comparison_html, comparison_markdown
-from hardenctl.report.document import Heading, Table, Verdict, build, class_label
+from hardenctl.report.comparison import build_comparison
+from hardenctl.report.document import build, class_label
 
 SIGNED_PERCENT = re.compile(r"[+\-−]\d+(\.\d+)?%")  # "+49.00%": a difference spelled as a rate
 
@@ -91,7 +92,7 @@ def test_a_change_between_rates_is_in_points_never_a_percent():
     assert "paired change in robust accuracy +49.00 pts" in text and "paired change +3.00 pts" in text
     assert SIGNED_PERCENT.findall(text) == []
     report = make_report(extra={"paired": pairs})
-    assert SIGNED_PERCENT.findall(report.to_markdown() + render_html(report)) == []
+    assert SIGNED_PERCENT.findall(render_markdown(report) + render_html(report)) == []
 
 
 def test_a_class_is_shown_once_when_its_name_is_its_id():
@@ -101,7 +102,7 @@ def test_a_class_is_shown_once_when_its_name_is_its_id():
     assert class_label("0", {"name": "0", "display_name": "zero"}) == "0 zero"
     assert class_label("8", {"name": "n02111889", "display_name": "n02111889"}) == "8 n02111889"
     old, new = make_report(), make_report(robust=0.3)
-    assert "| 0 | 100 |" in comparison_markdown(comparison(old, new)) and "| 0 | 100 |" in new.to_markdown()
+    assert "| 0 | 100 |" in comparison_markdown(comparison(old, new)) and "| 0 | 100 |" in render_markdown(new)
 
 
 def blocks_of_both() -> dict[str, list]:
@@ -163,7 +164,7 @@ def test_the_verdict_comes_first_and_says_pass_fail_or_that_no_gate_was_set(gate
             Check("perturbations_in_bounds", True, "ok"),
         ],
     )
-    markdown = report.to_markdown()
+    markdown = render_markdown(report)
     line = verdict_line(markdown)
     assert line.startswith(f"**{outcome}** · ") and "\n" not in line
     figures = [
@@ -186,7 +187,7 @@ def test_failed_checks_accepted_knowingly_are_named_in_the_verdict():
         accepted_checks=["input_gradients_nonzero"],
         checks=[Check("input_gradients_nonzero", False, "zero gradients")],
     )
-    line = verdict_line(report.to_markdown())
+    line = verdict_line(render_markdown(report))
     assert line.startswith("**NO GATES SET**") and "input_gradients_nonzero failed, accepted knowingly" in line
 
 

@@ -13,7 +13,15 @@ from markdown_it import MarkdownIt
 from report_helpers import NAMES, SHOWN, hostile_gallery, hostile_report
 from rich.console import Console
 
-from hardenctl.report import grid_png, plot_png, render_html, write_report_files
+from hardenctl.report import (
+    grid_png,
+    plot_png,
+    render_html,
+    render_junit,
+    render_markdown,
+    render_table,
+    write_report_files,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -74,7 +82,7 @@ def per_class_cells(page: Page) -> list[str]:
 
 
 def test_markdown_shows_names_as_spelled_and_keeps_its_tables():
-    markdown = hostile_report().to_markdown("r.eps_sweep.png", "r.pictures.png")
+    markdown = render_markdown(hostile_report(), "r.eps_sweep.png", "r.pictures.png")
     page = markdown_page(markdown)
     assert (
         all(len(set(rows)) == 1 for rows in cells_per_row(markdown)) and len(cells_per_row(markdown)) == 6
@@ -121,7 +129,7 @@ def test_html_shows_names_as_spelled_and_injects_no_tags():
 
 
 def test_junit_parses_and_names_the_checks_as_spelled():
-    suite = ET.fromstring(hostile_report().to_junit())
+    suite = ET.fromstring(render_junit(hostile_report()))
     messages = [
         case.find("failure").get("message") for case in suite.iter("testcase") if case.get("name").startswith("check.")
     ]
@@ -130,7 +138,7 @@ def test_junit_parses_and_names_the_checks_as_spelled():
 
 def test_console_table_prints_markup_in_names_literally():
     console = Console(record=True, width=250, color_system=None)
-    console.print(hostile_report().rich_table())
+    console.print(render_table(hostile_report()))
     text = console.export_text()
     assert "after [bold]pgd" in text and "a $\\frac$ b [bold]red[/bold] [/x]" in text
 

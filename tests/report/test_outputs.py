@@ -1,5 +1,5 @@
-"""``write_report_files`` writes each requested file on its own: one renderer's failure costs only its own output, and the
-error still reaches the caller (so the CLI reports an internal error, not a failed gate)."""
+"""``write_report_files`` writes each requested file on its own: one renderer's failure costs only its own output,
+and the error still reaches the caller (so the CLI reports an internal error, not a failed gate)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hardenctl.errors import UserError
-from hardenctl.report import load_report, read_report_json, reader, report_from_dict
+from hardenctl.report import load_report, read_report_json, reader, render_markdown, render_table, report_from_dict
 
 
 def refused(path: Path, read=load_report) -> str:
@@ -233,7 +233,7 @@ def test_any_damaged_eval_report_is_read_whole_or_refused_in_one_line(tmp_path_f
         assert "\n" not in message and message.startswith(str(path)), message
         return
     json.dumps(report.to_dict(), allow_nan=False)  # strict JSON: no NaN or infinity got through
-    report.to_markdown(), report.rich_table(), report.intervals()  # every renderer can use it
+    render_markdown(report), render_table(report), report.intervals()  # every renderer can use it
 
 
 def numbers_in(value, prefix: tuple = ()) -> list[tuple]:
@@ -279,5 +279,5 @@ def test_any_damaged_harden_report_is_read_whole_or_refused_in_one_line(tmp_path
 
     sides = [result["input"], result["hardened"]] if "input" in result and "hardened" in result else [result]
     for side in sides:
-        build_report(side).to_markdown()
+        render_markdown(build_report(side))
     json.dumps(result, allow_nan=False)  # strict JSON: no NaN or infinity got through
