@@ -2,19 +2,22 @@
 
 Two reports of the same evaluation (ε, norm, suite, attacks, n, data: refused otherwise, as a baseline is) side by
 side. With both per-sample files the comparison is paired, sample by sample, with the same exact McNemar test the
-paired gate uses (:func:`hardenctl.gates.paired_comparison`), so ``compare`` and ``eval --baseline`` agree on the
+paired gate uses (:func:`hardenctl.paired.paired_comparison`), so ``compare`` and ``eval --baseline`` agree on the
 p-value; ``max_drop`` gates the fall exactly as ``eval --baseline --max-drop`` does (exit 1).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .gates import Baseline, check_comparable, describe_failure, drop_gates, load_baseline, paired_comparison
+from .gates import Baseline, check_comparable, describe_failure, drop_gates, load_baseline
+from .paired import paired_comparison
 from .report import Gate, Report
+from .report.common import plural
 
 
 @dataclass
@@ -36,6 +39,17 @@ class Comparison:
     def describe_failure(self, gate: Gate) -> str:
         """One line for a failed ``max_drop`` gate, naming OLD's file as what the fall is measured from."""
         return describe_failure(self.new, gate, self.old_name)
+
+    def paired_summary(self) -> str | None:
+        """``paired: 2 samples regressed, 1 improved (exact McNemar p = 0.5)``; None when the comparison is not
+        paired (a side without per-sample results)."""
+        if not self.paired:
+            return None
+        robust = self.paired["robust"]
+        return (
+            f"paired: {plural(robust['regressed'], 'sample')} regressed, {robust['improved']} improved "
+            f"(exact McNemar p = {robust['mcnemar_p']:.4g})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def side(report: Report, name: str) -> dict[str, Any]:
@@ -68,6 +82,10 @@ class Comparison:
             "notes": self.notes,
         }
 
+    def to_json(self) -> str:
+        """:meth:`to_dict` as the JSON ``compare --report`` writes and ``compare --json`` prints."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
 
 def _load(report: Report | str | Path, samples: str | Path | None, name: str) -> Baseline:
     """A side of the comparison, named by its file (as given) in every message; a Report passed in is ``name``."""
@@ -84,8 +102,15 @@ def compare(
     new_samples: str | Path | None = None,
     max_drop: float | None = None,
 ) -> Comparison:
-    """Compare two reports; ``*_samples``: their per-sample files (default: found beside each report as ``--baseline``
-    finds them). ``max_drop`` adds the ``max_drop_*`` gates (a fraction: 0.01 = one point)."""
+    """Compare two reports of the same evaluation, paired when both per-sample files are found.
+
+    Args:
+        old: the earlier report (a Report, or its report.json).
+        new: the candidate's report.
+        old_samples: OLD's per-sample results (default: found beside it, as ``--baseline`` finds them).
+        new_samples: NEW's per-sample results (default: as for OLD).
+        max_drop: adds the ``max_drop_*`` gates: the most each accuracy may fall (a fraction: 0.01 = one point).
+    """
     if max_drop is not None and not 0 <= max_drop <= 1:
         raise UserError(f"--max-drop is a fraction in [0,1], got {max_drop}", "pass e.g. --max-drop 0.01")
     before, after = _load(old, old_samples, "old"), _load(new, new_samples, "new")

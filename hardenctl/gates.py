@@ -12,13 +12,21 @@ with its per-sample results found as ``--baseline`` finds them (:func:`load_base
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import UserError
-from .report import REGRESSED_SHOWN, Gate, Report, SampleResults, load_report
+from .paired import paired_comparison, paired_on_evaluated
+from .report import Gate, Report, SampleResults, load_report
 from .report.common import clean_text
+from .sequential_gates import decided_gates, describe_decision
+
+if TYPE_CHECKING:
+    from .evaluation.sequential_plan import SequentialPlan
+
+DEFAULT_ALPHA = 0.05  # the default --alpha of a sequential run
 
 GATE_ON = ("point", "lower")  # --gate-on: compare --min-*-acc with the point estimate or the 95% interval's lower bound
 
@@ -74,7 +82,7 @@ def check_comparable(
         if attribute == "eps":
             same = abs(float(now) - float(then)) <= 1e-9
         elif attribute == "attack_list":
-            same = not then or list(now) == list(then)  # reports older than attack_list are compared on suite alone
+            same = not then or _attack_names(now, then) == list(then)  # older than attack_list: suite alone
         else:
             same = now == then
         if not same:
@@ -88,6 +96,18 @@ def check_comparable(
                 f"{clean_text(baseline_name)} was made with {label} {shown(then)} but {now_text}",
                 "compare reports made with the same --eps, --norm, --suite/--attacks, --n and data",
             )
+
+
+_EPS_AND_NORM = re.compile(r"^(\w+\(eps=[^,]+, norm=\w+)[^)]*\)$")
+
+
+def _attack_names(now: Sequence[str], then: Sequence[str]) -> list[str]:
+    """``now``'s attacks as ``then`` names them: a report made before attacks named every setting (0.1.0's
+    ``PGD(eps=0.031373, norm=linf)``) is compared on the attack, eps and norm it recorded, so a cached baseline
+    stays usable after an upgrade; a report naming every setting is compared on every setting."""
+    if any(_EPS_AND_NORM.sub(r"\1)", name) != name for name in then):
+        return list(now)
+    return [_EPS_AND_NORM.sub(r"\1)", name) for name in now]
 
 
 def check_gate(report: Report, strict: bool = True, allowed: Sequence[str] = ()) -> Gate:
@@ -106,78 +126,6 @@ def _minimum_gate(report: Report, name: str, threshold: float, metric: str, poin
         return Gate(name, threshold, value, value >= threshold, "lower95")
     value = 0.0 if point is None else point
     return Gate(name, threshold, value, value >= threshold, "point")
-
-
-def paired_comparison(
-    report: Report,
-    baseline_samples: SampleResults,
-    baseline_name: str = "the baseline",
-    baseline_samples_name: str | None = None,
-    current_name: str = "this evaluation",
-) -> dict[str, Any]:
-    """Compare this evaluation (``current_name``: what the errors call it) with the baseline's per-sample results,
-    sample by sample (``extra.paired``).
-
-    robust: ``regressed`` = robust in the baseline, not now; ``improved`` = the reverse; ``difference`` =
-    (regressed − improved) / n, the drop ``--max-drop`` gates on; ``mcnemar_p`` the exact two-sided McNemar
-    p-value on those two counts. clean: the same per sample on ``clean_correct`` (fractions of draws for a
-    randomised model, where McNemar does not apply and ``mcnemar_p`` is None).
-
-    On the same samples the paired difference equals the difference of the two rates; what pairing adds is
-    *which* samples changed and whether the change is more than noise (McNemar).
-    """
-    from .stats import mcnemar_exact
-
-    now = report.samples
-    baseline_text, current_text = clean_text(baseline_name), clean_text(current_name)
-    if now is None:
-        raise UserError(
-            f"{current_text} has no per-sample results to pair with {baseline_text}'s",
-            "evaluate with hardenctl.evaluate (or `hardenctl eval`), which records them",
-        )
-    n = len(now)
-    if len(baseline_samples) != n:
-        raise UserError(
-            f"{baseline_text}'s per-sample results have {len(baseline_samples)} samples but {current_text} has {n}",
-            "compare evaluations of the same --n and data",
-        )
-    if list(baseline_samples.label) != list(now.label):
-        first = next(i for i, (a, b) in enumerate(zip(baseline_samples.label, now.label)) if a != b)
-        raise UserError(
-            f"{baseline_text}'s per-sample results have label {baseline_samples.label[first]} at sample "
-            f"{first} but {current_text} has {now.label[first]}",
-            "compare evaluations of the same data",
-        )
-    pairs = list(zip(baseline_samples.robust, now.robust))
-    regressed = [i for i, (then, current) in enumerate(pairs) if then and not current]
-    improved = sum(1 for then, current in pairs if current and not then)
-    rows = now.rows()
-    clean_change = [then - current for then, current in zip(baseline_samples.clean_correct, now.clean_correct)]
-    clean_binary = all(v in (0, 1) for v in (*baseline_samples.clean_correct, *now.clean_correct))
-    clean_regressed, clean_improved = sum(1 for d in clean_change if d > 0), sum(1 for d in clean_change if d < 0)
-    return {
-        "baseline": baseline_name,
-        "baseline_samples": baseline_samples_name,
-        "n": n,
-        "max_drop_basis": "paired",
-        "robust": {
-            "regressed": len(regressed),
-            "improved": improved,
-            "unchanged": n - len(regressed) - improved,
-            "difference": (len(regressed) - improved) / n if n else 0.0,
-            "mcnemar_p": mcnemar_exact(len(regressed), improved),
-        },
-        "clean": {
-            "regressed": clean_regressed,
-            "improved": clean_improved,
-            "difference": sum(clean_change) / n if n else 0.0,
-            "mcnemar_p": mcnemar_exact(clean_regressed, clean_improved) if clean_binary else None,
-        },
-        "regressed_samples": [
-            {key: rows[i][key] for key in ("index", "source_id", "label", "adversarial_prediction", "broken_by")}
-            for i in regressed[:REGRESSED_SHOWN]
-        ],
-    }
 
 
 def drop_gates(report: Report, baseline: Report, max_drop: float, paired: dict[str, Any] | None = None) -> list[Gate]:
@@ -265,10 +213,43 @@ def _minimum_gates(report: Report, options: GateOptions) -> list[Gate]:
     return gates
 
 
+def sequential_plan(
+    options: GateOptions, baseline: Baseline | None = None, alpha: float = DEFAULT_ALPHA
+) -> SequentialPlan:
+    """The gates ``options`` set, as targets a sequential run decides (refused when none is set or alpha is wrong)."""
+    # here, not at the top: the package hardenctl.evaluation imports torch, and gates must not
+    from .evaluation.sequential_plan import SequentialPlan, Target, check_plan
+
+    basis = "lower95" if options.gate_on == "lower" else "point"
+    targets = [
+        Target(name, float(threshold), basis)
+        for name, threshold in (
+            ("min_clean_acc", options.min_clean_acc),
+            ("min_robust_acc", options.min_robust_acc),
+            ("min_protected_robust_acc", options.min_protected_robust_acc),
+        )
+        if threshold is not None
+    ]
+    clean = robust = rates = None
+    if baseline is not None:
+        drop = float(options.max_drop or 0.0)
+        paired = baseline.samples is not None
+        targets += [
+            Target(name, drop, "paired" if paired else "rates")
+            for name in ("max_drop_clean_accuracy", "max_drop_robust_accuracy")
+        ]
+        if paired:
+            clean = tuple(float(v) for v in baseline.samples.clean_correct)
+            robust = tuple(float(bool(v)) for v in baseline.samples.robust)
+        else:
+            rates = (float(baseline.report.clean_accuracy), float(baseline.report.robust_accuracy))
+    plan = SequentialPlan(tuple(targets), float(alpha), clean, robust, rates)
+    check_plan(plan)
+    return plan
+
+
 def _sequential_gates(report: Report, options: GateOptions, baseline: Baseline | None) -> list[Gate]:
     """A sequential run that stopped early: each gate as its confidence sequence decided it."""
-    from .sequential_gates import decided_gates, paired_on_evaluated
-
     if baseline is not None:
         check_comparable(report, baseline.report, baseline.name)
         if baseline.samples is not None:
@@ -289,8 +270,6 @@ def describe_failure(report: Report, gate: Gate, baseline_name: str = "the basel
             f"evaluation); fix the model or evaluation, or accept knowingly with --allow-check NAME or --no-strict"
         )
     if gate.basis == "sequential":
-        from .sequential_gates import describe_decision
-
         relation = "dropped at least" if gate.name.startswith("max_drop") else "at most"
         limit = f"max {gate.threshold:.4f}" if gate.name.startswith("max_drop") else f"< {gate.threshold:.4f}"
         return f"gate failed: {gate.name}: {relation} {gate.value:.4f} ({limit}), {describe_decision(report, gate)}"

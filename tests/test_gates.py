@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 from testing_helpers import read_json
 
 from hardenctl.errors import UserError
-from hardenctl.gates import CHECK_NAMES, Baseline, apply_gates, check_comparable
+from hardenctl.evaluation.samples import read_samples, write_samples
+from hardenctl.gates import CHECK_NAMES, Baseline, apply_gates, check_comparable, describe_failure
 from hardenctl.models import load_model, save_model
-from hardenctl.report import Check, Report
+from hardenctl.paired import paired_comparison
+from hardenctl.report import Check, Report, SampleResults, render_markdown, render_table
 
 FAST = ("--attacks", "fgsm", "--n", "32", "--batch-size", "32", "--quiet")
 
@@ -59,7 +65,7 @@ def test_allow_check_and_no_strict_accept_knowingly_and_are_recorded():
     lax = make_report()
     apply_gates(lax, strict=False)
     assert gate(lax).passed and lax.accepted_checks == ["input_gradients_nonzero"]
-    assert "FAIL (accepted)" in lax.to_markdown()
+    assert "FAIL (accepted)" in render_markdown(lax)
 
 
 @pytest.mark.parametrize(
@@ -79,6 +85,26 @@ def test_baselines_made_differently_are_refused_naming_the_difference(field, val
     with pytest.raises(UserError, match=named):
         apply_gates(make_report(), baseline=baseline)
     check_comparable(make_report(), make_report())  # the same settings are comparable
+
+
+FULL_PGD = "PGD(eps=0.031373, norm=linf, eot_samples=1, steps=20, alpha=0.0078431, restarts=1, random_start=True)"
+
+
+def test_a_baseline_from_before_attacks_named_every_setting_is_compared_on_attack_eps_and_norm():
+    """0.1.0 recorded ``PGD(eps=..., norm=...)``: a cached baseline of that version stays usable after an upgrade,
+    and is still refused when its attack, eps or norm differ."""
+    now = make_report(attack_list=[FULL_PGD])
+    check_comparable(now, make_report(attack_list=["PGD(eps=0.031373, norm=linf)"]))
+    for older in ("APGD(eps=0.031373, norm=linf)", "PGD(eps=0.015686, norm=linf)"):
+        with pytest.raises(UserError, match="attack settings"):
+            check_comparable(now, make_report(attack_list=[older]))
+
+
+def test_a_baseline_naming_every_setting_is_compared_on_every_setting():
+    with pytest.raises(UserError, match="attack settings"):
+        check_comparable(
+            make_report(attack_list=[FULL_PGD]), make_report(attack_list=[FULL_PGD.replace("steps=20", "steps=10")])
+        )
 
 
 def test_every_check_evaluate_can_report_is_named(digits_model_path):
@@ -159,13 +185,6 @@ def test_cli_refuses_an_incomparable_baseline_before_attacking(cli, digits_model
 
 
 # -- intervals, --gate-on lower, paired regression gates (issue 14) ---------------------------------------------------
-import json
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from hardenctl.evaluation.samples import read_samples, write_samples  # noqa: E402
-from hardenctl.gates import describe_failure, paired_comparison  # noqa: E402
-from hardenctl.report import SampleResults  # noqa: E402
 
 
 def samples_of(robust: list[bool], labels: list[int] | None = None, clean: list[float] | None = None) -> SampleResults:
@@ -227,7 +246,7 @@ def test_report_json_carries_wilson_intervals():
     assert (
         "cat" in data["per_class"]["3"]["name"] and "clean_interval" not in report.per_class["3"]
     )  # derived, not stored
-    text = report.to_markdown()
+    text = render_markdown(report)
     assert (
         "| **robust (worst case)** | **45.00%** (35.6–54.8) |" in text and "| after pgd | 60.00% (50.2–69.1) |" in text
     )
@@ -238,7 +257,7 @@ def test_console_table_has_an_interval_column():
     from rich.console import Console
 
     console = Console(record=True, width=120)
-    console.print(make_report(robust_accuracy=0.45, attacks={"pgd": 0.45}).rich_table())
+    console.print(render_table(make_report(robust_accuracy=0.45, attacks={"pgd": 0.45})))
     text = console.export_text()
     assert "95% interval" in text and "35.6–54.8%" in text
 
@@ -264,7 +283,7 @@ def test_gate_on_lower_fails_where_the_point_estimate_passes():
     assert data["gate_on"] == "lower" and json.loads(point.to_json())["gate_on"] == "point"
     assert {g["name"]: g["basis"] for g in data["gates"]}["min_robust_acc"] == "lower95"
     assert "min_robust_acc (95% lower bound): 0.4038 < 0.4500" in describe_failure(lower, robust)
-    assert "95% lower bound" in lower.to_markdown()
+    assert "95% lower bound" in render_markdown(lower)
 
 
 def test_gate_on_lower_protected_classes():
@@ -331,7 +350,7 @@ def test_paired_gate_counts_regressed_and_improved_on_constructed_files(tmp_path
     drop = gate(current, "max_drop_robust_accuracy")
     assert drop.basis == "paired" and drop.value == pytest.approx(0.06) and not drop.passed  # 0.06 > 0.05
     assert gate(current, "max_drop_clean_accuracy").passed
-    text = current.to_markdown()
+    text = render_markdown(current)
     assert "## Paired comparison with the baseline" in text and "**8 regressed**" in text and "p = 0.1094" in text
     assert "| 10 | img/0010.png | 0 | 1 | apgd-ce |" in text and "| 70 |" not in text
     assert json.loads(current.to_json())["extra"]["paired"] == paired
@@ -344,7 +363,7 @@ def test_paired_regressed_list_is_capped_with_a_count():
     apply_gates(current, baseline=Baseline(baseline, samples=baseline.samples), max_drop=1.0)
     paired = current.extra["paired"]
     assert paired["robust"]["regressed"] == 70 and len(paired["regressed_samples"]) == 50
-    assert "… and 20 more (70 regressed in all" in current.to_markdown()
+    assert "… and 20 more (70 regressed in all" in render_markdown(current)
 
 
 def test_paired_clean_with_fractions_of_draws_has_no_mcnemar():
