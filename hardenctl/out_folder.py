@@ -9,6 +9,7 @@ refused unless ``--overwrite``, and :class:`~hardenctl.files.FolderLock` keeps a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import UserError
@@ -40,7 +41,11 @@ def foreign_files(out_dir: Path) -> list[str]:
 
 
 def check_out_dir(out_dir: Path, resume: bool, overwrite: bool = False) -> None:
-    """Refuse, before any work, an ``--out`` this run could not write, one in use, or one holding other files."""
+    """Refuse, before any work, an ``--out`` this run could not write, one in use, or one holding other files.
+
+    Under torchrun every rank refuses the same folders, but only rank 0 asks whether the folder is in use: rank 0
+    holds its lock for the run, and another rank that checks after rank 0 took it must not take it for a stranger's.
+    """
     out_dir = Path(out_dir)
     if resume and overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it", "give one of them")
@@ -49,7 +54,7 @@ def check_out_dir(out_dir: Path, resume: bool, overwrite: bool = False) -> None:
         check_output_file(out_dir / name, "--out")
     if (out_dir / CHECKPOINT_DIR).exists() and not (out_dir / CHECKPOINT_DIR).is_dir():
         raise UserError(f"--out {out_dir}: {CHECKPOINT_DIR} is a file", "remove it, or pass another --out")
-    holder = folder_in_use(out_dir)
+    holder = folder_in_use(out_dir) if os.environ.get("RANK", "0") == "0" else None
     if holder is not None:
         raise UserError(
             f"--out {out_dir} is in use by another hardenctl run ({holder})",
