@@ -68,7 +68,8 @@ def run_atop_study(
     monitor_n: int = 128,
     channels_last: bool = False,
 ) -> str:
-    """Train the AToP purifier in front of ``input_path``, evaluate (a), (b), (c) and BPDA; return the markdown section."""
+    """Train the AToP purifier in front of ``input_path``, evaluate (a), (b), (c) and BPDA; return the markdown
+    section."""
     out = Path(out)
     test = test_data.head(eval_n)
     run_dir = out / "atop"
@@ -89,25 +90,24 @@ def run_atop_study(
         "large_eps_samples": large_eps_samples,
     }
     log(
-        f"AToP: pre-training the purifier for {pretrain_epochs} epochs, then {finetune_epochs} of fine-tuning, on {len(train_data)} images"
+        f"AToP: pre-training the purifier for {pretrain_epochs} epochs, then {finetune_epochs} of fine-tuning, on "
+        f"{len(train_data)} images"
     )
     started = time.perf_counter()
     result = api.harden(
         input_path,
+        train_data,
         recipe="atop",
-        data=train_data,
-        out=run_dir,
+        out_dir=run_dir,
         overrides=overrides,
         eval_data=test,
         eval_n=eval_n,
-        suite="standard",
-        eps=EPS,
+        eval_options={"suite": "standard", "eps": EPS, **suite},
         seed=seed,
         device="cpu",
         channels_last=channels_last,
         resume=True,
         log=log,
-        eval_options=suite,
     )
     harden_seconds = time.perf_counter() - started
     report = result.report.to_dict()
@@ -167,46 +167,48 @@ def atop_markdown(numbers: dict[str, Any]) -> str:
         HEADING,
         "",
         (
-            f"`benchmarks/atop_study.py` (hardenctl {__version__}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-            f"seed {s['seed']}). Input: the standard-trained `resnet10t` of the recipes table, frozen. Purifier: our U-Net "
-            f"(width {s['width']}, depth 2) in front of rt2 (noise σ 0.25, 25% of 4×4 blocks masked), pre-trained for "
-            f"{s['pretrain_epochs']} epochs (L1 reconstruction, Adam 1e-3, β 0.5/0.999) on {s['train_n']} CIFAR-10 training images, "
-            f"then AToP fine-tuning for {s['finetune_epochs']} epochs (FGSM 8/255 on the classifier alone, λ = 0.05, Adam 1e-4). "
-            f"Every model is attacked end to end on the first {s['eval_n']} test images at L∞ 8/255: the `standard` suite with "
-            f"EOT {s['eot_samples']} (APGD {s['apgd_steps']} steps, Square {s['square_queries']} queries: cut from 100/5000 to fit "
-            f"the budget, so these robust numbers are upper bounds of what the full suite would give) and PGD-20 with EOT "
-            f"{s['pgd_eot_samples']}. A randomised model's clean accuracy is the mean over draws; a point is robust only if "
-            "correct on every re-scoring draw."
+            f"`benchmarks/atop_study.py` (hardenctl {__version__}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} CPU threads, seed {s['seed']}). Input: the standard-trained `resnet10t` of the "
+            f"recipes table, frozen. Purifier: our U-Net (width {s['width']}, depth 2) in front of rt2 (noise σ 0.25, "
+            f"25% of 4×4 blocks masked), pre-trained for {s['pretrain_epochs']} epochs (L1 reconstruction, Adam 1e-3, "
+            f"β 0.5/0.999) on {s['train_n']} CIFAR-10 training images, then AToP fine-tuning for "
+            f"{s['finetune_epochs']} epochs (FGSM 8/255 on the classifier alone, λ = 0.05, Adam 1e-4). Every model is "
+            f"attacked end to end on the first {s['eval_n']} test images at L∞ 8/255: the `standard` suite with EOT "
+            f"{s['eot_samples']} (APGD {s['apgd_steps']} steps, Square {s['square_queries']} queries: cut from "
+            "100/5000 to fit the budget, so these robust numbers are upper bounds of what the full suite would give) "
+            f"and PGD-20 with EOT {s['pgd_eot_samples']}. A randomised model's clean accuracy is the mean over draws; "
+            "a point is robust only if correct on every re-scoring draw."
         ),
         "",
-        "| model | clean (suite run) | robust, standard suite + EOT | clean (PGD run) | robust, PGD-20 + EOT | eval seconds |",
+        "| model | clean (suite run) | robust, standard suite + EOT | clean (PGD run) | robust, PGD-20 + EOT "
+        "| eval seconds |",
         "|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         std, pgd = row["standard"], row.get("pgd")
         seconds = std["seconds"] + (pgd["seconds"] if pgd else 0.0)
         lines.append(
-            f"| {name} | {cell(std, 'clean_accuracy')} | {cell(std, 'robust_accuracy')} | {cell(pgd, 'clean_accuracy')} | "
-            f"{cell(pgd, 'robust_accuracy')} | {seconds:.0f} |"
+            f"| {name} | {cell(std, 'clean_accuracy')} | {cell(std, 'robust_accuracy')} | "
+            f"{cell(pgd, 'clean_accuracy')} | {cell(pgd, 'robust_accuracy')} | {seconds:.0f} |"
         )
     lines += [
         "",
         (
             f"Training: pre-training {statistics.mean(pre) if pre else 0:.0f} s/epoch, fine-tuning "
-            f"{statistics.mean(fine) if fine else 0:.0f} s/epoch "
-            f"({sum(pre) + sum(fine):.0f} s of training steps; the whole `hardenctl harden` run with per-epoch monitoring and its "
-            f"report took {numbers['harden_seconds']:.0f} s). Classifier weights and BatchNorm buffers after fine-tuning: "
+            f"{statistics.mean(fine) if fine else 0:.0f} s/epoch ({sum(pre) + sum(fine):.0f} s of training steps; the "
+            "whole `hardenctl harden` run with per-epoch monitoring and its report took "
+            f"{numbers['harden_seconds']:.0f} s). Classifier weights and BatchNorm buffers after fine-tuning: "
             f"{'bit-identical to the input' if numbers['classifier_bit_identical'] else 'CHANGED'}."
         ),
         "",
         (
-            "The BPDA row attacks the classifier alone and passes the points through the pipeline; it ignores the purifier and "
-            "the random transform, so it overstates robustness (RECIPES.md: 81 vs 64 in the paper's setting) and is shown only "
-            "to make that gap visible. Paper anchors (CIFAR-10, WRN/ResNet classifiers, a pretrained GAN purifier at 256×256): "
-            "AutoAttack on the pipeline 59.57 → 72.85 with AToP (AE purifier 44.73 → 59.18); PGD+EOT on 64 images clean "
-            "84.18 → 90.04, robust 56.25 → 64.06. Our purifier is small, trained from scratch on 32×32 images for minutes, so "
-            f"the paper's numbers are not expected here. Noise: a binomial standard error is ≈ {(0.25 / s['eval_n']) ** 0.5:.1%} at "
-            f"n = {s['eval_n']}; one seed."
+            "The BPDA row attacks the classifier alone and passes the points through the pipeline; it ignores the "
+            "purifier and the random transform, so it overstates robustness (RECIPES.md: 81 vs 64 in the paper's "
+            "setting) and is shown only to make that gap visible. Paper anchors (CIFAR-10, WRN/ResNet classifiers, a "
+            "pretrained GAN purifier at 256×256): AutoAttack on the pipeline 59.57 → 72.85 with AToP (AE purifier "
+            "44.73 → 59.18); PGD+EOT on 64 images clean 84.18 → 90.04, robust 56.25 → 64.06. Our purifier is small, "
+            "trained from scratch on 32×32 images for minutes, so the paper's numbers are not expected here. Noise: a "
+            f"binomial standard error is ≈ {(0.25 / s['eval_n']) ** 0.5:.1%} at n = {s['eval_n']}; one seed."
         ),
         "",
     ]

@@ -188,7 +188,11 @@ def main() -> None:
         x, y = test.pixels(0, args.batch), test.y
         with torch.no_grad():
             accuracy = float((model(x).argmax(1) == y).float().mean())
-        source = f"CIFAR-10 test[:{args.batch}], model trained {args.train_epochs} epochs ({time.perf_counter() - started:.0f} s), clean acc {accuracy:.2f}"
+        seconds = time.perf_counter() - started
+        source = (
+            f"CIFAR-10 test[:{args.batch}], model trained {args.train_epochs} epochs ({seconds:.0f} s), "
+            f"clean acc {accuracy:.2f}"
+        )
     else:
         torch.manual_seed(0)
         x = torch.rand(args.batch, 3, 32, 32)
@@ -197,7 +201,8 @@ def main() -> None:
         source = "random images (../shared/data/cifar10 absent), labels = the untrained model's predictions"
     eps = 8 / 255
     print(
-        f"model {args.arch} 32x32, batch {args.batch}, {args.threads} threads, torch {torch.__version__}, median of {args.repeats}"
+        f"model {args.arch} 32x32, batch {args.batch}, {args.threads} threads, torch {torch.__version__}, median of "
+        f"{args.repeats}"
     )
     print(f"data: {source}")
 
@@ -205,7 +210,8 @@ def main() -> None:
     t_pgd = median_seconds(lambda: pgd(model, x, y), args.repeats)
     t_bare10 = median_seconds(lambda: bare_loop(model, x, y, 10), args.repeats)
     print(
-        f"PGD-10      {t_pgd:8.3f} s   bare 10 fwd+bwd {t_bare10:8.3f} s   ratio {t_pgd / t_bare10:.3f}  (target <= 1.05)"
+        f"PGD-10      {t_pgd:8.3f} s   bare 10 fwd+bwd {t_bare10:8.3f} s   "
+        f"ratio {t_pgd / t_bare10:.3f}  (target <= 1.05)"
     )
 
     apgd = APGDCE(eps, steps=100)
@@ -229,8 +235,8 @@ def main() -> None:
     t_suite = time.perf_counter() - start
     per_pass = t_bare10 / 10 / args.batch
     print(
-        f"standard suite on {n} images: {t_suite / n:.3f} s/image = {t_suite / n / per_pass:.0f} bare fwd+bwd per image "
-        f"(clean {report.clean_accuracy:.2f} -> robust {report.robust_accuracy:.2f})"
+        f"standard suite on {n} images: {t_suite / n:.3f} s/image = {t_suite / n / per_pass:.0f} bare fwd+bwd per "
+        f"image (clean {report.clean_accuracy:.2f} -> robust {report.robust_accuracy:.2f})"
     )
 
     for n_images in (128, 1024):

@@ -177,9 +177,7 @@ def cheap_eval(test_data) -> dict:
     return dict(
         eval_data=test_data,
         eval_n=16,
-        suite="quick",
-        eps=CIFAR_EPS,
-        eval_options={"apgd_steps": 5, "large_eps_samples": 0},
+        eval_options={"suite": "quick", "eps": CIFAR_EPS, "apgd_steps": 5, "large_eps_samples": 0},
     )
 
 
@@ -238,9 +236,9 @@ def build_models(args, out: Path, log) -> dict[str, dict]:
         "cifar-standard",
         lambda d: api.harden(
             init,
+            train_data,
             recipe="standard",
-            data=train_data,
-            out=d,
+            out_dir=d,
             overrides=cifar_overrides(args.pretrain_epochs, 0.1, "standard"),
             seed=args.seed,
             device="cpu",
@@ -254,9 +252,9 @@ def build_models(args, out: Path, log) -> dict[str, dict]:
         "cifar-pgd-at",
         lambda d: api.harden(
             standard,
+            train_data,
             recipe="pgd-at",
-            data=train_data,
-            out=d,
+            out_dir=d,
             overrides=cifar_overrides(args.at_epochs, 0.05, "pgd-at"),
             seed=args.seed,
             device="cpu",
@@ -270,9 +268,9 @@ def build_models(args, out: Path, log) -> dict[str, dict]:
         "cifar-fsr",
         lambda d: api.harden(
             pgd_at,
+            train_full.head(args.fsr_train_n),
             recipe="fsr",
-            data=train_full.head(args.fsr_train_n),
-            out=d,
+            out_dir=d,
             overrides={**cifar_overrides(args.fsr_epochs, 0.05, "fsr"), "stages": ["layer3"]},
             seed=args.seed,
             device="cpu",

@@ -88,7 +88,8 @@ def rule_values(row: dict, name: str):
 
 
 def separation(rows: list[dict], rule: str, check: str, limit: float, kinds: tuple[str, ...] | None = None) -> str:
-    """Largest honest value vs smallest value of the masked models meant to trip ``check`` (of ``kinds``), against ``limit``."""
+    """Largest honest value vs smallest value of the masked models meant to trip ``check`` (of ``kinds``), against
+    ``limit``."""
     honest = [(r["name"], rule_values(r, rule)) for r in rows if r["group"] in ("honest", "contrast")]
     masked = [
         (r["name"], rule_values(r, rule))
@@ -109,7 +110,10 @@ def separation(rows: list[dict], rule: str, check: str, limit: float, kinds: tup
     if top[1] <= limit < low[1]:
         text += f": separates them (margin {fmt(limit - top[1])} above honest, {fmt(low[1] - limit)} below masked)"
     elif top[1] < low[1]:
-        text += f": does NOT separate them; a limit in [{fmt(top[1])}, {fmt(low[1])}) would, e.g. {fmt((top[1] + low[1]) / 2)}"
+        text += (
+            f": does NOT separate them; a limit in [{fmt(top[1])}, {fmt(low[1])}) would, "
+            f"e.g. {fmt((top[1] + low[1]) / 2)}"
+        )
     else:
         text += ": the values overlap, no limit separates them"
     return text
@@ -149,16 +153,17 @@ def verdicts(rows: list[dict]) -> list[str]:
         limit = judged[0]["checks"][name]["limit"]
         if name == "eot_used_for_randomized_model":
             text += (
-                "; structural rule (value = EOT draws of a randomised model, n/a for a deterministic one): the randomised "
-                "models had 1 draw without EOT and "
+                "; structural rule (value = EOT draws of a randomised model, n/a for a deterministic one): the "
+                "randomised models had 1 draw without EOT and "
                 + ", ".join(sorted({fmt(r["checks"][name]["value"]) for r in judged if r["group"] == "contrast"}))
                 + " with it"
             )
         elif name == "input_gradients_nonzero":
             text += (
-                f". Sub-rule zero-gradient share (worst attack): {separation(judged_rows, 'zero', name, ZERO_GRADIENT_LIMIT)}. "
-                f"Sub-rule flat-margin share (meant for the quantised models only: scaled logits keep a non-zero margin "
-                f"gradient): {separation(judged_rows, 'flat', name, FLAT_GRADIENT_LIMIT, ('quantised',))}"
+                ". Sub-rule zero-gradient share (worst attack): "
+                f"{separation(judged_rows, 'zero', name, ZERO_GRADIENT_LIMIT)}. Sub-rule flat-margin share (meant for "
+                "the quantised models only: scaled logits keep a non-zero margin gradient): "
+                f"{separation(judged_rows, 'flat', name, FLAT_GRADIENT_LIMIT, ('quantised',))}"
             )
         elif limit is not None:
             text += f". {separation(judged_rows, name, name, limit)}"
@@ -178,8 +183,9 @@ def verdicts(rows: list[dict]) -> list[str]:
     if sweep:
         lines += [
             "",
-            "Logit-scale dose-response (group sweep, not judged: the clean models' logits scaled between the honest ×1 and "
-            "the masked ×1e4; the zero-gradient share against how far the cross-entropy attacks are actually fooled):",
+            "Logit-scale dose-response (group sweep, not judged: the clean models' logits scaled between the honest "
+            "×1 and the masked ×1e4; the zero-gradient share against how far the cross-entropy attacks are actually "
+            "fooled):",
             "",
         ]
         by_name = {r["name"]: r for r in rows}
@@ -189,8 +195,8 @@ def verdicts(rows: list[dict]) -> list[str]:
             failed = [name for name, c in r["checks"].items() if not c["passed"]]
             ce = "apgd-ce"
             text = (
-                f"- {r['name']}: zero-gradient share {fmt(check['value'])}, after APGD-CE {r['attacks'].get(ce, float('nan')):.1%}, "
-                f"robust {r['robust']:.1%}"
+                f"- {r['name']}: zero-gradient share {fmt(check['value'])}, after APGD-CE "
+                f"{r['attacks'].get(ce, float('nan')):.1%}, robust {r['robust']:.1%}"
             )
             if base:
                 text += f" (unscaled: {base['attacks'].get(ce, float('nan')):.1%} and {base['robust']:.1%})"
@@ -200,7 +206,8 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 
 def findings(rows: list[dict]) -> list[str]:
-    """Sweep runs whose reported robust accuracy is inflated over the unscaled model under the same suite, and what caught them."""
+    """Sweep runs whose reported robust accuracy is inflated over the unscaled model under the same suite, and what
+    caught them."""
     by_name = {r["name"]: r for r in rows}
     honest_zero = max(
         [r["checks"]["input_gradients_nonzero"]["value"] or 0 for r in rows if r["group"] in ("honest", "contrast")],
@@ -219,15 +226,16 @@ def findings(rows: list[dict]) -> list[str]:
             "No sweep run reported a robust accuracy more than 2 points above its unscaled model under the same suite."
         ]
     lines = [
-        "False robustness that reaches the reported number (sweep runs more than 2 points above the unscaled model, same suite):",
+        "False robustness that reaches the reported number (sweep runs more than 2 points above the unscaled model, "
+        "same suite):",
         "",
     ]
     missed = []
     for r, base, check, others in inflated:
         caught = "caught by the gradient rule" if not check["passed"] else "MISSED by the gradient rule"
         lines.append(
-            f"- {r['name']}: robust {base['robust']:.1%} → {r['robust']:.1%}, zero-gradient share {fmt(check['value'])}: "
-            f"{caught}; other checks that fired: {', '.join(others) or 'none'}"
+            f"- {r['name']}: robust {base['robust']:.1%} → {r['robust']:.1%}, zero-gradient share "
+            f"{fmt(check['value'])}: {caught}; other checks that fired: {', '.join(others) or 'none'}"
         )
         if check["passed"]:
             missed.append((r, check["value"] or 0.0, others))
@@ -235,8 +243,8 @@ def findings(rows: list[dict]) -> list[str]:
         separable = [v for _, v, _ in missed if v > honest_zero]
         unguarded = [r["name"] for r, _, others in missed if not others]
         text = (
-            f"Limit proposal for ZERO_GRADIENT_LIMIT (now {ZERO_GRADIENT_LIMIT}): the honest and contrast runs' largest "
-            f"zero-gradient share is {fmt(honest_zero)}; the runs the gradient rule missed had "
+            f"Limit proposal for ZERO_GRADIENT_LIMIT (now {ZERO_GRADIENT_LIMIT}): the honest and contrast runs' "
+            f"largest zero-gradient share is {fmt(honest_zero)}; the runs the gradient rule missed had "
             f"{', '.join(fmt(v) for _, v, _ in missed)}"
             + (f", and {len(unguarded)} of them ({', '.join(unguarded)}) passed every check" if unguarded else "")
             + ". "
@@ -247,14 +255,15 @@ def findings(rows: list[dict]) -> list[str]:
             limit = min(candidates, key=lambda c: abs(c - middle)) if candidates else middle
             caught = sum(v > limit for v in separable)
             text += (
-                f"A limit of {fmt(limit)} would catch {caught} of the {len(missed)} (margin {fmt(limit - honest_zero)} above the "
-                f"honest maximum, {fmt(min(separable) - limit)} below the smallest missed share); our honest models are small and "
-                "not very confident, so a lower limit needs checking on a well-trained confident model before it ships. "
+                f"A limit of {fmt(limit)} would catch {caught} of the {len(missed)} (margin {fmt(limit - honest_zero)} "
+                f"above the honest maximum, {fmt(min(separable) - limit)} below the smallest missed share); our honest "
+                "models are small and not very confident, so a lower limit needs checking on a well-trained confident "
+                "model before it ships. "
             )
         if len(separable) < len(missed):
             text += (
-                f"{len(missed) - len(separable)} had no more exact zeros than the honest runs: no limit on this statistic "
-                "catches them (the statistic, counting exactly zero gradients, is the gap, not the limit)."
+                f"{len(missed) - len(separable)} had no more exact zeros than the honest runs: no limit on this "
+                "statistic catches them (the statistic, counting exactly zero gradients, is the gap, not the limit)."
             )
         lines += ["", text.rstrip()]
     return lines
@@ -272,11 +281,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [
         HEADING,
         "",
-        f"Command ({meta['date']}; hardenctl {meta['version']}, torch {meta['torch']}, {meta['threads']} CPU thread(s), "
-        f"{meta['minutes']:.0f} min wall"
+        f"Command ({meta['date']}; hardenctl {meta['version']}, torch {meta['torch']}, {meta['threads']} CPU "
+        f"thread(s), {meta['minutes']:.0f} min wall"
         + (
-            f" for the evaluations; training the models took {meta['train_minutes']:.0f} min in an earlier run of the same command, "
-            "whose cache under `benchmarks/out/checks/` this run reused"
+            f" for the evaluations; training the models took {meta['train_minutes']:.0f} min in an earlier run of the "
+            "same command, whose cache under `benchmarks/out/checks/` this run reused"
             if meta.get("train_cached")
             else f", of which {meta['train_minutes']:.0f} min training"
         )
@@ -284,27 +293,29 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "",
         f"    {meta['command']}",
         "",
-        "Honest models: `resnet10t` (timm, random init, CIFAR mean/std folded in) trained cleanly with `--recipe standard` "
-        f"for {meta['pretrain_epochs']} epochs (lr 0.1 cosine, batch 128, crop+flip) on the first {meta['train_n']} images of "
-        f"`../shared/data/cifar10/train.npz`; PGD-AT fine-tuned from it for {meta['at_epochs']} epoch(s) (lr 0.05 cosine, "
-        f"PGD-10 2/255 at L∞ 8/255); FSR (`stages=[layer3]`, base PGD-AT) fine-tuned from the PGD-AT model for "
-        f"{meta['fsr_epochs']} epoch(s) on {meta['fsr_train_n']} images; the digits models are exactly `hardenctl demo`'s "
-        "(timm `test_resnet`, clean Adam training on digits-train, then MART at ε 0.1). "
-        f"Masked models wrap the clean ones: logits ×{meta['logit_scale']:g} (final layer weight and bias scaled), input "
-        f"rounded to {meta['cifar_levels']} (CIFAR) / {meta['digits_levels']} (digits) grey levels, Gaussian input noise "
-        f"σ {meta['cifar_sigma']:g} (CIFAR) / {meta['digits_sigma']:g} (digits) evaluated with `eot_samples=1`, and for "
+        "Honest models: `resnet10t` (timm, random init, CIFAR mean/std folded in) trained cleanly with `--recipe "
+        f"standard` for {meta['pretrain_epochs']} epochs (lr 0.1 cosine, batch 128, crop+flip) on the first "
+        f"{meta['train_n']} images of `../shared/data/cifar10/train.npz`; PGD-AT fine-tuned from it for "
+        f"{meta['at_epochs']} epoch(s) (lr 0.05 cosine, PGD-10 2/255 at L∞ 8/255); FSR (`stages=[layer3]`, base "
+        f"PGD-AT) fine-tuned from the PGD-AT model for {meta['fsr_epochs']} epoch(s) on {meta['fsr_train_n']} images; "
+        "the digits models are exactly `hardenctl demo`'s (timm `test_resnet`, clean Adam training on digits-train, "
+        f"then MART at ε 0.1). Masked models wrap the clean ones: logits ×{meta['logit_scale']:g} (final layer weight "
+        f"and bias scaled), input rounded to {meta['cifar_levels']} (CIFAR) / {meta['digits_levels']} (digits) grey "
+        f"levels, Gaussian input noise σ {meta['cifar_sigma']:g} (CIFAR) / {meta['digits_sigma']:g} (digits) evaluated "
+        "with `eot_samples=1`, and for "
         f'contrast the noisy models evaluated properly with EOT {meta["eot_samples"]} (group "contrast": these should '
-        'pass). Rows ending "APGD 100 / Square 5000" repeat an honest model at the CLI\'s default budgets, where Square has '
-        'the most room for a false alarm; group "sweep" scales the clean models\' logits by intermediate factors, with the '
-        "standard suite and with `--suite quick` (PGD-20 → APGD-CE, both on cross-entropy, so nothing scale-invariant).",
+        'pass). Rows ending "APGD 100 / Square 5000" repeat an honest model at the CLI\'s default budgets, where '
+        'Square has the most room for a false alarm; group "sweep" scales the clean models\' logits by intermediate '
+        "factors, with the standard suite and with `--suite quick` (PGD-20 → APGD-CE, both on cross-entropy, so "
+        "nothing scale-invariant).",
         "",
-        f"Evaluation: `hardenctl.evaluate`, suite `standard` (APGD-CE → APGD-T → Square) with APGD {meta['apgd_steps']} "
-        f"steps, Square {meta['square_queries']} queries, `large_eps_samples` {meta['large_eps_samples']}, seed "
-        f"{meta['seed']}; CIFAR-10 at L∞ 8/255 on the first {meta['n']} test images, digits at L∞ 0.1 on the first "
-        f"{meta['digits_n']} of digits-test. Cells: the check's `value`, then pass/FAIL against its `limit`. Gradient "
-        "column: worst per-attack zero-gradient share / flat-margin share (parsed from the check's detail; the rule also "
-        f"fails on any NaN/inf). Limits: {limits_line(rows)}. `robust_accuracy_non_increasing_in_eps` needs `--eps-sweep` "
-        "and was not run.",
+        "Evaluation: `hardenctl.evaluate`, suite `standard` (APGD-CE → APGD-T → Square) with APGD "
+        f"{meta['apgd_steps']} steps, Square {meta['square_queries']} queries, `large_eps_samples` "
+        f"{meta['large_eps_samples']}, seed {meta['seed']}; CIFAR-10 at L∞ 8/255 on the first {meta['n']} test images, "
+        f"digits at L∞ 0.1 on the first {meta['digits_n']} of digits-test. Cells: the check's `value`, then pass/FAIL "
+        "against its `limit`. Gradient column: worst per-attack zero-gradient share / flat-margin share (parsed from "
+        f"the check's detail; the rule also fails on any NaN/inf). Limits: {limits_line(rows)}. "
+        "`robust_accuracy_non_increasing_in_eps` needs `--eps-sweep` and was not run.",
         "",
         *table(rows),
         "",

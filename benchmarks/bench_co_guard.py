@@ -34,7 +34,7 @@ from hardenctl.data import load_dataset
 from hardenctl.demo import make_demo_model
 from hardenctl.models import load_model
 from hardenctl.recipes import load_recipe
-from hardenctl.training import RunOptions, harden
+from hardenctl.training import HardenOptions, harden
 
 PAPER = {"profile": "paper", "batch_size": 32}  # lr 0.1 SGD, the high-lr regime where collapses are reported
 # (name, start model, overrides): start is "clean:ARCH" or "robust:EPS" (test_resnet after 15 PGD-AT epochs at EPS)
@@ -178,7 +178,7 @@ def train(start: Path, overrides: dict, data, eval_data, out: Path, seed: int = 
         load_recipe("pgd-at", config),
         data,
         eval_data,
-        RunOptions(
+        HardenOptions(
             out_dir=out,
             device="cpu",
             amp="off",
@@ -269,12 +269,14 @@ def main() -> int:
                     rows.append(row(f"cifar ({n} images): {name}", "clean:resnet10t", history, time.time() - started))
                     print(json.dumps(rows[-1]), flush=True)
     print(
-        "\n| run | start | input PGD | PGD per epoch (held-out) | FGSM last | largest PGD fall between epochs | guard fired |\n|---|---|---|---|---|---|---|"
+        "\n| run | start | input PGD | PGD per epoch (held-out) | FGSM last | largest PGD fall between epochs "
+        "| guard fired |\n|---|---|---|---|---|---|---|"
     )
     for r in rows:
         curve = " ".join(f"{p:.2f}" for p in r["pgd"])
         print(
-            f"| {r['run']} | {r['start']} | {r['input_pgd']:.2f} | {curve} | {r['fgsm'][-1]:.2f} | {r['largest_pgd_fall']:.2f} | "
+            f"| {r['run']} | {r['start']} | {r['input_pgd']:.2f} | {curve} | {r['fgsm'][-1]:.2f} | "
+            f"{r['largest_pgd_fall']:.2f} | "
             f"{'epoch ' + str(r['fired_at'][0]) if r.get('fired_at') else 'yes' if r['fired'] else 'no'} |"
         )
     if args.json:

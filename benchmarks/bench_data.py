@@ -181,9 +181,9 @@ def eval_rss(args, model: Path, data: Path, work: Path) -> dict[int, dict]:
         result.update(n_evaluated=report["n"], cmd=" ".join(cmd[1:]).replace(str(work), "$TMP"))
         results[n] = result
         print(
-            f"  eval n={n:5d}: peak RSS {result['maxrss_mb']:7.0f} MB (largest process), tree RSS {result['tree_rss_mb']:7.0f} MB "
-            f"(tree PSS {result['tree_pss_mb']:.0f} MB, up to {result['processes']} processes), {result['seconds']:.0f} s, "
-            f"exit {result['rc']}, n evaluated {report['n']}",
+            f"  eval n={n:5d}: peak RSS {result['maxrss_mb']:7.0f} MB (largest process), tree RSS "
+            f"{result['tree_rss_mb']:7.0f} MB (tree PSS {result['tree_pss_mb']:.0f} MB, up to {result['processes']} "
+            f"processes), {result['seconds']:.0f} s, exit {result['rc']}, n evaluated {report['n']}",
             flush=True,
         )
     return results
@@ -236,9 +236,10 @@ def harden_rss(args, model: Path, trees: dict[int, Path], work: Path) -> dict[in
         )
         results[n] = result
         print(
-            f"  harden n={n:5d} ({train_n} trained on): peak RSS {result['maxrss_mb']:7.0f} MB (largest process), "
-            f"tree RSS {result['tree_rss_mb']:7.0f} MB (tree PSS {result['tree_pss_mb']:.0f} MB, up to {result['processes']} processes), "
-            f"{result['seconds']:.0f} s, epoch {epoch['train_seconds']:.0f} s = {epoch['images_per_second']:.1f} img/s, exit {result['rc']}",
+            f"  harden n={n:5d} ({train_n} trained on): peak RSS {result['maxrss_mb']:7.0f} MB (largest process), tree "
+            f"RSS {result['tree_rss_mb']:7.0f} MB (tree PSS {result['tree_pss_mb']:.0f} MB, up to "
+            f"{result['processes']} processes), {result['seconds']:.0f} s, epoch {epoch['train_seconds']:.0f} s = "
+            f"{epoch['images_per_second']:.1f} img/s, exit {result['rc']}",
             flush=True,
         )
     return results
@@ -250,6 +251,7 @@ def loader_throughput(args, model_path: Path, data: Path) -> dict:
     pass builds its own DataLoader, as evaluation and every training epoch do). Best of --loader-repeats."""
     from hardenctl.api import load_data, load_model
     from hardenctl.recipes import load_recipe
+    from hardenctl.training import EpochPlan
     from hardenctl.training.batches import epoch_batches
 
     model = load_model(model_path)
@@ -276,9 +278,11 @@ def loader_throughput(args, model_path: Path, data: Path) -> dict:
         steps = len(train_set) // args.batch
         order = torch.from_numpy(np.random.default_rng(0).permutation(len(train_set)))
 
+        plan = EpochPlan(train_set, args.batch, steps, config, 3)
+
         def train_pass():
             count = 0
-            for x, _ in epoch_batches(train_set, order, args.batch, steps, 0, recipe.config, config, 3, 0, workers):
+            for x, _ in epoch_batches(plan, order, 0, recipe.config, 0, workers):
                 assert x.dtype == torch.float32 and tuple(x.shape[2:]) == (args.size, args.size)
                 count += len(x)
             assert count == steps * args.batch
@@ -303,16 +307,17 @@ def _trainer(model_path: Path, data: Path, batch: int, attack_steps: int):
     """A fresh model, optimiser and PGD-AT attack; returns (step(x, y), one real augmented batch, recipe, model)."""
     from hardenctl.api import load_data, load_model
     from hardenctl.recipes import load_recipe
+    from hardenctl.training import EpochPlan
     from hardenctl.training.batches import epoch_batches
     from hardenctl.training.steps import TrainingPGD, training_step
 
     model = load_model(model_path)
     recipe = load_recipe("pgd-at", {"batch_size": batch, "attack_steps": attack_steps})
     first = load_data(str(data), model, split="train", workers=0).head(batch)
-    x, y = next(
-        iter(epoch_batches(first, torch.arange(batch), batch, 1, 0, recipe.config, model.info.data_config, 3, 0, 0))
-    )
-    # plain SGD (momentum 0.9, wd 5e-4: PGD-AT's optimiser) rather than the recipe's `lr: auto` resolution: same cost per step
+    plan = EpochPlan(first, batch, 1, model.info.data_config, 3)
+    x, y = next(iter(epoch_batches(plan, torch.arange(batch), 0, recipe.config, 0, 0)))
+    # plain SGD (momentum 0.9, wd 5e-4: PGD-AT's optimiser) rather than the recipe's `lr: auto` resolution: same
+    # cost per step
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     attack = TrainingPGD.for_recipe(recipe)
     count = [0]
@@ -339,8 +344,9 @@ def training_throughput(args, model_path: Path, data: Path) -> dict:
         times = run_times(lambda: step(x, y), args.step_repeats)
         results[attack_steps] = {"seconds": times, "images_per_second": args.batch / statistics.median(times)}
         print(
-            f"  PGD-AT step, attack_steps {attack_steps:2d}: {statistics.median(times):6.2f} s per batch of {args.batch} = "
-            f"{results[attack_steps]['images_per_second']:6.1f} img/s (steps: {', '.join(f'{t:.2f}' for t in times)} s)",
+            f"  PGD-AT step, attack_steps {attack_steps:2d}: {statistics.median(times):6.2f} s per batch of "
+            f"{args.batch} = {results[attack_steps]['images_per_second']:6.1f} img/s (steps: "
+            f"{', '.join(f'{t:.2f}' for t in times)} s)",
             flush=True,
         )
     return results
@@ -351,6 +357,7 @@ def fed_throughput(args, model_path: Path, data: Path) -> dict:
     --fed-n photos, loader start-up included, after a warm-up step: decoding and training share the cores here.
     Compared with --step-repeats steps on a batch held in memory, timed right after on the same model."""
     from hardenctl.api import load_data
+    from hardenctl.training import EpochPlan
     from hardenctl.training.batches import epoch_batches
 
     results: dict = {}
@@ -363,9 +370,8 @@ def fed_throughput(args, model_path: Path, data: Path) -> dict:
             steps = len(train_set) // args.batch
             order = torch.from_numpy(np.random.default_rng(1).permutation(len(train_set)))
             started = time.perf_counter()
-            for x, y in epoch_batches(
-                train_set, order, args.batch, steps, 0, recipe.config, model.info.data_config, 3, 0, workers
-            ):
+            plan = EpochPlan(train_set, args.batch, steps, model.info.data_config, 3)
+            for x, y in epoch_batches(plan, order, 0, recipe.config, 0, workers):
                 step(x, y)
             seconds = time.perf_counter() - started
             # the same steps on the batch held in memory, right after (the load of a shared machine drifts over minutes)
@@ -379,8 +385,9 @@ def fed_throughput(args, model_path: Path, data: Path) -> dict:
                 "fed_over_bare": fed / alone,
             }
             print(
-                f"  PGD-AT-{attack_steps} fed by the training loader, {workers} workers: {steps} steps in {seconds:.1f} s = "
-                f"{fed:.1f} img/s; on a batch in memory right after: {alone:.1f} img/s; ratio {fed / alone:.2f}",
+                f"  PGD-AT-{attack_steps} fed by the training loader, {workers} workers: {steps} steps in "
+                f"{seconds:.1f} s = {fed:.1f} img/s; on a batch in memory right after: {alone:.1f} img/s; ratio "
+                f"{fed / alone:.2f}",
                 flush=True,
             )
     return results
@@ -462,8 +469,9 @@ def main() -> None:
         import hardenctl
 
         print(
-            f"hardenctl {hardenctl.__version__}, torch {torch.__version__}, timm {timm.__version__}, {args.threads} torch thread(s), "
-            f"CPU cores visible {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f} at start"
+            f"hardenctl {hardenctl.__version__}, torch {torch.__version__}, timm {timm.__version__}, {args.threads} "
+            f"torch thread(s), CPU cores visible {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f} "
+            "at start"
         )
         print(
             f"model: {args.arch}, random init, input {args.size}x{args.size} declared; data: {args.data} "
@@ -482,8 +490,8 @@ def main() -> None:
             out["harden_rss"] = harden_rss(args, model, trees, work)
         if "throughput" in parts:
             print(
-                f"\n3. loader throughput at {args.size} px, batch {args.batch}, {args.loader_n} photos per pass (best of "
-                f"{args.loader_repeats}; worker start-up included)"
+                f"\n3. loader throughput at {args.size} px, batch {args.batch}, {args.loader_n} photos per pass (best "
+                f"of {args.loader_repeats}; worker start-up included)"
             )
             out["loaders"] = loader_throughput(args, model, everything)
             print(
@@ -516,8 +524,9 @@ def main() -> None:
             for steps, by_workers in out.get("fed", {}).items():
                 for workers, value in by_workers.items():
                     print(
-                        f"  PGD-AT-{steps} fed by the loader, {workers} workers: {value['images_per_second']:.1f} img/s = "
-                        f"{value['fed_over_bare']:.2f} x the same steps on a batch in memory ({value['bare_images_per_second']:.1f} img/s)"
+                        f"  PGD-AT-{steps} fed by the loader, {workers} workers: {value['images_per_second']:.1f} "
+                        f"img/s = {value['fed_over_bare']:.2f} x the same steps on a batch in memory "
+                        f"({value['bare_images_per_second']:.1f} img/s)"
                     )
             if "harden_rss" in out:
                 for n, value in out["harden_rss"].items():

@@ -63,8 +63,9 @@ def main() -> None:
         auto_seconds, auto_report, _ = run(model, data, "auto", "fp32", args.seed)
         seconds, report, _ = run(model, data, size, "fp32", args.seed)
         print(
-            f"batch auto ({auto_report.execution['batch_size']}) {auto_seconds:7.1f} s  robust {auto_report.robust_accuracy:.3f}; "
-            f"batch {size} {seconds:7.1f} s  robust {report.robust_accuracy:.3f}; time / auto's {seconds / auto_seconds:.2f}",
+            f"batch auto ({auto_report.execution['batch_size']}) {auto_seconds:7.1f} s  robust "
+            f"{auto_report.robust_accuracy:.3f}; batch {size} {seconds:7.1f} s  robust {report.robust_accuracy:.3f}; "
+            f"time / auto's {seconds / auto_seconds:.2f}",
             flush=True,
         )
 

@@ -101,12 +101,12 @@ def child(args: argparse.Namespace) -> None:
     if args.mallopt:
         M_MMAP_THRESHOLD = -3
         libc.mallopt(M_MMAP_THRESHOLD, args.mallopt)
-    from hardenctl import api
+    from hardenctl import api, heap
     from hardenctl.evaluation import suite
     from hardenctl.evaluation.config import EvalConfig
 
-    if args.no_release:
-        suite.release_free_memory = lambda: False
+    if args.no_release:  # release_free_memory (SuiteRun's default) then finds no malloc_trim: it does nothing
+        heap._malloc_trim = lambda: None
     model = api.load_model(str(args.model))
     data = api.load_data(str(args.tree), model, n=args.n, workers=args.workers)
     workers = WorkerWatch() if args.workers else None
@@ -115,11 +115,12 @@ def child(args: argparse.Namespace) -> None:
 
     def note(label: str) -> None:
         now = status()
-        heap = libc.mallinfo2()
+        malloc = libc.mallinfo2()
         peaks.append(now["VmHWM"])
         line = (
-            f"  {label:>22}: RSS {now['VmRSS']:5.0f}  batch peak {now['VmHWM']:5.0f}  heap {heap.arena / 2**20:4.0f} "
-            f"(in use {heap.uordblks / 2**20:4.0f}, free {heap.fordblks / 2**20:4.0f})  mapped {heap.hblkhd / 2**20:4.0f} MB"
+            f"  {label:>22}: RSS {now['VmRSS']:5.0f}  batch peak {now['VmHWM']:5.0f}  "
+            f"heap {malloc.arena / 2**20:4.0f} (in use {malloc.uordblks / 2**20:4.0f}, "
+            f"free {malloc.fordblks / 2**20:4.0f})  mapped {malloc.hblkhd / 2**20:4.0f} MB"
         )
         if workers is not None:
             line += f"  worker {workers.take():4.0f} MB"
@@ -142,10 +143,11 @@ def child(args: argparse.Namespace) -> None:
         attacks = EvalConfig(attacks=["fgsm"]).build_attacks(8 / 255, 1)
         for attack in attacks:
             attack.fast = True
+        run = suite.SuiteRun(attacks, eps=8 / 255, norm="linf", batch_size=args.batch)
         x, y = data.pixels(0, args.batch), data.y[: args.batch]
         for b in range(-(-args.n // args.batch)):
-            suite._run_batch(model.eval(), attacks, b, b * args.batch, x, y, 8 / 255, "linf", 0, 1)
-            suite.release_free_memory()
+            suite._run_batch(model.eval(), run, b, x, y, None)
+            heap.release_free_memory()  # as run_suite does after every batch (a no-op with --no-release)
             progress("fixed", (b + 1) * args.batch, args.n)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
@@ -200,7 +202,8 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     knobs = " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_")))
     print(
-        f"resnet10t at {args.size} px, batch {args.batch}, workers {args.workers}, {args.threads} thread(s), mode {args.mode}"
+        f"resnet10t at {args.size} px, batch {args.batch}, workers {args.workers}, {args.threads} thread(s), "
+        f"mode {args.mode}"
         f"{', no release' if args.no_release else ''}{f', mallopt {args.mallopt}' if args.mallopt else ''}"
         f"{', ' + knobs if knobs else ''}; load average {os.getloadavg()[0]:.1f}",
         flush=True,
@@ -242,8 +245,9 @@ def main() -> None:
         results[n] = json.loads(end[0][4:])
         r = results[n]
         print(
-            f"n = {n:5d}: peak RSS {r['peak_mb']:6.0f} MB (first batch {r['batch_peaks_mb'][1]:.0f}), CPU {r['user_s']:.1f} s user "
-            f"+ {r['sys_s']:.1f} s sys, {r['minor_faults']} minor faults, {r['seconds']:.0f} s",
+            f"n = {n:5d}: peak RSS {r['peak_mb']:6.0f} MB (first batch {r['batch_peaks_mb'][1]:.0f}), CPU "
+            f"{r['user_s']:.1f} s user + {r['sys_s']:.1f} s sys, {r['minor_faults']} minor faults, "
+            f"{r['seconds']:.0f} s",
             flush=True,
         )
     low, high = min(results), max(results)

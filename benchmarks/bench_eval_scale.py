@@ -3,7 +3,7 @@
 Prints, measured in one run:
   * 2 gloo processes of 1 thread each (torchrun) vs 1 process of 1 thread, same points, seed and batch size:
     evaluation throughput (images/s, from the report's ``seconds``) and their ratio (target >= 1.8x), and that the
-    two reports are identical apart from ``seconds``
+    two reports are identical apart from wall times (``seconds``, overall and per attack)
   * the box's own parallel capacity, as a control: two independent 1-process evaluations run at the same time
     (2.0x on two idle cores; less when other work shares them), and the sharding efficiency against it
   * the speed-up two idle cores would give, from CPU time (which other work on the box does not inflate): the
@@ -67,10 +67,10 @@ import torch
 torch.set_num_threads(1)
 from hardenctl.cli import main
 
-engine = importlib.import_module("hardenctl.evaluation")  # the engine package
-evaluate = engine.evaluate
+api = importlib.import_module("hardenctl.api.evaluation")  # the API calls the engine by this module's evaluate_model
+evaluate = api.evaluate_model
 
-def timed(*args, **kwargs):  # the CLI looks evaluate up when it runs: record this process's CPU and wall time of it
+def timed(*args, **kwargs):  # looked up when the CLI runs: record this process's CPU and wall time of the engine
     cpu, wall = time.process_time(), time.perf_counter()
     try:
         return evaluate(*args, **kwargs)
@@ -80,9 +80,15 @@ def timed(*args, **kwargs):  # the CLI looks evaluate up when it runs: record th
 
 argv = sys.argv[1:]
 argv = argv[1:] if argv[:1] == ["--"] else argv  # torchrun ... worker.py -- DIR eval ... (see below)
-engine.evaluate = timed
+api.evaluate_model = timed
 sys.exit(main(argv[1:]))
 """
+
+
+def untimed(report: dict) -> dict:
+    """The report without its wall times (the whole run's and each attack's), which differ from run to run."""
+    work = {name: {k: v for k, v in entry.items() if k != "seconds"} for name, entry in report.get("work", {}).items()}
+    return {**{k: v for k, v in report.items() if k != "seconds"}, "work": work}
 
 
 def cpu_seconds(directory: Path) -> list[float]:
@@ -205,9 +211,10 @@ def main() -> None:
         cpu: dict[str, list[list[float]]] = {"1 process": [], "2 processes": []}  # per run: each rank's CPU seconds
         print(
             f"{args.arch} {args.size}x{args.size} on {source}; n = {args.n}, batches of {args.batch} "
-            f"({-(-args.n // args.batch)} batches), standard suite (APGD {args.apgd_steps} steps, Square {args.square_queries} "
-            f"queries), every point attacked; ε = 0.5 check on the first 100; {len(os.sched_getaffinity(0))} cores available, "
-            f"load average {os.getloadavg()[0]:.1f} at the start; 1 thread per process",
+            f"({-(-args.n // args.batch)} batches), standard suite (APGD {args.apgd_steps} steps, Square "
+            f"{args.square_queries} queries), every point attacked; ε = 0.5 check on the first 100; "
+            f"{len(os.sched_getaffinity(0))} cores available, load average {os.getloadavg()[0]:.1f} at the start; "
+            "1 thread per process",
             flush=True,
         )
 
@@ -231,11 +238,7 @@ def main() -> None:
             both = run_two_at_once(single, env)
             capacity.append(2 * times["1 process"][-1] / statistics.mean(both))
             print(f"  {'2 x 1 process at once':<18} eval {both[0]:7.2f} s and {both[1]:.2f} s (control)", flush=True)
-        same = all(
-            {k: v for k, v in reports[name].items() if k != "seconds"}
-            == {k: v for k, v in reports["1 process"].items() if k != "seconds"}
-            for name in reports
-        )
+        same = all(untimed(reports[name]) == untimed(reports["1 process"]) for name in reports)
         one, two, state = (statistics.median(times[k]) for k in ("1 process", "2 processes", "1 process + state"))
         print(f"\nthroughput, 1 process  : {args.n / one:6.2f} images/s (eval {one:.2f} s, median of {args.repeats})")
         print(f"throughput, 2 processes: {args.n / two:6.2f} images/s (eval {two:.2f} s)")
@@ -252,11 +255,11 @@ def main() -> None:
         busier = statistics.median(max(c) for c in cpu["2 processes"])
         total = statistics.median(sum(c) for c in cpu["2 processes"])
         print(
-            f"on two idle cores      : {alone / busier:.2f}x  (evaluation CPU seconds, medians: 1 process {alone:.2f}; 2 ranks "
-            f"{total:.2f} together ({100 * (total / alone - 1):+.0f}%), the busier {busier:.2f}: its share "
+            f"on two idle cores      : {alone / busier:.2f}x  (evaluation CPU seconds, medians: 1 process {alone:.2f}; "
+            f"2 ranks {total:.2f} together ({100 * (total / alone - 1):+.0f}%), the busier {busier:.2f}: its share "
             f"{busier / total:.0%} is the imbalance of whole batches)"
         )
-        print(f"reports identical apart from seconds (1, 2 processes, with state): {same}")
+        print(f"reports identical apart from wall times (1, 2 processes, with state): {same}")
         state_file = max((out / f"state{args.repeats - 1}").glob("state-*.pt"), key=lambda p: p.stat().st_size)
         saves = -(-args.n // args.batch) + -(-min(args.n, 100) // args.batch)
         per_save = save_ms(state_file)

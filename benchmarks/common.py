@@ -62,7 +62,8 @@ def run_times(fn: Callable[[], object], repeats: int) -> list[float]:
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: bool = True) -> float:
-    """Median wall seconds of ``repeats`` calls, after one untimed call that pays the one-off set-up (kernels, caches)."""
+    """Median wall seconds of ``repeats`` calls, after one untimed call that pays the one-off set-up (kernels,
+    caches)."""
     if warmup:
         fn()
     return statistics.median(run_times(fn, repeats))

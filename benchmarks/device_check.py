@@ -2,14 +2,17 @@
 
 Run on the device machine (see README "GPU check"), with CIFAR-10 copied into the git-ignored ``.device-data/``:
 
-    python benchmarks/device_check.py --prepare-data   # here: CIFAR-10 subset -> .device-data/, pyautoattack -> .pylib/
-    bash benchmarks/device_check.sh            # there (carry .device-data, .pylib): install, pytest -m cuda, this script
+    python benchmarks/device_check.py --prepare-data   # here: CIFAR-10 subset -> .device-data/,
+                                                       #       pyautoattack -> .pylib/
+    bash benchmarks/device_check.sh            # there (carry .device-data, .pylib): install, pytest -m cuda,
+                                               #       this script
     python benchmarks/device_check.py --tiny   # CPU dry run (CI runs it so the script never rots)
 
 Steps, each timed and recorded even when another fails (a GPU lease is rare: one failure must not lose the rest):
   1. environment (torch, CUDA device, hardenctl version);
   2. PGD-AT training throughput, images/s: hardenctl's engine in fp32, bf16 autocast, bf16 + channels_last,
-     against a bare timm loop doing the same PGD-10 steps (targets: bf16+channels_last >= 2x fp32; engine <= 1.05x bare);
+     against a bare timm loop doing the same PGD-10 steps (targets: bf16+channels_last >= 2x fp32;
+     engine <= 1.05x bare);
   3. a CIFAR-10 model trained adversarially for ``--train-seconds`` (bf16 + channels_last), then
   4. the standard suite on ``--n`` test images in fp32, in bf16-search mode when hardenctl has it, and the reference
      AutoAttack (``pyautoattack``) on the same model and images: seconds and robust accuracy (target: ours <= 0.30x).
@@ -85,7 +88,8 @@ def prepare_device_data(train_images: int = 3000, test_images: int = 1000) -> No
         data = np.load(source / f"{name}.npz")
         np.savez(target / f"{name}.npz", x=data["x"][:count], y=data["y"][:count])
     print(f"wrote {target} ({sum(p.stat().st_size for p in target.iterdir()) / 2**20:.1f} MiB)")
-    try:  # the reference AutoAttack is not on the device machine: its code travels in .pylib/ (without its 44 MB examples)
+    # the reference AutoAttack is not on the device machine: its code travels in .pylib/ (without its 44 MB examples)
+    try:
         import shutil
 
         import pyautoattack

@@ -29,6 +29,7 @@ TARGETS = sorted([*ROOT.glob("hardenctl/attacks/*.py"), *ROOT.glob("hardenctl/ev
 # the tests that cover this code, minus the slow comparison with the reference AutoAttack and subprocess tests
 TESTS = [
     "tests/attacks",
+    "tests/evaluation",
     "tests/test_evaluate.py",
     "tests/test_gates.py",
     "tests/test_stats.py",
@@ -167,7 +168,8 @@ def main() -> int:
         dead, seconds = killed(mutant, args.timeout)
         where = f"{mutant.path.relative_to(ROOT)}:{mutant.line}"
         print(
-            f"[{number}/{len(chosen)}] {'killed  ' if dead else 'SURVIVED'} {where} {mutant.description} ({seconds:.0f} s)",
+            f"[{number}/{len(chosen)}] {'killed  ' if dead else 'SURVIVED'} {where} {mutant.description} "
+            f"({seconds:.0f} s)",
             flush=True,
         )
         if not dead:

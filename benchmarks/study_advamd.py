@@ -1,10 +1,10 @@
 """AdvAmd (issue 5) on CIFAR-10: AdvAmd vs a clean fine-tune of the same length, lr and seed, and its ablation.
 
 Every arm fine-tunes the clean-pretrained input model of ``study_recipes.py`` (the same ``--out``) for
-``--advamd-epochs``: the clean fine-tune and AdvAmd over ``--advamd-seeds``, then AdvAmd without each of its parts on the
-first seed. Clean accuracy by forward passes on the first ``--eval-n`` and on all test images; robust accuracy by the
-standard suite at ``--advamd-eval-eps`` on the first ``--advamd-robust-n``. Each finished arm updates the
-"## AdvAmd (issue 5)" section of benchmarks/RESULTS.md, so a long run leaves whatever finished.
+``--advamd-epochs``: the clean fine-tune and AdvAmd over ``--advamd-seeds``, then AdvAmd without each of its parts
+on the first seed. Clean accuracy by forward passes on the first ``--eval-n`` and on all test images; robust
+accuracy by the standard suite at ``--advamd-eval-eps`` on the first ``--advamd-robust-n``. Each finished arm
+updates the "## AdvAmd (issue 5)" section of benchmarks/RESULTS.md, so a long run leaves whatever finished.
 
     python benchmarks/study_advamd.py [--advamd-epochs 3] [--advamd-seeds 0,1,2] [--advamd-robust-n 200] ...
 """
@@ -84,21 +84,24 @@ def advamd_study(args, out: Path, input_path: Path, train_data, test_full, log) 
             log(f"fine-tuning: {name}, seed {seed}")
             result = api.harden(
                 input_path,
+                train_data,
                 recipe="advamd",
-                data=train_data,
-                out=arm_dir,
+                out_dir=arm_dir,
                 overrides={**common, **extra},
                 resume=True,
                 log=log,
                 input_report=input_reports.get(seed),
                 eval_data=test_data,
                 eval_n=args.advamd_robust_n,
-                suite="standard",
-                eps=args.advamd_eval_eps,
+                eval_options={
+                    "suite": "standard",
+                    "eps": args.advamd_eval_eps,
+                    "apgd_steps": args.apgd_steps,
+                    "square_queries": args.square_queries,
+                },
                 seed=seed,
                 device="cpu",
                 channels_last=args.channels_last,
-                eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries},
             )
             input_reports[seed] = result.report.input
         report = json.loads((arm_dir / "report.json").read_text())
@@ -124,7 +127,8 @@ def advamd_study(args, out: Path, input_path: Path, train_data, test_full, log) 
 
 
 def ablation_reading(rows: list[dict]) -> str:
-    """Which one-seed ablations differ from AdvAmd's seed mean by more than twice its spread over seeds (clean, all images)."""
+    """Which one-seed ablations differ from AdvAmd's seed mean by more than twice its spread over seeds (clean, all
+    images)."""
     full = [r["clean_full"] for r in rows if r["arm"] == "AdvAmd"]
     if len(full) < 2:
         return ""
@@ -148,7 +152,8 @@ def advamd_markdown(args, rows: list[dict], input_full: float, n_full: int) -> s
         values = [r[key] for r in rows if r["arm"] == name]
         if len(values) < 2:
             return f"{values[0]:.1%}" if values else "–"
-        return f"{statistics.mean(values):.1%} ± {statistics.stdev(values):.1%} (min {min(values):.1%}, max {max(values):.1%})"
+        mean, sd = statistics.mean(values), statistics.stdev(values)
+        return f"{mean:.1%} ± {sd:.1%} (min {min(values):.1%}, max {max(values):.1%})"
 
     paired = [
         (a["clean_full"] - c["clean_full"], a["clean"] - c["clean"])
@@ -162,54 +167,58 @@ def advamd_markdown(args, rows: list[dict], input_full: float, n_full: int) -> s
         ADVAMD_HEADING,
         "",
         f"Command: `python benchmarks/study_advamd.py` (hardenctl {__version__}, torch {torch.__version__}, "
-        f"{args.threads} CPU threads). Every arm fine-tunes the clean-pretrained `{args.arch}` of the recipes table (clean "
-        f"{rows[0]['input_clean']:.1%} on the first {args.eval_n} test images, {input_full:.1%} on all {n_full}) for "
-        f"{args.advamd_epochs} epochs on the same {args.train_n}-image subset (5% held out to pick the epoch by clean accuracy), "
-        f"SGD lr {args.advamd_lr} cosine, batch 128, crop+flip. AdvAmd: defaults of `recipes/advamd.yaml` (PGD-5 at 2/255 through "
-        "the auxiliary BN, mediate levels 1/3 and 2/3, w_mediate = w_adv = 0.5, learning ratio p_true). The clean fine-tune is "
-        "the same recipe with both amendment weights 0 and no attack, which is exactly a clean fine-tune step (tested), so "
-        f"the two differ in the amendment only. Clean accuracy by plain forward passes on the first {args.eval_n} and on all test images; "
-        f"robust accuracy: standard suite (APGD-CE → APGD-T → Square-{args.square_queries}) at L∞ {args.advamd_eval_eps * 255:.0f}/255 "
-        f"(AdvAmd's own budget; at 8/255 every arm is at 0%) on the first {args.advamd_robust_n} test images (fewer, to fit the "
-        "CPU budget).",
+        f"{args.threads} CPU threads). Every arm fine-tunes the clean-pretrained `{args.arch}` of the recipes table "
+        f"(clean {rows[0]['input_clean']:.1%} on the first {args.eval_n} test images, {input_full:.1%} on all "
+        f"{n_full}) for {args.advamd_epochs} epochs on the same {args.train_n}-image subset (5% held out to pick the "
+        f"epoch by clean accuracy), SGD lr {args.advamd_lr} cosine, batch 128, crop+flip. AdvAmd: defaults of "
+        "`recipes/advamd.yaml` (PGD-5 at 2/255 through the auxiliary BN, mediate levels 1/3 and 2/3, w_mediate = "
+        "w_adv = 0.5, learning ratio p_true). The clean fine-tune is the same recipe with both amendment weights 0 "
+        "and no attack, which is exactly a clean fine-tune step (tested), so the two differ in the amendment only. "
+        f"Clean accuracy by plain forward passes on the first {args.eval_n} and on all test images; robust accuracy: "
+        f"standard suite (APGD-CE → APGD-T → Square-{args.square_queries}) at L∞ {args.advamd_eval_eps * 255:.0f}/255 "
+        f"(AdvAmd's own budget; at 8/255 every arm is at 0%) on the first {args.advamd_robust_n} test images (fewer, "
+        "to fit the CPU budget).",
         "",
-        f"| arm | seeds | clean, first {args.eval_n} | clean, all {n_full} test images | robust at {args.advamd_eval_eps * 255:.0f}/255, "
-        f"first {args.advamd_robust_n} "
-        "| saved epoch | s / epoch |",
+        f"| arm | seeds | clean, first {args.eval_n} | clean, all {n_full} test images | robust at "
+        f"{args.advamd_eval_eps * 255:.0f}/255, first {args.advamd_robust_n} | saved epoch | s / epoch |",
         "|---|---|---|---|---|---|---|",
-        f"| input (clean pretrain) | – | {rows[0]['input_clean']:.1%} | {input_full:.1%} | {rows[0]['input_robust']:.1%} | – | – |",
+        f"| input (clean pretrain) | – | {rows[0]['input_clean']:.1%} | {input_full:.1%} | "
+        f"{rows[0]['input_robust']:.1%} | – | – |",
     ]
     for name in dict.fromkeys(r["arm"] for r in rows):
         chosen = [r for r in rows if r["arm"] == name]
         lines.append(
-            f"| {name} | {', '.join(str(r['seed']) for r in chosen)} | {spread(name, 'clean')} | {spread(name, 'clean_full')} | "
-            f"{spread(name, 'robust')} | {', '.join(r['saved'] for r in chosen)} | "
+            f"| {name} | {', '.join(str(r['seed']) for r in chosen)} | {spread(name, 'clean')} | "
+            f"{spread(name, 'clean_full')} | {spread(name, 'robust')} | {', '.join(r['saved'] for r in chosen)} | "
             f"{statistics.mean(r['seconds_per_epoch'] for r in chosen):.0f} |"
         )
     if paired:
         lines += [
             "",
-            f"Paired by seed ({', '.join(map(str, seeds))}), AdvAmd − clean fine-tune: clean accuracy on all {n_full} test "
-            f"images {', '.join(f'{100 * d:+.2f}' for d, _ in paired)} points (mean {100 * statistics.mean(d for d, _ in paired):+.2f}); "
-            f"on the first {args.eval_n}: {', '.join(f'{100 * d:+.1f}' for _, d in paired)} points.",
+            f"Paired by seed ({', '.join(map(str, seeds))}), AdvAmd − clean fine-tune: clean accuracy on all {n_full} "
+            f"test images {', '.join(f'{100 * d:+.2f}' for d, _ in paired)} points (mean "
+            f"{100 * statistics.mean(d for d, _ in paired):+.2f}); on the first {args.eval_n}: "
+            f"{', '.join(f'{100 * d:+.1f}' for _, d in paired)} points.",
         ]
     if len(paired) > 1:
         mean, spread_sd = statistics.mean(d for d, _ in paired), statistics.stdev(d for d, _ in paired)
         amd = [r["robust"] for r in rows if r["arm"] == "AdvAmd"]
         ft = [r["robust"] for r in rows if r["arm"] == "clean fine-tune"]
         beats = mean > 0 and mean > 2 * spread_sd / len(paired) ** 0.5
+        unmet = "" if beats else ", so the acceptance bar of RECIPES.md is not met at this scale"
         lines += [
             "",
-            f"Reading: on clean accuracy AdvAmd {'beat' if beats else 'did not beat'} the clean fine-tune of the same length, "
-            f"lr and seeds (mean paired difference {100 * mean:+.2f} points on {n_full} images, standard deviation over seeds "
-            f"{100 * spread_sd:.2f}){'' if beats else ', so the acceptance bar of RECIPES.md is not met at this scale'}. "
-            f"It did raise robust accuracy at 2/255 ({statistics.mean(amd):.1%} vs {statistics.mean(ft):.1%}), which is not "
+            f"Reading: on clean accuracy AdvAmd {'beat' if beats else 'did not beat'} the clean fine-tune of the same "
+            f"length, lr and seeds (mean paired difference {100 * mean:+.2f} points on {n_full} images, standard "
+            f"deviation over seeds {100 * spread_sd:.2f}){unmet}. It did raise robust accuracy at 2/255 "
+            f"({statistics.mean(amd):.1%} vs {statistics.mean(ft):.1%}), which is not "
             "what it is for. " + ablation_reading(rows),
         ]
     lines += [
         "",
-        f"Noise: a binomial standard error is ≈ {(0.25 / args.eval_n) ** 0.5:.1%} on {args.eval_n} images and "
-        f"≈ {(0.25 / n_full) ** 0.5:.1%} on {n_full}; the ablations ran one seed. ± is the sample standard deviation over seeds.",
+        f"Noise: a binomial standard error is ≈ {(0.25 / args.eval_n) ** 0.5:.1%} on {args.eval_n} images and ≈ "
+        f"{(0.25 / n_full) ** 0.5:.1%} on {n_full}; the ablations ran one seed. ± is the sample standard deviation "
+        "over seeds.",
         "",
     ]
     return "\n".join(lines)

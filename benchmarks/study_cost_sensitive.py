@@ -139,9 +139,9 @@ def cost_sensitive_study(args, out: Path, input_path: Path, train_data, test_dat
             log(f"hardening: {name}")
             api.harden(
                 input_path,
+                train_data,
                 recipe=recipe,
-                data=train_data,
-                out=arm_dir,
+                out_dir=arm_dir,
                 overrides={**common_overrides(args, args.epochs, recipe), **extra},
                 resume=True,
                 log=log,
@@ -171,29 +171,31 @@ def cost_sensitive_markdown(args, rows: list[dict]) -> str:
         COST_HEADING,
         "",
         f"Command: `python benchmarks/study_cost_sensitive.py` (hardenctl {__version__}, torch {torch.__version__}, "
-        f"{args.threads} CPU threads). Same clean-pretrained `{args.arch}`, data, budget and seed as the recipes table above "
-        f"({args.epochs} epochs from the pretrained model, SGD lr {args.lr} cosine, training PGD-10 at L∞ 8/255 for the AT arms). "
-        f"Protected classes {args.protected} (cat, dog), cost 10 (C_jk = 10 for a protected true class j, else 1), λ_cost = 0, "
-        "`base: pgd-at`. Every model evaluated by `hardenctl eval --protected` with the standard suite (APGD-CE → APGD-T → "
-        f"Square-{args.square_queries}) on the first {args.eval_n} test images ({n_protected} of them cat or dog). The Min-Max "
-        "arm is our regulariser (μ = 5e-4, q = 0.05) with no attack and cost 1, against standard training of the same length; "
-        "both save the last epoch.",
+        f"{args.threads} CPU threads). Same clean-pretrained `{args.arch}`, data, budget and seed as the recipes table "
+        f"above ({args.epochs} epochs from the pretrained model, SGD lr {args.lr} cosine, training PGD-10 at L∞ 8/255 "
+        f"for the AT arms). Protected classes {args.protected} (cat, dog), cost 10 (C_jk = 10 for a protected true "
+        "class j, else 1), λ_cost = 0, `base: pgd-at`. Every model evaluated by `hardenctl eval --protected` with the "
+        f"standard suite (APGD-CE → APGD-T → Square-{args.square_queries}) on the first {args.eval_n} test images "
+        f"({n_protected} of them cat or dog). The Min-Max arm is our regulariser (μ = 5e-4, q = 0.05) with no attack "
+        "and cost 1, against standard training of the same length; both save the last epoch.",
         "",
-        "| arm | clean | robust | protected clean | protected robust | cost-weighted robust error | saved epoch | s / epoch |",
+        "| arm | clean | robust | protected clean | protected robust | cost-weighted robust error | saved epoch "
+        "| s / epoch |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         seconds = f"{r['seconds_per_epoch']:.0f}" if r.get("seconds_per_epoch") else "–"
         lines.append(
             f"| {r['arm']} | {r['clean']:.1%} | {r['robust']:.1%} | {r['protected_clean_accuracy']:.1%} | "
-            f"{r['protected_robust_accuracy']:.1%} | {r['protected_cost_weighted_robust_error']:.3f} | {r.get('saved', '–')} | {seconds} |"
+            f"{r['protected_robust_accuracy']:.1%} | {r['protected_cost_weighted_robust_error']:.3f} | "
+            f"{r.get('saved', '–')} | {seconds} |"
         )
     small = [r for r in rows if "robust_eps2" in r]
     if small:
         lines += [
             "",
-            f"Without adversarial training every arm is at ~0% at 8/255, so the no-AT arms are also attacked at L∞ 2/255 "
-            f"(same suite, first {args.small_eps_n} test images): "
+            "Without adversarial training every arm is at ~0% at 8/255, so the no-AT arms are also attacked at L∞ "
+            f"2/255 (same suite, first {args.small_eps_n} test images): "
             + "; ".join(f"{r['arm']} {r['robust_eps2']:.1%}" for r in small)
             + ".",
         ]
@@ -209,14 +211,15 @@ def cost_sensitive_markdown(args, rows: list[dict]) -> str:
         a, c = by["pgd-at"], by["cost-sensitive"]
         lines += [
             "",
-            f"Reading: against PGD-AT with the same budget, cost-sensitive training moved protected robust accuracy "
+            "Reading: against PGD-AT with the same budget, cost-sensitive training moved protected robust accuracy "
             f"{a['protected_robust_accuracy']:.1%} → {c['protected_robust_accuracy']:.1%} and protected clean "
             f"{a['protected_clean_accuracy']:.1%} → {c['protected_clean_accuracy']:.1%}, at the price of overall clean "
-            f"{a['clean']:.1%} → {c['clean']:.1%} and overall robust {a['robust']:.1%} → {c['robust']:.1%}: with cost 10 the "
-            f"model predicts a protected class for {c['predicted_protected']:.0%} of the clean test images (PGD-AT "
-            f"{a['predicted_protected']:.0%}, truth {rows[0]['protected_n'] / args.eval_n:.0%}); the cost-weighted robust error went "
-            f"{a['protected_cost_weighted_robust_error']:.3f} → {c['protected_cost_weighted_robust_error']:.3f}. We did not sweep the cost "
-            "(a smaller one should cost less overall accuracy: not measured).",
+            f"{a['clean']:.1%} → {c['clean']:.1%} and overall robust {a['robust']:.1%} → {c['robust']:.1%}: with cost "
+            f"10 the model predicts a protected class for {c['predicted_protected']:.0%} of the clean test images "
+            f"(PGD-AT {a['predicted_protected']:.0%}, truth {rows[0]['protected_n'] / args.eval_n:.0%}); the "
+            f"cost-weighted robust error went {a['protected_cost_weighted_robust_error']:.3f} → "
+            f"{c['protected_cost_weighted_robust_error']:.3f}. We did not sweep the cost (a smaller one should cost "
+            "less overall accuracy: not measured).",
         ]
     mm, st = by.get("min-max regulariser, no AT", {}), by.get("standard (last epoch)", {})
     if "robust_eps2" in mm and "robust_eps2" in st:
@@ -224,11 +227,11 @@ def cost_sensitive_markdown(args, rows: list[dict]) -> str:
         verdict = "beats" if mm["robust_eps2"] - st["robust_eps2"] > 2 * error else "does not beat"
         lines += [
             "",
-            f"Min-Max regulariser without AT vs standard training of the same length: robust at 2/255 {mm['robust_eps2']:.1%} "
-            f"vs {st['robust_eps2']:.1%}, clean {mm['clean']:.1%} vs {st['clean']:.1%}. The weights show the property (see below), "
-            f"but at this scale the regulariser {verdict} standard training by more than two standard errors (≈ {error:.1%} each): "
-            "the paper's claim that a Min-Max defence beats the standard model is "
-            f"{'' if verdict == 'beats' else 'not '}reproduced here.",
+            "Min-Max regulariser without AT vs standard training of the same length: robust at 2/255 "
+            f"{mm['robust_eps2']:.1%} vs {st['robust_eps2']:.1%}, clean {mm['clean']:.1%} vs {st['clean']:.1%}. The "
+            f"weights show the property (see below), but at this scale the regulariser {verdict} standard training by "
+            f"more than two standard errors (≈ {error:.1%} each): the paper's claim that a Min-Max defence beats the "
+            f"standard model is {'' if verdict == 'beats' else 'not '}reproduced here.",
         ]
     se = (0.25 * 0.75 / max(n_protected, 1)) ** 0.5
     lines += [

@@ -97,9 +97,9 @@ def run_cifar(args, log) -> list[dict]:
             log(f"hardening: {directory}, {args.ft_epochs} epochs")
             api.harden(
                 setup.input_path,
+                setup.train_data,
                 recipe=recipe,
-                data=setup.train_data,
-                out=arm_dir,
+                out_dir=arm_dir,
                 resume=True,
                 log=log,
                 overrides={
@@ -112,8 +112,7 @@ def run_cifar(args, log) -> list[dict]:
                 },
                 eval_data=test_data,
                 eval_n=args.ft_eval_n,
-                suite="quick",
-                eps=8 / 255,
+                eval_options={"suite": "quick", "eps": 8 / 255},
                 seed=args.seed,
                 device="cpu",
                 channels_last=args.channels_last,
@@ -136,9 +135,9 @@ def run_woof(args, log) -> list[dict]:
                 log(f"hardening imagewoof: {arm_dir.name}")
                 api.harden(
                     input_path,
+                    str(WOOF / "train"),
                     recipe=recipe,
-                    data=str(WOOF / "train"),
-                    out=arm_dir,
+                    out_dir=arm_dir,
                     resume=True,
                     log=log,
                     overrides={
@@ -153,12 +152,15 @@ def run_woof(args, log) -> list[dict]:
                     },
                     eval_data=str(WOOF / "val"),
                     eval_n=args.woof_eval_n,
-                    suite="standard",
-                    eps=eps,
+                    eval_options={
+                        "suite": "standard",
+                        "eps": eps,
+                        "apgd_steps": args.apgd_steps,
+                        "square_queries": args.square_queries,
+                    },
                     seed=args.seed,
                     device="cpu",
                     channels_last=args.channels_last,
-                    eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries},
                 )
             rows.append({"arm": arm_dir.name, "eps_255": eps_255, **summary(arm_dir)})
             log(f"{arm_dir.name}: {rows[-1]['input']} → {rows[-1]['hardened']} (lr {rows[-1]['lr']})")
@@ -167,7 +169,8 @@ def run_woof(args, log) -> list[dict]:
 
 def table(rows: list[dict], n: int) -> str:
     lines = [
-        "| arm | lr | input clean / robust | hardened clean / robust | per epoch (standard suite) | sweep s / train s |",
+        "| arm | lr | input clean / robust | hardened clean / robust | per epoch (standard suite) "
+        "| sweep s / train s |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -176,11 +179,13 @@ def table(rows: list[dict], n: int) -> str:
         runtime = row["runtime"]
         cost = f"{runtime.get('lr_sweep_seconds', 0):.0f} / {runtime.get('train_seconds', 0):.0f}"
         lines.append(
-            f"| {row['arm']} | {row['lr']:.4g} | {pct(row['input'])} | {pct(row['hardened'])} | {epochs or '–'} | {cost} |"
+            f"| {row['arm']} | {row['lr']:.4g} | {pct(row['input'])} | {pct(row['hardened'])} | {epochs or '–'} | "
+            f"{cost} |"
         )
     sweeps = [
-        f"- {row['arm']}: {row['lr_sweep']['candidates'] and row['lr_sweep']['candidates']} → {row['lr_sweep']['chosen']:.4g}; "
-        f"{row['lr_sweep']['steps']} steps, {row['lr_sweep']['scored_n']} scored; {row['lr_sweep']['why']}"
+        f"- {row['arm']}: {row['lr_sweep']['candidates'] and row['lr_sweep']['candidates']} → "
+        f"{row['lr_sweep']['chosen']:.4g}; {row['lr_sweep']['steps']} steps, {row['lr_sweep']['scored_n']} scored; "
+        f"{row['lr_sweep']['why']}"
         for row in rows
         if row.get("lr_sweep")
     ]

@@ -1,4 +1,4 @@
-"""Profiles (issue 13): harden a pretrained model without wrecking it (the ``finetune`` profile) vs the papers' schedules.
+"""Profiles (issue 13): harden a pretrained model without wrecking it (``finetune`` profile) vs the papers' schedules.
 
 Two parts, each resumable, chosen by ``--ft-parts``:
 
@@ -64,7 +64,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ft_arms(args) -> list[tuple[str, str, str, dict]]:
-    """(name, directory, recipe, overrides) of the CIFAR-10 arms: per recipe, finetune, paper from random init, paper from the checkpoint."""
+    """(name, directory, recipe, overrides) of the CIFAR-10 arms: per recipe, finetune, paper from random init,
+    paper from the checkpoint."""
     arms = []
     for recipe in args.ft_recipes.split(","):
         common = {
@@ -188,16 +189,15 @@ def finetune_cifar(args, out: Path, input_path: Path, train_data, test_full, log
             log(f"hardening: {name}, {args.ft_epochs} epochs")
             api.harden(
                 input_path,
+                train_data,
                 recipe=recipe,
-                data=train_data,
-                out=arm_dir,
+                out_dir=arm_dir,
                 overrides=overrides,
                 resume=True,
                 log=log,
                 eval_data=test_data,
                 eval_n=args.ft_eval_n,
-                suite="quick",
-                eps=8 / 255,
+                eval_options={"suite": "quick", "eps": 8 / 255},
                 seed=args.seed,
                 device="cpu",
                 channels_last=args.channels_last,
@@ -229,7 +229,8 @@ def finetune_cifar(args, out: Path, input_path: Path, train_data, test_full, log
 
 
 def woof_input(args, out: Path, log) -> Path:
-    """A resnet10t trained cleanly on the imagewoof training folder at --woof-size px: the pretrained model a user brings."""
+    """A resnet10t trained cleanly on the imagewoof training folder at --woof-size px: the pretrained model a user
+    brings."""
     size = (args.woof_size, args.woof_size)
     init = out / "init.safetensors"
     if not init.is_file():
@@ -241,9 +242,9 @@ def woof_input(args, out: Path, log) -> Path:
         log(f"imagewoof: clean training of {args.arch} at {args.woof_size} px for {args.woof_pretrain_epochs} epochs")
         api.harden(
             init,
+            str(WOOF / "train"),
             recipe="standard",
-            data=str(WOOF / "train"),
-            out=pretrain,
+            out_dir=pretrain,
             resume=True,
             log=log,
             overrides={
@@ -259,8 +260,7 @@ def woof_input(args, out: Path, log) -> Path:
             },
             eval_data=str(WOOF / "val"),
             eval_n=50,
-            suite="quick",
-            eps=2 / 255,
+            eval_options={"suite": "quick", "eps": 2 / 255},
             seed=args.seed,
             device="cpu",
             channels_last=args.channels_last,
@@ -281,9 +281,9 @@ def finetune_woof(args, out: Path, log) -> dict:
                 log(f"hardening imagewoof: {name}")
                 result = api.harden(
                     input_path,
+                    str(WOOF / "train"),
                     recipe="pgd-at",
-                    data=str(WOOF / "train"),
-                    out=arm_dir,
+                    out_dir=arm_dir,
                     resume=True,
                     log=log,
                     overrides={
@@ -299,13 +299,16 @@ def finetune_woof(args, out: Path, log) -> dict:
                     },
                     eval_data=str(WOOF / "val"),
                     eval_n=args.woof_eval_n,
-                    suite="standard",
-                    eps=eps,
+                    eval_options={
+                        "suite": "standard",
+                        "eps": eps,
+                        "apgd_steps": args.apgd_steps,
+                        "square_queries": args.square_queries,
+                    },
                     seed=args.seed,
                     device="cpu",
                     channels_last=args.channels_last,
                     input_report=input_reports.get(eps),
-                    eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries},
                 )
                 input_reports[eps] = result.report.input
             report = json.loads((arm_dir / "report.json").read_text())
@@ -341,8 +344,8 @@ def finetune_woof(args, out: Path, log) -> dict:
                 }
             )
             log(
-                f"{name}: clean {arms[-1]['input'][0]:.1%} → {arms[-1]['hardened'][0]:.1%}, robust {arms[-1]['input'][1]:.1%} → "
-                f"{arms[-1]['hardened'][1]:.1%}"
+                f"{name}: clean {arms[-1]['input'][0]:.1%} → {arms[-1]['hardened'][0]:.1%}, robust "
+                f"{arms[-1]['input'][1]:.1%} → {arms[-1]['hardened'][1]:.1%}"
             )
     return {
         "arms": arms,
@@ -366,17 +369,18 @@ def finetune_markdown(args, results: dict) -> str:
         arm = cifar["arms"][0] if cifar["arms"] else None
         lines += [
             f"**CIFAR-10.** Input: `{args.arch}` trained cleanly (clean {cifar['input']['clean']:.1%}, robust "
-            f"{cifar['input']['robust']:.1%} on the first {cifar['eval_n']} test images). Every arm: {args.ft_epochs} epochs on "
-            f"{cifar['train_n']} training images (5% held out), PGD-10 at L∞ 8/255 (the recipe's own start and step), batch 128, "
-            "seed "
+            f"{cifar['input']['robust']:.1%} on the first {cifar['eval_n']} test images). Every arm: {args.ft_epochs} "
+            f"epochs on {cifar['train_n']} training images (5% held out), PGD-10 at L∞ 8/255 (the recipe's own start "
+            "and step), batch 128, seed "
             + str(args.seed)
             + "; the same attack and epochs, so the same wall-clock budget (train seconds below). "
             "`finetune`: the profile's defaults compressed to these epochs (lr "
             + (f"{arm['lr']:g}" if arm else "auto")
-            + " SGD, half-epoch warm-up, cosine, ε warm-up over 20% of the steps). `paper`: the published schedule compressed "
-            "to these epochs (lr 0.1 from step one, its milestones as fractions), from the checkpoint or from random weights "
-            f"(`--reinit`). Per epoch: clean and standard-suite robust accuracy (APGD-CE → APGD-T → Square-{args.square_queries}, "
-            f"APGD {args.apgd_steps} steps) of that epoch's weights on the first {cifar['eval_n']} test images.",
+            + " SGD, half-epoch warm-up, cosine, ε warm-up over 20% of the steps). `paper`: the published schedule "
+            "compressed to these epochs (lr 0.1 from step one, its milestones as fractions), from the checkpoint or "
+            "from random weights (`--reinit`). Per epoch: clean and standard-suite robust accuracy (APGD-CE → APGD-T → "
+            f"Square-{args.square_queries}, APGD {args.apgd_steps} steps) of that epoch's weights on the first "
+            f"{cifar['eval_n']} test images.",
             "",
             "| arm | "
             + " | ".join(f"epoch {e}" for e in range(1, args.ft_epochs + 1))
@@ -388,34 +392,36 @@ def finetune_markdown(args, results: dict) -> str:
             cells = [f"{e['clean']:.1%} / {e['robust']:.1%}" for e in arm["epochs"]]
             cells += [""] * (args.ft_epochs - len(cells))
             seconds = statistics.mean(e["train_seconds"] for e in arm["epochs"]) if arm["epochs"] else float("nan")
-            # the user's question: robustness per hour of training, and the clean accuracy it costs (at the arm's best epoch).
-            # Every epoch of every arm is the same work (PGD-10 on the same images), so the budget is counted in epochs: the
-            # measured seconds depend on what else the machine ran at the time, not on the arm.
+            # the user's question: robustness per hour of training, and the clean accuracy it costs (at the arm's
+            # best epoch). Every epoch of every arm is the same work (PGD-10 on the same images), so the budget is
+            # counted in epochs: the measured seconds depend on what else the machine ran at the time, not on the arm.
             best = max(range(len(arm["epochs"])), key=lambda i: arm["epochs"][i]["robust"]) if arm["epochs"] else None
             if best is None:
                 rate = paid = ""
             else:
-                rate = f"{100 * (arm['epochs'][best]['robust'] - cifar['input']['robust']) / (best + 1):.1f} (epoch {best + 1})"
+                gain = arm["epochs"][best]["robust"] - cifar["input"]["robust"]
+                rate = f"{100 * gain / (best + 1):.1f} (epoch {best + 1})"
                 paid = f"{100 * (cifar['input']['clean'] - arm['epochs'][best]['clean']):.0f}"
             lines.append(f"| {arm['arm']} | " + " | ".join(cells) + f" | {seconds:.0f} | {rate} | {paid} |")
         lines += [
             "",
-            "Cells: clean / robust (standard suite, worst case). Train seconds vary with the load other jobs put on the "
-            "machine at the time (the arms ran at different times, beside up to three other jobs on 2 cores), not with the arm: every epoch "
-            "is the same PGD-10 work, so the gain is per epoch of that budget.",
+            "Cells: clean / robust (standard suite, worst case). Train seconds vary with the load other jobs put on "
+            "the machine at the time (the arms ran at different times, beside up to three other jobs on 2 cores), not "
+            "with the arm: every epoch is the same PGD-10 work, so the gain is per epoch of that budget.",
         ]
         se = (0.25 / cifar["eval_n"]) ** 0.5
         lines += [f"Noise: binomial standard error ≤ {se:.1%} at n = {cifar['eval_n']}; one seed.", ""]
     woof = results.get("woof")
     if woof:
         lines += [
-            f"**Imagewoof at {woof['size']} px.** Input: `{args.arch}` trained cleanly on the 1,000-image imagewoof training "
-            f"folder for {woof['pretrain_epochs']} epochs (timm RandomResizedCrop 0.35–1 + flip). Every arm: the `finetune` "
-            f"profile of `pgd-at` for {woof['epochs']} epochs (batch 64), training attack PGD-10 (step ε/4) or FGSM-RS "
-            "(`attack: fgsm-rs`, one step of 1.25ε from a uniform start) at the ε of the row. Evaluation: the first "
-            f"{woof['eval_n']} val images, standard suite at the same ε.",
+            f"**Imagewoof at {woof['size']} px.** Input: `{args.arch}` trained cleanly on the 1,000-image imagewoof "
+            f"training folder for {woof['pretrain_epochs']} epochs (timm RandomResizedCrop 0.35–1 + flip). Every arm: "
+            f"the `finetune` profile of `pgd-at` for {woof['epochs']} epochs (batch 64), training attack PGD-10 (step "
+            "ε/4) or FGSM-RS (`attack: fgsm-rs`, one step of 1.25ε from a uniform start) at the ε of the row. "
+            f"Evaluation: the first {woof['eval_n']} val images, standard suite at the same ε.",
             "",
-            "| arm | input clean / robust | hardened clean / robust | held-out per epoch (clean / PGD-10, FGSM) | collapses | train s / epoch |",
+            "| arm | input clean / robust | hardened clean / robust | held-out per epoch (clean / PGD-10, FGSM) | "
+            "collapses | train s / epoch |",
             "|---|---|---|---|---|---|",
         ]
         for arm in woof["arms"]:

@@ -41,7 +41,7 @@ from study_setup import common_overrides, eval_kwargs, prepare, study_parser
 from hardenctl import __version__, api
 from hardenctl.files import atomic_write
 from hardenctl.recipes import load_recipe
-from hardenctl.training import Distributed, RunOptions, train
+from hardenctl.training import DataSplit, Distributed, HardenOptions, train
 
 HEADING = "## Recipes (issue 3)"
 
@@ -91,10 +91,10 @@ def throughput(args, input_path: Path, train_data, out: Path) -> dict:
         # two epochs, the second one timed: the first pays the one-off kernel set-up
         recipe = load_recipe("pgd-at", {**common_overrides(args, 2, "pgd-at"), "holdout_fraction": 0.0, "monitor_n": 1})
         model = api.load_model(input_path).to(memory_format=memory_format)
-        options = RunOptions(
+        options = HardenOptions(
             out_dir=out / f"throughput_{repeat}", seed=args.seed, device="cpu", channels_last=args.channels_last
         )
-        result = train(model, recipe, subset, None, options, Distributed(), {"bench": "throughput"})
+        result = train(model, recipe, DataSplit(subset), options, Distributed(), {"bench": "throughput"})
         engine_rates.append(result.history[-1]["images_per_second"])
 
         model = api.load_model(input_path).to(memory_format=memory_format)
@@ -171,21 +171,21 @@ def markdown(
     lines = [
         HEADING,
         "",
-        f"Command (hardenctl {__version__}, torch {torch.__version__}, {args.threads} CPU threads; {minutes:.0f} min wall"
-        f"{'' if not pending else ' so far'}):",
+        f"Command (hardenctl {__version__}, torch {torch.__version__}, {args.threads} CPU threads; {minutes:.0f} min "
+        f"wall{'' if not pending else ' so far'}):",
         "",
         f"    {command}",
         "",
         f"Model `{args.arch}` (timm, random init, CIFAR mean/std folded in), first trained cleanly for "
-        f"{args.pretrain_epochs} epochs (`standard`, lr 0.1 cosine); every arm starts from that checkpoint. "
-        f"Data: the balanced {args.train_n}-image CIFAR-10 training subset of `../shared/data/cifar10` (5% held out to "
-        f"pick the best epoch), evaluated on the first {args.eval_n} test images. Every arm: {args.epochs} epochs, batch 128, "
+        f"{args.pretrain_epochs} epochs (`standard`, lr 0.1 cosine); every arm starts from that checkpoint. Data: the "
+        f"balanced {args.train_n}-image CIFAR-10 training subset of `../shared/data/cifar10` (5% held out to pick the "
+        f"best epoch), evaluated on the first {args.eval_n} test images. Every arm: {args.epochs} epochs, batch 128, "
         f"SGD momentum 0.9, wd 5e-4, lr {args.lr} cosine to 0, crop+flip, seed {args.seed}; training attack L∞ 8/255, "
-        f"10 steps of 2/255 in eval mode (PGD-AT: uniform start, CE; MART: x+0.001·N start, CE; TRADES: x+0.001·N start, "
-        f"KL); β = 6 for MART and TRADES. Evaluation: suite `standard` (APGD-CE → APGD-T → Square, worst case per "
-        f"sample) at L∞ 8/255, APGD {args.apgd_steps} steps, Square {args.square_queries} queries, seed {args.seed}. "
-        "The saved epoch is the best by held-out PGD-10 robust accuracy; the other candidate (best or last) is "
-        "evaluated with the same suite when it differs.",
+        "10 steps of 2/255 in eval mode (PGD-AT: uniform start, CE; MART: x+0.001·N start, CE; TRADES: x+0.001·N "
+        "start, KL); β = 6 for MART and TRADES. Evaluation: suite `standard` (APGD-CE → APGD-T → Square, worst case "
+        f"per sample) at L∞ 8/255, APGD {args.apgd_steps} steps, Square {args.square_queries} queries, seed "
+        f"{args.seed}. The saved epoch is the best by held-out PGD-10 robust accuracy; the other candidate (best or "
+        "last) is evaluated with the same suite when it differs.",
         "",
         "| arm | clean | robust (standard suite) | after APGD-CE | held-out PGD-10 (best / last epoch) | saved epoch "
         "| other epoch, clean / robust | s / epoch (train only) | train img/s |",
@@ -193,8 +193,8 @@ def markdown(
     ]
     if input_report is not None:
         lines.append(
-            f"| input (clean pretrain) | {input_report['clean_accuracy']:.1%} | {input_report['robust_accuracy']:.1%} | "
-            f"{input_report['attacks'].get('apgd-ce', float('nan')):.1%} | – | – | – | – | – |"
+            f"| input (clean pretrain) | {input_report['clean_accuracy']:.1%} | {input_report['robust_accuracy']:.1%} "
+            f"| {input_report['attacks'].get('apgd-ce', float('nan')):.1%} | – | – | – | – | – |"
         )
     for row in rows:
         lines.append(
@@ -206,18 +206,20 @@ def markdown(
     lines.append("")
     if speed:
         lines += [
-            f"Engine overhead (PGD-AT, {speed['batches']} batches of 128, median of {len(speed['ratios'])} alternating runs): "
-            f"engine {speed['engine_images_per_second']:.1f} img/s, bare loop of the same passes "
-            f"{speed['bare_images_per_second']:.1f} img/s, time ratio engine/bare **{speed['time_ratio_engine_over_bare']:.3f}** "
-            f"(target ≤ 1.10; runs: {', '.join(f'{r:.3f}' for r in speed['ratios'])}).",
+            f"Engine overhead (PGD-AT, {speed['batches']} batches of 128, median of {len(speed['ratios'])} alternating "
+            f"runs): engine {speed['engine_images_per_second']:.1f} img/s, bare loop of the same passes "
+            f"{speed['bare_images_per_second']:.1f} img/s, time ratio engine/bare "
+            f"**{speed['time_ratio_engine_over_bare']:.3f}** (target ≤ 1.10; runs: "
+            f"{', '.join(f'{r:.3f}' for r in speed['ratios'])}).",
             "",
         ]
     lines += [
-        f"n = {args.eval_n}, one seed: differences of a few points are within noise (a binomial standard error at 40% is "
-        f"{(0.4 * 0.6 / max(args.eval_n, 1)) ** 0.5:.1%}; the held-out split that picks the epoch scores 250 images, "
-        f"standard error ≈ {(0.25 * 0.75 / 250) ** 0.5:.1%}, so a best-vs-last choice within a few points there is noise). At this scale (a small model, {args.epochs} adversarial epochs "
-        f"on {args.train_n} images) the papers' ordering need not appear; these numbers show the recipes work end to end, not how "
-        "they rank at full scale (RECIPES.md anchors: MART WRN-28-10 + 500K extra data AutoAttack 56.29%).",
+        f"n = {args.eval_n}, one seed: differences of a few points are within noise (a binomial standard error at 40% "
+        f"is {(0.4 * 0.6 / max(args.eval_n, 1)) ** 0.5:.1%}; the held-out split that picks the epoch scores 250 "
+        f"images, standard error ≈ {(0.25 * 0.75 / 250) ** 0.5:.1%}, so a best-vs-last choice within a few points "
+        f"there is noise). At this scale (a small model, {args.epochs} adversarial epochs on {args.train_n} images) "
+        "the papers' ordering need not appear; these numbers show the recipes work end to end, not how they rank at "
+        "full scale (RECIPES.md anchors: MART WRN-28-10 + 500K extra data AutoAttack 56.29%).",
         "",
     ]
     return "\n".join(lines)
@@ -291,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides["stages"] = args.fsr_stages.split(",")
         result = api.harden(
             input_path,
+            train_data,
             recipe=name,
-            data=train_data,
-            out=args.out / name,
+            out_dir=args.out / name,
             overrides=overrides,
             input_report=input_report,
             resume=True,

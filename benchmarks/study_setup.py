@@ -84,7 +84,8 @@ class Setup:
 
 
 def prepare(args: argparse.Namespace, pretrain: bool = True) -> Setup:
-    """Load the data and train (or reuse) the clean input model in ``args.out``; ``pretrain=False`` skips the training."""
+    """Load the data and train (or reuse) the clean input model in ``args.out``; ``pretrain=False`` skips the
+    training."""
     torch.set_num_threads(args.threads)
     log = minutes_log()
     out = args.out
@@ -105,14 +106,13 @@ def prepare(args: argparse.Namespace, pretrain: bool = True) -> Setup:
         log(f"pretraining {args.arch} cleanly for {args.pretrain_epochs} epochs")
         api.harden(
             init,
+            train_data,
             recipe="standard",
-            data=train_data,
-            out=pretrain_dir,
+            out_dir=pretrain_dir,
             overrides={**common_overrides(args, args.pretrain_epochs, "standard"), "lr": 0.1, "select": "last"},
             eval_data=test_full.head(args.eval_n),
             eval_n=100,
-            suite="quick",
-            eps=8 / 255,
+            eval_options={"suite": "quick", "eps": 8 / 255},
             seed=args.seed,
             device="cpu",
             channels_last=args.channels_last,
@@ -127,12 +127,15 @@ def eval_kwargs(args: argparse.Namespace, test_data: ArrayDataset) -> dict:
     return dict(
         eval_data=test_data,
         eval_n=args.eval_n,
-        suite="standard",
-        eps=8 / 255,
         seed=args.seed,
         device="cpu",
         channels_last=args.channels_last,
-        eval_options={"apgd_steps": args.apgd_steps, "square_queries": args.square_queries},
+        eval_options={
+            "suite": "standard",
+            "eps": 8 / 255,
+            "apgd_steps": args.apgd_steps,
+            "square_queries": args.square_queries,
+        },
     )
 
 
@@ -146,7 +149,8 @@ def clean_predictions(model, data: ArrayDataset, batch: int = 500) -> torch.Tens
 
 
 def publish(args: argparse.Namespace, heading: str, section: str) -> int:
-    """Write the study's section of RESULTS.md (unless --no-results-md) and print it; the exit code of a finished study."""
+    """Write the study's section of RESULTS.md (unless --no-results-md) and print it; the exit code of a finished
+    study."""
     if not args.no_results_md:
         update_section(heading, section)
     print(section)
