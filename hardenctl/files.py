@@ -44,7 +44,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write text or bytes to ``path`` atomically."""
+    """Write text or bytes to ``path`` atomically.
+
+    Args:
+        path: the file to write (a temp file beside it is renamed onto it).
+        data: text (written as UTF-8) or bytes.
+    """
     with atomic_path(path) as tmp:
         if isinstance(data, str):
             tmp.write_text(data, encoding="utf-8")
@@ -93,7 +98,12 @@ def _check_folder_on_the_way(path: Path, option: str) -> None:
 def check_output_file(path: str | os.PathLike, option: str) -> None:
     """Refuse (UserError, exit 2) an output file that could not be written, before any work is done: a folder in its
     place, a file where a folder of its path should be, or a folder nobody may write to. The file is written later
-    by :func:`atomic_write` (a temp file beside it, then a rename), so its folder must be writable, not the file."""
+    by :func:`atomic_write` (a temp file beside it, then a rename), so its folder must be writable, not the file.
+
+    Args:
+        path: the file a command will write.
+        option: the flag that named it, for the error (e.g. ``--report``).
+    """
     target = Path(path)
     if str(path).endswith(os.sep) or target.is_dir():
         raise UserError(f"{option} {path} is a folder", f"pass a file path for {option}")
@@ -101,7 +111,12 @@ def check_output_file(path: str | os.PathLike, option: str) -> None:
 
 
 def check_output_dir(path: str | os.PathLike, option: str) -> None:
-    """Refuse an output folder that could not be made or written into, before any work is done."""
+    """Refuse an output folder that could not be made or written into, before any work is done.
+
+    Args:
+        path: the folder a command will write into (made later when absent).
+        option: the flag that named it, for the error (e.g. ``--out``).
+    """
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise UserError(f"{option} {path} is a file", f"pass a folder for {option} (a new one, or one hardenctl wrote)")

@@ -216,7 +216,13 @@ def _minimum_gates(report: Report, options: GateOptions) -> list[Gate]:
 def sequential_plan(
     options: GateOptions, baseline: Baseline | None = None, alpha: float = DEFAULT_ALPHA
 ) -> SequentialPlan:
-    """The gates ``options`` set, as targets a sequential run decides (refused when none is set or alpha is wrong)."""
+    """The gates ``options`` set, as targets a sequential run decides (refused when none is set or alpha is wrong).
+
+    Args:
+        options: the gates to decide (:class:`GateOptions`).
+        baseline: the loaded baseline, for ``--max-drop`` (None: no drop gates).
+        alpha: the chance, at most, that an early verdict differs from the full run's, over all gates.
+    """
     # here, not at the top: the package hardenctl.evaluation imports torch, and gates must not
     from .evaluation.sequential_plan import SequentialPlan, Target, check_plan
 
@@ -262,7 +268,13 @@ def _sequential_gates(report: Report, options: GateOptions, baseline: Baseline |
 
 def describe_failure(report: Report, gate: Gate, baseline_name: str = "the baseline") -> str:
     """One line naming the failed gate (and, for sanity checks, which ones and how to accept them); ``baseline_name``:
-    what a ``max_drop`` gate's fall is measured from (``compare`` names OLD's file)."""
+    what a ``max_drop`` gate's fall is measured from (``compare`` names OLD's file).
+
+    Args:
+        report: the gated report.
+        gate: one of its failed gates.
+        baseline_name: what a ``max_drop`` gate's fall is measured from.
+    """
     if gate.name == "sanity_checks":
         names = [c.name for c in report.failed_checks if c.name not in report.accepted_checks]
         return (
@@ -342,7 +354,13 @@ def load_baseline(path: str | Path, samples: str | Path | None = None, what: str
     ``NAME.samples.jsonl`` beside it; both read by the validating readers (:mod:`hardenctl.report.reader`,
     :mod:`hardenctl.evaluation.samples`), the results checked to belong to that report (``what``: how errors call it,
     followed by its path). Without any, the drop gates compare rates. Nothing here loads a model: a bad baseline is
-    refused before any evaluation starts."""
+    refused before any evaluation starts.
+
+    Args:
+        path: the baseline's report.json.
+        samples: its per-sample results (None: the recorded file, else the one beside it).
+        what: how errors call it.
+    """
     from .evaluation.samples import (
         baseline_samples_candidates,
         load_baseline_samples,
@@ -364,6 +382,12 @@ def gate(
 
     ``options`` or the same names as keywords (``min_robust_acc=0.4, baseline="old.json", max_drop=0.02``, see
     :class:`GateOptions`); ``baseline`` may also be given already loaded (:func:`load_baseline`) or as a Report.
+
+    Args:
+        report: the evaluation's report; the gates are appended to ``report.gates``.
+        options: the thresholds and baseline (:class:`GateOptions`).
+        baseline: the baseline: a path, a loaded :class:`Baseline` or a Report (overrides ``options.baseline``).
+        **gate_options: GateOptions fields as keywords, instead of ``options``.
 
     >>> gates = hardenctl.gate(report, min_robust_acc=0.4, baseline="old.json", max_drop=0.02)
     >>> [g.name for g in gates if not g.passed]

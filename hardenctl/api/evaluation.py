@@ -53,7 +53,13 @@ def load_model(path: str | Path, options: ModelOptions | None = None, **fields: 
 
 def check_label_names(model_names: Sequence[str] | None, data_names: Sequence[str] | None, source: str) -> None:
     """A model that knows its class names and data that has names must agree, class by class: another order or a
-    missing class would otherwise be a silent drop to chance accuracy."""
+    missing class would otherwise be a silent drop to chance accuracy.
+
+    Args:
+        model_names: the class names the model declares (None: it declares none).
+        data_names: the data's class names (None: only label numbers).
+        source: the data's spec, for the error.
+    """
     if not model_names or not data_names:
         return
     for index in range(max(len(model_names), len(data_names))):
@@ -75,7 +81,12 @@ def check_label_names(model_names: Sequence[str] | None, data_names: Sequence[st
 
 def prepare_data(model: nn.Module, data: Dataset) -> Dataset:
     """Match prepared ``data`` to the model: the input size (recorded from the data when the model declares
-    none), channels, label range and class names."""
+    none), channels, label range and class names.
+
+    Args:
+        model: the model the data will be fed to (its ``info`` says what it expects).
+        data: the data, already read.
+    """
     info = getattr(model, "info", None)
     if info is None:
         return data

@@ -79,7 +79,11 @@ def harden(
 
 def recipe_for(options: HardenOptions) -> Recipe:
     """The recipe ``options`` name, with its overrides and the schedule flags on top, validated (each flag's error
-    names the flag, not ``--set``)."""
+    names the flag, not ``--set``).
+
+    Args:
+        options: the run's options: the recipe (name or file), its profile, overrides and schedule flags.
+    """
     overrides = options.overrides
     values = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(list(overrides))
     for key, value in (("profile", options.profile), ("reinit", True if options.reinit else None)):

@@ -364,7 +364,13 @@ def card_markdown(report: dict[str, Any], model_name: str, options: CardOptions 
 
 def model_card(report: dict[str, Any], options: CardOptions | None = None, **fields: Any) -> Any:
     """A ``huggingface_hub.ModelCard`` for this report (``fields``: :class:`CardOptions`' when ``options`` is None).
-    Raises UserError for a report whose accuracies, norm or ε are not numbers a card can state."""
+    Raises UserError for a report whose accuracies, norm or ε are not numbers a card can state.
+
+    Args:
+        report: a report's JSON dict (``eval --report`` or ``harden``'s report.json).
+        options: the card's names, ids and license (:class:`CardOptions`).
+        **fields: CardOptions fields, when ``options`` is None.
+    """
     from huggingface_hub import ModelCard
 
     options = options or CardOptions(**fields)
