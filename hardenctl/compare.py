@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .comparable import check_comparable
 from .errors import UserError
-from .gates import Baseline, check_comparable, describe_failure, drop_gates, load_baseline
+from .gates import Baseline, describe_failure, drop_gates, load_baseline
 from .paired import paired_comparison
 from .report import Gate, Report
 from .report.common import plural

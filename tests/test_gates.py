@@ -10,9 +10,10 @@ import pytest
 import torch
 from testing_helpers import read_json
 
+from hardenctl.comparable import check_comparable
 from hardenctl.errors import UserError
 from hardenctl.evaluation.samples import read_samples, write_samples
-from hardenctl.gates import CHECK_NAMES, Baseline, apply_gates, check_comparable, describe_failure
+from hardenctl.gates import CHECK_NAMES, Baseline, apply_gates, describe_failure
 from hardenctl.models import load_model, save_model
 from hardenctl.paired import paired_comparison
 from hardenctl.report import Check, Report, SampleResults, render_markdown, render_table
