@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from .apgd import APGDCE, APGDT
-from .base import Attack, AttackWork, GradientStats
+from .base import Attack, AttackWork, GradientStats, evaluating
 from .fgsm import FGSM
 from .pgd import PGD
 from .square import Square
@@ -30,6 +30,7 @@ def build_attack(name: str, eps: float, norm: str = "linf", eot_samples: int = 1
 
 
 __all__ = [
+    "evaluating",
     "ATTACKS",
     "Attack",
     "AttackWork",

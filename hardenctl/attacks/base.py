@@ -26,6 +26,23 @@ NORMS = ("linf", "l2")
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> per-sample loss
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``model`` in eval mode for the block, then back in the mode it came in, also when the block raises: every
+    attack, evaluation and training-time score runs through here, so BN statistics and dropout are never left
+    switched by a failed batch.
+
+    Args:
+        model: the model to switch.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @dataclass
 class GradientStats:
     """Counts of points whose first input gradient was useless (a masking symptom).
@@ -124,11 +141,9 @@ class Attack:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Return adversarial examples for ``x`` (same shape), model left as found."""
         started = time.perf_counter()
-        was_training = model.training
-        model.eval()
         self._count_next_gradient = True
         self._broken = None
-        try:
+        with evaluating(model):
             target = model
             if self.fast and x.shape[0] > 0:
                 target, self.fast_fallback = inference_copy(model, x)
@@ -141,8 +156,6 @@ class Attack:
             # the points the attack knows it broke (APGD, Square); the others spend no pass on it: the evaluation
             # re-scores every returned point anyway and records its verdict as the attack's "broken"
             broken = self._broken
-        finally:
-            model.train(was_training)
         self.work.add(
             AttackWork(
                 time.perf_counter() - started,

@@ -11,6 +11,7 @@ import typer
 from .app import app
 from .eval_outputs import EvalFiles, finish
 from .options import (
+    AdditionalDataOption,
     ArchOption,
     Checkpoint,
     CropModeOption,
@@ -20,6 +21,7 @@ from .options import (
     MeanOption,
     NumClassesOption,
     ResizeOption,
+    RobustBenchDatasetOption,
     SkipUnreadableOption,
     StdOption,
     WorkersOption,
@@ -240,25 +242,8 @@ def eval_command(
         Optional[Path],
         typer.Option(help="Also write a RobustBench-style model_info entry here (README: which fields are ours)"),
     ] = None,
-    robustbench_dataset: Annotated[
-        Optional[str],
-        typer.Option(
-            help=(
-                "The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's "
-                "name, else left empty)"
-            )
-        ),
-    ] = None,
-    additional_data: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--additional-data/--no-additional-data",
-            help=(
-                "The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set "
-                "(default: true when the model declares such data)"
-            ),
-        ),
-    ] = None,
+    robustbench_dataset: RobustBenchDatasetOption = None,
+    additional_data: AdditionalDataOption = None,
 ) -> None:
     """Measure clean and robust accuracy of a checkpoint and gate on it.
 

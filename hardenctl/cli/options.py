@@ -127,6 +127,26 @@ SkipUnreadableOption = Annotated[
     bool, typer.Option(help="Skip corrupt or unreadable images (counted in the report) instead of stopping")
 ]
 
+RobustBenchDatasetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help=(
+            "The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's "
+            "name, else left empty)"
+        )
+    ),
+]
+AdditionalDataOption = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--additional-data/--no-additional-data",
+        help=(
+            "The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set "
+            "(default: true when the model declares such data)"
+        ),
+    ),
+]
+
 
 def model_options(arch, num_classes, mean, std, input_size, resize, crop_pct, interpolation, crop_mode, device="auto"):
     """The :class:`~hardenctl.options.ModelOptions` the model-loading flags ask for, parsed (the object checks its

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import EXIT_GATE_FAILED
 from .app import app
+from .options import AdditionalDataOption, RobustBenchDatasetOption
 from .output import Output
 
 
@@ -112,21 +113,8 @@ def card_command(
         Optional[Path],
         typer.Option(help="Also write a RobustBench model_info entry here (the printed note says where it goes)"),
     ] = None,
-    robustbench_dataset: Annotated[
-        Optional[str],
-        typer.Option(
-            help="The entry's RobustBench dataset: cifar10, cifar100 or imagenet (default: recognised from the data's "
-            "name, else left empty)"
-        ),
-    ] = None,
-    additional_data: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--additional-data/--no-additional-data",
-            help="The entry's additional_data: whether the model was (pre-)trained on data besides the evaluated set "
-            "(default: true when the input model declares such data)",
-        ),
-    ] = None,
+    robustbench_dataset: RobustBenchDatasetOption = None,
+    additional_data: AdditionalDataOption = None,
 ) -> None:
     """Write a model card (README.md, as the Hugging Face Hub shows it) for a model evaluated or hardened by hardenctl,
     and optionally its RobustBench entry. Nothing is written when any input or output path is wrong."""

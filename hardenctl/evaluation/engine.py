@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..attacks import evaluating
 from ..data import Dataset
 from ..distributed import Distributed
 from ..errors import UserError
@@ -61,12 +62,8 @@ def evaluate(
     config, run = config or EvalConfig(), run or EvalRun()
     started = time.perf_counter()
     data = _checked_data(model, data.head(config.n))
-    was_training = model.training
-    model.eval()
-    try:  # the model leaves as it came, also when an attack raises
+    with evaluating(model):  # the model leaves as it came, also when an attack raises
         return _evaluate(model, data, config, progress, dist, run, log, started)
-    finally:
-        model.train(was_training)
 
 
 def _checked_data(model: nn.Module, data: Dataset) -> Dataset:

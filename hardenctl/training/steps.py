@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..attacks import FGSM, PGD, Attack
+from ..attacks import FGSM, PGD, Attack, evaluating
 from ..data import Dataset
 from ..evaluation import SuiteRun, run_suite
 from ..recipes import LossFn, Recipe, RecipeConfig
@@ -187,16 +187,8 @@ def clean_and_pgd_accuracy(
     """
     if data is None or len(data) == 0:
         return None, None
-    shard = data.take(torch.arange(dist.rank, len(data), dist.world_size))
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        pgd = PGD(config.eps, "linf", eot_samples=draws, steps=config.monitor_steps, alpha=config.eps / 4)
-        result = run_suite(model, shard, SuiteRun([pgd], config.eps, "linf", batch_size, seed, draws, device))
-    finally:
-        model.train(was_training)
-    clean, robust = dist.sum([float(result.clean_correct.sum()), float(result.robust.sum())])
+    pgd = PGD(config.eps, "linf", eot_samples=draws, steps=config.monitor_steps, alpha=config.eps / 4)
+    clean, robust = _correct_under(pgd, model, data, seed, dist, batch_size, "attack")
     return clean / len(data), robust / len(data)
 
 
@@ -226,16 +218,19 @@ def fgsm_accuracy(
     """
     if data is None or len(data) == 0:
         return None
-    shard = data.take(torch.arange(dist.rank, len(data), dist.world_size))
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        fgsm = FGSM(config.eps, "linf", eot_samples=draws)
-        result = run_suite(
-            model, shard, SuiteRun([fgsm], config.eps, "linf", batch_size, seed, draws, device), stage="fgsm"
-        )
-    finally:
-        model.train(was_training)
-    (robust,) = dist.sum([float(result.robust.sum())])
+    _, robust = _correct_under(FGSM(config.eps, "linf", eot_samples=draws), model, data, seed, dist, batch_size, "fgsm")
     return robust / len(data)
+
+
+def _correct_under(
+    attack: Attack, model: nn.Module, data: Dataset, seed: int, dist: Distributed, batch_size: int, stage: str
+) -> tuple[float, float]:
+    """(clean, robust) correct counts of ``data`` under ``attack``, in eval mode: each process scores every
+    ``world_size``-th image and the counts are summed over the processes."""
+    shard = data.take(torch.arange(dist.rank, len(data), dist.world_size))
+    device = next(model.parameters()).device
+    run = SuiteRun([attack], attack.eps, "linf", batch_size, seed, attack.eot_samples, device)
+    with evaluating(model):
+        result = run_suite(model, shard, run, stage=stage)
+    clean, robust = dist.sum([float(result.clean_correct.sum()), float(result.robust.sum())])
+    return clean, robust

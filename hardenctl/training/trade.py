@@ -57,20 +57,8 @@ def trade(
     per_point = robust_change / -clean_change if clean_change < 0 else None
     rising, evidence = rising_at_the_end(history, scored_n)
     return {
-        "clean": {
-            "before": input_report.clean_accuracy,
-            "after": hardened_report.clean_accuracy,
-            "before_interval": list(input_report.interval("clean_accuracy")),
-            "after_interval": list(hardened_report.interval("clean_accuracy")),
-            "change_points": clean_change,
-        },
-        "robust": {
-            "before": input_report.robust_accuracy,
-            "after": hardened_report.robust_accuracy,
-            "before_interval": list(input_report.interval("robust_accuracy")),
-            "after_interval": list(hardened_report.interval("robust_accuracy")),
-            "change_points": robust_change,
-        },
+        "clean": _change(input_report, hardened_report, "clean_accuracy", clean_change),
+        "robust": _change(input_report, hardened_report, "robust_accuracy", robust_change),
         "robust_points_per_clean_point": per_point,
         "n": hardened_report.n,
         "under_trained": rising,
@@ -111,3 +99,14 @@ def trade_lines(numbers: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"Training curve: {numbers['evidence']}.")
     return lines
+
+
+def _change(before: Any, after: Any, metric: str, points: float) -> dict[str, Any]:
+    """One accuracy before and after, with both intervals and the change in points."""
+    return {
+        "before": getattr(before, metric),
+        "after": getattr(after, metric),
+        "before_interval": list(before.interval(metric)),
+        "after_interval": list(after.interval(metric)),
+        "change_points": points,
+    }
