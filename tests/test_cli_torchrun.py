@@ -10,10 +10,10 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import typer
+from testing_helpers import torchrun
 from torch.distributed.run import get_args_parser
 
 from hardenctl.cli import app
@@ -110,9 +110,8 @@ def test_torchrun_eval_with_num_samples(digits_model_path, tmp_path):
 @pytest.mark.slow
 def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_the_report(digits_model_path, tmp_path):
     """2 gloo processes evaluate, then gating breaks on both: each rank prints its own line naming its own log."""
-    worker = tmp_path / "worker.py"
-    worker.write_text(
-        textwrap.dedent(f"""
+    run = torchrun(
+        f"""
         import sys
         import hardenctl.api.eval_request
         from hardenctl.cli import main
@@ -124,15 +123,9 @@ def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_th
         sys.exit(main(["eval", {str(digits_model_path)!r}, "--data", "digits-test", "--num-samples", "8",
                        "--batch-size", "4", "--attacks", "fgsm", "--eps", "0.1", "--device", "cpu", "--quiet",
                        "--report", {str(tmp_path / "report.json")!r}]))
-    """)
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HARDENCTL_LOG_DIR": str(tmp_path / "logs")}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    """,
+        tmp_path,
+        env={"HARDENCTL_LOG_DIR": str(tmp_path / "logs")},
     )
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if "internal error" in line]
@@ -151,9 +144,8 @@ def test_a_crash_under_torchrun_exits_3_on_every_rank_and_rank_0_still_writes_th
 def test_batch_size_auto_under_torchrun_cuts_the_same_batches_on_every_rank(digits_model_path, tmp_path):
     """Each rank measures its own free memory; rank 1 here finds room for 2 images, rank 0 for 4. Both must attack in
     batches of 2 (the smallest), and the report is then one process's with --batch-size 2."""
-    worker = tmp_path / "worker.py"
-    worker.write_text(
-        textwrap.dedent(f"""
+    run = torchrun(
+        f"""
         import importlib, os, sys
         from hardenctl.cli import main
 
@@ -168,15 +160,8 @@ def test_batch_size_auto_under_torchrun_cuts_the_same_batches_on_every_rank(digi
                        "--batch-size", "auto", "--attacks", "pgd", "--eps", "0.1", "--device", "cpu", "--quiet",
                        "--no-strict",
                        "--report", {str(tmp_path / "auto.json")!r}]))
-    """)
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    """,
+        tmp_path,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     plain = subprocess.run(
@@ -203,7 +188,7 @@ def test_batch_size_auto_under_torchrun_cuts_the_same_batches_on_every_rank(digi
         ],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=300,
     )
     assert plain.returncode == 0, plain.stderr[-3000:]

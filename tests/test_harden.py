@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ import timm
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from testing_helpers import ddp_harden_args, torchrun
 
 from hardenctl import __version__
 from hardenctl.data import load_dataset
@@ -425,56 +425,15 @@ def test_ddp_matches_one_process_and_only_rank_0_writes(tmp_path, cli):
     lr 1e-4 it is 1.8e-8, while giving rank 1 rank 0's share of the crops is 2e-2.
     """
     checkpoint = save_model(digits_model("test_efficientnet_gn"), tmp_path / "gn.safetensors")
-    args = [
-        str(checkpoint),
-        "--recipe",
-        "pgd-at",
-        "--data",
-        "digits-train",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "128",
-        "--lr",
-        "0.0001",
-        "--set",
-        "attack_steps=2",
-        "--set",
-        "eps=0.1",
-        "--set",
-        "attack_alpha=0.05",
-        "--set",
-        "augment=crop-flip",
-        "--set",
-        "crop_padding=1",
-        "--set",
-        "monitor_n=32",
-        "--eval-n",
-        "16",
-        "--suite",
-        "quick",
-        "--eps",
-        "0.1",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
-    worker = tmp_path / "worker.py"
-    worker.write_text(
-        textwrap.dedent(f"""
+    args = [str(checkpoint), *ddp_harden_args(epochs=1)]
+    ddp = torchrun(
+        f"""
         import os, sys
         from hardenctl.cli import main
         # every process gets its own --out, so a file written by rank 1 would show
         sys.exit(main(["harden"] + {args!r} + ["--out", os.path.join({str(tmp_path)!r}, "rank" + os.environ["RANK"])]))
-    """)
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    """,
+        tmp_path,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert not (tmp_path / "rank1").exists()
@@ -531,20 +490,13 @@ def test_ddp_measures_lr_auto_as_one_process_does(tmp_path, cli):
         "cpu",
         "--quiet",
     ]
-    worker = tmp_path / "worker.py"
-    worker.write_text(
-        textwrap.dedent(f"""
+    ddp = torchrun(
+        f"""
         import sys
         from hardenctl.cli import main
         sys.exit(main(["harden"] + {args!r} + ["--out", {str(tmp_path / "ddp")!r}]))
-    """)
-    )
-    ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
+    """,
+        tmp_path,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     code, _, err = cli("harden", *args, "--out", tmp_path / "single")

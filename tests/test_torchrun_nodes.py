@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from testing_helpers import timeless
+from testing_helpers import ddp_harden_args, timeless
 
 from hardenctl.demo import DIGITS_MEAN, DIGITS_STD
 from hardenctl.evaluation.samples import read_samples
@@ -51,41 +51,7 @@ EVAL_ARGS = [
 ]
 MAIN_STAGE = "attacks [linf eps=0.1]"
 # the DDP comparison of tests/test_harden.py: a GroupNorm model and lr 1e-4, so float summation order stays small
-HARDEN_ARGS = [
-    "--recipe",
-    "pgd-at",
-    "--data",
-    "digits-train",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "128",
-    "--lr",
-    "0.0001",
-    "--set",
-    "attack_steps=2",
-    "--set",
-    "eps=0.1",
-    "--set",
-    "attack_alpha=0.05",
-    "--set",
-    "augment=crop-flip",
-    "--set",
-    "crop_padding=1",
-    "--set",
-    "monitor_n=32",
-    "--eval-n",
-    "16",
-    "--suite",
-    "quick",
-    "--eps",
-    "0.1",
-    "--seed",
-    "0",
-    "--device",
-    "cpu",
-    "--quiet",
-]
+HARDEN_ARGS = [*ddp_harden_args(epochs=2), "--seed", "0"]
 
 # Runs the CLI with "{rank}" in its arguments replaced by the process's rank. With a trigger (a Python expression),
 # rank 1 SIGKILLs itself once it holds, once per job: the marker file keeps the restarted attempt alive.

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +77,30 @@ def finished_batches(directory: str | Path) -> dict[str, int]:
         for stage, numbers in batch_numbers(path).items():
             counts.setdefault(stage, set()).update(numbers)
     return {stage: len(numbers) for stage, numbers in counts.items()}
+
+
+def torchrun(
+    script: str, folder: Path, nproc: int = 2, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run ``script`` (Python source, dedented here) as ``folder/worker.py`` in ``nproc`` processes under
+    ``torch.distributed.run --standalone``, one thread each (``env`` adds variables); stdout and stderr captured."""
+    worker = Path(folder) / "worker.py"
+    worker.write_text(textwrap.dedent(script))
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(worker)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        timeout=timeout,
+    )
+
+
+def ddp_harden_args(epochs: int) -> list[str]:
+    """The harden run the DDP comparisons share (tests/test_harden.py, tests/test_torchrun_nodes.py): a GroupNorm
+    model's setting at lr 1e-4 with crop-flip augmentation, where float summation order across processes stays small
+    and a rank given another rank's crops would not."""
+    return (
+        f"--recipe pgd-at --data digits-train --epochs {epochs} --batch-size 128 --lr 0.0001 --set attack_steps=2 "
+        "--set eps=0.1 --set attack_alpha=0.05 --set augment=crop-flip --set crop_padding=1 --set monitor_n=32 "
+        "--eval-n 16 --suite quick --eps 0.1 --device cpu --quiet"
+    ).split()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from testing_helpers import torchrun
 from torch import nn
 
 import hardenctl
@@ -188,13 +189,12 @@ def torchrun_eval(tmp_path_factory, digits_model_path, digits_npz):
     so a file written by rank 1 would show), then ``evaluate`` on a randomised model with EOT."""
     out = tmp_path_factory.mktemp("torchrun")
     cli_args = ["eval", str(digits_model_path), "--data", str(digits_npz), *SUITE_ARGS]
-    worker = out / "worker.py"
-    worker.write_text(
-        textwrap.dedent(f"""
+    run = torchrun(
+        f"""
         import json, os, sys
         import torch
         import torch.distributed as dist
-        sys.path.insert(0, {str(HERE)!r})
+        sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]  # test_distributed, and the testing_helpers it imports
         from test_distributed import NOISY, Noisy
         from hardenctl import load_data, load_model
         from hardenctl.cli import main
@@ -215,14 +215,8 @@ def torchrun_eval(tmp_path_factory, digits_model_path, digits_npz):
             json.dump({{"report": report.to_dict(), "samples": report.samples.rows()}}, fh)
         dist.destroy_process_group()
         sys.exit(code)
-    """)
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)],
-        capture_output=True,
-        text=True,
-        env=env,
+    """,
+        out,
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-4000:]
